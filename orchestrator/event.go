@@ -1,0 +1,138 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Source names where an event came from.
+type Source string
+
+// Event sources.
+const (
+	SourceGitHub Source = "github"
+	SourceLinear Source = "linear"
+	SourceSlack  Source = "slack"
+	SourceAPI    Source = "api"
+)
+
+// Event kinds. Kinds are dotted, lower case, and become the last tokens of the
+// event subject.
+const (
+	KindComment        = "comment.command"
+	KindIssueLabeled   = "issue.labeled"
+	KindCIFailed       = "ci.failed"
+	KindTicketAssigned = "ticket.assigned"
+	KindTicketComment  = "ticket.comment"
+	KindSlackCommand   = "slack.command"
+	KindSlackAction    = "slack.action"
+	KindTaskRequested  = "task.requested"
+)
+
+// Event is a normalized trigger: whatever arrived (a webhook, a slash command,
+// an API call) in the one shape the scheduler understands. It is published on
+// EventSubject(source, kind) with Nats-Msg-Id set to DeliveryID.
+type Event struct {
+	ID             string    `json:"id"`
+	Source         Source    `json:"source"`
+	Kind           string    `json:"kind"`
+	Repo           string    `json:"repo"`
+	Target         Target    `json:"target"`
+	Actor          Actor     `json:"actor"`
+	Instruction    string    `json:"instruction"`
+	DeliveryID     string    `json:"delivery_id"`
+	IdempotencyKey string    `json:"idempotency_key"`
+	ReceivedAt     time.Time `json:"received_at"`
+
+	// Agent, when set, names the agent to run (API dispatch may choose one).
+	Agent string `json:"agent,omitempty"`
+	// Branch, when set, is the base branch or SHA the work starts from.
+	Branch string `json:"branch,omitempty"`
+	// Attempt counts CI-failure attempts on the same pull request.
+	Attempt int `json:"attempt,omitempty"`
+	// Raw keeps the original payload so the event can be normalized again.
+	Raw json.RawMessage `json:"raw,omitempty"`
+	// RawEvent names the original event type (e.g. X-GitHub-Event).
+	RawEvent string `json:"raw_event,omitempty"`
+}
+
+// Target is what an event is about: an issue, pull request, ticket, branch or
+// commit. Fields that do not apply stay empty.
+type Target struct {
+	Type       string `json:"type,omitempty"` // issue, pull_request, ticket, commit, branch
+	Number     int    `json:"number,omitempty"`
+	ID         string `json:"id,omitempty"` // ticket identifier (ENG-12), comment id, ...
+	URL        string `json:"url,omitempty"`
+	Branch     string `json:"branch,omitempty"`
+	HeadSHA    string `json:"head_sha,omitempty"`
+	CommentID  int64  `json:"comment_id,omitempty"`
+	Check      string `json:"check,omitempty"` // failing check or workflow name
+	HeadRepo   string `json:"head_repo,omitempty"`
+	BaseBranch string `json:"base_branch,omitempty"`
+}
+
+// Key returns a stable identifier of the target within its repository, used
+// to keep one active task per target. It is empty when the event has no
+// target (a plain API dispatch).
+func (t Target) Key() string {
+	switch {
+	case t.Type == "" && t.Number == 0 && t.ID == "" && t.Branch == "":
+		return ""
+	case t.Number != 0:
+		return fmt.Sprintf("%s#%d", t.Type, t.Number)
+	case t.ID != "":
+		return t.Type + ":" + t.ID
+	default:
+		return t.Type + "@" + t.Branch
+	}
+}
+
+// Actor is who caused an event.
+type Actor struct {
+	Login       string `json:"login,omitempty"`
+	Name        string `json:"name,omitempty"`
+	Email       string `json:"email,omitempty"`
+	Association string `json:"association,omitempty"`
+	IsBot       bool   `json:"is_bot,omitempty"`
+}
+
+// Subject and stream names.
+const (
+	EventsStream   = "NIGHTSHIFT_EVENTS"
+	TasksStream    = "NIGHTSHIFT_TASKS"
+	StatesStream   = "NIGHTSHIFT_STATES"
+	eventsPrefix   = "nightshift.events."
+	workPrefix     = "nightshift.work."
+	statesWildcard = "nightshift.tasks.*.state"
+	logsWildcard   = "nightshift.tasks.*.log"
+	controlPrefix  = "nightshift.control."
+)
+
+// EventSubject returns the subject an event of source and kind is published on.
+func EventSubject(source Source, kind string) string {
+	return eventsPrefix + string(source) + "." + sanitizeToken(kind)
+}
+
+// StateSubject returns the subject on which task id's state changes are published.
+func StateSubject(id string) string { return "nightshift.tasks." + id + ".state" }
+
+// LogSubject returns the subject on which task id's log lines are published.
+func LogSubject(id string) string { return "nightshift.tasks." + id + ".log" }
+
+// WorkSubject returns the work-queue subject for task id.
+func WorkSubject(id string) string { return workPrefix + id }
+
+// ControlSubject returns the subject carrying control messages (cancel) for task id.
+func ControlSubject(id string) string { return controlPrefix + id }
+
+func sanitizeToken(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '.', r == '-', r == '_', r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			return r
+		}
+		return '_'
+	}, s)
+}
