@@ -41,13 +41,14 @@ func commands() map[string]command {
 		"sandbox":  {"run a command in the configured sandbox", runSandbox},
 		"hooks":    {"replay stored webhook payloads to a server", runHooks},
 		"mcp":      {"serve MCP over stdio for an agent inside a sandbox", runMCP},
+		"ravi":     {"Ravi-compatible identity commands for agents inside a sandbox", runRavi},
 		"version":  {"print the version", runVersion},
 	}
 }
 
 // multiCall maps the names the binary may be invoked under (argv[0]) to a
 // subcommand, so a symlink named ravi inside a sandbox runs "nightshift ravi".
-var multiCall = map[string]string{}
+var multiCall = map[string]string{"ravi": "ravi"}
 
 // run is the whole program: parse args, dispatch to a subcommand.
 func run(ctx context.Context, args []string, environ []string, stdin io.Reader, stdout, stderr io.Writer) error {
