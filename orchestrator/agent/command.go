@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// Command runs any argv as an agent. The prompt is given on stdin and in
+// $NIGHTSHIFT_PROMPT; every stdout line becomes a "text" Line and the last
+// non-empty line is the summary.
+type Command struct {
+	argv []string
+}
+
+var _ Adapter = (*Command)(nil)
+
+// Name returns "command".
+func (c *Command) Name() string { return "command" }
+
+// Prepare returns the configured argv with the prompt on stdin and in env.
+// NIGHTSHIFT_SESSION_ID carries a follow-up's session id; MCP and gateway
+// settings are exported as NIGHTSHIFT_MCP_URL/TOKEN and
+// NIGHTSHIFT_GATEWAY_URL/TOKEN when set.
+func (c *Command) Prepare(req Request) (Invocation, error) {
+	if len(c.argv) == 0 {
+		return Invocation{}, ErrNoCommand
+	}
+	env := map[string]string{"NIGHTSHIFT_PROMPT": req.Prompt}
+	set := func(k, v string) {
+		if v != "" {
+			env[k] = v
+		}
+	}
+	set("NIGHTSHIFT_SESSION_ID", req.SessionID)
+	set("NIGHTSHIFT_MCP_URL", req.MCPURL)
+	set("NIGHTSHIFT_MCP_TOKEN", req.MCPToken)
+	set("NIGHTSHIFT_GATEWAY_URL", req.GatewayURL)
+	set("NIGHTSHIFT_GATEWAY_TOKEN", req.GatewayToken)
+	set("NIGHTSHIFT_MODEL", req.Model)
+	mergeEnv(env, req.Env)
+	stdin := req.Prompt
+	if stdin != "" && !strings.HasSuffix(stdin, "\n") {
+		stdin += "\n"
+	}
+	return Invocation{Argv: append([]string(nil), c.argv...), Env: env, Stdin: stdin}, nil
+}
+
+// NewParser returns a parser that emits each stdout line as text.
+func (c *Command) NewParser(emit func(Line)) Parser {
+	p := &commandParser{emit: emit}
+	p.lines.fn = p.line
+	return p
+}
+
+type commandParser struct {
+	emit  func(Line)
+	lines lineSplitter
+	last  string
+}
+
+func (p *commandParser) Write(b []byte) (int, error) { return p.lines.Write(b) }
+
+func (p *commandParser) line(s string) {
+	s = strings.TrimRight(s, "\r")
+	if strings.TrimSpace(s) != "" {
+		p.last = s
+	}
+	p.emit(Line{Kind: KindText, Text: s})
+}
+
+func (p *commandParser) Outcome(exitCode int) Outcome {
+	p.lines.Flush()
+	o := Outcome{Summary: p.last}
+	if exitCode != 0 {
+		o.Err = failed("command exited with status %d", exitCode)
+	}
+	return o
+}
+
+// lineSplitter buffers written bytes and calls fn for each complete line
+// (without the newline). Lines longer than maxLine are cut.
+type lineSplitter struct {
+	fn  func(string)
+	buf []byte
+}
+
+const maxLine = 4 << 20
+
+func (s *lineSplitter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			s.buf = append(s.buf, b...)
+			if len(s.buf) > maxLine {
+				s.fn(string(s.buf))
+				s.buf = s.buf[:0]
+			}
+			break
+		}
+		s.buf = append(s.buf, b[:i]...)
+		s.fn(string(s.buf))
+		s.buf = s.buf[:0]
+		b = b[i+1:]
+	}
+	return n, nil
+}
+
+// Flush emits a trailing partial line.
+func (s *lineSplitter) Flush() {
+	if len(s.buf) > 0 {
+		s.fn(string(s.buf))
+		s.buf = s.buf[:0]
+	}
+}
+
+
+// String describes the command adapter.
+func (c *Command) String() string { return fmt.Sprintf("command %q", c.argv) }
