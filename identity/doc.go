@@ -1,0 +1,14 @@
+// Package identity gives every task a fresh agent identity: a name that is
+// also its git author, an email address and, when the provider has one, a
+// phone number for one-time codes. Identities come from a Provider (the
+// built-in local provider in identity/local, or Ravi in identity/ravi);
+// the Service records them in SQLite (tables prefixed identity_), issues
+// task-scoped bearer tokens stored only as SHA-256 hashes, and extracts
+// one-time codes from the messages an identity receives.
+//
+// Guarantees: ForTask and Release are idempotent; a task has at most one
+// live identity, named agent-<first 8 characters of the task id,
+// lowercased>; releasing an identity revokes its tokens and returns its
+// provider resources (phone lease, remote identity). Waiting for a message
+// wakes as soon as the provider is notified of one; nothing polls locally.
+package identity

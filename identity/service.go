@@ -1,0 +1,443 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/nightshift/nightshift/identity/internal/sqlmigrate"
+)
+
+// Errors returned by the Service.
+var (
+	ErrNotFound     = errors.New("identity: not found")
+	ErrReleased     = errors.New("identity: released")
+	ErrUnauthorized = errors.New("identity: invalid or revoked token")
+	ErrNoTaskID     = errors.New("identity: empty task id")
+)
+
+// Identity is one agent identity. Name is also the git author and
+// committer name; Email is the git author and committer email.
+type Identity struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Email      string     `json:"email"`
+	Phone      string     `json:"phone"`
+	Provider   string     `json:"provider"`
+	TaskID     string     `json:"task_id,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ReleasedAt *time.Time `json:"released_at,omitempty"`
+
+	ref string // provider handle
+}
+
+// Live reports whether the identity has not been released.
+func (id Identity) Live() bool { return id.ReleasedAt == nil }
+
+func (id Identity) account() Account {
+	return Account{IdentityID: id.ID, Name: id.Name, Email: id.Email, Phone: id.Phone, Ref: id.ref}
+}
+
+// Scope is what a token is allowed to act for: the task it was issued to,
+// the task's repository and the agent running it.
+type Scope struct {
+	TaskID string `json:"task_id,omitempty"`
+	Repo   string `json:"repo,omitempty"`
+	Agent  string `json:"agent,omitempty"`
+}
+
+// SecretScopes returns the vault scopes a holder of this scope may read,
+// most specific first: task:<id>, agent:<name>, repo:<repo>, global.
+func (s Scope) SecretScopes() []string {
+	var out []string
+	if s.TaskID != "" {
+		out = append(out, "task:"+s.TaskID)
+	}
+	if s.Agent != "" {
+		out = append(out, "agent:"+s.Agent)
+	}
+	if s.Repo != "" {
+		out = append(out, "repo:"+s.Repo)
+	}
+	return append(out, "global")
+}
+
+// Config configures a Service.
+type Config struct {
+	// Domain is the mail domain used in logs and defaults; the provider
+	// decides the actual address. Default "agents.localhost".
+	Domain string
+	// Clock returns the current time. Default time.Now.
+	Clock func() time.Time
+	// Logger receives operational logs. Nil discards.
+	Logger *slog.Logger
+	// Rand is the source of token and id randomness. Default crypto/rand.
+	Rand io.Reader
+}
+
+func (c Config) withDefaults() Config {
+	if c.Domain == "" {
+		c.Domain = "agents.localhost"
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if strings.ContainsAny(c.Domain, "@ \t\r\n") {
+		return fmt.Errorf("identity: config Domain %q is not a domain", c.Domain)
+	}
+	return nil
+}
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Service creates, looks up and releases identities and their tokens.
+// It is safe for concurrent use.
+type Service struct {
+	db  *sql.DB
+	p   Provider
+	cfg Config
+	log *slog.Logger
+
+	createMu sync.Mutex
+}
+
+// NewService applies the identity migrations to db and returns a Service
+// provisioning identities from p.
+func NewService(ctx context.Context, db *sql.DB, p Provider, cfg Config) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if db == nil || p == nil {
+		return nil, errors.New("identity: NewService needs a database and a provider")
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	if err := sqlmigrate.Apply(ctx, db, "identity", sub); err != nil {
+		return nil, err
+	}
+	return &Service{db: db, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name())}, nil
+}
+
+// Provider returns the provider identities come from.
+func (s *Service) Provider() Provider { return s.p }
+
+// NameForTask returns the deterministic identity name for a task:
+// "agent-" and the first 8 characters of the task id, lowercased and
+// reduced to letters, digits and dashes.
+func NameForTask(taskID string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(taskID) {
+		if b.Len() == 8 {
+			break
+		}
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		}
+	}
+	return "agent-" + strings.Trim(b.String(), "-")
+}
+
+// ForTask returns the live identity of taskID, creating it when the task
+// has none. Calling it again returns the same identity.
+func (s *Service) ForTask(ctx context.Context, taskID string) (Identity, error) {
+	if taskID == "" {
+		return Identity{}, ErrNoTaskID
+	}
+	if id, err := s.liveForTask(ctx, taskID); err == nil || !errors.Is(err, ErrNotFound) {
+		return id, err
+	}
+	// Serialize creation in this process so concurrent callers do not
+	// provision twice; across processes the unique index decides.
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	if id, err := s.liveForTask(ctx, taskID); err == nil || !errors.Is(err, ErrNotFound) {
+		return id, err
+	}
+	return s.create(ctx, taskID, NameForTask(taskID))
+}
+
+// Create makes an identity that belongs to no task (an operator's
+// "identity new"). Its name is derived from its random id.
+func (s *Service) Create(ctx context.Context) (Identity, error) {
+	id, err := s.newID()
+	if err != nil {
+		return Identity{}, err
+	}
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	return s.create(ctx, "", "agent-"+strings.ToLower(id[len(id)-8:]))
+}
+
+func (s *Service) newID() (string, error) {
+	u, err := ulid.New(ulid.Timestamp(s.cfg.Clock()), s.cfg.Rand)
+	if err != nil {
+		return "", fmt.Errorf("identity: new id: %w", err)
+	}
+	return u.String(), nil
+}
+
+func (s *Service) create(ctx context.Context, taskID, name string) (Identity, error) {
+	id, err := s.newID()
+	if err != nil {
+		return Identity{}, err
+	}
+	name, err = s.freeName(ctx, name)
+	if err != nil {
+		return Identity{}, err
+	}
+	acct, err := s.p.Provision(ctx, ProvisionRequest{IdentityID: id, Name: name})
+	if err != nil {
+		if taskID != "" {
+			if other, lerr := s.liveForTask(ctx, taskID); lerr == nil {
+				return other, nil
+			}
+		}
+		return Identity{}, fmt.Errorf("identity: provision %s: %w", name, err)
+	}
+	now := s.cfg.Clock().UTC()
+	ident := Identity{ID: id, Name: name, Email: acct.Email, Phone: acct.Phone, Provider: s.p.Name(),
+		TaskID: taskID, CreatedAt: now.Truncate(time.Millisecond), ref: acct.Ref}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_identities
+		(id, name, email, phone, provider, provider_ref, task_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, now.UnixMilli())
+	if err != nil {
+		// Another caller may have created the task's identity concurrently:
+		// give back what we provisioned and return theirs.
+		rerr := s.p.Release(context.WithoutCancel(ctx), acct)
+		if taskID != "" {
+			if other, lerr := s.liveForTask(ctx, taskID); lerr == nil {
+				return other, nil
+			}
+		}
+		return Identity{}, errors.Join(fmt.Errorf("identity: store %s: %w", name, err), rerr)
+	}
+	s.log.InfoContext(ctx, "identity created", "identity_id", ident.ID, "task_id", taskID, "name", name)
+	return ident, nil
+}
+
+// freeName returns name, or name with a numeric suffix when a live
+// identity already uses it (two task ids sharing their first 8 characters).
+func (s *Service) freeName(ctx context.Context, name string) (string, error) {
+	for i := 1; ; i++ {
+		cand := name
+		if i > 1 {
+			cand = fmt.Sprintf("%s-%d", name, i)
+		}
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_identities WHERE name = ? AND released_at IS NULL`, cand).Scan(&n); err != nil {
+			return "", fmt.Errorf("identity: check name: %w", err)
+		}
+		if n == 0 {
+			return cand, nil
+		}
+	}
+}
+
+// Release ends taskID's identity: its tokens are revoked and the provider
+// returns its resources. Releasing a task without a live identity is a no-op.
+func (s *Service) Release(ctx context.Context, taskID string) error {
+	if taskID == "" {
+		return ErrNoTaskID
+	}
+	id, err := s.liveForTask(ctx, taskID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.release(ctx, id)
+}
+
+// ReleaseIdentity ends the identity with the given id (see Release).
+func (s *Service) ReleaseIdentity(ctx context.Context, identityID string) error {
+	id, err := s.Get(ctx, identityID)
+	if err != nil {
+		return err
+	}
+	if !id.Live() {
+		return nil
+	}
+	return s.release(ctx, id)
+}
+
+func (s *Service) release(ctx context.Context, id Identity) error {
+	now := s.cfg.Clock().UTC().UnixMilli()
+	if _, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL`, now, id.ID); err != nil {
+		return fmt.Errorf("identity: revoke tokens of %s: %w", id.ID, err)
+	}
+	if err := s.p.Release(ctx, id.account()); err != nil {
+		return fmt.Errorf("identity: release %s: %w", id.Name, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE identity_identities SET released_at = ? WHERE id = ? AND released_at IS NULL`, now, id.ID); err != nil {
+		return fmt.Errorf("identity: mark %s released: %w", id.ID, err)
+	}
+	s.log.InfoContext(ctx, "identity released", "identity_id", id.ID, "task_id", id.TaskID)
+	return nil
+}
+
+const identityCols = `id, name, email, phone, provider, provider_ref, task_id, created_at, released_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanIdentity(r scanner) (Identity, error) {
+	var id Identity
+	var created int64
+	var released sql.NullInt64
+	if err := r.Scan(&id.ID, &id.Name, &id.Email, &id.Phone, &id.Provider, &id.ref, &id.TaskID, &created, &released); err != nil {
+		return Identity{}, err
+	}
+	id.CreatedAt = time.UnixMilli(created).UTC()
+	if released.Valid {
+		t := time.UnixMilli(released.Int64).UTC()
+		id.ReleasedAt = &t
+	}
+	return id, nil
+}
+
+func (s *Service) liveForTask(ctx context.Context, taskID string) (Identity, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+identityCols+` FROM identity_identities WHERE task_id = ? AND released_at IS NULL`, taskID)
+	id, err := scanIdentity(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Identity{}, ErrNotFound
+	}
+	if err != nil {
+		return Identity{}, fmt.Errorf("identity: look up task %s: %w", taskID, err)
+	}
+	return id, nil
+}
+
+// Get returns the identity with the given id, live or released.
+func (s *Service) Get(ctx context.Context, identityID string) (Identity, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+identityCols+` FROM identity_identities WHERE id = ?`, identityID)
+	id, err := scanIdentity(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Identity{}, fmt.Errorf("%w: %s", ErrNotFound, identityID)
+	}
+	if err != nil {
+		return Identity{}, fmt.Errorf("identity: get %s: %w", identityID, err)
+	}
+	return id, nil
+}
+
+// ListOptions filters List.
+type ListOptions struct {
+	IncludeReleased bool
+	Limit           int // 0: 100
+}
+
+// List returns identities, newest first.
+func (s *Service) List(ctx context.Context, opt ListOptions) ([]Identity, error) {
+	if opt.Limit <= 0 {
+		opt.Limit = 100
+	}
+	q := `SELECT ` + identityCols + ` FROM identity_identities`
+	if !opt.IncludeReleased {
+		q += ` WHERE released_at IS NULL`
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	rows, err := s.db.QueryContext(ctx, q, opt.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("identity: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Identity
+	for rows.Next() {
+		id, err := scanIdentity(rows)
+		if err != nil {
+			return nil, fmt.Errorf("identity: list: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// tokenPrefix marks Nightshift agent tokens so they are recognizable in
+// secret scanners.
+const tokenPrefix = "nsa_"
+
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+// IssueToken returns a new bearer token for the live identity identityID,
+// limited to scope. Only the token's SHA-256 hash is stored.
+func (s *Service) IssueToken(ctx context.Context, identityID string, scope Scope) (string, error) {
+	id, err := s.Get(ctx, identityID)
+	if err != nil {
+		return "", err
+	}
+	if !id.Live() {
+		return "", fmt.Errorf("%w: %s", ErrReleased, identityID)
+	}
+	if scope.TaskID == "" {
+		scope.TaskID = id.TaskID
+	}
+	var raw [32]byte
+	if _, err := io.ReadFull(s.cfg.Rand, raw[:]); err != nil {
+		return "", fmt.Errorf("identity: token randomness: %w", err)
+	}
+	tok := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_tokens (hash, identity_id, task_id, repo, agent, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		hashToken(tok), id.ID, scope.TaskID, scope.Repo, scope.Agent, s.cfg.Clock().UTC().UnixMilli())
+	if err != nil {
+		return "", fmt.Errorf("identity: store token: %w", err)
+	}
+	return tok, nil
+}
+
+// Authenticate returns the identity and scope a token was issued for.
+// Unknown, revoked and released-identity tokens give ErrUnauthorized.
+func (s *Service) Authenticate(ctx context.Context, token string) (Identity, Scope, error) {
+	if !strings.HasPrefix(token, tokenPrefix) {
+		return Identity{}, Scope{}, ErrUnauthorized
+	}
+	var sc Scope
+	var identityID string
+	err := s.db.QueryRowContext(ctx, `SELECT identity_id, task_id, repo, agent FROM identity_tokens WHERE hash = ? AND revoked_at IS NULL`,
+		hashToken(token)).Scan(&identityID, &sc.TaskID, &sc.Repo, &sc.Agent)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Identity{}, Scope{}, ErrUnauthorized
+	}
+	if err != nil {
+		return Identity{}, Scope{}, fmt.Errorf("identity: authenticate: %w", err)
+	}
+	id, err := s.Get(ctx, identityID)
+	if err != nil {
+		return Identity{}, Scope{}, err
+	}
+	if !id.Live() {
+		return Identity{}, Scope{}, ErrUnauthorized
+	}
+	return id, sc, nil
+}
