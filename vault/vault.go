@@ -1,0 +1,802 @@
+package vault
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Errors returned by the vault. Integrity failures are *IntegrityError,
+// which matches ErrIntegrity with errors.Is.
+var (
+	ErrNotFound     = errors.New("vault: secret not found")
+	ErrWrongKey     = errors.New("vault: root key does not open this vault")
+	ErrIntegrity    = errors.New("vault: integrity check failed")
+	ErrInvalidName  = errors.New("vault: invalid secret name")
+	ErrInvalidScope = errors.New("vault: invalid scope")
+	ErrInvalidActor = errors.New("vault: invalid actor")
+	ErrUnknownKind  = errors.New("vault: unknown reference kind")
+)
+
+// IntegrityError reports a sealed blob that failed authentication: changed
+// bytes, a blob moved from another record, or a key that is not the one it
+// was sealed with.
+type IntegrityError struct {
+	Name    string // secret name, "" for keys
+	Scope   string
+	Version int
+	Part    string // "value", "data key", "kek", "audit key"
+	KEKID   int64
+}
+
+func (e *IntegrityError) Error() string {
+	switch e.Part {
+	case "kek":
+		return fmt.Sprintf("vault: integrity check failed: key-encryption key %d does not open under the root key", e.KEKID)
+	case "audit key":
+		return "vault: integrity check failed: audit key does not open under the root key"
+	}
+	return fmt.Sprintf("vault: integrity check failed: %s of %s (scope %s, version %d) was altered or moved", e.Part, e.Name, e.Scope, e.Version)
+}
+
+// Unwrap makes errors.Is(err, ErrIntegrity) true.
+func (e *IntegrityError) Unwrap() error { return ErrIntegrity }
+
+// Actor kinds.
+const (
+	ActorOperator = "operator"
+	ActorTask     = "task"
+	ActorIdentity = "identity"
+	ActorSystem   = "system"
+)
+
+// Actor is who reads or writes, as recorded in the audit log.
+type Actor struct {
+	Kind string // operator, task, identity or system
+	ID   string // e.g. the task ID, the operator's user name, "config"
+}
+
+// String returns "kind:id".
+func (a Actor) String() string { return a.Kind + ":" + a.ID }
+
+func (a Actor) validate() error {
+	switch a.Kind {
+	case ActorOperator, ActorTask, ActorIdentity, ActorSystem:
+	default:
+		return fmt.Errorf("%w: kind %q (want operator, task, identity or system)", ErrInvalidActor, a.Kind)
+	}
+	if a.ID == "" || len(a.ID) > 256 || hasControl(a.ID) {
+		return fmt.Errorf("%w: id %q", ErrInvalidActor, a.ID)
+	}
+	return nil
+}
+
+// Config tunes a Vault. The zero value is usable.
+type Config struct {
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+	// Logger receives operational messages, never values. Nil discards.
+	Logger *slog.Logger
+	// Rand is the source of keys and nonces. Nil means crypto/rand.
+	Rand io.Reader
+	// Timeout bounds each call whose ctx has no deadline. Zero means 30s.
+	Timeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Timeout < 0 {
+		return fmt.Errorf("vault: config: Timeout must not be negative")
+	}
+	return nil
+}
+
+// Vault stores secrets encrypted in SQLite. It is safe for concurrent use,
+// and several processes may open the same database (the CLI beside a
+// running server); a root key rotation needs the others restarted.
+type Vault struct {
+	db     *sql.DB
+	keys   KeySource
+	cfg    Config
+	logger *slog.Logger
+
+	wmu sync.Mutex // serialises this process's write transactions
+
+	mu       sync.Mutex
+	root     []byte
+	auditKey []byte
+	keks     map[int64][]byte
+}
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Open migrates the vault tables in db, obtains the root key from keys and
+// checks it against the vault. A new vault gets its first KEK and audit key.
+// A root key that does not match fails with ErrWrongKey.
+func Open(ctx context.Context, db *sql.DB, keys KeySource, cfg Config) (*Vault, error) {
+	if db == nil {
+		return nil, errors.New("vault: nil db")
+	}
+	if keys == nil {
+		return nil, errors.New("vault: nil key source")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	v := &Vault{db: db, keys: keys, cfg: cfg, logger: cfg.Logger.With("component", "vault"), keks: map[int64][]byte{}}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	if err := v.migrate(ctx); err != nil {
+		return nil, err
+	}
+	root, err := keys.RootKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(root) != KeySize {
+		return nil, fmt.Errorf("%w: root key is %d bytes, want %d", ErrKeySource, len(root), KeySize)
+	}
+	err = v.writeTx(ctx, func(c *sql.Conn) error {
+		var check []byte
+		err := c.QueryRowContext(ctx, `SELECT value FROM vault_meta WHERE key = 'root_check'`).Scan(&check)
+		if errors.Is(err, sql.ErrNoRows) {
+			return v.initialise(ctx, c, root)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := unseal(root, check, adRootCheck()); err != nil {
+			return ErrWrongKey
+		}
+		var wrapped []byte
+		if err := c.QueryRowContext(ctx, `SELECT value FROM vault_meta WHERE key = 'audit_key'`).Scan(&wrapped); err != nil {
+			return fmt.Errorf("vault: read audit key: %w", err)
+		}
+		ak, err := unseal(root, wrapped, adAuditKey())
+		if err != nil {
+			return &IntegrityError{Part: "audit key"}
+		}
+		v.auditKey = ak
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.root = root
+	return v, nil
+}
+
+// initialise creates the root check, the audit key and KEK 1 of a new vault.
+func (v *Vault) initialise(ctx context.Context, c *sql.Conn, root []byte) error {
+	var n int
+	if err := c.QueryRowContext(ctx, `SELECT count(*) FROM vault_keks`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: vault_meta lost its root check while keys exist", ErrIntegrity)
+	}
+	check, err := seal(v.cfg.Rand, root, rootCheckPlain, adRootCheck())
+	if err != nil {
+		return err
+	}
+	ak := make([]byte, KeySize)
+	if _, err := io.ReadFull(v.cfg.Rand, ak); err != nil {
+		return err
+	}
+	wak, err := seal(v.cfg.Rand, root, ak, adAuditKey())
+	if err != nil {
+		return err
+	}
+	if _, err := c.ExecContext(ctx, `INSERT INTO vault_meta(key, value) VALUES ('root_check', ?), ('audit_key', ?)`, check, wak); err != nil {
+		return err
+	}
+	if _, err := v.newKEK(ctx, c, root, 1); err != nil {
+		return err
+	}
+	v.auditKey = ak
+	v.logger.Info("vault initialised")
+	return nil
+}
+
+func (v *Vault) newKEK(ctx context.Context, c *sql.Conn, root []byte, id int64) ([]byte, error) {
+	kek := make([]byte, KeySize)
+	if _, err := io.ReadFull(v.cfg.Rand, kek); err != nil {
+		return nil, err
+	}
+	w, err := seal(v.cfg.Rand, root, kek, adKEK(id))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.ExecContext(ctx, `INSERT INTO vault_keks(id, wrapped, created_at) VALUES (?, ?, ?)`, id, w, v.now()); err != nil {
+		return nil, fmt.Errorf("vault: store kek: %w", err)
+	}
+	v.mu.Lock()
+	v.keks[id] = kek
+	v.mu.Unlock()
+	return kek, nil
+}
+
+func (v *Vault) migrate(ctx context.Context) error {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return err
+	}
+	return v.writeTx(ctx, func(c *sql.Conn) error {
+		if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS vault_schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+			return fmt.Errorf("vault: migrate: %w", err)
+		}
+		var have int
+		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM vault_schema_migrations`).Scan(&have); err != nil {
+			return fmt.Errorf("vault: migrate: %w", err)
+		}
+		for _, e := range entries {
+			n, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+			if err != nil || n <= have {
+				continue
+			}
+			q, err := migrationFS.ReadFile("migrations/" + e.Name())
+			if err != nil {
+				return err
+			}
+			if _, err := c.ExecContext(ctx, string(q)); err != nil {
+				return fmt.Errorf("vault: migrate %s: %w", e.Name(), err)
+			}
+			if _, err := c.ExecContext(ctx, `INSERT INTO vault_schema_migrations(version, applied_at) VALUES (?, ?)`, n, v.now()); err != nil {
+				return fmt.Errorf("vault: migrate: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (v *Vault) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, v.cfg.Timeout)
+}
+
+func (v *Vault) now() string { return v.cfg.Clock().UTC().Format(time.RFC3339Nano) }
+
+// writeTx runs fn in a BEGIN IMMEDIATE transaction on one connection with
+// secure_delete on, committing when fn returns nil.
+func (v *Vault) writeTx(ctx context.Context, fn func(c *sql.Conn) error) (err error) {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	c, err := v.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	if _, err := c.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return fmt.Errorf("vault: begin: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			c.ExecContext(rctx, `ROLLBACK`)
+		}
+	}()
+	if err := fn(c); err != nil {
+		return err
+	}
+	if _, err := c.ExecContext(ctx, `COMMIT`); err != nil {
+		return fmt.Errorf("vault: commit: %w", err)
+	}
+	done = true
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// ValidateName reports whether name is a valid secret name (Ravi's rule,
+// ^[A-Z][A-Z0-9_]*$, at most 128 characters).
+func ValidateName(name string) error {
+	if len(name) > 128 || !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q (want upper case letters, digits and _, starting with a letter)", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// Scope kinds.
+const (
+	ScopeGlobal = "global"
+	ScopeRepo   = "repo:"
+	ScopeAgent  = "agent:"
+	ScopeTask   = "task:"
+)
+
+// ValidateScope reports whether scope is "global", "repo:<name-or-glob>"
+// (path.Match syntax), "agent:<name>" or "task:<id>".
+func ValidateScope(scope string) error {
+	bad := func(why string) error { return fmt.Errorf("%w: %q: %s", ErrInvalidScope, scope, why) }
+	if scope == ScopeGlobal {
+		return nil
+	}
+	kind, rest, ok := strings.Cut(scope, ":")
+	if !ok {
+		return bad("want global, repo:<name>, agent:<name> or task:<id>")
+	}
+	if rest == "" || len(rest) > 256 || hasControl(rest) || strings.ContainsAny(rest, " \t") {
+		return bad("empty, too long or containing spaces")
+	}
+	switch kind + ":" {
+	case ScopeRepo:
+		if _, err := path.Match(rest, ""); err != nil {
+			return bad("malformed glob")
+		}
+	case ScopeAgent, ScopeTask:
+	default:
+		return bad("unknown kind " + kind)
+	}
+	return nil
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// ScopesFor returns the scopes a task's lookup tries, most specific first:
+// task:<id>, agent:<name>, repo:<repo>, global. Empty parts are skipped.
+// Lookup also matches repo globs for the repo:<repo> entry.
+func ScopesFor(taskID, agent, repo string) []string {
+	var s []string
+	if taskID != "" {
+		s = append(s, ScopeTask+taskID)
+	}
+	if agent != "" {
+		s = append(s, ScopeAgent+agent)
+	}
+	if repo != "" {
+		s = append(s, ScopeRepo+repo)
+	}
+	return append(s, ScopeGlobal)
+}
+
+// Set stores value as a new version of name in scope and returns the
+// version number (1 for a new secret). Version numbers are never reused.
+func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value []byte) (version int, err error) {
+	if err := actor.validate(); err != nil {
+		return 0, err
+	}
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	if err := ValidateScope(scope); err != nil {
+		return 0, err
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	err = v.writeTx(ctx, func(c *sql.Conn) error {
+		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) + 1 FROM vault_secrets WHERE name = ? AND scope = ?`, name, scope).Scan(&version); err != nil {
+			return err
+		}
+		kekID, kek, err := v.currentKEK(ctx, c)
+		if err != nil {
+			return err
+		}
+		dek := make([]byte, KeySize)
+		if _, err := io.ReadFull(v.cfg.Rand, dek); err != nil {
+			return err
+		}
+		ct, err := seal(v.cfg.Rand, dek, value, adValue(name, scope, version))
+		if err != nil {
+			return err
+		}
+		wdek, err := seal(v.cfg.Rand, kek, dek, adDEK(name, scope, version, kekID))
+		if err != nil {
+			return err
+		}
+		clear(dek)
+		if _, err := c.ExecContext(ctx, `INSERT INTO vault_secrets(name, scope, version, kek_id, wrapped_dek, ciphertext, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			name, scope, version, kekID, wdek, ct, v.now(), actor.String()); err != nil {
+			return fmt.Errorf("vault: store %s: %w", name, err)
+		}
+		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "set", name: name, scope: scope, version: version, outcome: "ok"})
+	})
+	if err != nil {
+		return 0, err
+	}
+	return version, nil
+}
+
+// Get returns the latest live version of name in exactly scope.
+func (v *Vault) Get(ctx context.Context, actor Actor, name, scope string) ([]byte, error) {
+	return v.GetVersion(ctx, actor, name, scope, 0)
+}
+
+// GetVersion returns version of name in scope; version 0 means the latest
+// live one. A destroyed or missing version is ErrNotFound.
+func (v *Vault) GetVersion(ctx context.Context, actor Actor, name, scope string, version int) ([]byte, error) {
+	if err := actor.validate(); err != nil {
+		return nil, err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := ValidateScope(scope); err != nil {
+		return nil, err
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	var value []byte
+	var opErr error
+	err := v.writeTx(ctx, func(c *sql.Conn) error {
+		rec := auditRecord{actor: actor, action: "get", name: name, scope: scope, version: version}
+		value, rec.version, opErr = v.read(ctx, c, name, scope, version)
+		rec.outcome = outcomeOf(opErr)
+		if rec.outcome == "error" {
+			return opErr
+		}
+		return v.appendAudit(ctx, c, rec)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return value, opErr
+}
+
+// Lookup returns the value of name from the first scope in scopes that has
+// a live version, and that scope. For an entry "repo:<repo>" without an
+// exact match, stored repo globs matching <repo> are tried, the most
+// specific (fewest wildcards, then longest) first. Use ScopesFor to build
+// the list for a task.
+func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []string) ([]byte, string, error) {
+	if err := actor.validate(); err != nil {
+		return nil, "", err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, "", err
+	}
+	for _, s := range scopes {
+		if err := ValidateScope(s); err != nil {
+			return nil, "", err
+		}
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	var value []byte
+	var found string
+	var opErr error
+	err := v.writeTx(ctx, func(c *sql.Conn) error {
+		live, err := v.liveScopes(ctx, c, name)
+		if err != nil {
+			return err
+		}
+		found = pickScope(live, scopes)
+		rec := auditRecord{actor: actor, action: "lookup", name: name, scope: found, detail: "tried " + strings.Join(scopes, ",")}
+		if found == "" {
+			opErr = ErrNotFound
+		} else {
+			value, rec.version, opErr = v.read(ctx, c, name, found, 0)
+		}
+		rec.outcome = outcomeOf(opErr)
+		if rec.outcome == "error" {
+			return opErr
+		}
+		return v.appendAudit(ctx, c, rec)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if opErr != nil {
+		return nil, "", opErr
+	}
+	return value, found, nil
+}
+
+func (v *Vault) liveScopes(ctx context.Context, c *sql.Conn, name string) (map[string]bool, error) {
+	rows, err := c.QueryContext(ctx, `SELECT DISTINCT scope FROM vault_secrets WHERE name = ? AND destroyed_at IS NULL`, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	live := map[string]bool{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		live[s] = true
+	}
+	return live, rows.Err()
+}
+
+// pickScope returns the first of wanted present in live, trying repo globs.
+func pickScope(live map[string]bool, wanted []string) string {
+	var globs []string
+	for s := range live {
+		if strings.HasPrefix(s, ScopeRepo) && strings.ContainsAny(s[len(ScopeRepo):], "*?[") {
+			globs = append(globs, s)
+		}
+	}
+	sort.Slice(globs, func(i, j int) bool {
+		wi, wj := wildcards(globs[i]), wildcards(globs[j])
+		if wi != wj {
+			return wi < wj
+		}
+		if len(globs[i]) != len(globs[j]) {
+			return len(globs[i]) > len(globs[j])
+		}
+		return globs[i] < globs[j]
+	})
+	for _, w := range wanted {
+		if live[w] {
+			return w
+		}
+		if repo, ok := strings.CutPrefix(w, ScopeRepo); ok {
+			for _, g := range globs {
+				if m, _ := path.Match(g[len(ScopeRepo):], repo); m {
+					return g
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func wildcards(s string) int { return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[") }
+
+// read decrypts one version (0: latest live) inside a transaction.
+func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, version int) ([]byte, int, error) {
+	q := `SELECT version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND scope = ? AND destroyed_at IS NULL ORDER BY version DESC LIMIT 1`
+	args := []any{name, scope}
+	if version > 0 {
+		q = `SELECT version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND scope = ? AND version = ? AND destroyed_at IS NULL`
+		args = append(args, version)
+	}
+	var ver int
+	var kekID sql.NullInt64
+	var wdek, ct []byte
+	err := c.QueryRowContext(ctx, q, args...).Scan(&ver, &kekID, &wdek, &ct)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, version, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
+	}
+	if err != nil {
+		return nil, version, err
+	}
+	ie := &IntegrityError{Name: name, Scope: scope, Version: ver, Part: "data key", KEKID: kekID.Int64}
+	if !kekID.Valid {
+		return nil, ver, ie
+	}
+	kek, err := v.kek(ctx, c, kekID.Int64)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ver, ie
+		}
+		return nil, ver, err
+	}
+	dek, err := unseal(kek, wdek, adDEK(name, scope, ver, kekID.Int64))
+	if err != nil {
+		return nil, ver, ie
+	}
+	value, err := unseal(dek, ct, adValue(name, scope, ver))
+	clear(dek)
+	if err != nil {
+		ie.Part = "value"
+		return nil, ver, ie
+	}
+	return value, ver, nil
+}
+
+// kek returns the unwrapped KEK id, from cache or the database.
+func (v *Vault) kek(ctx context.Context, c *sql.Conn, id int64) ([]byte, error) {
+	v.mu.Lock()
+	k, ok := v.keks[id]
+	root := v.root
+	v.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	if root == nil { // during Open
+		return nil, errors.New("vault: not open")
+	}
+	var w []byte
+	err := c.QueryRowContext(ctx, `SELECT wrapped FROM vault_keks WHERE id = ?`, id).Scan(&w)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: kek %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err = unseal(root, w, adKEK(id))
+	if err != nil {
+		return nil, &IntegrityError{Part: "kek", KEKID: id}
+	}
+	v.mu.Lock()
+	v.keks[id] = k
+	v.mu.Unlock()
+	return k, nil
+}
+
+func (v *Vault) currentKEK(ctx context.Context, c *sql.Conn) (int64, []byte, error) {
+	var id int64
+	if err := c.QueryRowContext(ctx, `SELECT id FROM vault_keks ORDER BY id DESC LIMIT 1`).Scan(&id); err != nil {
+		return 0, nil, fmt.Errorf("vault: no key-encryption key: %w", err)
+	}
+	k, err := v.kek(ctx, c, id)
+	return id, k, err
+}
+
+func outcomeOf(err error) string {
+	var ie *IntegrityError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.As(err, &ie):
+		return "integrity_error"
+	default:
+		return "error"
+	}
+}
+
+// Destroy erases version of name in scope (0: every version). The record
+// stays, marked destroyed, so its number is never reused; the sealed bytes
+// are overwritten. It returns how many versions it destroyed, and
+// ErrNotFound when there was none.
+func (v *Vault) Destroy(ctx context.Context, actor Actor, name, scope string, version int) (int, error) {
+	if err := actor.validate(); err != nil {
+		return 0, err
+	}
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	if err := ValidateScope(scope); err != nil {
+		return 0, err
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	var n int64
+	err := v.writeTx(ctx, func(c *sql.Conn) error {
+		q := `UPDATE vault_secrets SET kek_id = NULL, wrapped_dek = NULL, ciphertext = NULL, destroyed_at = ? WHERE name = ? AND scope = ? AND destroyed_at IS NULL`
+		args := []any{v.now(), name, scope}
+		if version > 0 {
+			q += ` AND version = ?`
+			args = append(args, version)
+		}
+		res, err := c.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		rec := auditRecord{actor: actor, action: "destroy", name: name, scope: scope, version: version, outcome: "ok", detail: fmt.Sprintf("%d versions", n)}
+		if n == 0 {
+			rec.outcome = "not_found"
+		}
+		return v.appendAudit(ctx, c, rec)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
+	}
+	return int(n), nil
+}
+
+// VersionInfo describes one stored version, without its value.
+type VersionInfo struct {
+	Version     int        `json:"version"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CreatedBy   string     `json:"created_by"`
+	DestroyedAt *time.Time `json:"destroyed_at,omitempty"`
+}
+
+// Info describes a secret in one scope, without its values.
+type Info struct {
+	Name     string        `json:"name"`
+	Scope    string        `json:"scope"`
+	Latest   int           `json:"latest"` // newest live version, 0 if all destroyed
+	Versions []VersionInfo `json:"versions"`
+}
+
+// List returns every secret and its versions, sorted by name then scope.
+// It is audited as a read of metadata.
+func (v *Vault) List(ctx context.Context, actor Actor) ([]Info, error) {
+	if err := actor.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	var out []Info
+	err := v.writeTx(ctx, func(c *sql.Conn) error {
+		rows, err := c.QueryContext(ctx, `SELECT name, scope, version, created_at, created_by, destroyed_at FROM vault_secrets ORDER BY name, scope, version`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name, scope, created, by string
+			var ver int
+			var destroyed sql.NullString
+			if err := rows.Scan(&name, &scope, &ver, &created, &by, &destroyed); err != nil {
+				return err
+			}
+			if len(out) == 0 || out[len(out)-1].Name != name || out[len(out)-1].Scope != scope {
+				out = append(out, Info{Name: name, Scope: scope})
+			}
+			in := &out[len(out)-1]
+			vi := VersionInfo{Version: ver, CreatedBy: by}
+			vi.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+			if destroyed.Valid {
+				t, _ := time.Parse(time.RFC3339Nano, destroyed.String)
+				vi.DestroyedAt = &t
+			} else {
+				in.Latest = ver
+			}
+			in.Versions = append(in.Versions, vi)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "list", outcome: "ok", detail: fmt.Sprintf("%d secrets", len(out))})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ConfigActor is the actor recorded for configuration references.
+var ConfigActor = Actor{Kind: ActorSystem, ID: "config"}
+
+// Resolve returns the global value of name for a configuration reference
+// ${vault:NAME} or ${ravi:NAME} (kind "vault" or "ravi", the same vault).
+// It satisfies the config package's resolver interface.
+func (v *Vault) Resolve(ctx context.Context, kind, name string) (string, error) {
+	switch kind {
+	case "vault", "ravi":
+	default:
+		return "", fmt.Errorf("%w: %q", ErrUnknownKind, kind)
+	}
+	b, err := v.Get(ctx, ConfigActor, name, ScopeGlobal)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
