@@ -141,8 +141,10 @@ type Parser interface {
 // Any kind other than "claude" and "codex" is treated as a command agent.
 func New(kind string, command []string) (Adapter, error) {
 	switch kind {
-	case "claude", "codex":
-		return nil, fmt.Errorf("%w: %q not implemented yet", ErrUnknownKind, kind)
+	case "claude":
+		return newClaude(command), nil
+	case "codex":
+		return newCodex(command), nil
 	case "command", "":
 		if len(command) == 0 {
 			return nil, ErrNoCommand

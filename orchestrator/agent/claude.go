@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// GatewayAnthropicPath is appended to Request.GatewayURL to form
+// ANTHROPIC_BASE_URL; the gateway routes /anthropic/... to the Anthropic upstream.
+const GatewayAnthropicPath = "/anthropic"
+
+// claudeMCPFile is where the Claude adapter writes its MCP config, relative to Home.
+const claudeMCPFile = ".nightshift/claude-mcp.json"
+
+// Claude drives Claude Code headless:
+//
+//	claude -p --output-format stream-json --verbose --permission-mode bypassPermissions
+//	       [--mcp-config $HOME/.nightshift/claude-mcp.json --strict-mcp-config]
+//	       [--model M] [--resume SESSION]
+//
+// with the prompt on stdin. bypassPermissions is refused for root unless
+// IS_SANDBOX=1, which the adapter sets: the agent always runs inside our
+// sandbox. Telemetry, error reporting and auto-update are disabled through
+// their environment variables so the CLI only talks to the model gateway
+// and the task's MCP server.
+type Claude struct {
+	argv []string
+}
+
+var _ Adapter = (*Claude)(nil)
+
+func newClaude(command []string) *Claude {
+	if len(command) == 0 {
+		command = []string{"claude"}
+	}
+	return &Claude{argv: append([]string(nil), command...)}
+}
+
+// Name returns "claude".
+func (c *Claude) Name() string { return "claude" }
+
+// Prepare builds the claude invocation for req.
+func (c *Claude) Prepare(req Request) (Invocation, error) {
+	if strings.TrimSpace(req.Prompt) == "" {
+		return Invocation{}, ErrNoPrompt
+	}
+	argv := append([]string(nil), c.argv...)
+	argv = append(argv, "-p", "--output-format", "stream-json", "--verbose",
+		"--permission-mode", "bypassPermissions")
+	inv := Invocation{Env: map[string]string{
+		"IS_SANDBOX":                               "1",
+		"DISABLE_AUTOUPDATER":                      "1",
+		"DISABLE_TELEMETRY":                        "1",
+		"DISABLE_ERROR_REPORTING":                  "1",
+		"DISABLE_BUG_COMMAND":                      "1",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+		"CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY":      "1",
+		// MCP tools are called directly, not discovered through ToolSearch.
+		"ENABLE_TOOL_SEARCH": "false",
+	}, Stdin: req.Prompt}
+	if req.Home != "" {
+		inv.Env["HOME"] = req.Home
+	}
+	if req.GatewayURL != "" {
+		inv.Env["ANTHROPIC_BASE_URL"] = strings.TrimRight(req.GatewayURL, "/") + GatewayAnthropicPath
+		inv.Env["ANTHROPIC_API_KEY"] = req.GatewayToken
+	}
+	if req.MCPURL != "" {
+		if req.Home == "" {
+			return Invocation{}, fmt.Errorf("agent: claude MCP config needs Request.Home")
+		}
+		cfg, err := claudeMCPConfig(req.MCPURL, req.MCPToken)
+		if err != nil {
+			return Invocation{}, err
+		}
+		inv.Files = map[string][]byte{claudeMCPFile: cfg}
+		argv = append(argv, "--mcp-config", path.Join(req.Home, claudeMCPFile), "--strict-mcp-config")
+	}
+	if req.Model != "" {
+		argv = append(argv, "--model", req.Model)
+	}
+	if req.SessionID != "" {
+		argv = append(argv, "--resume", req.SessionID)
+	}
+	inv.Argv = argv
+	mergeEnv(inv.Env, req.Env)
+	return inv, nil
+}
+
+// claudeMCPConfig renders the --mcp-config file: one streamable-HTTP server
+// named "nightshift" with the task's bearer token.
+func claudeMCPConfig(url, token string) ([]byte, error) {
+	srv := map[string]any{"type": "http", "url": url}
+	if token != "" {
+		srv["headers"] = map[string]string{"Authorization": "Bearer " + token}
+	}
+	b, err := json.MarshalIndent(map[string]any{"mcpServers": map[string]any{"nightshift": srv}}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("agent: render claude mcp config: %w", err)
+	}
+	return b, nil
+}
+
+// NewParser parses claude's stream-json output.
+func (c *Claude) NewParser(emit func(Line)) Parser {
+	p := &claudeParser{emit: emit}
+	p.lines.fn = p.line
+	return p
+}
+
+type claudeParser struct {
+	emit      func(Line)
+	lines     lineSplitter
+	session   string
+	usage     Usage
+	summary   string
+	lastText  string
+	gotResult bool
+	isError   bool
+	errMsg    string
+}
+
+func (p *claudeParser) Write(b []byte) (int, error) { return p.lines.Write(b) }
+
+type claudeBlock struct {
+	Type      string          `json:"type"`
+	Text      string          `json:"text"`
+	Name      string          `json:"name"`
+	ID        string          `json:"id"`
+	Input     json.RawMessage `json:"input"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
+	IsError   bool            `json:"is_error"`
+}
+
+type claudeEvent struct {
+	Type       string `json:"type"`
+	Subtype    string `json:"subtype"`
+	SessionID  string `json:"session_id"`
+	Model      string `json:"model"`
+	MCPServers []struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+	} `json:"mcp_servers"`
+	Message *struct {
+		Content json.RawMessage `json:"content"`
+	} `json:"message"`
+	ParentToolUseID *string `json:"parent_tool_use_id"`
+	// result
+	IsError      bool     `json:"is_error"`
+	Result       string   `json:"result"`
+	TotalCostUSD float64  `json:"total_cost_usd"`
+	Errors       []string `json:"errors"`
+	Usage        *struct {
+		InputTokens              int64 `json:"input_tokens"`
+		CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+		CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+		OutputTokens             int64 `json:"output_tokens"`
+	} `json:"usage"`
+}
+
+func (p *claudeParser) line(s string) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return
+	}
+	var ev claudeEvent
+	if !strings.HasPrefix(s, "{") || json.Unmarshal([]byte(s), &ev) != nil {
+		p.emit(Line{Kind: KindText, Text: s})
+		return
+	}
+	if ev.SessionID != "" {
+		p.session = ev.SessionID
+	}
+	switch ev.Type {
+	case "system":
+		if ev.Subtype != "init" {
+			return
+		}
+		var mcp []string
+		for _, m := range ev.MCPServers {
+			mcp = append(mcp, m.Name+": "+m.Status)
+			if m.Status != "connected" {
+				p.emit(Line{Kind: KindError, Text: fmt.Sprintf("mcp server %s: %s", m.Name, m.Status)})
+			}
+		}
+		txt := fmt.Sprintf("claude session %s model %s", ev.SessionID, ev.Model)
+		if len(mcp) > 0 {
+			txt += " mcp [" + strings.Join(mcp, ", ") + "]"
+		}
+		p.emit(Line{Kind: KindSystem, Text: txt})
+	case "assistant":
+		for _, b := range ev.blocks() {
+			switch b.Type {
+			case "text":
+				if strings.TrimSpace(b.Text) == "" {
+					continue
+				}
+				if ev.ParentToolUseID == nil {
+					p.lastText = b.Text
+				}
+				p.emit(Line{Kind: KindText, Text: b.Text})
+			case "tool_use":
+				p.emit(Line{Kind: KindToolCall, Text: toolCallText(b.Name, b.Input)})
+			}
+		}
+	case "user":
+		for _, b := range ev.blocks() {
+			if b.Type != "tool_result" {
+				continue
+			}
+			txt := truncate(contentText(b.Content), maxToolResult)
+			if b.IsError {
+				txt = "error: " + txt
+			}
+			p.emit(Line{Kind: KindToolResult, Text: txt})
+		}
+	case "result":
+		p.gotResult = true
+		p.summary = ev.Result
+		p.isError = ev.IsError || (ev.Subtype != "" && ev.Subtype != "success")
+		if ev.Usage != nil {
+			p.usage = Usage{
+				InputTokens:  ev.Usage.InputTokens + ev.Usage.CacheCreationInputTokens + ev.Usage.CacheReadInputTokens,
+				OutputTokens: ev.Usage.OutputTokens,
+				CostUSD:      ev.TotalCostUSD,
+			}
+		}
+		if p.isError {
+			p.errMsg = ev.Subtype
+			if len(ev.Errors) > 0 {
+				p.errMsg += ": " + strings.Join(ev.Errors, "; ")
+			} else if ev.Result != "" {
+				p.errMsg += ": " + truncate(ev.Result, 500)
+			}
+			p.emit(Line{Kind: KindError, Text: "claude: " + p.errMsg})
+		}
+	}
+}
+
+func (ev *claudeEvent) blocks() []claudeBlock {
+	if ev.Message == nil {
+		return nil
+	}
+	var bs []claudeBlock
+	if json.Unmarshal(ev.Message.Content, &bs) != nil {
+		var s string
+		if json.Unmarshal(ev.Message.Content, &s) == nil {
+			return []claudeBlock{{Type: "text", Text: s}}
+		}
+	}
+	return bs
+}
+
+func (p *claudeParser) Outcome(exitCode int) Outcome {
+	p.lines.Flush()
+	o := Outcome{SessionID: p.session, Usage: p.usage, Summary: p.summary}
+	if o.Summary == "" {
+		o.Summary = p.lastText
+	}
+	switch {
+	case p.isError:
+		o.Err = failed("claude reported %s", p.errMsg)
+	case exitCode != 0:
+		o.Err = failed("claude exited with status %d", exitCode)
+	case !p.gotResult:
+		o.Err = failed("claude ended without a result")
+	}
+	return o
+}
+
+const maxToolResult = 4000
+
+// toolCallText renders a tool call as "Name: input", showing the command of
+// shell tools and the path of file tools.
+func toolCallText(name string, input json.RawMessage) string {
+	var m map[string]any
+	if json.Unmarshal(input, &m) == nil {
+		for _, k := range []string{"command", "cmd", "file_path", "path", "pattern", "url"} {
+			if v, ok := m[k].(string); ok {
+				return name + ": " + truncate(v, 1000)
+			}
+		}
+	}
+	return name + ": " + truncate(string(input), 1000)
+}
+
+// contentText flattens tool result content (string or text blocks).
+func contentText(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var bs []claudeBlock
+	if json.Unmarshal(raw, &bs) != nil {
+		return string(raw)
+	}
+	var parts []string
+	for _, b := range bs {
+		if b.Type == "text" {
+			parts = append(parts, b.Text)
+		} else {
+			parts = append(parts, "["+b.Type+"]")
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && cut < len(s) && (s[cut]&0xC0) == 0x80 {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("… (%d bytes more)", len(s)-cut)
+}
