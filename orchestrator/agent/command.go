@@ -115,6 +115,5 @@ func (s *lineSplitter) Flush() {
 	}
 }
 
-
 // String describes the command adapter.
 func (c *Command) String() string { return fmt.Sprintf("command %q", c.argv) }

@@ -86,7 +86,9 @@ func runProcess(ctx context.Context, t *testing.T, a agent.Adapter, req agent.Re
 	return r
 }
 
-type multi struct{ a, b interface{ Write([]byte) (int, error) } }
+type multi struct {
+	a, b interface{ Write([]byte) (int, error) }
+}
 
 func (m multi) Write(p []byte) (int, error) {
 	_, _ = m.a.Write(p)

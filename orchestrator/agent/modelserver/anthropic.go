@@ -9,10 +9,10 @@ import (
 )
 
 type anthropicRequest struct {
-	Model    string          `json:"model"`
-	Stream   bool            `json:"stream"`
+	Model    string                  `json:"model"`
+	Stream   bool                    `json:"stream"`
 	Tools    []struct{ Name string } `json:"tools"`
-	System   json.RawMessage `json:"system"`
+	System   json.RawMessage         `json:"system"`
 	Messages []struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
