@@ -293,7 +293,7 @@ func (p *Provider) Messages(ctx context.Context, acct identity.Account, q identi
 		query += ` AND received_at > ?`
 		args = append(args, q.Since.UnixMicro())
 	}
-	query += ` ORDER BY received_at DESC, id DESC`
+	query += ` ORDER BY received_at DESC, rowid DESC`
 	if q.Limit > 0 {
 		query += ` LIMIT ?`
 		args = append(args, q.Limit)
