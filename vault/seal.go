@@ -58,9 +58,9 @@ func adFor(label string, parts ...string) []byte {
 	return b
 }
 
-func adRootCheck() []byte        { return adFor("root-check") }
-func adAuditKey() []byte         { return adFor("audit-key") }
-func adKEK(id int64) []byte      { return adFor("kek", strconv.FormatInt(id, 10)) }
+func adRootCheck() []byte   { return adFor("root-check") }
+func adAuditKey() []byte    { return adFor("audit-key") }
+func adKEK(id int64) []byte { return adFor("kek", strconv.FormatInt(id, 10)) }
 func adValue(name, scope string, version int) []byte {
 	return adFor("value", name, scope, strconv.Itoa(version))
 }

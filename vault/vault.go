@@ -575,7 +575,9 @@ func pickScope(live map[string]bool, wanted []string) string {
 	return ""
 }
 
-func wildcards(s string) int { return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[") }
+func wildcards(s string) int {
+	return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[")
+}
 
 // read decrypts one version (0: latest live) inside a transaction.
 func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, version int) ([]byte, int, error) {
@@ -677,6 +679,12 @@ func outcomeOf(err error) string {
 // are overwritten. It returns how many versions it destroyed, and
 // ErrNotFound when there was none.
 func (v *Vault) Destroy(ctx context.Context, actor Actor, name, scope string, version int) (int, error) {
+	return v.destroy(ctx, actor, name, scope, version, 0)
+}
+
+// destroy erases version (0: any) of name in scope, or with below > 0 every
+// live version under below.
+func (v *Vault) destroy(ctx context.Context, actor Actor, name, scope string, version, below int) (int, error) {
 	if err := actor.validate(); err != nil {
 		return 0, err
 	}
@@ -696,6 +704,10 @@ func (v *Vault) Destroy(ctx context.Context, actor Actor, name, scope string, ve
 			q += ` AND version = ?`
 			args = append(args, version)
 		}
+		if below > 0 {
+			q += ` AND version < ?`
+			args = append(args, below)
+		}
 		res, err := c.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -704,6 +716,9 @@ func (v *Vault) Destroy(ctx context.Context, actor Actor, name, scope string, ve
 			return err
 		}
 		rec := auditRecord{actor: actor, action: "destroy", name: name, scope: scope, version: version, outcome: "ok", detail: fmt.Sprintf("%d versions", n)}
+		if below > 0 {
+			rec.detail += fmt.Sprintf(" below %d", below)
+		}
 		if n == 0 {
 			rec.outcome = "not_found"
 		}

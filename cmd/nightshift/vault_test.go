@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nightshift/nightshift/vault"
+)
+
+func vaultRun(t *testing.T, env []string, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), append([]string{"nightshift", "vault"}, args...), env, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestVaultCLIRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := []string{"NIGHTSHIFT_DATA_DIR=" + dir, "USER=tester"}
+
+	out, stderr, err := vaultRun(t, env, "s3cr3t-value-one\n", "set", "API_TOKEN", "--scope", "repo:github.com/acme/*")
+	if err != nil || !strings.Contains(out, "version 1") {
+		t.Fatalf("set: %q %q %v", out, stderr, err)
+	}
+	if !strings.Contains(stderr, "VAULT ROOT KEY CREATED") {
+		t.Fatalf("no key file warning: %q", stderr)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "vault.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	if _, _, err := vaultRun(t, env, "s3cr3t-value-two", "set", "API_TOKEN", "--scope=repo:github.com/acme/*"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = vaultRun(t, env, "", "get", "API_TOKEN", "--scope", "repo:github.com/acme/*")
+	if err != nil || out != "s3cr3t-value-two\n" {
+		t.Fatalf("get: %q %v", out, err)
+	}
+	out, _, err = vaultRun(t, env, "", "get", "--json", "API_TOKEN", "--scope", "repo:github.com/acme/*", "--version", "1")
+	var got struct{ Value string }
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Value != "s3cr3t-value-one" {
+		t.Fatalf("get --json v1: %q %v", out, err)
+	}
+	out, _, err = vaultRun(t, env, "", "ls", "--json")
+	var list []vault.Info
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Latest != 2 {
+		t.Fatalf("ls: %q %v", out, err)
+	}
+	if strings.Contains(out, "s3cr3t") {
+		t.Fatalf("ls leaked a value: %q", out)
+	}
+	if out, _, err = vaultRun(t, env, "", "rotate-key"); err != nil || !strings.Contains(out, "2 data key") {
+		t.Fatalf("rotate-key: %q %v", out, err)
+	}
+	if out, _, err = vaultRun(t, env, "", "rotate-key", "--root"); err != nil {
+		t.Fatalf("rotate-key --root: %q %v", out, err)
+	}
+	out, _, err = vaultRun(t, env, "", "get", "API_TOKEN", "--scope", "repo:github.com/acme/*", "--version", "1")
+	if err != nil || out != "s3cr3t-value-one\n" {
+		t.Fatalf("get after rotations: %q %v", out, err)
+	}
+	if out, _, err = vaultRun(t, env, "", "rm", "API_TOKEN", "--scope", "repo:github.com/acme/*", "--version", "2"); err != nil {
+		t.Fatalf("rm: %q %v", out, err)
+	}
+	out, _, err = vaultRun(t, env, "", "audit", "--json")
+	var entries []vault.AuditEntry
+	if err != nil || json.Unmarshal([]byte(out), &entries) != nil || len(entries) < 8 {
+		t.Fatalf("audit: %q %v", out, err)
+	}
+	if entries[0].ActorID != "tester" || entries[0].Action != "set" {
+		t.Fatalf("first audit entry: %+v", entries[0])
+	}
+	if out, _, err = vaultRun(t, env, "", "audit", "--verify"); err != nil || !strings.Contains(out, "intact") {
+		t.Fatalf("audit --verify: %q %v", out, err)
+	}
+}
+
+func TestVaultCLIErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := []string{"NIGHTSHIFT_DATA_DIR=" + dir}
+	var u *usageError
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"set", "lower_case"},
+		{"set", "OK_NAME", "--scope", "planet:x"},
+		{"get"},
+		{"get", "A", "B"},
+	} {
+		_, _, err := vaultRun(t, env, "value-value", args...)
+		if !asUsage(err, &u) {
+			t.Errorf("%v: want usage error, got %v", args, err)
+		}
+	}
+	if _, _, err := vaultRun(t, env, "", "set", "EMPTY"); !asUsage(err, &u) {
+		t.Errorf("empty stdin: %v", err)
+	}
+	if _, _, err := vaultRun(t, env, "", "get", "NOPE"); err == nil || asUsage(err, &u) {
+		t.Errorf("get without a vault: %v", err)
+	}
+	if _, _, err := vaultRun(t, env, "value-value", "set", "A"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vaultRun(t, env, "", "get", "NOPE"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("get missing: %v", err)
+	}
+	bad := append(env, "NIGHTSHIFT_VAULT_KEY=0000000000000000000000000000000000000000000000000000000000000000")
+	if _, _, err := vaultRun(t, bad, "", "get", "A"); err == nil || !strings.Contains(err.Error(), "root key does not open") {
+		t.Errorf("wrong key: %v", err)
+	}
+}
+
+func asUsage(err error, u **usageError) bool {
+	if err == nil {
+		return false
+	}
+	e, ok := err.(*usageError)
+	*u = e
+	return ok
+}
