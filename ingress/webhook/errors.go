@@ -1,0 +1,40 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Errors the handler maps to HTTP answers (see statusOf).
+var (
+	ErrTooLarge    = errors.New("webhook: body too large")
+	ErrUnavailable = errors.New("webhook: event could not be stored")
+)
+
+// MalformedError is a body or header that cannot be understood (400).
+type MalformedError struct{ Reason string }
+
+func (e *MalformedError) Error() string { return "webhook: malformed delivery: " + e.Reason }
+
+func malformedf(format string, args ...any) error {
+	return &MalformedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps an error to the HTTP status and the short message the
+// sender sees. It is the only place errors become status codes; anything
+// unexpected is 503 so the sender retries and nothing is lost.
+func statusOf(err error) (int, string) {
+	var mal *MalformedError
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "body too large"
+	case errors.Is(err, ErrNoSecret), errors.Is(err, ErrMissingSignature),
+		errors.Is(err, ErrBadSignature), errors.Is(err, ErrStaleTimestamp):
+		return http.StatusUnauthorized, "signature verification failed"
+	case errors.As(err, &mal):
+		return http.StatusBadRequest, mal.Reason
+	default:
+		return http.StatusServiceUnavailable, "event could not be stored, retry later"
+	}
+}

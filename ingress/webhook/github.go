@@ -1,0 +1,408 @@
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+// GitHub payload shapes: only the fields Nightshift reads.
+type (
+	ghUser struct {
+		Login string `json:"login"`
+		Type  string `json:"type"`
+		Name  string `json:"name"`
+		Email string `json:"email"`
+	}
+	ghRepo struct {
+		FullName string `json:"full_name"`
+		HTMLURL  string `json:"html_url"`
+		CloneURL string `json:"clone_url"`
+	}
+	ghLabel struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	ghComment struct {
+		ID                int64  `json:"id"`
+		HTMLURL           string `json:"html_url"`
+		Body              string `json:"body"`
+		User              ghUser `json:"user"`
+		AuthorAssociation string `json:"author_association"`
+	}
+	ghIssue struct {
+		ID          int64           `json:"id"`
+		Number      int             `json:"number"`
+		Title       string          `json:"title"`
+		Body        string          `json:"body"`
+		HTMLURL     string          `json:"html_url"`
+		UpdatedAt   string          `json:"updated_at"`
+		PullRequest json.RawMessage `json:"pull_request"`
+	}
+	ghRef struct {
+		Ref  string  `json:"ref"`
+		SHA  string  `json:"sha"`
+		Repo *ghRepo `json:"repo"`
+	}
+	ghPR struct {
+		Number  int    `json:"number"`
+		HTMLURL string `json:"html_url"`
+		Head    ghRef  `json:"head"`
+		Base    ghRef  `json:"base"`
+	}
+	ghCheckRun struct {
+		ID           int64  `json:"id"`
+		Name         string `json:"name"`
+		HeadSHA      string `json:"head_sha"`
+		Status       string `json:"status"`
+		Conclusion   string `json:"conclusion"`
+		HTMLURL      string `json:"html_url"`
+		PullRequests []ghPR `json:"pull_requests"`
+		CheckSuite   struct {
+			HeadBranch string `json:"head_branch"`
+		} `json:"check_suite"`
+	}
+	ghWorkflowRun struct {
+		ID             int64   `json:"id"`
+		Name           string  `json:"name"`
+		HeadBranch     string  `json:"head_branch"`
+		HeadSHA        string  `json:"head_sha"`
+		Status         string  `json:"status"`
+		Conclusion     string  `json:"conclusion"`
+		RunAttempt     int     `json:"run_attempt"`
+		HTMLURL        string  `json:"html_url"`
+		PullRequests   []ghPR  `json:"pull_requests"`
+		HeadRepository *ghRepo `json:"head_repository"`
+	}
+	ghPayload struct {
+		Action      string         `json:"action"`
+		Comment     *ghComment     `json:"comment"`
+		Issue       *ghIssue       `json:"issue"`
+		PullRequest *ghPR          `json:"pull_request"`
+		Label       *ghLabel       `json:"label"`
+		Repository  *ghRepo        `json:"repository"`
+		Sender      ghUser         `json:"sender"`
+		CheckRun    *ghCheckRun    `json:"check_run"`
+		WorkflowRun *ghWorkflowRun `json:"workflow_run"`
+
+		// status events
+		ID          int64  `json:"id"`
+		SHA         string `json:"sha"`
+		State       string `json:"state"`
+		Context     string `json:"context"`
+		TargetURL   string `json:"target_url"`
+		Description string `json:"description"`
+		Branches    []struct {
+			Name string `json:"name"`
+		} `json:"branches"`
+	}
+)
+
+// normalized is what a normalizer decided about one delivery.
+type normalized struct {
+	ev     *orchestrator.Event // nil when ignored
+	ignore string              // why no work starts
+
+	// auth names the authorization the trigger needs.
+	auth authMode
+	// owner and name of the GitHub repository (for the permission API).
+	owner, name string
+	// attemptKey, when set, counts CI-failure attempts.
+	attemptKey string
+}
+
+// authMode is the authorization a trigger needs before it may start work.
+type authMode int
+
+const (
+	authNone    authMode = iota // CI failures, Linear, Slack (signed by the workspace)
+	authComment                 // a comment: trusted author, never a bot
+	authLabel                   // a label: the labeler already has triage access
+)
+
+func ignored(format string, args ...any) normalized {
+	return normalized{ignore: fmt.Sprintf(format, args...)}
+}
+
+// githubOptions is the slice of configuration GitHub normalization reads.
+type githubOptions struct {
+	Trigger string
+	Label   string
+}
+
+// normalizeGitHub turns one GitHub delivery into an event, or a reason to
+// ignore it. An error means the body is malformed.
+func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, error) {
+	if !json.Valid(body) {
+		return normalized{}, malformedf("body is not JSON")
+	}
+	switch event {
+	case "ping":
+		return ignored("ping"), nil
+	case "issue_comment", "pull_request_review_comment", "issues", "check_run", "workflow_run", "status":
+	default:
+		return ignored("event %q starts no work", event), nil
+	}
+	var p ghPayload
+	if err := json.Unmarshal(body, &p); err != nil {
+		return normalized{}, malformedf("decode %s payload: %v", event, err)
+	}
+	if p.Repository == nil || p.Repository.FullName == "" {
+		return normalized{}, malformedf("%s payload has no repository", event)
+	}
+	owner, name, ok := strings.Cut(p.Repository.FullName, "/")
+	if !ok || owner == "" || name == "" {
+		return normalized{}, malformedf("repository full_name %q is not owner/name", p.Repository.FullName)
+	}
+	ev := &orchestrator.Event{
+		Source:   orchestrator.SourceGitHub,
+		Repo:     cloneURL(p.Repository),
+		RawEvent: event,
+		Actor:    ghActor(p.Sender, ""),
+	}
+	n := normalized{ev: ev, owner: owner, name: name}
+	switch event {
+	case "issue_comment", "pull_request_review_comment":
+		return n.comment(event, &p, opt)
+	case "issues":
+		return n.labeled(&p, opt)
+	case "check_run":
+		return n.checkRun(&p)
+	case "workflow_run":
+		return n.workflowRun(&p)
+	default: // status
+		return n.status(&p)
+	}
+}
+
+func (n normalized) comment(event string, p *ghPayload, opt githubOptions) (normalized, error) {
+	if p.Action != "created" {
+		return ignored("comment %s", orNone(p.Action)), nil
+	}
+	c := p.Comment
+	if c == nil || c.ID == 0 {
+		return normalized{}, malformedf("%s payload has no comment", event)
+	}
+	instruction, ok := findTrigger(stripQuotedAndCode(c.Body), opt.Trigger)
+	if !ok {
+		return ignored("comment does not mention %s", opt.Trigger), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindComment
+	ev.Instruction = instruction
+	ev.Actor = ghActor(c.User, c.AuthorAssociation)
+	ev.IdempotencyKey = "github:comment:" + strconv.FormatInt(c.ID, 10)
+	ev.Target.CommentID = c.ID
+	switch {
+	case event == "pull_request_review_comment":
+		if p.PullRequest == nil || p.PullRequest.Number == 0 {
+			return normalized{}, malformedf("review comment payload has no pull_request")
+		}
+		// Review comments have their own id space; keep keys apart.
+		ev.IdempotencyKey = "github:review_comment:" + strconv.FormatInt(c.ID, 10)
+		setPR(&ev.Target, p.PullRequest)
+		ev.Target.URL = c.HTMLURL
+	case p.Issue == nil || p.Issue.Number == 0:
+		return normalized{}, malformedf("issue_comment payload has no issue")
+	default:
+		ev.Target.Type = "issue"
+		if len(p.Issue.PullRequest) > 0 && string(p.Issue.PullRequest) != "null" {
+			ev.Target.Type = "pull_request"
+		}
+		ev.Target.Number = p.Issue.Number
+		ev.Target.URL = c.HTMLURL
+	}
+	n.auth = authComment
+	return n, nil
+}
+
+func (n normalized) labeled(p *ghPayload, opt githubOptions) (normalized, error) {
+	if p.Action != "labeled" {
+		return ignored("issues %s", orNone(p.Action)), nil
+	}
+	if p.Label == nil || p.Issue == nil || p.Issue.Number == 0 {
+		return normalized{}, malformedf("issues labeled payload has no label or issue")
+	}
+	if !strings.EqualFold(p.Label.Name, opt.Label) {
+		return ignored("label %q is not %q", p.Label.Name, opt.Label), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindIssueLabeled
+	ev.Instruction = strings.TrimSpace(p.Issue.Title + "\n\n" + p.Issue.Body)
+	ev.Target = orchestrator.Target{Type: "issue", Number: p.Issue.Number, URL: p.Issue.HTMLURL}
+	ev.IdempotencyKey = fmt.Sprintf("github:issue_label:%d:%d:%s", p.Issue.ID, p.Label.ID, p.Issue.UpdatedAt)
+	n.auth = authLabel
+	return n, nil
+}
+
+func ciFailed(conclusion string) bool { return conclusion == "failure" || conclusion == "timed_out" }
+
+func (n normalized) checkRun(p *ghPayload) (normalized, error) {
+	cr := p.CheckRun
+	if cr == nil || cr.ID == 0 {
+		return normalized{}, malformedf("check_run payload has no check_run")
+	}
+	if p.Action != "completed" || !ciFailed(cr.Conclusion) {
+		return ignored("check_run %s with conclusion %s", orNone(p.Action), orNone(cr.Conclusion)), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindCIFailed
+	ev.Target = ciTarget(cr.PullRequests, cr.CheckSuite.HeadBranch, cr.HeadSHA)
+	ev.Target.Check = cr.Name
+	ev.Target.URL = firstNonEmpty(ev.Target.URL, cr.HTMLURL)
+	ev.Instruction = fmt.Sprintf("Check %q failed (%s): %s", cr.Name, cr.Conclusion, cr.HTMLURL)
+	ev.IdempotencyKey = fmt.Sprintf("github:check_run:%d:%s", cr.ID, cr.Conclusion)
+	n.attemptKey = attemptKey(ev)
+	return n, nil
+}
+
+func (n normalized) workflowRun(p *ghPayload) (normalized, error) {
+	wr := p.WorkflowRun
+	if wr == nil || wr.ID == 0 {
+		return normalized{}, malformedf("workflow_run payload has no workflow_run")
+	}
+	if p.Action != "completed" || !ciFailed(wr.Conclusion) {
+		return ignored("workflow_run %s with conclusion %s", orNone(p.Action), orNone(wr.Conclusion)), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindCIFailed
+	ev.Target = ciTarget(wr.PullRequests, wr.HeadBranch, wr.HeadSHA)
+	ev.Target.Check = wr.Name
+	ev.Target.URL = firstNonEmpty(ev.Target.URL, wr.HTMLURL)
+	if wr.HeadRepository != nil && wr.HeadRepository.FullName != "" && !strings.EqualFold(wr.HeadRepository.FullName, p.Repository.FullName) {
+		ev.Target.HeadRepo = cloneURL(wr.HeadRepository)
+	}
+	attempt := max(wr.RunAttempt, 1)
+	ev.Instruction = fmt.Sprintf("Workflow %q failed (%s, attempt %d): %s", wr.Name, wr.Conclusion, attempt, wr.HTMLURL)
+	ev.IdempotencyKey = fmt.Sprintf("github:workflow_run:%d:%d", wr.ID, attempt)
+	n.attemptKey = attemptKey(ev)
+	return n, nil
+}
+
+func (n normalized) status(p *ghPayload) (normalized, error) {
+	if p.ID == 0 || p.SHA == "" {
+		return normalized{}, malformedf("status payload has no id or sha")
+	}
+	if p.State != "failure" && p.State != "error" {
+		return ignored("status %s", orNone(p.State)), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindCIFailed
+	ev.Target = orchestrator.Target{Type: "commit", HeadSHA: p.SHA, Check: p.Context, URL: p.TargetURL}
+	if len(p.Branches) == 1 {
+		ev.Target.Type = "branch"
+		ev.Target.Branch = p.Branches[0].Name
+	}
+	ev.Instruction = strings.TrimSpace(fmt.Sprintf("Status %q is %s: %s %s", p.Context, p.State, p.Description, p.TargetURL))
+	ev.IdempotencyKey = fmt.Sprintf("github:status:%d", p.ID)
+	n.attemptKey = attemptKey(ev)
+	return n, nil
+}
+
+// ciTarget is the pull request a CI run belongs to or, when GitHub did not
+// say (fork pull requests arrive with pull_requests empty), the branch and
+// head SHA so the scheduler can resolve the pull request later.
+func ciTarget(prs []ghPR, branch, sha string) orchestrator.Target {
+	if len(prs) > 0 && prs[0].Number != 0 {
+		var t orchestrator.Target
+		setPR(&t, &prs[0])
+		if t.HeadSHA == "" {
+			t.HeadSHA = sha
+		}
+		if t.Branch == "" {
+			t.Branch = branch
+		}
+		return t
+	}
+	if branch == "" {
+		return orchestrator.Target{Type: "commit", HeadSHA: sha}
+	}
+	return orchestrator.Target{Type: "branch", Branch: branch, HeadSHA: sha}
+}
+
+func setPR(t *orchestrator.Target, pr *ghPR) {
+	t.Type = "pull_request"
+	t.Number = pr.Number
+	t.URL = pr.HTMLURL
+	t.Branch = pr.Head.Ref
+	t.HeadSHA = pr.Head.SHA
+	t.BaseBranch = pr.Base.Ref
+	if pr.Head.Repo != nil && pr.Base.Repo != nil && pr.Head.Repo.FullName != "" &&
+		!strings.EqualFold(pr.Head.Repo.FullName, pr.Base.Repo.FullName) {
+		t.HeadRepo = cloneURL(pr.Head.Repo)
+	}
+}
+
+// attemptKey names the CI-failure attempt counter of an event's target: the
+// pull request when known, else the branch, else the commit.
+func attemptKey(ev *orchestrator.Event) string {
+	switch {
+	case ev.Target.Number != 0:
+		return fmt.Sprintf("%s#%d", RepoPath(ev.Repo), ev.Target.Number)
+	case ev.Target.Branch != "":
+		return RepoPath(ev.Repo) + "@" + ev.Target.Branch
+	default:
+		return RepoPath(ev.Repo) + "@" + ev.Target.HeadSHA
+	}
+}
+
+func ghActor(u ghUser, association string) orchestrator.Actor {
+	return orchestrator.Actor{
+		Login:       u.Login,
+		Name:        u.Name,
+		Email:       u.Email,
+		Association: association,
+		IsBot:       isBot(u),
+	}
+}
+
+func isBot(u ghUser) bool {
+	return strings.EqualFold(u.Type, "Bot") || strings.HasSuffix(strings.ToLower(u.Login), "[bot]")
+}
+
+// cloneURL is the repository's clone_url, or html_url + ".git".
+func cloneURL(r *ghRepo) string {
+	if r.CloneURL != "" {
+		return r.CloneURL
+	}
+	if r.HTMLURL != "" {
+		return strings.TrimSuffix(r.HTMLURL, "/") + ".git"
+	}
+	return "https://github.com/" + r.FullName + ".git"
+}
+
+// RepoPath turns a clone URL (https://github.com/acme/app.git,
+// git@github.com:acme/app.git) into the host/owner/name form repo globs
+// match ("github.com/acme/app"). Other strings are returned trimmed.
+func RepoPath(repo string) string {
+	s := strings.TrimSpace(repo)
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+		if at := strings.IndexByte(s, '@'); at >= 0 && at < strings.IndexByte(s+"/", '/') {
+			s = s[at+1:]
+		}
+	} else if at := strings.IndexByte(s, '@'); at >= 0 && strings.Contains(s, ":") {
+		s = strings.Replace(s[at+1:], ":", "/", 1)
+	}
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,329 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+// storeTimeout bounds the KV and publish calls of one delivery.
+const storeTimeout = 10 * time.Second
+
+// Handler serves the webhook routes:
+//
+//	POST /hooks/github
+//	POST /hooks/linear
+//	POST /hooks/slack/commands
+//	POST /hooks/slack/interactions
+//	POST /hooks/slack/events     (url_verification only; events start no work)
+//
+// It accepts the paths with or without the /hooks prefix, so it may be
+// mounted with or without http.StripPrefix.
+type Handler struct {
+	cfg        Config
+	pub        Publisher
+	deliveries *deliveries
+	attempts   *attempts
+	authz      *authorizer
+	log        *slog.Logger
+	metrics    *metrics
+}
+
+// New returns a Handler publishing through pub. It creates (or opens) its
+// JetStream KV buckets on js: delivery ids and CI attempt counters.
+func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if js == nil || pub == nil {
+		return nil, errors.New("webhook: New needs a JetStream context and a Publisher")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	dkv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      cfg.DeliveryBucket,
+		Description: "webhook delivery ids already stored (transport dedupe)",
+		TTL:         cfg.DedupeTTL,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	akv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      cfg.AttemptBucket,
+		Description: "CI-failure attempts per pull request or branch",
+		TTL:         attemptsTTL,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	authz, err := newAuthorizer(cfg.GitHub, cfg.HTTPClient, cfg.Clock)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: register metrics: %w", err)
+	}
+	return &Handler{
+		cfg:        cfg,
+		pub:        pub,
+		deliveries: &deliveries{kv: dkv},
+		attempts:   &attempts{kv: akv},
+		authz:      authz,
+		log:        cfg.Logger.With("component", "webhook"),
+		metrics:    m,
+	}, nil
+}
+
+// route is one webhook endpoint.
+type route struct {
+	source orchestrator.Source
+	name   string
+	serve  func(h *Handler, ctx context.Context, r *http.Request, body []byte) (result, error)
+	write  func(w http.ResponseWriter, res result)
+}
+
+var routes = map[string]route{
+	"/github":             {orchestrator.SourceGitHub, "github", (*Handler).serveGitHub, writeJSONResult},
+	"/linear":             {orchestrator.SourceLinear, "linear", (*Handler).serveLinear, writeJSONResult},
+	"/slack/commands":     {orchestrator.SourceSlack, "slack_commands", (*Handler).serveSlackCommand, writeSlackCommandResult},
+	"/slack/interactions": {orchestrator.SourceSlack, "slack_interactions", (*Handler).serveSlackInteraction, writeSlackResult},
+	"/slack/events":       {orchestrator.SourceSlack, "slack_events", (*Handler).serveSlackEvent, writeSlackResult},
+}
+
+// result is what became of one verified delivery.
+type result struct {
+	outcome string
+	reason  string
+	ev      *orchestrator.Event
+	// body, when set, is written as is (Slack url_verification).
+	body any
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, ok := routes[strings.TrimPrefix(r.URL.Path, "/hooks")]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such webhook route"})
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
+		return
+	}
+	start := h.cfg.Clock()
+	body, err := h.readBody(w, r)
+	var res result
+	if err == nil {
+		res, err = rt.serve(h, r.Context(), r, body)
+	}
+	if err != nil {
+		status, msg := statusOf(err)
+		outcome := outcomeRejected
+		if status >= 500 {
+			outcome = outcomeFailed
+		}
+		h.metrics.deliveries.WithLabelValues(string(rt.source), outcome).Inc()
+		h.log.LogAttrs(r.Context(), levelOf(status), "webhook delivery not accepted",
+			slog.String("route", rt.name), slog.Int("status", status), slog.String("error", err.Error()))
+		writeJSON(w, status, map[string]string{"error": msg})
+		return
+	}
+	h.metrics.deliveries.WithLabelValues(string(rt.source), res.outcome).Inc()
+	rt.write(w, res)
+	h.metrics.duration.WithLabelValues(string(rt.source)).Observe(h.cfg.Clock().Sub(start).Seconds())
+}
+
+func levelOf(status int) slog.Level {
+	if status >= 500 {
+		return slog.LevelError
+	}
+	return slog.LevelWarn
+}
+
+// readBody reads at most MaxBody bytes.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.cfg.MaxBody {
+		return nil, ErrTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, ErrTooLarge
+	case err != nil:
+		return nil, malformedf("read body: %v", err)
+	}
+	return body, nil
+}
+
+// serveGitHub handles POST /hooks/github.
+func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte) (result, error) {
+	if err := VerifyGitHub(h.cfg.GitHub.Secrets, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
+		return result{}, err
+	}
+	event := r.Header.Get("X-GitHub-Event")
+	if event == "" {
+		return result{}, malformedf("missing X-GitHub-Event header")
+	}
+	n, err := normalizeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label})
+	if err != nil {
+		return result{}, err
+	}
+	delivery := r.Header.Get("X-GitHub-Delivery")
+	if delivery == "" {
+		delivery = bodyHashID(body)
+	}
+	return h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+}
+
+// bodyHashID names a delivery by its body when the sender gave no id.
+func bodyHashID(body []byte) string {
+	sum := sha256.Sum256(body)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// accept runs the steps every verified, normalized delivery goes through:
+// ignore, transport dedupe, authorization, CI attempt cap, publish (wait for
+// the PubAck), remember the delivery.
+func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delivery string, raw []byte, n normalized) (result, error) {
+	log := h.log.With(slog.String("source", string(src)), slog.String("delivery_id", delivery))
+	if n.ev == nil {
+		return result{outcome: outcomeIgnored, reason: n.ignore}, nil
+	}
+	// Once verified, finish the work even if the sender hangs up: a publish
+	// whose answer nobody reads must still be remembered.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), storeTimeout)
+	defer cancel()
+
+	ev := n.ev
+	now := h.cfg.Clock().UTC()
+	ev.Source = src
+	ev.DeliveryID = delivery
+	ev.ID = eventID(now, src, delivery)
+	ev.ReceivedAt = now
+	if json.Valid(raw) {
+		ev.Raw = json.RawMessage(raw)
+	} else {
+		ev.Raw, _ = json.Marshal(string(raw))
+	}
+
+	key := kvKey(string(src), delivery)
+	dup, err := h.deliveries.seen(ctx, key)
+	if err != nil {
+		return result{}, errors.Join(ErrUnavailable, err)
+	}
+	if dup {
+		return result{outcome: outcomeDuplicate, ev: ev}, nil
+	}
+
+	if ref, err := h.authorize(ctx, n); err != nil {
+		return result{}, errors.Join(ErrUnavailable, err)
+	} else if ref != nil {
+		h.refuse(ctx, log, key, ev, ref)
+		return result{outcome: outcomeRefused, reason: ref.reason, ev: ev}, nil
+	}
+
+	if n.attemptKey != "" {
+		identity := firstNonEmpty(ev.Target.HeadSHA, ev.IdempotencyKey)
+		attempt, over, err := h.attempts.next(ctx, n.attemptKey, identity, h.cfg.AttemptCap)
+		if err != nil {
+			return result{}, errors.Join(ErrUnavailable, err)
+		}
+		if over {
+			ref := &refusal{refuseAttemptCap, fmt.Sprintf("CI fix attempt %d on %s exceeds the cap of %d", attempt, n.attemptKey, h.cfg.AttemptCap)}
+			h.refuse(ctx, log, key, ev, ref)
+			return result{outcome: outcomeRefused, reason: ref.reason, ev: ev}, nil
+		}
+		ev.Attempt = attempt
+	}
+
+	if err := h.pub.Publish(ctx, ev); err != nil {
+		return result{}, errors.Join(ErrUnavailable, err)
+	}
+	if err := h.deliveries.remember(ctx, key, ev.ID); err != nil {
+		// The event is stored; JetStream's duplicate window and the
+		// idempotency key still catch a quick redelivery.
+		log.Warn("delivery stored but not remembered", slog.String("error", err.Error()))
+	}
+	return result{outcome: outcomeAccepted, ev: ev}, nil
+}
+
+// authorize applies the trigger's authorization mode.
+func (h *Handler) authorize(ctx context.Context, n normalized) (*refusal, error) {
+	switch n.auth {
+	case authComment:
+		return h.authz.comment(ctx, n.owner, n.name, n.ev.Actor)
+	case authLabel:
+		return h.authz.basic("github.com/"+n.owner+"/"+n.name, n.ev.Actor), nil
+	}
+	return nil, nil
+}
+
+// refuse records a refused trigger: counted, logged, remembered (so a
+// redelivery is not answered twice) and, where configured, replied to.
+func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal) {
+	h.metrics.refused.WithLabelValues(string(ev.Source), ref.code).Inc()
+	log.Info("trigger refused", slog.String("reason", ref.reason), slog.String("repo", ev.Repo),
+		slog.String("login", ev.Actor.Login), slog.String("kind", ev.Kind))
+	if err := h.deliveries.remember(ctx, key, "refused"); err != nil {
+		log.Warn("refused delivery not remembered", slog.String("error", err.Error()))
+	}
+	if h.cfg.Replier == nil || !h.cfg.GitHub.ReplyRefused || ev.Source != orchestrator.SourceGitHub ||
+		ev.Kind != orchestrator.KindComment || ref.code == refuseSelf || ref.code == refuseBot {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReplyTimeout)
+	defer cancel()
+	msg := fmt.Sprintf("Nightshift did not start: %s.", ref.reason)
+	if err := h.cfg.Replier.Reply(rctx, ev, msg); err != nil {
+		log.Warn("reply to refused trigger failed", slog.String("error", err.Error()))
+	}
+}
+
+// eventID is a ULID whose time is the receive time and whose entropy is
+// derived from the delivery, so one delivery always gets the same id.
+func eventID(now time.Time, src orchestrator.Source, delivery string) string {
+	sum := sha256.Sum256([]byte(string(src) + "\x00" + delivery))
+	id, err := ulid.New(ulid.Timestamp(now), bytes.NewReader(sum[:]))
+	if err != nil {
+		return hex.EncodeToString(sum[:13])
+	}
+	return id.String()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeJSONResult answers GitHub and Linear.
+func writeJSONResult(w http.ResponseWriter, res result) {
+	switch res.outcome {
+	case outcomeAccepted:
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted", "event_id": res.ev.ID, "delivery_id": res.ev.DeliveryID})
+	case outcomeDuplicate:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored", "reason": res.reason})
+	}
+}
