@@ -137,8 +137,6 @@ func slackRequest(path string, body []byte, secret string, ts time.Time) *http.R
 	return req
 }
 
-
-
 // lastEvent returns the newest event in the events stream and how many
 // the stream holds.
 func (hs *harness) lastEvent() (*orchestrator.Event, uint64) {

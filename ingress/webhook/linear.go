@@ -40,10 +40,10 @@ type (
 		Team        *struct {
 			Key string `json:"key"`
 		} `json:"team"`
-		IssueID string   `json:"issueId"`
-		Issue   *linData `json:"issue"`
-		User    *linUser `json:"user"`
-		UserID  string   `json:"userId"`
+		IssueID  string   `json:"issueId"`
+		Issue    *linData `json:"issue"`
+		User     *linUser `json:"user"`
+		UserID   string   `json:"userId"`
 		BotActor *struct {
 			Name string `json:"name"`
 		} `json:"botActor"`
