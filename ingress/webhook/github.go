@@ -186,7 +186,7 @@ func (n normalized) comment(event string, p *ghPayload, opt githubOptions) (norm
 	if c == nil || c.ID == 0 {
 		return normalized{}, malformedf("%s payload has no comment", event)
 	}
-	instruction, ok := findTrigger(stripQuotedAndCode(c.Body), opt.Trigger)
+	instruction, ok := commandIn(c.Body, opt.Trigger)
 	if !ok {
 		return ignored("comment does not mention %s", opt.Trigger), nil
 	}
@@ -276,7 +276,7 @@ func (n normalized) workflowRun(p *ghPayload) (normalized, error) {
 		ev.Target.HeadRepo = cloneURL(wr.HeadRepository)
 	}
 	attempt := max(wr.RunAttempt, 1)
-	ev.Instruction = fmt.Sprintf("Workflow %q failed (%s, attempt %d): %s", wr.Name, wr.Conclusion, attempt, wr.HTMLURL)
+	ev.Instruction = fmt.Sprintf("Workflow %q failed (%s, attempt %d): %s", firstNonEmpty(wr.Name, "workflow"), wr.Conclusion, attempt, wr.HTMLURL)
 	ev.IdempotencyKey = fmt.Sprintf("github:workflow_run:%d:%d", wr.ID, attempt)
 	n.attemptKey = attemptKey(ev)
 	return n, nil
@@ -296,7 +296,12 @@ func (n normalized) status(p *ghPayload) (normalized, error) {
 		ev.Target.Type = "branch"
 		ev.Target.Branch = p.Branches[0].Name
 	}
-	ev.Instruction = strings.TrimSpace(fmt.Sprintf("Status %q is %s: %s %s", p.Context, p.State, p.Description, p.TargetURL))
+	ev.Instruction = fmt.Sprintf("Status %q is %s", p.Context, p.State)
+	for _, s := range []string{p.Description, p.TargetURL} {
+		if s != "" {
+			ev.Instruction += ": " + s
+		}
+	}
 	ev.IdempotencyKey = fmt.Sprintf("github:status:%d", p.ID)
 	n.attemptKey = attemptKey(ev)
 	return n, nil

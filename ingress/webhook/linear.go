@@ -139,10 +139,9 @@ func normalizeLinearComment(p *linPayload, opt linearOptions) (normalized, error
 	if d.BotActor != nil {
 		return ignored("linear comment by an integration"), nil
 	}
-	text := stripQuotedAndCode(d.Body)
-	instruction, ok := findTrigger(text, opt.Trigger)
-	if !ok && opt.AgentUser != "" {
-		instruction, ok = findTrigger(text, "@"+opt.AgentUser)
+	instruction, ok := commandIn(d.Body, opt.Trigger)
+	if !ok && opt.AgentUser != "" && !strings.ContainsAny(opt.AgentUser, " \t") {
+		instruction, ok = commandIn(d.Body, "@"+opt.AgentUser)
 	}
 	if !ok {
 		return ignored("linear comment does not mention %s", opt.Trigger), nil

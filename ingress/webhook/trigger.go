@@ -12,32 +12,46 @@ func triggerName(trigger string) string {
 	return strings.ToLower(strings.TrimSpace(strings.TrimLeft(strings.TrimSpace(trigger), "@/")))
 }
 
-// stripQuotedAndCode removes fenced code blocks (``` and ~~~), inline code
-// spans and quoted lines ("> ...") from a Markdown comment, so a trigger
-// that only appears in quoted or code text does not start work.
-func stripQuotedAndCode(body string) string {
-	body = strings.ReplaceAll(body, "\r\n", "\n")
-	var out strings.Builder
+// maskQuotedAndCode blanks out fenced code blocks (``` and ~~~), inline
+// code spans and quoted lines ("> ...") of a Markdown comment, so a trigger
+// that only appears in quoted or code text does not start work. The result
+// has the same length as body (every masked byte but newlines becomes a
+// space), so a position found in it is a position in body.
+func maskQuotedAndCode(body string) string {
+	out := []byte(body)
 	fence := ""
-	for _, line := range strings.Split(body, "\n") {
-		trimmed := strings.TrimLeft(line, " \t")
-		if fence != "" {
+	pos := 0
+	for _, line := range strings.SplitAfter(body, "\n") {
+		start := pos
+		pos += len(line)
+		content := strings.TrimRight(line, "\r\n")
+		trimmed := strings.TrimLeft(content, " \t")
+		mask := false
+		switch {
+		case fence != "":
+			mask = true
 			if strings.HasPrefix(trimmed, fence) && strings.Trim(trimmed, fence[:1]+" \t") == "" {
 				fence = ""
 			}
+		case fenceOf(trimmed) != "":
+			fence = fenceOf(trimmed)
+			mask = true
+		case strings.HasPrefix(trimmed, ">"):
+			mask = true
+		}
+		if mask {
+			blank(out[start : start+len(content)])
 			continue
 		}
-		if f := fenceOf(trimmed); f != "" {
-			fence = f
-			continue
-		}
-		if strings.HasPrefix(trimmed, ">") {
-			continue
-		}
-		out.WriteString(stripInlineCode(line))
-		out.WriteByte('\n')
+		maskInlineCode(out[start : start+len(content)])
 	}
-	return out.String()
+	return string(out)
+}
+
+func blank(b []byte) {
+	for i := range b {
+		b[i] = ' '
+	}
 }
 
 // fenceOf returns the fence a line opens (``` or ~~~, possibly longer) or "".
@@ -54,39 +68,48 @@ func fenceOf(line string) string {
 	return ""
 }
 
-// stripInlineCode removes `code` spans from one line; an unmatched
-// backtick run is kept as text.
-func stripInlineCode(line string) string {
-	var out strings.Builder
-	for {
-		i := strings.IndexByte(line, '`')
-		if i < 0 {
-			out.WriteString(line)
-			return out.String()
+// maskInlineCode blanks `code` spans in one line; an unmatched backtick run
+// is kept as text.
+func maskInlineCode(line []byte) {
+	for i := 0; i < len(line); {
+		if line[i] != '`' {
+			i++
+			continue
 		}
 		n := i
 		for n < len(line) && line[n] == '`' {
 			n++
 		}
-		run := line[i:n]
-		end := strings.Index(line[n:], run)
+		run := string(line[i:n])
+		end := strings.Index(string(line[n:]), run)
 		if end < 0 {
-			out.WriteString(line)
-			return out.String()
+			i = n
+			continue
 		}
-		out.WriteString(line[:i])
-		out.WriteByte(' ')
-		line = line[n+end+len(run):]
+		stop := n + end + len(run)
+		blank(line[i:stop])
+		i = stop
 	}
 }
 
-// findTrigger looks for "@name" or "/name" as a whole word in text (already
-// stripped of code and quotes) and returns the instruction that follows it:
-// the rest of the text, trimmed. ok is false when the trigger is absent.
-func findTrigger(text, trigger string) (instruction string, ok bool) {
+// commandIn finds the trigger in a Markdown comment, ignoring quoted lines
+// and code, and returns the instruction: the original text after the
+// trigger (code blocks included), trimmed.
+func commandIn(body, trigger string) (string, bool) {
+	end, ok := findTrigger(maskQuotedAndCode(body), trigger)
+	if !ok {
+		return "", false
+	}
+	rest := strings.TrimLeft(body[end:], ":,")
+	return strings.TrimSpace(strings.ReplaceAll(rest, "\r\n", "\n")), true
+}
+
+// findTrigger looks for "@name" or "/name" as a whole word in text and
+// returns the offset just past it.
+func findTrigger(text, trigger string) (end int, ok bool) {
 	name := triggerName(trigger)
 	if name == "" {
-		return "", false
+		return 0, false
 	}
 	for k := 0; k < len(text); k++ {
 		if text[k] != '@' && text[k] != '/' {
@@ -110,10 +133,9 @@ func findTrigger(text, trigger string) (instruction string, ok bool) {
 				continue
 			}
 		}
-		rest := strings.TrimLeft(text[end:], ":,")
-		return strings.TrimSpace(rest), true
+		return end, true
 	}
-	return "", false
+	return 0, false
 }
 
 func isWordRune(r rune) bool {
