@@ -1,0 +1,121 @@
+package vault_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nightshift/nightshift/vault"
+)
+
+func TestFileKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "vault.key")
+	var logs bytes.Buffer
+	ks := vault.FileKey(path, slog.New(slog.NewTextHandler(&logs, nil)))
+	k1, err := ks.RootKey(ctx)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("create: %d %v", len(k1), err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode: %v %v", fi, err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "VAULT ROOT KEY CREATED") {
+		t.Fatalf("no loud warning: %q", logs.String())
+	}
+	logs.Reset()
+	k2, err := vault.FileKey(path, slog.New(slog.NewTextHandler(&logs, nil))).RootKey(ctx)
+	if err != nil || !bytes.Equal(k1, k2) || logs.Len() != 0 {
+		t.Fatalf("reload: %v, logs %q", err, logs.String())
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.RootKey(ctx); !errors.Is(err, vault.ErrKeySource) || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key accepted: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.key")
+	os.WriteFile(bad, []byte("not a key"), 0o600)
+	if _, err := vault.FileKey(bad, nil).RootKey(ctx); !errors.Is(err, vault.ErrKeySource) {
+		t.Fatalf("garbage key accepted: %v", err)
+	}
+}
+
+func TestEnvKey(t *testing.T) {
+	t.Parallel()
+	raw := bytes.Repeat([]byte{0xfb, 0xff, 0x01}, 11)[:32]
+	for _, s := range []string{
+		hex.EncodeToString(raw), strings.ToUpper(hex.EncodeToString(raw)),
+		base64.StdEncoding.EncodeToString(raw), base64.RawURLEncoding.EncodeToString(raw),
+		" " + base64.URLEncoding.EncodeToString(raw) + "\n",
+	} {
+		k, err := vault.EnvKey(s).RootKey(context.Background())
+		if err != nil || !bytes.Equal(k, raw) {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "abc", hex.EncodeToString(raw[:16]), base64.StdEncoding.EncodeToString(append(raw, 1))} {
+		if _, err := vault.EnvKey(s).RootKey(context.Background()); !errors.Is(err, vault.ErrKeySource) {
+			t.Errorf("%q accepted: %v", s, err)
+		}
+	}
+}
+
+func TestPassphraseKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	salt := filepath.Join(dir, "vault.salt")
+	db := openDB(t, filepath.Join(dir, "nightshift.db"))
+	right := vault.PassphraseKey([]byte("correct horse battery staple"), salt)
+	v, err := vault.Open(ctx, db, right, vault.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Set(ctx, op, "X_SECRET", "global", []byte("value-value")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(salt)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("salt file: %v %v", fi, err)
+	}
+	if _, err := vault.Open(ctx, db, vault.PassphraseKey([]byte("wrong horse"), salt), vault.Config{}); !errors.Is(err, vault.ErrWrongKey) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	v2, err := vault.Open(ctx, db, vault.PassphraseKey([]byte("correct horse battery staple"), salt), vault.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v2.Get(ctx, op, "X_SECRET", "global"); err != nil || string(got) != "value-value" {
+		t.Fatalf("reopen: %q %v", got, err)
+	}
+	os.WriteFile(salt, []byte("argon2id v=19 m=0 t=3 p=4 salt=AAAA"), 0o600)
+	if _, err := right.RootKey(ctx); !errors.Is(err, vault.ErrKeySource) {
+		t.Fatalf("bad salt file: %v", err)
+	}
+}
+
+func TestSelectKeySource(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		env, pass string
+		want      vault.KeyChoice
+	}{
+		{"k", "p", vault.KeyFromEnv}, {"", "p", vault.KeyFromPassphrase}, {"", "", vault.KeyFromFile},
+	} {
+		if _, got := vault.SelectKeySource(dir, tc.env, tc.pass, nil); got != tc.want {
+			t.Errorf("%+v: got %s", tc, got)
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package vault_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/nightshift/nightshift/vault"
+)
+
+func TestLookupMostSpecificFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	set := func(scope, val string) {
+		t.Helper()
+		if _, err := f.v.Set(ctx, op, "API_KEY", scope, []byte(val)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("global", "from-global")
+	set("repo:github.com/*/*", "from-wide-glob")
+	set("repo:github.com/acme/*", "from-acme-glob")
+	set("repo:github.com/acme/api", "from-exact-repo")
+	set("agent:claude", "from-agent")
+	set("task:T1", "from-task")
+	task := vault.Actor{Kind: vault.ActorTask, ID: "T1"}
+	for _, tc := range []struct {
+		task, agent, repo string
+		want, scope       string
+	}{
+		{"T1", "claude", "github.com/acme/api", "from-task", "task:T1"},
+		{"T2", "claude", "github.com/acme/api", "from-agent", "agent:claude"},
+		{"T2", "codex", "github.com/acme/api", "from-exact-repo", "repo:github.com/acme/api"},
+		{"T2", "codex", "github.com/acme/web", "from-acme-glob", "repo:github.com/acme/*"},
+		{"T2", "codex", "github.com/other/web", "from-wide-glob", "repo:github.com/*/*"},
+		{"T2", "codex", "gitlab.com/acme/api", "from-global", "global"},
+		{"", "", "", "from-global", "global"},
+	} {
+		got, scope, err := f.v.Lookup(ctx, task, "API_KEY", vault.ScopesFor(tc.task, tc.agent, tc.repo))
+		if err != nil || string(got) != tc.want || scope != tc.scope {
+			t.Errorf("%+v: got %q from %q, %v", tc, got, scope, err)
+		}
+	}
+	if _, _, err := f.v.Lookup(ctx, task, "OTHER", vault.ScopesFor("T1", "claude", "x")); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	// A destroyed task value falls through to the agent's.
+	if _, err := f.v.Destroy(ctx, op, "API_KEY", "task:T1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := f.v.Lookup(ctx, task, "API_KEY", vault.ScopesFor("T1", "claude", "")); string(got) != "from-agent" {
+		t.Fatalf("after destroy: %q", got)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"API_KEY", true}, {"A", true}, {"X9_", true},
+		{"", false}, {"api_key", false}, {"9A", false}, {"_A", false}, {"A-B", false}, {"A B", false},
+	} {
+		if err := vault.ValidateName(tc.name); (err == nil) != tc.ok {
+			t.Errorf("name %q: %v", tc.name, err)
+		} else if err != nil && !errors.Is(err, vault.ErrInvalidName) {
+			t.Errorf("name %q: wrong error %v", tc.name, err)
+		}
+	}
+	for _, tc := range []struct {
+		scope string
+		ok    bool
+	}{
+		{"global", true}, {"repo:github.com/acme/*", true}, {"repo:/srv/git/x", true}, {"agent:claude", true}, {"task:01J", true},
+		{"", false}, {"Global", false}, {"repo:", false}, {"repo:[", false}, {"team:x", false}, {"task:a b", false}, {"agent:a\nb", false},
+	} {
+		if err := vault.ValidateScope(tc.scope); (err == nil) != tc.ok {
+			t.Errorf("scope %q: %v", tc.scope, err)
+		}
+	}
+	ctx := context.Background()
+	f := newFixture(t)
+	for _, a := range []vault.Actor{{}, {Kind: "root", ID: "x"}, {Kind: "task"}} {
+		if _, err := f.v.Set(ctx, a, "OK", "global", []byte("value-value")); !errors.Is(err, vault.ErrInvalidActor) {
+			t.Errorf("actor %+v: %v", a, err)
+		}
+	}
+}
