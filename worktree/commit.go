@@ -1,0 +1,294 @@
+package worktree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+)
+
+// Signature is a git identity.
+type Signature struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
+}
+
+func (s Signature) validate(field string) error {
+	if strings.TrimSpace(s.Name) == "" || strings.TrimSpace(s.Email) == "" {
+		return fmt.Errorf("worktree: commit: %s needs a name and an email", field)
+	}
+	if strings.ContainsAny(s.Name+s.Email, "<>\n\x00") {
+		return fmt.Errorf("worktree: commit: %s contains <, >, a newline or NUL", field)
+	}
+	return nil
+}
+
+// String formats the signature as "Name <email>".
+func (s Signature) String() string { return s.Name + " <" + s.Email + ">" }
+
+// Trailer is one "Key: Value" line at the end of a commit message.
+type Trailer struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// CommitRequest says how to commit what the agent left.
+type CommitRequest struct {
+	// Author is the task identity; it is also the committer unless
+	// Committer is set. Required.
+	Author Signature
+	// Committer overrides the committer; zero means Author.
+	Committer Signature
+	// Message is the commit message; "" means "nightshift: task <id>".
+	Message string
+	// Trailers are appended to the message. A Nightshift-Task trailer with
+	// the task ID is always added.
+	Trailers []Trailer
+	// CoAuthors become Co-authored-by trailers (the requesting human).
+	CoAuthors []Signature
+	// AllowProtected lets the task change protected paths.
+	AllowProtected bool
+	// When is the commit time; zero means the Manager's clock.
+	When time.Time
+}
+
+// Commit is the outcome of Manager.Commit.
+type Commit struct {
+	// SHA is the task branch's head after the call.
+	SHA string `json:"sha"`
+	// Created is true when this call wrote a commit (the agent left
+	// uncommitted changes).
+	Created bool `json:"created"`
+	// Changed is false when the task branch equals its base: nothing to
+	// commit and the agent made no commits.
+	Changed bool `json:"changed"`
+	// Files are the paths that differ between the base and SHA, sorted.
+	Files []string `json:"files"`
+}
+
+// Commit commits the changes the agent left uncommitted (if any) on the
+// task branch, authored by req.Author with trailers, and checks every
+// commit between the base and the new head for protected paths. On a
+// protected-path violation it returns *ProtectedPathError and changes no
+// ref. It is also how checkpoint commits are made during long runs.
+func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (Commit, error) {
+	if err := req.Author.validate("Author"); err != nil {
+		return Commit{}, err
+	}
+	if req.Committer == (Signature{}) {
+		req.Committer = req.Author
+	} else if err := req.Committer.validate("Committer"); err != nil {
+		return Commit{}, err
+	}
+	wt, err := m.loadMeta(wt)
+	if err != nil {
+		return Commit{}, err
+	}
+	l := m.taskLock(wt.TaskID)
+	l.Lock()
+	defer l.Unlock()
+	unlock := m.useMirror(&mirror{dir: wt.mirrorDir})
+	defer unlock()
+	st, err := openTaskStore(wt)
+	if err != nil {
+		return Commit{}, err
+	}
+	defer st.Close()
+
+	head, err := taskHead(st, wt)
+	if err != nil {
+		return Commit{}, err
+	}
+	headCommit, err := object.GetCommit(st, head)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: read HEAD commit: %w", err)
+	}
+	snap, err := stage(ctx, st, wt.Dir)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: stage: %w", err)
+	}
+	base := plumbing.NewHash(wt.BaseCommit)
+	baseCommit, err := object.GetCommit(st, base)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: read base commit: %w", err)
+	}
+	if !req.AllowProtected && len(m.cfg.Protected) > 0 {
+		if err := m.checkProtected(st, base, baseCommit.TreeHash, head, snap.tree); err != nil {
+			return Commit{}, err
+		}
+	}
+	res := Commit{SHA: head.String()}
+	if snap.tree != headCommit.TreeHash {
+		when := req.When
+		if when.IsZero() {
+			when = m.cfg.Now()
+		}
+		msg := req.Message
+		if strings.TrimSpace(msg) == "" {
+			msg = "nightshift: task " + wt.TaskID
+		}
+		trailers := append([]Trailer(nil), req.Trailers...)
+		for _, co := range req.CoAuthors {
+			if co.validate("CoAuthors") == nil {
+				trailers = append(trailers, Trailer{"Co-authored-by", co.String()})
+			}
+		}
+		trailers = append(trailers, Trailer{"Nightshift-Task", wt.TaskID})
+		c := &object.Commit{
+			Author:       object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when},
+			Committer:    object.Signature{Name: req.Committer.Name, Email: req.Committer.Email, When: when},
+			Message:      withTrailers(msg, trailers),
+			TreeHash:     snap.tree,
+			ParentHashes: []plumbing.Hash{head},
+		}
+		o := st.NewEncodedObject()
+		if err := c.Encode(o); err != nil {
+			return Commit{}, fmt.Errorf("worktree: encode commit: %w", err)
+		}
+		h, err := st.SetEncodedObject(o)
+		if err != nil {
+			return Commit{}, fmt.Errorf("worktree: store commit: %w", err)
+		}
+		res.SHA, res.Created = h.String(), true
+		head = h
+	}
+	if err := setTaskHead(st, wt, head); err != nil {
+		return Commit{}, err
+	}
+	if err := writeIndex(filepath.Join(wt.gitDir(), "index"), snap.entries); err != nil {
+		return Commit{}, fmt.Errorf("worktree: write index: %w", err)
+	}
+	res.Files, err = changedPaths(st, baseCommit.TreeHash, snap.tree)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: list changes: %w", err)
+	}
+	res.Changed = head != base
+	m.touch(wt.TaskID)
+	m.log.LogAttrs(ctx, slog.LevelInfo, "worktree committed", slog.String("task_id", wt.TaskID),
+		slog.String("sha", res.SHA), slog.Bool("created", res.Created), slog.Int("files", len(res.Files)))
+	return res, nil
+}
+
+// taskHead resolves HEAD of the task clone (the task branch, another
+// branch the agent switched to, or a detached commit).
+func taskHead(st storer.ReferenceStorer, wt *Worktree) (plumbing.Hash, error) {
+	r, err := storer.ResolveReference(st, plumbing.HEAD)
+	if err != nil {
+		r, err = st.Reference(plumbing.NewBranchReferenceName(wt.Branch))
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("worktree: resolve HEAD: %w", err)
+	}
+	return r.Hash(), nil
+}
+
+// setTaskHead points the task branch at h and HEAD at the task branch.
+func setTaskHead(st storer.ReferenceStorer, wt *Worktree, h plumbing.Hash) error {
+	b := plumbing.NewBranchReferenceName(wt.Branch)
+	if err := st.SetReference(plumbing.NewHashReference(b, h)); err != nil {
+		return fmt.Errorf("worktree: update %s: %w", b, err)
+	}
+	if err := st.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, b)); err != nil {
+		return fmt.Errorf("worktree: update HEAD: %w", err)
+	}
+	return nil
+}
+
+// checkProtected fails when any commit between base and head, or the
+// uncommitted snapshot, touches a protected path.
+func (m *Manager) checkProtected(st storer.EncodedObjectStorer, base, baseTree, head, snapTree plumbing.Hash) error {
+	hits := map[string]bool{}
+	check := func(c change) error {
+		for _, p := range m.cfg.Protected {
+			if matchGlob(p, c.path) {
+				hits[c.path] = true
+			}
+		}
+		return nil
+	}
+	if err := diffTrees(st, baseTree, snapTree, "", check, nil); err != nil {
+		return fmt.Errorf("worktree: check protected paths: %w", err)
+	}
+	if head != base {
+		commits, err := newCommits(st, head, []plumbing.Hash{base})
+		if err != nil {
+			return fmt.Errorf("worktree: list task commits: %w", err)
+		}
+		for _, c := range commits {
+			for _, ph := range c.ParentHashes {
+				p, err := object.GetCommit(st, ph)
+				if err != nil {
+					return fmt.Errorf("worktree: read commit %s: %w", ph, err)
+				}
+				if err := diffTrees(st, p.TreeHash, c.TreeHash, "", check, nil); err != nil {
+					return fmt.Errorf("worktree: check protected paths: %w", err)
+				}
+			}
+			if len(c.ParentHashes) == 0 {
+				if err := diffTrees(st, plumbing.ZeroHash, c.TreeHash, "", check, nil); err != nil {
+					return fmt.Errorf("worktree: check protected paths: %w", err)
+				}
+			}
+		}
+	}
+	if len(hits) == 0 {
+		return nil
+	}
+	paths := make([]string, 0, len(hits))
+	for p := range hits {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	return &ProtectedPathError{Paths: paths}
+}
+
+var trailerLine = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*: `)
+
+// withTrailers appends trailers to msg, joining an existing trailer block
+// and skipping exact duplicates.
+func withTrailers(msg string, trailers []Trailer) string {
+	msg = strings.TrimRight(msg, " \n")
+	paras := strings.Split(msg, "\n\n")
+	last := paras[len(paras)-1]
+	existing := map[string]bool{}
+	inBlock := len(paras) > 1
+	for _, l := range strings.Split(last, "\n") {
+		if !trailerLine.MatchString(l) {
+			inBlock = false
+		}
+		existing[l] = true
+	}
+	var add []string
+	for _, t := range trailers {
+		k := strings.TrimSpace(t.Key)
+		v := strings.TrimSpace(strings.ReplaceAll(t.Value, "\n", " "))
+		if k == "" || v == "" {
+			continue
+		}
+		line := k + ": " + v
+		if existing[line] {
+			continue
+		}
+		existing[line] = true
+		add = append(add, line)
+	}
+	if len(add) == 0 {
+		return msg + "\n"
+	}
+	sep := "\n\n"
+	if inBlock {
+		sep = "\n"
+	}
+	return msg + sep + strings.Join(add, "\n") + "\n"
+}
+
+var _ = errors.New

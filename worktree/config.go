@@ -1,0 +1,114 @@
+package worktree
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// DefaultProtected is the protected path list used when Config.Protected is nil.
+var DefaultProtected = []string{".github/workflows/**"}
+
+// Config configures a Manager. Every field documents its zero-value default.
+type Config struct {
+	// MirrorDir holds one bare mirror per repository. Required.
+	MirrorDir string
+	// TaskDir holds one directory per task: TaskDir/<task-id>/work is the
+	// clone, TaskDir/<task-id>/task.json its metadata. Required.
+	TaskDir string
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// Protected lists glob patterns ("**" spans directories) of paths a
+	// task may not change unless CommitRequest.AllowProtected is set.
+	// nil means DefaultProtected; an empty non-nil slice protects nothing.
+	Protected []string
+	// Retention is how long a finished task clone (one GC's live callback
+	// reports as not live) is kept after its last use. Zero means 24h;
+	// negative means remove at the next GC.
+	Retention time.Duration
+	// MirrorRetention is how long a mirror no task clone uses is kept after
+	// its last fetch. Zero means 7 days; negative means remove at the next GC.
+	MirrorRetention time.Duration
+	// HTTPClient is used for http(s) remotes; nil means a client with no
+	// overall timeout (operations are bounded by their context).
+	HTTPClient *http.Client
+	// SSHHostKeyCallback verifies SSH host keys when Auth.SSHKnownHosts is
+	// empty; nil means SSH remotes require Auth.SSHKnownHosts.
+	SSHHostKeyCallback ssh.HostKeyCallback
+	// CheckoutWorkers is the number of goroutines writing files during
+	// checkout; zero means GOMAXPROCS (at least 2).
+	CheckoutWorkers int
+	// FetchTimeout bounds a mirror fetch when the caller's context has no
+	// deadline; zero means 10 minutes.
+	FetchTimeout time.Duration
+	// PushTimeout bounds a push when the caller's context has no deadline;
+	// zero means 5 minutes.
+	PushTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Protected == nil {
+		c.Protected = DefaultProtected
+	}
+	if c.Retention == 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.MirrorRetention == 0 {
+		c.MirrorRetention = 7 * 24 * time.Hour
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
+	}
+	if c.CheckoutWorkers <= 0 {
+		c.CheckoutWorkers = max(runtime.GOMAXPROCS(0), 2)
+	}
+	if c.FetchTimeout <= 0 {
+		c.FetchTimeout = 10 * time.Minute
+	}
+	if c.PushTimeout <= 0 {
+		c.PushTimeout = 5 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MirrorDir != "" {
+		if abs, err := filepath.Abs(c.MirrorDir); err == nil {
+			c.MirrorDir = abs
+		}
+	}
+	if c.TaskDir != "" {
+		if abs, err := filepath.Abs(c.TaskDir); err == nil {
+			c.TaskDir = abs
+		}
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.MirrorDir == "" {
+		return errors.New("worktree: config: MirrorDir is required")
+	}
+	if c.TaskDir == "" {
+		return errors.New("worktree: config: TaskDir is required")
+	}
+	if c.MirrorDir == c.TaskDir {
+		return errors.New("worktree: config: MirrorDir and TaskDir must differ")
+	}
+	for _, p := range c.Protected {
+		if err := validGlob(p); err != nil {
+			return fmt.Errorf("worktree: config: Protected %q: %w", p, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,457 @@
+package worktree
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+)
+
+// snapshot is the state of a worktree as a tree, plus the index that
+// describes it.
+type snapshot struct {
+	tree    plumbing.Hash
+	entries []*index.Entry
+}
+
+// readIndex loads the clone's index; a missing index is empty.
+func readIndex(p string) (*index.Index, time.Time, error) {
+	idx := &index.Index{Version: 2}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return idx, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := index.NewDecoder(bufio.NewReaderSize(f, 256<<10)).Decode(idx); err != nil {
+		// A corrupt index only costs us the stat cache.
+		return &index.Index{Version: 2}, time.Time{}, nil
+	}
+	return idx, fi.ModTime(), nil
+}
+
+// stage snapshots the worktree the way `git add -A` would: tracked files
+// (per the index) and untracked files that no .gitignore excludes. Files
+// whose stat data matches the index are not read again. New blobs and
+// trees are written to st.
+func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string) (*snapshot, error) {
+	idx, idxTime, err := readIndex(filepath.Join(dir, ".git", "index"))
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	tracked := make(map[string]*index.Entry, len(idx.Entries))
+	trackedDirs := map[string]bool{}
+	for _, e := range idx.Entries {
+		if _, dup := tracked[e.Name]; dup && e.Stage != 0 {
+			continue
+		}
+		tracked[e.Name] = e
+		for d := path.Dir(e.Name); d != "."; d = path.Dir(d) {
+			if trackedDirs[d] {
+				break
+			}
+			trackedDirs[d] = true
+		}
+	}
+	var patterns []gitignore.Pattern
+	if b, err := os.ReadFile(filepath.Join(dir, ".git", "info", "exclude")); err == nil {
+		patterns = append(patterns, parseIgnore(b, nil)...)
+	}
+	var out []*index.Entry
+	var walk func(rel string, domain []string, ps []gitignore.Pattern) error
+	walk = func(rel string, domain []string, ps []gitignore.Pattern) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		abs := filepath.Join(dir, filepath.FromSlash(rel))
+		ents, err := os.ReadDir(abs)
+		if err != nil {
+			return err
+		}
+		for _, de := range ents {
+			if de.Name() == ".gitignore" && de.Type().IsRegular() {
+				if b, err := os.ReadFile(filepath.Join(abs, ".gitignore")); err == nil {
+					ps = append(ps[:len(ps):len(ps)], parseIgnore(b, domain)...)
+				}
+				break
+			}
+		}
+		matcher := gitignore.NewMatcher(ps)
+		for _, de := range ents {
+			name := de.Name()
+			p := name
+			if rel != "" {
+				p = rel + "/" + name
+			}
+			if name == ".git" {
+				continue
+			}
+			segs := append(domain[:len(domain):len(domain)], name)
+			if de.IsDir() {
+				if e, ok := tracked[p]; ok && e.Mode == filemode.Submodule {
+					out = append(out, e)
+					continue
+				}
+				if !trackedDirs[p] {
+					if matcher.Match(segs, true) {
+						continue
+					}
+					if _, err := os.Lstat(filepath.Join(abs, name, ".git")); err == nil {
+						continue // an untracked nested repository
+					}
+				}
+				if err := walk(p, segs, ps); err != nil {
+					return err
+				}
+				continue
+			}
+			e, isTracked := tracked[p]
+			if !isTracked && matcher.Match(segs, false) {
+				continue
+			}
+			fi, err := de.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var mode filemode.FileMode
+			switch {
+			case fi.Mode()&fs.ModeSymlink != 0:
+				mode = filemode.Symlink
+			case fi.Mode().IsRegular() && fi.Mode()&0o111 != 0:
+				mode = filemode.Executable
+			case fi.Mode().IsRegular():
+				mode = filemode.Regular
+			default:
+				continue // sockets, fifos, devices
+			}
+			if isTracked && e.Mode == mode && statMatches(e, fi, idxTime) {
+				out = append(out, e)
+				continue
+			}
+			ne := &index.Entry{Name: p, Mode: mode}
+			var content []byte
+			if mode == filemode.Symlink {
+				target, err := os.Readlink(filepath.Join(abs, name))
+				if err != nil {
+					return err
+				}
+				content = []byte(target)
+			} else {
+				content, err = os.ReadFile(filepath.Join(abs, name))
+				if err != nil {
+					return err
+				}
+			}
+			h, err := writeBlob(st, content)
+			if err != nil {
+				return err
+			}
+			ne.Hash = h
+			// Stat again after reading: the agent may still be writing, and
+			// a stale stat would hide the later change. Re-hash next time.
+			if fi2, err := os.Lstat(filepath.Join(abs, name)); err == nil && fi2.ModTime().Equal(fi.ModTime()) && fi2.Size() == int64(len(content)) {
+				fillStat(ne, fi2)
+			}
+			out = append(out, ne)
+		}
+		return nil
+	}
+	if err := walk("", nil, patterns); err != nil {
+		return nil, fmt.Errorf("scan worktree: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	tree, err := buildTree(st, out)
+	if err != nil {
+		return nil, err
+	}
+	return &snapshot{tree: tree, entries: out}, nil
+}
+
+func parseIgnore(b []byte, domain []string) []gitignore.Pattern {
+	var ps []gitignore.Pattern
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		ps = append(ps, gitignore.ParsePattern(line, domain))
+	}
+	return ps
+}
+
+// statMatches reports whether a file is unchanged since its index entry
+// was written, by git's rules; entries not older than the index itself
+// are racy and re-read.
+func statMatches(e *index.Entry, fi os.FileInfo, idxTime time.Time) bool {
+	if e.Size != uint32(fi.Size()) || !e.ModifiedAt.Equal(fi.ModTime()) {
+		return false
+	}
+	if e.Hash.IsZero() || (!idxTime.IsZero() && !fi.ModTime().Before(idxTime)) {
+		return false
+	}
+	var probe index.Entry
+	fillStat(&probe, fi)
+	return probe.Inode == e.Inode && probe.CreatedAt.Equal(e.CreatedAt)
+}
+
+// writeBlob stores content as a blob unless the store already has it.
+func writeBlob(st storer.EncodedObjectStorer, content []byte) (plumbing.Hash, error) {
+	h := plumbing.ComputeHash(plumbing.BlobObject, content)
+	if st.HasEncodedObject(h) == nil {
+		return h, nil
+	}
+	o := st.NewEncodedObject()
+	o.SetType(plumbing.BlobObject)
+	o.SetSize(int64(len(content)))
+	w, err := o.Writer()
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if _, err := w.Write(content); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if err := w.Close(); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if _, err := st.SetEncodedObject(o); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("store blob: %w", err)
+	}
+	return h, nil
+}
+
+// buildTree writes the trees for entries sorted by name and returns the
+// root tree hash. Trees the store already has are not rewritten.
+func buildTree(st storer.EncodedObjectStorer, entries []*index.Entry) (plumbing.Hash, error) {
+	type dirNode struct {
+		entries []object.TreeEntry
+		subdirs map[string]*dirNode
+	}
+	root := &dirNode{subdirs: map[string]*dirNode{}}
+	for _, e := range entries {
+		if e.Stage != 0 {
+			continue
+		}
+		parts := strings.Split(e.Name, "/")
+		n := root
+		for _, d := range parts[:len(parts)-1] {
+			c, ok := n.subdirs[d]
+			if !ok {
+				c = &dirNode{subdirs: map[string]*dirNode{}}
+				n.subdirs[d] = c
+			}
+			n = c
+		}
+		n.entries = append(n.entries, object.TreeEntry{Name: parts[len(parts)-1], Mode: e.Mode, Hash: e.Hash})
+	}
+	var write func(n *dirNode) (plumbing.Hash, error)
+	write = func(n *dirNode) (plumbing.Hash, error) {
+		ents := n.entries
+		for name, c := range n.subdirs {
+			h, err := write(c)
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			ents = append(ents, object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h})
+		}
+		sortTreeEntries(ents)
+		t := &object.Tree{Entries: ents}
+		o := st.NewEncodedObject()
+		if err := t.Encode(o); err != nil {
+			return plumbing.ZeroHash, err
+		}
+		h := o.Hash()
+		if st.HasEncodedObject(h) != nil {
+			if _, err := st.SetEncodedObject(o); err != nil {
+				return plumbing.ZeroHash, fmt.Errorf("store tree: %w", err)
+			}
+		}
+		return h, nil
+	}
+	return write(root)
+}
+
+// sortTreeEntries orders entries as git does: directories compare as if
+// their name ended in "/".
+func sortTreeEntries(ents []object.TreeEntry) {
+	key := func(e object.TreeEntry) string {
+		if e.Mode == filemode.Dir {
+			return e.Name + "/"
+		}
+		return e.Name
+	}
+	sort.Slice(ents, func(i, j int) bool { return key(ents[i]) < key(ents[j]) })
+}
+
+// change is one path that differs between two trees; a zero hash on a
+// side means the path does not exist there.
+type change struct {
+	path     string
+	from, to treeFile
+}
+
+// diffTrees reports the file-level differences from tree a to tree b
+// (either may be zero), reading only subtrees whose hashes differ.
+// newTree, when set, sees every tree of b that differs from a.
+func diffTrees(st storer.EncodedObjectStorer, a, b plumbing.Hash, prefix string, visit func(change) error, newTree func(plumbing.Hash)) error {
+	if a == b {
+		return nil
+	}
+	if newTree != nil && !b.IsZero() {
+		newTree(b)
+	}
+	load := func(h plumbing.Hash) (map[string]object.TreeEntry, []string, error) {
+		m := map[string]object.TreeEntry{}
+		var names []string
+		if h.IsZero() {
+			return m, nil, nil
+		}
+		t, err := object.GetTree(st, h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read tree %s: %w", prefix, err)
+		}
+		for _, e := range t.Entries {
+			m[e.Name] = e
+			names = append(names, e.Name)
+		}
+		return m, names, nil
+	}
+	am, an, err := load(a)
+	if err != nil {
+		return err
+	}
+	bm, bn, err := load(b)
+	if err != nil {
+		return err
+	}
+	names := an
+	for _, n := range bn {
+		if _, ok := am[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ea, inA := am[n]
+		eb, inB := bm[n]
+		if inA && inB && ea.Hash == eb.Hash && ea.Mode == eb.Mode {
+			continue
+		}
+		p := prefix + n
+		aDir := inA && ea.Mode == filemode.Dir
+		bDir := inB && eb.Mode == filemode.Dir
+		if aDir || bDir {
+			var ah, bh plumbing.Hash
+			if aDir {
+				ah = ea.Hash
+			} else if inA {
+				if err := visit(change{path: p, from: treeFile{p, ea.Mode, ea.Hash}}); err != nil {
+					return err
+				}
+			}
+			if bDir {
+				bh = eb.Hash
+			}
+			if err := diffTrees(st, ah, bh, p+"/", visit, newTree); err != nil {
+				return err
+			}
+			if inB && !bDir {
+				if err := visit(change{path: p, to: treeFile{p, eb.Mode, eb.Hash}}); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		c := change{path: p}
+		if inA {
+			c.from = treeFile{p, ea.Mode, ea.Hash}
+		}
+		if inB {
+			c.to = treeFile{p, eb.Mode, eb.Hash}
+		}
+		if err := visit(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// changedPaths lists the paths that differ between two trees, sorted.
+func changedPaths(st storer.EncodedObjectStorer, a, b plumbing.Hash) ([]string, error) {
+	var out []string
+	err := diffTrees(st, a, b, "", func(c change) error {
+		out = append(out, c.path)
+		return nil
+	}, nil)
+	sort.Strings(out)
+	return out, err
+}
+
+// validGlob checks a protected-path pattern.
+func validGlob(p string) error {
+	if p == "" {
+		return errors.New("empty pattern")
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "**" {
+			continue
+		}
+		if _, err := path.Match(seg, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// matchGlob matches a slash-separated path against a pattern in which
+// "**" spans any number of directories (including none) and other
+// segments use path.Match syntax.
+func matchGlob(pattern, name string) bool {
+	return matchSegs(strings.Split(pattern, "/"), strings.Split(name, "/"))
+}
+
+func matchSegs(ps, ns []string) bool {
+	for len(ps) > 0 {
+		if ps[0] == "**" {
+			for i := 0; i <= len(ns); i++ {
+				if matchSegs(ps[1:], ns[i:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(ns) == 0 {
+			return false
+		}
+		if ok, _ := path.Match(ps[0], ns[0]); !ok {
+			return false
+		}
+		ps, ns = ps[1:], ns[1:]
+	}
+	return len(ns) == 0
+}
+
+var _ = bytes.Equal
