@@ -1,0 +1,628 @@
+// Package gateway is the model gateway: the only way an agent inside a
+// sandbox reaches a model API. Each task gets a random token that stands in
+// for the API key (ANTHROPIC_API_KEY / OPENAI_API_KEY inside the sandbox);
+// the gateway authenticates the task by that token, swaps in the real key
+// (fetched per request from an injected function, normally the vault),
+// forwards to the configured upstream, streams the answer back event by
+// event, meters tokens and cost per task, enforces the task's budget and
+// stores a redacted transcript of every exchange.
+//
+// Routing: a request to /<provider>/<rest> goes to
+// Upstreams[<provider>].BaseURL + /<rest>. Clients are configured with
+// ANTHROPIC_BASE_URL=<gateway>/anthropic (Claude Code appends /v1/messages)
+// and an OpenAI base URL of <gateway>/openai (Codex appends /responses; the
+// OpenAI upstream's BaseURL carries /v1).
+//
+// Guarantees:
+//   - The real key never leaves the gateway: it is set only on the upstream
+//     request, never logged, and replaced by REDACTED in transcripts.
+//   - A task's usage is updated after every exchange, including streams the
+//     client abandoned (the tokens the upstream reported so far count).
+//   - Hooks fire at most once per Register: OnSoftLimit when usage first
+//     reaches SoftFraction of a limit, OnHardLimit when it first reaches the
+//     limit. From then on every request of the task is refused with an error
+//     in the provider's format (Anthropic 400 invalid_request_error, OpenAI
+//     429 insufficient_quota; both are not retried by the CLIs).
+//   - Hooks run on the request goroutine after the response is complete and
+//     without locks held; they must not block for long.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sentinel errors.
+var (
+	// ErrUnknownTask is returned by Usage for a task that is not registered.
+	ErrUnknownTask = errors.New("gateway: unknown task")
+	// ErrNoUpstream reports a configuration without upstreams.
+	ErrNoUpstream = errors.New("gateway: no upstream configured")
+)
+
+// Upstream is one model API behind the gateway.
+type Upstream struct {
+	// BaseURL is the API root, e.g. https://api.anthropic.com or
+	// https://api.openai.com/v1. Required.
+	BaseURL string
+	// Key returns the real API key for a request. Required.
+	Key func(ctx context.Context) (string, error)
+	// Auth is how the key is sent: "x-api-key" or "bearer". Empty means
+	// "x-api-key" for the provider named "anthropic" and "bearer" otherwise.
+	Auth string
+}
+
+// Price is the list price of a model in USD per million tokens.
+type Price struct {
+	InputPerMTok  float64
+	OutputPerMTok float64
+	// CacheReadPerMTok and CacheWritePerMTok price Anthropic prompt-cache
+	// reads and writes; zero means 0.1× and 1.25× the input price.
+	CacheReadPerMTok, CacheWritePerMTok float64
+}
+
+// Config configures a Gateway.
+type Config struct {
+	// Upstreams maps a provider name ("anthropic", "openai") to its upstream.
+	// At least one is required.
+	Upstreams map[string]Upstream
+	// TranscriptDir, when set, receives one JSON Lines file per task
+	// (<task id>.jsonl, see Exchange). Empty means no files.
+	TranscriptDir string
+	// OnExchange, when set, receives every (redacted) exchange.
+	OnExchange func(e Exchange)
+	// Redact is applied to request and response bodies before they are
+	// stored. Nil means no redaction beyond the gateway's own (upstream keys
+	// and task tokens are always removed).
+	Redact func(string) string
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+	// Logger receives operational logs. Nil discards.
+	Logger *slog.Logger
+	// HTTPClient sends upstream requests. Nil means a dedicated client with
+	// no overall timeout (streams are long) and a 10-minute header timeout.
+	HTTPClient *http.Client
+	// Metrics, when set, receives the gateway's Prometheus collectors.
+	Metrics prometheus.Registerer
+	// Prices maps a model name prefix to its price; the longest matching
+	// prefix wins. Nil means DefaultPrices(). Models without a price cost 0.
+	Prices map[string]Price
+	// MaxRequestBytes bounds a request body. Zero means 64 MiB.
+	MaxRequestBytes int64
+	// MaxTranscriptBytes bounds each stored body. Zero means 16 MiB.
+	MaxTranscriptBytes int
+	// Rand is the source of task tokens. Nil means crypto/rand.
+	Rand io.Reader
+}
+
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.HTTPClient == nil {
+		tr := &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          100,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Minute,
+		}
+		c.HTTPClient = &http.Client{Transport: tr}
+	}
+	if c.Prices == nil {
+		c.Prices = DefaultPrices()
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 64 << 20
+	}
+	if c.MaxTranscriptBytes == 0 {
+		c.MaxTranscriptBytes = 16 << 20
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if len(c.Upstreams) == 0 {
+		return ErrNoUpstream
+	}
+	for name, u := range c.Upstreams {
+		if name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("gateway: config Upstreams: bad provider name %q", name)
+		}
+		bu, err := url.Parse(u.BaseURL)
+		if err != nil || (bu.Scheme != "http" && bu.Scheme != "https") || bu.Host == "" {
+			return fmt.Errorf("gateway: config Upstreams[%s].BaseURL %q is not an http(s) URL", name, u.BaseURL)
+		}
+		if u.Key == nil {
+			return fmt.Errorf("gateway: config Upstreams[%s].Key is nil", name)
+		}
+		switch u.Auth {
+		case "", "x-api-key", "bearer":
+		default:
+			return fmt.Errorf("gateway: config Upstreams[%s].Auth %q must be x-api-key or bearer", name, u.Auth)
+		}
+	}
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("gateway: config MaxRequestBytes must not be negative")
+	}
+	return nil
+}
+
+// Budget limits a task's model usage. Zero limits are unlimited.
+type Budget struct {
+	// Tokens limits input plus output tokens.
+	Tokens int64
+	// CostUSD limits the priced cost.
+	CostUSD float64
+	// SoftFraction is where OnSoftLimit fires, as a fraction of each limit.
+	// Zero means 0.8.
+	SoftFraction float64
+	// Used is usage already spent by earlier runs of the task; it counts
+	// against the limits and is included in Usage.
+	Used Usage
+}
+
+// Hooks are called as a task's usage crosses its budget.
+type Hooks struct {
+	// OnSoftLimit fires once when usage reaches SoftFraction of a limit
+	// (the orchestrator commits a checkpoint).
+	OnSoftLimit func(Usage)
+	// OnHardLimit fires once when usage reaches a limit (the orchestrator
+	// stops the run with reason budget_exceeded).
+	OnHardLimit func(Usage)
+	// Redact, when set, is applied to this task's transcript bodies after
+	// Config.Redact (e.g. the task's own secrets).
+	Redact func(string) string
+}
+
+// Usage is a task's metered model usage.
+type Usage struct {
+	// InputTokens counts all prompt tokens, prompt-cache reads and writes included.
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	CostUSD      float64 `json:"cost_usd"`
+	Requests     int     `json:"requests"`
+}
+
+// Tokens returns input plus output tokens.
+func (u Usage) Tokens() int64 { return u.InputTokens + u.OutputTokens }
+
+func (u Usage) add(v Usage) Usage {
+	return Usage{InputTokens: u.InputTokens + v.InputTokens, OutputTokens: u.OutputTokens + v.OutputTokens,
+		CostUSD: u.CostUSD + v.CostUSD, Requests: u.Requests + v.Requests}
+}
+
+// task is the state of one registered task.
+type task struct {
+	id       string
+	tokenKey string
+	budget   Budget
+	hooks    Hooks
+	usage    Usage
+	soft     bool // OnSoftLimit fired
+	hard     bool // OnHardLimit fired / limit reached
+	seq      int
+	fileMu   sync.Mutex
+}
+
+// Gateway is the model gateway. It is an http.Handler; serve it on its own
+// loopback listener or unix socket and forward a sandbox port to it.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	secrets []string // never-stored strings seen so far (upstream keys)
+
+	mu     sync.Mutex
+	tasks  map[string]*task // task id -> task
+	tokens map[string]*task // sha256(token) -> task
+}
+
+var _ http.Handler = (*Gateway)(nil)
+
+// New returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "gateway"),
+		metrics: m,
+		tasks:   map[string]*task{},
+		tokens:  map[string]*task{},
+	}, nil
+}
+
+func tokenKey(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// TokenPrefix starts every task token, so redactors and humans can spot them.
+const TokenPrefix = "nsgw_"
+
+// Register starts (or renews) metering for taskID under budget and returns
+// the task's token, to be given to the agent as its API key. Registering a
+// task that is already registered revokes its previous token, replaces the
+// budget and hooks, keeps its usage and re-arms the hooks that have not been
+// crossed under the new budget.
+func (g *Gateway) Register(taskID string, b Budget, hooks Hooks) string {
+	var raw [32]byte
+	if _, err := io.ReadFull(g.cfg.Rand, raw[:]); err != nil {
+		// crypto/rand does not fail on supported platforms; a broken
+		// injected source must not yield a guessable token.
+		panic(fmt.Sprintf("gateway: read token randomness: %v", err))
+	}
+	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	if b.SoftFraction <= 0 || b.SoftFraction > 1 {
+		b.SoftFraction = 0.8
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t := g.tasks[taskID]
+	if t == nil {
+		t = &task{id: taskID, usage: b.Used}
+		g.tasks[taskID] = t
+	} else {
+		delete(g.tokens, t.tokenKey)
+	}
+	t.budget, t.hooks = b, hooks
+	t.tokenKey = tokenKey(token)
+	t.soft = overLimit(t.usage, b, b.SoftFraction)
+	t.hard = overLimit(t.usage, b, 1)
+	g.tokens[t.tokenKey] = t
+	return token
+}
+
+// Unregister revokes the task's token and forgets its usage.
+func (g *Gateway) Unregister(taskID string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t := g.tasks[taskID]; t != nil {
+		delete(g.tokens, t.tokenKey)
+		delete(g.tasks, taskID)
+	}
+}
+
+// Usage returns the task's usage so far (zero for an unknown task).
+func (g *Gateway) Usage(taskID string) Usage {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t := g.tasks[taskID]; t != nil {
+		return t.usage
+	}
+	return Usage{}
+}
+
+// overLimit reports whether u reaches frac of any limit in b.
+func overLimit(u Usage, b Budget, frac float64) bool {
+	if b.Tokens > 0 && float64(u.Tokens()) >= frac*float64(b.Tokens) {
+		return true
+	}
+	if b.CostUSD > 0 && u.CostUSD >= frac*b.CostUSD {
+		return true
+	}
+	return false
+}
+
+// Serve serves the gateway on l until ctx is cancelled, then shuts down
+// gracefully (in-flight streams get 10 seconds).
+func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// authenticate returns the task of the request's token.
+func (g *Gateway) authenticate(r *http.Request) (*task, string) {
+	token := r.Header.Get("X-Api-Key")
+	if token == "" {
+		if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+			token = strings.TrimSpace(a[7:])
+		}
+	}
+	if token == "" {
+		return nil, ""
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.tokens[tokenKey(token)], token
+}
+
+// hopHeaders are not forwarded in either direction.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection"}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.cfg.Clock()
+	provider, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	up, ok := g.cfg.Upstreams[provider]
+	if !ok {
+		writeError(w, provider, http.StatusNotFound, errNotFound, fmt.Sprintf("nightshift gateway: no upstream for %q; use /<provider>/... with one of the configured providers", provider))
+		g.metrics.request("unknown", http.StatusNotFound)
+		return
+	}
+	t, token := g.authenticate(r)
+	if t == nil {
+		g.metrics.refused("auth")
+		g.metrics.request(provider, http.StatusUnauthorized)
+		writeError(w, provider, http.StatusUnauthorized, errAuth, "nightshift gateway: missing or unknown task token")
+		return
+	}
+	log := g.log.With("task_id", t.id, "provider", provider)
+
+	g.mu.Lock()
+	refused, u, b := t.hard, t.usage, t.budget
+	g.mu.Unlock()
+	if refused {
+		g.metrics.refused("budget")
+		g.metrics.request(provider, budgetStatus(provider))
+		msg := budgetMessage(u, b)
+		writeError(w, provider, budgetStatus(provider), errBudget, msg)
+		g.store(t, Exchange{Time: start, Provider: provider, Method: r.Method, Path: "/" + rest, Status: budgetStatus(provider), Refused: msg}, token, "")
+		return
+	}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, provider, http.StatusRequestEntityTooLarge, errInvalid, "nightshift gateway: request body too large")
+			g.metrics.request(provider, http.StatusRequestEntityTooLarge)
+			return
+		}
+		return // client went away
+	}
+	plain := decodeBody(body, r.Header.Get("Content-Encoding"))
+	model := modelOf(plain)
+
+	key, err := up.Key(r.Context())
+	if err != nil {
+		log.Error("upstream key", "err", err)
+		writeError(w, provider, http.StatusBadGateway, errUpstream, "nightshift gateway: the API key for "+provider+" is not available")
+		g.metrics.request(provider, http.StatusBadGateway)
+		return
+	}
+	g.remember(key)
+
+	target := strings.TrimRight(up.BaseURL, "/") + "/" + rest
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	ureq, err := http.NewRequestWithContext(r.Context(), r.Method, target, bytes.NewReader(body))
+	if err != nil {
+		writeError(w, provider, http.StatusBadGateway, errUpstream, "nightshift gateway: bad upstream URL")
+		return
+	}
+	ureq.Header = r.Header.Clone()
+	for _, h := range hopHeaders {
+		ureq.Header.Del(h)
+	}
+	ureq.Header.Del("Authorization")
+	ureq.Header.Del("X-Api-Key")
+	ureq.Header.Del("Accept-Encoding") // the transport negotiates and decodes, so usage stays readable
+	ureq.Header.Del("Content-Length")
+	ureq.ContentLength = int64(len(body))
+	switch authStyle(provider, up) {
+	case "x-api-key":
+		ureq.Header.Set("X-Api-Key", key)
+	default:
+		ureq.Header.Set("Authorization", "Bearer "+key)
+	}
+
+	resp, err := g.cfg.HTTPClient.Do(ureq)
+	if err != nil {
+		if r.Context().Err() == nil {
+			log.Warn("upstream request failed", "err", redactErr(err, key))
+			writeError(w, provider, http.StatusBadGateway, errUpstream, "nightshift gateway: upstream unreachable")
+		}
+		g.metrics.request(provider, http.StatusBadGateway)
+		g.store(t, Exchange{Time: start, Provider: provider, Method: r.Method, Path: "/" + rest, Model: model,
+			Status: http.StatusBadGateway, Request: string(plain), Error: "upstream unreachable"}, token, key)
+		return
+	}
+	defer resp.Body.Close()
+
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	for _, h := range hopHeaders {
+		w.Header().Del(h)
+	}
+	if resp.Uncompressed {
+		w.Header().Del("Content-Length")
+		w.Header().Del("Content-Encoding")
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	m := newMeter(provider, resp.Header.Get("Content-Type"))
+	rec := &capped{max: g.cfg.MaxTranscriptBytes}
+	buf := make([]byte, 32<<10)
+	var copyErr error
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if resp.StatusCode < 300 {
+				m.Write(chunk)
+			}
+			rec.Write(chunk)
+			if _, werr := w.Write(chunk); werr != nil {
+				copyErr = werr
+				break
+			}
+			_ = rc.Flush()
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				copyErr = rerr
+			}
+			break
+		}
+	}
+	var used Usage
+	if resp.StatusCode < 300 {
+		tu := m.usage()
+		if tu.model == "" {
+			tu.model = model
+		}
+		used = Usage{InputTokens: tu.input + tu.cacheRead + tu.cacheWrite, OutputTokens: tu.output,
+			CostUSD: g.cost(tu), Requests: 1}
+	} else {
+		used = Usage{Requests: 1}
+	}
+	g.metrics.request(provider, resp.StatusCode)
+	g.metrics.usage(provider, used)
+	g.metrics.duration(provider, g.cfg.Clock().Sub(start))
+
+	ex := Exchange{Time: start, Provider: provider, Method: r.Method, Path: "/" + rest, Model: model,
+		Status: resp.StatusCode, DurationMS: g.cfg.Clock().Sub(start).Milliseconds(),
+		RequestContentType: r.Header.Get("Content-Type"), Request: string(plain),
+		ResponseContentType: resp.Header.Get("Content-Type"), Response: rec.String(), Truncated: rec.truncated,
+		Usage: used}
+	if copyErr != nil {
+		ex.Error = "stream interrupted: " + redactErr(copyErr, key)
+	}
+	g.charge(t, used)
+	g.store(t, ex, token, key)
+}
+
+// charge adds used to the task and fires the hooks it crossed.
+func (g *Gateway) charge(t *task, used Usage) {
+	g.mu.Lock()
+	t.usage = t.usage.add(used)
+	u, b := t.usage, t.budget
+	var onSoft, onHard func(Usage)
+	if !t.soft && overLimit(u, b, b.SoftFraction) {
+		t.soft, onSoft = true, t.hooks.OnSoftLimit
+	}
+	if !t.hard && overLimit(u, b, 1) {
+		t.hard, onHard = true, t.hooks.OnHardLimit
+	}
+	g.mu.Unlock()
+	if onSoft != nil {
+		onSoft(u)
+	}
+	if onHard != nil {
+		g.log.Info("task budget exhausted", "task_id", t.id, "tokens", u.Tokens(), "cost_usd", u.CostUSD)
+		onHard(u)
+	}
+}
+
+func budgetMessage(u Usage, b Budget) string {
+	var parts []string
+	if b.Tokens > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d tokens", u.Tokens(), b.Tokens))
+	}
+	if b.CostUSD > 0 {
+		parts = append(parts, fmt.Sprintf("$%.4f of $%.4f", u.CostUSD, b.CostUSD))
+	}
+	return "nightshift gateway: this task's model budget is exhausted (" + strings.Join(parts, ", ") + " used); the run is being stopped"
+}
+
+func authStyle(provider string, up Upstream) string {
+	if up.Auth != "" {
+		return up.Auth
+	}
+	if provider == "anthropic" {
+		return "x-api-key"
+	}
+	return "bearer"
+}
+
+// remember records an upstream key so transcripts never contain it.
+func (g *Gateway) remember(key string) {
+	if key == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, s := range g.secrets {
+		if s == key {
+			return
+		}
+	}
+	g.secrets = append(g.secrets, key)
+}
+
+func redactErr(err error, key string) string {
+	s := err.Error()
+	if key != "" {
+		s = strings.ReplaceAll(s, key, "REDACTED")
+	}
+	return s
+}
+
+// modelOf returns the "model" field of a JSON request body.
+func modelOf(body []byte) string {
+	var m struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(body, &m)
+	return m.Model
+}
+
+// capped records up to max bytes.
+type capped struct {
+	max       int
+	buf       bytes.Buffer
+	truncated bool
+}
+
+func (c *capped) Write(p []byte) {
+	if room := c.max - c.buf.Len(); room < len(p) {
+		c.truncated = true
+		if room > 0 {
+			c.buf.Write(p[:room])
+		}
+		return
+	}
+	c.buf.Write(p)
+}
+
+func (c *capped) String() string { return c.buf.String() }
