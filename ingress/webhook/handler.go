@@ -280,6 +280,8 @@ func (h *Handler) authorize(ctx context.Context, n normalized) (*refusal, error)
 
 // refuse records a refused trigger: counted, logged, remembered (so a
 // redelivery is not answered twice) and, where configured, replied to.
+// Only authors lacking permission get a reply: bots, Nightshift itself and
+// denied logins are refused silently.
 func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal) {
 	h.metrics.refused.WithLabelValues(string(ev.Source), ref.code).Inc()
 	log.Info("trigger refused", slog.String("reason", ref.reason), slog.String("repo", ev.Repo),
@@ -288,7 +290,7 @@ func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *
 		log.Warn("refused delivery not remembered", slog.String("error", err.Error()))
 	}
 	if h.cfg.Replier == nil || !h.cfg.GitHub.ReplyRefused || ev.Source != orchestrator.SourceGitHub ||
-		ev.Kind != orchestrator.KindComment || ref.code == refuseSelf || ref.code == refuseBot {
+		ev.Kind != orchestrator.KindComment || ref.code != refusePermission {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReplyTimeout)
