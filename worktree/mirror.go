@@ -453,9 +453,21 @@ type flightGroup struct {
 }
 
 type flightCall struct {
-	done chan struct{}
-	err  error
-	out  *fanout
+	done    chan struct{}
+	err     error
+	out     *fanout
+	waiters int // callers waiting, guarded by flightGroup.mu
+}
+
+// waiters counts the callers currently waiting on any call (tests).
+func (g *flightGroup) waiters() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, c := range g.calls {
+		n += c.waiters
+	}
+	return n
 }
 
 func (g *flightGroup) do(ctx context.Context, key string, progress io.Writer, fn func(out io.Writer) error) error {
@@ -476,8 +488,14 @@ func (g *flightGroup) do(ctx context.Context, key string, progress io.Writer, fn
 		}()
 	}
 	id := c.out.add(progress)
+	c.waiters++
 	g.mu.Unlock()
-	defer c.out.remove(id)
+	defer func() {
+		c.out.remove(id)
+		g.mu.Lock()
+		c.waiters--
+		g.mu.Unlock()
+	}()
 	select {
 	case <-c.done:
 		return c.err

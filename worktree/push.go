@@ -176,6 +176,20 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 	_ = pr.Close()
 	encErr := <-done
 	if err != nil {
+		// go-git returns the remote's report status as an error too.
+		msg := err.Error()
+		if strings.Contains(msg, "command error on") || strings.Contains(msg, "unpack error") {
+			reason := PushRejected
+			if strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") {
+				reason = PushNonFastForward
+			}
+			if rs != nil {
+				msg = statusMessage(rs)
+			} else if i := strings.LastIndex(msg, ": "); i >= 0 {
+				msg = msg[i+2:]
+			}
+			return PushResult{}, pushErr(reason, msg, err)
+		}
 		return PushResult{}, classifyTransport(err, pushErr)
 	}
 	if encErr != nil {
