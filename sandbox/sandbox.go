@@ -240,9 +240,15 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (Result, error) {
 		return Result{}, fmt.Errorf("sandbox: start %s: %w", spec.ID, err)
 	}
 	var why atomic.Value // string: the Manager's reason for killing
+	var killMu sync.Mutex
+	closed := false
 	kill := func(reason string) {
 		why.CompareAndSwap(nil, reason)
-		p.Kill()
+		killMu.Lock()
+		defer killMu.Unlock()
+		if !closed {
+			p.Kill()
+		}
 	}
 	out.onLimit = func() { kill(ReasonOutputLimit) }
 	stdio.startCopy()
@@ -264,6 +270,9 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (Result, error) {
 	<-watcherDone
 	p.Kill() // the main process is gone: sweep whatever it left behind
 	stdio.waitCopy(5 * time.Second)
+	killMu.Lock() // a late timer or output-limit kill must not race Close
+	closed = true
+	killMu.Unlock()
 	if err := p.Close(); err != nil {
 		log.Warn("sandbox cleanup", "err", err)
 	}

@@ -63,11 +63,11 @@ func Match(patterns []string, host string) bool {
 
 // Config configures a Proxy.
 type Config struct {
-	Allow    []string                                                         // allowlist patterns
-	Deny     []netip.Prefix                                                   // refused ranges; nil: DefaultDeny
-	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)    // nil: net.DefaultResolver
+	Allow    []string                                                          // allowlist patterns
+	Deny     []netip.Prefix                                                    // refused ranges; nil: DefaultDeny
+	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)      // nil: net.DefaultResolver
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
-	Log      func(msg string, attrs ...any)                                   // every decision; nil: none
+	Log      func(msg string, attrs ...any)                                    // every decision; nil: none
 }
 
 // Proxy is an allowlisting HTTP proxy for one sandbox.
