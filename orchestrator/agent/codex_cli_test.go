@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,29 +11,41 @@ import (
 
 	"github.com/nightshift/nightshift/orchestrator/agent"
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 )
 
-func TestCodexEditsAndTests(t *testing.T) {
+// codexModel is a model name the pinned Codex has no metadata for: its
+// fallback tool set offers exec_command and exposes MCP tools directly as
+// functions in an "mcp__<server>" namespace (the default model defers MCP
+// tools behind a client-side tool_search and calls tools through a
+// JavaScript "exec" tool).
+const codexModel = "gpt-5.1-codex-mini"
+
+func TestCodexEditsTestsAndCallsMCP(t *testing.T) {
 	t.Parallel()
 	needCLI(t, "codex")
-	ms := modelserver.New(modelserver.Config{})
-	srv := httptest.NewServer(ms)
-	defer srv.Close()
-	dir, home := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "test.sh"), []byte("#!/bin/sh\ngrep -q 'hello nightshift' hello.txt && echo TESTS PASS\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ms.Script(
+	w := newWorld(t)
+	w.ms.Script(
 		modelserver.Step{Name: "write", Text: "Writing the file.", ToolCalls: []modelserver.ToolCall{{ID: "call_write", Name: "exec_command",
 			Input: map[string]any{"cmd": "printf 'hello nightshift\\n' > hello.txt && echo written"}}}},
 		modelserver.Step{Name: "test", Check: func(r *modelserver.Request) error {
-			_, err := r.Result("call_write")
+			out, err := r.Result("call_write")
+			if err == nil && !strings.Contains(out, "written") {
+				err = fmt.Errorf("write result = %q", out)
+			}
 			return err
 		}, ToolCalls: []modelserver.ToolCall{{ID: "call_test", Name: "exec_command", Input: map[string]any{"cmd": "sh test.sh"}}}},
-		modelserver.Step{Name: "done", Check: func(r *modelserver.Request) error {
+		modelserver.Step{Name: "mcp", Check: func(r *modelserver.Request) error {
 			out, err := r.Result("call_test")
 			if err == nil && !strings.Contains(out, "TESTS PASS") {
 				err = fmt.Errorf("test result = %q", out)
+			}
+			return err
+		}, ToolCalls: []modelserver.ToolCall{{ID: "call_mcp", Namespace: "mcp__nightshift", Name: "get_identity", Input: map[string]any{}}}},
+		modelserver.Step{Name: "done", Check: func(r *modelserver.Request) error {
+			out, err := r.Result("call_mcp")
+			if err == nil && !strings.Contains(out, "agent-7@agents.localhost") {
+				err = fmt.Errorf("mcp result = %q", out)
 			}
 			return err
 		}, Text: "Done: tests pass."},
@@ -43,20 +54,25 @@ func TestCodexEditsAndTests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := agent.Request{Prompt: "write hello.txt and run the tests", Dir: dir, Home: home, GatewayURL: srv.URL, GatewayToken: "task-token", Model: "gpt-5.5"}
-	inv, err := a.Prepare(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req, fw := w.request("codex-1", "write hello.txt and run the tests", gateway.Budget{}, gateway.Hooks{})
+	req.Model = codexModel
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := runProcess(ctx, t, a, req, inv)
+	r := w.runSandboxed(ctx, a, req, fw)
 	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
-	for _, e := range ms.Errors() {
-		t.Error(e)
+	w.checkScript()
+	if r.outcome.Err != nil || r.res.Reason != "exit 0" {
+		t.Fatalf("outcome err: %v (%s)", r.outcome.Err, r.res.Reason)
 	}
-	if r.outcome.Err != nil {
-		t.Fatalf("outcome err: %v", r.outcome.Err)
+	if b, err := os.ReadFile(filepath.Join(w.dir, "hello.txt")); err != nil || string(b) != "hello nightshift\n" {
+		t.Errorf("hello.txt = %q, %v", b, err)
 	}
-	t.Logf("outcome %+v", r.outcome)
+	if r.outcome.SessionID == "" || r.outcome.Summary != "Done: tests pass." {
+		t.Errorf("outcome = %+v", r.outcome)
+	}
+	gu := w.gw.Usage("codex-1")
+	if r.outcome.Usage.InputTokens != 400 || r.outcome.Usage.OutputTokens != 80 || gu.InputTokens < 400 || gu.OutputTokens < 80 {
+		t.Errorf("usage: agent %+v, gateway %+v", r.outcome.Usage, gu)
+	}
+	w.checkCanary(r)
 }

@@ -54,6 +54,9 @@ type ToolCall struct {
 	Name string
 	// Input is the JSON-encodable arguments.
 	Input any
+	// Namespace qualifies an OpenAI function in a tool namespace (Codex puts
+	// MCP tools in "mcp__<server>").
+	Namespace string
 	// Custom, when non-empty, makes an OpenAI freeform custom tool call
 	// (e.g. apply_patch) with this raw input instead of a function call.
 	Custom string

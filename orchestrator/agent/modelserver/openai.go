@@ -149,8 +149,12 @@ func (s *Server) serveOpenAI(w http.ResponseWriter, r *http.Request) {
 				"call_id": id, "name": tc.Name, "input": tc.Custom})
 			continue
 		}
-		items = append(items, item{"id": fmt.Sprintf("fc_%03d_%d", n, i), "type": "function_call", "status": "completed",
-			"call_id": id, "name": tc.Name, "arguments": inputJSON(tc.Input)})
+		fc := item{"id": fmt.Sprintf("fc_%03d_%d", n, i), "type": "function_call", "status": "completed",
+			"call_id": id, "name": tc.Name, "arguments": inputJSON(tc.Input)}
+		if tc.Namespace != "" {
+			fc["namespace"] = tc.Namespace
+		}
+		items = append(items, fc)
 	}
 	usage := map[string]any{"input_tokens": in, "input_tokens_details": map[string]any{"cached_tokens": 0},
 		"output_tokens": out, "output_tokens_details": map[string]any{"reasoning_tokens": 0}, "total_tokens": in + out}
@@ -192,8 +196,11 @@ func (s *Server) serveOpenAI(w http.ResponseWriter, r *http.Request) {
 				"part": map[string]any{"type": "output_text", "text": text, "annotations": []any{}}})
 		case "function_call":
 			args := it["arguments"].(string)
-			ev(map[string]any{"type": "response.output_item.added", "output_index": i,
-				"item": item{"id": it["id"], "type": "function_call", "status": "in_progress", "call_id": it["call_id"], "name": it["name"], "arguments": ""}})
+			added := item{"id": it["id"], "type": "function_call", "status": "in_progress", "call_id": it["call_id"], "name": it["name"], "arguments": ""}
+			if ns, ok := it["namespace"]; ok {
+				added["namespace"] = ns
+			}
+			ev(map[string]any{"type": "response.output_item.added", "output_index": i, "item": added})
 			for _, c := range chunks(args, 3) {
 				ev(map[string]any{"type": "response.function_call_arguments.delta", "output_index": i, "item_id": it["id"], "delta": c})
 			}

@@ -1,0 +1,266 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
+	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/process"
+)
+
+// world is everything an agent run talks to: a scripted model server
+// behind the real gateway (with a random canary as the real API key), an MCP
+// server, and a sandbox manager.
+type world struct {
+	t       *testing.T
+	canary  string
+	ms      *modelserver.Server
+	gw      *gateway.Gateway
+	gwAddr  string // host address of the gateway listener
+	mcpAddr string
+	mcpTok  string
+	mcpSeen chan string // Authorization headers the MCP server saw on tool calls
+	mgr     *sandbox.Manager
+	dir     string // the worktree
+	home    string // the agent's private HOME (kept across runs of a task)
+	trans   string // transcript dir
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	w := &world{t: t, canary: "sk-canary-" + hex.EncodeToString(b[:]), mcpTok: "mcp-token-" + hex.EncodeToString(b[:4]),
+		mcpSeen: make(chan string, 16), dir: t.TempDir(), home: t.TempDir(), trans: t.TempDir()}
+	w.ms = modelserver.New(modelserver.Config{})
+	up := httptest.NewServer(w.ms)
+	t.Cleanup(up.Close)
+	key := func(context.Context) (string, error) { return w.canary, nil }
+	gw, err := gateway.New(gateway.Config{
+		Upstreams: map[string]gateway.Upstream{
+			"anthropic": {BaseURL: up.URL, Key: key},
+			"openai":    {BaseURL: up.URL + "/v1", Key: key},
+		},
+		TranscriptDir: w.trans,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gw = gw
+	w.gwAddr = serve(t, gw)
+	w.mcpAddr = serve(t, w.mcpServer())
+	mgr, err := sandbox.NewManager(process.New(process.Config{}), sandbox.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mgr = mgr
+	if err := os.WriteFile(filepath.Join(w.dir, "test.sh"), []byte("#!/bin/sh\ngrep -q 'hello nightshift' hello.txt && echo TESTS PASS\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// serve serves h on a loopback port for the test's lifetime.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// mcpServer is a streamable-HTTP MCP server with one tool, get_identity,
+// that insists on the task's bearer token.
+func (w *world) mcpServer() http.Handler {
+	s := server.NewMCPServer("nightshift-test", "1.0.0", server.WithToolCapabilities(false))
+	s.AddTool(mcp.NewTool("get_identity", mcp.WithDescription("Returns the task identity.")),
+		func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			auth := req.Header.Get("Authorization")
+			select {
+			case w.mcpSeen <- auth:
+			default:
+			}
+			if auth != "Bearer "+w.mcpTok {
+				return mcp.NewToolResultError("unauthorized"), nil
+			}
+			return mcp.NewToolResultText(`{"email":"agent-7@agents.localhost","name":"Nightshift Agent 7"}`), nil
+		})
+	h := server.NewStreamableHTTPServer(s, server.WithEndpointPath("/mcp"), server.WithStateLess(true))
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+w.mcpTok {
+			http.Error(rw, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(rw, r)
+	})
+}
+
+// freePort returns a loopback port that is free right now. The process
+// driver's forwards listen on the host's loopback, so parallel tests need
+// distinct ports.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// request returns an agent request wired to the world through forwarded
+// sandbox ports, with a fresh gateway registration for taskID.
+func (w *world) request(taskID, prompt string, b gateway.Budget, hooks gateway.Hooks) (agent.Request, []sandbox.Forward) {
+	gwPort, mcpPort := freePort(w.t), freePort(w.t)
+	tok := w.gw.Register(taskID, b, hooks)
+	req := agent.Request{
+		Prompt: prompt, Dir: w.dir, Home: w.home,
+		GatewayURL: "http://127.0.0.1:" + strconv.Itoa(gwPort), GatewayToken: tok,
+		MCPURL: "http://127.0.0.1:" + strconv.Itoa(mcpPort) + "/mcp", MCPToken: w.mcpTok,
+	}
+	fw := []sandbox.Forward{{Port: gwPort, Target: "tcp:" + w.gwAddr}, {Port: mcpPort, Target: "tcp:" + w.mcpAddr}}
+	return req, fw
+}
+
+// sandboxRun is one sandboxed agent run's result.
+type sandboxRun struct {
+	run
+	res sandbox.Result
+	inv agent.Invocation
+}
+
+// lockedBuf is a goroutine-safe buffer.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runSandboxed prepares req with a, writes the invocation's files into the
+// private HOME and runs it in the sandbox, streaming stdout into the parser
+// the way the orchestrator's worker does.
+func (w *world) runSandboxed(ctx context.Context, a agent.Adapter, req agent.Request, fw []sandbox.Forward) *sandboxRun {
+	t := w.t
+	t.Helper()
+	inv, err := a.Prepare(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, content := range inv.Files {
+		p := filepath.Join(req.Home, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &sandboxRun{inv: inv}
+	var mu sync.Mutex
+	p := a.NewParser(func(l agent.Line) {
+		mu.Lock()
+		r.lines = append(r.lines, l)
+		mu.Unlock()
+	})
+	var stdout, stderr lockedBuf
+	env := map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"}
+	for k, v := range inv.Env {
+		env[k] = v
+	}
+	res, err := w.mgr.Run(ctx, sandbox.Spec{
+		ID: strings.ReplaceAll(t.Name(), "/", "_"), Dir: req.Dir, Command: inv.Argv, Env: env,
+		Stdin: strings.NewReader(inv.Stdin), Stdout: io2(&stdout, p), Stderr: &stderr,
+		Timeout: 60 * time.Second, Forwards: fw,
+	})
+	if err != nil {
+		t.Fatalf("sandbox run: %v", err)
+	}
+	r.res, r.exit = res, res.ExitCode
+	r.outcome = p.Outcome(res.ExitCode)
+	r.stdout, r.stderr = stdout.String(), stderr.String()
+	return r
+}
+
+// checkCanary fails if the real API key appears in the invocation, the
+// worktree, the agent's HOME, its output or the transcripts, and insists
+// that the upstream did receive it (so the check can fail).
+func (w *world) checkCanary(runs ...*sandboxRun) {
+	t := w.t
+	t.Helper()
+	sawKey := false
+	for _, r := range w.ms.Requests() {
+		if r.Header.Get("X-Api-Key") == w.canary || r.Header.Get("Authorization") == "Bearer "+w.canary {
+			sawKey = true
+		}
+	}
+	if !sawKey {
+		t.Errorf("the upstream never received the real key")
+	}
+	for _, r := range runs {
+		for k, v := range r.inv.Env {
+			if strings.Contains(v, w.canary) {
+				t.Errorf("canary in sandbox env %s", k)
+			}
+		}
+		if strings.Contains(strings.Join(r.inv.Argv, " "), w.canary) {
+			t.Errorf("canary in argv")
+		}
+		for _, s := range []string{r.stdout, r.stderr, r.log()} {
+			if strings.Contains(s, w.canary) {
+				t.Errorf("canary in agent output")
+			}
+		}
+	}
+	for _, root := range []string{w.dir, w.home, w.trans} {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(w.canary)) {
+				t.Errorf("canary in file %s", p)
+			}
+			return nil
+		})
+	}
+}
+
+func (w *world) checkScript() {
+	w.t.Helper()
+	for _, e := range w.ms.Errors() {
+		w.t.Error(e)
+	}
+}
