@@ -24,6 +24,7 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
 	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/bwrap"
 	"github.com/nightshift/nightshift/sandbox/process"
 )
 
@@ -40,6 +41,7 @@ type world struct {
 	mcpTok  string
 	mcpSeen chan string // Authorization headers the MCP server saw on tool calls
 	mgr     *sandbox.Manager
+	root    string // the sandbox Dir: holds dir and home
 	dir     string // the worktree
 	home    string // the agent's private HOME (kept across runs of a task)
 	trans   string // transcript dir
@@ -49,8 +51,19 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	var b [16]byte
 	_, _ = rand.Read(b[:])
+	// The sandbox binds only Spec.Dir read-write and gives each run a fresh
+	// tmpfs HOME, but a follow-up needs the agent's session files from the
+	// previous run. So the sandbox Dir is a task root holding the worktree
+	// and the private home, and the command starts with cd into the
+	// worktree. (sandbox.Spec could grow a Home field to do this directly.)
+	root := t.TempDir()
 	w := &world{t: t, canary: "sk-canary-" + hex.EncodeToString(b[:]), mcpTok: "mcp-token-" + hex.EncodeToString(b[:4]),
-		mcpSeen: make(chan string, 16), dir: t.TempDir(), home: t.TempDir(), trans: t.TempDir()}
+		mcpSeen: make(chan string, 16), root: root, dir: filepath.Join(root, "wt"), home: filepath.Join(root, "home"), trans: t.TempDir()}
+	for _, d := range []string{w.dir, w.home} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w.ms = modelserver.New(modelserver.Config{})
 	up := httptest.NewServer(w.ms)
 	t.Cleanup(up.Close)
@@ -68,15 +81,33 @@ func newWorld(t *testing.T) *world {
 	w.gw = gw
 	w.gwAddr = serve(t, gw)
 	w.mcpAddr = serve(t, w.mcpServer())
-	mgr, err := sandbox.NewManager(process.New(process.Config{}), sandbox.Config{StateDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.mgr = mgr
+	w.mgr = newManager(t)
 	if err := os.WriteFile(filepath.Join(w.dir, "test.sh"), []byte("#!/bin/sh\ngrep -q 'hello nightshift' hello.txt && echo TESTS PASS\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// newManager returns a sandbox manager over bubblewrap, or over the process
+// driver when bubblewrap cannot run here.
+func newManager(t *testing.T) *sandbox.Manager {
+	t.Helper()
+	var d sandbox.Driver
+	bw, err := bwrap.New(bwrap.Config{})
+	if err == nil {
+		err = bwrap.Available(context.Background())
+	}
+	if err != nil {
+		t.Logf("bubblewrap unavailable (%v); using the process driver", err)
+		d = process.New(process.Config{})
+	} else {
+		d = bw
+	}
+	mgr, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mgr
 }
 
 // serve serves h on a loopback port for the test's lifetime.
@@ -202,7 +233,8 @@ func (w *world) runSandboxed(ctx context.Context, a agent.Adapter, req agent.Req
 		env[k] = v
 	}
 	res, err := w.mgr.Run(ctx, sandbox.Spec{
-		ID: strings.ReplaceAll(t.Name(), "/", "_"), Dir: req.Dir, Command: inv.Argv, Env: env,
+		ID: strings.ReplaceAll(t.Name(), "/", "_"), Dir: w.root,
+		Command: append([]string{"/bin/sh", "-c", `cd "$0" && exec "$@"`, req.Dir}, inv.Argv...), Env: env,
 		Stdin: strings.NewReader(inv.Stdin), Stdout: io2(&stdout, p), Stderr: &stderr,
 		Timeout: 60 * time.Second, Forwards: fw,
 	})
