@@ -29,6 +29,9 @@ const (
 	KindSlackCommand   = "slack.command"
 	KindSlackAction    = "slack.action"
 	KindTaskRequested  = "task.requested"
+	KindTaskCancel     = "task.cancel"
+	KindTaskRetry      = "task.retry"
+	KindTaskMessage    = "task.message"
 )
 
 // Event is a normalized trigger: whatever arrived (a webhook, a slash command,
@@ -46,6 +49,9 @@ type Event struct {
 	IdempotencyKey string    `json:"idempotency_key"`
 	ReceivedAt     time.Time `json:"received_at"`
 
+	// TaskID, when set, is the id the created task takes (API dispatch
+	// answers with it before the scheduler has consumed the event).
+	TaskID string `json:"task_id,omitempty"`
 	// Agent, when set, names the agent to run (API dispatch may choose one).
 	Agent string `json:"agent,omitempty"`
 	// Branch, when set, is the base branch or SHA the work starts from.
@@ -100,13 +106,18 @@ type Actor struct {
 
 // Subject and stream names.
 const (
-	EventsStream   = "NIGHTSHIFT_EVENTS"
-	TasksStream    = "NIGHTSHIFT_TASKS"
-	StatesStream   = "NIGHTSHIFT_STATES"
+	// EventsStream holds normalized events (nightshift.events.>).
+	EventsStream = "NIGHTSHIFT_EVENTS"
+	// WorkStream is the work queue of task runs (nightshift.work.>).
+	WorkStream = "NIGHTSHIFT_WORK"
+	// TasksStream holds every task's states, logs and diffs (nightshift.tasks.>).
+	TasksStream = "NIGHTSHIFT_TASKS"
+	// CancelBucket is the KV bucket of cancelled task ids.
+	CancelBucket = "nightshift_cancel"
+
 	eventsPrefix   = "nightshift.events."
 	workPrefix     = "nightshift.work."
-	statesWildcard = "nightshift.tasks.*.state"
-	logsWildcard   = "nightshift.tasks.*.log"
+	StatesWildcard = "nightshift.tasks.*.state"
 	controlPrefix  = "nightshift.control."
 )
 
@@ -123,6 +134,12 @@ func LogSubject(id string) string { return "nightshift.tasks." + id + ".log" }
 
 // WorkSubject returns the work-queue subject for task id.
 func WorkSubject(id string) string { return workPrefix + id }
+
+// DiffSubject returns the subject on which task id's diff is published.
+func DiffSubject(id string) string { return "nightshift.tasks." + id + ".diff" }
+
+// TaskSubjects returns the wildcard covering every message about task id.
+func TaskSubjects(id string) string { return "nightshift.tasks." + id + ".>" }
 
 // ControlSubject returns the subject carrying control messages (cancel) for task id.
 func ControlSubject(id string) string { return controlPrefix + id }

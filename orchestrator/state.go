@@ -26,12 +26,14 @@ var States = []State{StateQueued, StateProvisioning, StateRunning, StateTesting,
 
 // transitions lists, for each state, the states it may move to.
 var transitions = map[State][]State{
-	StateQueued:       {StateProvisioning, StateCancelled, StateFailed},
-	StateProvisioning: {StateRunning, StateFailed, StateCancelled, StateQueued},
-	StateRunning:      {StateTesting, StateNeedsInput, StateFailed, StateCancelled, StateQueued, StatePushing},
-	StateTesting:      {StatePushing, StateFailed, StateCancelled, StateQueued},
-	StatePushing:      {StateReview, StateFailed, StateCancelled, StateQueued},
-	StateReview:       {StateDone, StateQueued, StateFailed},
+	StateQueued: {StateProvisioning, StateCancelled, StateFailed},
+	// Active states may go back to provisioning: a task redelivered after a
+	// worker crash starts over.
+	StateProvisioning: {StateRunning, StateFailed, StateCancelled, StateQueued, StateReview},
+	StateRunning:      {StateTesting, StateNeedsInput, StateFailed, StateCancelled, StateQueued, StatePushing, StateProvisioning},
+	StateTesting:      {StatePushing, StateFailed, StateCancelled, StateQueued, StateProvisioning},
+	StatePushing:      {StateReview, StateFailed, StateCancelled, StateQueued, StateProvisioning},
+	StateReview:       {StateDone, StateQueued, StateFailed, StateCancelled},
 	StateNeedsInput:   {StateQueued, StateCancelled, StateFailed},
 	StateFailed:       {StateQueued},
 	StateCancelled:    {StateQueued},

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// clientFlags are shared by every command that talks to a server.
+type clientFlags struct {
+	server string
+	token  string
+	json   bool
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet, a *app) {
+	def := a.getenv("NIGHTSHIFT_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	fs.StringVar(&c.server, "server", def, "server URL (env NIGHTSHIFT_SERVER)")
+	fs.StringVar(&c.token, "token", a.getenv("NIGHTSHIFT_TOKEN"), "API token (env NIGHTSHIFT_TOKEN)")
+	fs.BoolVar(&c.json, "json", false, "print machine-readable JSON")
+}
+
+// client talks to the REST API.
+type client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func (c *clientFlags) client() *client {
+	return &client{base: strings.TrimRight(c.server, "/"), token: c.token, hc: &http.Client{}}
+}
+
+// apiError is an error answer from the server.
+type apiError struct {
+	Status int
+	Msg    string
+}
+
+func (e *apiError) Error() string { return e.Msg }
+
+func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
+	resp, err := c.send(ctx, method, path, body, "application/json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if w, ok := out.(io.Writer); ok {
+		_, err := io.Copy(w, resp.Body)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("bad answer from %s: %w", c.base, err)
+	}
+	return nil
+}
+
+func (c *client) send(ctx context.Context, method, path string, body any, accept string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("bad server URL %q: %w", c.base, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", accept)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		var ue *url.Error
+		if errors.As(err, &ne) || errors.As(err, &ue) {
+			return nil, fmt.Errorf("cannot reach the nightshift server at %s (is `nightshift serve` running? set --server or NIGHTSHIFT_SERVER)", c.base)
+		}
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var eb struct {
+			Error string `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		json.Unmarshal(b, &eb)
+		msg := eb.Error
+		if msg == "" {
+			msg = strings.TrimSpace(string(b))
+		}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			msg = "the server refused the token (set --token or NIGHTSHIFT_TOKEN to an API token from api.tokens)"
+		case http.StatusForbidden:
+			msg = "this token may not do that: " + msg
+		case http.StatusTooManyRequests:
+			msg = fmt.Sprintf("%s; retry after %ss", msg, resp.Header.Get("Retry-After"))
+		}
+		return nil, &apiError{Status: resp.StatusCode, Msg: msg}
+	}
+	return resp, nil
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	ID, Event string
+	Data      []byte
+}
+
+// stream reads Server-Sent Events from path until fn returns false, the
+// stream ends or ctx is done.
+func (c *client) stream(ctx context.Context, path string, fn func(sseEvent) bool) error {
+	resp, err := c.send(ctx, http.MethodGet, path, nil, "text/event-stream")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var ev sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.Event != "" || len(ev.Data) > 0 {
+				if !fn(ev) {
+					return nil
+				}
+			}
+			ev = sseEvent{}
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id: "):
+			ev.ID = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.Event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			if len(ev.Data) > 0 {
+				ev.Data = append(ev.Data, '\n')
+			}
+			ev.Data = append(ev.Data, line[6:]...)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("event stream broke: %w", err)
+	}
+	return errors.New("the server closed the event stream")
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func since(t time.Time, now time.Time) string {
+	d := now.Sub(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String()
+}

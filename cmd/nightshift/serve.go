@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	natsd "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nightshift/nightshift/config"
+	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/identityapi"
+	"github.com/nightshift/nightshift/identity/local"
+	"github.com/nightshift/nightshift/ingress"
+	"github.com/nightshift/nightshift/ingress/api"
+	"github.com/nightshift/nightshift/ingress/webhook"
+	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/natsserver"
+	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/process"
+	"github.com/nightshift/nightshift/vault"
+	"github.com/nightshift/nightshift/worktree"
+)
+
+// serveOptions are the serve flags; they override the config file.
+type serveOptions struct {
+	configPath string
+	dataDir    string
+	listen     string
+	role       string
+	natsURL    string
+	// ackWait shortens redelivery after a crash (tests); 0 = default.
+	ackWait time.Duration
+}
+
+func runServe(ctx context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	var o serveOptions
+	fs.StringVar(&o.configPath, "config", "", "config file (default ./nightshift.yaml when present)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./.nightshift)")
+	fs.StringVar(&o.listen, "listen", "", "HTTP listen address (default 127.0.0.1:8080)")
+	fs.StringVar(&o.role, "role", "all", "what this process runs: all, ingress, scheduler or worker")
+	fs.StringVar(&o.natsURL, "nats", "", "external NATS server URL (default: embedded)")
+	fs.DurationVar(&o.ackWait, "ack-wait", 0, "how long a crashed worker's task waits before redelivery (default 60s)")
+	if err := fs.Parse(args); err != nil {
+		return usageErrorf("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("serve takes no arguments, got %q", fs.Args())
+	}
+	switch o.role {
+	case "all", "ingress", "scheduler", "worker":
+	default:
+		return usageErrorf("--role must be all, ingress, scheduler or worker, not %q", o.role)
+	}
+	cfg, err := loadConfig(a, o.configPath)
+	if err != nil {
+		return err
+	}
+	if o.dataDir != "" {
+		cfg.DataDir = o.dataDir
+		cfg.Vault.KeyFile = filepath.Join(o.dataDir, "vault.key")
+	}
+	if o.listen != "" {
+		cfg.Listen = o.listen
+	}
+	if o.natsURL != "" {
+		cfg.NATS.URL = o.natsURL
+	}
+	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("NIGHTSHIFT_LOG_LEVEL"))}))
+	s, err := startServer(ctx, a, cfg, o, logger)
+	if err != nil {
+		return err
+	}
+	return s.wait(ctx)
+}
+
+// loadConfig loads the config file named by path, or ./nightshift.yaml when
+// path is empty and the file exists.
+func loadConfig(a *app, path string) (*config.Config, error) {
+	if path == "" {
+		path = a.getenv("NIGHTSHIFT_CONFIG")
+	}
+	if path == "" {
+		if _, err := os.Stat("nightshift.yaml"); err == nil {
+			path = "nightshift.yaml"
+		}
+	}
+	return config.Load(path, a.env)
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// server is a running nightshift serve.
+type server struct {
+	log      *slog.Logger
+	http     *http.Server
+	ln       net.Listener
+	ns       *natsd.Server
+	nc       *nats.Conn
+	db       *sql.DB
+	provider *local.Provider
+	wt       *worktree.Manager
+	runners  []func(context.Context) error
+	errc     chan error
+	wg       sync.WaitGroup
+	closers  []func()
+}
+
+func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions, logger *slog.Logger) (_ *server, err error) {
+	s := &server{log: logger, errc: make(chan error, 8)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+		cfg.DataDir = abs
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	all := o.role == "all"
+
+	// NATS: embedded in-process unless a URL is given.
+	if cfg.NATS.URL == "" {
+		s.ns, err = natsserver.Start(natsserver.Config{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATS.Listen})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { s.ns.Shutdown(); s.ns.WaitForShutdown() })
+		s.nc, err = natsserver.Connect(s.ns, "nightshift-"+o.role)
+	} else {
+		s.nc, err = nats.Connect(cfg.NATS.URL, nats.Name("nightshift-"+o.role), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	s.closers = append(s.closers, func() { s.nc.Close() })
+	bus, err := orchestrator.NewBus(ctx, s.nc, orchestrator.BusConfig{Replicas: cfg.NATS.Replicas})
+	if err != nil {
+		return nil, err
+	}
+
+	// SQLite: tasks, vault, identities.
+	s.db, err = orchestrator.OpenDB(filepath.Join(cfg.DataDir, "nightshift.db"))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { s.db.Close() })
+	store, err := orchestrator.NewStore(ctx, s.db, nil)
+	if err != nil {
+		return nil, err
+	}
+	keys, choice := vault.SelectKeySource(cfg.DataDir, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
+	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger.With("component", "vault")})
+	if err != nil {
+		return nil, fmt.Errorf("open vault (%s): %w", choice, err)
+	}
+	resolve := func(sec config.Secret) (string, error) { return sec.Resolve(ctx, a.env, vlt) }
+	resolveAll := func(list []config.Secret) ([]string, error) { return config.ResolveAll(ctx, list, a.env, vlt) }
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := orchestrator.NewMetrics(reg)
+
+	// Identities.
+	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
+		PhonePool: cfg.Identity.PhonePool, Logger: logger.With("component", "identity")})
+	if err != nil {
+		return nil, fmt.Errorf("identity provider: %w", err)
+	}
+	ids, err := identity.NewService(ctx, s.db, s.provider, identity.Config{Domain: cfg.Identity.Domain, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("identity service: %w", err)
+	}
+
+	routes := ingress.Routes{Registry: reg, Logger: logger}
+	if all || o.role == "ingress" {
+		adminTokens, err := resolveAll(cfg.API.Tokens)
+		if err != nil {
+			return nil, err
+		}
+		roTokens, err := resolveAll(cfg.API.ReadOnlyTokens)
+		if err != nil {
+			return nil, err
+		}
+		if len(adminTokens)+len(roTokens) == 0 && !loopback(cfg.Listen) {
+			return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
+		}
+		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued,
+			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger})
+		routes.API = apiSrv
+		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
+		routes.SMS = s.provider.SMSHandler()
+		hooks, err := newWebhooks(bus, cfg, resolve, resolveAll, reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		routes.Hooks = hooks
+		routes.Ready = func(ctx context.Context) map[string]error {
+			return map[string]error{"nats": bus.Ping(ctx), "sqlite": store.Ping(ctx)}
+		}
+	}
+
+	if all || o.role == "scheduler" {
+		sched := orchestrator.NewScheduler(bus, store, orchestrator.SchedulerConfig{
+			DefaultAgent: cfg.DefaultAgent,
+			AgentFor:     func(repo string) string { return cfg.RepoFor(repo).Agent },
+			Logger:       logger, Metrics: metrics,
+		})
+		s.runners = append(s.runners, sched.Run)
+	}
+
+	if all || o.role == "worker" {
+		sb, err := newSandboxes(ctx, cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.wt, err = worktree.New(worktree.Config{MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
+			TaskDir: filepath.Join(cfg.DataDir, "tasks"), Logger: logger.With("component", "worktree"),
+			Retention: cfg.Worker.Retention.Std()})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { s.wt.Close() })
+		worker, err := orchestrator.NewWorker(bus, sb, s.wt, ids, agentRegistry{cfg}, orchestrator.WorkerConfig{
+			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
+			Repo: func(repo string) orchestrator.RepoSettings {
+				r := cfg.RepoFor(repo)
+				timeout := r.Timeout.Std()
+				if timeout == 0 {
+					timeout = cfg.Sandbox.Timeout.Std()
+				}
+				return orchestrator.RepoSettings{Setup: r.Setup, Test: r.Test, Timeout: timeout, AllowHosts: r.AllowHosts,
+					Protected: r.Protected, AllowProtected: r.AllowProtected}
+			},
+			Env: func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.runners = append(s.runners, worker.Run)
+	}
+
+	if err := s.provider.Start(ctx); err != nil {
+		logger.Warn("identity mail intake not started", "err", err)
+	} else {
+		s.closers = append(s.closers, func() { s.provider.Stop(context.Background()) })
+	}
+
+	s.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.http = &http.Server{Handler: ingress.NewHandler(routes), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	addr := "http://" + s.ln.Addr().String()
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(addr+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(a.stdout, "nightshift: listening on %s (role %s, data %s)\n", addr, o.role, cfg.DataDir)
+	logger.Info("serving", "addr", addr, "role", o.role, "data_dir", cfg.DataDir, "sandbox", cfg.Sandbox.Driver, "vault_key", string(choice))
+	return s, nil
+}
+
+// wait runs the components until ctx is done, then shuts down in two
+// phases: stop taking work (HTTP, consumers) and drain, then close.
+func (s *server) wait(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	for _, r := range s.runners {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := r(runCtx); err != nil && runCtx.Err() == nil {
+				s.errc <- err
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down")
+	case err = <-s.errc:
+		s.log.Error("component failed; shutting down", "err", err)
+	}
+	cancel()
+	shutCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	s.http.Shutdown(shutCtx)
+	done()
+	s.wg.Wait()
+	s.close()
+	return err
+}
+
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*sandbox.Manager, error) {
+	var d sandbox.Driver
+	switch cfg.Sandbox.Driver {
+	case "process":
+		logger.Warn("sandbox driver is process: agents run WITHOUT isolation (explicitly configured)")
+		d = process.New(process.Config{})
+	default:
+		bw, err := newBwrapDriver(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: bubblewrap is not usable here (%v); install bubblewrap, or set sandbox.driver: process in nightshift.yaml to run agents WITHOUT isolation", err)
+		}
+		d = bw
+	}
+	return sandbox.NewManager(d, sandbox.Config{DefaultTimeout: cfg.Sandbox.Timeout.Std(),
+		StateDir:      filepath.Join(cfg.DataDir, "sandbox"),
+		DefaultLimits: sandbox.Limits{MemoryBytes: cfg.Sandbox.MemoryBytes, Processes: cfg.Sandbox.Processes}},
+		logger.With("component", "sandbox"))
+}
+
+// agentRegistry builds agent adapters from the config.
+type agentRegistry struct{ cfg *config.Config }
+
+func (r agentRegistry) Adapter(name string) (agent.Adapter, error) {
+	a, ok := r.cfg.AgentFor(name)
+	if !ok {
+		return nil, fmt.Errorf("agent %q is not configured", name)
+	}
+	return agent.New(a.Kind, a.Command)
+}
+
+func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
+	resolveAll func([]config.Secret) ([]string, error), reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
+	gh, err := resolveAll(cfg.GitHub.WebhookSecrets)
+	if err != nil {
+		return nil, err
+	}
+	lin, err := resolveAll(cfg.Linear.WebhookSecrets)
+	if err != nil {
+		return nil, err
+	}
+	sl, err := resolveAll(cfg.Slack.SigningSecrets)
+	if err != nil {
+		return nil, err
+	}
+	token, err := resolve(cfg.GitHub.Token)
+	if err != nil && !errors.Is(err, vault.ErrNotFound) {
+		return nil, err
+	}
+	allow, deny := map[string][]string{}, map[string][]string{}
+	for _, r := range cfg.Repos {
+		if len(r.Allow) > 0 {
+			allow[r.Match] = r.Allow
+		}
+		if len(r.Deny) > 0 {
+			deny[r.Match] = r.Deny
+		}
+	}
+	return webhook.New(bus.JetStream(), bus, webhook.Config{
+		GitHub: webhook.GitHubConfig{Secrets: gh, Trigger: cfg.GitHub.Trigger, Label: cfg.GitHub.Label, BotLogin: cfg.GitHub.BotLogin,
+			APIURL: cfg.GitHub.APIURL, Token: token, Allow: allow, Deny: deny, ReplyRefused: cfg.GitHub.ReplyOnRefusal},
+		Linear:     webhook.LinearConfig{Secrets: lin, AgentUser: cfg.Linear.AgentUser, Label: cfg.Linear.Label, Repo: cfg.Linear.Repo},
+		Slack:      webhook.SlackConfig{Secrets: sl},
+		AttemptCap: cfg.GitHub.AttemptCap,
+		Logger:     logger.With("component", "webhook"),
+		Metrics:    reg,
+	})
+}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nightshift/nightshift/ingress/api"
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+func runDispatch(ctx context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("dispatch", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	var cf clientFlags
+	cf.register(fs, a)
+	repo := fs.String("repo", "", "repository URL or local path (required)")
+	branch := fs.String("branch", "", "base branch or commit (default: the repository's default branch)")
+	agentName := fs.String("agent", "", "agent to run (default: the repo's or default_agent)")
+	follow := fs.Bool("follow", false, "stream the task's progress until it finishes")
+	if err := fs.Parse(interleave(fs, args)); err != nil {
+		return usageErrorf("%v", err)
+	}
+	prompt := strings.TrimSpace(strings.Join(fs.Args(), " "))
+	if *repo == "" {
+		return usageErrorf("dispatch needs --repo")
+	}
+	if prompt == "" {
+		return usageErrorf("dispatch needs a prompt: nightshift dispatch --repo R \"what to do\"")
+	}
+	r := *repo
+	if !strings.Contains(r, "://") && !strings.Contains(r, "@") {
+		if abs, err := filepath.Abs(r); err == nil {
+			if _, err := os.Stat(abs); err != nil {
+				return fmt.Errorf("repository %s does not exist", abs)
+			}
+			r = abs
+		}
+	}
+	c := cf.client()
+	var resp api.CreateResponse
+	if err := c.do(ctx, "POST", "/api/v1/tasks", api.CreateRequest{Repo: r, Prompt: prompt, Branch: *branch, Agent: *agentName}, &resp); err != nil {
+		return err
+	}
+	if !*follow {
+		if cf.json {
+			return printJSON(a.stdout, resp)
+		}
+		fmt.Fprintf(a.stdout, "task %s %s (queue position %d)\n", resp.ID, resp.State, resp.Position)
+		return nil
+	}
+	if !cf.json {
+		fmt.Fprintf(a.stdout, "task %s queued\n", resp.ID)
+	}
+	return followTask(ctx, a, c, resp.ID, cf.json)
+}
+
+// interleave lets flags follow positional arguments (dispatch "prompt" --follow).
+func interleave(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(arg, "-") && len(arg) > 1 {
+			flags = append(flags, arg)
+			name := strings.TrimLeft(arg, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			if f := fs.Lookup(name); f != nil {
+				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+					continue
+				}
+				if i+1 < len(args) {
+					flags = append(flags, args[i+1])
+					i++
+				}
+			}
+			continue
+		}
+		pos = append(pos, arg)
+	}
+	return append(flags, append([]string{"--"}, pos...)...)
+}
+
+// followTask prints a task's events until it comes to rest. It returns an
+// error when the task failed or was cancelled.
+func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) error {
+	var final orchestrator.State
+	err := c.stream(ctx, "/api/v1/tasks/"+url.PathEscape(id)+"/events", func(ev sseEvent) bool {
+		if asJSON {
+			fmt.Fprintf(a.stdout, "{\"event\":%q,\"data\":%s}\n", ev.Event, ev.Data)
+		}
+		switch ev.Event {
+		case "log":
+			var l orchestrator.LogLine
+			if json.Unmarshal(ev.Data, &l) == nil && !asJSON {
+				fmt.Fprintf(a.stdout, "%s | %s\n", padStream(l.Stream), l.Text)
+			}
+		case "state":
+			var r orchestrator.StateReport
+			if json.Unmarshal(ev.Data, &r) == nil {
+				if !asJSON {
+					line := fmt.Sprintf("==> %s", r.State)
+					if r.Reason != "" {
+						line += " (" + r.Reason + ")"
+					}
+					fmt.Fprintln(a.stdout, line)
+				}
+				if restState(r.State) {
+					final = r.State
+					return false
+				}
+			}
+		case "error":
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	t, err := getTask(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		printTaskSummary(a.stdout, t)
+	}
+	switch final {
+	case orchestrator.StateFailed:
+		return fmt.Errorf("task %s failed: %s", id, t.Error)
+	case orchestrator.StateCancelled:
+		return fmt.Errorf("task %s was cancelled", id)
+	}
+	return nil
+}
+
+func restState(s orchestrator.State) bool {
+	switch s {
+	case orchestrator.StateReview, orchestrator.StateDone, orchestrator.StateFailed, orchestrator.StateCancelled, orchestrator.StateNeedsInput:
+		return true
+	}
+	return false
+}
+
+func padStream(s string) string { return fmt.Sprintf("%-6s", s) }
+
+func getTask(ctx context.Context, c *client, id string) (orchestrator.Task, error) {
+	var t orchestrator.Task
+	err := c.do(ctx, "GET", "/api/v1/tasks/"+url.PathEscape(id), nil, &t)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == 404 {
+		return t, fmt.Errorf("no task %s", id)
+	}
+	return t, err
+}
+
+func printTaskSummary(w io.Writer, t orchestrator.Task) {
+	fmt.Fprintf(w, "task %s: %s\n", t.ID, t.State)
+	if t.Review != "" {
+		fmt.Fprintf(w, "review: %s\n", t.Review)
+	}
+	if t.PRURL != "" {
+		fmt.Fprintf(w, "pull request: %s\n", t.PRURL)
+	}
+	if t.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", t.Error)
+	}
+}
+
+func runTasks(ctx context.Context, a *app, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("usage: nightshift tasks ls | show ID | logs ID [-f] | diff ID | cancel ID | retry ID | message ID TEXT")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("tasks "+sub, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	var cf clientFlags
+	cf.register(fs, a)
+	var state, repo *string
+	var limit *int
+	var follow *bool
+	switch sub {
+	case "ls", "list":
+		state = fs.String("state", "", "only tasks in these states (comma-separated)")
+		repo = fs.String("repo", "", "only tasks on this repository")
+		limit = fs.Int("limit", 50, "how many tasks")
+	case "logs":
+		follow = fs.Bool("f", false, "follow the log live")
+		fs.BoolVar(follow, "follow", false, "follow the log live")
+	case "show", "diff", "cancel", "retry", "message":
+	default:
+		return usageErrorf("unknown tasks command %q (want ls, show, logs, diff, cancel, retry, message)", sub)
+	}
+	if err := fs.Parse(interleave(fs, args)); err != nil {
+		return usageErrorf("%v", err)
+	}
+	c := cf.client()
+	if sub == "ls" || sub == "list" {
+		q := url.Values{}
+		if *state != "" {
+			q.Set("state", *state)
+		}
+		if *repo != "" {
+			q.Set("repo", *repo)
+		}
+		q.Set("limit", fmt.Sprint(*limit))
+		var resp api.ListResponse
+		if err := c.do(ctx, "GET", "/api/v1/tasks?"+q.Encode(), nil, &resp); err != nil {
+			return err
+		}
+		if cf.json {
+			return printJSON(a.stdout, resp.Tasks)
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATE\tAGE\tAGENT\tREPO\tPROMPT")
+		now := time.Now()
+		for _, t := range resp.Tasks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, since(t.CreatedAt, now), t.Agent, t.Repo, clip(firstLineOf(t.Prompt), 50))
+		}
+		return tw.Flush()
+	}
+	if fs.NArg() < 1 {
+		return usageErrorf("tasks %s needs a task id", sub)
+	}
+	id := fs.Arg(0)
+	path := "/api/v1/tasks/" + url.PathEscape(id)
+	switch sub {
+	case "show":
+		t, err := getTask(ctx, c, id)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			return printJSON(a.stdout, t)
+		}
+		printTask(a.stdout, t)
+		return nil
+	case "logs":
+		if _, err := getTask(ctx, c, id); err != nil {
+			return err
+		}
+		if *follow {
+			return followTask(ctx, a, c, id, cf.json)
+		}
+		var resp struct {
+			Lines []orchestrator.LogLine `json:"lines"`
+		}
+		if err := c.do(ctx, "GET", path+"/logs", nil, &resp); err != nil {
+			return err
+		}
+		if cf.json {
+			return printJSON(a.stdout, resp.Lines)
+		}
+		for _, l := range resp.Lines {
+			fmt.Fprintf(a.stdout, "%s %s | %s\n", l.At.Local().Format("15:04:05"), padStream(l.Stream), l.Text)
+		}
+		return nil
+	case "diff":
+		if _, err := getTask(ctx, c, id); err != nil {
+			return err
+		}
+		if cf.json {
+			var sb strings.Builder
+			if err := c.do(ctx, "GET", path+"/diff", nil, &sb); err != nil {
+				return err
+			}
+			t, _ := getTask(ctx, c, id)
+			return printJSON(a.stdout, map[string]any{"id": id, "stat": t.Diff, "patch": sb.String()})
+		}
+		return c.do(ctx, "GET", path+"/diff", nil, a.stdout)
+	case "cancel", "retry", "message":
+		var body any
+		action := sub
+		if sub == "message" {
+			text := strings.TrimSpace(strings.Join(fs.Args()[1:], " "))
+			if text == "" {
+				return usageErrorf("tasks message needs the text of the follow-up")
+			}
+			body = map[string]string{"text": text}
+			action = "messages"
+		}
+		var resp map[string]any
+		if err := c.do(ctx, "POST", path+"/"+action, body, &resp); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == 404 {
+				return fmt.Errorf("no task %s", id)
+			}
+			return err
+		}
+		if cf.json {
+			return printJSON(a.stdout, resp)
+		}
+		fmt.Fprintf(a.stdout, "task %s: %s requested\n", id, sub)
+		return nil
+	}
+	return nil
+}
+
+func printTask(w io.Writer, t orchestrator.Task) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("id", t.ID)
+	row("state", string(t.State))
+	row("repo", t.Repo)
+	row("base", t.Base)
+	row("branch", t.Branch)
+	row("agent", t.Agent)
+	row("identity", strings.TrimSpace(t.Identity.Name+" <"+t.Identity.Email+">"))
+	row("commit", t.Commit)
+	row("review", t.Review)
+	row("pr", t.PRURL)
+	row("error", t.Error)
+	if t.Usage.InputTokens+t.Usage.OutputTokens > 0 {
+		row("tokens", fmt.Sprintf("%d in / %d out ($%.4f)", t.Usage.InputTokens, t.Usage.OutputTokens, t.Usage.CostUSD))
+	}
+	if t.Diff.Files > 0 {
+		row("diff", fmt.Sprintf("%d files, +%d -%d", t.Diff.Files, t.Diff.Added, t.Diff.Deleted))
+	}
+	row("created", t.CreatedAt.Local().Format(time.RFC3339))
+	row("updated", t.UpdatedAt.Local().Format(time.RFC3339))
+	row("prompt", t.Prompt)
+	tw.Flush()
+}
+
+func firstLineOf(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -1,0 +1,470 @@
+// Package api serves Nightshift's REST API under /api/v1: dispatching tasks,
+// reading them, following their events over Server-Sent Events, and acting on
+// them (cancel, retry, follow-up messages). Every action is published as an
+// event on JetStream and carried out by the scheduler; the API answers 202
+// once the event is stored.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+// Config configures the API. Zero values mean the documented defaults.
+type Config struct {
+	// AdminTokens may read and act; ReadOnlyTokens may only read. When both
+	// are empty the API is open (serve allows that only on loopback).
+	AdminTokens, ReadOnlyTokens []string
+	// MaxQueued is the backlog past which POST /tasks answers 429. Default 1000.
+	MaxQueued int
+	// KnownAgent reports whether an agent name is configured. Nil: any.
+	KnownAgent func(name string) bool
+	Clock      func() time.Time
+	Logger     *slog.Logger
+}
+
+// Server is the REST API handler.
+type Server struct {
+	bus   *orchestrator.Bus
+	store *orchestrator.Store
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// Role is what a caller may do.
+type Role int
+
+// Roles.
+const (
+	RoleNone Role = iota
+	RoleReadOnly
+	RoleAdmin
+)
+
+// New returns the API handler.
+func New(bus *orchestrator.Bus, store *orchestrator.Store, cfg Config) *Server {
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 1000
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /api/v1/tasks", s.admin(s.createTask))
+	s.mux.HandleFunc("GET /api/v1/tasks", s.read(s.listTasks))
+	s.mux.HandleFunc("GET /api/v1/tasks/{id}", s.read(s.getTask))
+	s.mux.HandleFunc("GET /api/v1/tasks/{id}/events", s.read(s.taskEvents))
+	s.mux.HandleFunc("GET /api/v1/tasks/{id}/logs", s.read(s.taskLogs))
+	s.mux.HandleFunc("GET /api/v1/tasks/{id}/diff", s.read(s.taskDiff))
+	s.mux.HandleFunc("GET /api/v1/tasks/{id}/transitions", s.read(s.taskTransitions))
+	s.mux.HandleFunc("POST /api/v1/tasks/{id}/cancel", s.admin(s.control(orchestrator.KindTaskCancel)))
+	s.mux.HandleFunc("POST /api/v1/tasks/{id}/retry", s.admin(s.control(orchestrator.KindTaskRetry)))
+	s.mux.HandleFunc("POST /api/v1/tasks/{id}/messages", s.admin(s.control(orchestrator.KindTaskMessage)))
+	s.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+	})
+	return s
+}
+
+// ServeHTTP serves /api/v1/.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// RoleOf returns what the bearer token of r may do.
+func (s *Server) RoleOf(r *http.Request) Role {
+	if len(s.cfg.AdminTokens) == 0 && len(s.cfg.ReadOnlyTokens) == 0 {
+		return RoleAdmin
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return RoleNone
+	}
+	if matchToken(tok, s.cfg.AdminTokens) {
+		return RoleAdmin
+	}
+	if matchToken(tok, s.cfg.ReadOnlyTokens) {
+		return RoleReadOnly
+	}
+	return RoleNone
+}
+
+func matchToken(tok string, list []string) bool {
+	found := 0
+	for _, t := range list {
+		found |= subtle.ConstantTimeCompare([]byte(tok), []byte(t))
+	}
+	return found == 1
+}
+
+// RequireRole wraps h so it runs only for callers with at least role min.
+func (s *Server) RequireRole(min Role, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch role := s.RoleOf(r); {
+		case role == RoleNone:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nightshift"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid token")
+		case role < min:
+			writeError(w, http.StatusForbidden, "this token is read-only")
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return s.RequireRole(RoleAdmin, h).ServeHTTP
+}
+
+func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
+	return s.RequireRole(RoleReadOnly, h).ServeHTTP
+}
+
+// CreateRequest is the body of POST /api/v1/tasks.
+type CreateRequest struct {
+	Repo   string `json:"repo"`
+	Prompt string `json:"prompt"`
+	Branch string `json:"branch,omitempty"`
+	Agent  string `json:"agent,omitempty"`
+}
+
+// CreateResponse answers POST /api/v1/tasks.
+type CreateResponse struct {
+	ID       string             `json:"id"`
+	State    orchestrator.State `json:"state"`
+	Position int                `json:"position"`
+}
+
+func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
+	var req CreateRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return
+	}
+	req.Repo, req.Prompt = strings.TrimSpace(req.Repo), strings.TrimSpace(req.Prompt)
+	switch {
+	case req.Repo == "":
+		writeError(w, http.StatusBadRequest, "repo is required")
+		return
+	case req.Prompt == "":
+		writeError(w, http.StatusBadRequest, "prompt is required")
+		return
+	case req.Agent != "" && s.cfg.KnownAgent != nil && !s.cfg.KnownAgent(req.Agent):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown agent %q", req.Agent))
+		return
+	}
+	counts, err := s.store.CountByState(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	queued := counts[orchestrator.StateQueued]
+	if queued >= s.cfg.MaxQueued {
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "the queue is full", "position": queued + 1})
+		return
+	}
+	id := orchestrator.NewID()
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		key = id
+	}
+	ev := &orchestrator.Event{
+		ID: id, Source: orchestrator.SourceAPI, Kind: orchestrator.KindTaskRequested, Repo: req.Repo,
+		Instruction: req.Prompt, DeliveryID: "api:" + key, IdempotencyKey: "api:" + key,
+		ReceivedAt: s.cfg.Clock().UTC(), Agent: req.Agent, Branch: req.Branch, TaskID: id,
+		Actor: orchestrator.Actor{Login: "api"},
+	}
+	if err := s.bus.PublishEventWait(r.Context(), ev); err != nil {
+		s.log.Error("publish task request", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "the task could not be stored; try again")
+		return
+	}
+	resp := CreateResponse{ID: id, State: orchestrator.StateQueued, Position: queued + 1}
+	// Usually the scheduler has the task stored within milliseconds; answer
+	// with its real state and position then. The event is durable either way.
+	if t, err := s.waitTask(r.Context(), id, 3*time.Second); err == nil {
+		resp.State, resp.Position = t.State, t.Position
+	}
+	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// waitTask returns task id once the scheduler has stored it, waiting up to d.
+func (s *Server) waitTask(ctx context.Context, id string, d time.Duration) (orchestrator.Task, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		t, err := s.store.Get(ctx, id)
+		if !errors.Is(err, orchestrator.ErrNotFound) {
+			return t, err
+		}
+		select {
+		case <-ctx.Done():
+			return t, err
+		case <-tick.C:
+		}
+	}
+}
+
+// ListResponse answers GET /api/v1/tasks.
+type ListResponse struct {
+	Tasks []orchestrator.Task `json:"tasks"`
+	// Next is the cursor for the next page (pass as ?before=).
+	Next string `json:"next,omitempty"`
+}
+
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := orchestrator.Filter{Repo: q.Get("repo"), Source: orchestrator.Source(q.Get("source")), Before: q.Get("before")}
+	for _, st := range q["state"] {
+		for _, p := range strings.Split(st, ",") {
+			state := orchestrator.State(p)
+			if !state.Valid() {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown state %q", p))
+				return
+			}
+			f.States = append(f.States, state)
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			writeError(w, http.StatusBadRequest, "limit must be 1..500")
+			return
+		}
+		f.Limit = n
+	}
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	tasks, err := s.store.List(r.Context(), f)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	resp := ListResponse{Tasks: tasks}
+	if resp.Tasks == nil {
+		resp.Tasks = []orchestrator.Task{}
+	}
+	if len(tasks) == f.Limit {
+		resp.Next = tasks[len(tasks)-1].ID
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	t, err := s.store.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) taskTransitions(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.store.Get(r.Context(), r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	trs, err := s.store.Transitions(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"transitions": trs})
+}
+
+func (s *Server) taskDiff(w http.ResponseWriter, r *http.Request) {
+	p, err := s.store.DiffPatch(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/x-diff; charset=utf-8")
+	w.Write([]byte(p))
+}
+
+func (s *Server) taskLogs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.store.Get(r.Context(), id); err != nil {
+		s.fail(w, err)
+		return
+	}
+	lines := []orchestrator.LogLine{}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	err := s.bus.Watch(ctx, id, false, func(m orchestrator.TaskMessage) error {
+		if m.Log != nil {
+			lines = append(lines, *m.Log)
+		}
+		return nil
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lines": lines})
+}
+
+// taskEvents streams a task's states, log lines and diffs as Server-Sent
+// Events: history first, then live, with the stream sequence as event id.
+func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.waitTask(r.Context(), id, 5*time.Second); err != nil {
+		s.fail(w, err)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming unsupported")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": nightshift task events\n\n")
+	fl.Flush()
+	ctx := r.Context()
+	msgs := make(chan orchestrator.TaskMessage, 64)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.bus.Watch(ctx, id, true, func(m orchestrator.TaskMessage) error {
+			select {
+			case msgs <- m:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-errc:
+			if err != nil && ctx.Err() == nil {
+				fmt.Fprintf(w, "event: error\ndata: %q\n\n", err.Error())
+				fl.Flush()
+			}
+			return
+		case <-keepalive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+			fl.Flush()
+		case m := <-msgs:
+			var data any
+			switch m.Type {
+			case "state":
+				data = m.State
+			case "log":
+				data = m.Log
+			case "diff":
+				data = map[string]any{"task_id": m.Diff.TaskID, "run": m.Diff.Run, "stat": m.Diff.Stat}
+			}
+			b, _ := json.Marshal(data)
+			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", m.Seq, m.Type, b)
+			fl.Flush()
+		}
+	}
+}
+
+type messageBody struct {
+	Text string `json:"text"`
+}
+
+func (s *Server) control(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		t, err := s.store.Get(r.Context(), id)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		ev := &orchestrator.Event{ID: orchestrator.NewID(), Source: orchestrator.SourceAPI, Kind: kind, Repo: t.Repo,
+			Target: orchestrator.Target{Type: "task", ID: id}, ReceivedAt: s.cfg.Clock().UTC(), Actor: orchestrator.Actor{Login: "api"}}
+		ev.DeliveryID = "api:" + ev.ID
+		ev.IdempotencyKey = ev.DeliveryID
+		switch kind {
+		case orchestrator.KindTaskMessage:
+			var body messageBody
+			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil || strings.TrimSpace(body.Text) == "" {
+				writeError(w, http.StatusBadRequest, `body must be {"text": "..."}`)
+				return
+			}
+			ev.Instruction = body.Text
+		case orchestrator.KindTaskCancel:
+			if t.State == orchestrator.StateDone || t.State == orchestrator.StateFailed {
+				writeError(w, http.StatusConflict, fmt.Sprintf("task %s is already %s", id, t.State))
+				return
+			}
+		case orchestrator.KindTaskRetry:
+			switch t.State {
+			case orchestrator.StateFailed, orchestrator.StateCancelled, orchestrator.StateDone, orchestrator.StateReview:
+			default:
+				writeError(w, http.StatusConflict, fmt.Sprintf("task %s is %s; only finished tasks can be retried", id, t.State))
+				return
+			}
+		}
+		if err := s.bus.PublishEventWait(r.Context(), ev); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "the request could not be stored; try again")
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": t.State, "accepted": strings.TrimPrefix(kind, "task.")})
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	code, msg := StatusOf(err)
+	if code >= 500 {
+		s.log.Error("api error", "err", err)
+	}
+	writeError(w, code, msg)
+}
+
+// StatusOf maps an error to the HTTP status and the message users see.
+func StatusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, orchestrator.ErrNotFound):
+		return http.StatusNotFound, "task not found"
+	case errors.Is(err, orchestrator.ErrConflict):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timed out"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// ErrorBody is every API error's JSON shape.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,228 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BusConfig configures the streams. Zero values mean the documented defaults.
+type BusConfig struct {
+	// Replicas of each stream (1 on a single server). Default 1.
+	Replicas int
+	// EventMaxAge keeps events for re-normalization and audit. Default 30 days.
+	EventMaxAge time.Duration
+	// TaskMaxAge keeps task states, logs and diffs. Default 30 days.
+	TaskMaxAge time.Duration
+	// Duplicates is JetStream's deduplication window. Default 2 minutes.
+	Duplicates time.Duration
+}
+
+func (c BusConfig) withDefaults() BusConfig {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.EventMaxAge == 0 {
+		c.EventMaxAge = 30 * 24 * time.Hour
+	}
+	if c.TaskMaxAge == 0 {
+		c.TaskMaxAge = 30 * 24 * time.Hour
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	return c
+}
+
+// Bus is Nightshift's view of NATS: the streams events, work and task
+// updates travel on. Every publish waits for the JetStream PubAck, so a
+// returned nil means the message is stored.
+type Bus struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cancel jetstream.KeyValue
+}
+
+// NewBus creates or updates the streams and buckets on nc's server.
+func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: EventsStream, Subjects: []string{eventsPrefix + ">"}, Retention: jetstream.LimitsPolicy,
+			MaxAge: cfg.EventMaxAge, Duplicates: cfg.Duplicates},
+		{Name: WorkStream, Subjects: []string{workPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
+			Duplicates: cfg.Duplicates},
+		{Name: TasksStream, Subjects: []string{"nightshift.tasks.>"}, Retention: jetstream.LimitsPolicy,
+			MaxAge: cfg.TaskMaxAge, Duplicates: cfg.Duplicates, MaxMsgSize: 4 << 20},
+	}
+	for _, sc := range streams {
+		sc.Storage = jetstream.FileStorage
+		sc.Replicas = cfg.Replicas
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: CancelBucket, TTL: 30 * 24 * time.Hour,
+		Storage: jetstream.FileStorage, Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", CancelBucket, err)
+	}
+	return &Bus{nc: nc, js: js, cancel: kv}, nil
+}
+
+// JetStream returns the JetStream handle (ingress keeps its own buckets).
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Conn returns the NATS connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Ping checks the server answers and JetStream is enabled.
+func (b *Bus) Ping(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return errors.New("orchestrator: nats not connected")
+	}
+	_, err := b.js.AccountInfo(ctx)
+	return err
+}
+
+// Publish stores ev on its event subject with Nats-Msg-Id = ev.DeliveryID,
+// returning after the PubAck.
+func (b *Bus) Publish(ctx context.Context, ev *Event) error {
+	if ev.DeliveryID == "" {
+		return errors.New("orchestrator: event without delivery id")
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = b.js.Publish(ctx, EventSubject(ev.Source, ev.Kind), data, jetstream.WithMsgID(ev.DeliveryID))
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w", ev.DeliveryID, err)
+	}
+	return nil
+}
+
+// WorkItem is one run of a task as a worker receives it: everything the
+// worker needs, so it never reads the scheduler's database.
+type WorkItem struct {
+	TaskID    string    `json:"task_id"`
+	Run       int       `json:"run"`
+	Repo      string    `json:"repo"`
+	Base      string    `json:"base"`
+	Branch    string    `json:"branch"`
+	Agent     string    `json:"agent"`
+	Prompt    string    `json:"prompt"`
+	SessionID string    `json:"session_id,omitempty"`
+	FollowUp  bool      `json:"follow_up,omitempty"`
+	Messages  []Message `json:"messages,omitempty"`
+	Source    Source    `json:"source"`
+	Kind      string    `json:"kind"`
+	Target    Target    `json:"target"`
+	Actor     Actor     `json:"actor"`
+}
+
+func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {
+	data, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	_, err = b.js.Publish(ctx, WorkSubject(w.TaskID), data, jetstream.WithMsgID(w.TaskID+"."+strconv.Itoa(w.Run)))
+	if err != nil {
+		return fmt.Errorf("publish work for task %s: %w", w.TaskID, err)
+	}
+	return nil
+}
+
+// StateReport is a state change of a task as published on its state subject.
+type StateReport struct {
+	TaskID string    `json:"task_id"`
+	Run    int       `json:"run"`
+	Seq    int       `json:"seq"`
+	State  State     `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+	// Recorded is set when the publisher already stored the transition.
+	Recorded bool  `json:"recorded,omitempty"`
+	Patch    Patch `json:"patch"`
+	// Task is the stored task after the change, when Recorded.
+	Task *Task `json:"task,omitempty"`
+}
+
+func (b *Bus) publishState(ctx context.Context, r StateReport) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s.%d.%d.%s", r.TaskID, r.Run, r.Seq, r.State)
+	if _, err := b.js.Publish(ctx, StateSubject(r.TaskID), data, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish state of task %s: %w", r.TaskID, err)
+	}
+	return nil
+}
+
+// LogLine is one line of a task's log.
+type LogLine struct {
+	TaskID string    `json:"task_id"`
+	Run    int       `json:"run"`
+	At     time.Time `json:"at"`
+	// Stream is agent, tool, test, setup or system.
+	Stream string `json:"stream"`
+	Text   string `json:"text"`
+}
+
+func (b *Bus) publishLog(ctx context.Context, l LogLine) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, err = b.js.Publish(ctx, LogSubject(l.TaskID), data)
+	return err
+}
+
+// DiffReport carries a task's diff against its base.
+type DiffReport struct {
+	TaskID string   `json:"task_id"`
+	Run    int      `json:"run"`
+	Stat   DiffStat `json:"stat"`
+	Patch  string   `json:"patch"`
+}
+
+func (b *Bus) publishDiff(ctx context.Context, d DiffReport) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	_, err = b.js.Publish(ctx, DiffSubject(d.TaskID), data, jetstream.WithMsgID(fmt.Sprintf("%s.%d.diff", d.TaskID, d.Run)))
+	return err
+}
+
+// MarkCancelled records that task id is cancelled, so a worker that picks it
+// up later does not start it, and tells a worker running it to stop.
+func (b *Bus) MarkCancelled(ctx context.Context, id string, run int) error {
+	if _, err := b.cancel.Put(ctx, id, []byte(strconv.Itoa(run))); err != nil {
+		return fmt.Errorf("mark task %s cancelled: %w", id, err)
+	}
+	return b.nc.Publish(ControlSubject(id), []byte("cancel"))
+}
+
+// Cancelled reports whether run of task id was cancelled.
+func (b *Bus) Cancelled(ctx context.Context, id string, run int) (bool, error) {
+	e, err := b.cancel.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	r, _ := strconv.Atoi(string(e.Value()))
+	return r >= run, nil
+}

@@ -1,0 +1,347 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// SchedulerConfig configures a Scheduler. Zero values mean the documented defaults.
+type SchedulerConfig struct {
+	// AgentFor picks the agent for a repository when the event names none.
+	// Nil: DefaultAgent.
+	AgentFor func(repo string) string
+	// DefaultAgent is used when nothing else names one. Default "claude".
+	DefaultAgent string
+	// Notifiers hear about every recorded change.
+	Notifiers []Notifier
+	// AckWait for the event and recorder consumers. Default 30s.
+	AckWait time.Duration
+	Clock   func() time.Time
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// Scheduler turns events into tasks (one per idempotency key), dispatches
+// task runs to the work queue, and records the states workers report into
+// the store. It acknowledges an event only after the task row is stored and
+// the run is published, so a crash in between redelivers the event and the
+// idempotency key keeps it from creating a second task.
+type Scheduler struct {
+	bus   *Bus
+	store *Store
+	cfg   SchedulerConfig
+	log   *slog.Logger
+}
+
+// NewScheduler returns a scheduler.
+func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
+	if cfg.DefaultAgent == "" {
+		cfg.DefaultAgent = "claude"
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Scheduler{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "scheduler")}
+}
+
+// Run consumes events and state reports until ctx is done, then drains:
+// messages being handled finish, nothing new is taken.
+func (s *Scheduler) Run(ctx context.Context) error {
+	events, err := s.bus.js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
+		Durable: "scheduler", AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.cfg.AckWait, MaxDeliver: -1,
+		FilterSubject: eventsPrefix + ">", MaxAckPending: 256,
+	})
+	if err != nil {
+		return fmt.Errorf("create scheduler consumer: %w", err)
+	}
+	reports, err := s.bus.js.CreateOrUpdateConsumer(ctx, TasksStream, jetstream.ConsumerConfig{
+		Durable: "recorder", AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.cfg.AckWait, MaxDeliver: -1,
+		FilterSubjects: []string{StatesWildcard, "nightshift.tasks.*.diff"}, MaxAckPending: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("create recorder consumer: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range []struct {
+		cons jetstream.Consumer
+		fn   func(context.Context, jetstream.Msg)
+	}{{events, s.handleEvent}, {reports, s.handleReport}} {
+		cc, err := c.cons.Consume(func(m jetstream.Msg) { c.fn(context.WithoutCancel(gctx), m) })
+		if err != nil {
+			return fmt.Errorf("consume: %w", err)
+		}
+		g.Go(func() error {
+			<-gctx.Done()
+			cc.Drain()
+			<-cc.Closed()
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (s *Scheduler) handleEvent(ctx context.Context, msg jetstream.Msg) {
+	var ev Event
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		s.log.Error("malformed event", "subject", msg.Subject(), "err", err)
+		msg.TermWithReason("malformed event")
+		return
+	}
+	log := s.log.With("delivery_id", ev.DeliveryID, "kind", ev.Kind)
+	err := s.apply(ctx, &ev)
+	switch {
+	case err == nil:
+		msg.Ack()
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict), isTransition(err):
+		log.Warn("event refused", "err", err)
+		msg.TermWithReason(err.Error())
+	default:
+		log.Error("event failed; will retry", "err", err)
+		msg.NakWithDelay(2 * time.Second)
+	}
+}
+
+func isTransition(err error) bool {
+	var te *TransitionError
+	return errors.As(err, &te)
+}
+
+// ErrConflict is returned for an action the task's state does not allow.
+var ErrConflict = errors.New("orchestrator: not allowed in the task's state")
+
+func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
+	switch ev.Kind {
+	case KindTaskCancel:
+		s.cfg.Metrics.event(ev, "control")
+		return s.cancel(ctx, ev.Target.ID)
+	case KindTaskRetry:
+		s.cfg.Metrics.event(ev, "control")
+		return s.retry(ctx, ev.Target.ID)
+	case KindTaskMessage:
+		s.cfg.Metrics.event(ev, "control")
+		if _, err := s.store.AddMessage(ctx, ev.Target.ID, ev.Instruction, ev.Actor.Login); err != nil {
+			return err
+		}
+		return s.wake(ctx, ev.Target.ID)
+	case KindSlackAction:
+		s.cfg.Metrics.event(ev, "control")
+		switch strings.ToLower(ev.Instruction) {
+		case "cancel":
+			return s.cancel(ctx, ev.Target.ID)
+		case "retry":
+			return s.retry(ctx, ev.Target.ID)
+		}
+		return fmt.Errorf("%w: unknown action %q", ErrConflict, ev.Instruction)
+	}
+	if ev.IdempotencyKey == "" {
+		ev.IdempotencyKey = string(ev.Source) + ":" + ev.DeliveryID
+	}
+	agentName := ev.Agent
+	if agentName == "" && s.cfg.AgentFor != nil {
+		agentName = s.cfg.AgentFor(ev.Repo)
+	}
+	if agentName == "" {
+		agentName = s.cfg.DefaultAgent
+	}
+	res, err := s.store.CreateFromEvent(ctx, ev, agentName)
+	if err != nil {
+		return fmt.Errorf("store task: %w", err)
+	}
+	switch {
+	case res.FollowUp:
+		s.cfg.Metrics.event(ev, "follow_up")
+		return s.wake(ctx, res.Task.ID)
+	case res.Created:
+		s.cfg.Metrics.event(ev, "created")
+		s.cfg.Metrics.created(ev.Source)
+		s.cfg.Metrics.transition(StateQueued)
+	default:
+		s.cfg.Metrics.event(ev, "duplicate")
+	}
+	t := res.Task
+	if t.State != StateQueued {
+		return nil
+	}
+	if err := s.announce(ctx, t, "created"); err != nil {
+		return err
+	}
+	return s.dispatch(ctx, t, false, nil)
+}
+
+// dispatch publishes run t.Run of task t to the work queue unless it was
+// already published.
+func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []Message) error {
+	done, err := s.store.Dispatched(ctx, t.ID, t.Run)
+	if err != nil || done {
+		return err
+	}
+	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
+		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
+		Target: t.Target, Actor: t.Actor}
+	if err := s.bus.publishWork(ctx, w); err != nil {
+		return err
+	}
+	return s.store.MarkDispatched(ctx, t.ID, t.Run)
+}
+
+// announce publishes a transition the scheduler itself stored.
+func (s *Scheduler) announce(ctx context.Context, t Task, reason string) error {
+	if err := s.bus.publishState(ctx, StateReport{TaskID: t.ID, Run: t.Run, Seq: 0, State: t.State, Reason: reason,
+		At: t.UpdatedAt, Recorded: true, Task: &t}); err != nil {
+		return err
+	}
+	s.notify(ctx, t)
+	return nil
+}
+
+func (s *Scheduler) notify(ctx context.Context, t Task) {
+	for _, n := range s.cfg.Notifiers {
+		if err := n.Notify(ctx, t); err != nil {
+			s.log.Warn("notify", "task_id", t.ID, "err", err)
+		}
+	}
+}
+
+func (s *Scheduler) cancel(ctx context.Context, id string) error {
+	t, err := s.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case t.State == StateCancelled:
+		return nil
+	case t.State == StateDone || t.State == StateFailed:
+		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
+	}
+	if err := s.bus.MarkCancelled(ctx, id, t.Run); err != nil {
+		return err
+	}
+	if t.State.Active() {
+		return nil // the worker stops the run and reports cancelled
+	}
+	nt, changed, err := s.store.ApplyTransition(ctx, id, t.Run, StateCancelled, "cancelled", Patch{})
+	if err != nil || !changed {
+		return err
+	}
+	s.cfg.Metrics.transition(StateCancelled)
+	return s.announce(ctx, nt, "cancelled")
+}
+
+func (s *Scheduler) retry(ctx context.Context, id string) error {
+	t, err := s.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch t.State {
+	case StateFailed, StateCancelled, StateDone, StateReview:
+	default:
+		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
+	}
+	return s.requeue(ctx, t, false, nil, "retry")
+}
+
+// wake starts a follow-up run for a resting task with pending messages.
+func (s *Scheduler) wake(ctx context.Context, id string) error {
+	t, err := s.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch t.State {
+	case StateReview, StateNeedsInput, StateDone, StateFailed, StateCancelled:
+	default:
+		return nil // the run in progress picks the messages up when it rests
+	}
+	msgs, err := s.store.PendingMessages(ctx, id)
+	if err != nil || len(msgs) == 0 {
+		return err
+	}
+	if err := s.requeue(ctx, t, true, msgs, "follow-up"); err != nil {
+		return err
+	}
+	return s.store.ConsumeMessages(ctx, id, msgs[len(msgs)-1].ID)
+}
+
+func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []Message, reason string) error {
+	run := t.Run + 1
+	empty := ""
+	nt, _, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateQueued, reason, Patch{Run: &run, Error: &empty, Reason: &empty})
+	if err != nil {
+		return err
+	}
+	s.cfg.Metrics.transition(StateQueued)
+	if err := s.announce(ctx, nt, reason); err != nil {
+		return err
+	}
+	return s.dispatch(ctx, nt, followUp, msgs)
+}
+
+func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {
+	if strings.HasSuffix(msg.Subject(), ".diff") {
+		var d DiffReport
+		if err := json.Unmarshal(msg.Data(), &d); err != nil {
+			msg.TermWithReason("malformed diff")
+			return
+		}
+		t, err := s.store.Get(ctx, d.TaskID)
+		if err == nil && d.Run >= t.Run {
+			_, _, err = s.store.ApplyTransition(ctx, d.TaskID, d.Run, t.State, "", Patch{Diff: &d.Stat, Patch: &d.Patch})
+		}
+		s.ackOrRetry(msg, err)
+		return
+	}
+	var r StateReport
+	if err := json.Unmarshal(msg.Data(), &r); err != nil {
+		msg.TermWithReason("malformed state report")
+		return
+	}
+	if r.Recorded {
+		msg.Ack()
+		return
+	}
+	t, changed, err := s.store.ApplyTransition(ctx, r.TaskID, r.Run, r.State, r.Reason, r.Patch)
+	if err != nil {
+		s.ackOrRetry(msg, err)
+		return
+	}
+	msg.Ack()
+	if !changed {
+		return
+	}
+	s.cfg.Metrics.transition(r.State)
+	if r.Patch.Usage != nil && r.State == StateTesting {
+		s.cfg.Metrics.usage(*r.Patch.Usage)
+	}
+	s.notify(ctx, t)
+	if r.State == StateReview || r.State == StateNeedsInput || r.State == StateFailed {
+		if err := s.wake(ctx, t.ID); err != nil {
+			s.log.Warn("follow-up", "task_id", t.ID, "err", err)
+		}
+	}
+}
+
+func (s *Scheduler) ackOrRetry(msg jetstream.Msg, err error) {
+	switch {
+	case err == nil:
+		msg.Ack()
+	case errors.Is(err, ErrNotFound), isTransition(err):
+		s.log.Debug("stale report", "subject", msg.Subject(), "err", err)
+		msg.Ack()
+	default:
+		s.log.Error("record report; will retry", "subject", msg.Subject(), "err", err)
+		msg.NakWithDelay(time.Second)
+	}
+}

@@ -1,0 +1,104 @@
+package orchestrator
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"strings"
+	"time"
+)
+
+// Task is one unit of agent work, as stored and as the API shows it.
+type Task struct {
+	ID         string       `json:"id"`
+	State      State        `json:"state"`
+	Repo       string       `json:"repo"`
+	Base       string       `json:"base"`
+	BaseCommit string       `json:"base_commit,omitempty"`
+	Branch     string       `json:"branch"`
+	Agent      string       `json:"agent"`
+	Prompt     string       `json:"prompt"`
+	Source     Source       `json:"source"`
+	Kind       string       `json:"kind"`
+	TargetKey  string       `json:"target_key,omitempty"`
+	Target     Target       `json:"target"`
+	Actor      Actor        `json:"actor"`
+	Identity   TaskIdentity `json:"identity"`
+	Commit     string       `json:"commit,omitempty"`
+	PRURL      string       `json:"pr_url,omitempty"`
+	// Review says where the result can be reviewed: the PR URL, or for a
+	// local origin the pushed branch ("<repo>#nightshift/<id>").
+	Review    string    `json:"review,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	SessionID string    `json:"session_id,omitempty"`
+	Usage     Usage     `json:"usage"`
+	Run       int       `json:"run"`
+	Diff      DiffStat  `json:"diff"`
+	Position  int       `json:"position,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// IdempotencyKey is the business key the task was created for.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// TaskIdentity is the per-task agent identity as shown on a task.
+type TaskIdentity struct {
+	ID    string `json:"id,omitempty"`
+	Name  string `json:"name"`
+	Email string `json:"email"`
+	Phone string `json:"phone,omitempty"`
+}
+
+// Usage is what the agent consumed from the model.
+type Usage struct {
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	CostUSD      float64 `json:"cost_usd"`
+}
+
+// DiffStat summarizes a task's change against its base.
+type DiffStat struct {
+	Files   int `json:"files"`
+	Added   int `json:"added"`
+	Deleted int `json:"deleted"`
+}
+
+// Transition is one stored state change.
+type Transition struct {
+	From   State     `json:"from"`
+	To     State     `json:"to"`
+	Reason string    `json:"reason,omitempty"`
+	Run    int       `json:"run"`
+	At     time.Time `json:"at"`
+}
+
+// Message is a follow-up instruction for a task.
+type Message struct {
+	ID        int64     `json:"id"`
+	Text      string    `json:"text"`
+	Actor     string    `json:"actor,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewID returns a random 16-character identifier (80 bits). Its first 8
+// characters are random too, so short ids of concurrent tasks differ.
+func NewID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return idEncoding.EncodeToString(b[:])
+}
+
+// ShortID returns the first 8 characters of a task id.
+func ShortID(id string) string {
+	if len(id) > 8 {
+		return strings.ToLower(id[:8])
+	}
+	return strings.ToLower(id)
+}
+
+// BranchName returns the branch a task's work is pushed to.
+func BranchName(id string) string { return "nightshift/" + id }

@@ -1,0 +1,585 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/worktree"
+)
+
+// RepoSettings is what a worker needs to know about a repository.
+type RepoSettings struct {
+	Setup          string
+	Test           string
+	Timeout        time.Duration
+	AllowHosts     []string
+	Protected      []string
+	AllowProtected bool
+	// Auth for fetching and pushing.
+	Auth worktree.Auth
+}
+
+// WorkerConfig configures a Worker. Zero values mean the documented defaults.
+type WorkerConfig struct {
+	// Concurrency is how many tasks this worker runs at once. Default 2.
+	Concurrency int
+	// MaxAckPending caps the runs in flight across all workers. Default 64.
+	MaxAckPending int
+	// AckWait is how long a run may go without a heartbeat before JetStream
+	// redelivers it to another worker. Heartbeats go out every AckWait/3.
+	// Default 60s.
+	AckWait time.Duration
+	// MaxDeliver bounds redeliveries of one run (crashes). Default 5.
+	MaxDeliver int
+	// Durable is the consumer name shared by all workers. Default "workers".
+	Durable string
+	// Repo returns the settings for a repository. Required.
+	Repo func(repo string) RepoSettings
+	// Env returns extra environment for an agent (from its config). Optional.
+	Env func(agent string) map[string]string
+	// Redactor cleans every line that leaves the task. Optional.
+	Redactor Redactor
+	// DrainTimeout bounds how long Run waits for running tasks on shutdown
+	// before cancelling them. Default 30s.
+	DrainTimeout time.Duration
+	Clock        func() time.Time
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 2
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 64
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.Durable == "" {
+		c.Durable = "workers"
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Env == nil {
+		c.Env = func(string) map[string]string { return nil }
+	}
+	return c
+}
+
+// Worker takes task runs from the work queue and drives each through
+// provision → agent → test → commit → push. It acknowledges a run only when
+// the run's final state is published; a crash mid-run leaves the message
+// unacknowledged and JetStream redelivers it once AckWait passes without a
+// heartbeat.
+type Worker struct {
+	bus        *Bus
+	sandboxes  Sandboxes
+	worktrees  Worktrees
+	identities Identities
+	agents     Agents
+	cfg        WorkerConfig
+	log        *slog.Logger
+}
+
+// NewWorker returns a worker.
+func NewWorker(bus *Bus, sb Sandboxes, wt Worktrees, ids Identities, agents Agents, cfg WorkerConfig) (*Worker, error) {
+	if cfg.Repo == nil {
+		return nil, errors.New("orchestrator: WorkerConfig.Repo is required")
+	}
+	cfg = cfg.withDefaults()
+	return &Worker{bus: bus, sandboxes: sb, worktrees: wt, identities: ids, agents: agents, cfg: cfg,
+		log: cfg.Logger.With("component", "worker")}, nil
+}
+
+// Run takes work until ctx is done, then stops taking work and waits up to
+// DrainTimeout for running tasks before cancelling them (their runs are
+// handed back to JetStream for redelivery).
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.bus.js.CreateOrUpdateConsumer(ctx, WorkStream, jetstream.ConsumerConfig{
+		Durable:       w.cfg.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxAckPending: w.cfg.MaxAckPending,
+		MaxDeliver:    w.cfg.MaxDeliver,
+		FilterSubject: workPrefix + ">",
+	})
+	if err != nil {
+		return fmt.Errorf("create work consumer: %w", err)
+	}
+	// Tasks run on their own context so that stopping to take work does not
+	// kill them; it is cancelled after the drain timeout.
+	taskCtx, cancelTasks := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelTasks()
+	var wg sync.WaitGroup
+	for i := 0; i < w.cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx, taskCtx, cons)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	<-ctx.Done()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.DrainTimeout):
+		w.log.Warn("drain timeout: cancelling running tasks")
+		cancelTasks()
+		<-done
+	}
+	return nil
+}
+
+func (w *Worker) loop(ctx, taskCtx context.Context, cons jetstream.Consumer) {
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Warn("fetch work", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			w.handle(taskCtx, msg)
+		}
+		cancel()
+	}
+}
+
+// errCancelled is the cause of a run's context when the task was cancelled.
+var errCancelled = errors.New("orchestrator: task cancelled")
+
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	var item WorkItem
+	if err := json.Unmarshal(msg.Data(), &item); err != nil || item.TaskID == "" {
+		w.log.Error("bad work item", "err", err)
+		msg.TermWithReason("malformed work item")
+		return
+	}
+	log := w.log.With("task_id", item.TaskID, "run", item.Run)
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	// Heartbeats keep the message ours while the run is long.
+	hbDone := make(chan struct{})
+	defer close(hbDone)
+	go func() {
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbDone:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					log.Warn("heartbeat", "err", err)
+				}
+			}
+		}
+	}()
+	sub, err := w.bus.nc.Subscribe(ControlSubject(item.TaskID), func(*nats.Msg) { cancel(errCancelled) })
+	if err == nil {
+		defer sub.Unsubscribe()
+	}
+	rep := &reporter{bus: w.bus, item: item, clock: w.cfg.Clock, redact: w.cfg.Redactor, log: log}
+	if c, err := w.bus.Cancelled(runCtx, item.TaskID, item.Run); err == nil && c {
+		cancel(errCancelled)
+	}
+	started := w.cfg.Clock()
+	err = w.execute(runCtx, item, rep)
+	final := context.WithoutCancel(ctx)
+	switch {
+	case errors.Is(context.Cause(runCtx), errCancelled):
+		rep.line(final, "system", "cancelled")
+		w.release(final, item.TaskID, log)
+		rep.state(final, StateCancelled, "cancelled", Patch{})
+		msg.Ack()
+	case ctx.Err() != nil:
+		// Shutting down: hand the run back for another worker.
+		log.Info("run interrupted by shutdown; handing back")
+		msg.NakWithDelay(time.Second)
+	case err != nil:
+		reason, text := failure(err)
+		rep.line(final, "system", "failed: "+text)
+		w.release(final, item.TaskID, log)
+		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason})
+		msg.Ack()
+	default:
+		msg.Ack()
+	}
+	w.cfg.Metrics.observeRun(w.cfg.Clock().Sub(started))
+}
+
+func (w *Worker) release(ctx context.Context, taskID string, log *slog.Logger) {
+	if err := w.identities.Release(ctx, taskID); err != nil {
+		log.Warn("release identity", "err", err)
+	}
+}
+
+// StepError is a failed step with a machine-readable reason.
+type StepError struct {
+	Reason string // e.g. agent_failed, tests_failed, push_rejected, timed_out
+	Err    error
+}
+
+func (e *StepError) Error() string { return e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+func stepErr(reason string, format string, args ...any) error {
+	return &StepError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+func failure(err error) (reason, text string) {
+	var se *StepError
+	if errors.As(err, &se) {
+		return se.Reason, se.Error()
+	}
+	return "error", err.Error()
+}
+
+func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	repo := w.cfg.Repo(item.Repo)
+	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
+
+	ident, err := w.identities.ForTask(ctx, item.TaskID)
+	if err != nil {
+		return stepErr("identity", "acquire identity: %w", err)
+	}
+	ti := TaskIdentity{ID: ident.ID, Name: ident.Name, Email: ident.Email, Phone: ident.Phone}
+
+	progress := rep.writer(ctx, "system")
+	wt, err := w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: item.Base,
+		Branch: item.Branch, Reuse: item.FollowUp, Auth: repo.Auth}, progress)
+	progress.Close()
+	if err != nil {
+		return stepErr("provision", "provision worktree: %w", err)
+	}
+	rep.line(ctx, "system", fmt.Sprintf("worktree on %s from %s (%s)", wt.Branch, wt.BaseRef, short(wt.BaseCommit)))
+
+	env := map[string]string{
+		"NIGHTSHIFT_TASK_ID":  item.TaskID,
+		"GIT_AUTHOR_NAME":     ident.Name,
+		"GIT_AUTHOR_EMAIL":    ident.Email,
+		"GIT_COMMITTER_NAME":  ident.Name,
+		"GIT_COMMITTER_EMAIL": ident.Email,
+	}
+	for k, v := range w.cfg.Env(item.Agent) {
+		env[k] = v
+	}
+	base := sandbox.Spec{Dir: wt.Dir, ReadOnly: wt.ReadOnlyPaths, ReadOnlyInDir: wt.ProtectedGitPaths,
+		Timeout: repo.Timeout, AllowHosts: repo.AllowHosts}
+
+	if repo.Setup != "" {
+		spec := base
+		spec.ID = item.TaskID + "-setup"
+		spec.Command = []string{"sh", "-c", repo.Setup}
+		spec.Env = env
+		if err := w.runStep(ctx, rep, spec, "setup", "setup_failed"); err != nil {
+			return err
+		}
+	}
+
+	rep.state(ctx, StateRunning, "agent "+item.Agent, Patch{Identity: &ti, BaseCommit: &wt.BaseCommit})
+	adapter, err := w.agents.Adapter(item.Agent)
+	if err != nil {
+		return stepErr("agent_unknown", "agent %q: %w", item.Agent, err)
+	}
+	prompt := item.Prompt
+	if item.FollowUp && len(item.Messages) > 0 {
+		var b strings.Builder
+		for i, m := range item.Messages {
+			if i > 0 {
+				b.WriteString("\n\n")
+			}
+			b.WriteString(m.Text)
+		}
+		prompt = b.String()
+	}
+	inv, err := adapter.Prepare(agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Env: env})
+	if err != nil {
+		return stepErr("agent_failed", "prepare agent: %w", err)
+	}
+	agentEnv := map[string]string{}
+	for k, v := range env {
+		agentEnv[k] = v
+	}
+	for k, v := range inv.Env {
+		agentEnv[k] = v
+	}
+	agentLog := rep.writer(ctx, "agent")
+	parser := adapter.NewParser(func(l agent.Line) { rep.line(ctx, "agent", kindPrefix(l.Kind)+l.Text) })
+	stderr := rep.writer(ctx, "agent")
+	spec := base
+	spec.ID = fmt.Sprintf("%s-agent-%d", item.TaskID, item.Run)
+	spec.Command = inv.Argv
+	spec.Env = agentEnv
+	spec.Stdin = strings.NewReader(inv.Stdin)
+	spec.Stdout = parser
+	spec.Stderr = stderr
+	res, err := w.sandboxes.Run(ctx, spec)
+	agentLog.Close()
+	stderr.Close()
+	if err != nil {
+		return stepErr("sandbox", "start agent: %w", err)
+	}
+	w.cfg.Metrics.sandboxEnded(res.Reason)
+	out := parser.Outcome(res.ExitCode)
+	usage := Usage{InputTokens: out.Usage.InputTokens, OutputTokens: out.Usage.OutputTokens, CostUSD: out.Usage.CostUSD}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if !res.OK() {
+		return stepErr(reasonOf(res, "agent_failed"), "agent %s: %s", item.Agent, res.Reason)
+	}
+	if out.Err != nil {
+		return stepErr("agent_failed", "agent %s: %w", item.Agent, out.Err)
+	}
+
+	rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
+	if repo.Test != "" {
+		spec := base
+		spec.ID = fmt.Sprintf("%s-test-%d", item.TaskID, item.Run)
+		spec.Command = []string{"sh", "-c", repo.Test}
+		spec.Env = env
+		if err := w.runStep(ctx, rep, spec, "test", "tests_failed"); err != nil {
+			return err
+		}
+	}
+
+	msg := commitMessage(item, out.Summary)
+	var coAuthors []worktree.Signature
+	if item.Actor.Email != "" {
+		name := item.Actor.Name
+		if name == "" {
+			name = item.Actor.Login
+		}
+		coAuthors = append(coAuthors, worktree.Signature{Name: name, Email: item.Actor.Email})
+	}
+	commit, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{
+		Author: worktree.Signature{Name: ident.Name, Email: ident.Email}, Message: msg,
+		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}},
+		CoAuthors: coAuthors, AllowProtected: repo.AllowProtected, When: w.cfg.Clock()})
+	if err != nil {
+		var pe *worktree.ProtectedPathError
+		if errors.As(err, &pe) {
+			return &StepError{Reason: "protected_path", Err: err}
+		}
+		return stepErr("commit", "commit: %w", err)
+	}
+	if !commit.Changed {
+		return stepErr("no_changes", "the agent made no changes")
+	}
+	if d, err := w.worktrees.Diff(ctx, wt); err == nil {
+		stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
+		patch := d.Patch
+		if w.cfg.Redactor != nil {
+			patch = w.cfg.Redactor.String(patch)
+		}
+		if len(patch) > 2<<20 {
+			patch = patch[:2<<20] + "\n[diff truncated]\n"
+		}
+		if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: stat, Patch: patch}); err != nil {
+			rep.log.Warn("publish diff", "err", err)
+		}
+	} else {
+		rep.line(ctx, "system", "diff: "+err.Error())
+	}
+
+	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
+	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Branch: item.Branch, Auth: repo.Auth, Force: true}); err != nil {
+		w.cfg.Metrics.pushFailed()
+		return stepErr("push_rejected", "push %s: %w", item.Branch, err)
+	}
+	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), item.Branch))
+	review := item.Repo + "#" + item.Branch
+	rep.state(ctx, StateReview, "pushed", Patch{Review: &review})
+	return nil
+}
+
+// runStep runs a setup or test command in the sandbox, logging its output.
+func (w *Worker) runStep(ctx context.Context, rep *reporter, spec sandbox.Spec, stream, reason string) error {
+	out := rep.writer(ctx, stream)
+	spec.Stdout, spec.Stderr = out, out
+	rep.line(ctx, stream, "$ "+spec.Command[len(spec.Command)-1])
+	res, err := w.sandboxes.Run(ctx, spec)
+	out.Close()
+	if err != nil {
+		return stepErr("sandbox", "start %s: %w", stream, err)
+	}
+	w.cfg.Metrics.sandboxEnded(res.Reason)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if !res.OK() {
+		return stepErr(reasonOf(res, reason), "%s command failed: %s", stream, res.Reason)
+	}
+	return nil
+}
+
+func reasonOf(res sandbox.Result, fallback string) string {
+	switch res.Reason {
+	case sandbox.ReasonTimedOut, "oom_killed", "output_limit":
+		return res.Reason
+	}
+	return fallback
+}
+
+func commitMessage(item WorkItem, summary string) string {
+	title := firstLine(item.Prompt)
+	if item.FollowUp && len(item.Messages) > 0 {
+		title = firstLine(item.Messages[len(item.Messages)-1].Text)
+	}
+	if len(title) > 72 {
+		title = title[:69] + "..."
+	}
+	if title == "" {
+		title = "nightshift task " + item.TaskID
+	}
+	body := strings.TrimSpace(summary)
+	if body == "" {
+		return title
+	}
+	return title + "\n\n" + body
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
+func kindPrefix(kind string) string {
+	switch kind {
+	case "", agent.KindText:
+		return ""
+	}
+	return "[" + kind + "] "
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// reporter publishes a run's states and log lines.
+type reporter struct {
+	bus    *Bus
+	item   WorkItem
+	clock  func() time.Time
+	redact Redactor
+	log    *slog.Logger
+	mu     sync.Mutex
+	seq    int
+}
+
+func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
+	r.mu.Lock()
+	r.seq++
+	seq := r.seq
+	r.mu.Unlock()
+	if r.redact != nil {
+		reason = r.redact.String(reason)
+		if p.Error != nil {
+			e := r.redact.String(*p.Error)
+			p.Error = &e
+		}
+	}
+	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
+	if err := r.bus.publishState(ctx, rep); err != nil {
+		r.log.Error("publish state", "state", s, "err", err)
+	}
+}
+
+func (r *reporter) line(ctx context.Context, stream, text string) {
+	if r.redact != nil {
+		text = r.redact.String(text)
+	}
+	if err := r.bus.publishLog(ctx, LogLine{TaskID: r.item.TaskID, Run: r.item.Run, At: r.clock(), Stream: stream, Text: text}); err != nil {
+		r.log.Warn("publish log", "err", err)
+	}
+}
+
+// writer returns a line-splitting writer that logs each line to stream.
+func (r *reporter) writer(ctx context.Context, stream string) io.WriteCloser {
+	return &lineWriter{emit: func(s string) { r.line(ctx, stream, s) }}
+}
+
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	emit func(string)
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	for {
+		b := l.buf.Bytes()
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if l.buf.Len() > 64<<10 {
+				l.emit(l.buf.String())
+				l.buf.Reset()
+			}
+			return len(p), nil
+		}
+		line := strings.TrimRight(string(b[:i]), "\r")
+		if j := strings.LastIndexByte(line, '\r'); j >= 0 {
+			line = line[j+1:] // progress output: keep the final state
+		}
+		l.emit(line)
+		l.buf.Next(i + 1)
+	}
+}
+
+func (l *lineWriter) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() > 0 {
+		l.emit(l.buf.String())
+		l.buf.Reset()
+	}
+	return nil
+}
