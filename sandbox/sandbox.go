@@ -93,8 +93,10 @@ type Config struct {
 	// DefaultLimits fills zero Spec.Limits fields. Zero fields mean
 	// 4 GiB memory, 1024 processes and 64 MiB of output.
 	DefaultLimits Limits
-	// StateDir holds per-run sockets and files. Empty means
-	// $TMPDIR/nightshift-sandbox (created 0700).
+	// StateDir holds per-run sockets and files; a relative path is made
+	// absolute. Empty means $TMPDIR/nightshift-sandbox (created 0700).
+	// When it is too long for unix socket names, sockets go to a private
+	// directory under $TMPDIR instead.
 	StateDir string
 	// HelperBinary is the host executable bound into the sandbox to run the
 	// loopback forwarder; it must call Reexec first thing in main. Empty
@@ -133,6 +135,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(os.TempDir(), "nightshift-sandbox")
+	}
+	if abs, err := filepath.Abs(c.StateDir); err == nil {
+		c.StateDir = abs
 	}
 	if c.HelperBinary == "" {
 		exe, err := os.Executable()
@@ -222,8 +227,17 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (Result, error) {
 
 	var net netRuntime
 	defer net.close()
-	if err := m.startNetwork(&net, l, stateDir, eventLog); err != nil {
-		return Result{}, err
+	if len(spec.AllowHosts) > 0 || len(spec.Forwards) > 0 {
+		sockDir := stateDir
+		if len(sockDir) > 80 { // sun_path holds 108 bytes
+			if sockDir, err = os.MkdirTemp("", "nssb-"); err != nil {
+				return Result{}, fmt.Errorf("sandbox: create socket dir: %w", err)
+			}
+			defer os.RemoveAll(sockDir)
+		}
+		if err := m.startNetwork(&net, l, sockDir, eventLog); err != nil {
+			return Result{}, err
+		}
 	}
 
 	stdio, err := newStdio(spec.Stdin, out)

@@ -3,9 +3,213 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/bwrap"
+	"github.com/nightshift/nightshift/sandbox/process"
 )
 
-// runSandbox is replaced by the sandbox commands.
+const sandboxUsage = `usage:
+  nightshift sandbox exec --dir DIR [--driver bwrap|process] [--allow-host HOST]... [--env K=V]...
+                          [--ro PATH]... [--ro-in-dir REL]... [--forward PORT=tcp:HOST:PORT|unix:PATH]...
+                          [--tool NAME=PATH]... [--timeout DURATION] [--memory BYTES] [--processes N] -- CMD...
+  nightshift sandbox check [--driver bwrap|process]
+
+exec runs CMD in the sandbox the agents get, so you can check what they see.
+check reports whether the driver works here and how limits are enforced.`
+
+// runSandbox implements "nightshift sandbox exec|check".
 func runSandbox(ctx context.Context, a *app, args []string) error {
-	return errors.New("sandbox: not built yet")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(a.stderr, sandboxUsage)
+		if len(args) == 0 {
+			return usageErrorf("sandbox: missing subcommand (exec or check)")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "exec":
+		return runSandboxExec(ctx, a, args[1:])
+	case "check":
+		return runSandboxCheck(ctx, a, args[1:])
+	}
+	fmt.Fprintln(a.stderr, sandboxUsage)
+	return usageErrorf("sandbox: unknown subcommand %q", args[0])
+}
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// commandExitError carries the sandboxed command's exit code.
+type commandExitError struct {
+	code   int
+	reason string
+}
+
+func (e *commandExitError) Error() string {
+	if e.reason == sandbox.ExitReason(e.code) {
+		return fmt.Sprintf("sandboxed command exited with code %d", e.code)
+	}
+	return "sandboxed command ended: " + e.reason
+}
+
+// ExitCode is the sandboxed command's exit code (1 when it did not exit on its own).
+func (e *commandExitError) ExitCode() int {
+	if e.code > 0 {
+		return e.code
+	}
+	return 1
+}
+
+func newSandboxDriver(name string) (sandbox.Driver, error) {
+	switch name {
+	case "bwrap":
+		return bwrap.New(bwrap.Config{})
+	case "process":
+		return process.New(process.Config{}), nil
+	}
+	return nil, usageErrorf("sandbox: --driver must be bwrap or process, not %q", name)
+}
+
+func runSandboxCheck(ctx context.Context, a *app, args []string) error {
+	fl := flag.NewFlagSet("sandbox check", flag.ContinueOnError)
+	fl.SetOutput(a.stderr)
+	driver := fl.String("driver", "bwrap", "sandbox driver: bwrap or process")
+	if err := fl.Parse(args); err != nil {
+		return usageErrorf("sandbox check: %v", err)
+	}
+	switch *driver {
+	case "process":
+		fmt.Fprintln(a.stdout, "driver process: available; it does NOT isolate (no mounts, no network namespace)")
+		return nil
+	case "bwrap":
+		if err := bwrap.Available(ctx); err != nil {
+			return err
+		}
+		d, err := bwrap.New(bwrap.Config{})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "driver bwrap: available; limits via %s\n", d.Mode())
+		return nil
+	}
+	return usageErrorf("sandbox check: --driver must be bwrap or process, not %q", *driver)
+}
+
+func runSandboxExec(ctx context.Context, a *app, args []string) error {
+	fl := flag.NewFlagSet("sandbox exec", flag.ContinueOnError)
+	fl.SetOutput(a.stderr)
+	var hosts, envs, ros, roInDir, forwards, tools listFlag
+	dir := fl.String("dir", "", "working directory, bound read-write (required)")
+	driver := fl.String("driver", "bwrap", "sandbox driver: bwrap or process (no isolation)")
+	timeout := fl.Duration("timeout", 10*time.Minute, "wall-clock limit")
+	memory := fl.Int64("memory", 0, "memory limit in bytes (0: default 4 GiB)")
+	procs := fl.Int("processes", 0, "process limit (0: default 1024)")
+	verbose := fl.Bool("v", false, "log sandbox events to stderr")
+	fl.Var(&hosts, "allow-host", "allow egress to HOST or *.SUFFIX through the proxy (repeatable)")
+	fl.Var(&envs, "env", "set K=V in the sandbox environment (repeatable); nothing else is inherited")
+	fl.Var(&ros, "ro", "bind a host path read-only (repeatable)")
+	fl.Var(&roInDir, "ro-in-dir", "re-bind a path relative to --dir read-only, e.g. .git/hooks (repeatable)")
+	fl.Var(&forwards, "forward", "PORT=tcp:HOST:PORT or PORT=unix:PATH: make a host address reachable at 127.0.0.1:PORT inside (repeatable)")
+	fl.Var(&tools, "tool", "NAME=PATH: put a host executable on the sandbox PATH (repeatable)")
+	if err := fl.Parse(args); err != nil {
+		return usageErrorf("sandbox exec: %v", err)
+	}
+	command := fl.Args()
+	if *dir == "" {
+		return usageErrorf("sandbox exec: --dir is required")
+	}
+	if len(command) == 0 {
+		return usageErrorf("sandbox exec: missing command after --")
+	}
+	absDir, err := filepath.Abs(*dir)
+	if err != nil {
+		return usageErrorf("sandbox exec: --dir: %v", err)
+	}
+	spec := sandbox.Spec{
+		ID:            "cli-" + strconv.Itoa(os.Getpid()),
+		Dir:           absDir,
+		Command:       command,
+		Env:           map[string]string{},
+		Stdin:         a.stdin,
+		Stdout:        a.stdout,
+		Stderr:        a.stderr,
+		Timeout:       *timeout,
+		AllowHosts:    hosts,
+		ReadOnlyInDir: roInDir,
+		Tools:         map[string]string{},
+		Limits:        sandbox.Limits{MemoryBytes: *memory, Processes: *procs},
+	}
+	for _, kv := range envs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usageErrorf("sandbox exec: --env %q: want K=V", kv)
+		}
+		spec.Env[k] = v
+	}
+	for _, p := range ros {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return usageErrorf("sandbox exec: --ro %q: %v", p, err)
+		}
+		spec.ReadOnly = append(spec.ReadOnly, abs)
+	}
+	for _, f := range forwards {
+		port, target, ok := strings.Cut(f, "=")
+		n, err := strconv.Atoi(port)
+		if !ok || err != nil {
+			return usageErrorf("sandbox exec: --forward %q: want PORT=tcp:HOST:PORT or PORT=unix:PATH", f)
+		}
+		spec.Forwards = append(spec.Forwards, sandbox.Forward{Port: n, Target: target})
+	}
+	for _, t := range tools {
+		name, path, ok := strings.Cut(t, "=")
+		if !ok || name == "" {
+			return usageErrorf("sandbox exec: --tool %q: want NAME=PATH", t)
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return usageErrorf("sandbox exec: --tool %q: %v", t, err)
+		}
+		spec.Tools[name] = abs
+	}
+	d, err := newSandboxDriver(*driver)
+	if err != nil {
+		return err
+	}
+	if *driver == "bwrap" {
+		if err := bwrap.Available(ctx); err != nil {
+			return err
+		}
+	}
+	var logger *slog.Logger
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	m, err := sandbox.NewManager(d, sandbox.Config{}, logger)
+	if err != nil {
+		return err
+	}
+	res, err := m.Run(ctx, spec)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrInvalidSpec) {
+			return usageErrorf("%v", err)
+		}
+		return err
+	}
+	if !res.OK() {
+		return &commandExitError{code: res.ExitCode, reason: res.Reason}
+	}
+	return nil
 }
