@@ -4,7 +4,7 @@ package redact
 // root's transitions are dense, the rest sparse with failure links.
 type automaton struct {
 	root  [256]int32
-	child []map[byte]int32
+	edges []edges
 	fail  []int32
 	out   []int32 // pattern ending at this node, or -1
 	dict  []int32 // next node on the failure chain that ends a pattern, or 0
@@ -49,13 +49,62 @@ func (b *builder) add(s string, owner int) {
 	b.pats = append(b.pats, pattern{length: len(s), owner: owner})
 }
 
+// edges are a node's transitions: most trie nodes of long patterns have
+// exactly one child, kept out of the map.
+// A few nodes near the root have many children: a dense table for those,
+// short lists for the rest.
+type edges struct {
+	one   byte
+	next  int32 // child for one, 0 if none
+	keys  []byte
+	nexts []int32
+	dense *[256]int32
+}
+
+func (e *edges) get(c byte) (int32, bool) {
+	if e.next != 0 {
+		if e.one == c {
+			return e.next, true
+		}
+		return 0, false
+	}
+	if e.dense != nil {
+		n := e.dense[c]
+		return n, n != 0
+	}
+	for i, k := range e.keys {
+		if k == c {
+			return e.nexts[i], true
+		}
+	}
+	return 0, false
+}
+
 func (b *builder) build() *automaton {
 	a := &automaton{
-		child: b.child,
+		edges: make([]edges, len(b.child)),
 		fail:  make([]int32, len(b.child)),
 		out:   b.out,
 		dict:  make([]int32, len(b.child)),
 		pats:  b.pats,
+	}
+	for n, ch := range b.child {
+		if len(ch) == 1 {
+			for c, m := range ch {
+				a.edges[n] = edges{one: c, next: m}
+			}
+		} else if len(ch) > 8 {
+			d := new([256]int32)
+			for c, m := range ch {
+				d[c] = m
+			}
+			a.edges[n] = edges{dense: d}
+		} else if len(ch) > 1 {
+			for c, m := range ch {
+				a.edges[n].keys = append(a.edges[n].keys, c)
+				a.edges[n].nexts = append(a.edges[n].nexts, m)
+			}
+		}
 	}
 	queue := make([]int32, 0, len(b.child))
 	for c, n := range b.child[0] {
@@ -65,14 +114,14 @@ func (b *builder) build() *automaton {
 	for len(queue) > 0 {
 		n := queue[0]
 		queue = queue[1:]
-		for c, m := range a.child[n] {
+		for c, m := range b.child[n] {
 			f := a.fail[n]
 			for {
 				if f == 0 {
 					a.fail[m] = a.root[c]
 					break
 				}
-				if x, ok := a.child[f][c]; ok {
+				if x, ok := a.edges[f].get(c); ok {
 					a.fail[m] = x
 					break
 				}
@@ -88,7 +137,7 @@ func (b *builder) build() *automaton {
 	order := make([]int32, 0, len(b.child))
 	order = append(order, 0)
 	for i := 0; i < len(order); i++ {
-		for _, m := range a.child[order[i]] {
+		for _, m := range b.child[order[i]] {
 			order = append(order, m)
 		}
 	}
@@ -106,7 +155,7 @@ func (b *builder) build() *automaton {
 // step returns the state after reading c in state n.
 func (a *automaton) step(n int32, c byte) int32 {
 	for n != 0 {
-		if m, ok := a.child[n][c]; ok {
+		if m, ok := a.edges[n].get(c); ok {
 			return m
 		}
 		n = a.fail[n]

@@ -30,6 +30,7 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -321,13 +322,12 @@ func (st *stream) flush(limit int64, final bool, out byteSink) {
 		out.Write(st.buf[pos-st.emitted : stop-st.emitted])
 		pos = stop
 	}
-	st.buf = st.buf[pos-st.emitted:]
+	// Keep the held-back tail at the front of the buffer, reusing it.
+	n := copy(st.buf, st.buf[pos-st.emitted:])
+	st.buf = st.buf[:n]
 	st.emitted = pos
-	if len(st.buf) == 0 {
-		st.buf = nil
-	}
 	if len(st.ivs) == 0 {
-		st.ivs = nil
+		st.ivs = st.ivs[:0]
 	}
 }
 
@@ -339,7 +339,7 @@ type writer struct {
 	r      *Redactor
 	w      io.Writer
 	st     *stream
-	out    strings.Builder
+	out    bytes.Buffer
 	err    error
 	closed bool
 }
@@ -368,7 +368,7 @@ func (w *writer) pass() error {
 	if w.out.Len() == 0 {
 		return nil
 	}
-	if _, err := io.WriteString(w.w, w.out.String()); err != nil {
+	if _, err := w.w.Write(w.out.Bytes()); err != nil {
 		w.err = err
 		return err
 	}
