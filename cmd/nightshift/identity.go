@@ -2,10 +2,313 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/identityapi"
 )
 
-// runIdentity is replaced by the identity commands.
+const identityUsage = `usage: nightshift identity <command> [flags]
+
+commands:
+  new [--task ID] [--repo R] [--agent A]   create an identity and an agent token for it
+  ls [--all]                               list identities (--all includes released ones)
+  show ID                                  show one identity
+  inbox ID [--since T] [--wait D]          list received email, newest first
+  sms ID [--since T] [--wait D]            list received SMS, newest first
+  otp ID [--wait D]                        print the newest one-time code or link
+  release ID                               release an identity and revoke its tokens
+
+flags on every command: --server URL (env NIGHTSHIFT_SERVER, default http://127.0.0.1:8080),
+--token T (env NIGHTSHIFT_TOKEN), --json`
+
+// runIdentity is "nightshift identity": a client of /api/v1/identities.
 func runIdentity(ctx context.Context, a *app, args []string) error {
-	return errors.New("identity: not built yet")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(a.stderr, identityUsage)
+		if len(args) == 0 {
+			return usageErrorf("identity: missing command")
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("identity "+sub, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	server := a.getenv("NIGHTSHIFT_SERVER")
+	if server == "" {
+		server = "http://127.0.0.1:8080"
+	}
+	fs.StringVar(&server, "server", server, "server URL (env NIGHTSHIFT_SERVER)")
+	token := fs.String("token", a.getenv("NIGHTSHIFT_TOKEN"), "API token (env NIGHTSHIFT_TOKEN)")
+	asJSON := fs.Bool("json", false, "print machine-readable JSON")
+	var (
+		task, repo, agent, since string
+		all                      bool
+		wait                     time.Duration
+	)
+	switch sub {
+	case "new":
+		fs.StringVar(&task, "task", "", "task id the identity belongs to (default: a stand-alone identity)")
+		fs.StringVar(&repo, "repo", "", "repository the agent token is scoped to")
+		fs.StringVar(&agent, "agent", "", "agent name the token is scoped to")
+	case "ls":
+		fs.BoolVar(&all, "all", false, "include released identities")
+	case "inbox", "sms":
+		fs.StringVar(&since, "since", "", "only messages after this RFC 3339 time")
+		fs.DurationVar(&wait, "wait", 0, "wait up to this long for a message to arrive")
+	case "otp":
+		fs.DurationVar(&wait, "wait", 0, "wait up to this long for a code to arrive")
+	case "show", "release":
+	default:
+		fmt.Fprintln(a.stderr, identityUsage)
+		return usageErrorf("identity: unknown command %q", sub)
+	}
+	pos, err := identityParse(fs, args)
+	if err != nil {
+		return err
+	}
+	wantArgs := 1
+	if sub == "new" || sub == "ls" {
+		wantArgs = 0
+	}
+	if len(pos) != wantArgs {
+		if wantArgs == 0 {
+			return usageErrorf("identity %s: unexpected argument %q", sub, pos[0])
+		}
+		return usageErrorf("identity %s: want one identity ID", sub)
+	}
+	if since != "" {
+		if _, err := time.Parse(time.RFC3339Nano, since); err != nil {
+			return usageErrorf("identity %s: --since %q is not an RFC 3339 time", sub, since)
+		}
+	}
+	c := &identityClient{base: strings.TrimRight(server, "/") + "/api/v1/identities", token: *token, hc: &http.Client{}}
+	out := a.stdout
+	switch sub {
+	case "new":
+		var created identityapi.Created
+		if err := c.do(ctx, http.MethodPost, "", identityapi.CreateRequest{TaskID: task, Repo: repo, Agent: agent}, &created); err != nil {
+			return err
+		}
+		if *asJSON {
+			return identityJSON(out, created)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
+		fmt.Fprintf(tw, "id:\t%s\nname:\t%s\nemail:\t%s\nphone:\t%s\ntoken:\t%s\n", created.ID, created.Name, created.Email, dash(created.Phone), created.Token)
+		return tw.Flush()
+	case "ls":
+		q := ""
+		if all {
+			q = "?all=true"
+		}
+		var list identityapi.List
+		if err := c.do(ctx, http.MethodGet, q, nil, &list); err != nil {
+			return err
+		}
+		if *asJSON {
+			return identityJSON(out, list.Identities)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tEMAIL\tPHONE\tTASK\tCREATED\tSTATE")
+		for _, id := range list.Identities {
+			state := "live"
+			if !id.Live() {
+				state = "released"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id.ID, id.Name, id.Email, dash(id.Phone), dash(id.TaskID), id.CreatedAt.Local().Format(time.DateTime), state)
+		}
+		return tw.Flush()
+	case "show":
+		var id identity.Identity
+		if err := c.do(ctx, http.MethodGet, "/"+url.PathEscape(pos[0]), nil, &id); err != nil {
+			return err
+		}
+		if *asJSON {
+			return identityJSON(out, id)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
+		fmt.Fprintf(tw, "id:\t%s\nname:\t%s\nemail:\t%s\nphone:\t%s\nprovider:\t%s\ntask:\t%s\ncreated:\t%s\n",
+			id.ID, id.Name, id.Email, dash(id.Phone), id.Provider, dash(id.TaskID), id.CreatedAt.Local().Format(time.RFC3339))
+		if id.ReleasedAt != nil {
+			fmt.Fprintf(tw, "released:\t%s\n", id.ReleasedAt.Local().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "release":
+		if err := c.do(ctx, http.MethodDelete, "/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return err
+		}
+		if *asJSON {
+			return identityJSON(out, map[string]string{"id": pos[0], "status": "released"})
+		}
+		fmt.Fprintf(out, "released %s\n", pos[0])
+		return nil
+	case "inbox", "sms":
+		kind := "email"
+		if sub == "sms" {
+			kind = "sms"
+		}
+		q := url.Values{"kind": {kind}}
+		if since != "" {
+			q.Set("since", since)
+		}
+		if wait > 0 {
+			q.Set("wait", wait.String())
+		}
+		var msgs identityapi.Messages
+		if err := c.do(ctx, http.MethodGet, "/"+url.PathEscape(pos[0])+"/messages?"+q.Encode(), nil, &msgs); err != nil {
+			return err
+		}
+		if *asJSON {
+			return identityJSON(out, msgs.Messages)
+		}
+		if len(msgs.Messages) == 0 {
+			fmt.Fprintf(a.stderr, "no %s messages\n", kind)
+			return nil
+		}
+		for i, m := range msgs.Messages {
+			if i > 0 {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(out, "From:     %s\nReceived: %s\n", m.From, m.ReceivedAt.Local().Format(time.RFC3339))
+			if m.Subject != "" {
+				fmt.Fprintf(out, "Subject:  %s\n", m.Subject)
+			}
+			fmt.Fprintf(out, "\n%s\n", strings.TrimSpace(m.Body))
+		}
+		return nil
+	case "otp":
+		q := url.Values{}
+		if wait > 0 {
+			q.Set("wait", wait.String())
+		}
+		var res identityapi.OTP
+		if err := c.do(ctx, http.MethodGet, "/"+url.PathEscape(pos[0])+"/otp?"+q.Encode(), nil, &res); err != nil {
+			return err
+		}
+		if *asJSON {
+			if err := identityJSON(out, res); err != nil {
+				return err
+			}
+		}
+		if !res.Found {
+			if wait > 0 {
+				return fmt.Errorf("no one-time code arrived within %s", wait)
+			}
+			return errors.New("no one-time code received yet (use --wait to wait for one)")
+		}
+		if !*asJSON {
+			if res.OTP.Code != "" {
+				fmt.Fprintln(out, res.OTP.Code)
+			}
+			if res.OTP.Link != "" {
+				fmt.Fprintln(out, res.OTP.Link)
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// identityParse parses flags placed before or after the positional arguments.
+func identityParse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, usageErrorf("%s: help requested", fs.Name())
+			}
+			return nil, usageErrorf("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func identityJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// identityClient calls the identities REST API.
+type identityClient struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func (c *identityClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("bad server URL: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return fmt.Errorf("cannot reach the nightshift server at %s (is `nightshift serve` running? set --server or NIGHTSHIFT_SERVER)", strings.TrimSuffix(c.base, "/api/v1/identities"))
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 400 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(b, &e)
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized:
+			return errors.New("the server refused the token (set --token or NIGHTSHIFT_TOKEN)")
+		case e.Error != "":
+			return errors.New(e.Error)
+		default:
+			return fmt.Errorf("server answered %s", resp.Status)
+		}
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("bad answer from the server: %w", err)
+		}
+	}
+	return nil
 }
