@@ -61,11 +61,12 @@ func ExtractOTP(text string) (code, link string) {
 		start, end := m[2], m[3]
 		c := plain[start:end]
 		score := codeScore(c)
-		if score == 0 {
-			continue
+		if score == 0 || (start > 0 && strings.ContainsRune("#$€£", rune(plain[start-1]))) {
+			continue // order numbers and prices
 		}
 		for _, k := range kw {
-			if k[1] <= start && start-k[1] <= 48 {
+			// "code: 123456" or "123456 is your code".
+			if (k[1] <= start && start-k[1] <= 48) || (k[0] >= end && k[0]-end <= 32) {
 				score += 3
 				break
 			}

@@ -26,6 +26,9 @@ func TestExtractOTP(t *testing.T) {
 		{"See https://example.com/docs and https://x.test/magic/login?t=1", "", "https://x.test/magic/login?t=1"},
 		{"Call 5551234567 for help", "", ""},
 		{"Your Slack code: 123-456", "123-456", ""},
+		{"483921 is your Instagram code. Don't share it.", "483921", ""},
+		{"Order #12345 shipped. Total $1999.", "", ""},
+		{"Thanks for order #55512. Your confirmation code is 7731.", "7731", ""},
 	} {
 		code, link := identity.ExtractOTP(tc.text)
 		if code != tc.code || link != tc.link {

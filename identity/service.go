@@ -45,6 +45,15 @@ type Identity struct {
 	ref string // provider handle
 }
 
+// GitEnv returns the environment that makes git author and commit as
+// this identity.
+func (id Identity) GitEnv() []string {
+	return []string{
+		"GIT_AUTHOR_NAME=" + id.Name, "GIT_AUTHOR_EMAIL=" + id.Email,
+		"GIT_COMMITTER_NAME=" + id.Name, "GIT_COMMITTER_EMAIL=" + id.Email,
+	}
+}
+
 // Live reports whether the identity has not been released.
 func (id Identity) Live() bool { return id.ReleasedAt == nil }
 

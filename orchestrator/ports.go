@@ -54,3 +54,38 @@ var (
 	_ Identities = (*identity.Service)(nil)
 	_ Sandboxes  = (*sandbox.Manager)(nil)
 )
+
+// Plan is how a run publishes its work, decided before the agent starts.
+type Plan struct {
+	// Base overrides the work item's base (e.g. a pull request's head).
+	Base string
+	// PushRemote is where the branch is pushed; "" means the task's repo.
+	PushRemote string
+	// PushBranch is the remote branch to push; "" means the task branch.
+	PushBranch string
+	// Force allows a non-fast-forward push (only for Nightshift's own branches).
+	Force bool
+	// Auth fetches and pushes (a narrowed installation token for GitHub).
+	Auth *worktree.Auth
+	// PromptContext is appended to the agent's prompt (e.g. a failing CI log excerpt).
+	PromptContext string
+}
+
+// PullRequests publishes a run's work where the task came from: it plans the
+// branches before the run and finds or creates the pull request after the
+// push. Implementations must be idempotent per task (a retried run updates
+// its pull request instead of opening another).
+type PullRequests interface {
+	Plan(ctx context.Context, item WorkItem) (Plan, error)
+	Open(ctx context.Context, item WorkItem, plan Plan, result RunResult) (url string, err error)
+}
+
+// RunResult is what a run produced, for the pull request.
+type RunResult struct {
+	Commit  string
+	Branch  string
+	Summary string
+	Diff    DiffStat
+	// Files are the changed paths.
+	Files []string
+}

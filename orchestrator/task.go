@@ -23,12 +23,12 @@ type Task struct {
 	Target     Target       `json:"target"`
 	Actor      Actor        `json:"actor"`
 	Identity   TaskIdentity `json:"identity"`
-	Commit     string       `json:"commit,omitempty"`
-	PRURL      string       `json:"pr_url,omitempty"`
+	Commit     string       `json:"commit"`
+	PRURL      string       `json:"pr_url"`
 	// Review says where the result can be reviewed: the PR URL, or for a
 	// local origin the pushed branch ("<repo>#nightshift/<id>").
 	Review    string    `json:"review,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	Error     string    `json:"error"`
 	Reason    string    `json:"reason,omitempty"`
 	SessionID string    `json:"session_id,omitempty"`
 	Usage     Usage     `json:"usage"`

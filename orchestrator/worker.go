@@ -52,6 +52,9 @@ type WorkerConfig struct {
 	Env func(agent string) map[string]string
 	// Redactor cleans every line that leaves the task. Optional.
 	Redactor Redactor
+	// PullRequests plans branches and opens pull requests. Nil: the branch
+	// is pushed to the task's repository and the run rests in review.
+	PullRequests PullRequests
 	// DrainTimeout bounds how long Run waits for running tasks on shutdown
 	// before cancelling them. Default 30s.
 	DrainTimeout time.Duration
@@ -284,9 +287,23 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	}
 	ti := TaskIdentity{ID: ident.ID, Name: ident.Name, Email: ident.Email, Phone: ident.Phone}
 
+	plan := Plan{Force: true}
+	if w.cfg.PullRequests != nil {
+		if plan, err = w.cfg.PullRequests.Plan(ctx, item); err != nil {
+			return stepErr("plan", "plan pull request: %w", err)
+		}
+	}
+	auth := repo.Auth
+	if plan.Auth != nil {
+		auth = *plan.Auth
+	}
+	base := item.Base
+	if plan.Base != "" {
+		base = plan.Base
+	}
 	progress := rep.writer(ctx, "system")
-	wt, err := w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: item.Base,
-		Branch: item.Branch, Reuse: item.FollowUp, Auth: repo.Auth}, progress)
+	wt, err := w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base,
+		Branch: item.Branch, Reuse: item.FollowUp, Auth: auth}, progress)
 	progress.Close()
 	if err != nil {
 		return stepErr("provision", "provision worktree: %w", err)
@@ -303,11 +320,11 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	for k, v := range w.cfg.Env(item.Agent) {
 		env[k] = v
 	}
-	base := sandbox.Spec{Dir: wt.Dir, ReadOnly: wt.ReadOnlyPaths, ReadOnlyInDir: wt.ProtectedGitPaths,
+	sbase := sandbox.Spec{Dir: wt.Dir, ReadOnly: wt.ReadOnlyPaths, ReadOnlyInDir: wt.ProtectedGitPaths,
 		Timeout: repo.Timeout, AllowHosts: repo.AllowHosts}
 
 	if repo.Setup != "" {
-		spec := base
+		spec := sbase
 		spec.ID = item.TaskID + "-setup"
 		spec.Command = []string{"sh", "-c", repo.Setup}
 		spec.Env = env
@@ -332,6 +349,9 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 		}
 		prompt = b.String()
 	}
+	if plan.PromptContext != "" {
+		prompt += "\n\n" + plan.PromptContext
+	}
 	inv, err := adapter.Prepare(agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Env: env})
 	if err != nil {
 		return stepErr("agent_failed", "prepare agent: %w", err)
@@ -346,7 +366,7 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	agentLog := rep.writer(ctx, "agent")
 	parser := adapter.NewParser(func(l agent.Line) { rep.line(ctx, "agent", kindPrefix(l.Kind)+l.Text) })
 	stderr := rep.writer(ctx, "agent")
-	spec := base
+	spec := sbase
 	spec.ID = fmt.Sprintf("%s-agent-%d", item.TaskID, item.Run)
 	spec.Command = inv.Argv
 	spec.Env = agentEnv
@@ -374,7 +394,7 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 
 	rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
 	if repo.Test != "" {
-		spec := base
+		spec := sbase
 		spec.ID = fmt.Sprintf("%s-test-%d", item.TaskID, item.Run)
 		spec.Command = []string{"sh", "-c", repo.Test}
 		spec.Env = env
@@ -406,8 +426,10 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	if !commit.Changed {
 		return stepErr("no_changes", "the agent made no changes")
 	}
+	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: out.Summary, Files: commit.Files}
 	if d, err := w.worktrees.Diff(ctx, wt); err == nil {
 		stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
+		result.Diff = stat
 		patch := d.Patch
 		if w.cfg.Redactor != nil {
 			patch = w.cfg.Redactor.String(patch)
@@ -423,13 +445,30 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	}
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
-	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Branch: item.Branch, Auth: repo.Auth, Force: true}); err != nil {
-		w.cfg.Metrics.pushFailed()
-		return stepErr("push_rejected", "push %s: %w", item.Branch, err)
+	pushBranch := item.Branch
+	if plan.PushBranch != "" {
+		pushBranch = plan.PushBranch
 	}
-	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), item.Branch))
-	review := item.Repo + "#" + item.Branch
-	rep.state(ctx, StateReview, "pushed", Patch{Review: &review})
+	result.Branch = pushBranch
+	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Remote: plan.PushRemote, Branch: pushBranch, Auth: auth, Force: plan.Force}); err != nil {
+		w.cfg.Metrics.pushFailed()
+		return stepErr("push_rejected", "push %s: %w", pushBranch, err)
+	}
+	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), pushBranch))
+	review := item.Repo + "#" + pushBranch
+	p := Patch{Review: &review}
+	if w.cfg.PullRequests != nil {
+		url, err := w.cfg.PullRequests.Open(ctx, item, plan, result)
+		if err != nil {
+			w.cfg.Metrics.pushFailed()
+			return stepErr("pull_request", "open pull request: %w", err)
+		}
+		if url != "" {
+			p.PRURL, p.Review = &url, &url
+			rep.line(ctx, "system", "pull request: "+url)
+		}
+	}
+	rep.state(ctx, StateReview, "pushed", p)
 	return nil
 }
 

@@ -11,9 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/nightshift/nightshift/sandbox"
 )
 
 func main() {
+	if sandbox.Reexec() { // the in-sandbox helper (loopback forwarder) exits here
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr)
 	stop()

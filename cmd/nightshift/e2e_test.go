@@ -1,0 +1,449 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+// testServer is `nightshift serve` running in-process through run().
+type testServer struct {
+	URL     string
+	DataDir string
+	cancel  context.CancelFunc
+	done    chan error
+	stderr  *syncBuffer
+}
+
+// baseEnv is the environment every in-process run gets: nothing from the
+// host but PATH and HOME (git needs them), so tests are hermetic.
+func baseEnv(t *testing.T) []string {
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "NIGHTSHIFT_VAULT_KEY=" + strings.Repeat("ab", 32)}
+}
+
+// startTestServer boots the whole server on a free port with a temp data dir
+// and the given nightshift.yaml; extra args are appended to serve's.
+func startTestServer(t *testing.T, yaml string, extra ...string) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	return startTestServerIn(t, dir, yaml, extra...)
+}
+
+func startTestServerIn(t *testing.T, dir, yaml string, extra ...string) *testServer {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "nightshift.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	os.Remove(filepath.Join(data, "serve.addr"))
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &testServer{DataDir: data, cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	args := append([]string{"nightshift", "serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--config", cfgPath}, extra...)
+	go func() { s.done <- run(ctx, args, baseEnv(t), strings.NewReader(""), &syncBuffer{}, s.stderr) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(data, "serve.addr"))
+		if err == nil && len(b) > 0 {
+			s.URL = strings.TrimSpace(string(b))
+			break
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("serve exited: %v\n%s", err, s.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start\n%s", s.stderr.String())
+		}
+	}
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+// stop shuts the server down with a drain and checks it exits cleanly.
+func (s *testServer) stop(t *testing.T) {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("serve did not stop within 60s")
+	}
+}
+
+// cli runs a client command against the server.
+func (s *testServer) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	full := append([]string{"nightshift"}, args...)
+	full = append(full, "--server", s.URL)
+	err := run(context.Background(), full, baseEnv(t), strings.NewReader(""), &out, &errb)
+	if err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
+}
+
+func (s *testServer) task(t *testing.T, id string) orchestrator.Task {
+	t.Helper()
+	var task orchestrator.Task
+	resp, err := http.Get(s.URL + "/api/v1/tasks/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return orchestrator.Task{}
+	}
+	json.NewDecoder(resp.Body).Decode(&task)
+	return task
+}
+
+// waitState polls the task until it is in one of states.
+func (s *testServer) waitState(t *testing.T, id string, timeout time.Duration, states ...orchestrator.State) orchestrator.Task {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last orchestrator.Task
+	for time.Now().Before(deadline) {
+		last = s.task(t, id)
+		for _, st := range states {
+			if last.State == st {
+				return last
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("task %s: state %q after %s, want %v (error %q)\nserver log:\n%s", id, last.State, timeout, states, last.Error, s.stderr.String())
+	return last
+}
+
+func (s *testServer) dispatch(t *testing.T, repo, agent, prompt string) string {
+	t.Helper()
+	out, err := s.cli(t, "dispatch", "--repo", repo, "--agent", agent, "--json", prompt)
+	if err != nil {
+		t.Fatalf("dispatch: %v: %s", err, out)
+	}
+	var resp struct{ ID, State string }
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.ID == "" {
+		t.Fatalf("dispatch output %q: %v", out, err)
+	}
+	return resp.ID
+}
+
+// newOrigin makes a bare repository with one commit on main.
+func newOrigin(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "origin.git")
+	work := filepath.Join(dir, "seed")
+	gitRun(t, "", "init", "-q", "--bare", "-b", "main", bare)
+	gitRun(t, "", "init", "-q", "-b", "main", work)
+	os.WriteFile(filepath.Join(work, "README.md"), []byte("# demo\n"), 0o644)
+	gitRun(t, work, "add", ".")
+	gitRun(t, work, "-c", "user.name=Seed", "-c", "user.email=seed@example.test", "commit", "-q", "-m", "init")
+	gitRun(t, work, "push", "-q", bare, "main")
+	return bare
+}
+
+func gitRun(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func gitTry(dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+const processYAML = `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+worker: {concurrency: 2}
+agents:
+  script:
+    command: ["sh", "-c", "printf '%%s' \"$NIGHTSHIFT_PROMPT\" > prompt-env.txt; cat > prompt-stdin.txt; echo more >> NOTES.md"]
+  fail:
+    command: ["sh", "-c", "echo about to fail; exit 3"]
+  slow:
+    command: ["sh", "-c", "sleep 1000 & echo $! > child.pid; echo $$ > agent.pid; wait"]
+repos:
+  - match: "*"
+    test: %s
+    timeout: %s
+`
+
+func yamlWith(test, timeout string) string { return fmt.Sprintf(processYAML, strconv.Quote(test), timeout) }
+
+func TestBootDispatchToReview(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("test -f NOTES.md", "2m"))
+	origin := newOrigin(t)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(s.URL + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %v", path, resp.StatusCode, err)
+		}
+		resp.Body.Close()
+	}
+	id := s.dispatch(t, origin, "script", "add a note")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateReview {
+		t.Fatalf("task failed: %s", task.Error)
+	}
+	if task.Branch != "nightshift/"+id || task.Commit == "" || task.Identity.Email == "" || task.Review == "" {
+		t.Fatalf("task JSON incomplete: %+v", task)
+	}
+	for _, field := range []string{`"id"`, `"state"`, `"repo"`, `"base"`, `"branch"`, `"agent"`, `"prompt"`, `"identity"`, `"commit"`, `"pr_url"`, `"error"`, `"created_at"`, `"updated_at"`} {
+		out, _ := s.cli(t, "tasks", "show", id, "--json")
+		if !strings.Contains(out, field) {
+			t.Errorf("task JSON lacks %s: %s", field, out)
+		}
+	}
+	// The pushed branch: one commit on top of main, authored and committed by
+	// the task identity, with the trailer, and exactly the agent's change.
+	ref := "refs/heads/nightshift/" + id
+	if got := gitRun(t, origin, "rev-parse", ref); got != task.Commit {
+		t.Fatalf("origin %s = %s, task commit %s", ref, got, task.Commit)
+	}
+	if n := gitRun(t, origin, "rev-list", "--count", "main.."+ref); n != "1" {
+		t.Fatalf("%s commits on the branch, want 1", n)
+	}
+	who := gitRun(t, origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", ref)
+	wantWho := fmt.Sprintf("%s <%s>", task.Identity.Name, task.Identity.Email)
+	if who != wantWho+"|"+wantWho || !strings.HasPrefix(task.Identity.Name, "agent-") || !strings.HasSuffix(task.Identity.Email, "@agents.localhost") {
+		t.Fatalf("author|committer = %q, want identity %q", who, wantWho)
+	}
+	if msg := gitRun(t, origin, "log", "-1", "--format=%B", ref); !strings.Contains(msg, "Nightshift-Task: "+id) {
+		t.Fatalf("commit message lacks trailer:\n%s", msg)
+	}
+	files := gitRun(t, origin, "diff", "--name-only", "main", ref)
+	if files != "NOTES.md\nprompt-env.txt\nprompt-stdin.txt" {
+		t.Fatalf("changed files:\n%s", files)
+	}
+	if got := gitRun(t, origin, "show", ref+":NOTES.md"); got != "more" {
+		t.Fatalf("NOTES.md = %q", got)
+	}
+	// The prompt reached the agent in $NIGHTSHIFT_PROMPT and on stdin.
+	if got := gitRun(t, origin, "show", ref+":prompt-env.txt"); got != "add a note" {
+		t.Fatalf("prompt in env = %q", got)
+	}
+	if got := gitRun(t, origin, "show", ref+":prompt-stdin.txt"); got != "add a note" {
+		t.Fatalf("prompt on stdin = %q", got)
+	}
+	// Every transition is stored, in order.
+	var trs struct{ Transitions []orchestrator.Transition }
+	resp, err := http.Get(s.URL + "/api/v1/tasks/" + id + "/transitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&trs)
+	resp.Body.Close()
+	var seq []string
+	for _, tr := range trs.Transitions {
+		seq = append(seq, string(tr.To))
+	}
+	if got := strings.Join(seq, ","); got != "queued,provisioning,running,testing,pushing,review" {
+		t.Fatalf("transitions = %s", got)
+	}
+	// ... and published: the task's event stream replays them.
+	out, err := s.cli(t, "tasks", "logs", id, "-f")
+	if err != nil {
+		t.Fatalf("logs -f: %v\n%s", err, out)
+	}
+	for _, st := range []string{"==> queued", "==> provisioning", "==> running", "==> testing", "==> pushing", "==> review"} {
+		if !strings.Contains(out, st) {
+			t.Errorf("followed log lacks %q:\n%s", st, out)
+		}
+	}
+	// The CLI shows the same task and the diff.
+	if out, err := s.cli(t, "tasks", "ls"); err != nil || !strings.Contains(out, id) {
+		t.Fatalf("tasks ls: %v\n%s", err, out)
+	}
+	if out, err := s.cli(t, "tasks", "diff", id); err != nil || !strings.Contains(out, "+more") {
+		t.Fatalf("tasks diff: %v\n%s", err, out)
+	}
+	if out, err := s.cli(t, "tasks", "logs", id); err != nil || !strings.Contains(out, "pushed") {
+		t.Fatalf("tasks logs: %v\n%s", err, out)
+	}
+}
+
+func TestFailingAgentPushesNothing(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("true", "2m"))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "fail", "break things")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
+	if task.State != orchestrator.StateFailed || !strings.Contains(task.Error, "exit 3") || task.Reason != "agent_failed" {
+		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
+	}
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal("a failed task pushed its branch")
+	}
+	out, _ := s.cli(t, "tasks", "logs", id)
+	if !strings.Contains(out, "about to fail") || !strings.Contains(out, "exit 3") {
+		t.Fatalf("logs lack the agent output and the reason:\n%s", out)
+	}
+}
+
+func TestFailingTestsPushNothing(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("echo tests are red; exit 1", "2m"))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "script", "add a note")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
+	if task.State != orchestrator.StateFailed || task.Reason != "tests_failed" {
+		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
+	}
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal("a task with failing tests pushed its branch")
+	}
+	if out, _ := s.cli(t, "tasks", "logs", id); !strings.Contains(out, "tests are red") {
+		t.Fatalf("logs lack the test output:\n%s", out)
+	}
+}
+
+// pidAlive reports whether pid exists (and is not a zombie we could reap).
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// state is the field after the parenthesized command
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func readPID(t *testing.T, path string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no pid in %s after %s", path, timeout)
+	return 0
+}
+
+func waitGone(t *testing.T, pid int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("%s (pid %d) still alive", what, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAgentTimeoutKillsChildren(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("true", "2s"))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "slow", "take forever")
+	child := readPID(t, filepath.Join(s.DataDir, "tasks", id, "work", "child.pid"), 30*time.Second)
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
+	if task.State != orchestrator.StateFailed || task.Reason != "timed_out" {
+		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
+	}
+	waitGone(t, child, "the agent's child")
+}
+
+func TestCancelMidRun(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("true", "10m"))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "slow", "take forever")
+	dir := filepath.Join(s.DataDir, "tasks", id, "work")
+	agentPID := readPID(t, filepath.Join(dir, "agent.pid"), 30*time.Second)
+	child := readPID(t, filepath.Join(dir, "child.pid"), 30*time.Second)
+	s.waitState(t, id, 30*time.Second, orchestrator.StateRunning)
+	if out, err := s.cli(t, "tasks", "cancel", id); err != nil {
+		t.Fatalf("cancel: %v\n%s", err, out)
+	}
+	task := s.waitState(t, id, 30*time.Second, orchestrator.StateCancelled, orchestrator.StateFailed)
+	if task.State != orchestrator.StateCancelled {
+		t.Fatalf("state %s error %q", task.State, task.Error)
+	}
+	waitGone(t, agentPID, "the agent")
+	waitGone(t, child, "the agent's child")
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal("a cancelled task pushed its branch")
+	}
+	// Cancelling again is refused clearly? A cancelled task may be retried.
+	if out, err := s.cli(t, "tasks", "retry", id); err != nil {
+		t.Fatalf("retry: %v\n%s", err, out)
+	}
+	s.waitState(t, id, 30*time.Second, orchestrator.StateProvisioning, orchestrator.StateRunning)
+	s.cli(t, "tasks", "cancel", id)
+	s.waitState(t, id, 30*time.Second, orchestrator.StateCancelled)
+}
+
+func TestInvalidConfigKeyIsNamed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nightshift.yaml")
+	os.WriteFile(cfg, []byte("sandbox:\n  drivr: process\n"), 0o600)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"nightshift", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "d"), "--listen", "127.0.0.1:0"},
+		baseEnv(t), strings.NewReader(""), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "sandbox.drivr") {
+		t.Fatalf("want an error naming sandbox.drivr, got %v", err)
+	}
+	if code := exitCode(err, &errb); code != 1 {
+		t.Fatalf("exit code %d", code)
+	}
+	err = run(context.Background(), []string{"nightshift", "serve", "--role", "everything"}, baseEnv(t), strings.NewReader(""), &out, &errb)
+	var u *usageError
+	if !errors.As(err, &u) {
+		t.Fatalf("bad flag value: want a usage error, got %v", err)
+	}
+}
+
+func TestClientErrorsAreClear(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"nightshift", "tasks", "ls", "--server", "http://127.0.0.1:1"}, baseEnv(t), strings.NewReader(""), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the nightshift server") {
+		t.Fatalf("server down: %v", err)
+	}
+	err = run(context.Background(), []string{"nightshift", "dispatch", "--repo", "/x"}, baseEnv(t), strings.NewReader(""), &out, &errb)
+	if code := exitCode(err, &errb); code != 2 {
+		t.Fatalf("missing prompt: exit %d (%v)", code, err)
+	}
+}
