@@ -201,7 +201,9 @@ repos:
     timeout: %s
 `
 
-func yamlWith(test, timeout string) string { return fmt.Sprintf(processYAML, strconv.Quote(test), timeout) }
+func yamlWith(test, timeout string) string {
+	return fmt.Sprintf(processYAML, strconv.Quote(test), timeout)
+}
 
 func TestBootDispatchToReview(t *testing.T) {
 	t.Parallel()
