@@ -131,6 +131,12 @@ func EnvKey(value string) KeySource { return envKey(value) }
 
 type envKey string
 
+// String and LogValue keep the key out of logs and error messages.
+func (k envKey) String() string         { return "EnvKey(REDACTED)" }
+func (k envKey) LogValue() slog.Value   { return slog.StringValue(k.String()) }
+func (k *passKey) String() string       { return "PassphraseKey(REDACTED, " + k.saltPath + ")" }
+func (k *passKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
 func (k envKey) RootKey(ctx context.Context) ([]byte, error) {
 	key, err := decodeKey(strings.TrimSpace(string(k)))
 	if err != nil {

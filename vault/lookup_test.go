@@ -88,3 +88,41 @@ func TestValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupAll(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	for _, s := range []struct{ name, scope, val string }{
+		{"A_KEY", "global", "a-global"},
+		{"A_KEY", "task:T1", "a-task"},
+		{"B_KEY", "repo:github.com/acme/*", "b-repo"},
+		{"C_KEY", "agent:codex", "c-other-agent"},
+		{"D_KEY", "task:T2", "d-other-task"},
+	} {
+		if _, err := f.v.Set(ctx, op, s.name, s.scope, []byte(s.val)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	task := vault.Actor{Kind: vault.ActorTask, ID: "T1"}
+	got, err := f.v.LookupAll(ctx, task, vault.ScopesFor("T1", "claude", "github.com/acme/api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got["A_KEY"].Value) != "a-task" || got["A_KEY"].Scope != "task:T1" || string(got["B_KEY"].Value) != "b-repo" {
+		t.Fatalf("got %+v", got)
+	}
+	entries, err := f.v.AuditLog(ctx, op, vault.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	for _, e := range entries {
+		if e.Action == "lookup" && e.ActorID == "T1" {
+			reads++
+		}
+	}
+	if reads != 2 {
+		t.Fatalf("want 2 audited reads, got %d", reads)
+	}
+}

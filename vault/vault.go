@@ -448,22 +448,45 @@ func (v *Vault) Get(ctx context.Context, actor Actor, name, scope string) ([]byt
 // GetVersion returns version of name in scope; version 0 means the latest
 // live one. A destroyed or missing version is ErrNotFound.
 func (v *Vault) GetVersion(ctx context.Context, actor Actor, name, scope string, version int) ([]byte, error) {
+	s, err := v.Read(ctx, actor, name, scope, version)
+	return s.Value, err
+}
+
+// Secret is one decrypted version. It logs as REDACTED.
+type Secret struct {
+	Name    string
+	Scope   string
+	Version int
+	Value   []byte
+}
+
+// LogValue keeps the value out of logs.
+func (s Secret) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", s.Name), slog.String("scope", s.Scope), slog.Int("version", s.Version), slog.String("value", "REDACTED"))
+}
+
+// Read is GetVersion that also reports which version it returned.
+func (v *Vault) Read(ctx context.Context, actor Actor, name, scope string, version int) (Secret, error) {
 	if err := actor.validate(); err != nil {
-		return nil, err
+		return Secret{}, err
 	}
 	if err := ValidateName(name); err != nil {
-		return nil, err
+		return Secret{}, err
 	}
 	if err := ValidateScope(scope); err != nil {
-		return nil, err
+		return Secret{}, err
+	}
+	if version < 0 {
+		return Secret{}, fmt.Errorf("vault: negative version %d", version)
 	}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
-	var value []byte
+	out := Secret{Name: name, Scope: scope}
 	var opErr error
 	err := v.writeTx(ctx, func(c *sql.Conn) error {
 		rec := auditRecord{actor: actor, action: "get", name: name, scope: scope, version: version}
-		value, rec.version, opErr = v.read(ctx, c, name, scope, version)
+		out.Value, rec.version, opErr = v.read(ctx, c, name, scope, version)
+		out.Version = rec.version
 		rec.outcome = outcomeOf(opErr)
 		if rec.outcome == "error" {
 			return opErr
@@ -471,9 +494,86 @@ func (v *Vault) GetVersion(ctx context.Context, actor Actor, name, scope string,
 		return v.appendAudit(ctx, c, rec)
 	})
 	if err != nil {
+		return Secret{}, err
+	}
+	if opErr != nil {
+		return Secret{}, opErr
+	}
+	return out, nil
+}
+
+// LookupAll returns every secret visible through scopes (see Lookup), each
+// from its most specific scope, keyed by name: what a task with those
+// scopes may read, e.g. to inject it or to build its Redactor. Each value
+// read is audited.
+func (v *Vault) LookupAll(ctx context.Context, actor Actor, scopes []string) (map[string]Secret, error) {
+	if err := actor.validate(); err != nil {
 		return nil, err
 	}
-	return value, opErr
+	for _, s := range scopes {
+		if err := ValidateScope(s); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := v.timeout(ctx)
+	defer cancel()
+	out := map[string]Secret{}
+	var opErr error
+	err := v.writeTx(ctx, func(c *sql.Conn) error {
+		rows, err := c.QueryContext(ctx, `SELECT DISTINCT name, scope FROM vault_secrets WHERE destroyed_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		live := map[string]map[string]bool{}
+		for rows.Next() {
+			var n, s string
+			if err := rows.Scan(&n, &s); err != nil {
+				rows.Close()
+				return err
+			}
+			if live[n] == nil {
+				live[n] = map[string]bool{}
+			}
+			live[n][s] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		names := make([]string, 0, len(live))
+		for n := range live {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			scope := pickScope(live[n], scopes)
+			if scope == "" {
+				continue
+			}
+			val, ver, err := v.read(ctx, c, n, scope, 0)
+			rec := auditRecord{actor: actor, action: "lookup", name: n, scope: scope, version: ver, outcome: outcomeOf(err), detail: "lookup all"}
+			if rec.outcome == "error" {
+				return err
+			}
+			if aerr := v.appendAudit(ctx, c, rec); aerr != nil {
+				return aerr
+			}
+			if err != nil {
+				// An integrity failure: audited (commit), then refused as a whole.
+				opErr = err
+				return nil
+			}
+			out[n] = Secret{Name: n, Scope: scope, Version: ver, Value: val}
+		}
+		return nil
+	})
+	if err == nil {
+		err = opErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Lookup returns the value of name from the first scope in scopes that has
@@ -796,6 +896,9 @@ func (v *Vault) List(ctx context.Context, actor Actor) ([]Info, error) {
 	}
 	return out, nil
 }
+
+// LogValue keeps key material out of logs.
+func (v *Vault) LogValue() slog.Value { return slog.StringValue("vault(REDACTED)") }
 
 // ConfigActor is the actor recorded for configuration references.
 var ConfigActor = Actor{Kind: ActorSystem, ID: "config"}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 	"github.com/nightshift/nightshift/vault"
 )
 
-func openDB(t *testing.T, path string) *sql.DB {
+func openDB(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)")
 	if err != nil {
@@ -47,6 +48,16 @@ func (f *fixture) open(t *testing.T) *vault.Vault {
 	v, err := vault.Open(context.Background(), f.db, f.keys, vault.Config{})
 	if err != nil {
 		t.Fatalf("open: %v", err)
+	}
+	return v
+}
+
+func mustOpen(tb testing.TB, f *fixture) *vault.Vault {
+	tb.Helper()
+	f.keys = vault.EnvKey(strings.Repeat("42", 32))
+	v, err := vault.Open(context.Background(), f.db, f.keys, vault.Config{})
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return v
 }

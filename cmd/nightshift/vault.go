@@ -144,12 +144,13 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		}
 		fmt.Fprintf(a.stdout, "%s (%s) version %d\n", pos[0], *scope, ver)
 	case "get":
-		val, err := v.GetVersion(ctx, actor, pos[0], *scope, *version)
+		sec, err := v.Read(ctx, actor, pos[0], *scope, *version)
 		if err != nil {
 			return err
 		}
+		val := sec.Value
 		if *jsonOut {
-			return vaultWriteJSON(a.stdout, map[string]any{"name": pos[0], "scope": *scope, "version": *version, "value": string(val)})
+			return vaultWriteJSON(a.stdout, map[string]any{"name": sec.Name, "scope": sec.Scope, "version": sec.Version, "value": string(val)})
 		}
 		a.stdout.Write(val)
 		if !*raw && (len(val) == 0 || val[len(val)-1] != '\n') {
