@@ -85,13 +85,19 @@ func Run(t *testing.T, h Harness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch, stop := p.Watch(acct)
-		defer stop()
-		h.Deliver(t, p, acct, identity.KindEmail, "wake", "wake up 123456")
-		select {
-		case <-ch:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Watch channel not closed after delivery")
+		kinds := []identity.MessageKind{identity.KindEmail}
+		if h.SMS {
+			kinds = append(kinds, identity.KindSMS)
+		}
+		for _, kind := range kinds {
+			ch, stop := p.Watch(acct)
+			h.Deliver(t, p, acct, kind, "wake", "wake up 123456")
+			select {
+			case <-ch:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Watch channel not closed after %s delivery", kind)
+			}
+			stop()
 		}
 	})
 	t.Run("ReleaseTwiceAndReprovision", func(t *testing.T) {
