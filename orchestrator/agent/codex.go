@@ -138,6 +138,7 @@ type codexParser struct {
 	lastText  string
 	completed bool
 	failed    string
+	lastErr   string
 }
 
 func (p *codexParser) Write(b []byte) (int, error) { return p.lines.Write(b) }
@@ -205,8 +206,11 @@ func (p *codexParser) line(s string) {
 			msg = ev.Error.Message
 		}
 		p.failed = msg
-		p.emit(Line{Kind: KindError, Text: "codex: " + msg})
+		if msg != p.lastErr { // codex reports the failure as an error event first
+			p.emit(Line{Kind: KindError, Text: "codex: " + msg})
+		}
 	case "error":
+		p.lastErr = ev.Message
 		p.emit(Line{Kind: KindError, Text: "codex: " + ev.Message})
 	case "item.started":
 		if ev.Item != nil {

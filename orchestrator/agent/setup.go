@@ -28,7 +28,9 @@ var ErrBadSetup = errors.New("agent: bad setup file")
 // in order, each an argv to run with dir as the working directory:
 //
 //  1. configured, the repo's `setup` from nightshift.yaml, as `sh -c configured`;
+//
 //  2. .nightshift/setup.sh, run directly when executable, else with sh;
+//
 //  3. the setup commands of the first worktree config found, the format
 //     shared by Cursor (.cursor/worktrees.json) and 1Code
 //     (.1code/worktree.json, which also reads Cursor's file first):

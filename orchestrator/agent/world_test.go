@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"io/fs"
 	"net"
 	"net/http"
@@ -27,6 +28,8 @@ import (
 	"github.com/nightshift/nightshift/sandbox/bwrap"
 	"github.com/nightshift/nightshift/sandbox/process"
 )
+
+var record = flag.Bool("record", false, "write each agent run's stdout to testdata/<test>.stdout")
 
 // world is everything an agent run talks to: a scripted model server
 // behind the real gateway (with a random canary as the real API key), an MCP
@@ -244,6 +247,12 @@ func (w *world) runSandboxed(ctx context.Context, a agent.Adapter, req agent.Req
 	r.res, r.exit = res, res.ExitCode
 	r.outcome = p.Outcome(res.ExitCode)
 	r.stdout, r.stderr = stdout.String(), stderr.String()
+	if *record {
+		name := filepath.Join("testdata", strings.ReplaceAll(t.Name(), "/", "_")+".stdout")
+		if err := os.WriteFile(name, []byte(r.stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return r
 }
 

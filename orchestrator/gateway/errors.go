@@ -14,14 +14,12 @@ const (
 	errUpstream
 )
 
-// budgetStatus is the status of a budget refusal: Anthropic answers an
-// exhausted credit balance with 400 invalid_request_error, OpenAI with 429
-// insufficient_quota; neither is retried by Claude Code or Codex.
+// budgetStatus is the status of a budget refusal: 400 invalid_request_error
+// (what Anthropic answers for an exhausted credit balance). Neither Claude
+// Code nor Codex retries a 400, and both show the message; Codex replaces
+// the message of a 429 insufficient_quota with its own, so that is not used.
 func budgetStatus(provider string) int {
-	if provider == "anthropic" {
-		return http.StatusBadRequest
-	}
-	return http.StatusTooManyRequests
+	return http.StatusBadRequest
 }
 
 // writeError answers in the provider's error format. It is the one place
@@ -34,8 +32,8 @@ func writeError(w http.ResponseWriter, provider string, status, class int, msg s
 		body = map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": msg}}
 	} else {
 		typ := map[int]string{errNotFound: "invalid_request_error", errAuth: "invalid_request_error",
-			errBudget: "insufficient_quota", errInvalid: "invalid_request_error", errUpstream: "server_error"}[class]
-		code := map[int]any{errAuth: "invalid_api_key", errBudget: "insufficient_quota"}[class]
+			errBudget: "invalid_request_error", errInvalid: "invalid_request_error", errUpstream: "server_error"}[class]
+		code := map[int]any{errAuth: "invalid_api_key", errBudget: "budget_exceeded"}[class]
 		body = map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": code}}
 	}
 	b, _ := json.Marshal(body)

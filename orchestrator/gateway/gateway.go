@@ -20,11 +20,13 @@
 //     client abandoned (the tokens the upstream reported so far count).
 //   - Hooks fire at most once per Register: OnSoftLimit when usage first
 //     reaches SoftFraction of a limit, OnHardLimit when it first reaches the
-//     limit. From then on every request of the task is refused with an error
-//     in the provider's format (Anthropic 400 invalid_request_error, OpenAI
-//     429 insufficient_quota; both are not retried by the CLIs).
-//   - Hooks run on the request goroutine after the response is complete and
-//     without locks held; they must not block for long.
+//     limit. From then on every request of the task is refused with 400 and
+//     an invalid_request_error in the provider's format (code
+//     budget_exceeded for OpenAI); the CLIs do not retry it.
+//   - A response is charged before its last bytes reach the agent (see
+//     ServeHTTP), so Usage is current when the agent has the answer, and
+//     hooks run before the agent can act on it. Hooks run on the request
+//     goroutine without locks held; they must not block for long.
 package gateway
 
 import (
@@ -480,42 +482,80 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 
+	// Usage is charged (and the hooks run) before the last bytes of the
+	// response reach the agent: SSE streams are charged when their final
+	// event (message_stop, response.completed, [DONE]) passes through, other
+	// bodies are read whole first. A budget's hard-limit hook therefore runs
+	// before the agent can act on the answer that exhausted it.
 	m := newMeter(provider, resp.Header.Get("Content-Type"))
 	rec := &capped{max: g.cfg.MaxTranscriptBytes}
-	buf := make([]byte, 32<<10)
-	var copyErr error
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
-			if resp.StatusCode < 300 {
-				m.Write(chunk)
+	var used Usage
+	charged := false
+	finish := func() {
+		if charged {
+			return
+		}
+		charged = true
+		used = Usage{Requests: 1}
+		if resp.StatusCode < 300 {
+			tu := m.usage()
+			if tu.model == "" {
+				tu.model = model
 			}
-			rec.Write(chunk)
-			if _, werr := w.Write(chunk); werr != nil {
-				copyErr = werr
+			used = Usage{InputTokens: tu.input + tu.cacheRead + tu.cacheWrite, OutputTokens: tu.output,
+				CostUSD: g.cost(tu), Requests: 1}
+		}
+		g.charge(t, used)
+	}
+	var copyErr error
+	write := func(chunk []byte) bool {
+		rec.Write(chunk)
+		if _, err := w.Write(chunk); err != nil {
+			copyErr = err
+			return false
+		}
+		_ = rc.Flush()
+		return true
+	}
+	if !m.sse {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxMeterBody))
+		if err != nil {
+			copyErr = err
+		}
+		if resp.StatusCode < 300 {
+			m.Write(body)
+		}
+		finish()
+		if write(body) && copyErr == nil {
+			if _, err := io.Copy(w, resp.Body); err != nil { // beyond the meter's limit: pass through
+				copyErr = err
+			}
+		}
+	} else {
+		buf := make([]byte, 32<<10)
+		for {
+			n, rerr := resp.Body.Read(buf)
+			if n > 0 {
+				chunk := buf[:n]
+				if resp.StatusCode < 300 {
+					m.Write(chunk)
+				}
+				if m.done {
+					finish()
+				}
+				if !write(chunk) {
+					break
+				}
+			}
+			if rerr != nil {
+				if rerr != io.EOF {
+					copyErr = rerr
+				}
 				break
 			}
-			_ = rc.Flush()
-		}
-		if rerr != nil {
-			if rerr != io.EOF {
-				copyErr = rerr
-			}
-			break
 		}
 	}
-	var used Usage
-	if resp.StatusCode < 300 {
-		tu := m.usage()
-		if tu.model == "" {
-			tu.model = model
-		}
-		used = Usage{InputTokens: tu.input + tu.cacheRead + tu.cacheWrite, OutputTokens: tu.output,
-			CostUSD: g.cost(tu), Requests: 1}
-	} else {
-		used = Usage{Requests: 1}
-	}
+	finish()
 	g.metrics.request(provider, resp.StatusCode)
 	g.metrics.usage(provider, used)
 	g.metrics.duration(provider, g.cfg.Clock().Sub(start))
@@ -528,7 +568,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if copyErr != nil {
 		ex.Error = "stream interrupted: " + redactErr(copyErr, key)
 	}
-	g.charge(t, used)
 	g.store(t, ex, token, key)
 }
 

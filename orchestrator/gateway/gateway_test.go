@@ -269,7 +269,7 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("4: %d %s", code, body)
 	}
 	resp, body := post(t, e.srv.URL+"/openai/responses", tok, "bearer", map[string]any{"model": "gpt-5"})
-	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, `"insufficient_quota"`) {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"budget_exceeded"`) {
 		t.Fatalf("openai refusal: %d %s", resp.StatusCode, body)
 	}
 	if soft.Load() != 1 || hard.Load() != 1 {

@@ -26,6 +26,8 @@ type meter struct {
 	line     []byte
 	body     bytes.Buffer // non-SSE bodies, up to maxMeterBody
 	t        tokens
+	// done is set when an SSE stream's final event has been seen.
+	done bool
 }
 
 const maxMeterBody = 32 << 20
@@ -61,6 +63,10 @@ func (m *meter) sseLine(l []byte) {
 		return
 	}
 	data = bytes.TrimSpace(data)
+	if string(data) == "[DONE]" {
+		m.done = true
+		return
+	}
 	if len(data) == 0 || data[0] != '{' {
 		return
 	}
@@ -100,6 +106,10 @@ func (m *meter) event(data []byte) {
 	var ev eventJSON
 	if json.Unmarshal(data, &ev) != nil {
 		return
+	}
+	switch ev.Type {
+	case "message_stop", "response.completed", "response.failed", "response.incomplete", "error":
+		m.done = true
 	}
 	switch {
 	case ev.Type == "message_start" && ev.Message != nil:
