@@ -2,6 +2,8 @@ package bwrap_test
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/nightshift/nightshift/sandbox"
@@ -36,4 +38,29 @@ func TestConformancePrlimit(t *testing.T) {
 		}
 		return d
 	}, sandboxtest.Options{Isolated: true})
+}
+
+func TestEscape(t *testing.T) {
+	escape(t, newDriver(t).(*bwrap.Driver))
+}
+
+func TestEscapePrlimit(t *testing.T) {
+	newDriver(t)
+	d, err := bwrap.New(bwrap.Config{DisableCgroups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	escape(t, d)
+}
+
+func escape(t *testing.T, d *bwrap.Driver) {
+	opts := sandboxtest.EscapeOptions{}
+	if strings.HasPrefix(d.Mode(), "prlimit") && os.Geteuid() == 0 {
+		opts.Missing = map[string]string{"fork_bomb": "cgroup pids controller (RLIMIT_NPROC does not bind host uid 0)"}
+	}
+	if strings.HasPrefix(d.Mode(), "prlimit") {
+		opts.MemoryLimit = 600 << 20
+	}
+	t.Logf("limits via %s", d.Mode())
+	sandboxtest.Escape(t, func(*testing.T) sandbox.Driver { return d }, opts)
 }

@@ -25,8 +25,11 @@ const ProbeTool = "nsprobe"
 // otherwise runs the tests.
 func Main(m *testing.M) {
 	sandbox.Reexec()
-	if filepath.Base(os.Args[0]) == ProbeTool {
+	switch filepath.Base(os.Args[0]) {
+	case ProbeTool:
 		os.Exit(probe(os.Args[1:]))
+	case EscapeTool:
+		os.Exit(escapeProbe(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }
