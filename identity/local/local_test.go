@@ -291,3 +291,34 @@ func TestSMSWebhook(t *testing.T) {
 		t.Errorf("oversized sms: %d", resp.StatusCode)
 	}
 }
+
+// TestSMSSignatureURLVariants accepts a signature over the configured
+// public URL with or without the default port, and nothing else.
+func TestSMSSignatureURLVariants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := start(t, local.Config{PhonePool: []string{"+15550000077"}, SMSWebhookURL: "https://ns.example.com/hooks/sms"})
+	acct, err := e.p.Provision(ctx, identity.ProvisionRequest{IdentityID: "ID1", Name: "agent-port"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for signed, want := range map[string]int{
+		"https://ns.example.com/hooks/sms":      200,
+		"https://ns.example.com:443/hooks/sms":  200,
+		"https://ns.example.com:8443/hooks/sms": 401,
+		e.sms.URL + "/hooks/sms":                401, // the internal URL is not what Twilio signed
+	} {
+		form := url.Values{"From": {"+1555"}, "To": {acct.Phone}, "Body": {"hi " + signed}}
+		req, _ := http.NewRequest(http.MethodPost, e.sms.URL+"/hooks/sms", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Twilio-Signature", local.TwilioSignature(authToken, signed, form))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("signed over %s: status %d, want %d", signed, resp.StatusCode, want)
+		}
+	}
+}

@@ -39,7 +39,7 @@ func (p *Provider) serveSMS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !p.cfg.AllowUnsignedSMS {
-		if p.cfg.TwilioAuthToken == "" || !ValidTwilioSignature(p.cfg.TwilioAuthToken, r.Header.Get("X-Twilio-Signature"), p.webhookURL(r), r.PostForm) {
+		if p.cfg.TwilioAuthToken == "" || !p.validSignature(r) {
 			http.Error(w, "missing or bad X-Twilio-Signature", http.StatusUnauthorized)
 			return
 		}
@@ -67,6 +67,31 @@ func (p *Provider) serveSMS(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/xml")
 	_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Response></Response>`))
+}
+
+// validSignature checks the request's signature against the webhook URL,
+// also with the default port added or removed, as Twilio's own libraries
+// do (the port Twilio signs depends on how the URL was configured).
+func (p *Provider) validSignature(r *http.Request) bool {
+	sig := r.Header.Get("X-Twilio-Signature")
+	u := p.webhookURL(r)
+	if ValidTwilioSignature(p.cfg.TwilioAuthToken, sig, u, r.PostForm) {
+		return true
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	def := map[string]string{"http": "80", "https": "443"}[pu.Scheme]
+	switch {
+	case pu.Port() == "" && def != "":
+		pu.Host += ":" + def
+	case pu.Port() == def:
+		pu.Host = pu.Hostname()
+	default:
+		return false
+	}
+	return ValidTwilioSignature(p.cfg.TwilioAuthToken, sig, pu.String(), r.PostForm)
 }
 
 // webhookURL is the URL Twilio signed: the configured one, or the request's

@@ -202,10 +202,18 @@ type SMSMessage struct {
 }
 
 // Provision creates a Ravi identity named req.Name whose email local part
-// is the name.
+// is the name, or an address Ravi generates when that local part is taken.
 func (p *Provider) Provision(ctx context.Context, req identity.ProvisionRequest) (identity.Account, error) {
 	var out Identity
-	if err := p.do(ctx, http.MethodPost, "/api/identities/", nil, map[string]string{"name": req.Name, "email": req.Name}, &out); err != nil {
+	err := p.do(ctx, http.MethodPost, "/api/identities/", nil, map[string]string{"name": req.Name, "email": req.Name}, &out)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && (apiErr.Status == http.StatusBadRequest || apiErr.Status == http.StatusConflict) {
+		// The local part is taken on Ravi's shared domain: let Ravi pick one.
+		p.log.InfoContext(ctx, "ravi email local part taken; using a generated address", "name", req.Name)
+		out = Identity{}
+		err = p.do(ctx, http.MethodPost, "/api/identities/", nil, map[string]string{"name": req.Name}, &out)
+	}
+	if err != nil {
 		return identity.Account{}, fmt.Errorf("ravi: create identity %s: %w", req.Name, err)
 	}
 	if out.UUID == "" {

@@ -68,8 +68,18 @@ func (f *fakeRavi) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.nextID++
+		local := req.Email
+		if local == "" {
+			local = fmt.Sprintf("gen%d", f.nextID)
+		}
+		for _, other := range f.ids {
+			if other.Email == local+"@raviapp.test" || (local == "taken-elsewhere") {
+				writeJSON(w, 400, map[string]string{"detail": "email: this address is already in use"})
+				return
+			}
+		}
 		id := ravi.Identity{UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", f.nextID), Name: req.Name,
-			Email: req.Email + "@raviapp.test", Phone: fmt.Sprintf("+1555000%04d", f.nextID), CreatedDt: time.Now().UTC().Format(time.RFC3339)}
+			Email: local + "@raviapp.test", Phone: fmt.Sprintf("+1555000%04d", f.nextID), CreatedDt: time.Now().UTC().Format(time.RFC3339)}
 		f.ids[id.UUID] = id
 		writeJSON(w, 201, id)
 	case r.Method == http.MethodDelete && strings.HasPrefix(path, "/api/identities/"):
@@ -213,6 +223,20 @@ func TestReleaseDeletesAndOTP(t *testing.T) {
 	f.mu.Unlock()
 	if len(deleted) != 1 || deleted[0] != acct.Ref {
 		t.Fatalf("deleted %v", deleted)
+	}
+}
+
+func TestTakenLocalPart(t *testing.T) {
+	t.Parallel()
+	f, srv := newFake(t)
+	f.ids["x"] = ravi.Identity{UUID: "x", Email: "dummy@raviapp.test"}
+	p := newProvider(t, srv.URL)
+	acct, err := p.Provision(context.Background(), identity.ProvisionRequest{IdentityID: "I1", Name: "taken-elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(acct.Email, "gen") || acct.Name != "taken-elsewhere" {
+		t.Fatalf("account %+v", acct)
 	}
 }
 
