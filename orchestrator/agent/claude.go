@@ -120,6 +120,7 @@ type claudeParser struct {
 	gotResult bool
 	isError   bool
 	errMsg    string
+	lastErr   string // text of the last synthetic (API error) message
 }
 
 func (p *claudeParser) Write(b []byte) (int, error) { return p.lines.Write(b) }
@@ -145,8 +146,10 @@ type claudeEvent struct {
 		Status string `json:"status"`
 	} `json:"mcp_servers"`
 	Message *struct {
+		Model   string          `json:"model"`
 		Content json.RawMessage `json:"content"`
 	} `json:"message"`
+	TerminalReason string `json:"terminal_reason"`
 	ParentToolUseID *string `json:"parent_tool_use_id"`
 	// result
 	IsError      bool     `json:"is_error"`
@@ -192,10 +195,17 @@ func (p *claudeParser) line(s string) {
 		}
 		p.emit(Line{Kind: KindSystem, Text: txt})
 	case "assistant":
+		// Claude Code reports API failures as a synthetic assistant message.
+		synthetic := ev.Message != nil && ev.Message.Model == "<synthetic>"
 		for _, b := range ev.blocks() {
 			switch b.Type {
 			case "text":
 				if strings.TrimSpace(b.Text) == "" {
+					continue
+				}
+				if synthetic {
+					p.lastErr = b.Text
+					p.emit(Line{Kind: KindError, Text: b.Text})
 					continue
 				}
 				if ev.ParentToolUseID == nil {
@@ -219,8 +229,10 @@ func (p *claudeParser) line(s string) {
 		}
 	case "result":
 		p.gotResult = true
-		p.summary = ev.Result
 		p.isError = ev.IsError || (ev.Subtype != "" && ev.Subtype != "success")
+		if !p.isError {
+			p.summary = ev.Result
+		}
 		if ev.Usage != nil {
 			p.usage = Usage{
 				InputTokens:  ev.Usage.InputTokens + ev.Usage.CacheCreationInputTokens + ev.Usage.CacheReadInputTokens,
@@ -229,13 +241,26 @@ func (p *claudeParser) line(s string) {
 			}
 		}
 		if p.isError {
-			p.errMsg = ev.Subtype
-			if len(ev.Errors) > 0 {
-				p.errMsg += ": " + strings.Join(ev.Errors, "; ")
-			} else if ev.Result != "" {
-				p.errMsg += ": " + truncate(ev.Result, 500)
+			switch {
+			case ev.TerminalReason != "" && ev.TerminalReason != "completed":
+				p.errMsg = ev.TerminalReason
+			case ev.Subtype != "" && ev.Subtype != "success":
+				p.errMsg = ev.Subtype
+			default:
+				p.errMsg = "error"
 			}
-			p.emit(Line{Kind: KindError, Text: "claude: " + p.errMsg})
+			detail := ev.Result
+			if len(ev.Errors) > 0 {
+				detail = strings.Join(ev.Errors, "; ")
+			}
+			if detail != "" && detail != p.lastErr {
+				p.emit(Line{Kind: KindError, Text: "claude: " + p.errMsg + ": " + truncate(detail, 500)})
+			} else {
+				p.emit(Line{Kind: KindError, Text: "claude: run failed (" + p.errMsg + ")"})
+			}
+			if detail != "" {
+				p.errMsg += ": " + truncate(detail, 500)
+			}
 		}
 	}
 }
