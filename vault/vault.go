@@ -393,6 +393,9 @@ func ScopesFor(taskID, agent, repo string) []string {
 	return append(s, ScopeGlobal)
 }
 
+// MaxValueSize is the largest value Set accepts.
+const MaxValueSize = 1 << 20
+
 // Set stores value as a new version of name in scope and returns the
 // version number (1 for a new secret). Version numbers are never reused.
 func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value []byte) (version int, err error) {
@@ -404,6 +407,9 @@ func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value 
 	}
 	if err := ValidateScope(scope); err != nil {
 		return 0, err
+	}
+	if len(value) > MaxValueSize {
+		return 0, fmt.Errorf("vault: value of %s is %d bytes, more than %d", name, len(value), MaxValueSize)
 	}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()

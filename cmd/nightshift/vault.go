@@ -98,11 +98,11 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	// Read the value before touching the data directory.
 	var value []byte
 	if sub == "set" {
-		value, err = io.ReadAll(io.LimitReader(a.stdin, 1<<20+1))
+		value, err = io.ReadAll(io.LimitReader(a.stdin, vault.MaxValueSize+1))
 		if err != nil {
 			return fmt.Errorf("vault set: read value from stdin: %w", err)
 		}
-		if len(value) > 1<<20 {
+		if len(value) > vault.MaxValueSize {
 			return fmt.Errorf("vault set: value is larger than 1 MiB")
 		}
 		if !*raw {
@@ -131,6 +131,10 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	defer db.Close()
 	v, err := vault.Open(ctx, db, keys, vault.Config{Logger: logger})
 	if err != nil {
+		next := filepath.Join(*dataDir, "vault.key.new")
+		if _, serr := os.Stat(next); errors.Is(err, vault.ErrWrongKey) && choice == vault.KeyFromFile && serr == nil {
+			return fmt.Errorf("%w (an interrupted root key rotation left %s: if it opens the vault, rename it to vault.key)", err, next)
+		}
 		return err
 	}
 	actor := vault.Actor{Kind: vault.ActorOperator, ID: vaultOperator(a)}
@@ -141,6 +145,9 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		clear(value)
 		if err != nil {
 			return err
+		}
+		if *jsonOut {
+			return vaultWriteJSON(a.stdout, map[string]any{"name": pos[0], "scope": *scope, "version": ver})
 		}
 		fmt.Fprintf(a.stdout, "%s (%s) version %d\n", pos[0], *scope, ver)
 	case "get":

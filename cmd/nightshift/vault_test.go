@@ -125,3 +125,30 @@ func asUsage(err error, u **usageError) bool {
 	*u = e
 	return ok
 }
+
+func TestVaultCLIEnvKeyRootRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	oldKey := "NIGHTSHIFT_VAULT_KEY=" + strings.Repeat("0a", 32)
+	newKey := strings.Repeat("0b", 32)
+	env := []string{"NIGHTSHIFT_DATA_DIR=" + dir, oldKey}
+	if out, _, err := vaultRun(t, env, "env-keyed-value", "set", "--json", "K"); err != nil || !strings.Contains(out, `"version": 1`) {
+		t.Fatalf("set: %q %v", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vault.key")); err == nil {
+		t.Fatal("key file created although NIGHTSHIFT_VAULT_KEY is set")
+	}
+	if _, _, err := vaultRun(t, env, "", "rotate-key", "--root"); err == nil {
+		t.Fatal("root rotation without a new key")
+	}
+	if _, _, err := vaultRun(t, append(env, "NIGHTSHIFT_VAULT_NEW_KEY="+newKey), "", "rotate-key", "--root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vaultRun(t, env, "", "get", "K"); err == nil || !strings.Contains(err.Error(), "root key does not open") {
+		t.Fatalf("old key after rotation: %v", err)
+	}
+	out, _, err := vaultRun(t, []string{"NIGHTSHIFT_DATA_DIR=" + dir, "NIGHTSHIFT_VAULT_KEY=" + newKey}, "", "get", "K")
+	if err != nil || out != "env-keyed-value\n" {
+		t.Fatalf("new key: %q %v", out, err)
+	}
+}

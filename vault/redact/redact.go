@@ -170,7 +170,14 @@ func Forms(value string) []string {
 	add(lowerEscapes(p))
 	add(hex.EncodeToString([]byte(value)))
 	add(strings.ToUpper(hex.EncodeToString([]byte(value))))
-	if j, err := json.Marshal(value); err == nil {
+	if j, err := json.Marshal(value); err == nil { // Go: <, >, & as \u003c...
+		add(string(j[1 : len(j)-1]))
+	}
+	var jb bytes.Buffer // most other encoders leave <, >, & alone
+	enc := json.NewEncoder(&jb)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(value) == nil {
+		j := bytes.TrimSuffix(jb.Bytes(), []byte("\n"))
 		add(string(j[1 : len(j)-1]))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })

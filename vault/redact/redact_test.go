@@ -22,7 +22,7 @@ const (
 
 func TestString(t *testing.T) {
 	t.Parallel()
-	r := redact.New(map[string]string{"GITHUB_TOKEN": token, "KEY": pem, "SHORT": "abc12", "PASS": "p@ss w/rd&more?"})
+	r := redact.New(map[string]string{"GITHUB_TOKEN": token, "KEY": pem, "SHORT": "abc12", "PASS": "p@ss w/rd&more?", "HTML": "<a&b>\n-secret-"})
 	b64 := func(enc *base64.Encoding, prefix string) string {
 		return enc.EncodeToString([]byte(prefix + token + "!"))
 	}
@@ -41,6 +41,7 @@ func TestString(t *testing.T) {
 		{"hex", "dump " + hex.EncodeToString([]byte(token))},
 		{"json escaped pem", func() string { b, _ := json.Marshal(map[string]string{"k": pem}); return string(b) }()},
 		{"raw pem", "key:\n" + pem + "done"},
+		{"json without html escapes", `{"k":"<a&b>\n-secret-"}`},
 	} {
 		out := r.String(tc.in)
 		if !strings.Contains(out, "[REDACTED") {
