@@ -126,3 +126,25 @@ func TestLookupAll(t *testing.T) {
 		t.Fatalf("want 2 audited reads, got %d", reads)
 	}
 }
+
+func TestRedactorFor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	if _, err := f.v.Set(ctx, op, "PLAIN", "global", []byte("plain-secret-value")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.v.SetToken(ctx, op, "GH", "global", vault.Token{Provider: "github", AccessToken: "gho_access_abcdef", RefreshToken: "ghr_refresh_abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := f.v.LookupAll(ctx, op, vault.ScopesFor("", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := vault.RedactorFor(all)
+	got := r.String("push with gho_access_abcdef, refresh ghr_refresh_abcdef, pw plain-secret-value")
+	want := "push with [REDACTED:GH_ACCESS_TOKEN], refresh [REDACTED:GH_REFRESH_TOKEN], pw [REDACTED:PLAIN]"
+	if got != want {
+		t.Fatalf("got %q", got)
+	}
+}
