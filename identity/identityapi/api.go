@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -113,7 +114,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
 			h.fail(w, r, badRequest{"malformed JSON body: " + err.Error()})
 			return
 		}
