@@ -149,7 +149,7 @@ type claudeEvent struct {
 		Model   string          `json:"model"`
 		Content json.RawMessage `json:"content"`
 	} `json:"message"`
-	TerminalReason string `json:"terminal_reason"`
+	TerminalReason  string  `json:"terminal_reason"`
 	ParentToolUseID *string `json:"parent_tool_use_id"`
 	// result
 	IsError      bool     `json:"is_error"`
