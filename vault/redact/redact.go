@@ -11,8 +11,9 @@
 //     the characters that depend only on the value are matched);
 //   - URL query escaping and path escaping (upper and lower case hex);
 //   - lower and upper case hex;
-//   - the JSON string escaping (for values with quotes, backslashes or
-//     control characters, such as PEM keys inside a JSON transcript).
+//   - the JSON string escaping, with and without Go's HTML escapes (for
+//     values with quotes, backslashes, control characters or <>&, such as
+//     PEM keys inside a JSON transcript).
 //
 // Every byte covered by any match is replaced; overlapping or touching
 // matches become one marker, "[REDACTED:NAME]" when they belong to one
@@ -25,8 +26,10 @@
 // The streaming form (Writer) holds back only the bytes that could still be
 // the start of a match (the longest pattern minus one), so a value split
 // across writes is caught, and output is byte-identical to String on the
-// concatenated input. Base64 wrapped across lines (MIME, PEM) is not
-// recognized as a whole; only its unbroken runs are.
+// concatenated input. Not recognized: base64 wrapped across lines (MIME,
+// PEM) beyond its unbroken runs, encodings of encodings (base64 then URL
+// escaping), and a value whose own text re-forms across a replacement
+// marker (it would have to contain the marker text).
 package redact
 
 import (
