@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -117,5 +118,52 @@ func TestSelectKeySource(t *testing.T) {
 		if _, got := vault.SelectKeySource(dir, tc.env, tc.pass, nil); got != tc.want {
 			t.Errorf("%+v: got %s", tc, got)
 		}
+	}
+}
+
+// Every KeySource: 32 bytes, the same key on every call and from a fresh
+// source over the same material, and a vault it created reopens with it.
+func TestKeySourceConformance(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		make func(dir string) vault.KeySource
+	}{
+		{"file", func(dir string) vault.KeySource { return vault.FileKey(filepath.Join(dir, "vault.key"), nil) }},
+		{"passphrase", func(dir string) vault.KeySource {
+			return vault.PassphraseKey([]byte("pass phrase"), filepath.Join(dir, "vault.salt"))
+		}},
+		{"env", func(string) vault.KeySource { return vault.EnvKey(strings.Repeat("5a", 32)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dir := t.TempDir()
+			k1, err := tc.make(dir).RootKey(ctx)
+			if err != nil || len(k1) != vault.KeySize {
+				t.Fatalf("first: %d bytes, %v", len(k1), err)
+			}
+			ks := tc.make(dir)
+			k2, err := ks.RootKey(ctx)
+			if err != nil || !bytes.Equal(k1, k2) {
+				t.Fatalf("second source: %v", err)
+			}
+			db := openDB(t, filepath.Join(dir, "nightshift.db"))
+			v, err := vault.Open(ctx, db, ks, vault.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Set(ctx, op, "K", "global", []byte("conformance"))
+			v2, err := vault.Open(ctx, db, tc.make(dir), vault.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := v2.Get(ctx, op, "K", "global"); err != nil || string(got) != "conformance" {
+				t.Fatalf("reopen: %q %v", got, err)
+			}
+			if s := fmt.Sprint(ks); strings.Contains(s, "5a5a") || strings.Contains(s, "pass phrase") {
+				t.Fatalf("key source prints its secret: %s", s)
+			}
+		})
 	}
 }
