@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 )
 
 // Kinds of Line emitted by parsers.
@@ -88,9 +89,17 @@ type Invocation struct {
 	Files map[string][]byte
 }
 
-// LogValue keeps environment values (tokens) out of logs.
+// LogValue keeps environment values, file contents and inline configs
+// (tokens) out of logs.
 func (inv Invocation) LogValue() slog.Value {
-	return slog.GroupValue(slog.Any("argv", inv.Argv), slog.Int("env", len(inv.Env)), slog.Int("files", len(inv.Files)))
+	argv := make([]string, len(inv.Argv))
+	for i, a := range inv.Argv {
+		if strings.HasPrefix(a, "{") {
+			a = "REDACTED"
+		}
+		argv[i] = a
+	}
+	return slog.GroupValue(slog.Any("argv", argv), slog.Int("env", len(inv.Env)), slog.Int("files", len(inv.Files)))
 }
 
 // Usage is model usage as reported by the agent.

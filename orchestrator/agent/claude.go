@@ -20,7 +20,10 @@ const claudeMCPFile = ".nightshift/claude-mcp.json"
 //	       [--mcp-config $HOME/.nightshift/claude-mcp.json --strict-mcp-config]
 //	       [--model M] [--resume SESSION]
 //
-// with the prompt on stdin. bypassPermissions is refused for root unless
+// with the prompt on stdin. The MCP config file is an Invocation file
+// (written under Home by the caller); without a Home it is passed inline.
+// Claude Code keeps its sessions under $HOME/.claude, so a follow-up
+// (--resume) needs the same HOME as the first run. bypassPermissions is refused for root unless
 // IS_SANDBOX=1, which the adapter sets: the agent always runs inside our
 // sandbox. Telemetry, error reporting and auto-update are disabled through
 // their environment variables so the CLI only talks to the model gateway
@@ -68,15 +71,18 @@ func (c *Claude) Prepare(req Request) (Invocation, error) {
 		inv.Env["ANTHROPIC_API_KEY"] = req.GatewayToken
 	}
 	if req.MCPURL != "" {
-		if req.Home == "" {
-			return Invocation{}, fmt.Errorf("agent: claude MCP config needs Request.Home")
-		}
 		cfg, err := claudeMCPConfig(req.MCPURL, req.MCPToken)
 		if err != nil {
 			return Invocation{}, err
 		}
-		inv.Files = map[string][]byte{claudeMCPFile: cfg}
-		argv = append(argv, "--mcp-config", path.Join(req.Home, claudeMCPFile), "--strict-mcp-config")
+		if req.Home != "" {
+			inv.Files = map[string][]byte{claudeMCPFile: cfg}
+			argv = append(argv, "--mcp-config", path.Join(req.Home, claudeMCPFile), "--strict-mcp-config")
+		} else {
+			// No HOME to write into: pass the config inline (Invocation's
+			// LogValue hides it).
+			argv = append(argv, "--mcp-config", string(cfg), "--strict-mcp-config")
+		}
 	}
 	if req.Model != "" {
 		argv = append(argv, "--model", req.Model)
@@ -96,7 +102,7 @@ func claudeMCPConfig(url, token string) ([]byte, error) {
 	if token != "" {
 		srv["headers"] = map[string]string{"Authorization": "Bearer " + token}
 	}
-	b, err := json.MarshalIndent(map[string]any{"mcpServers": map[string]any{"nightshift": srv}}, "", "  ")
+	b, err := json.Marshal(map[string]any{"mcpServers": map[string]any{"nightshift": srv}})
 	if err != nil {
 		return nil, fmt.Errorf("agent: render claude mcp config: %w", err)
 	}

@@ -3,7 +3,6 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
-	"path"
 	"strings"
 )
 
@@ -12,22 +11,20 @@ import (
 // (whose base URL includes /v1).
 const GatewayOpenAIPath = "/openai"
 
-// codexConfigFile is the Codex config written under Home; CODEX_HOME points
-// at its directory.
-const codexConfigFile = ".codex/config.toml"
-
 // Codex drives the Codex CLI headless:
 //
-//	codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox [-m M] -
-//	codex exec resume --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox [-m M] SESSION -
+//	codex exec [resume] --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox
+//	      -c KEY=VALUE... [-m MODEL] [SESSION] -
 //
 // with the prompt on stdin ("-"). Codex's own sandbox is bypassed because
-// ours wraps it. $CODEX_HOME/config.toml (written under the private HOME)
-// selects a "nightshift" model provider pointing at the gateway, with the
-// gateway token read from OPENAI_API_KEY; registers the task's MCP server as
-// a streamable-HTTP server whose bearer token is read from
-// NIGHTSHIFT_MCP_TOKEN; and turns off update checks, analytics and the
-// features that reach out to plugin marketplaces and connectors.
+// ours wraps it. The -c overrides (the same on resume) select a
+// "nightshift" model provider whose base URL is the gateway and whose key
+// is read from OPENAI_API_KEY (the gateway token); register the task's MCP
+// server as a streamable-HTTP server whose bearer token is read from
+// NIGHTSHIFT_MCP_TOKEN; and turn off update checks, analytics, feedback and
+// the features that reach out to plugin marketplaces and connectors. No
+// secret is on the command line. Codex keeps its sessions under
+// $HOME/.codex, so a follow-up needs the same HOME.
 type Codex struct {
 	argv []string
 }
@@ -56,15 +53,15 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 	if strings.TrimSpace(req.Prompt) == "" {
 		return Invocation{}, ErrNoPrompt
 	}
-	if req.Home == "" {
-		return Invocation{}, fmt.Errorf("agent: codex needs Request.Home for CODEX_HOME")
-	}
 	argv := append([]string(nil), c.argv...)
 	argv = append(argv, "exec")
 	if req.SessionID != "" {
 		argv = append(argv, "resume")
 	}
 	argv = append(argv, "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
+	for _, kv := range codexConfig(req) {
+		argv = append(argv, "-c", kv)
+	}
 	if req.Model != "" {
 		argv = append(argv, "-m", req.Model)
 	}
@@ -72,9 +69,9 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 		argv = append(argv, req.SessionID)
 	}
 	argv = append(argv, "-")
-	env := map[string]string{
-		"HOME":       req.Home,
-		"CODEX_HOME": path.Join(req.Home, path.Dir(codexConfigFile)),
+	env := map[string]string{}
+	if req.Home != "" {
+		env["HOME"] = req.Home
 	}
 	if req.GatewayURL != "" {
 		env["OPENAI_API_KEY"] = req.GatewayToken
@@ -83,44 +80,32 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 		env["NIGHTSHIFT_MCP_TOKEN"] = req.MCPToken
 	}
 	mergeEnv(env, req.Env)
-	return Invocation{
-		Argv:  argv,
-		Env:   env,
-		Stdin: req.Prompt,
-		Files: map[string][]byte{codexConfigFile: codexConfig(req)},
-	}, nil
+	return Invocation{Argv: argv, Env: env, Stdin: req.Prompt}, nil
 }
 
-// codexConfig renders $CODEX_HOME/config.toml.
-func codexConfig(req Request) []byte {
-	var b strings.Builder
+// codexConfig returns the -c overrides (KEY=TOML value) for req.
+func codexConfig(req Request) []string {
 	q := tomlString
-	b.WriteString("# Written by nightshift for this task.\n")
-	if req.GatewayURL != "" {
-		b.WriteString("model_provider = \"nightshift\"\n")
-	}
-	b.WriteString("check_for_update_on_startup = false\n")
-	b.WriteString("\n[analytics]\nenabled = false\n")
-	b.WriteString("\n[feedback]\nenabled = false\n")
-	b.WriteString("\n[features]\n")
+	kv := []string{"check_for_update_on_startup=false", "analytics.enabled=false", "feedback.enabled=false"}
 	for _, f := range codexDisabledFeatures {
-		b.WriteString(f + " = false\n")
+		kv = append(kv, "features."+f+"=false")
 	}
 	if req.GatewayURL != "" {
-		b.WriteString("\n[model_providers.nightshift]\n")
-		b.WriteString("name = \"nightshift\"\n")
-		b.WriteString("base_url = " + q(strings.TrimRight(req.GatewayURL, "/")+GatewayOpenAIPath) + "\n")
-		b.WriteString("env_key = \"OPENAI_API_KEY\"\n")
-		b.WriteString("wire_api = \"responses\"\n")
+		kv = append(kv,
+			"model_provider="+q("nightshift"),
+			"model_providers.nightshift.name="+q("nightshift"),
+			"model_providers.nightshift.base_url="+q(strings.TrimRight(req.GatewayURL, "/")+GatewayOpenAIPath),
+			"model_providers.nightshift.env_key="+q("OPENAI_API_KEY"),
+			"model_providers.nightshift.wire_api="+q("responses"),
+		)
 	}
 	if req.MCPURL != "" {
-		b.WriteString("\n[mcp_servers.nightshift]\n")
-		b.WriteString("url = " + q(req.MCPURL) + "\n")
+		kv = append(kv, "mcp_servers.nightshift.url="+q(req.MCPURL))
 		if req.MCPToken != "" {
-			b.WriteString("bearer_token_env_var = \"NIGHTSHIFT_MCP_TOKEN\"\n")
+			kv = append(kv, "mcp_servers.nightshift.bearer_token_env_var="+q("NIGHTSHIFT_MCP_TOKEN"))
 		}
 	}
-	return []byte(b.String())
+	return kv
 }
 
 // NewParser parses `codex exec --json` JSONL events.

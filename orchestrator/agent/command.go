@@ -21,7 +21,10 @@ func (c *Command) Name() string { return "command" }
 // Prepare returns the configured argv with the prompt on stdin and in env.
 // NIGHTSHIFT_SESSION_ID carries a follow-up's session id; MCP and gateway
 // settings are exported as NIGHTSHIFT_MCP_URL/TOKEN and
-// NIGHTSHIFT_GATEWAY_URL/TOKEN when set.
+// NIGHTSHIFT_GATEWAY_URL/TOKEN when set. With a gateway, the variables the
+// Anthropic and OpenAI SDKs read (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY,
+// OPENAI_BASE_URL, OPENAI_API_KEY) point at it with the task token, so
+// SDK-based agents work unchanged.
 func (c *Command) Prepare(req Request) (Invocation, error) {
 	if len(c.argv) == 0 {
 		return Invocation{}, ErrNoCommand
@@ -38,6 +41,12 @@ func (c *Command) Prepare(req Request) (Invocation, error) {
 	set("NIGHTSHIFT_GATEWAY_URL", req.GatewayURL)
 	set("NIGHTSHIFT_GATEWAY_TOKEN", req.GatewayToken)
 	set("NIGHTSHIFT_MODEL", req.Model)
+	if gw := strings.TrimRight(req.GatewayURL, "/"); gw != "" {
+		env["ANTHROPIC_BASE_URL"] = gw + GatewayAnthropicPath
+		env["ANTHROPIC_API_KEY"] = req.GatewayToken
+		env["OPENAI_BASE_URL"] = gw + GatewayOpenAIPath
+		env["OPENAI_API_KEY"] = req.GatewayToken
+	}
 	mergeEnv(env, req.Env)
 	stdin := req.Prompt
 	if stdin != "" && !strings.HasSuffix(stdin, "\n") {

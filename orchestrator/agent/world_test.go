@@ -29,6 +29,8 @@ import (
 	"github.com/nightshift/nightshift/sandbox/process"
 )
 
+var driverFlag = flag.String("driver", "auto", "sandbox driver for agent runs: auto (bwrap when available), bwrap or process")
+
 var record = flag.Bool("record", false, "write each agent run's stdout to testdata/<test>.stdout")
 
 // world is everything an agent run talks to: a scripted model server
@@ -96,15 +98,22 @@ func newWorld(t *testing.T) *world {
 func newManager(t *testing.T) *sandbox.Manager {
 	t.Helper()
 	var d sandbox.Driver
-	bw, err := bwrap.New(bwrap.Config{})
-	if err == nil {
-		err = bwrap.Available(context.Background())
+	var err error
+	if *driverFlag != "process" {
+		var bw *bwrap.Driver
+		bw, err = bwrap.New(bwrap.Config{})
+		if err == nil {
+			err = bwrap.Available(context.Background())
+		}
+		if err == nil {
+			d = bw
+		} else if *driverFlag == "bwrap" {
+			t.Fatalf("bubblewrap: %v", err)
+		}
 	}
-	if err != nil {
-		t.Logf("bubblewrap unavailable (%v); using the process driver", err)
+	if d == nil {
+		t.Logf("using the process driver (bubblewrap: %v)", err)
 		d = process.New(process.Config{})
-	} else {
-		d = bw
 	}
 	mgr, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
 	if err != nil {
