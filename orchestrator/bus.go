@@ -144,12 +144,14 @@ func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {
 
 // StateReport is a state change of a task as published on its state subject.
 type StateReport struct {
-	TaskID string    `json:"task_id"`
-	Run    int       `json:"run"`
-	Seq    int       `json:"seq"`
-	State  State     `json:"state"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at"`
+	TaskID string `json:"task_id"`
+	Run    int    `json:"run"`
+	// Attempt is the delivery attempt of the run (1 unless redelivered).
+	Attempt int       `json:"attempt,omitempty"`
+	Seq     int       `json:"seq"`
+	State   State     `json:"state"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
 	// Recorded is set when the publisher already stored the transition.
 	Recorded bool  `json:"recorded,omitempty"`
 	Patch    Patch `json:"patch"`
@@ -162,7 +164,7 @@ func (b *Bus) publishState(ctx context.Context, r StateReport) error {
 	if err != nil {
 		return err
 	}
-	id := fmt.Sprintf("%s.%d.%d.%s", r.TaskID, r.Run, r.Seq, r.State)
+	id := fmt.Sprintf("%s.%d.%d.%d.%s", r.TaskID, r.Run, r.Attempt, r.Seq, r.State)
 	if _, err := b.js.Publish(ctx, StateSubject(r.TaskID), data, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("publish state of task %s: %w", r.TaskID, err)
 	}

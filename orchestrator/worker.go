@@ -218,7 +218,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if err == nil {
 		defer sub.Unsubscribe()
 	}
-	rep := &reporter{bus: w.bus, item: item, clock: w.cfg.Clock, redact: w.cfg.Redactor, log: log}
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = int(md.NumDelivered)
+	}
+	rep := &reporter{bus: w.bus, item: item, attempt: attempt, clock: w.cfg.Clock, redact: w.cfg.Redactor, log: log}
 	if c, err := w.bus.Cancelled(runCtx, item.TaskID, item.Run); err == nil && c {
 		cancel(errCancelled)
 	}
@@ -543,13 +547,16 @@ func short(sha string) string {
 
 // reporter publishes a run's states and log lines.
 type reporter struct {
-	bus    *Bus
-	item   WorkItem
-	clock  func() time.Time
-	redact Redactor
-	log    *slog.Logger
-	mu     sync.Mutex
-	seq    int
+	bus  *Bus
+	item WorkItem
+	// attempt is the delivery attempt of the run: a redelivered run's
+	// reports must not be taken for duplicates of the crashed attempt's.
+	attempt int
+	clock   func() time.Time
+	redact  Redactor
+	log     *slog.Logger
+	mu      sync.Mutex
+	seq     int
 }
 
 func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
@@ -564,7 +571,7 @@ func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
 			p.Error = &e
 		}
 	}
-	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
+	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Attempt: r.attempt, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
 	if err := r.bus.publishState(ctx, rep); err != nil {
 		r.log.Error("publish state", "state", s, "err", err)
 	}
