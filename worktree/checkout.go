@@ -2,10 +2,12 @@ package worktree
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -17,8 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/format/index"
-	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 const taskGitConfig = `[core]
@@ -78,28 +79,28 @@ func validName(name string) error {
 }
 
 // listTree returns every file of a tree, recursively, sorted by path.
-func listTree(st storer.EncodedObjectStorer, root plumbing.Hash) ([]treeFile, error) {
+func listTree(r *objectReader, root plumbing.Hash) ([]treeFile, error) {
 	var out []treeFile
 	var walk func(h plumbing.Hash, prefix string) error
 	walk = func(h plumbing.Hash, prefix string) error {
-		t, err := object.GetTree(st, h)
+		typ, b, err := r.read(h)
 		if err != nil {
-			return fmt.Errorf("read tree %s: %w", prefix, err)
+			return fmt.Errorf("read tree %q: %w", prefix, err)
 		}
-		for _, e := range t.Entries {
-			if err := validName(e.Name); err != nil {
+		if typ != plumbing.TreeObject {
+			return fmt.Errorf("read tree %q: %s is a %s", prefix, h, typ)
+		}
+		return parseTree(b, func(name string, mode filemode.FileMode, eh plumbing.Hash) error {
+			if err := validName(name); err != nil {
 				return err
 			}
-			p := prefix + e.Name
-			if e.Mode == filemode.Dir {
-				if err := walk(e.Hash, p+"/"); err != nil {
-					return err
-				}
-				continue
+			p := prefix + name
+			if mode == filemode.Dir {
+				return walk(eh, p+"/")
 			}
-			out = append(out, treeFile{path: p, mode: e.Mode, hash: e.Hash})
-		}
-		return nil
+			out = append(out, treeFile{path: p, mode: mode, hash: eh})
+			return nil
+		})
 	}
 	if err := walk(root, ""); err != nil {
 		return nil, err
@@ -108,24 +109,63 @@ func listTree(st storer.EncodedObjectStorer, root plumbing.Hash) ([]treeFile, er
 	return out, nil
 }
 
+// parseTree calls fn for each entry of a raw tree object.
+func parseTree(b []byte, fn func(name string, mode filemode.FileMode, h plumbing.Hash) error) error {
+	for len(b) > 0 {
+		sp := bytes.IndexByte(b, ' ')
+		if sp < 0 {
+			return fmt.Errorf("%w: tree entry mode", errCorruptPack)
+		}
+		var mode uint32
+		for _, c := range b[:sp] {
+			if c < '0' || c > '7' {
+				return fmt.Errorf("%w: tree entry mode", errCorruptPack)
+			}
+			mode = mode<<3 | uint32(c-'0')
+		}
+		b = b[sp+1:]
+		nul := bytes.IndexByte(b, 0)
+		if nul < 0 || len(b) < nul+21 {
+			return fmt.Errorf("%w: tree entry name", errCorruptPack)
+		}
+		name := string(b[:nul])
+		var h plumbing.Hash
+		copy(h[:], b[nul+1:nul+21])
+		b = b[nul+21:]
+		if err := fn(name, filemode.FileMode(mode), h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkout writes the tree of commit base into work and a matching index
-// into work/.git/index, reading objects straight from the mirror with
-// several workers. It returns the number of files written.
+// into work/.git/index, reading objects straight from the mirror's packs
+// with several workers. It returns the number of files written.
 func checkout(ctx context.Context, mirrorDir string, base plumbing.Hash, work string, workers int) (int, error) {
-	st := mirrorStorage(mirrorDir)
-	defer st.Close()
-	c, err := object.GetCommit(st, base)
+	ps, err := openPackSet(filepath.Join(mirrorDir, "objects"))
+	if err != nil {
+		return 0, err
+	}
+	defer ps.Close()
+	fallback := mirrorStorage(mirrorDir)
+	defer fallback.Close()
+	r := newObjectReader(ps, fallback)
+	typ, cb, err := r.read(base)
 	if err != nil {
 		return 0, fmt.Errorf("read commit: %w", err)
 	}
-	files, err := listTree(st, c.TreeHash)
+	if typ != plumbing.CommitObject || !bytes.HasPrefix(cb, []byte("tree ")) || len(cb) < 45 {
+		return 0, fmt.Errorf("read commit: %s is not a commit", base)
+	}
+	files, err := listTree(r, plumbing.NewHash(string(cb[5:45])))
 	if err != nil {
 		return 0, err
 	}
 	// Directories first, parents before children.
 	dirs := map[string]bool{}
 	for _, f := range files {
-		for d := filepath.Dir(f.path); d != "." && !dirs[d]; d = filepath.Dir(d) {
+		for d := path.Dir(f.path); d != "." && !dirs[d]; d = path.Dir(d) {
 			dirs[d] = true
 		}
 	}
@@ -146,17 +186,18 @@ func checkout(ctx context.Context, mirrorDir string, base plumbing.Hash, work st
 	errs := make([]error, workers)
 	const chunk = 32
 	for w := range workers {
-		ws := st
+		wr := r
+		var fb *filesystem.Storage
 		if w > 0 {
-			ws = mirrorStorage(mirrorDir)
+			fb = mirrorStorage(mirrorDir)
+			wr = newObjectReader(ps, fb)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if w > 0 {
-				defer ws.Close()
+			if fb != nil {
+				defer fb.Close()
 			}
-			buf := make([]byte, 64<<10)
 			for {
 				if ctx.Err() != nil {
 					errs[w] = ctx.Err()
@@ -167,7 +208,7 @@ func checkout(ctx context.Context, mirrorDir string, base plumbing.Hash, work st
 					return
 				}
 				for i := lo; i < min(lo+chunk, len(files)); i++ {
-					e, err := writeFile(ws, work, files[i], buf)
+					e, err := writeFile(wr, work, files[i])
 					if err != nil {
 						errs[w] = fmt.Errorf("write %s: %w", files[i].path, err)
 						return
@@ -190,30 +231,24 @@ func checkout(ctx context.Context, mirrorDir string, base plumbing.Hash, work st
 }
 
 // writeFile materializes one tree entry and returns its index entry.
-func writeFile(st storer.EncodedObjectStorer, work string, f treeFile, buf []byte) (*index.Entry, error) {
+func writeFile(r *objectReader, work string, f treeFile) (*index.Entry, error) {
 	p := filepath.Join(work, filepath.FromSlash(f.path))
 	e := &index.Entry{Name: f.path, Hash: f.hash, Mode: f.mode}
-	switch f.mode {
-	case filemode.Submodule:
+	if f.mode == filemode.Submodule {
 		if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
 			return nil, err
 		}
 		return e, nil
-	case filemode.Symlink:
-		o, err := st.EncodedObject(plumbing.BlobObject, f.hash)
-		if err != nil {
-			return nil, err
-		}
-		r, err := o.Reader()
-		if err != nil {
-			return nil, err
-		}
-		target, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Symlink(string(target), p); err != nil {
+	}
+	typ, content, err := r.read(f.hash)
+	if err != nil {
+		return nil, err
+	}
+	if typ != plumbing.BlobObject {
+		return nil, fmt.Errorf("%s is a %s, not a blob", f.hash, typ)
+	}
+	if f.mode == filemode.Symlink {
+		if err := os.Symlink(string(content), p); err != nil {
 			return nil, err
 		}
 		fi, err := os.Lstat(p)
@@ -227,20 +262,11 @@ func writeFile(st storer.EncodedObjectStorer, work string, f treeFile, buf []byt
 	if f.mode == filemode.Executable {
 		perm = 0o755
 	}
-	o, err := st.EncodedObject(plumbing.BlobObject, f.hash)
-	if err != nil {
-		return nil, err
-	}
-	r, err := o.Reader()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
 	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.CopyBuffer(out, r, buf); err != nil {
+	if _, err := out.Write(content); err != nil {
 		out.Close()
 		return nil, err
 	}

@@ -27,7 +27,7 @@ const (
 // may only fetch (403 on push), anything else gets 401.
 type gitServer struct {
 	*httptest.Server
-	infoRefs atomic.Int64 // upload-pack advertisements served
+	infoRefs atomic.Int64  // upload-pack advertisements served
 	gate     chan struct{} // when set, upload-pack advertisements wait for it
 }
 
@@ -35,8 +35,8 @@ func newGitServer(t *testing.T, root string) *gitServer {
 	t.Helper()
 	execPath := git(t, root, "--exec-path")
 	backend := &cgi.Handler{
-		Path: filepath.Join(execPath, "git-http-backend"),
-		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + root},
+		Path:   filepath.Join(execPath, "git-http-backend"),
+		Env:    []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + root},
 		Stderr: io.Discard,
 	}
 	s := &gitServer{}

@@ -216,11 +216,18 @@ func (m *Manager) Provision(ctx context.Context, ref Ref, progress io.Writer) (*
 	unlock := m.useMirror(mir)
 	defer unlock()
 
-	if err := m.sync(ctx, mir, ref.Auth, progress, nil); err != nil {
-		return nil, fmt.Errorf("worktree: fetch %s: %w", redactURL(ref.Repo), err)
+	// A commit SHA the mirror already has needs no fetch.
+	baseRef, baseHash, err := "", plumbing.ZeroHash, ErrBaseNotFound
+	if hexSHA.MatchString(ref.Base) {
+		baseRef, baseHash, err = mir.resolve(ref.Base)
+	}
+	if err != nil {
+		if err := m.sync(ctx, mir, ref.Auth, progress, nil); err != nil {
+			return nil, fmt.Errorf("worktree: fetch %s: %w", redactURL(ref.Repo), err)
+		}
+		baseRef, baseHash, err = mir.resolve(ref.Base)
 	}
 	fetched := time.Since(start)
-	baseRef, baseHash, err := mir.resolve(ref.Base)
 	if errors.Is(err, ErrBaseNotFound) && strings.HasPrefix(ref.Base, "refs/") {
 		// A ref outside heads and tags (a pull request head): fetch it alone.
 		spec := "+" + ref.Base + ":" + ref.Base
@@ -406,5 +413,3 @@ func randHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-var _ = plumbing.ZeroHash
