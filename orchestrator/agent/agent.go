@@ -16,6 +16,14 @@
 // The package does not run processes; the orchestrator runs the Invocation in
 // a sandbox and streams stdout into the Parser. It does not import the root
 // orchestrator package.
+//
+// Follow-ups: Claude Code and Codex keep their conversations under $HOME
+// (~/.claude, ~/.codex), so a run with Request.SessionID must see the same
+// HOME as the run that produced it: keep a per-task home directory and mount
+// it as the sandbox HOME for every run of the task.
+//
+// SetupCommands finds a repo's setup steps (nightshift.yaml, .nightshift/setup.sh,
+// Cursor's and 1Code's worktree setup files).
 package agent
 
 import (

@@ -32,12 +32,19 @@ func (r *run) log() string {
 	return b.String()
 }
 
+// pinnedCLIs are the npm packages the CLI tests are written against
+// (scripts/test installs the same versions).
+var pinnedCLIs = map[string]string{
+	"claude": "@anthropic-ai/claude-code@2.1.328",
+	"codex":  "@openai/codex@0.169.0",
+}
+
 // needCLI skips the test when bin is not installed.
 func needCLI(t *testing.T, bin string) string {
 	t.Helper()
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		t.Skipf("%s CLI not installed (npm install -g the pinned version); skipping", bin)
+		t.Skipf("%s CLI not installed; skipping (npm install -g %s)", bin, pinnedCLIs[bin])
 	}
 	return p
 }

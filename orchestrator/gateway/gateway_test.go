@@ -401,3 +401,33 @@ func TestServe(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 }
+
+// BenchmarkProxyStream measures a streamed Anthropic exchange through the
+// gateway against the same exchange sent to the model server directly.
+func BenchmarkProxyStream(b *testing.B) {
+	ms := modelserver.New(modelserver.Config{})
+	up := httptest.NewServer(ms)
+	defer up.Close()
+	gw, err := gateway.New(gateway.Config{Upstreams: map[string]gateway.Upstream{"anthropic": {BaseURL: up.URL, Key: func(context.Context) (string, error) { return canary, nil }}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	tok := gw.Register("bench", gateway.Budget{}, gateway.Hooks{})
+	body, _ := json.Marshal(map[string]any{"model": "claude-sonnet-4-5", "stream": true, "messages": []any{}})
+	for _, tc := range []struct{ name, url string }{{"direct", up.URL}, {"gateway", srv.URL + "/anthropic"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodPost, tc.url+"/v1/messages", strings.NewReader(string(body)))
+				req.Header.Set("X-Api-Key", tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
