@@ -431,3 +431,45 @@ func BenchmarkProxyStream(b *testing.B) {
 		})
 	}
 }
+
+// TestAbandonedStreamIsCharged checks that tokens the upstream reported
+// before the agent hung up still count.
+func TestAbandonedStreamIsCharged(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":50,\"output_tokens\":1}}}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer up.Close()
+	gw, err := gateway.New(gateway.Config{Upstreams: map[string]gateway.Upstream{"anthropic": {BaseURL: up.URL, Key: func(context.Context) (string, error) { return canary, nil }}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	tok := gw.Register("t", gateway.Budget{}, gateway.Hooks{})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/anthropic/v1/messages", strings.NewReader(`{"model":"claude-sonnet-4-5","stream":true}`))
+	req.Header.Set("X-Api-Key", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(line, "event: message_start") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	cancel()
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for gw.Usage("t").Requests == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("abandoned stream was never charged")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if u := gw.Usage("t"); u.InputTokens != 50 || u.OutputTokens != 1 {
+		t.Errorf("usage %+v", u)
+	}
+}
