@@ -50,6 +50,8 @@ const (
 	PushForbidden = "forbidden"
 	// PushNotFound: the remote repository does not exist (404).
 	PushNotFound = "not_found"
+	// PushHostKey: the SSH server's host key is not the known one.
+	PushHostKey = "host_key"
 	// PushTransport: any other failure talking to the remote.
 	PushTransport = "transport"
 )

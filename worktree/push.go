@@ -233,6 +233,8 @@ func classifyTransport(err error, pushErr func(reason, msg string, err error) er
 		return pushErr(PushForbidden, msg, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		return pushErr(PushNotFound, msg, err)
+	case strings.Contains(msg, "host key"):
+		return pushErr(PushHostKey, msg, err)
 	case strings.Contains(msg, "unable to authenticate") || strings.Contains(msg, "handshake failed"):
 		return pushErr(PushAuth, msg, err)
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
