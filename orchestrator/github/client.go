@@ -1,0 +1,151 @@
+package github
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	gh "github.com/google/go-github/v60/github"
+
+	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/worktree"
+)
+
+// Client talks to one GitHub (github.com or an Enterprise server) as an App
+// or with a token. It implements orchestrator.PullRequests.
+type Client struct {
+	cfg    Config
+	api    *url.URL
+	git    *url.URL
+	tokens *tokenSource
+	log    *slog.Logger
+}
+
+var _ orchestrator.PullRequests = (*Client)(nil)
+
+// New returns a Client. It returns ErrNoCredentials when neither an App
+// nor a token is configured.
+func New(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	api, _ := url.Parse(cfg.APIURL)
+	git, _ := url.Parse(cfg.GitURL)
+	c := &Client{cfg: cfg, api: api, git: git, log: cfg.Logger.With("component", "github")}
+	ts, err := newTokenSource(cfg, c.newAPI)
+	if err != nil {
+		return nil, err
+	}
+	c.tokens = ts
+	return c, nil
+}
+
+// Repo is a GitHub repository.
+type Repo struct {
+	Owner, Name string
+}
+
+// FullName returns owner/name.
+func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
+
+// RepoOf returns the GitHub repository a clone URL names, when it is on this
+// client's GitHub host (https://host/owner/name(.git), ssh://git@host/owner/name.git
+// or git@host:owner/name.git).
+func (c *Client) RepoOf(repo string) (Repo, bool) {
+	s := strings.TrimSpace(repo)
+	var host, p string
+	switch {
+	case strings.Contains(s, "://"):
+		u, err := url.Parse(s)
+		if err != nil {
+			return Repo{}, false
+		}
+		switch u.Scheme {
+		case "https", "http":
+			if !strings.EqualFold(u.Host, c.git.Host) {
+				return Repo{}, false
+			}
+			p = strings.TrimPrefix(u.Path, strings.TrimSuffix(c.git.Path, "/"))
+		case "ssh":
+			host, p = u.Hostname(), u.Path
+		default:
+			return Repo{}, false
+		}
+	case strings.Contains(s, "@") && strings.Contains(s, ":"):
+		rest := s[strings.IndexByte(s, '@')+1:]
+		host, p, _ = strings.Cut(rest, ":")
+	default:
+		return Repo{}, false
+	}
+	if host != "" && !strings.EqualFold(host, c.git.Hostname()) {
+		return Repo{}, false
+	}
+	parts := strings.Split(strings.Trim(strings.TrimSuffix(strings.TrimSuffix(p, "/"), ".git"), "/"), "/")
+	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+		return Repo{}, false
+	}
+	return Repo{Owner: parts[0], Name: parts[1]}, true
+}
+
+// cloneURL is the https clone URL of r on this client's host.
+func (c *Client) cloneURL(r Repo) string { return c.cfg.GitURL + r.Owner + "/" + r.Name + ".git" }
+
+// newAPI returns a go-github client for the API base carrying token (none
+// when token is empty).
+func (c *Client) newAPI(token string) *gh.Client {
+	cl := gh.NewClient(c.cfg.HTTPClient)
+	if token != "" {
+		cl = cl.WithAuthToken(token)
+	}
+	base := *c.api
+	cl.BaseURL = &base
+	up := *c.api
+	cl.UploadURL = &up
+	return cl
+}
+
+// apiFor returns an API client for repository r with a token holding perms.
+func (c *Client) apiFor(ctx context.Context, r Repo, perms Permissions) (*gh.Client, error) {
+	tok, err := c.tokens.token(ctx, r, perms, 0)
+	if err != nil {
+		return nil, err
+	}
+	return c.newAPI(tok), nil
+}
+
+// PushAuth returns credentials that fetch from and push to r, valid for at
+// least PushTokenTTL (contents:write only).
+func (c *Client) PushAuth(ctx context.Context, r Repo) (worktree.Auth, error) {
+	tok, err := c.tokens.token(ctx, r, Permissions{"contents": "write"}, c.cfg.PushTokenTTL)
+	if err != nil {
+		return worktree.Auth{}, err
+	}
+	return worktree.Auth{Username: "x-access-token", Password: tok}, nil
+}
+
+// TaskURL returns the link to a task on the board ("" without PublicURL).
+func (c *Client) TaskURL(id string) string {
+	if c.cfg.PublicURL == "" {
+		return ""
+	}
+	return c.cfg.PublicURL + "/tasks/" + id
+}
+
+// isStatus reports whether err is a GitHub API error with HTTP status code.
+func isStatus(err error, code int) bool {
+	var e *gh.ErrorResponse
+	if errors.As(err, &e) && e.Response != nil {
+		return e.Response.StatusCode == code
+	}
+	var ae *gh.AcceptedError
+	return code == http.StatusAccepted && errors.As(err, &ae)
+}
+
+func wrap(op string, r Repo, err error) error {
+	return fmt.Errorf("github: %s on %s: %w", op, r.FullName(), err)
+}

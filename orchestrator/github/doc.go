@@ -1,0 +1,28 @@
+// Package github publishes Nightshift's work on GitHub: it authenticates as
+// a GitHub App (or with a plain token), plans where a run's branch goes,
+// opens or updates the pull request after the push, reports a task's life
+// back on the issue or pull request it came from, and answers refused
+// triggers.
+//
+// Guarantees:
+//   - Least privilege: with an App, every step mints an installation token
+//     narrowed to the one repository and the permissions that step needs
+//     (contents:write to fetch and push, pull_requests:write to open pull
+//     requests, issues:write to comment, read scopes to look things up).
+//     Tokens are cached until five minutes before they expire; the token
+//     handed to a run for its push has at least PushTokenTTL left. Only the
+//     orchestrator pushes: the token never enters the sandbox.
+//   - Exactly once: a retried or redelivered run finds its pull request by
+//     head branch before creating one; the progress comment of a task is
+//     found again through its hidden marker (<!-- nightshift:task:<id> -->)
+//     and the report state stored in SQLite, so redeliveries update it in
+//     place instead of posting again.
+//   - Everything Nightshift writes to GitHub passes the configured redactor.
+//
+// Repositories are recognized by their clone URL. The clone host is derived
+// from the API URL: https://api.github.com/ serves github.com, and a GitHub
+// Enterprise API at https://ghe.example.com/api/v3/ serves
+// https://ghe.example.com/. Config.GitURL overrides it. Repositories on other
+// hosts (local paths, other forges) are left alone: Plan returns the default
+// plan and Open opens nothing.
+package github
