@@ -126,7 +126,7 @@ type Identity struct {
 	Provider string `yaml:"provider"`
 	// Domain for local addresses. Default agents.localhost.
 	Domain string `yaml:"domain"`
-	// SMTPListen is where the local provider receives mail; empty disables it.
+	// SMTPListen is where the local provider receives mail. Default 127.0.0.1:2525.
 	SMTPListen string   `yaml:"smtp_listen"`
 	PhonePool  []string `yaml:"phone_pool"`
 	// TwilioAuthToken verifies inbound SMS webhooks.
@@ -305,6 +305,7 @@ func (c *Config) withDefaults() {
 	def(&c.Models.OpenAI.BaseURL, "https://api.openai.com/v1")
 	def(&c.Identity.Provider, "local")
 	def(&c.Identity.Domain, "agents.localhost")
+	def(&c.Identity.SMTPListen, "127.0.0.1:2525")
 	def(&c.Sandbox.Driver, "bwrap")
 	def(&c.DefaultAgent, "claude")
 	def(&c.Vault.KeyFile, path.Join(c.DataDir, "vault.key"))

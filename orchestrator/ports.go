@@ -6,6 +6,7 @@ import (
 
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/worktree"
 )
@@ -28,10 +29,19 @@ type Worktrees interface {
 	Remove(ctx context.Context, taskID string) error
 }
 
-// Identities gives each task its own agent identity (identity.Service).
+// Identities gives each task its own agent identity and the token its tools
+// use to act as it (identity.Service).
 type Identities interface {
 	ForTask(ctx context.Context, taskID string) (identity.Identity, error)
 	Release(ctx context.Context, taskID string) error
+	IssueToken(ctx context.Context, identityID string, scope identity.Scope) (string, error)
+}
+
+// Gateway meters and budgets a task's model traffic (gateway.Gateway).
+type Gateway interface {
+	Register(taskID string, b gateway.Budget, hooks gateway.Hooks) string
+	Unregister(taskID string)
+	Usage(taskID string) gateway.Usage
 }
 
 // Agents builds the adapter for an agent name.
@@ -53,6 +63,7 @@ type Redactor interface {
 var (
 	_ Identities = (*identity.Service)(nil)
 	_ Sandboxes  = (*sandbox.Manager)(nil)
+	_ Gateway    = (*gateway.Gateway)(nil)
 )
 
 // Plan is how a run publishes its work, decided before the agent starts.

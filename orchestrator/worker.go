@@ -15,7 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/worktree"
 )
@@ -30,7 +32,15 @@ type RepoSettings struct {
 	AllowProtected bool
 	// Auth for fetching and pushing.
 	Auth worktree.Auth
+	// Budget limits the model usage of one task (through the gateway).
+	Budget gateway.Budget
 }
+
+// Ports inside the sandbox where the task's services are forwarded.
+const (
+	MCPPort     = 7311
+	GatewayPort = 7312
+)
 
 // WorkerConfig configures a Worker. Zero values mean the documented defaults.
 type WorkerConfig struct {
@@ -55,6 +65,25 @@ type WorkerConfig struct {
 	// PullRequests plans branches and opens pull requests. Nil: the branch
 	// is pushed to the task's repository and the run rests in review.
 	PullRequests PullRequests
+	// MCPAddr is the host address (host:port) serving /mcp; the sandbox
+	// reaches it on loopback port MCPPort. Empty: no MCP for agents.
+	MCPAddr string
+	// Gateway and GatewayAddr (host:port it serves on) put the model
+	// gateway in front of agents; the sandbox reaches it on GatewayPort.
+	Gateway     Gateway
+	GatewayAddr string
+	// DirectNetwork gives agents the host addresses of MCP and the gateway
+	// instead of forwarded sandbox ports (the process driver shares the
+	// host's network, where fixed ports would collide).
+	DirectNetwork bool
+	// Secrets returns the secret values visible to a task (name → value),
+	// which are then removed from everything the task emits. Optional.
+	Secrets func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
+	// NewRedactor builds a redactor over secret values. Required with Secrets.
+	NewRedactor func(map[string]string) Redactor
+	// Tools are executables put on the sandbox PATH (name → host path),
+	// e.g. ravi and nightshift.
+	Tools map[string]string
 	// DrainTimeout bounds how long Run waits for running tasks on shutdown
 	// before cancelling them. Default 30s.
 	DrainTimeout time.Duration
@@ -186,6 +215,9 @@ func (w *Worker) loop(ctx, taskCtx context.Context, cons jetstream.Consumer) {
 // errCancelled is the cause of a run's context when the task was cancelled.
 var errCancelled = errors.New("orchestrator: task cancelled")
 
+// errBudget is the cause of a run's context when its budget ran out.
+var errBudget = errors.New("orchestrator: budget exceeded")
+
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	var item WorkItem
 	if err := json.Unmarshal(msg.Data(), &item); err != nil || item.TaskID == "" {
@@ -226,10 +258,25 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if c, err := w.bus.Cancelled(runCtx, item.TaskID, item.Run); err == nil && c {
 		cancel(errCancelled)
 	}
+	if w.cfg.Secrets != nil && w.cfg.NewRedactor != nil {
+		secrets, err := w.cfg.Secrets(runCtx, item.TaskID, item.Agent, item.Repo)
+		if err != nil {
+			log.Warn("load task secrets for redaction", "err", err)
+		} else {
+			rep.redact = chainRedactors(w.cfg.NewRedactor(secrets), w.cfg.Redactor)
+		}
+	}
 	started := w.cfg.Clock()
-	err = w.execute(runCtx, item, rep)
+	err = w.execute(runCtx, cancel, item, rep)
 	final := context.WithoutCancel(ctx)
 	switch {
+	case errors.Is(context.Cause(runCtx), errBudget):
+		text := "the task's model budget was exhausted"
+		reason := "budget_exceeded"
+		rep.line(final, "system", "failed: "+text)
+		w.release(final, item.TaskID, log)
+		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason})
+		msg.Ack()
 	case errors.Is(context.Cause(runCtx), errCancelled):
 		rep.line(final, "system", "cancelled")
 		w.release(final, item.TaskID, log)
@@ -278,7 +325,7 @@ func failure(err error) (reason, text string) {
 	return "error", err.Error()
 }
 
-func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) error {
+func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item WorkItem, rep *reporter) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
@@ -325,7 +372,20 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 		env[k] = v
 	}
 	sbase := sandbox.Spec{Dir: wt.Dir, ReadOnly: wt.ReadOnlyPaths, ReadOnlyInDir: wt.ProtectedGitPaths,
-		Timeout: repo.Timeout, AllowHosts: repo.AllowHosts}
+		Timeout: repo.Timeout, AllowHosts: repo.AllowHosts, Tools: w.cfg.Tools,
+		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}
+	var mcpURL, mcpToken string
+	if w.cfg.MCPAddr != "" {
+		tok, err := w.identities.IssueToken(ctx, ident.ID, identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent})
+		if err != nil {
+			return stepErr("identity", "issue agent token: %w", err)
+		}
+		mcpURL, mcpToken = w.serviceURL(&sbase, MCPPort, w.cfg.MCPAddr)+"/mcp", tok
+		env["NIGHTSHIFT_MCP_URL"], env["NIGHTSHIFT_MCP_TOKEN"] = mcpURL, mcpToken
+		if rep.redact != nil {
+			rep.redact = chainRedactors(w.cfg.NewRedactor(map[string]string{"NIGHTSHIFT_MCP_TOKEN": tok}), rep.redact)
+		}
+	}
 
 	if repo.Setup != "" {
 		spec := sbase
@@ -356,7 +416,26 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	if plan.PromptContext != "" {
 		prompt += "\n\n" + plan.PromptContext
 	}
-	inv, err := adapter.Prepare(agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Env: env})
+	req := agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Env: env, MCPURL: mcpURL, MCPToken: mcpToken}
+	if w.cfg.Gateway != nil && w.cfg.GatewayAddr != "" {
+		hooks := gateway.Hooks{
+			OnSoftLimit: func(u gateway.Usage) {
+				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; committing a checkpoint", u.Tokens()))
+				w.checkpoint(ctx, wt, ident, item, rep, false)
+			},
+			OnHardLimit: func(u gateway.Usage) {
+				rep.line(ctx, "system", fmt.Sprintf("budget exhausted at %d tokens ($%.4f); stopping the agent", u.Tokens(), u.CostUSD))
+				stop(errBudget)
+			},
+		}
+		if rep.redact != nil {
+			hooks.Redact = rep.redact.String
+		}
+		gtok := w.cfg.Gateway.Register(item.TaskID, repo.Budget, hooks)
+		defer w.cfg.Gateway.Unregister(item.TaskID)
+		req.GatewayURL, req.GatewayToken = w.serviceURL(&sbase, GatewayPort, w.cfg.GatewayAddr), gtok
+	}
+	inv, err := adapter.Prepare(req)
 	if err != nil {
 		return stepErr("agent_failed", "prepare agent: %w", err)
 	}
@@ -386,6 +465,16 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	w.cfg.Metrics.sandboxEnded(res.Reason)
 	out := parser.Outcome(res.ExitCode)
 	usage := Usage{InputTokens: out.Usage.InputTokens, OutputTokens: out.Usage.OutputTokens, CostUSD: out.Usage.CostUSD}
+	if w.cfg.Gateway != nil {
+		if g := w.cfg.Gateway.Usage(item.TaskID); g.Tokens() > 0 {
+			usage = Usage{InputTokens: g.InputTokens, OutputTokens: g.OutputTokens, CostUSD: g.CostUSD}
+		}
+	}
+	if errors.Is(context.Cause(ctx), errBudget) {
+		// Keep the work: commit what the agent left and push it.
+		w.checkpoint(context.WithoutCancel(ctx), wt, ident, item, rep, true)
+		return context.Cause(ctx)
+	}
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
@@ -474,6 +563,72 @@ func (w *Worker) execute(ctx context.Context, item WorkItem, rep *reporter) erro
 	}
 	rep.state(ctx, StateReview, "pushed", p)
 	return nil
+}
+
+// serviceURL returns how the sandbox reaches a host service: a loopback
+// port forwarded into the sandbox, or the host address itself.
+func (w *Worker) serviceURL(spec *sandbox.Spec, port int, hostAddr string) string {
+	if w.cfg.DirectNetwork {
+		return "http://" + hostAddr
+	}
+	spec.Forwards = append(spec.Forwards, sandbox.Forward{Port: port, Target: "tcp:" + hostAddr})
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// checkpoint commits what the agent has left so far; with push it also
+// pushes the task branch, so work survives a run stopped by its budget.
+func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident identity.Identity, item WorkItem, rep *reporter, push bool) {
+	c, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{Author: worktree.Signature{Name: ident.Name, Email: ident.Email},
+		Message:        "nightshift: checkpoint of task " + item.TaskID,
+		Trailers:       []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
+		AllowProtected: false, When: w.cfg.Clock()})
+	if err != nil {
+		rep.line(ctx, "system", "checkpoint: "+err.Error())
+		return
+	}
+	if !c.Changed {
+		rep.line(ctx, "system", "checkpoint: nothing to commit")
+		return
+	}
+	rep.line(ctx, "system", "checkpoint commit "+short(c.SHA))
+	if !push {
+		return
+	}
+	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Branch: item.Branch, Force: true}); err != nil {
+		rep.line(ctx, "system", "checkpoint push: "+err.Error())
+		return
+	}
+	sha := c.SHA
+	rep.state(ctx, StatePushing, "checkpoint "+short(sha), Patch{Commit: &sha})
+	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), item.Branch))
+}
+
+func fmtAttrs(msg string, attrs []any) string {
+	var b strings.Builder
+	b.WriteString(msg)
+	for i := 0; i+1 < len(attrs); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", attrs[i], attrs[i+1])
+	}
+	return b.String()
+}
+
+type redactors []Redactor
+
+func (rs redactors) String(s string) string {
+	for _, r := range rs {
+		s = r.String(s)
+	}
+	return s
+}
+
+func chainRedactors(list ...Redactor) Redactor {
+	var rs redactors
+	for _, r := range list {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }
 
 // runStep runs a setup or test command in the sandbox, logging its output.

@@ -4,15 +4,14 @@ import (
 	"context"
 
 	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/bwrap"
 )
 
 // newBwrapDriver returns the bubblewrap driver, or why it cannot run here.
 func newBwrapDriver(ctx context.Context) (sandbox.Driver, error) {
-	return nil, errNoBwrap
+	cfg := bwrap.Config{}
+	if err := bwrap.AvailableWith(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return bwrap.New(cfg)
 }
-
-var errNoBwrap = errorString("bwrap driver not built yet")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }

@@ -449,3 +449,43 @@ func TestClientErrorsAreClear(t *testing.T) {
 		t.Fatalf("missing prompt: exit %d (%v)", code, err)
 	}
 }
+
+// TestBwrapTaskUsesIdentityTools runs a task in the real bubblewrap sandbox:
+// the agent asks `ravi` (through MCP, forwarded into the sandbox) for its
+// email address and writes it into the worktree; the commit carries it.
+func TestBwrapTaskUsesIdentityTools(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bubblewrap not installed (scripts/test installs it)")
+	}
+	s := startTestServer(t, `
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  ravi-user:
+    command: ["sh", "-c", "ravi get email > EMAIL.txt && ravi get-identity-name > NAME.txt && id -u > UID.txt && echo more >> NOTES.md"]
+repos:
+  - match: "*"
+    test: "test -s EMAIL.txt"
+`)
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "ravi-user", "who am i")
+	task := s.waitState(t, id, 90*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateReview {
+		out, _ := s.cli(t, "tasks", "logs", id)
+		t.Fatalf("task failed: %s\n%s", task.Error, out)
+	}
+	ref := "nightshift/" + id
+	if got := gitRun(t, origin, "show", ref+":EMAIL.txt"); got != task.Identity.Email {
+		t.Fatalf("ravi get email = %q, want %q", got, task.Identity.Email)
+	}
+	if got := gitRun(t, origin, "show", ref+":NAME.txt"); got != task.Identity.Name {
+		t.Fatalf("ravi get-identity-name = %q, want %q", got, task.Identity.Name)
+	}
+	if got := gitRun(t, origin, "show", ref+":UID.txt"); got == "0" {
+		t.Fatal("the agent ran as root inside the sandbox")
+	}
+	out, _ := s.cli(t, "tasks", "logs", id)
+	if strings.Contains(out, "nsa_") {
+		t.Fatalf("the agent's MCP token leaked into the task log:\n%s", out)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,11 +24,13 @@ import (
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/identity/identityapi"
 	"github.com/nightshift/nightshift/identity/local"
+	"github.com/nightshift/nightshift/identity/mcpserver"
 	"github.com/nightshift/nightshift/ingress"
 	"github.com/nightshift/nightshift/ingress/api"
 	"github.com/nightshift/nightshift/ingress/webhook"
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/orchestrator/natsserver"
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/sandbox/process"
@@ -185,8 +188,13 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	metrics := orchestrator.NewMetrics(reg)
 
 	// Identities.
+	twilio, err := resolve(cfg.Identity.TwilioAuthToken)
+	if err != nil {
+		return nil, fmt.Errorf("identity.twilio_auth_token: %w", err)
+	}
 	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
-		PhonePool: cfg.Identity.PhonePool, Logger: logger.With("component", "identity")})
+		PhonePool: cfg.Identity.PhonePool, TwilioAuthToken: twilio, SMSWebhookURL: strings.TrimRight(cfg.PublicURL, "/") + "/hooks/sms",
+		Logger: logger.With("component", "identity")})
 	if err != nil {
 		return nil, fmt.Errorf("identity provider: %w", err)
 	}
@@ -195,7 +203,14 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
 
+	// Listen before building the worker: agents reach /mcp at this address.
+	s.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
+	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version}).Handler()
 	if all || o.role == "ingress" {
 		adminTokens, err := resolveAll(cfg.API.Tokens)
 		if err != nil {
@@ -244,8 +259,30 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { s.wt.Close() })
+		gw, gwAddr, err := s.startGateway(ctx, cfg, resolve, reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		tools := map[string]string{}
+		if bin, err := os.Executable(); err == nil {
+			tools["nightshift"], tools["ravi"] = bin, bin
+		}
 		worker, err := orchestrator.NewWorker(bus, sb, s.wt, ids, agentRegistry{cfg}, orchestrator.WorkerConfig{
 			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
+			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools,
+			DirectNetwork: cfg.Sandbox.Driver == "process",
+			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
+				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
+				if err != nil {
+					return nil, err
+				}
+				out := make(map[string]string, len(all))
+				for name, sec := range all {
+					out[name] = string(sec.Value)
+				}
+				return out, nil
+			},
+			NewRedactor: func(m map[string]string) orchestrator.Redactor { return vault.NewRedactor(m) },
 			Repo: func(repo string) orchestrator.RepoSettings {
 				r := cfg.RepoFor(repo)
 				timeout := r.Timeout.Std()
@@ -253,7 +290,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 					timeout = cfg.Sandbox.Timeout.Std()
 				}
 				return orchestrator.RepoSettings{Setup: r.Setup, Test: r.Test, Timeout: timeout, AllowHosts: r.AllowHosts,
-					Protected: r.Protected, AllowProtected: r.AllowProtected}
+					Protected: r.Protected, AllowProtected: r.AllowProtected,
+					Budget: gateway.Budget{Tokens: r.Budget.Tokens, CostUSD: r.Budget.CostUSD}}
 			},
 			Env: func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
 		})
@@ -269,10 +307,6 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		s.closers = append(s.closers, func() { s.provider.Stop(context.Background()) })
 	}
 
-	s.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
 	s.http = &http.Server{Handler: ingress.NewHandler(routes), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	addr := "http://" + s.ln.Addr().String()
@@ -355,6 +389,37 @@ func newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		StateDir:      filepath.Join(cfg.DataDir, "sandbox"),
 		DefaultLimits: sandbox.Limits{MemoryBytes: cfg.Sandbox.MemoryBytes, Processes: cfg.Sandbox.Processes}},
 		logger.With("component", "sandbox"))
+}
+
+// startGateway serves the model gateway on its own loopback listener.
+func (s *server) startGateway(ctx context.Context, cfg *config.Config, resolve func(config.Secret) (string, error),
+	reg prometheus.Registerer, logger *slog.Logger) (*gateway.Gateway, string, error) {
+	upstream := func(m config.Model) gateway.Upstream {
+		return gateway.Upstream{BaseURL: m.BaseURL, Key: func(context.Context) (string, error) {
+			if !m.APIKey.IsSet() {
+				return "", errors.New("no API key configured for this model provider")
+			}
+			return resolve(m.APIKey)
+		}}
+	}
+	gw, err := gateway.New(gateway.Config{
+		Upstreams:     map[string]gateway.Upstream{"anthropic": upstream(cfg.Models.Anthropic), "openai": upstream(cfg.Models.OpenAI)},
+		TranscriptDir: filepath.Join(cfg.DataDir, "transcripts"),
+		Logger:        logger.With("component", "gateway"),
+		Metrics:       reg,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("model gateway: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("model gateway listen: %w", err)
+	}
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); gw.Serve(gctx, ln) }()
+	s.closers = append(s.closers, func() { cancel(); ln.Close(); <-done })
+	return gw, ln.Addr().String(), nil
 }
 
 // agentRegistry builds agent adapters from the config.
