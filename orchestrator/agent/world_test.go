@@ -161,23 +161,28 @@ func (w *world) mcpServer() http.Handler {
 	})
 }
 
-// freePort returns a loopback port that is free right now. The process
-// driver's forwards listen on the host's loopback, so parallel tests need
-// distinct ports.
-func freePort(t *testing.T) int {
+// freePorts returns n distinct loopback ports that are free right now. The
+// process driver's forwards listen on the host's loopback, so parallel
+// tests need distinct ports.
+func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // request returns an agent request wired to the world through forwarded
 // sandbox ports, with a fresh gateway registration for taskID.
 func (w *world) request(taskID, prompt string, b gateway.Budget, hooks gateway.Hooks) (agent.Request, []sandbox.Forward) {
-	gwPort, mcpPort := freePort(w.t), freePort(w.t)
+	ports := freePorts(w.t, 2)
+	gwPort, mcpPort := ports[0], ports[1]
 	tok := w.gw.Register(taskID, b, hooks)
 	req := agent.Request{
 		Prompt: prompt, Dir: w.dir, Home: w.home,
