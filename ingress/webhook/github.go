@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -40,7 +42,9 @@ type (
 		Body        string          `json:"body"`
 		HTMLURL     string          `json:"html_url"`
 		UpdatedAt   string          `json:"updated_at"`
-		PullRequest json.RawMessage `json:"pull_request"`
+		PullRequest *struct {
+			URL string `json:"url"`
+		} `json:"pull_request"`
 	}
 	ghRef struct {
 		Ref  string  `json:"ref"`
@@ -112,6 +116,9 @@ type normalized struct {
 	owner, name string
 	// attemptKey, when set, counts CI-failure attempts.
 	attemptKey string
+	// rawIsJSON says the raw body was decoded as JSON (so it is valid JSON
+	// and becomes Event.Raw as is); otherwise Raw is the body as a string.
+	rawIsJSON bool
 }
 
 // authMode is the authorization a trigger needs before it may start work.
@@ -136,18 +143,20 @@ type githubOptions struct {
 // normalizeGitHub turns one GitHub delivery into an event, or a reason to
 // ignore it. An error means the body is malformed.
 func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, error) {
-	if !json.Valid(body) {
-		return normalized{}, malformedf("body is not JSON")
-	}
 	switch event {
-	case "ping":
-		return ignored("ping"), nil
 	case "issue_comment", "pull_request_review_comment", "issues", "check_run", "workflow_run", "status":
 	default:
+		// Not decoded, but still only well-formed bodies get a 200.
+		if !json.Valid(body) {
+			return normalized{}, malformedf("body is not JSON")
+		}
+		if event == "ping" {
+			return ignored("ping"), nil
+		}
 		return ignored("event %q starts no work", event), nil
 	}
 	var p ghPayload
-	if err := json.Unmarshal(body, &p); err != nil {
+	if err := jsonv2.Unmarshal(body, &p, jsonv2.RejectUnknownMembers(false)); err != nil {
 		return normalized{}, malformedf("decode %s payload: %v", event, err)
 	}
 	if p.Repository == nil || p.Repository.FullName == "" {
@@ -163,7 +172,7 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 		RawEvent: event,
 		Actor:    ghActor(p.Sender, ""),
 	}
-	n := normalized{ev: ev, owner: owner, name: name}
+	n := normalized{ev: ev, owner: owner, name: name, rawIsJSON: true}
 	switch event {
 	case "issue_comment", "pull_request_review_comment":
 		return n.comment(event, &p, opt)
@@ -209,7 +218,7 @@ func (n normalized) comment(event string, p *ghPayload, opt githubOptions) (norm
 		return normalized{}, malformedf("issue_comment payload has no issue")
 	default:
 		ev.Target.Type = "issue"
-		if len(p.Issue.PullRequest) > 0 && string(p.Issue.PullRequest) != "null" {
+		if p.Issue.PullRequest != nil {
 			ev.Target.Type = "pull_request"
 		}
 		ev.Target.Number = p.Issue.Number

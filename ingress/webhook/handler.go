@@ -205,10 +205,10 @@ func bodyHashID(body []byte) string {
 // ignore, transport dedupe, authorization, CI attempt cap, publish (wait for
 // the PubAck), remember the delivery.
 func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delivery string, raw []byte, n normalized) (result, error) {
-	log := h.log.With(slog.String("source", string(src)), slog.String("delivery_id", delivery))
 	if n.ev == nil {
 		return result{outcome: outcomeIgnored, reason: n.ignore}, nil
 	}
+	log := h.log.With(slog.String("source", string(src)), slog.String("delivery_id", delivery))
 	// Once verified, finish the work even if the sender hangs up: a publish
 	// whose answer nobody reads must still be remembered.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), storeTimeout)
@@ -220,7 +220,7 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 	ev.DeliveryID = delivery
 	ev.ID = eventID(now, src, delivery)
 	ev.ReceivedAt = now
-	if json.Valid(raw) {
+	if n.rawIsJSON {
 		ev.Raw = json.RawMessage(raw)
 	} else {
 		ev.Raw, _ = json.Marshal(string(raw))

@@ -125,7 +125,7 @@ func normalizeLinearIssue(p *linPayload, opt linearOptions) (normalized, error) 
 		IdempotencyKey: "linear:issue:" + d.ID + ":" + d.UpdatedAt,
 		RawEvent:       "Issue." + p.Action,
 	}
-	return normalized{ev: ev}, nil
+	return normalized{ev: ev, rawIsJSON: true}, nil
 }
 
 func normalizeLinearComment(p *linPayload, opt linearOptions) (normalized, error) {
@@ -160,7 +160,7 @@ func normalizeLinearComment(p *linPayload, opt linearOptions) (normalized, error
 		IdempotencyKey: "linear:comment:" + d.ID,
 		RawEvent:       "Comment." + p.Action,
 	}
-	return normalized{ev: ev}, nil
+	return normalized{ev: ev, rawIsJSON: true}, nil
 }
 
 func linActor(actor, user *linUser) orchestrator.Actor {

@@ -34,7 +34,7 @@ func NewJetStreamPublisher(js jetstream.JetStream) *JetStreamPublisher {
 
 // Publish implements Publisher.
 func (p *JetStreamPublisher) Publish(ctx context.Context, ev *orchestrator.Event) error {
-	data, err := json.Marshal(ev)
+	data, err := EncodeEvent(ev)
 	if err != nil {
 		return fmt.Errorf("encode event %s: %w", ev.ID, err)
 	}
@@ -45,4 +45,22 @@ func (p *JetStreamPublisher) Publish(ctx context.Context, ev *orchestrator.Event
 		return fmt.Errorf("publish event %s: %w", ev.ID, err)
 	}
 	return nil
+}
+
+// EncodeEvent is json.Marshal(ev) without re-validating ev.Raw, which must
+// be valid JSON (the Handler only sets Raw to a body it decoded, or to a
+// JSON string). Large payloads make this the cheaper encoding by far.
+func EncodeEvent(ev *orchestrator.Event) ([]byte, error) {
+	raw := ev.Raw
+	cp := *ev
+	cp.Raw = nil
+	data, err := json.Marshal(&cp)
+	if err != nil || len(raw) == 0 {
+		return data, err
+	}
+	out := make([]byte, 0, len(data)+len(raw)+8)
+	out = append(out, data[:len(data)-1]...)
+	out = append(out, `,"raw":`...)
+	out = append(out, raw...)
+	return append(out, '}'), nil
 }

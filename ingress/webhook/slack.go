@@ -119,7 +119,7 @@ func normalizeSlackInteraction(payload []byte) (normalized, string, error) {
 		IdempotencyKey: fmt.Sprintf("slack:action:%s:%s:%s", action, a.Value, firstNonEmpty(a.ActionTS, p.TriggerID)),
 		RawEvent:       p.Type,
 	}
-	return normalized{ev: ev}, p.TriggerID, nil
+	return normalized{ev: ev, rawIsJSON: true}, p.TriggerID, nil
 }
 
 func (h *Handler) verifySlack(r *http.Request, body []byte) error {
