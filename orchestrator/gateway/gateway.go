@@ -53,8 +53,6 @@ import (
 
 // Sentinel errors.
 var (
-	// ErrUnknownTask is returned by Usage for a task that is not registered.
-	ErrUnknownTask = errors.New("gateway: unknown task")
 	// ErrNoUpstream reports a configuration without upstreams.
 	ErrNoUpstream = errors.New("gateway: no upstream configured")
 )
