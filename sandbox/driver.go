@@ -2,8 +2,12 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"syscall"
@@ -49,10 +53,17 @@ func ExitFromWaitStatus(ws syscall.WaitStatus) Exit {
 }
 
 // Listener asks the driver to make 127.0.0.1:Port inside the sandbox
-// connect to the host unix socket at Socket.
+// reach a service of the Manager (the egress proxy or a forward). A driver
+// either creates a listener inside the sandbox's network namespace itself
+// and hands it to Serve, or bridges the port with the helper to the host
+// unix socket Socket (see Launch.Sockets and HelperCommand).
 type Listener struct {
 	Port   int
-	Socket string
+	Socket string // set by Launch.Sockets
+	// Serve serves connections from ln until ln is closed; the Manager
+	// closes ln when the run ends. Nil in the Listeners given to
+	// HelperCommand.
+	Serve func(ln net.Listener)
 }
 
 // Launch is what the Manager hands a driver: the Spec with defaults applied
@@ -60,13 +71,88 @@ type Listener struct {
 // Manager prepared.
 type Launch struct {
 	Spec         Spec
-	Listeners    []Listener // loopback ports to bridge to host unix sockets (proxy, forwards)
+	Listeners    []Listener // loopback ports inside the sandbox and the Manager services behind them
 	HelperBinary string     // host path of the binary that runs the helper (see Reexec)
-	StateDir     string     // private host dir for this run, removed after Process.Close
 	Stdin        *os.File   // the command's standard streams (the driver must not close them)
 	Stdout       *os.File
 	Stderr       *os.File
 	Logger       *slog.Logger
+
+	res *runResources
+}
+
+// runResources are created on demand for one run and released by the
+// Manager after Process.Close.
+type runResources struct {
+	parent   string // Config.StateDir
+	dir      string
+	sockDir  string
+	closers  []io.Closer
+	sockets  []Listener
+	socketsE error
+	made     bool
+}
+
+// StateDir returns a private host directory for this run, created on first
+// use and removed after Process.Close.
+func (l *Launch) StateDir() (string, error) {
+	r := l.res
+	if r.dir == "" {
+		dir, err := os.MkdirTemp(r.parent, "run-")
+		if err != nil {
+			return "", fmt.Errorf("sandbox: create run dir: %w", err)
+		}
+		r.dir = dir
+	}
+	return r.dir, nil
+}
+
+// Sockets returns l.Listeners with Socket set: a host unix socket per port,
+// served by the Manager, for drivers that bridge ports with the helper.
+// They are created on first use.
+func (l *Launch) Sockets() ([]Listener, error) {
+	r := l.res
+	if r.made {
+		return r.sockets, r.socketsE
+	}
+	r.made = true
+	dir, err := l.StateDir()
+	if err != nil {
+		r.socketsE = err
+		return nil, err
+	}
+	if len(dir) > 80 { // sun_path holds 108 bytes
+		if dir, err = os.MkdirTemp("", "nssb-"); err != nil {
+			r.socketsE = fmt.Errorf("sandbox: create socket dir: %w", err)
+			return nil, r.socketsE
+		}
+		r.sockDir = dir
+	}
+	for i, ln := range l.Listeners {
+		sock := filepath.Join(dir, "port-"+strconv.Itoa(i)+".sock")
+		u, err := net.Listen("unix", sock)
+		if err != nil {
+			r.socketsE = fmt.Errorf("sandbox: listen on %s: %w", sock, err)
+			return nil, r.socketsE
+		}
+		r.closers = append(r.closers, u)
+		go ln.Serve(u)
+		ln.Socket = sock
+		r.sockets = append(r.sockets, ln)
+	}
+	return r.sockets, nil
+}
+
+func (r *runResources) release() {
+	for _, c := range r.closers {
+		c.Close()
+	}
+	if r.sockDir != "" {
+		os.RemoveAll(r.sockDir)
+	}
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
 }
 
 // Environ returns l.Spec.Env as a sorted KEY=VALUE list, with PATH, HOME

@@ -93,10 +93,10 @@ type Config struct {
 	// DefaultLimits fills zero Spec.Limits fields. Zero fields mean
 	// 4 GiB memory, 1024 processes and 64 MiB of output.
 	DefaultLimits Limits
-	// StateDir holds per-run sockets and files; a relative path is made
-	// absolute. Empty means $TMPDIR/nightshift-sandbox (created 0700).
-	// When it is too long for unix socket names, sockets go to a private
-	// directory under $TMPDIR instead.
+	// StateDir holds per-run sockets and files (see Launch.StateDir); a
+	// relative path is made absolute. Empty means
+	// $TMPDIR/nightshift-sandbox (created 0700). When it is too long for
+	// unix socket names, sockets go to a private directory under $TMPDIR.
 	StateDir string
 	// HelperBinary is the host executable bound into the sandbox to run the
 	// loopback forwarder; it must call Reexec first thing in main. Empty
@@ -211,34 +211,16 @@ func (m *Manager) Run(ctx context.Context, spec Spec) (Result, error) {
 		return Result{}, err
 	}
 	log := m.log.With("sandbox_id", spec.ID)
-	stateDir, err := os.MkdirTemp(m.cfg.StateDir, "run-")
-	if err != nil {
-		return Result{}, fmt.Errorf("sandbox: create run dir: %w", err)
-	}
-	defer os.RemoveAll(stateDir)
-	l.StateDir = stateDir
 	l.Logger = log
+	l.res = &runResources{parent: m.cfg.StateDir}
+	defer l.res.release()
 
 	out := newOutput(spec.Stdout, spec.Stderr, l.Spec.Limits.OutputBytes)
 	eventLog := spec.Log
 	if eventLog == nil {
 		eventLog = out.logLine
 	}
-
-	var net netRuntime
-	defer net.close()
-	if len(spec.AllowHosts) > 0 || len(spec.Forwards) > 0 {
-		sockDir := stateDir
-		if len(sockDir) > 80 { // sun_path holds 108 bytes
-			if sockDir, err = os.MkdirTemp("", "nssb-"); err != nil {
-				return Result{}, fmt.Errorf("sandbox: create socket dir: %w", err)
-			}
-			defer os.RemoveAll(sockDir)
-		}
-		if err := m.startNetwork(&net, l, sockDir, eventLog); err != nil {
-			return Result{}, err
-		}
-	}
+	m.startNetwork(l, eventLog)
 
 	stdio, err := newStdio(spec.Stdin, out)
 	if err != nil {
@@ -390,25 +372,11 @@ func (m *Manager) launch(spec Spec) (*Launch, error) {
 	return &Launch{Spec: spec, HelperBinary: m.cfg.HelperBinary}, nil
 }
 
-// netRuntime owns the per-run egress proxy and forward relays.
-type netRuntime struct {
-	closers []io.Closer
-}
-
-func (n *netRuntime) close() {
-	for _, c := range n.closers {
-		c.Close()
-	}
-}
-
-func (m *Manager) startNetwork(n *netRuntime, l *Launch, stateDir string, logf func(string, ...any)) error {
+// startNetwork creates the egress proxy and forward relays of a run; the
+// driver decides where they listen (Launch.Listeners).
+func (m *Manager) startNetwork(l *Launch, logf func(string, ...any)) {
 	spec := &l.Spec
 	if len(spec.AllowHosts) > 0 {
-		sock := filepath.Join(stateDir, "proxy.sock")
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			return fmt.Errorf("sandbox: proxy socket: %w", err)
-		}
 		p := egress.New(egress.Config{
 			Allow:    spec.AllowHosts,
 			Deny:     m.cfg.EgressDeny,
@@ -416,9 +384,8 @@ func (m *Manager) startNetwork(n *netRuntime, l *Launch, stateDir string, logf f
 			Dial:     m.cfg.DialFunc,
 			Log:      logf,
 		})
-		go p.Serve(ln)
-		n.closers = append(n.closers, p)
-		l.Listeners = append(l.Listeners, Listener{Port: m.cfg.ProxyPort, Socket: sock})
+		l.res.closers = append(l.res.closers, p)
+		l.Listeners = append(l.Listeners, Listener{Port: m.cfg.ProxyPort, Serve: func(ln net.Listener) { p.Serve(ln) }})
 		proxy := "http://127.0.0.1:" + strconv.Itoa(m.cfg.ProxyPort)
 		for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} {
 			spec.Env[k] = proxy
@@ -429,18 +396,12 @@ func (m *Manager) startNetwork(n *netRuntime, l *Launch, stateDir string, logf f
 			}
 		}
 	}
-	for i, f := range spec.Forwards {
-		sock := filepath.Join(stateDir, "fwd-"+strconv.Itoa(i)+".sock")
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			return fmt.Errorf("sandbox: forward socket: %w", err)
-		}
+	for _, f := range spec.Forwards {
 		network, addr, _ := parseTarget(f.Target)
-		r := egress.NewRelay(ln, network, addr)
-		n.closers = append(n.closers, r)
-		l.Listeners = append(l.Listeners, Listener{Port: f.Port, Socket: sock})
+		r := egress.NewRelay(network, addr)
+		l.res.closers = append(l.res.closers, r)
+		l.Listeners = append(l.Listeners, Listener{Port: f.Port, Serve: r.Serve})
 	}
-	return nil
 }
 
 func parseTarget(t string) (network, addr string, err error) {

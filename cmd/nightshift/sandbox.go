@@ -72,14 +72,18 @@ func (e *commandExitError) ExitCode() int {
 	return 1
 }
 
-func newSandboxDriver(name string) (sandbox.Driver, error) {
+func newSandboxDriver(name string) (sandbox.Driver, func(), error) {
 	switch name {
 	case "bwrap":
-		return bwrap.New(bwrap.Config{})
+		d, err := bwrap.New(bwrap.Config{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, func() { d.Close() }, nil
 	case "process":
-		return process.New(process.Config{}), nil
+		return process.New(process.Config{}), func() {}, nil
 	}
-	return nil, usageErrorf("sandbox: --driver must be bwrap or process, not %q", name)
+	return nil, nil, usageErrorf("sandbox: --driver must be bwrap or process, not %q", name)
 }
 
 func runSandboxCheck(ctx context.Context, a *app, args []string) error {
@@ -101,6 +105,7 @@ func runSandboxCheck(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
+		defer d.Close()
 		fmt.Fprintf(a.stdout, "driver bwrap: available; limits via %s\n", d.Mode())
 		return nil
 	}
@@ -184,10 +189,11 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 		}
 		spec.Tools[name] = abs
 	}
-	d, err := newSandboxDriver(*driver)
+	d, closeDriver, err := newSandboxDriver(*driver)
 	if err != nil {
 		return err
 	}
+	defer closeDriver()
 	if *driver == "bwrap" {
 		if err := bwrap.Available(ctx); err != nil {
 			return err

@@ -52,6 +52,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,12 +74,14 @@ const (
 	gid        = 1000
 )
 
-// DefaultEtc lists the /etc entries bound read-only when they exist.
+// defaultEtc lists the /etc entries copied into the sandbox's /etc. Only
+// world-readable files are copied; /etc/ssl/private and the like never are.
 var defaultEtc = []string{
-	"/etc/alternatives", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/crypto-policies",
+	"/etc/alternatives", "/etc/ca-certificates.conf", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
+	"/etc/pki/tls/certs", "/etc/pki/ca-trust/extracted", "/etc/crypto-policies",
 	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/mime.types",
-	"/etc/nsswitch.conf", "/etc/os-release", "/etc/pki", "/etc/protocols", "/etc/services",
-	"/etc/ssl", "/etc/timezone", "/etc/debian_version", "/etc/inputrc", "/etc/magic", "/etc/java-17-openjdk",
+	"/etc/nsswitch.conf", "/etc/os-release", "/etc/protocols", "/etc/services", "/etc/timezone",
+	"/etc/debian_version", "/etc/inputrc", "/etc/magic",
 }
 
 // Config configures the bwrap driver. Every field is optional.
@@ -88,8 +91,18 @@ type Config struct {
 	Bwrap string
 	// SystemPaths are bound read-only (or recreated as the same symlink)
 	// when they exist on the host. Nil means /usr, /bin, /sbin, /lib,
-	// /lib32, /lib64, /libx32, /opt plus a short list of /etc entries.
+	// /lib32, /lib64 and /libx32. Add /opt or others explicitly.
 	SystemPaths []string
+	// Etc lists host /etc entries copied (world-readable files only,
+	// symlinks kept) into the sandbox's read-only /etc when the driver is
+	// created, next to a synthetic passwd, group and hosts. Nil means a
+	// short list: CA certificates, the dynamic linker cache, alternatives,
+	// timezone, nsswitch, os-release, protocols and services.
+	Etc []string
+	// UseHelper forces the in-sandbox helper to bridge loopback ports even
+	// when this process could listen inside the sandbox's network
+	// namespace itself (root only), which is faster.
+	UseHelper bool
 	// Path is PATH when the Spec sets none. Empty means
 	// /run/nightshift/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin.
 	Path string
@@ -108,6 +121,10 @@ type Driver struct {
 	bwrap   string
 	filter  []byte
 	cg      *cgroup.Hierarchy
+	etc     string // host dir bound at /etc
+	empty   string // empty host dir for missing ReadOnlyInDir paths
+	seq     atomic.Int64
+	inNetns bool // listen inside the sandbox's network namespace instead of running the helper
 	cgWhy   error
 	systems []mount
 }
@@ -123,19 +140,19 @@ type mount struct {
 // to check that it works on this host.
 func New(cfg Config) (*Driver, error) {
 	d := &Driver{cfg: cfg}
-	if cfg.Bwrap == "" {
-		cfg.Bwrap = "bwrap"
-	}
-	p, err := exec.LookPath(cfg.Bwrap)
+	p, err := lookBwrap(cfg.Bwrap)
 	if err != nil {
-		return nil, fmt.Errorf("%w: bwrap: bubblewrap not found (install the bubblewrap package): %v", sandbox.ErrUnavailable, err)
+		return nil, err
 	}
 	d.bwrap = p
 	if cfg.Path == "" {
 		cfg.Path = ToolDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
 	if cfg.SystemPaths == nil {
-		cfg.SystemPaths = append([]string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt"}, defaultEtc...)
+		cfg.SystemPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+	}
+	if cfg.Etc == nil {
+		cfg.Etc = defaultEtc
 	}
 	d.cfg = cfg
 	prog, err := seccomp.Filter()
@@ -164,7 +181,137 @@ func New(cfg Config) (*Driver, error) {
 			return nil, d.cgWhy
 		}
 	}
+	if d.etc, err = buildEtc(cfg.Etc); err != nil {
+		return nil, err
+	}
+	d.empty = filepath.Join(d.etc, ".empty")
+	if err := os.Mkdir(d.empty, 0o555); err != nil {
+		os.RemoveAll(d.etc)
+		return nil, err
+	}
+	d.inNetns = !cfg.UseHelper && os.Geteuid() == 0
 	return d, nil
+}
+
+// Close removes the driver's copy of /etc. Sandboxes must not be started
+// afterwards.
+func (d *Driver) Close() error {
+	os.Chmod(d.empty, 0o755)
+	return os.RemoveAll(d.etc)
+}
+
+// buildEtc creates the sandbox's /etc: a synthetic passwd, group and hosts
+// plus copies of the listed host entries.
+func buildEtc(entries []string) (string, error) {
+	sweepEtc()
+	dir, err := os.MkdirTemp("", etcPrefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	files := map[string]string{
+		"passwd": fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:%d:%d:agent:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", uid, gid, Home),
+		"group":  fmt.Sprintf("root:x:0:\nagent:x:%d:\nnogroup:x:65534:\n", gid),
+		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+	}
+	for _, e := range entries {
+		rel, ok := strings.CutPrefix(filepath.Clean(e), "/etc/")
+		if !ok || files[rel] != "" {
+			continue
+		}
+		if err := copyTree(e, filepath.Join(dir, rel)); err != nil {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("bwrap: copy %s: %w", e, err)
+		}
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			os.RemoveAll(dir)
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+const etcPrefix = "nightshift-bwrap-etc-"
+
+// sweepEtc removes /etc copies left by drivers of processes that are gone
+// without calling Close.
+func sweepEtc() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), etcPrefix+"*"))
+	for _, m := range matches {
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(m), etcPrefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(m, &st) != nil || int(st.Uid) != os.Geteuid() || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			continue
+		}
+		os.Chmod(filepath.Join(m, ".empty"), 0o755)
+		os.RemoveAll(m)
+	}
+}
+
+// copyTree copies src to dst: world-readable regular files, directories and
+// symlinks (verbatim). Anything else, and missing sources, are skipped.
+func copyTree(src, dst string) error {
+	fi, err := os.Lstat(src)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	case fi.IsDir():
+		if fi.Mode().Perm()&0o005 != 0o005 {
+			return nil
+		}
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		ents, err := os.ReadDir(src)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := copyTree(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+				return err
+			}
+		}
+		return nil
+	case fi.Mode().IsRegular() && fi.Mode().Perm()&0o004 != 0 && fi.Size() <= 16<<20:
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	}
+	return nil
+}
+
+func lookBwrap(name string) (string, error) {
+	if name == "" {
+		name = "bwrap"
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: bwrap: bubblewrap not found (install the bubblewrap package): %v", sandbox.ErrUnavailable, err)
+	}
+	return p, nil
 }
 
 // Name returns "bwrap".
@@ -191,16 +338,19 @@ func Available(ctx context.Context) error {
 
 // AvailableWith is Available for a specific Config.
 func AvailableWith(ctx context.Context, cfg Config) error {
-	d, err := New(cfg)
+	bw, err := lookBwrap(cfg.Bwrap)
 	if err != nil {
 		return err
+	}
+	if _, err := seccomp.Filter(); err != nil {
+		return fmt.Errorf("%w: bwrap: %v", sandbox.ErrUnavailable, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	args := []string{"--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
 		"--disable-userns", "--uid", "1000", "--gid", "1000", "--die-with-parent", "--new-session",
 		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"}
-	cmd := exec.CommandContext(ctx, d.bwrap, args...)
+	cmd := exec.CommandContext(ctx, bw, args...)
 	cmd.Env = []string{}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -216,7 +366,7 @@ func AvailableWith(ctx context.Context, cfg Config) error {
 
 // args builds the bubblewrap command line for l. It writes the synthetic
 // /etc files into l.StateDir.
-func (d *Driver) args(l *sandbox.Launch, emptyDir string) ([]string, []string, error) {
+func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 	s := &l.Spec
 	a := []string{
 		"--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
@@ -231,18 +381,7 @@ func (d *Driver) args(l *sandbox.Launch, emptyDir string) ([]string, []string, e
 			a = append(a, "--ro-bind", m.src, m.dst)
 		}
 	}
-	etc := map[string]string{
-		"passwd": fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:%d:%d:agent:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", uid, gid, Home),
-		"group":  fmt.Sprintf("root:x:0:\nagent:x:%d:\nnogroup:x:65534:\n", gid),
-		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
-	}
-	for _, name := range []string{"passwd", "group", "hosts"} {
-		p := filepath.Join(l.StateDir, "etc-"+name)
-		if err := os.WriteFile(p, []byte(etc[name]), 0o644); err != nil {
-			return nil, nil, err
-		}
-		a = append(a, "--ro-bind", p, "/etc/"+name)
-	}
+	a = append(a, "--ro-bind", d.etc, "/etc")
 	a = append(a, "--tmpfs", "/tmp", "--dir", "/home", "--tmpfs", Home)
 
 	// Host binds, parents before children so that none hides another.
@@ -273,17 +412,21 @@ func (d *Driver) args(l *sandbox.Launch, emptyDir string) ([]string, []string, e
 			return nil, nil, err
 		}
 		if src == "" { // missing: an empty read-only dir, so it cannot be created
-			a = append(a, "--ro-bind", emptyDir, filepath.Join(s.Dir, rel))
+			a = append(a, "--ro-bind", d.empty, filepath.Join(s.Dir, rel))
 		} else {
 			a = append(a, "--ro-bind", src, src)
 		}
 	}
 
 	command := s.Command
-	if len(l.Listeners) > 0 {
+	if len(l.Listeners) > 0 && !d.inNetns {
+		socks, err := l.Sockets()
+		if err != nil {
+			return nil, nil, err
+		}
 		a = append(a, "--ro-bind", l.HelperBinary, helperPath)
-		inside := make([]sandbox.Listener, len(l.Listeners))
-		for i, ln := range l.Listeners {
+		inside := make([]sandbox.Listener, len(socks))
+		for i, ln := range socks {
 			p := sockDir + "/" + strconv.Itoa(i)
 			a = append(a, "--ro-bind", ln.Socket, p)
 			inside[i] = sandbox.Listener{Port: ln.Port, Socket: p}
@@ -341,13 +484,7 @@ func inDir(dir, rel string) (string, error) {
 // Start starts bubblewrap blocked, puts the sandbox in its cgroup (or sets
 // rlimits), then lets it run.
 func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process, error) {
-	emptyDir := filepath.Join(l.StateDir, "empty")
-	if len(l.Spec.ReadOnlyInDir) > 0 {
-		if err := os.Mkdir(emptyDir, 0o555); err != nil {
-			return nil, err
-		}
-	}
-	args, command, err := d.args(l, emptyDir)
+	args, command, err := d.args(l)
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +557,7 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 	}
 	lim := l.Spec.Limits
 	if d.cg != nil {
-		name := "sb-" + sanitize(l.Spec.ID) + "-" + filepath.Base(l.StateDir)
+		name := fmt.Sprintf("sb-%s-%d-%d", sanitize(l.Spec.ID), os.Getpid(), d.seq.Add(1))
 		g, err := d.cg.New(name, lim.MemoryBytes, lim.Processes)
 		if err != nil {
 			return fail(fmt.Errorf("create cgroup: %w", err))
@@ -441,6 +578,15 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 			if err := unix.Prlimit(p.init, r.res, &rl, nil); err != nil {
 				return fail(fmt.Errorf("prlimit: %w", err))
 			}
+		}
+	}
+	if d.inNetns && len(l.Listeners) > 0 {
+		lns, err := listenInNetns(fmt.Sprintf("/proc/%d/ns/net", p.init), l.Listeners)
+		if err != nil {
+			return fail(fmt.Errorf("listen in sandbox: %w", err))
+		}
+		for i, ln := range lns {
+			go l.Listeners[i].Serve(ln)
 		}
 	}
 	if _, err := blockW.Write([]byte{1}); err != nil {

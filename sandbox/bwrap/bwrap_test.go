@@ -13,44 +13,45 @@ import (
 
 func TestMain(m *testing.M) { sandboxtest.Main(m) }
 
-func newDriver(t *testing.T) sandbox.Driver {
+func newDriver(t *testing.T) *bwrap.Driver {
 	t.Helper()
 	if err := bwrap.Available(context.Background()); err != nil {
 		t.Fatalf("bubblewrap unavailable (a CI host must provide it): %v", err)
 	}
-	d, err := bwrap.New(bwrap.Config{})
+	return newDriverWith(t, bwrap.Config{})
+}
+
+func newDriverWith(t *testing.T, cfg bwrap.Config) *bwrap.Driver {
+	t.Helper()
+	d, err := bwrap.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return d
 }
 
 func TestConformance(t *testing.T) {
-	sandboxtest.Run(t, newDriver, sandboxtest.Options{Isolated: true})
+	d := newDriver(t)
+	sandboxtest.Run(t, func(*testing.T) sandbox.Driver { return d }, sandboxtest.Options{Isolated: true})
 }
 
-func TestConformancePrlimit(t *testing.T) {
-	sandboxtest.Run(t, func(t *testing.T) sandbox.Driver {
-		newDriver(t)
-		d, err := bwrap.New(bwrap.Config{DisableCgroups: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}, sandboxtest.Options{Isolated: true})
+// TestConformancePrlimitHelper covers the fallbacks: no cgroup, and the
+// in-sandbox helper bridging loopback ports instead of listeners created
+// in the sandbox's network namespace.
+func TestConformancePrlimitHelper(t *testing.T) {
+	newDriver(t)
+	d := newDriverWith(t, bwrap.Config{DisableCgroups: true, UseHelper: true})
+	sandboxtest.Run(t, func(*testing.T) sandbox.Driver { return d }, sandboxtest.Options{Isolated: true})
 }
 
 func TestEscape(t *testing.T) {
-	escape(t, newDriver(t).(*bwrap.Driver))
+	escape(t, newDriver(t))
 }
 
 func TestEscapePrlimit(t *testing.T) {
 	newDriver(t)
-	d, err := bwrap.New(bwrap.Config{DisableCgroups: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	escape(t, d)
+	escape(t, newDriverWith(t, bwrap.Config{DisableCgroups: true, UseHelper: true}))
 }
 
 func escape(t *testing.T, d *bwrap.Driver) {

@@ -51,9 +51,13 @@ func (d *Driver) Name() string { return "process" }
 
 // Start starts the command in a new process group.
 func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process, error) {
-	home := filepath.Join(l.StateDir, "home")
-	tmp := filepath.Join(l.StateDir, "tmp")
-	bin := filepath.Join(l.StateDir, "bin")
+	state, err := l.StateDir()
+	if err != nil {
+		return nil, err
+	}
+	home := filepath.Join(state, "home")
+	tmp := filepath.Join(state, "tmp")
+	bin := filepath.Join(state, "bin")
 	for _, dir := range []string{home, tmp, bin} {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return nil, err
@@ -71,7 +75,11 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 	env := l.Environ(path, home, tmp)
 	argv := l.Spec.Command
 	if len(l.Listeners) > 0 {
-		argv = sandbox.HelperCommand(l.HelperBinary, l.Listeners, argv)
+		socks, err := l.Sockets()
+		if err != nil {
+			return nil, err
+		}
+		argv = sandbox.HelperCommand(l.HelperBinary, socks, argv)
 	}
 	name, err := lookPath(argv[0], env)
 	if err != nil {

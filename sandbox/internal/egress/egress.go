@@ -291,27 +291,34 @@ func tunnel(client net.Conn, br *bufio.Reader, up net.Conn) {
 	<-done
 }
 
-// Relay accepts on a unix socket and connects each client to a fixed
+// Relay connects each client accepted on its listeners to a fixed
 // orchestrator-owned address.
 type Relay struct {
-	ln      net.Listener
 	network string
 	addr    string
 	mu      sync.Mutex
+	lns     map[net.Listener]struct{}
 	open    map[net.Conn]struct{}
 	closed  bool
 }
 
-// NewRelay starts relaying connections from ln to network/addr.
-func NewRelay(ln net.Listener, network, addr string) *Relay {
-	r := &Relay{ln: ln, network: network, addr: addr, open: map[net.Conn]struct{}{}}
-	go r.serve()
-	return r
+// NewRelay returns a Relay to network/addr; Serve starts it on a listener.
+func NewRelay(network, addr string) *Relay {
+	return &Relay{network: network, addr: addr, lns: map[net.Listener]struct{}{}, open: map[net.Conn]struct{}{}}
 }
 
-func (r *Relay) serve() {
+// Serve relays connections accepted on ln until ln or the Relay is closed.
+func (r *Relay) Serve(ln net.Listener) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		ln.Close()
+		return
+	}
+	r.lns[ln] = struct{}{}
+	r.mu.Unlock()
 	for {
-		c, err := r.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -357,12 +364,14 @@ func (r *Relay) handle(c net.Conn) {
 
 // Close stops accepting and cuts open connections.
 func (r *Relay) Close() error {
-	err := r.ln.Close()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.closed = true
+	for ln := range r.lns {
+		ln.Close()
+	}
 	for c := range r.open {
 		c.Close()
 	}
-	r.mu.Unlock()
-	return err
+	return nil
 }

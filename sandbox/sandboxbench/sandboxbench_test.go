@@ -1,0 +1,22 @@
+package sandboxbench
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"testing"
+
+	"github.com/nightshift/nightshift/sandbox/sandboxtest"
+)
+
+func TestMain(m *testing.M) { sandboxtest.Main(m) }
+
+func TestRunPrintsRatio(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), &out, 2, 4); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !regexp.MustCompile(`\nratio=[0-9.]+\n$`).Match(out.Bytes()) {
+		t.Errorf("last line is not ratio=: %q", out.String())
+	}
+}
