@@ -387,13 +387,30 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		}
 	}
 
-	if repo.Setup != "" {
-		spec := sbase
-		spec.ID = item.TaskID + "-setup"
-		spec.Command = []string{"sh", "-c", repo.Setup}
-		spec.Env = env
-		if err := w.runStep(ctx, rep, spec, "setup", "setup_failed"); err != nil {
-			return err
+	// Setup: the repo's configured command, then the setup files users
+	// already have (.nightshift/setup.sh, Cursor's and 1Code's worktree
+	// configs), with network per the repo's allowlist. A follow-up reuses a
+	// worktree that is already set up.
+	if !item.FollowUp {
+		setups, err := agent.SetupCommands(wt.Dir, repo.Setup)
+		if err != nil {
+			return stepErr("setup_failed", "read setup files: %w", err)
+		}
+		setupEnv := map[string]string{}
+		for k, v := range env {
+			setupEnv[k] = v
+		}
+		for k, v := range agent.SetupEnv(wt.Dir) {
+			setupEnv[k] = v
+		}
+		for i, argv := range setups {
+			spec := sbase
+			spec.ID = fmt.Sprintf("%s-setup-%d-%d", item.TaskID, item.Run, i)
+			spec.Command = argv
+			spec.Env = setupEnv
+			if err := w.runStep(ctx, rep, spec, "setup", "setup_failed"); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -635,7 +652,11 @@ func chainRedactors(list ...Redactor) Redactor {
 func (w *Worker) runStep(ctx context.Context, rep *reporter, spec sandbox.Spec, stream, reason string) error {
 	out := rep.writer(ctx, stream)
 	spec.Stdout, spec.Stderr = out, out
-	rep.line(ctx, stream, "$ "+spec.Command[len(spec.Command)-1])
+	shown := strings.Join(spec.Command, " ")
+	if len(spec.Command) == 3 && spec.Command[0] == "sh" && spec.Command[1] == "-c" {
+		shown = spec.Command[2]
+	}
+	rep.line(ctx, stream, "$ "+shown)
 	res, err := w.sandboxes.Run(ctx, spec)
 	out.Close()
 	if err != nil {

@@ -489,3 +489,36 @@ repos:
 		t.Fatalf("the agent's MCP token leaked into the task log:\n%s", out)
 	}
 }
+
+// TestSetupRunsConfiguredThenRepoFiles checks the repo's configured setup and
+// its own .nightshift/setup.sh run, in that order, before the agent.
+func TestSetupRunsConfiguredThenRepoFiles(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  check:
+    command: ["sh", "-c", "cp .setup-log SETUP.txt"]
+repos:
+  - match: "*"
+    setup: "echo configured >> .setup-log"
+`)
+	origin := newOrigin(t)
+	seed := filepath.Join(t.TempDir(), "seed")
+	gitRun(t, "", "clone", "-q", origin, seed)
+	os.MkdirAll(filepath.Join(seed, ".nightshift"), 0o755)
+	os.WriteFile(filepath.Join(seed, ".nightshift", "setup.sh"), []byte("#!/bin/sh\necho repo-script >> .setup-log\n"), 0o755)
+	os.WriteFile(filepath.Join(seed, ".gitignore"), []byte(".setup-log\n"), 0o644)
+	gitRun(t, seed, "add", ".")
+	gitRun(t, seed, "-c", "user.name=Seed", "-c", "user.email=seed@example.test", "commit", "-q", "-m", "setup")
+	gitRun(t, seed, "push", "-q", "origin", "main")
+	id := s.dispatch(t, origin, "check", "show setup")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateReview {
+		t.Fatalf("task failed: %s", task.Error)
+	}
+	if got := gitRun(t, origin, "show", "nightshift/"+id+":SETUP.txt"); got != "configured\nrepo-script" {
+		t.Fatalf("setup ran as %q", got)
+	}
+}
