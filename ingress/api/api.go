@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -23,23 +24,64 @@ import (
 // Config configures the API. Zero values mean the documented defaults.
 type Config struct {
 	// AdminTokens may read and act; ReadOnlyTokens may only read. When both
-	// are empty the API is open (serve allows that only on loopback).
+	// are empty (and no Authenticators are set) the API and the board are
+	// open (serve allows that only on loopback).
 	AdminTokens, ReadOnlyTokens []string
+	// Authenticators are tried after the API tokens (e.g. an OIDC bearer
+	// verifier). Default none.
+	Authenticators []Authenticator
+	// Sessions keeps the board's login sessions. Default in memory.
+	Sessions SessionStore
+	// SessionKey signs session cookies. Default 32 random bytes per process.
+	SessionKey []byte
+	// SessionTTL is how long a login lasts. Default 12h.
+	SessionTTL time.Duration
 	// MaxQueued is the backlog past which POST /tasks answers 429. Default 1000.
 	MaxQueued int
+	// RetryAfter is what a 429 tells the caller to wait. Default 30s.
+	RetryAfter time.Duration
 	// KnownAgent reports whether an agent name is configured. Nil: any.
 	KnownAgent func(name string) bool
-	Clock      func() time.Time
-	Logger     *slog.Logger
+	// Metrics records API counters; nil records nothing (see NewMetrics).
+	Metrics *Metrics
+	Clock   func() time.Time
+	Logger  *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 1000
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = 30 * time.Second
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 12 * time.Hour
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Sessions == nil {
+		c.Sessions = NewMemorySessionStore(c.Clock)
+	}
+	if len(c.SessionKey) == 0 {
+		c.SessionKey = []byte(randomToken() + randomToken())
+	}
+	return c
 }
 
 // Server is the REST API handler.
 type Server struct {
-	bus   *orchestrator.Bus
-	store *orchestrator.Store
-	cfg   Config
-	log   *slog.Logger
-	mux   *http.ServeMux
+	bus    *orchestrator.Bus
+	store  *orchestrator.Store
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	auth   *auth
+	routes []string
 }
 
 // Role is what a caller may do.
@@ -52,53 +94,51 @@ const (
 	RoleAdmin
 )
 
-// New returns the API handler.
+// New returns the API handler. bus and store may be nil for a handler that
+// only authenticates (the board in tests).
 func New(bus *orchestrator.Bus, store *orchestrator.Store, cfg Config) *Server {
-	if cfg.MaxQueued <= 0 {
-		cfg.MaxQueued = 1000
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	s := &Server{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /api/v1/tasks", s.admin(s.createTask))
-	s.mux.HandleFunc("GET /api/v1/tasks", s.read(s.listTasks))
-	s.mux.HandleFunc("GET /api/v1/tasks/{id}", s.read(s.getTask))
-	s.mux.HandleFunc("GET /api/v1/tasks/{id}/events", s.read(s.taskEvents))
-	s.mux.HandleFunc("GET /api/v1/tasks/{id}/logs", s.read(s.taskLogs))
-	s.mux.HandleFunc("GET /api/v1/tasks/{id}/diff", s.read(s.taskDiff))
-	s.mux.HandleFunc("GET /api/v1/tasks/{id}/transitions", s.read(s.taskTransitions))
-	s.mux.HandleFunc("POST /api/v1/tasks/{id}/cancel", s.admin(s.control(orchestrator.KindTaskCancel)))
-	s.mux.HandleFunc("POST /api/v1/tasks/{id}/retry", s.admin(s.control(orchestrator.KindTaskRetry)))
-	s.mux.HandleFunc("POST /api/v1/tasks/{id}/messages", s.admin(s.control(orchestrator.KindTaskMessage)))
+	s.auth = &auth{tokens: NewTokenAuthenticator(cfg.AdminTokens, cfg.ReadOnlyTokens), extra: cfg.Authenticators,
+		sessions: cfg.Sessions, key: cfg.SessionKey, ttl: cfg.SessionTTL, now: cfg.Clock}
+	s.handle("POST /api/v1/tasks", s.admin(s.createTask))
+	s.handle("GET /api/v1/tasks", s.read(s.listTasks))
+	s.handle("GET /api/v1/tasks/{id}", s.read(s.getTask))
+	s.handle("GET /api/v1/tasks/{id}/events", s.read(s.taskEvents))
+	s.handle("GET /api/v1/tasks/{id}/logs", s.read(s.taskLogs))
+	s.handle("GET /api/v1/tasks/{id}/diff", s.read(s.taskDiff))
+	s.handle("GET /api/v1/tasks/{id}/transitions", s.read(s.taskTransitions))
+	s.handle("POST /api/v1/tasks/{id}/cancel", s.admin(s.control(orchestrator.KindTaskCancel)))
+	s.handle("POST /api/v1/tasks/{id}/retry", s.admin(s.control(orchestrator.KindTaskRetry)))
+	s.handle("POST /api/v1/tasks/{id}/messages", s.admin(s.control(orchestrator.KindTaskMessage)))
+	s.handle("GET /api/v1/events", s.read(s.allEvents))
+	s.handle("GET /api/v1/session", s.read(s.session))
+	s.handle("POST /api/v1/session", s.login)
+	s.handle("DELETE /api/v1/session", s.read(s.logout))
+	s.handle("GET /api/v1/openapi.json", s.openAPI)
 	s.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
 	})
 	return s
 }
 
+func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	s.routes = append(s.routes, pattern)
+	s.mux.HandleFunc(pattern, h)
+}
+
+// Routes returns the "METHOD /path" patterns the API serves (the OpenAPI
+// document is checked against them).
+func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
+
 // ServeHTTP serves /api/v1/.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// RoleOf returns what the bearer token of r may do.
+// RoleOf returns what the credentials of r (bearer token or session cookie)
+// may do.
 func (s *Server) RoleOf(r *http.Request) Role {
-	if len(s.cfg.AdminTokens) == 0 && len(s.cfg.ReadOnlyTokens) == 0 {
-		return RoleAdmin
-	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
-		return RoleNone
-	}
-	if matchToken(tok, s.cfg.AdminTokens) {
-		return RoleAdmin
-	}
-	if matchToken(tok, s.cfg.ReadOnlyTokens) {
-		return RoleReadOnly
-	}
-	return RoleNone
+	p, _ := s.auth.authenticate(r)
+	return p.Role
 }
 
 func matchToken(tok string, list []string) bool {
@@ -110,18 +150,33 @@ func matchToken(tok string, list []string) bool {
 }
 
 // RequireRole wraps h so it runs only for callers with at least role min.
+// State-changing requests made with the session cookie must carry the
+// session's CSRF token (see checkCSRF); bearer requests need none.
 func (s *Server) RequireRole(min Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch role := s.RoleOf(r); {
-		case role == RoleNone:
+		p, sess := s.auth.authenticate(r)
+		switch {
+		case p.Role == RoleNone:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="nightshift"`)
 			writeError(w, http.StatusUnauthorized, "missing or invalid token")
-		case role < min:
+		case p.Role < min:
 			writeError(w, http.StatusForbidden, "this token is read-only")
 		default:
-			h.ServeHTTP(w, r)
+			if err := checkCSRF(r, p, sess); err != nil {
+				writeError(w, http.StatusForbidden, err.Error())
+				return
+			}
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 		}
 	})
+}
+
+type principalKey struct{}
+
+// PrincipalFrom returns the principal RequireRole authenticated.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
 }
 
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
@@ -152,6 +207,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		s.cfg.Metrics.requested("rejected")
 		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
 		return
 	}
@@ -167,6 +223,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown agent %q", req.Agent))
 		return
 	}
+
 	counts, err := s.store.CountByState(r.Context())
 	if err != nil {
 		s.fail(w, err)
@@ -174,8 +231,12 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	queued := counts[orchestrator.StateQueued]
 	if queued >= s.cfg.MaxQueued {
-		w.Header().Set("Retry-After", "30")
-		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "the queue is full", "position": queued + 1})
+		s.cfg.Metrics.requested("queue_full")
+		secs := int(s.cfg.RetryAfter.Round(time.Second).Seconds())
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeJSON(w, http.StatusTooManyRequests, QueueFull{
+			Error:    fmt.Sprintf("the queue is full (%d tasks waiting, limit %d); retry in %ds", queued, s.cfg.MaxQueued, secs),
+			Position: queued + 1, Queued: queued, RetryAfter: secs})
 		return
 	}
 	id := orchestrator.NewID()
@@ -187,13 +248,15 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		ID: id, Source: orchestrator.SourceAPI, Kind: orchestrator.KindTaskRequested, Repo: req.Repo,
 		Instruction: req.Prompt, DeliveryID: "api:" + key, IdempotencyKey: "api:" + key,
 		ReceivedAt: s.cfg.Clock().UTC(), Agent: req.Agent, Branch: req.Branch, TaskID: id,
-		Actor: orchestrator.Actor{Login: "api"},
+		Actor: orchestrator.Actor{Login: actorLogin(r)},
 	}
 	if err := s.bus.PublishEventWait(r.Context(), ev); err != nil {
+		s.cfg.Metrics.requested("failed")
 		s.log.Error("publish task request", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the task could not be stored; try again")
 		return
 	}
+	s.cfg.Metrics.requested("accepted")
 	resp := CreateResponse{ID: id, State: orchestrator.StateQueued, Position: queued + 1}
 	// Usually the scheduler has the task stored within milliseconds; answer
 	// with its real state and position then. The event is durable either way.
@@ -201,6 +264,28 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		resp.State, resp.Position = t.State, t.Position
 	}
 	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// QueueFull answers POST /api/v1/tasks with 429 when the backlog is over
+// Config.MaxQueued.
+type QueueFull struct {
+	Error string `json:"error"`
+	// Position is where the task would have been in the queue.
+	Position int `json:"position"`
+	Queued   int `json:"queued"`
+	// RetryAfter repeats the Retry-After header, in seconds.
+	RetryAfter int `json:"retry_after"`
+}
+
+// actorLogin names the caller on the events it causes.
+func actorLogin(r *http.Request) string {
+	if p, ok := PrincipalFrom(r.Context()); ok && p.Subject != "" && p.Subject != "anonymous" {
+		if p.Name != "" {
+			return p.Name
+		}
+		return p.Subject
+	}
+	return "api"
 }
 
 // waitTask returns task id once the scheduler has stored it, waiting up to d.
@@ -222,6 +307,37 @@ func (s *Server) waitTask(ctx context.Context, id string, d time.Duration) (orch
 	}
 }
 
+// parseFilter reads the state, repo, source, before and limit parameters.
+func parseFilter(q url.Values) (orchestrator.Filter, error) {
+	f := orchestrator.Filter{Repo: q.Get("repo"), Before: q.Get("before")}
+	for _, st := range q["state"] {
+		for _, p := range strings.Split(st, ",") {
+			if p == "" {
+				continue
+			}
+			state := orchestrator.State(p)
+			if !state.Valid() {
+				return f, fmt.Errorf("unknown state %q", p)
+			}
+			f.States = append(f.States, state)
+		}
+	}
+	switch src := orchestrator.Source(q.Get("source")); src {
+	case "", orchestrator.SourceGitHub, orchestrator.SourceLinear, orchestrator.SourceSlack, orchestrator.SourceAPI:
+		f.Source = src
+	default:
+		return f, fmt.Errorf("unknown source %q (want github, linear, slack or api)", src)
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			return f, errors.New("limit must be 1..500")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
 // ListResponse answers GET /api/v1/tasks.
 type ListResponse struct {
 	Tasks []orchestrator.Task `json:"tasks"`
@@ -231,24 +347,10 @@ type ListResponse struct {
 
 func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := orchestrator.Filter{Repo: q.Get("repo"), Source: orchestrator.Source(q.Get("source")), Before: q.Get("before")}
-	for _, st := range q["state"] {
-		for _, p := range strings.Split(st, ",") {
-			state := orchestrator.State(p)
-			if !state.Valid() {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown state %q", p))
-				return
-			}
-			f.States = append(f.States, state)
-		}
-	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 500 {
-			writeError(w, http.StatusBadRequest, "limit must be 1..500")
-			return
-		}
-		f.Limit = n
+	f, err := parseFilter(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	if f.Limit == 0 {
 		f.Limit = 100
@@ -399,7 +501,7 @@ func (s *Server) control(kind string) http.HandlerFunc {
 			return
 		}
 		ev := &orchestrator.Event{ID: orchestrator.NewID(), Source: orchestrator.SourceAPI, Kind: kind, Repo: t.Repo,
-			Target: orchestrator.Target{Type: "task", ID: id}, ReceivedAt: s.cfg.Clock().UTC(), Actor: orchestrator.Actor{Login: "api"}}
+			Target: orchestrator.Target{Type: "task", ID: id}, ReceivedAt: s.cfg.Clock().UTC(), Actor: orchestrator.Actor{Login: actorLogin(r)}}
 		ev.DeliveryID = "api:" + ev.ID
 		ev.IdempotencyKey = ev.DeliveryID
 		switch kind {
