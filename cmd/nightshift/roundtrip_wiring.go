@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nightshift/nightshift/config"
+	"github.com/nightshift/nightshift/ingress/webhook"
+	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/github"
+	"github.com/nightshift/nightshift/orchestrator/notify"
+	"github.com/nightshift/nightshift/vault"
+)
+
+// newRoundTrip builds what reports work back where it came from: the
+// GitHub pull-request publisher (for the worker), the GitHub, Linear and
+// Slack reporters (for the scheduler) and the GitHub replier to refused
+// triggers (for the webhooks). Each integration is on only when its
+// credentials are configured; with none, prs and replier are nil and the
+// worker pushes branches as before.
+func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve func(config.Secret) (string, error),
+	logger *slog.Logger) (prs orchestrator.PullRequests, notifiers []orchestrator.Notifier, replier webhook.Replier, err error) {
+	secrets := map[string]string{}
+	get := func(key string, s config.Secret) (string, error) {
+		if !s.IsSet() {
+			return "", nil
+		}
+		v, err := resolve(s)
+		if errors.Is(err, vault.ErrNotFound) {
+			logger.Warn("secret not in the vault; integration off", "key", key)
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
+		}
+		if v != "" {
+			secrets[key] = v
+		}
+		return v, nil
+	}
+	key, err := get("github.private_key", cfg.GitHub.PrivateKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	token, err := get("github.token", cfg.GitHub.Token)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	linearKey, err := get("linear.api_key", cfg.Linear.APIKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	slackToken, err := get("slack.bot_token", cfg.Slack.BotToken)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	red := vault.NewRedactor(secrets)
+	redact := red.String
+
+	store, err := notify.NewStore(ctx, db, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if (cfg.GitHub.AppID != 0 && key != "") || token != "" {
+		appID := cfg.GitHub.AppID
+		if key == "" {
+			appID = 0
+		}
+		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, AppID: appID, PrivateKey: key, Token: token,
+			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger,
+			Draft: func(repo string) bool { d := cfg.RepoFor(repo).Draft; return d == nil || *d }})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		rep, err := github.NewReporter(gh, store)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		prs, replier = gh, rep
+		notifiers = append(notifiers, rep)
+	}
+	if linearKey != "" {
+		lin, err := notify.NewLinear(store, notify.LinearConfig{APIKey: linearKey, APIURL: cfg.Linear.APIURL,
+			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		notifiers = append(notifiers, lin)
+	}
+	if slackToken != "" && cfg.Slack.Channel != "" {
+		sl, err := notify.NewSlack(store, notify.SlackConfig{Token: slackToken, Channel: cfg.Slack.Channel, APIURL: cfg.Slack.APIURL,
+			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		notifiers = append(notifiers, sl)
+	}
+	return prs, notifiers, replier, nil
+}
