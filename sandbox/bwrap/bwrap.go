@@ -52,7 +52,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -123,8 +122,7 @@ type Driver struct {
 	cg      *cgroup.Hierarchy
 	etc     string // host dir bound at /etc
 	empty   string // empty host dir for missing ReadOnlyInDir paths
-	seq     atomic.Int64
-	inNetns bool // listen inside the sandbox's network namespace instead of running the helper
+	inNetns bool   // listen inside the sandbox's network namespace instead of running the helper
 	cgWhy   error
 	systems []mount
 }
@@ -197,7 +195,7 @@ func New(cfg Config) (*Driver, error) {
 // afterwards.
 func (d *Driver) Close() error {
 	os.Chmod(d.empty, 0o755)
-	return os.RemoveAll(d.etc)
+	return errors.Join(d.cg.Close(), os.RemoveAll(d.etc))
 }
 
 // buildEtc creates the sandbox's /etc: a synthetic passwd, group and hosts
@@ -557,8 +555,7 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 	}
 	lim := l.Spec.Limits
 	if d.cg != nil {
-		name := fmt.Sprintf("sb-%s-%d-%d", sanitize(l.Spec.ID), os.Getpid(), d.seq.Add(1))
-		g, err := d.cg.New(name, lim.MemoryBytes, lim.Processes)
+		g, err := d.cg.Acquire(lim.MemoryBytes, lim.Processes)
 		if err != nil {
 			return fail(fmt.Errorf("create cgroup: %w", err))
 		}
@@ -597,19 +594,6 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 		close(p.done)
 	}()
 	return p, nil
-}
-
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	if len(b) > 40 {
-		b = b[:40]
-	}
-	return string(b)
 }
 
 type proc struct {
@@ -678,5 +662,5 @@ func (p *proc) release() error {
 	if p.group == nil {
 		return nil
 	}
-	return p.group.Close()
+	return p.group.Release()
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"sort"
@@ -50,6 +51,16 @@ func run(ctx context.Context, w io.Writer, n, concurrent int) error {
 	if err != nil {
 		return err
 	}
+	// The prlimit path, for comparison: no cgroup to create and remove.
+	dp, err := bwrap.New(bwrap.Config{DisableCgroups: true})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	mp, err := sandbox.NewManager(dp, sandbox.Config{StateDir: state}, nil)
+	if err != nil {
+		return err
+	}
 	bw, err := exec.LookPath("bwrap")
 	if err != nil {
 		return err
@@ -65,7 +76,7 @@ func run(ctx context.Context, w io.Writer, n, concurrent int) error {
 		return exec.CommandContext(ctx, bw, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
 			"--unshare-all", "--die-with-parent", "true").Run()
 	}
-	ours := func(full bool) func() error {
+	ours := func(m *sandbox.Manager, full bool) func() error {
 		return func() error {
 			spec := sandbox.Spec{ID: "bench", Dir: dir, Command: []string{"true"}}
 			if full {
@@ -84,8 +95,9 @@ func run(ctx context.Context, w io.Writer, n, concurrent int) error {
 	}{
 		{"fork/exec true", plain},
 		{"minimal bwrap", minimal},
-		{"ours, no network", ours(false)},
-		{"ours, full (proxy+forwarder)", ours(true)},
+		{"ours, no network", ours(m, false)},
+		{"ours, full, prlimit", ours(mp, true)},
+		{"ours, full (proxy+forwarder)", ours(m, true)},
 	}
 	medians := map[string]time.Duration{}
 	// Interleave the cases so that load on the machine hits them alike.
@@ -95,8 +107,17 @@ func run(ctx context.Context, w io.Writer, n, concurrent int) error {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
 	}
+	rng := rand.New(rand.NewPCG(1, 2)) // fixed seed: the same order every run
+	order := make([]int, len(cases))
+	for i := range order {
+		order[i] = i
+	}
 	for range n {
-		for i, c := range cases {
+		// A fresh order each round: a sandbox's network namespace is torn
+		// down asynchronously and slows whatever starts next.
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, i := range order {
+			c := cases[i]
 			start := time.Now()
 			if err := c.f(); err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
@@ -112,7 +133,7 @@ func run(ctx context.Context, w io.Writer, n, concurrent int) error {
 	for _, c := range []struct {
 		name string
 		f    func() error
-	}{{"minimal bwrap", minimal}, {"ours, full (proxy+forwarder)", ours(true)}} {
+	}{{"minimal bwrap", minimal}, {"ours, full (proxy+forwarder)", ours(m, true)}} {
 		start := time.Now()
 		var wg sync.WaitGroup
 		errs := make(chan error, concurrent)

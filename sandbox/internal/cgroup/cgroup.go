@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,6 +33,10 @@ var ErrUnavailable = errors.New("cgroup: no delegated cgroup hierarchy")
 
 // Hierarchy is where sandbox cgroups are created.
 type Hierarchy struct {
+	mu     sync.Mutex
+	free   []*Group
+	closed bool
+	seq    atomic.Int64
 	mode   string
 	v2     string // parent dir with memory and pids enabled for children
 	memory string // v1 parent dirs
@@ -53,7 +59,9 @@ func Detect(parent string) (*Hierarchy, error) {
 		if err := prepareV2(parent); err != nil {
 			return nil, fmt.Errorf("cgroup: parent %s: %w", parent, err)
 		}
-		return &Hierarchy{mode: ModeV2, v2: parent}, nil
+		h := &Hierarchy{mode: ModeV2, v2: parent}
+		h.sweep()
+		return h, nil
 	}
 	mounts, own, err := readMounts()
 	if err != nil {
@@ -63,7 +71,9 @@ func Detect(parent string) (*Hierarchy, error) {
 	if root, ok := mounts["cgroup2"]; ok {
 		dir := filepath.Join(root, own[""], "nightshift-sandbox")
 		if err := prepareV2Child(dir); err == nil {
-			return &Hierarchy{mode: ModeV2, v2: dir}, nil
+			h := &Hierarchy{mode: ModeV2, v2: dir}
+			h.sweep()
+			return h, nil
 		} else {
 			why = append(why, "cgroup2: "+err.Error())
 		}
@@ -77,6 +87,7 @@ func Detect(parent string) (*Hierarchy, error) {
 		err1 := os.MkdirAll(h.memory, 0o755)
 		err2 := os.MkdirAll(h.pids, 0o755)
 		if err := errors.Join(err1, err2); err == nil {
+			h.sweep()
 			return h, nil
 		} else {
 			why = append(why, "cgroup1: "+err.Error())
@@ -181,66 +192,89 @@ func readMounts() (map[string]string, map[string]string, error) {
 	return mounts, own, nil
 }
 
-// Group is one sandbox's cgroup (one directory per hierarchy).
+// Group is one sandbox's cgroup (one directory per hierarchy). Groups are
+// pooled: creating and removing a memory cgroup costs milliseconds, so an
+// empty group is reused for the next sandbox with fresh limits.
 type Group struct {
-	v2   bool
-	dirs []string // v2: one; v1: memory, pids
+	h       *Hierarchy
+	v2      bool
+	dirs    []string // v2: one; v1: memory, pids
+	oomBase int      // oom_kill count when acquired
 }
 
-// New creates the cgroup name with the given limits (0 = unlimited).
-func (h *Hierarchy) New(name string, memory int64, pids int) (*Group, error) {
+const poolMax = 32
+
+// Acquire returns an empty group with the given limits (0 = unlimited).
+func (h *Hierarchy) Acquire(memory int64, pids int) (*Group, error) {
 	if h == nil || h.mode == ModeNone {
 		return nil, ErrUnavailable
 	}
-	g := &Group{v2: h.mode == ModeV2}
+	h.mu.Lock()
+	var g *Group
+	if n := len(h.free); n > 0 {
+		g, h.free = h.free[n-1], h.free[:n-1]
+	}
+	h.mu.Unlock()
+	if g == nil {
+		var err error
+		if g, err = h.create(fmt.Sprintf("sb-%d-%d", os.Getpid(), h.seq.Add(1))); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.setLimits(memory, pids); err != nil {
+		g.remove()
+		return nil, err
+	}
+	g.oomBase = g.oomKills()
+	return g, nil
+}
+
+func (h *Hierarchy) create(name string) (*Group, error) {
+	g := &Group{h: h, v2: h.mode == ModeV2}
+	parents := []string{h.v2}
+	if !g.v2 {
+		parents = []string{h.memory, h.pids}
+	}
+	for _, p := range parents {
+		dir := filepath.Join(p, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			g.remove()
+			return nil, err
+		}
+		g.dirs = append(g.dirs, dir)
+	}
+	if g.v2 {
+		// memory.oom.group kills the whole tree on OOM, not one process.
+		os.WriteFile(filepath.Join(g.dirs[0], "memory.oom.group"), []byte("1"), 0)
+	}
+	return g, nil
+}
+
+func (g *Group) setLimits(memory int64, pids int) error {
 	write := func(dir, file, val string) error {
 		return os.WriteFile(filepath.Join(dir, file), []byte(val), 0)
 	}
-	if g.v2 {
-		dir := filepath.Join(h.v2, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, err
-		}
-		g.dirs = []string{dir}
-		var errs []error
-		if memory > 0 {
-			errs = append(errs, write(dir, "memory.max", strconv.FormatInt(memory, 10)),
-				write(dir, "memory.swap.max", "0"))
-		}
-		if pids > 0 {
-			errs = append(errs, write(dir, "pids.max", strconv.Itoa(pids)))
-		}
-		// memory.oom.group kills the whole tree on OOM, not one process.
-		write(dir, "memory.oom.group", "1")
-		if err := errors.Join(errs...); err != nil && !errors.Is(err, os.ErrNotExist) {
-			g.Close()
-			return nil, err
-		}
-		return g, nil
-	}
-	mem, pid := filepath.Join(h.memory, name), filepath.Join(h.pids, name)
-	if err := os.Mkdir(mem, 0o755); err != nil {
-		return nil, err
-	}
-	g.dirs = append(g.dirs, mem)
-	if err := os.Mkdir(pid, 0o755); err != nil {
-		g.Close()
-		return nil, err
-	}
-	g.dirs = append(g.dirs, pid)
-	var errs []error
+	mem, pidsVal := "max", "max"
 	if memory > 0 {
-		errs = append(errs, write(mem, "memory.limit_in_bytes", strconv.FormatInt(memory, 10)))
-		write(mem, "memory.memsw.limit_in_bytes", strconv.FormatInt(memory, 10))
+		mem = strconv.FormatInt(memory, 10)
 	}
 	if pids > 0 {
-		errs = append(errs, write(pid, "pids.max", strconv.Itoa(pids)))
+		pidsVal = strconv.Itoa(pids)
 	}
-	if err := errors.Join(errs...); err != nil {
-		g.Close()
-		return nil, err
+	if g.v2 {
+		err := errors.Join(write(g.dirs[0], "memory.max", mem), write(g.dirs[0], "pids.max", pidsVal))
+		write(g.dirs[0], "memory.swap.max", "0")
+		return err
 	}
-	return g, nil
+	if memory <= 0 {
+		mem = "-1"
+	}
+	// memsw (when swap accounting exists) must stay >= the memory limit:
+	// lift it first, set the memory limit, then bring memsw down to it.
+	write(g.dirs[0], "memory.memsw.limit_in_bytes", "-1")
+	err := errors.Join(write(g.dirs[0], "memory.limit_in_bytes", mem), write(g.dirs[1], "pids.max", pidsVal))
+	write(g.dirs[0], "memory.memsw.limit_in_bytes", mem)
+	return err
 }
 
 // Add moves the process pid (with its threads) into the group. Processes it
@@ -281,26 +315,31 @@ func (g *Group) Kill() {
 	}
 }
 
-// OOMKilled reports whether the kernel's OOM killer killed a process in the group.
-func (g *Group) OOMKilled() bool {
+func (g *Group) oomKills() int {
 	file := "memory.oom_control"
 	if g.v2 {
 		file = "memory.events"
 	}
 	b, err := os.ReadFile(filepath.Join(g.dirs[0], file))
 	if err != nil {
-		return false
+		return 0
 	}
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if f := strings.Fields(string(line)); len(f) == 2 && f[0] == "oom_kill" {
-			return f[1] != "0"
+			n, _ := strconv.Atoi(f[1])
+			return n
 		}
 	}
-	return false
+	return 0
 }
 
-// Close kills what is left, waits until the group is empty and removes it.
-func (g *Group) Close() error {
+// OOMKilled reports whether the kernel's OOM killer killed a process in
+// the group since it was acquired.
+func (g *Group) OOMKilled() bool { return g.oomKills() > g.oomBase }
+
+// Release kills what is left, waits until the group is empty and returns it
+// to the pool (or removes it when the pool is full).
+func (g *Group) Release() error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		g.Kill()
@@ -312,6 +351,18 @@ func (g *Group) Close() error {
 		}
 		time.Sleep(5 * time.Millisecond) // kernel teardown; nothing to wait on in v1
 	}
+	h := g.h
+	h.mu.Lock()
+	if !h.closed && len(h.free) < poolMax {
+		h.free = append(h.free, g)
+		h.mu.Unlock()
+		return nil
+	}
+	h.mu.Unlock()
+	return g.remove()
+}
+
+func (g *Group) remove() error {
 	var errs []error
 	for i := len(g.dirs) - 1; i >= 0; i-- {
 		var err error
@@ -325,4 +376,41 @@ func (g *Group) Close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Close removes the pooled groups. Groups released later are removed.
+func (h *Hierarchy) Close() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	free := h.free
+	h.free, h.closed = nil, true
+	h.mu.Unlock()
+	var errs []error
+	for _, g := range free {
+		errs = append(errs, g.remove())
+	}
+	return errors.Join(errs...)
+}
+
+// sweep removes empty groups left by processes that are gone.
+func (h *Hierarchy) sweep() {
+	parents := []string{h.v2}
+	if h.mode == ModeV1 {
+		parents = []string{h.pids, h.memory}
+	}
+	for _, p := range parents {
+		ents, _ := os.ReadDir(p)
+		for _, e := range ents {
+			rest, ok := strings.CutPrefix(e.Name(), "sb-")
+			if !e.IsDir() || !ok {
+				continue
+			}
+			pidStr, _, _ := strings.Cut(rest, "-")
+			if pid, err := strconv.Atoi(pidStr); err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.Remove(filepath.Join(p, e.Name())) // fails, harmlessly, when not empty
+			}
+		}
+	}
 }
