@@ -1,0 +1,161 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestMatch(t *testing.T) {
+	allow := []string{"proxy.golang.org", "*.github.com"}
+	for host, want := range map[string]bool{
+		"proxy.golang.org":      true,
+		"PROXY.golang.org.":     true,
+		"api.github.com":        true,
+		"a.b.github.com":        true,
+		"github.com":            false,
+		"evilgithub.com":        false,
+		"github.com.evil.test":  false,
+		"proxy.golang.org.evil": false,
+		"sub.proxy.golang.org":  false,
+		"":                      false,
+	} {
+		if got := Match(allow, host); got != want {
+			t.Errorf("Match(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+func TestValidPattern(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"example.com": true, "*.example.com": true, "127.0.0.1": false, "::1": false,
+		"*": false, "*.": false, "a*b.com": false, "http://x": false, "x:80": false, "": false,
+	} {
+		if err := ValidPattern(p); (err == nil) != ok {
+			t.Errorf("ValidPattern(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+func TestDenied(t *testing.T) {
+	p := New(Config{})
+	for addr, want := range map[string]bool{
+		"127.0.0.1": true, "127.1.2.3": true, "10.1.2.3": true, "172.16.0.1": true, "192.168.1.1": true,
+		"169.254.169.254": true, "100.64.0.1": true, "0.0.0.0": true, "224.0.0.1": true,
+		"::1": true, "fe80::1": true, "fd00::1": true, "::ffff:127.0.0.1": true, "::ffff:169.254.169.254": true,
+		"fd00:ec2::254": true,
+		"93.184.216.34": false, "2606:2800:220:1::": false,
+	} {
+		a := netip.MustParseAddr(addr).Unmap()
+		if got := p.denied(a); got != want {
+			t.Errorf("denied(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestProxy drives the proxy over a real listener with both request forms.
+func TestProxy(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream %s", r.URL.Path)
+	}))
+	defer up.Close()
+	_, port, _ := net.SplitHostPort(up.Listener.Addr().String())
+	var mu sync.Mutex
+	var logs []string
+	p := New(Config{
+		Allow: []string{"ok.test", "*.ok.test"},
+		Deny:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			switch host {
+			case "ok.test":
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			case "internal.ok.test":
+				return []netip.Addr{netip.MustParseAddr("10.0.0.5")}, nil
+			case "mixed.ok.test": // a denied address first, then a permitted one
+				return []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("127.0.0.1")}, nil
+			}
+			return nil, errors.New("nxdomain")
+		},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if h, _, _ := net.SplitHostPort(addr); h != "127.0.0.1" {
+				return nil, fmt.Errorf("test guard: refusing %s", addr)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+		Log: func(msg string, attrs ...any) {
+			mu.Lock()
+			logs = append(logs, fmt.Sprint(msg, attrs))
+			mu.Unlock()
+		},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(ln)
+	defer p.Close()
+	proxy := ln.Addr().String()
+
+	get := func(url string) (int, string) {
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", url)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	connect := func(target string) int {
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if code, body := get("http://ok.test:" + port + "/p"); code != 200 || body != "upstream /p" {
+		t.Errorf("allowed GET: %d %q", code, body)
+	}
+	if code, _ := get("http://evil.test:" + port + "/"); code != 403 {
+		t.Errorf("not allowlisted GET: %d, want 403", code)
+	}
+	if code, _ := get("http://127.0.0.1:" + port + "/"); code != 403 {
+		t.Errorf("IP literal GET: %d, want 403", code)
+	}
+	if code := connect("mixed.ok.test:" + port); code != 200 {
+		t.Errorf("CONNECT to a name with one permitted address: %d, want 200", code)
+	}
+	for _, target := range []string{"internal.ok.test:" + port, "evil.test:443", "127.0.0.1:" + port, "[::1]:" + port, "nx.ok.test:443"} {
+		if code := connect(target); code != 403 {
+			t.Errorf("CONNECT %s: %d, want 403", target, code)
+		}
+	}
+	mu.Lock()
+	joined := strings.Join(logs, "\n")
+	mu.Unlock()
+	for _, s := range []string{"egress allowed", "not_allowlisted", "ip_literal", "internal_address", "dns_failed"} {
+		if !strings.Contains(joined, s) {
+			t.Errorf("no %q decision logged:\n%s", s, joined)
+		}
+	}
+}
