@@ -84,9 +84,11 @@ func Detect(parent string) (*Hierarchy, error) {
 		h := &Hierarchy{mode: ModeV1,
 			memory: filepath.Join(mem, own["memory"], "nightshift-sandbox"),
 			pids:   filepath.Join(pids, own["pids"], "nightshift-sandbox")}
-		err1 := os.MkdirAll(h.memory, 0o755)
-		err2 := os.MkdirAll(h.pids, 0o755)
-		if err := errors.Join(err1, err2); err == nil {
+		err := errors.Join(os.MkdirAll(h.memory, 0o755), os.MkdirAll(h.pids, 0o755))
+		if err == nil {
+			err = errors.Join(writable(h.memory), writable(h.pids))
+		}
+		if err == nil {
 			h.sweep()
 			return h, nil
 		} else {
@@ -96,6 +98,13 @@ func Detect(parent string) (*Hierarchy, error) {
 		why = append(why, "cgroup1: memory and pids controllers not mounted")
 	}
 	return nil, fmt.Errorf("%w (%s)", ErrUnavailable, strings.Join(why, "; "))
+}
+
+func writable(dir string) error {
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return nil
 }
 
 // prepareV2 enables memory and pids for the children of dir.
@@ -126,6 +135,9 @@ func prepareV2Child(dir string) error {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	if err := writable(dir); err != nil {
 		return err
 	}
 	return prepareV2(dir)
