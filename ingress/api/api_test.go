@@ -119,7 +119,7 @@ func TestBearerRoles(t *testing.T) {
 	task := w.addTask(t, orchestrator.SourceAPI, "/r", "p")
 	for _, c := range []struct {
 		method, path, token string
-		want               int
+		want                int
 	}{
 		{"GET", "/api/v1/tasks", "", 401},
 		{"GET", "/api/v1/tasks", "wrong", 401},

@@ -56,7 +56,9 @@ func newWorld(t *testing.T) *world {
 func (w *world) runScheduler(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- orchestrator.NewScheduler(w.bus, w.store, orchestrator.SchedulerConfig{DefaultAgent: "script"}).Run(ctx) }()
+	go func() {
+		done <- orchestrator.NewScheduler(w.bus, w.store, orchestrator.SchedulerConfig{DefaultAgent: "script"}).Run(ctx)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
