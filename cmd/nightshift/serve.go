@@ -203,6 +203,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
 
+	prs, notifiers, replier, err := newRoundTrip(ctx, cfg, s.db, resolve, logger)
+	if err != nil {
+		return nil, err
+	}
+
 	// Listen before building the worker: agents reach /mcp at this address.
 	s.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -224,11 +229,14 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
 		}
 		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued,
-			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger})
+			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
+			Metrics: api.NewMetrics(reg)})
+		reg.MustRegister(api.NewCollector(store))
 		routes.API = apiSrv
+		routes.Board = boardHandler(apiSrv, bus, store, logger)
 		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
 		routes.SMS = s.provider.SMSHandler()
-		hooks, err := newWebhooks(bus, cfg, resolve, resolveAll, reg, logger)
+		hooks, err := newWebhooks(bus, cfg, resolve, resolveAll, replier, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +250,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		sched := orchestrator.NewScheduler(bus, store, orchestrator.SchedulerConfig{
 			DefaultAgent: cfg.DefaultAgent,
 			AgentFor:     func(repo string) string { return cfg.RepoFor(repo).Agent },
-			Logger:       logger, Metrics: metrics,
+			Logger:       logger, Metrics: metrics, Notifiers: notifiers,
 		})
 		s.runners = append(s.runners, sched.Run)
 	}
@@ -269,7 +277,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		}
 		worker, err := orchestrator.NewWorker(bus, sb, s.wt, ids, agentRegistry{cfg}, orchestrator.WorkerConfig{
 			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
-			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools,
+			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
 			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
 				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
@@ -434,7 +442,7 @@ func (r agentRegistry) Adapter(name string) (agent.Adapter, error) {
 }
 
 func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
-	resolveAll func([]config.Secret) ([]string, error), reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
+	resolveAll func([]config.Secret) ([]string, error), replier webhook.Replier, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
 	gh, err := resolveAll(cfg.GitHub.WebhookSecrets)
 	if err != nil {
 		return nil, err
@@ -466,6 +474,7 @@ func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.
 		Linear:     webhook.LinearConfig{Secrets: lin, AgentUser: cfg.Linear.AgentUser, Label: cfg.Linear.Label, Repo: cfg.Linear.Repo},
 		Slack:      webhook.SlackConfig{Secrets: sl},
 		AttemptCap: cfg.GitHub.AttemptCap,
+		Replier:    replier,
 		Logger:     logger.With("component", "webhook"),
 		Metrics:    reg,
 	})
