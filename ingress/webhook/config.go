@@ -22,6 +22,10 @@ type Config struct {
 	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
 	// Larger bodies are answered 413.
 	MaxBody int64
+	// MaxRaw is the largest payload kept in Event.Raw (default 512 KiB);
+	// a larger one is published without Raw so the event still fits
+	// NATS's default 1 MiB max_payload.
+	MaxRaw int
 	// AttemptCap is how many distinct failing head commits of one pull
 	// request (or branch) may start CI-fix work (default 3).
 	AttemptCap int
@@ -108,6 +112,9 @@ type SlackConfig struct {
 func (c Config) withDefaults() Config {
 	if c.MaxBody == 0 {
 		c.MaxBody = 1 << 20
+	}
+	if c.MaxRaw == 0 {
+		c.MaxRaw = 512 << 10
 	}
 	if c.AttemptCap == 0 {
 		c.AttemptCap = 3

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/nightshift/nightshift/orchestrator"
 )
@@ -36,12 +37,12 @@ type (
 		AuthorAssociation string `json:"author_association"`
 	}
 	ghIssue struct {
-		ID          int64           `json:"id"`
-		Number      int             `json:"number"`
-		Title       string          `json:"title"`
-		Body        string          `json:"body"`
-		HTMLURL     string          `json:"html_url"`
-		UpdatedAt   string          `json:"updated_at"`
+		ID          int64  `json:"id"`
+		Number      int    `json:"number"`
+		Title       string `json:"title"`
+		Body        string `json:"body"`
+		HTMLURL     string `json:"html_url"`
+		UpdatedAt   string `json:"updated_at"`
 		PullRequest *struct {
 			URL string `json:"url"`
 		} `json:"pull_request"`
@@ -156,7 +157,7 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 		return ignored("event %q starts no work", event), nil
 	}
 	var p ghPayload
-	if err := jsonv2.Unmarshal(body, &p, jsonv2.RejectUnknownMembers(false)); err != nil {
+	if err := jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)); err != nil {
 		return normalized{}, malformedf("decode %s payload: %v", event, err)
 	}
 	if p.Repository == nil || p.Repository.FullName == "" {

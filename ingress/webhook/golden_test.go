@@ -69,6 +69,9 @@ func TestSigningVectors(t *testing.T) {
 	if got := SignGitHub(gh.Secret, []byte(gh.Payload)); got != gh.Signature {
 		t.Errorf("SignGitHub = %s, want %s", got, gh.Signature)
 	}
+	if got := hexHMAC(gh.Secret, []byte(gh.Payload)); "sha256="+got != gh.Signature {
+		t.Errorf("hex HMAC = %s, want %s", got, gh.Signature)
+	}
 	if err := VerifyGitHub([]string{"other", gh.Secret}, gh.Signature, []byte(gh.Payload)); err != nil {
 		t.Errorf("VerifyGitHub(vector): %v", err)
 	}
@@ -228,8 +231,16 @@ func derivedCases(t *testing.T) []goldenCase {
 		m["state"] = "error"
 		m["target_url"] = "https://ci.example.com/builds/42"
 	})
+	const agent = "9b2c7a1e-0000-4000-8000-00000000a9e7"
 	issueUpdate := editJSON(t, readFixture(t, "zulip-linear/issue_update.json"), func(m map[string]any) {
-		obj(m, "updatedFrom")["assigneeId"] = nil
+		obj(m, "updatedFrom")["assigneeId"] = obj(m, "data")["assigneeId"]
+		obj(m, "data")["assigneeId"] = agent
+		obj(m, "data")["assignee"] = map[string]any{"id": agent, "name": "Nightshift"}
+	})
+	agentComment := editJSON(t, readFixture(t, "zulip-linear/comment_create.json"), func(m map[string]any) {
+		obj(m, "data")["body"] = "@nightshift finished, see the pull request"
+		obj(m, "data")["userId"] = agent
+		obj(m, "data", "user")["id"] = agent
 	})
 	issueLabelled := editJSON(t, readFixture(t, "zulip-linear/issue_create_simple.json"), func(m map[string]any) {
 		obj(m, "data")["labels"] = []any{map[string]any{"id": "l1", "name": "nightshift"}}
@@ -255,6 +266,7 @@ func derivedCases(t *testing.T) []goldenCase {
 		linearCase("derived.linear.issue_update.assigned", issueUpdate),
 		linearCase("derived.linear.issue_create.labelled", issueLabelled),
 		linearCase("derived.linear.comment.mention", linComment),
+		linearCase("derived.linear.comment.by-agent", agentComment),
 		slackCase("derived.slack.command", "/hooks/slack/commands", []byte(cmd.Encode()), slackSecret, 1531420618),
 		slackCase("derived.slack.interaction.cancel", "/hooks/slack/interactions", []byte(action.Encode()), slackSecret, 1531420618),
 	}

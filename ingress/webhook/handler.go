@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -220,9 +221,12 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 	ev.DeliveryID = delivery
 	ev.ID = eventID(now, src, delivery)
 	ev.ReceivedAt = now
-	if n.rawIsJSON {
+	switch {
+	case len(raw) > h.cfg.MaxRaw:
+		log.Warn("payload too large to keep in the event", slog.Int("bytes", len(raw)))
+	case n.rawIsJSON:
 		ev.Raw = json.RawMessage(raw)
-	} else {
+	default:
 		ev.Raw, _ = json.Marshal(string(raw))
 	}
 
@@ -318,14 +322,47 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// writeFields writes a flat JSON object of string fields (in order); it is
+// the hot-path answer, cheaper than encoding a map.
+func writeFields(w http.ResponseWriter, status int, kv ...string) {
+	b := make([]byte, 0, 128)
+	b = append(b, '{')
+	for i := 0; i+1 < len(kv); i += 2 {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, kv[i])
+		b = append(b, ':')
+		b = appendJSONString(b, kv[i+1])
+	}
+	b = append(b, '}', '\n')
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			enc, _ := json.Marshal(s)
+			return append(b, enc...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // writeJSONResult answers GitHub and Linear.
 func writeJSONResult(w http.ResponseWriter, res result) {
 	switch res.outcome {
 	case outcomeAccepted:
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted", "event_id": res.ev.ID, "delivery_id": res.ev.DeliveryID})
+		writeFields(w, http.StatusAccepted, "status", "accepted", "event_id", res.ev.ID, "delivery_id", res.ev.DeliveryID)
 	case outcomeDuplicate:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
+		writeFields(w, http.StatusOK, "status", "duplicate")
 	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored", "reason": res.reason})
+		writeFields(w, http.StatusOK, "status", "ignored", "reason", res.reason)
 	}
 }

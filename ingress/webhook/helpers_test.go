@@ -71,7 +71,7 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	clock := &fixedClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	cfg := Config{
 		GitHub: GitHubConfig{Secrets: []string{"old-rotated-secret", testGitHubSecret}, BotLogin: "nightshift-bot"},
-		Linear: LinearConfig{Secrets: []string{"linear-secret"}, AgentUser: "674c90c8-35ea-454d-8ca4-5548258fd795"},
+		Linear: LinearConfig{Secrets: []string{"linear-secret"}, AgentUser: "9b2c7a1e-0000-4000-8000-00000000a9e7"},
 		Slack:  SlackConfig{Secrets: []string{"8f742231b10e8888abcd99yyyzzz85a5", "e6b19c573432dcc6b075501d51b51bb8"}},
 		Clock:  clock.Now,
 	}

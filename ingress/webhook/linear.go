@@ -139,6 +139,10 @@ func normalizeLinearComment(p *linPayload, opt linearOptions) (normalized, error
 	if d.BotActor != nil {
 		return ignored("linear comment by an integration"), nil
 	}
+	if author := linActor(p.Actor, d.User); opt.AgentUser != "" &&
+		(author.Login == opt.AgentUser || strings.EqualFold(author.Name, opt.AgentUser) || d.UserID == opt.AgentUser) {
+		return ignored("linear comment by the agent itself"), nil
+	}
 	instruction, ok := commandIn(d.Body, opt.Trigger)
 	if !ok && opt.AgentUser != "" && !strings.ContainsAny(opt.AgentUser, " \t") {
 		instruction, ok = commandIn(d.Body, "@"+opt.AgentUser)

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,10 +37,10 @@ import (
 // Options bound a run. Zero values mean the defaults noted.
 type Options struct {
 	Clients  int           // concurrent keep-alive clients (default 32)
-	Requests int           // requests per measured side (default 20000)
-	Duration time.Duration // time cap per measured side (default 8s)
+	Requests int           // requests per side per round (default 4000)
+	Duration time.Duration // time cap per side per round (default 5s)
 	Warmup   int           // unmeasured requests per side first (default 1000)
-	Rounds   int           // alternating rounds; the best of each side counts (default 2)
+	Rounds   int           // alternating baseline/ingress rounds, summed (default 5)
 }
 
 func (o Options) withDefaults() Options {
@@ -47,16 +48,16 @@ func (o Options) withDefaults() Options {
 		o.Clients = 32
 	}
 	if o.Requests == 0 {
-		o.Requests = 20000
+		o.Requests = 4000
 	}
 	if o.Duration == 0 {
-		o.Duration = 8 * time.Second
+		o.Duration = 5 * time.Second
 	}
 	if o.Warmup == 0 {
 		o.Warmup = 1000
 	}
 	if o.Rounds == 0 {
-		o.Rounds = 2
+		o.Rounds = 5
 	}
 	return o
 }
@@ -72,15 +73,29 @@ type Stats struct {
 	Requests int
 	Errors   int
 	Elapsed  time.Duration
+	CPU      time.Duration // process CPU time (user+sys) spent meanwhile
 	P50, P99 time.Duration
+	lat      []time.Duration
+}
+
+func (s *Stats) add(o Stats) {
+	s.Requests += o.Requests
+	s.Errors += o.Errors
+	s.Elapsed += o.Elapsed
+	s.CPU += o.CPU
+	s.lat = append(s.lat, o.lat...)
+	slices.Sort(s.lat)
+	s.P50 = s.lat[len(s.lat)/2]
+	s.P99 = s.lat[len(s.lat)*99/100]
 }
 
 // Throughput is requests per second.
 func (s Stats) Throughput() float64 { return float64(s.Requests) / s.Elapsed.Seconds() }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%6d req in %6.2fs  %8.0f req/s  p50=%-9s p99=%-9s errors=%d",
-		s.Requests, s.Elapsed.Seconds(), s.Throughput(), s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Errors)
+	return fmt.Sprintf("%6d req in %6.2fs  %7.0f req/s  p50=%-8s p99=%-8s cpu/req=%-7s errors=%d",
+		s.Requests, s.Elapsed.Seconds(), s.Throughput(), s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond),
+		(s.CPU / time.Duration(max(s.Requests, 1))).Round(time.Microsecond), s.Errors)
 }
 
 // RunWith is Run with explicit options.
@@ -133,24 +148,28 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 			return err
 		}
 	}
-	var best [2]Stats
+	// Alternate short rounds so load from elsewhere on the machine falls
+	// on both sides alike; totals are summed over the rounds.
+	var sum [2]Stats
 	for round := range o.Rounds {
 		for i, srv := range []*httptest.Server{base, ours} {
+			cpu0 := processCPU()
 			s, err := drive(ctx, srv.URL+"/hooks/github", o.Clients, o.Requests, o.Duration, &seq)
 			if err != nil {
 				return err
 			}
+			s.CPU = processCPU() - cpu0
 			if s.Errors > 0 {
 				return fmt.Errorf("round %d: %d requests failed", round, s.Errors)
 			}
-			if s.Throughput() > best[i].Throughput() || best[i].Requests == 0 {
-				best[i] = s
-			}
+			sum[i].add(s)
 		}
 	}
-	fmt.Fprintf(w, "baseline (hmac + publish/puback):             %s\n", best[0])
-	fmt.Fprintf(w, "ingress  (hmac + normalize + dedupe + puback): %s\n", best[1])
-	fmt.Fprintf(w, "ratio=%.2f\n", best[1].Throughput()/best[0].Throughput())
+	fmt.Fprintf(w, "baseline (hmac + publish/puback):               %s\n", sum[0])
+	fmt.Fprintf(w, "ingress  (hmac + normalize + dedupe + puback):  %s\n", sum[1])
+	fmt.Fprintf(w, "cpu_ratio=%.2f (baseline/ingress CPU per request)\n",
+		float64(sum[0].CPU)/float64(sum[0].Requests)/(float64(sum[1].CPU)/float64(sum[1].Requests)))
+	fmt.Fprintf(w, "ratio=%.2f\n", sum[1].Throughput()/sum[0].Throughput())
 	return nil
 }
 
@@ -241,7 +260,17 @@ func drive(ctx context.Context, url string, clients, n int, d time.Duration, seq
 		Elapsed:  elapsed,
 		P50:      lat[len(lat)/2],
 		P99:      lat[len(lat)*99/100],
+		lat:      lat,
 	}, nil
+}
+
+// processCPU is the user+system CPU time this process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // payload is an issue_comment delivery shaped like GitHub's (trimmed to the
