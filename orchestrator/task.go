@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"strings"
 	"time"
@@ -90,6 +91,13 @@ func NewID() string {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
 	return idEncoding.EncodeToString(b[:])
+}
+
+// IDFromKey derives a task id from an idempotency key, for callers that must
+// name the task before the scheduler has stored it.
+func IDFromKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return idEncoding.EncodeToString(sum[:10])
 }
 
 // ShortID returns the first 8 characters of a task id.

@@ -522,3 +522,37 @@ repos:
 		t.Fatalf("setup ran as %q", got)
 	}
 }
+
+// TestIdempotencyKeyCreatesOneTask posts the same request twice with one
+// Idempotency-Key: one task, the same id in both answers.
+func TestIdempotencyKeyCreatesOneTask(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, yamlWith("true", "2m"))
+	origin := newOrigin(t)
+	post := func() string {
+		req, _ := http.NewRequest("POST", s.URL+"/api/v1/tasks", strings.NewReader(`{"repo":"`+origin+`","prompt":"add a note","agent":"script"}`))
+		req.Header.Set("Idempotency-Key", "deploy-42")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ ID string }
+		json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode != http.StatusAccepted || body.ID == "" {
+			t.Fatalf("POST: %d %+v", resp.StatusCode, body)
+		}
+		return body.ID
+	}
+	first, second := post(), post()
+	if first != second {
+		t.Fatalf("same key, two ids: %s %s", first, second)
+	}
+	s.waitState(t, first, 60*time.Second, orchestrator.StateReview)
+	out, _ := s.cli(t, "tasks", "ls", "--json")
+	var tasks []orchestrator.Task
+	json.Unmarshal([]byte(out), &tasks)
+	if len(tasks) != 1 {
+		t.Fatalf("%d tasks for one idempotency key", len(tasks))
+	}
+}

@@ -131,3 +131,28 @@ repos:
 		t.Fatalf("want two provisioning runs and one review:\n%s", trs)
 	}
 }
+
+// TestSIGTERMStopsCleanly sends SIGTERM to a serving process and expects it
+// to drain and exit 0.
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	t.Parallel()
+	bin := nightshiftBinary(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte("sandbox: {driver: process}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"), 0o600)
+	cmd, s := startProcess(t, bin, dir)
+	if _, err := s.cli(t, "tasks", "ls"); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "serve.log"))
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30s of SIGTERM")
+	}
+}

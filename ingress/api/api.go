@@ -239,10 +239,14 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 			Position: queued + 1, Queued: queued, RetryAfter: secs})
 		return
 	}
+	// With an Idempotency-Key the task id derives from it, so a repeated
+	// request answers with the one task it created.
 	id := orchestrator.NewID()
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		key = id
+	} else {
+		id = orchestrator.IDFromKey("api:" + key)
 	}
 	ev := &orchestrator.Event{
 		ID: id, Source: orchestrator.SourceAPI, Kind: orchestrator.KindTaskRequested, Repo: req.Repo,
