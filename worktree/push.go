@@ -139,9 +139,29 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 		}
 	}
 
-	haves := []plumbing.Hash{plumbing.NewHash(wt.BaseCommit)}
+	// What the remote has: the branch's old value, and every advertised
+	// ref we also have (their history is on the remote). The base is on
+	// the remote when pushing back to the repository the task came from;
+	// for another remote (a fork) the advertised refs stand in for it.
+	haves := []plumbing.Hash{}
 	if !old.IsZero() {
 		haves = append(haves, old)
+	}
+	_, remoteKey, _ := normalizeRepo(remote)
+	if _, originKey, _ := normalizeRepo(wt.Repo); remoteKey == originKey {
+		haves = append(haves, plumbing.NewHash(wt.BaseCommit))
+	}
+	if ar != nil {
+		n := 0
+		for name, h := range ar.References {
+			if n >= 256 || !strings.HasPrefix(name, "refs/heads/") && !strings.HasPrefix(name, "refs/tags/") {
+				continue
+			}
+			if h != old && st.HasEncodedObject(h) == nil {
+				haves = append(haves, h)
+				n++
+			}
+		}
 	}
 	hashes, err := objectsToSend(st, head, haves)
 	if err != nil {

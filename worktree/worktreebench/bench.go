@@ -214,7 +214,7 @@ func benchPush(ctx context.Context, w io.Writer, m *worktree.Manager, root, orig
 		t0 := time.Now()
 		err := remote.PushContext(ctx, &gogit.PushOptions{
 			RemoteName: "origin",
-			RefSpecs:  []config.RefSpec{config.RefSpec(c.SHA + ":refs/heads/bench/gogit" + strconv.Itoa(i))},
+			RefSpecs:   []config.RefSpec{config.RefSpec(c.SHA + ":refs/heads/bench/gogit" + strconv.Itoa(i))},
 		})
 		if err != nil {
 			return fmt.Errorf("go-git push: %w", err)
