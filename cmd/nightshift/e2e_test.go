@@ -556,3 +556,43 @@ func TestIdempotencyKeyCreatesOneTask(t *testing.T) {
 		t.Fatalf("%d tasks for one idempotency key", len(tasks))
 	}
 }
+
+// TestFollowUpMessageContinuesTheTask sends a follow-up to a task in review:
+// the same task runs again on its worktree and adds a commit to its branch.
+func TestFollowUpMessageContinuesTheTask(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  echo:
+    command: ["sh", "-c", "echo \"$NIGHTSHIFT_PROMPT\" >> NOTES.md"]
+`)
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "echo", "first line")
+	s.waitState(t, id, 60*time.Second, orchestrator.StateReview)
+	if out, err := s.cli(t, "tasks", "message", id, "second line"); err != nil {
+		t.Fatalf("message: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		task := s.task(t, id)
+		if task.Run == 2 && task.State == orchestrator.StateReview {
+			break
+		}
+		if task.State == orchestrator.StateFailed || time.Now().After(deadline) {
+			t.Fatalf("follow-up: run %d state %s error %q", task.Run, task.State, task.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ref := "nightshift/" + id
+	if got := gitRun(t, origin, "show", ref+":NOTES.md"); got != "first line\nsecond line" {
+		t.Fatalf("NOTES.md = %q", got)
+	}
+	if n := gitRun(t, origin, "rev-list", "--count", "main.."+ref); n != "2" {
+		t.Fatalf("%s commits, want 2 (one per run)", n)
+	}
+	if msg := gitRun(t, origin, "log", "-1", "--format=%s", ref); msg != "second line" {
+		t.Fatalf("follow-up commit subject %q", msg)
+	}
+}
