@@ -404,17 +404,42 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 			a = append(a, "--ro-bind", b.path, b.path)
 		}
 	}
+	// Each directory between Dir and a read-only path is bound onto itself
+	// first: a mount point cannot be renamed or removed, so the command
+	// cannot move .git away and put a writable .git/hooks in its place.
+	// Missing ancestors are created on the host for the same reason.
+	pinned := map[string]bool{}
+	var ros []string
 	for _, rel := range s.ReadOnlyInDir {
 		src, err := inDir(s.Dir, rel)
 		if err != nil {
 			return nil, nil, err
 		}
+		dst := filepath.Join(s.Dir, rel)
+		var ancestors []string
+		for p := filepath.Dir(dst); p != s.Dir && strings.HasPrefix(p, s.Dir+"/"); p = filepath.Dir(p) {
+			ancestors = append([]string{p}, ancestors...)
+		}
+		for _, p := range ancestors {
+			if pinned[p] {
+				continue
+			}
+			if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
+				return nil, nil, fmt.Errorf("read-only path %q: %w", rel, err)
+			}
+			if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+				return nil, nil, fmt.Errorf("read-only path %q: %s is not a directory", rel, p)
+			}
+			pinned[p] = true
+			a = append(a, "--bind", p, p)
+		}
 		if src == "" { // missing: an empty read-only dir, so it cannot be created
-			a = append(a, "--ro-bind", d.empty, filepath.Join(s.Dir, rel))
+			ros = append(ros, "--ro-bind", d.empty, dst)
 		} else {
-			a = append(a, "--ro-bind", src, src)
+			ros = append(ros, "--ro-bind", src, src)
 		}
 	}
+	a = append(a, ros...)
 
 	command := s.Command
 	if len(l.Listeners) > 0 && !d.inNetns {

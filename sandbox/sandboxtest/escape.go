@@ -121,6 +121,10 @@ func Escape(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Esca
 			"write_git_config":       gitConfig,
 			"write_readonly_mount":   filepath.Join(ro, "pwned"),
 		},
+		ReplaceDirs: []Replace{
+			{Check: "replace_hooks_dir", Dir: filepath.Join(gitDir, "hooks"), File: "post-merge"},
+			{Check: "replace_git_dir", Dir: gitDir, File: "hooks/post-checkout"},
+		},
 		EnvVar:       envVar,
 		HostHTTP:     orchestrator.Listener.Addr().String(),
 		HostTCP:      tcpLn,
@@ -139,16 +143,23 @@ func Escape(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Esca
 	hostChecks := map[string]func() bool{
 		"write_outside_worktree": func() bool { return fileHas(filepath.Join(writeOut, "pwned"), canary) },
 		"write_via_symlink":      func() bool { return fileHas(filepath.Join(linkTarget, "pwned"), canary) },
-		"write_git_hook":         func() bool { return fileHas(filepath.Join(gitDir, "hooks", "pre-commit"), canary) },
-		"write_git_config":       func() bool { return fileHas(gitConfig, canary) },
-		"write_readonly_mount":   func() bool { return fileHas(filepath.Join(ro, "pwned"), canary) },
-		"setsid_daemon":          func() bool { return len(ProcessesWith(cfg.Daemon)) > 0 },
+		// The probe's moves scatter these files; whatever the order, a
+		// canary-bearing copy anywhere in the worktree means the write landed.
+		"write_git_hook":       func() bool { return fileUnder(wt, "pre-commit", canary) },
+		"write_git_config":     func() bool { return fileUnder(wt, "config", canary) },
+		"write_readonly_mount": func() bool { return fileHas(filepath.Join(ro, "pwned"), canary) },
+		"setsid_daemon":        func() bool { return len(ProcessesWith(cfg.Daemon)) > 0 },
+		"replace_git_dir":      func() bool { return fileUnder(wt, "post-checkout", canary) },
+		"replace_hooks_dir":    func() bool { return fileUnder(wt, "post-merge", canary) },
 	}
 	reset := func() {
-		for _, p := range []string{filepath.Join(writeOut, "pwned"), filepath.Join(linkTarget, "pwned"),
-			filepath.Join(gitDir, "hooks", "pre-commit"), filepath.Join(ro, "pwned")} {
-			os.Remove(p)
+		for _, p := range []string{gitDir, gitDir + "-moved", filepath.Join(writeOut, "pwned"),
+			filepath.Join(linkTarget, "pwned"), filepath.Join(ro, "pwned")} {
+			if err := os.RemoveAll(p); err != nil {
+				t.Fatal(err)
+			}
 		}
+		mk("tasks", "t1", "worktree", ".git", "hooks")
 		write(gitConfig, "[core]\n\tbare = false\n")
 		for _, pid := range ProcessesWith(cfg.Daemon) {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -318,6 +329,18 @@ func result(check string, escaped bool) ProbeResult {
 		return ProbeResult{Check: check, Result: Escaped, Detail: "seen on the host"}
 	}
 	return ProbeResult{Check: check, Result: Blocked, Detail: "not seen on the host"}
+}
+
+// fileUnder reports whether a file named name under root contains s.
+func fileUnder(root, name, s string) bool {
+	found := false
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() == name && fileHas(p, s) {
+			found = true
+		}
+		return nil
+	})
+	return found
 }
 
 func fileHas(path, s string) bool {

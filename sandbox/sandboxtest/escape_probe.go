@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -39,6 +40,14 @@ type ProbeResult struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// Replace is a check that renames Dir away (or deletes it), recreates it
+// and writes File (relative to Dir) in the new one.
+type Replace struct {
+	Check string `json:"check"`
+	Dir   string `json:"dir"`
+	File  string `json:"file"`
+}
+
 // Tunnel is a network check: through $HTTPS_PROXY when set (CONNECT to
 // Target), else a direct connection to Direct; escaped when the response
 // carries the canary.
@@ -54,6 +63,7 @@ type ProbeConfig struct {
 	Readable     map[string]string `json:"readable"`      // check -> file that must not be readable (e.g. /etc/shadow)
 	ListDirs     map[string]string `json:"list_dirs"`     // check -> dir holding a file named after Canary
 	WriteFiles   map[string]string `json:"write_files"`   // check -> file to create or append to
+	ReplaceDirs  []Replace         `json:"replace_dirs"`  // directories to move away and recreate, in order
 	EnvVar       string            `json:"env_var"`       // host environment variable holding Canary
 	HostHTTP     string            `json:"host_http"`     // host loopback HTTP server answering Canary
 	HostTCP      string            `json:"host_tcp"`      // host loopback TCP listener writing Canary
@@ -152,6 +162,20 @@ func escapeProbe(args []string) int {
 			f.Close()
 		}
 		// The test decides from the host side; this is the probe's view.
+		report(check, err == nil, errText(err))
+	}
+	for _, r := range c.ReplaceDirs {
+		check := r.Check
+		err := os.Rename(r.Dir, r.Dir+"-moved")
+		if err != nil {
+			err = os.RemoveAll(r.Dir) // or delete it outright
+		}
+		if err == nil {
+			f := filepath.Join(r.Dir, r.File)
+			if err = os.MkdirAll(filepath.Dir(f), 0o755); err == nil {
+				err = os.WriteFile(f, []byte("#!/bin/sh\n# "+c.Canary+"\n"), 0o755)
+			}
+		}
 		report(check, err == nil, errText(err))
 	}
 	if c.EnvVar != "" {
