@@ -115,7 +115,7 @@ func benchRepo(ctx context.Context, w io.Writer, root string, nfiles, ncommits, 
 	sha := warm.BaseCommit
 	scratch := filepath.Join(root, "scratch")
 
-	ours := &result{name: "ours: Provision (warm mirror, base SHA)"}
+	ours := &result{name: "ours: Provision (warm mirror, base SHA; process RSS)"}
 	oursFetch := &result{name: "ours: Provision (warm mirror, fetch + default branch)"}
 	wtAdd := &result{name: "git worktree add"}
 	clone := &result{name: "git clone --shared"}
@@ -156,7 +156,11 @@ func benchRepo(ctx context.Context, w io.Writer, root string, nfiles, ncommits, 
 	}
 	fmt.Fprintf(w, "%-55s %10s %12s\n", "provision a task worktree ("+strconv.Itoa(runs)+" runs)", "median", "peak RSS")
 	for _, r := range []*result{ours, oursFetch, wtAdd, clone, cp} {
-		fmt.Fprintf(w, "%-55s %10s %9d MiB\n", r.name, r.median().Round(time.Millisecond), r.rss/1024)
+		rss := "-"
+		if r.rss > 0 {
+			rss = fmt.Sprintf("%d MiB", r.rss/1024)
+		}
+		fmt.Fprintf(w, "%-55s %10s %12s\n", r.name, r.median().Round(time.Millisecond), rss)
 	}
 	ratio := float64(ours.median()) / float64(wtAdd.median())
 	fmt.Fprintf(w, "ours / git worktree add = %.2f; ours / cp -r = %.2f\n", ratio, float64(ours.median())/float64(cp.median()))
@@ -176,10 +180,24 @@ func benchPush(ctx context.Context, w io.Writer, m *worktree.Manager, root, orig
 	}
 	fmt.Fprintln(f, "a task change")
 	f.Close()
+	t0 := time.Now()
 	c, err := m.Commit(ctx, wt, worktree.CommitRequest{Author: worktree.Signature{Name: "Bench Agent", Email: "bench@agents.localhost"}})
 	if err != nil {
 		return err
 	}
+	commitTook := time.Since(t0)
+	t0 = time.Now()
+	if _, err := m.Diff(ctx, wt); err != nil {
+		return err
+	}
+	diffTook := time.Since(t0)
+	status := &result{name: "git status (same worktree, for scale)"}
+	if err := timeCmd(ctx, status, wt.Dir, "git", "status", "--porcelain"); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%-55s %10s\n", "ours: Commit (scan worktree, one file changed)", commitTook.Round(time.Millisecond))
+	fmt.Fprintf(w, "%-55s %10s\n", "ours: Diff against base", diffTook.Round(time.Millisecond))
+	fmt.Fprintf(w, "%-55s %10s\n", status.name, status.median().Round(time.Millisecond))
 	ours := &result{name: "ours: Push (one commit over the base)"}
 	native := &result{name: "git push (same commit)"}
 	for i := range runs {
