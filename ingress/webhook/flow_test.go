@@ -3,7 +3,10 @@ package webhook
 import (
 	"bytes"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nightshift/nightshift/orchestrator"
@@ -64,5 +67,49 @@ func TestGitHubCommentPublishedOnceAndDeduped(t *testing.T) {
 	ev2, _ := hs.lastEvent()
 	if ev2.IdempotencyKey != ev.IdempotencyKey || ev2.DeliveryID == ev.DeliveryID {
 		t.Fatalf("second hook: key %q delivery %q", ev2.IdempotencyKey, ev2.DeliveryID)
+	}
+}
+
+func TestLinearDeliveryHeaderAndSlackRetry(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, nil)
+	body := []byte(`{"action":"create","type":"Comment","webhookId":"wh-1","data":{"id":"c9","body":"@nightshift summarize","userId":"u1"},"url":"https://linear.app/acme/issue/ENG-7/x#comment-c9","webhookTimestamp":` +
+		strconv.FormatInt(hs.clock.now.UnixMilli(), 10) + `}`)
+	got := hs.do(linearRequest(body, "linear-secret", "del-1"))
+	if got.Status != http.StatusAccepted || got.Body["delivery_id"] != "wh-1:del-1" {
+		t.Fatalf("linear: %+v", got)
+	}
+	ev, _ := hs.lastEvent()
+	if ev.Kind != orchestrator.KindTicketComment || ev.Target.ID != "ENG-7" || ev.Instruction != "summarize" {
+		t.Fatalf("linear event %+v", ev)
+	}
+	if got := hs.do(linearRequest(body, "linear-secret", "del-1")); got.Body["status"] != "duplicate" {
+		t.Fatalf("linear redelivery: %+v", got)
+	}
+
+	form := func(payload string) []byte { return []byte(url.Values{"payload": {payload}}.Encode()) }
+	secret := "8f742231b10e8888abcd99yyyzzz85a5"
+	retry := form(`{"type":"block_actions","trigger_id":"tr-9","user":{"id":"U1","name":"ann"},"actions":[{"action_id":"nightshift_retry","value":"T42","action_ts":"1.2"}]}`)
+	got = hs.do(slackRequest("/hooks/slack/interactions", retry, secret, hs.clock.now))
+	if got.Status != http.StatusOK || got.Body["status"] != "accepted" {
+		t.Fatalf("slack retry: %+v", got)
+	}
+	ev, _ = hs.lastEvent()
+	if ev.Kind != orchestrator.KindSlackAction || ev.Instruction != "retry" || ev.Target.ID != "T42" || ev.DeliveryID != "tr-9" {
+		t.Fatalf("slack event %+v", ev)
+	}
+	for payload, reason := range map[string]string{
+		`{"type":"view_submission","trigger_id":"tr-10"}`:                                   "view_submission",
+		`{"type":"block_actions","trigger_id":"tr-11","actions":[{"action_id":"approve"}]}`: "not cancel or retry",
+		`{"type":"block_actions","trigger_id":"tr-12","actions":[{"action_id":"cancel"}]}`:  "no task id",
+	} {
+		got := hs.do(slackRequest("/hooks/slack/interactions", form(payload), secret, hs.clock.now))
+		if got.Status != http.StatusOK || got.Body["status"] != "ignored" || !strings.Contains(got.Body["reason"], reason) {
+			t.Errorf("%s: %+v, want ignored %q", payload, got, reason)
+		}
+	}
+	challenge := []byte(`{"type":"url_verification","challenge":"abc123"}`)
+	if got := hs.do(slackRequest("/hooks/slack/events", challenge, secret, hs.clock.now)); got.Body["challenge"] != "abc123" {
+		t.Errorf("url_verification: %+v", got)
 	}
 }

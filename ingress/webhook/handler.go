@@ -88,7 +88,7 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 		deliveries: &deliveries{kv: dkv},
 		attempts:   &attempts{kv: akv},
 		authz:      authz,
-		log:        cfg.Logger.With("component", "webhook"),
+		log:        cfg.Logger,
 		metrics:    m,
 	}, nil
 }
