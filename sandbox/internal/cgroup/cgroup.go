@@ -36,7 +36,6 @@ type Hierarchy struct {
 	mu     sync.Mutex
 	free   []*Group
 	closed bool
-	seq    atomic.Int64
 	mode   string
 	v2     string // parent dir with memory and pids enabled for children
 	memory string // v1 parent dirs
@@ -229,7 +228,9 @@ func (h *Hierarchy) Acquire(memory int64, pids int) (*Group, error) {
 	h.mu.Unlock()
 	if g == nil {
 		var err error
-		if g, err = h.create(fmt.Sprintf("sb-%d-%d", os.Getpid(), h.seq.Add(1))); err != nil {
+		// The sequence is process-wide: several Managers (and so several
+		// hierarchies) in one process must not pick the same name.
+		if g, err = h.create(fmt.Sprintf("sb-%d-%d", os.Getpid(), processSeq.Add(1))); err != nil {
 			return nil, err
 		}
 	}
@@ -426,3 +427,6 @@ func (h *Hierarchy) sweep() {
 		}
 	}
 }
+
+// processSeq numbers sandbox cgroups created by this process.
+var processSeq atomic.Int64
