@@ -30,6 +30,7 @@ const (
 	rtSlackToken    = "xoxb-roundtrip"
 	rtSlackSecret   = "slack-signing-roundtrip"
 	rtLinearKey     = "lin_api_roundtrip"
+	rtLinearSecret  = "lin-webhook-roundtrip"
 	rtOwner         = "Codertocat"
 	rtName          = "Hello-World"
 )
@@ -94,7 +95,7 @@ github:
   api_url: %q
   reply_on_refusal: true
 slack: {bot_token: %q, channel: "#nightshift", api_url: %q, signing_secrets: [%q]}
-linear: {api_key: %q, api_url: %q}
+linear: {api_key: %q, api_url: %q, webhook_secrets: [%q], repo: %q}
 agents:
   script: {command: ["sh", %q]}
 default_agent: script
@@ -102,7 +103,7 @@ repos:
   - match: "*"
     test: "test -f WORK.md"
 `, rtWebhookSecret, rtAppID, filepath.Join(w.dir, "app.pem"), w.gh.APIURL, rtSlackToken, w.slack.APIURL, rtSlackSecret,
-		rtLinearKey, w.linear.APIURL, agentPath)
+		rtLinearKey, w.linear.APIURL, rtLinearSecret, w.gh.CloneURL(rtOwner, rtName), agentPath)
 }
 
 // fixture loads a shared webhook payload and points its repository at the
