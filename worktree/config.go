@@ -35,6 +35,10 @@ type Config struct {
 	// MirrorRetention is how long a mirror no task clone uses is kept after
 	// its last fetch. Zero means 7 days; negative means remove at the next GC.
 	MirrorRetention time.Duration
+	// MaxMirrorPacks is how many packfiles a mirror may collect (one per
+	// fetch that brought objects) before GC repacks it into one; zero
+	// means 20, negative disables repacking.
+	MaxMirrorPacks int
 	// HTTPClient is used for http(s) remotes; nil means a client with no
 	// overall timeout (operations are bounded by their context).
 	HTTPClient *http.Client
@@ -66,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MirrorRetention == 0 {
 		c.MirrorRetention = 7 * 24 * time.Hour
+	}
+	if c.MaxMirrorPacks == 0 {
+		c.MaxMirrorPacks = 20
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{}

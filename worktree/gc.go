@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -91,6 +92,9 @@ func (m *Manager) GC(ctx context.Context, live func(taskID string) bool) error {
 		}
 		dir := filepath.Join(m.cfg.MirrorDir, e.Name())
 		if used[dir] {
+			if err := m.repack(ctx, dir); err != nil {
+				errs = append(errs, fmt.Errorf("repack mirror %s: %w", e.Name(), err))
+			}
 			continue
 		}
 		var ms mirrorState
@@ -122,5 +126,41 @@ func (m *Manager) GC(ctx context.Context, live func(taskID string) bool) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("worktree: gc: %w", errors.Join(errs...))
 	}
+	return nil
+}
+
+// repack consolidates a mirror's packs once there are more than
+// MaxMirrorPacks. It runs native git in the mirror (never in a task clone;
+// repack runs no hooks) and keeps unreachable objects, which task clones
+// may still need through alternates. Provisions of the mirror wait.
+func (m *Manager) repack(ctx context.Context, dir string) error {
+	if m.cfg.MaxMirrorPacks < 0 {
+		return nil
+	}
+	packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
+	if len(packs) <= m.cfg.MaxMirrorPacks {
+		return nil
+	}
+	l := m.mirrorLock(dir)
+	l.Lock()
+	defer l.Unlock()
+	unlock, err := lockFile(ctx, dir+".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	start := m.cfg.Now()
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, gitBin, "-C", dir, "-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0",
+		"repack", "-a", "-d", "-q", "--keep-unreachable")
+	cmd.Env = []string{"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git repack: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	m.log.LogAttrs(ctx, slog.LevelInfo, "mirror repacked", slog.String("mirror", filepath.Base(dir)),
+		slog.Int("packs", len(packs)), slog.Duration("took", m.cfg.Now().Sub(start)))
 	return nil
 }

@@ -3,8 +3,10 @@ package worktree
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,5 +95,46 @@ func TestGC(t *testing.T) {
 	}
 	if _, err := m.Open("recent"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("recent after retention = %v", err)
+	}
+}
+
+func TestGCRepacksMirror(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	src := filepath.Join(filepath.Dir(origin), "src")
+	git(t, src, "remote", "add", "origin", origin)
+	m := newManager(t, func(c *Config) { c.MaxMirrorPacks = 2 })
+	ctx := context.Background()
+	first, err := m.Provision(ctx, Ref{TaskID: "t0", Repo: origin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		writeFiles(t, src, map[string]string{"a.txt": strings.Repeat("x", i) + "\n"})
+		git(t, src, "commit", "-q", "-am", "more")
+		git(t, src, "push", "-q", "origin", "main")
+		if _, err := m.Provision(ctx, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mirror := filepath.Dir(first.ReadOnlyPaths[0])
+	packs, _ := filepath.Glob(filepath.Join(mirror, "objects", "pack", "*.pack"))
+	if len(packs) != 4 {
+		t.Fatalf("packs before gc = %d, want 4", len(packs))
+	}
+	if err := m.GC(ctx, func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	packs, _ = filepath.Glob(filepath.Join(mirror, "objects", "pack", "*.pack"))
+	if len(packs) != 1 {
+		t.Fatalf("packs after gc = %d, want 1", len(packs))
+	}
+	git(t, first.Dir, "fsck", "--no-progress")
+	wt, err := m.Provision(ctx, Ref{TaskID: "t9", Repo: origin, Base: first.BaseCommit}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := git(t, wt.Dir, "status", "--porcelain"); got != "" {
+		t.Fatalf("status after repack = %q", got)
 	}
 }

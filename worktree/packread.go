@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -51,6 +52,8 @@ func openPackSet(objectsDir string) (*packSet, error) {
 		}
 		ps.packs = append(ps.packs, p)
 	}
+	// Most objects live in the biggest pack: search it first.
+	sort.Slice(ps.packs, func(i, j int) bool { return ps.packs[i].fanout[255] > ps.packs[j].fanout[255] })
 	return ps, nil
 }
 
