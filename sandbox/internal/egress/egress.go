@@ -6,7 +6,9 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -215,6 +217,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out.Header.Del("Proxy-Connection")
 	out.Header.Del("Proxy-Authorization")
 	out.URL.Host = hostport
+	out.Host = "" // the Host header is the checked name: no fronting through an allowed upstream
 	resp, err := p.tr.RoundTrip(out)
 	if err != nil {
 		p.fail(w, err)
@@ -267,8 +270,65 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
+	// A TLS client names its server again in the ClientHello (SNI); it
+	// must be the name that was checked, or an allowed CDN address could
+	// front for any site it hosts.
+	host, port, _ := net.SplitHostPort(r.Host)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	first, err := brw.Reader.Peek(1)
+	if err != nil {
+		return
+	}
+	var hello []byte
+	if first[0] == 0x16 { // TLS handshake record
+		sni, consumed := clientHelloSNI(brw.Reader)
+		if sni != "" && !strings.EqualFold(strings.TrimSuffix(sni, "."), strings.TrimSuffix(host, ".")) {
+			p.cfg.Log("egress denied", "host", host, "port", port, "sni", sni, "reason", "sni_mismatch")
+			return
+		}
+		hello = consumed
+	}
+	c.SetReadDeadline(time.Time{})
+	if len(hello) > 0 {
+		if _, err := up.Write(hello); err != nil {
+			return
+		}
+	}
 	tunnel(c, brw.Reader, up)
 }
+
+// clientHelloSNI reads a TLS ClientHello from r and returns its server
+// name and the bytes read, which the caller forwards upstream.
+func clientHelloSNI(r io.Reader) (string, []byte) {
+	hc := &helloConn{r: r}
+	var sni string
+	errSeen := errors.New("client hello seen")
+	tls.Server(hc, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		sni = h.ServerName
+		return nil, errSeen
+	}}).Handshake()
+	return sni, hc.buf.Bytes()
+}
+
+// helloConn records what is read and discards what is written (the TLS
+// server's alert), so that the ClientHello can be parsed and replayed.
+type helloConn struct {
+	r   io.Reader
+	buf bytes.Buffer
+}
+
+func (h *helloConn) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.buf.Write(p[:n])
+	return n, err
+}
+func (h *helloConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (h *helloConn) Close() error                     { return nil }
+func (h *helloConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (h *helloConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (h *helloConn) SetDeadline(time.Time) error      { return nil }
+func (h *helloConn) SetReadDeadline(time.Time) error  { return nil }
+func (h *helloConn) SetWriteDeadline(time.Time) error { return nil }
 
 // tunnel copies both ways; client bytes already buffered in br go first.
 func tunnel(client net.Conn, br *bufio.Reader, up net.Conn) {

@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -150,12 +151,52 @@ func TestProxy(t *testing.T) {
 			t.Errorf("CONNECT %s: %d, want 403", target, code)
 		}
 	}
+	// TLS through the tunnel: the ClientHello's server name must match.
+	tlsUp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "tls upstream") }))
+	defer tlsUp.Close()
+	_, tlsPort, _ := net.SplitHostPort(tlsUp.Listener.Addr().String())
+	tlsVia := func(connectHost, sni string) (string, error) {
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		target := net.JoinHostPort(connectHost, tlsPort)
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			return "", fmt.Errorf("CONNECT: %v %v", resp, err)
+		}
+		tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+		r2, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return "", err
+		}
+		b, _ := io.ReadAll(r2.Body)
+		return string(b), nil
+	}
+	if body, err := tlsVia("ok.test", "ok.test"); err != nil || body != "tls upstream" {
+		t.Errorf("TLS with matching SNI: %q %v", body, err)
+	}
+	if body, err := tlsVia("ok.test", "evil.test"); err == nil {
+		t.Errorf("TLS with a fronted SNI got through: %q", body)
+	}
+
 	mu.Lock()
 	joined := strings.Join(logs, "\n")
 	mu.Unlock()
-	for _, s := range []string{"egress allowed", "not_allowlisted", "ip_literal", "internal_address", "dns_failed"} {
+	for _, s := range []string{"egress allowed", "not_allowlisted", "ip_literal", "internal_address", "dns_failed", "sni_mismatch"} {
 		if !strings.Contains(joined, s) {
 			t.Errorf("no %q decision logged:\n%s", s, joined)
 		}
 	}
 }
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
