@@ -275,12 +275,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		reason := "budget_exceeded"
 		rep.line(final, "system", "failed: "+text)
 		w.release(final, item.TaskID, log)
-		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason})
+		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason, Usage: rep.usage})
 		msg.Ack()
 	case errors.Is(context.Cause(runCtx), errCancelled):
 		rep.line(final, "system", "cancelled")
 		w.release(final, item.TaskID, log)
-		rep.state(final, StateCancelled, "cancelled", Patch{})
+		rep.state(final, StateCancelled, "cancelled", Patch{Usage: rep.usage})
 		msg.Ack()
 	case ctx.Err() != nil:
 		// Shutting down: hand the run back for another worker.
@@ -290,7 +290,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		reason, text := failure(err)
 		rep.line(final, "system", "failed: "+text)
 		w.release(final, item.TaskID, log)
-		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason})
+		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason, Usage: rep.usage})
 		msg.Ack()
 	default:
 		msg.Ack()
@@ -487,6 +487,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 			usage = Usage{InputTokens: g.InputTokens, OutputTokens: g.OutputTokens, CostUSD: g.CostUSD}
 		}
 	}
+	rep.usage = &usage
 	if errors.Is(context.Cause(ctx), errBudget) {
 		// Keep the work: commit what the agent left and push it.
 		w.checkpoint(context.WithoutCancel(ctx), wt, ident, item, rep, true)
@@ -725,6 +726,8 @@ func short(sha string) string {
 type reporter struct {
 	bus  *Bus
 	item WorkItem
+	// usage is the run's model usage once the agent has run.
+	usage *Usage
 	// attempt is the delivery attempt of the run: a redelivered run's
 	// reports must not be taken for duplicates of the crashed attempt's.
 	attempt int
