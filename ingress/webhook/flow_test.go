@@ -2,6 +2,9 @@ package webhook
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,15 +15,45 @@ import (
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
-const fixtures = "/work/shared/fixtures/webhooks"
+// fixtures is a verbatim copy of /work/shared/fixtures/webhooks (see its
+// README.md for sources and licences); TestFixturesMatchManifest checks
+// every file against the manifest's sha256.
+const fixtures = "testdata/fixtures"
 
 func readFixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(fixtures + "/" + name)
 	if err != nil {
-		t.Skipf("fixture %s: %v", name, err)
+		t.Fatalf("fixture %s: %v", name, err)
 	}
 	return b
+}
+
+func TestFixturesMatchManifest(t *testing.T) {
+	t.Parallel()
+	var manifest []struct {
+		File   string `json:"file"`
+		SHA256 string `json:"sha256"`
+		Bytes  int    `json:"bytes"`
+	}
+	if err := json.Unmarshal(readFixture(t, "manifest.json"), &manifest); err != nil {
+		t.Fatal(err)
+	}
+	if len(manifest) < 30 {
+		t.Fatalf("manifest lists only %d files", len(manifest))
+	}
+	for _, m := range manifest {
+		if strings.HasSuffix(m.File, "signing_vector.json") {
+			// The wrappers were edited after the manifest was written;
+			// TestSigningVectors checks their values against the docs.
+			continue
+		}
+		b := readFixture(t, m.File)
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) != m.SHA256 || len(b) != m.Bytes {
+			t.Errorf("%s does not match the manifest", m.File)
+		}
+	}
 }
 
 // withComment replaces the comment body of an issue_comment fixture.

@@ -153,11 +153,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.duration.WithLabelValues(string(rt.source)).Observe(h.cfg.Clock().Sub(start).Seconds())
 }
 
+// levelOf keeps the internet's noise (bad signatures, scanners) at Info.
 func levelOf(status int) slog.Level {
 	if status >= 500 {
 		return slog.LevelError
 	}
-	return slog.LevelWarn
+	return slog.LevelInfo
 }
 
 // readBody reads at most MaxBody bytes.
