@@ -57,10 +57,18 @@ type Limits struct {
 
 // Spec describes one sandboxed command.
 type Spec struct {
-	ID            string            // unique per run, e.g. task id + step; used in names and logs
-	Dir           string            // absolute host dir bound read-write and used as working directory (same path inside)
-	ReadOnly      []string          // extra absolute host paths bound read-only at the same path
-	ReadOnlyInDir []string          // paths relative to Dir re-bound read-only (e.g. ".git/hooks", ".git/config")
+	ID       string   // unique per run, e.g. task id + step; used in names and logs
+	Dir      string   // absolute host dir bound read-write and used as working directory (same path inside)
+	ReadOnly []string // extra absolute host paths bound read-only at the same path
+	// ReadOnlyInDir lists paths relative to Dir re-bound read-only (e.g.
+	// ".git/hooks", ".git/config"). They must not lead out of Dir through a
+	// symlink. The directories between Dir and each path are pinned (bound
+	// onto themselves) so they cannot be renamed or removed to swap the
+	// path. A missing path is bound as an empty read-only file, or
+	// directory when it ends in "/" or is named "hooks", so it cannot be
+	// created either; the mount point then appears on the host as an empty
+	// file or directory.
+	ReadOnlyInDir []string
 	Command       []string          // argv; Command[0] is looked up on the sandbox PATH
 	Env           map[string]string // the complete environment; PATH, HOME, TMPDIR and LANG are set if absent
 	Stdin         io.Reader         // nil: empty input

@@ -116,15 +116,16 @@ type Config struct {
 
 // Driver runs commands under bubblewrap.
 type Driver struct {
-	cfg     Config
-	bwrap   string
-	filter  []byte
-	cg      *cgroup.Hierarchy
-	etc     string // host dir bound at /etc
-	empty   string // empty host dir for missing ReadOnlyInDir paths
-	inNetns bool   // listen inside the sandbox's network namespace instead of running the helper
-	cgWhy   error
-	systems []mount
+	cfg       Config
+	bwrap     string
+	filter    []byte
+	cg        *cgroup.Hierarchy
+	etc       string // host dir bound at /etc
+	empty     string // empty host dir for missing ReadOnlyInDir paths
+	emptyFile string // empty host file for missing ReadOnlyInDir paths
+	inNetns   bool   // listen inside the sandbox's network namespace instead of running the helper
+	cgWhy     error
+	systems   []mount
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
@@ -182,8 +183,8 @@ func New(cfg Config) (*Driver, error) {
 	if d.etc, err = buildEtc(cfg.Etc); err != nil {
 		return nil, err
 	}
-	d.empty = filepath.Join(d.etc, ".empty")
-	if err := os.Mkdir(d.empty, 0o555); err != nil {
+	d.empty, d.emptyFile = filepath.Join(d.etc, ".empty"), filepath.Join(d.etc, ".empty-file")
+	if err := errors.Join(os.WriteFile(d.emptyFile, nil, 0o444), os.Mkdir(d.empty, 0o555)); err != nil {
 		os.RemoveAll(d.etc)
 		return nil, err
 	}
@@ -433,8 +434,15 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 			pinned[p] = true
 			a = append(a, "--bind", p, p)
 		}
-		if src == "" { // missing: an empty read-only dir, so it cannot be created
-			ros = append(ros, "--ro-bind", d.empty, dst)
+		if src == "" {
+			// Missing: an empty read-only file or directory in its place,
+			// so that it cannot be created (the mount point appears on the
+			// host as an empty file or directory).
+			empty := d.emptyFile
+			if strings.HasSuffix(rel, "/") || filepath.Base(dst) == "hooks" {
+				empty = d.empty
+			}
+			ros = append(ros, "--ro-bind", empty, dst)
 		} else {
 			ros = append(ros, "--ro-bind", src, src)
 		}

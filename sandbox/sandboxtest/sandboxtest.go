@@ -469,14 +469,23 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 		dir := t.TempDir()
 		os.MkdirAll(filepath.Join(dir, ".git", "hooks"), 0o755)
 		os.WriteFile(filepath.Join(dir, ".git", "config"), []byte("[core]\n"), 0o644)
-		script := `echo x > .git/hooks/pre-commit && echo hook; echo y >> .git/config && echo config; rm -rf .git/hooks && echo rmhooks; mv .git/config .git/c2 && echo mvconfig; echo ok > file && echo file`
+		script := `echo x > .git/hooks/pre-commit && echo hook; echo y >> .git/config && echo config; rm -rf .git/hooks && echo rmhooks; mv .git/config .git/c2 && echo mvconfig;
+echo z > .git/info/attributes && echo attributes; mkdir -p .git/new/d && echo z > .git/new/d/f && echo newdir; mv .git/info .git/info2 && echo mvinfo; echo ok > file && echo file`
 		res, out, _ := run(t, m, sandbox.Spec{Dir: dir, Command: []string{"sh", "-c", script},
-			ReadOnlyInDir: []string{".git/hooks", ".git/config", ".git/info/attributes"}})
+			ReadOnlyInDir: []string{".git/hooks", ".git/config", ".git/info/attributes", ".git/new/d/"}})
 		if out != "file\n" {
 			t.Errorf("result %+v output %q, want only the worktree write to succeed", res, out)
 		}
 		if b, _ := os.ReadFile(filepath.Join(dir, ".git", "config")); string(b) != "[core]\n" {
 			t.Errorf(".git/config changed: %q", b)
+		}
+		// Missing paths were held by empty mount points: a file, and a
+		// directory for the trailing slash.
+		if fi, err := os.Stat(filepath.Join(dir, ".git", "info", "attributes")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+			t.Errorf(".git/info/attributes on the host: %v %v, want an empty file", fi, err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, ".git", "new", "d")); err != nil || !fi.IsDir() {
+			t.Errorf(".git/new/d on the host: %v %v, want a directory", fi, err)
 		}
 	})
 
