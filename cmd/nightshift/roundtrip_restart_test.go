@@ -4,70 +4,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nightshift/nightshift/orchestrator"
 )
-
-var (
-	rtBinOnce sync.Once
-	rtBinPath string
-	rtBinErr  error
-)
-
-// rtBinary builds the nightshift binary once for the round-trip tests.
-func rtBinary(t *testing.T) string {
-	t.Helper()
-	rtBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nightshift-rt-bin")
-		if err != nil {
-			rtBinErr = err
-			return
-		}
-		rtBinPath = filepath.Join(dir, "nightshift")
-		out, err := exec.Command("go", "build", "-o", rtBinPath, ".").CombinedOutput()
-		if err != nil {
-			rtBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if rtBinErr != nil {
-		t.Fatal(rtBinErr)
-	}
-	return rtBinPath
-}
-
-// rtStartProcess runs `nightshift serve` from dir as a child process.
-func rtStartProcess(t *testing.T, bin, dir string) (*exec.Cmd, *testServer) {
-	t.Helper()
-	data := filepath.Join(dir, "data")
-	os.Remove(filepath.Join(data, "serve.addr"))
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-		"--config", filepath.Join(dir, "nightshift.yaml"), "--ack-wait", "3s")
-	cmd.Env = baseEnv(t)
-	logf, err := os.OpenFile(filepath.Join(dir, "serve.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	s := &testServer{DataDir: data, stderr: &syncBuffer{}}
-	waitFor(t, 60*time.Second, "serve to start", func() bool {
-		b, err := os.ReadFile(filepath.Join(data, "serve.addr"))
-		s.URL = strings.TrimSpace(string(b))
-		return err == nil && s.URL != ""
-	}, func() string { b, _ := os.ReadFile(filepath.Join(dir, "serve.log")); return string(b) })
-	return cmd, s
-}
 
 // TestRoundTripRestartKeepsOnePullRequest kills the server (SIGKILL) while
 // the agent of a comment-triggered task runs, starts it again on the same
@@ -82,8 +26,8 @@ func TestRoundTripRestartKeepsOnePullRequest(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(w.dir, "nightshift.yaml"), []byte(w.yaml(agent)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := rtBinary(t)
-	cmd, s := rtStartProcess(t, bin, w.dir)
+	bin := nightshiftBinary(t) // restart_test.go
+	cmd, s := startProcess(t, bin, w.dir)
 	if code, out := postGitHub(t, s, "issue_comment", "d-restart", w.commentPayload(t, "@nightshift add a greeting")); code != http.StatusAccepted {
 		t.Fatalf("delivery: %d %v", code, out)
 	}
@@ -99,7 +43,7 @@ func TestRoundTripRestartKeepsOnePullRequest(t *testing.T) {
 	cmd.Wait()
 	syscall.Kill(agentPID, syscall.SIGKILL)
 
-	_, s2 := rtStartProcess(t, bin, w.dir)
+	_, s2 := startProcess(t, bin, w.dir)
 	task := s2.waitState(t, id, 90*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
 	if task.State != orchestrator.StateReview {
 		b, _ := os.ReadFile(filepath.Join(w.dir, "serve.log"))
