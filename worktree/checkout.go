@@ -1,11 +1,9 @@
 package worktree
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -298,24 +296,13 @@ func fillStat(e *index.Entry, fi os.FileInfo) {
 // writeIndex writes a version 2 index with the given entries.
 func writeIndex(path string, entries []*index.Entry) error {
 	idx := &index.Index{Version: 2, Entries: entries}
-	tmp := path + ".lock"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	var buf bytes.Buffer
+	if err := index.NewEncoder(&buf).Encode(idx); err != nil {
+		return err
+	}
+	f, err := createLock(path)
 	if err != nil {
 		return err
 	}
-	bw := newBufWriter(f)
-	if err := index.NewEncoder(bw).Encode(idx); err != nil {
-		f.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return commitLock(f, path, buf.Bytes())
 }
-
-func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 256<<10) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -104,6 +105,8 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	}
 	defer st.Close()
 
+	hb, _ := os.ReadFile(filepath.Join(wt.gitDir(), "HEAD"))
+	onBranch := strings.TrimSpace(string(hb)) == "ref: refs/heads/"+wt.Branch
 	head, err := taskHead(st, wt)
 	if err != nil {
 		return Commit{}, err
@@ -161,11 +164,32 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 		res.SHA, res.Created = h.String(), true
 		head = h
 	}
-	if err := setTaskHead(st, wt, head); err != nil {
-		return Commit{}, err
-	}
+	// The index first (it only caches stat data and now matches the new
+	// head), then the branch, then HEAD, each with git's lock files so a
+	// checkpoint during a run does not clobber the agent's own git.
 	if err := writeIndex(filepath.Join(wt.gitDir(), "index"), snap.entries); err != nil {
 		return Commit{}, fmt.Errorf("worktree: write index: %w", err)
+	}
+	branch := plumbing.NewBranchReferenceName(wt.Branch)
+	oldBranch, err := readRef(wt.gitDir(), branch)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: read %s: %w", branch, err)
+	}
+	if oldBranch != head {
+		// The task branch moves to the new head. When HEAD was on it, it
+		// must not have moved meanwhile (the agent committing during a
+		// checkpoint); when the agent had switched branches or detached,
+		// the task branch is set to what HEAD pointed at.
+		expect := oldBranch
+		if onBranch {
+			expect = headCommit.Hash
+		}
+		if err := updateRef(wt.gitDir(), branch, head, expect); err != nil {
+			return Commit{}, err
+		}
+	}
+	if err := setHeadSymbolic(wt.gitDir(), branch); err != nil {
+		return Commit{}, fmt.Errorf("worktree: update HEAD: %w", err)
 	}
 	res.Files, err = changedPaths(st, baseCommit.TreeHash, snap.tree)
 	if err != nil {
@@ -189,18 +213,6 @@ func taskHead(st storer.ReferenceStorer, wt *Worktree) (plumbing.Hash, error) {
 		return plumbing.ZeroHash, fmt.Errorf("worktree: resolve HEAD: %w", err)
 	}
 	return r.Hash(), nil
-}
-
-// setTaskHead points the task branch at h and HEAD at the task branch.
-func setTaskHead(st storer.ReferenceStorer, wt *Worktree, h plumbing.Hash) error {
-	b := plumbing.NewBranchReferenceName(wt.Branch)
-	if err := st.SetReference(plumbing.NewHashReference(b, h)); err != nil {
-		return fmt.Errorf("worktree: update %s: %w", b, err)
-	}
-	if err := st.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, b)); err != nil {
-		return fmt.Errorf("worktree: update HEAD: %w", err)
-	}
-	return nil
 }
 
 // checkProtected fails when any commit between base and head, or the

@@ -2,6 +2,7 @@ package worktree
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,3 +74,5 @@ func newManager(t testing.TB, mut ...func(*Config)) *Manager {
 }
 
 var agent = Signature{Name: "Nightshift Agent t1", Email: "t1@agents.localhost"}
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
