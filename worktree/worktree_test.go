@@ -43,6 +43,9 @@ func TestProvisionCommitPushLocal(t *testing.T) {
 		if !strings.Contains(progress.String(), "checked out") {
 			t.Errorf("progress = %q", progress.String())
 		}
+		if i == 0 && !strings.Contains(progress.String(), "Counting objects") {
+			t.Errorf("cold fetch reported no remote progress: %q", progress.String())
+		}
 		b, err := os.ReadFile(filepath.Join(wt.Dir, "docs/deep/a/b.txt"))
 		if err != nil || string(b) != "b\n" {
 			t.Fatalf("read checked out file: %q %v", b, err)
