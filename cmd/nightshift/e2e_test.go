@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -594,5 +596,63 @@ agents:
 	}
 	if msg := gitRun(t, origin, "log", "-1", "--format=%s", ref); msg != "second line" {
 		t.Fatalf("follow-up commit subject %q", msg)
+	}
+}
+
+// TestAgentSignsUpWithItsOwnIdentity is the identity round trip: the agent
+// reads its address through MCP (via ravi), the test "signs up" by mailing an
+// OTP to it over SMTP, the agent reads the OTP with check_inbox and commits
+// it; a vault secret it prints never reaches the task log.
+func TestAgentSignsUpWithItsOwnIdentity(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bubblewrap not installed (scripts/test installs it)")
+	}
+	s := startTestServer(t, `
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  signup:
+    command: ["sh", "-c", "ravi get email > EMAIL.txt && ravi inbox email --wait 60s > INBOX.txt && grep -oE '[0-9]{6}' INBOX.txt | head -1 > OTP.txt && echo password is $(ravi secrets get SERVICE_PASSWORD)"]
+`)
+	secret := "pw-" + orchestrator.NewID()
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"nightshift", "vault", "set", "SERVICE_PASSWORD", "--data-dir", s.DataDir},
+		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
+		t.Fatalf("vault set: %v %s", err, errb.String())
+	}
+	m := regexp.MustCompile(`smtp listening.*addr=(127\.0\.0\.1:\d+)`).FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		t.Fatalf("no SMTP address in the server log:\n%s", s.stderr.String())
+	}
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "signup", "sign up for the service")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateRunning, orchestrator.StateFailed)
+	if task.Identity.Email == "" {
+		t.Fatalf("no identity on the running task: %+v", task)
+	}
+	body := "Subject: Verify your account\r\n\r\nWelcome! Your verification code is 482913.\r\n"
+	if err := smtp.SendMail(m[1], nil, "noreply@service.test", []string{task.Identity.Email}, []byte(body)); err != nil {
+		t.Fatalf("send mail: %v", err)
+	}
+	task = s.waitState(t, id, 60*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	logs, _ := s.cli(t, "tasks", "logs", id)
+	if task.State != orchestrator.StateReview {
+		t.Fatalf("task failed: %s\n%s", task.Error, logs)
+	}
+	ref := "nightshift/" + id
+	if got := gitRun(t, origin, "show", ref+":OTP.txt"); got != "482913" {
+		t.Fatalf("OTP.txt = %q", got)
+	}
+	if got := gitRun(t, origin, "show", ref+":EMAIL.txt"); got != task.Identity.Email {
+		t.Fatalf("EMAIL.txt = %q, identity %q", got, task.Identity.Email)
+	}
+	if who := gitRun(t, origin, "log", "-1", "--format=%ae", ref); who != task.Identity.Email {
+		t.Fatalf("commit author %q, identity %q", who, task.Identity.Email)
+	}
+	if strings.Contains(logs, secret) {
+		t.Fatalf("the vault secret reached the task log:\n%s", logs)
+	}
+	if !strings.Contains(logs, "password is [REDACTED") {
+		t.Fatalf("the agent's output line is missing (so the redaction check proves nothing):\n%s", logs)
 	}
 }
