@@ -95,31 +95,51 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 	return append(flags, append([]string{"--"}, pos...)...)
 }
 
-// followTask prints a task's events until it comes to rest. It returns an
-// error when the task failed or was cancelled.
+// followTask prints a task's events until it comes to rest: live progress
+// on a terminal, plain lines otherwise, JSON lines with --json. It returns
+// an error when the task failed or was cancelled.
 func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) error {
+	start, err := getTask(ctx, c, id)
+	for deadline := time.Now().Add(10 * time.Second); err != nil && strings.HasPrefix(err.Error(), "no task") && time.Now().Before(deadline); {
+		// Just dispatched: the scheduler may not have stored it yet.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		start, err = getTask(ctx, c, id)
+	}
+	if err != nil {
+		return err
+	}
 	var final orchestrator.State
-	err := c.stream(ctx, "/api/v1/tasks/"+url.PathEscape(id)+"/events", func(ev sseEvent) bool {
+	var p *progress
+	if !asJSON {
+		p = newProgress(a, start)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { defer close(done); p.run(stop) }()
+		defer func() { close(stop); <-done; p.stop() }()
+	}
+	err = c.stream(ctx, "/api/v1/tasks/"+url.PathEscape(id)+"/events", func(ev sseEvent) bool {
 		if asJSON {
 			fmt.Fprintf(a.stdout, "{\"event\":%q,\"data\":%s}\n", ev.Event, ev.Data)
 		}
 		switch ev.Event {
 		case "log":
 			var l orchestrator.LogLine
-			if json.Unmarshal(ev.Data, &l) == nil && !asJSON {
-				fmt.Fprintf(a.stdout, "%s | %s\n", padStream(l.Stream), l.Text)
+			if json.Unmarshal(ev.Data, &l) == nil && p != nil {
+				p.log(l)
 			}
 		case "state":
 			var r orchestrator.StateReport
 			if json.Unmarshal(ev.Data, &r) == nil {
-				if !asJSON {
-					line := fmt.Sprintf("==> %s", r.State)
-					if r.Reason != "" {
-						line += " (" + r.Reason + ")"
-					}
-					fmt.Fprintln(a.stdout, line)
+				if p != nil {
+					p.report(r)
 				}
-				if restState(r.State) {
+				// History replays first: only a resting state of the
+				// task's current run ends the follow.
+				if restState(r.State) && r.Run >= start.Run {
 					final = r.State
 					return false
 				}
@@ -129,6 +149,9 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		}
 		return true
 	})
+	if p != nil {
+		p.stop()
+	}
 	if err != nil {
 		return err
 	}
