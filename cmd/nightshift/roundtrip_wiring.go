@@ -15,6 +15,8 @@ import (
 	"github.com/nightshift/nightshift/vault"
 )
 
+var _ webhook.Replier = (*github.Reporter)(nil)
+
 // newRoundTrip builds what reports work back where it came from: the
 // GitHub pull-request publisher (for the worker), the GitHub, Linear and
 // Slack reporters (for the scheduler) and the GitHub replier to refused

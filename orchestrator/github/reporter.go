@@ -46,6 +46,8 @@ func (rp *Reporter) Notify(ctx context.Context, t orchestrator.Task) error {
 	if !ok || t.Source != orchestrator.SourceGitHub || t.Target.Number == 0 {
 		return nil
 	}
+	ctx, cancel := notify.WithTimeout(ctx)
+	defer cancel()
 	perms := permsFor(t.Target)
 	var errs []error
 	if id := t.Target.CommentID; id != 0 {

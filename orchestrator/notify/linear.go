@@ -77,6 +77,8 @@ func (l *Linear) Notify(ctx context.Context, t orchestrator.Task) error {
 	if t.Source != orchestrator.SourceLinear || t.Target.Type != "ticket" || t.Target.ID == "" {
 		return nil
 	}
+	ctx, cancel := WithTimeout(ctx)
+	defer cancel()
 	body := l.render(t)
 	_, err := l.store.Sync(ctx, Message{TaskID: t.ID, Channel: "linear", State: string(t.State), Text: body, At: t.UpdatedAt}, Remote{
 		Create: func(ctx context.Context) (string, error) {

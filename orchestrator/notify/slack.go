@@ -84,6 +84,8 @@ func NewSlack(store *Store, cfg SlackConfig) (*Slack, error) {
 
 // Notify implements orchestrator.Notifier.
 func (s *Slack) Notify(ctx context.Context, t orchestrator.Task) error {
+	ctx, cancel := WithTimeout(ctx)
+	defer cancel()
 	text, blocks := s.render(t)
 	opts := []slack.MsgOption{slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)}
 	bj, _ := json.Marshal(blocks)

@@ -1,10 +1,24 @@
 package notify
 
 import (
+	"context"
 	"strings"
+	"time"
 
 	"github.com/nightshift/nightshift/orchestrator"
 )
+
+// Timeout bounds one Notify call whose context has no deadline: reports run
+// on the scheduler's path, so a hung API must not stall it.
+const Timeout = 20 * time.Second
+
+// WithTimeout returns ctx bounded by Timeout when it has no deadline.
+func WithTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, Timeout)
+}
 
 // Status is how a task's state reads to people.
 type Status struct {
