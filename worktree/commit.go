@@ -2,7 +2,6 @@ package worktree
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -302,5 +301,3 @@ func withTrailers(msg string, trailers []Trailer) string {
 	}
 	return msg + sep + strings.Join(add, "\n") + "\n"
 }
-
-var _ = errors.New

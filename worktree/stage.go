@@ -2,7 +2,6 @@ package worktree
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -453,5 +452,3 @@ func matchSegs(ps, ns []string) bool {
 	}
 	return len(ns) == 0
 }
-
-var _ = bytes.Equal
