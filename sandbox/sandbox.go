@@ -203,7 +203,11 @@ func NewManager(d Driver, cfg Config, logger *slog.Logger) (*Manager, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{d: d, cfg: cfg, log: logger.With("sandbox_driver", d.Name())}, nil
+	m := &Manager{d: d, cfg: cfg, log: logger.With("sandbox_driver", d.Name())}
+	if md, ok := d.(interface{ Mode() string }); ok {
+		m.log.Info("sandbox driver ready", "limits", md.Mode())
+	}
+	return m, nil
 }
 
 // DriverName returns the name of the Manager's driver ("bwrap", "process").

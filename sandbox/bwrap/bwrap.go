@@ -3,41 +3,48 @@
 //
 // Profile: all namespaces unshared (user, mount, pid, net, ipc, uts,
 // cgroup); nothing of the host is visible unless mounted: the system
-// directories read-only (/usr and the merged-usr links, a short list of
-// /etc entries, never /etc/shadow or the host's /home, /root, /var), a
-// synthetic /etc/passwd, /etc/group and /etc/hosts, the task's Dir
-// read-write at the same path with ReadOnlyInDir paths re-bound read-only,
-// Spec.ReadOnly paths read-only, a private tmpfs $HOME (/home/agent) and
-// /tmp, a fresh /proc and a minimal /dev; the root is then remounted
-// read-only. The command runs as uid/gid 1000 inside the user namespace,
-// with no capabilities, in a new session (no TIOCSTI), with --die-with-parent,
-// nested user namespaces disabled, an explicit environment (bwrap itself is
-// started with an empty one), and a seccomp filter (see
-// sandbox/internal/seccomp).
+// directories read-only (/usr and the merged-usr links; not /opt, /home,
+// /root, /var or /srv), a private read-only /etc built when the driver is
+// created (a synthetic passwd, group and hosts plus copies of a short list
+// of world-readable entries: CA certificates, the linker cache,
+// alternatives, timezone; never shadow or /etc/ssl/private), the task's
+// Dir read-write at the same path with ReadOnlyInDir paths re-bound
+// read-only and their parent directories pinned, Spec.ReadOnly paths
+// read-only, a private tmpfs $HOME (/home/agent) and /tmp, a fresh /proc
+// and a minimal /dev; the root is then remounted read-only. The command
+// runs as uid/gid 1000 inside the user namespace, with no capabilities, in
+// a new session (no TIOCSTI), with --die-with-parent, nested user
+// namespaces disabled (--disable-userns and seccomp), an explicit
+// environment (bubblewrap itself is started with an empty one), and a
+// seccomp filter (see sandbox/internal/seccomp).
 //
 // Network: the sandbox has its own network namespace with only loopback.
-// Spec.Forwards and the egress proxy are host unix sockets bound under
-// /run/nightshift/sock; the Manager's helper (the HelperBinary, bound at
-// /run/nightshift/helper) listens on the loopback ports inside and bridges
-// to them. Tools are bound read-only under /run/nightshift/bin, first on PATH.
+// The egress proxy and Spec.Forwards appear on loopback ports inside: as
+// root, the driver opens those listeners inside the sandbox's network
+// namespace from the host process (setns on a locked thread), so no extra
+// process runs in the sandbox; otherwise (or with Config.UseHelper) the
+// Manager's helper, bound at /run/nightshift/helper, listens inside and
+// bridges to host unix sockets bound under /run/nightshift/sock. Tools are
+// bound read-only under /run/nightshift/bin, first on PATH.
 //
 // Limits and kill: bubblewrap starts blocked (--block-fd) until the driver
-// has put the sandbox's init process into a fresh cgroup (v2 when delegated,
-// v1 when writable) with memory and pids limits, or, with no cgroup, set
-// RLIMIT_DATA and RLIMIT_NPROC on it with prlimit. Kill SIGKILLs the
-// sandbox's pid-namespace init (the kernel then kills every process in the
-// namespace, including those that called setsid) and the cgroup. Note that
-// RLIMIT_NPROC does not bind processes whose host uid is root: run
-// Nightshift as root only where a cgroup is available (Mode reports which
-// path is in use).
+// has put the sandbox's init process into a cgroup (v2 when delegated, v1
+// when writable; pooled and reused) with memory and pids limits, or, with
+// no cgroup, set RLIMIT_DATA and RLIMIT_NPROC on it with prlimit. Kill
+// SIGKILLs the sandbox's pid-namespace init through a pidfd (the kernel
+// then kills every process in the namespace, including those that called
+// setsid), then sweeps the cgroup; Close waits until that init is gone.
+// RLIMIT_NPROC does not bind processes whose host uid is root, so a root
+// host without a writable cgroup cannot cap the process count; Mode
+// reports which path is in use.
 //
 // Privileges: as root, bubblewrap needs no setuid bit; the sandbox uid 1000
 // maps to host uid 0 but holds no capability in the host's user namespace
 // and sees only what is mounted. As a non-root user, bubblewrap needs
 // unprivileged user namespaces (kernel.unprivileged_userns_clone=1 on
 // Debian kernels, kernel.apparmor_restrict_unprivileged_userns=0 or an
-// AppArmor profile for bwrap on Ubuntu 24.04+); Available reports when
-// they are missing.
+// AppArmor profile for bwrap on Ubuntu 24.04+, user.max_user_namespaces >
+// 0); Available reports when they are missing.
 package bwrap
 
 import (
