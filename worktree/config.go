@@ -63,7 +63,7 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Protected == nil {
-		c.Protected = DefaultProtected
+		c.Protected = append([]string(nil), DefaultProtected...)
 	}
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour
