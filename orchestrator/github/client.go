@@ -149,3 +149,38 @@ func isStatus(err error, code int) bool {
 func wrap(op string, r Repo, err error) error {
 	return fmt.Errorf("github: %s on %s: %w", op, r.FullName(), err)
 }
+
+// Transport returns a RoundTripper that authenticates REST requests under
+// repos/{owner}/{name}/ of this client's API with a token for that one
+// repository holding perms (an installation token with an App, else the
+// configured token). Requests that already carry Authorization, or go
+// elsewhere, pass through untouched. It lets a component with its own API
+// client (the webhook authorizer's permission checks need
+// Permissions{"metadata": "read"}) act as the App.
+func (c *Client) Transport(perms Permissions) http.RoundTripper {
+	base := c.cfg.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	prefix := strings.TrimSuffix(c.api.Path, "/") + "/repos/"
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Header.Get("Authorization") != "" || !strings.EqualFold(req.URL.Host, c.api.Host) || !strings.HasPrefix(req.URL.Path, prefix) {
+			return base.RoundTrip(req)
+		}
+		parts := strings.SplitN(strings.TrimPrefix(req.URL.Path, prefix), "/", 3)
+		if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+			return base.RoundTrip(req)
+		}
+		tok, err := c.tokens.token(req.Context(), Repo{Owner: parts[0], Name: parts[1]}, perms, 0)
+		if err != nil {
+			return nil, err
+		}
+		r2 := req.Clone(req.Context())
+		r2.Header.Set("Authorization", "Bearer "+tok)
+		return base.RoundTrip(r2)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

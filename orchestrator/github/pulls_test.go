@@ -3,6 +3,8 @@ package github_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -402,4 +404,55 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	if _, err := github.New(github.Config{}); !errors.Is(err, github.ErrNoCredentials) {
 		t.Errorf("want ErrNoCredentials, got %v", err)
 	}
+}
+
+func TestTransportActsAsTheApp(t *testing.T) {
+	t.Parallel()
+	fake := githubtest.New(t, githubtest.Options{AppID: appID})
+	fake.CreateRepo("acme", "app", map[string]string{"README.md": "hi\n"})
+	c := newApp(t, fake, nil)
+	hc := &http.Client{Transport: c.Transport(github.Permissions{"metadata": "read"})}
+	api := gh.NewClient(hc)
+	api.BaseURL, _ = url.Parse(fake.APIURL)
+	repo, _, err := api.Repositories.Get(context.Background(), "acme", "app")
+	if err != nil || repo.GetFullName() != "acme/app" {
+		t.Fatalf("get repository through the app transport: %v", err)
+	}
+	m := fake.Minted()
+	if len(m) != 1 || len(m[0].Permissions) != 1 || m[0].Permissions["metadata"] != "read" || m[0].Repositories[0] != "app" {
+		t.Fatalf("minted %+v", m)
+	}
+	noViolations(t, fake)
+}
+
+func TestCIFailureOnABranchFindsItsPullRequest(t *testing.T) {
+	t.Parallel()
+	fake := githubtest.New(t, githubtest.Options{AppID: appID})
+	repo := fake.CreateRepo("acme", "app", map[string]string{"README.md": "hi\n"})
+	sha := fake.Commit("acme", "app", "changes", map[string]string{"a.txt": "x\n"}, "x")
+	fake.AddPR("acme", "app", 4, "", "changes", "main")
+	c := newApp(t, fake, nil)
+	item := issueItem(repo, "t0000000000000007")
+	item.Kind = orchestrator.KindCIFailed
+	// A status event names only the branch.
+	item.Target = orchestrator.Target{Type: "branch", Branch: "changes", HeadSHA: sha, Check: "ci/legacy"}
+	plan, err := c.Plan(context.Background(), item)
+	if err != nil || plan.Base != "changes" || plan.PushBranch != "changes" || plan.Force {
+		t.Fatalf("plan %+v %v", plan, err)
+	}
+	// Without a pull request the fix goes to a new branch with a pull request against the failing one.
+	item.Target = orchestrator.Target{Type: "branch", Branch: "main", Check: "ci/legacy"}
+	plan, res := run(t, c, newWorktrees(t), item, "b.txt", "fix\n")
+	if plan.Base != "main" || plan.PushBranch != "" || !plan.Force {
+		t.Fatalf("plan without a pull request %+v", plan)
+	}
+	url, err := c.Open(context.Background(), item, plan, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prs := fake.PullRequests("acme", "app")
+	if len(prs) != 2 || prs[1].GetHTMLURL() != url || prs[1].GetBase().GetRef() != "main" || prs[1].GetHead().GetRef() != item.Branch {
+		t.Fatalf("pull requests %+v", prs)
+	}
+	noViolations(t, fake)
 }

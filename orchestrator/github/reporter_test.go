@@ -107,9 +107,18 @@ func TestReporterOneCommentUpdatedInPlace(t *testing.T) {
 	if len(got) != 2 || got[1] != "@mallory Nightshift did not start: mallory has read permission; [REDACTED]" {
 		t.Fatalf("reply: %q", got)
 	}
+	// A review comment on a pull request gets its reaction through the pulls API.
+	rc := mk(orchestrator.StateQueued, 0)
+	rc.ID, rc.Target = "trep000000000003", orchestrator.Target{Type: "pull_request", Number: 3, CommentID: 77, URL: "https://github.com/acme/app/pull/3#discussion_r77"}
+	if err := rp.Notify(ctx, rc); err != nil {
+		t.Fatal(err)
+	}
+	if n := fake.Count("POST", "/pulls/comments/77/reactions"); n != 1 {
+		t.Fatalf("%d review comment reactions", n)
+	}
 	noViolations(t, fake)
 	for _, m := range fake.Minted() {
-		if m.Permissions["issues"] != "write" && m.Permissions["contents"] == "" {
+		if m.Permissions["issues"] != "write" && m.Permissions["pull_requests"] != "write" {
 			t.Errorf("reporter token with %v", m.Permissions)
 		}
 	}
