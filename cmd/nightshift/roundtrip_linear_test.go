@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/notify/notifytest"
 )
 
 // TestRoundTripLinearTicketToPullRequest: a Linear issue labelled
@@ -66,7 +67,7 @@ func TestRoundTripLinearTicketToPullRequest(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the Linear comment with the pull request", func() bool {
 		cs := w.linear.Comments()
-		return len(cs) == 1 && cs[0].IssueID == "WEB-43" && strings.Contains(cs[0].Body, task.PRURL) && cs[0].Updates > 0
+		return len(cs) == 1 && cs[0].IssueID == notifytest.IssueUUID("WEB-43") && strings.Contains(cs[0].Body, task.PRURL) && cs[0].Updates > 0
 	}, func() string { return strings.Join(w.linear.Ops(), ",") + "\n" + s.stderr.String() })
 	waitFor(t, 20*time.Second, "the Slack message", func() bool {
 		ms := w.slack.Messages()

@@ -82,15 +82,19 @@ func (l *Linear) Notify(ctx context.Context, t orchestrator.Task) error {
 	body := l.render(t)
 	_, err := l.store.Sync(ctx, Message{TaskID: t.ID, Channel: "linear", State: string(t.State), Text: body, At: t.UpdatedAt}, Remote{
 		Create: func(ctx context.Context) (string, error) {
+			issueID, err := l.issueUUID(ctx, t.Target.ID)
+			if err != nil {
+				return "", fmt.Errorf("notify: linear issue %s for task %s: %w", t.Target.ID, t.ID, err)
+			}
 			var out struct {
 				CommentCreate struct {
 					Success bool
 					Comment struct{ ID string }
 				}
 			}
-			err := l.do(ctx, `mutation NightshiftCommentCreate($input: CommentCreateInput!) {
+			err = l.do(ctx, `mutation NightshiftCommentCreate($input: CommentCreateInput!) {
   commentCreate(input: $input) { success comment { id } } }`,
-				map[string]any{"input": map[string]any{"issueId": t.Target.ID, "body": body}}, &out)
+				map[string]any{"input": map[string]any{"issueId": issueID, "body": body}}, &out)
 			if err == nil && (!out.CommentCreate.Success || out.CommentCreate.Comment.ID == "") {
 				err = errors.New("commentCreate did not succeed")
 			}
@@ -133,6 +137,19 @@ func (l *Linear) Notify(ctx context.Context, t orchestrator.Task) error {
 		},
 	})
 	return err
+}
+
+// issueUUID resolves a ticket identifier (ENG-12) or id to the issue's id
+// (the issue query takes either; mutations are given the id).
+func (l *Linear) issueUUID(ctx context.Context, ref string) (string, error) {
+	var out struct{ Issue struct{ ID string } }
+	if err := l.do(ctx, `query NightshiftIssue($id: String!) { issue(id: $id) { id } }`, map[string]any{"id": ref}, &out); err != nil {
+		return "", err
+	}
+	if out.Issue.ID == "" {
+		return "", errors.New("issue not found")
+	}
+	return out.Issue.ID, nil
 }
 
 // marker is the text that identifies a task's comment (Linear keeps no

@@ -222,7 +222,7 @@ func TestLinearCommentOnTheTicket(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs := fake.Comments()
-	if len(cs) != 1 || cs[0].IssueID != "ENG-12" || cs[0].Updates != 2 {
+	if len(cs) != 1 || cs[0].IssueID != notifytest.IssueUUID("ENG-12") || cs[0].Updates != 2 {
 		t.Fatalf("want one comment on ENG-12 updated twice: %+v (ops %v)", cs, fake.Ops())
 	}
 	for _, want := range []string{"ready for review", "https://github.com/acme/app/pull/9", "https://ns.example.test/tasks/" + id} {

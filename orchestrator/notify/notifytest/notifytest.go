@@ -202,6 +202,10 @@ func (l *Linear) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c := &LinearComment{ID: fmt.Sprintf("c0mment-%04d", len(l.comments)+1), IssueID: input.IssueID, Body: input.Body}
+		if !strings.HasPrefix(c.IssueID, "uuid-") {
+			gqlError(w, 200, "Entity not found: Issue - issueId must be the issue's id")
+			return
+		}
 		l.comments = append(l.comments, c)
 		data = map[string]any{"commentCreate": map[string]any{"success": true, "comment": map[string]any{"id": c.ID}}}
 	case strings.Contains(req.Query, "commentUpdate("):
@@ -221,17 +225,26 @@ func (l *Linear) serve(w http.ResponseWriter, r *http.Request) {
 		l.ops = append(l.ops, "issue")
 		nodes := []map[string]any{}
 		for _, c := range l.comments {
-			if c.IssueID == id {
+			if c.IssueID == IssueUUID(id) {
 				nodes = append(nodes, map[string]any{"id": c.ID, "body": c.Body})
 			}
 		}
-		data = map[string]any{"issue": map[string]any{"comments": map[string]any{"nodes": nodes}}}
+		data = map[string]any{"issue": map[string]any{"id": IssueUUID(id), "comments": map[string]any{"nodes": nodes}}}
 	default:
 		gqlError(w, 400, "unsupported operation")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"data": data})
+}
+
+// IssueUUID is the fake's issue id for an identifier (ENG-12 → uuid-ENG-12);
+// ids pass through.
+func IssueUUID(ref string) string {
+	if strings.HasPrefix(ref, "uuid-") {
+		return ref
+	}
+	return "uuid-" + ref
 }
 
 // Comments returns copies of the comments created.
