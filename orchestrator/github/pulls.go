@@ -55,14 +55,16 @@ func (c *Client) Plan(ctx context.Context, item orchestrator.WorkItem) (orchestr
 	return plan, nil
 }
 
+// isFork reports whether pr's head lives outside r (a fork, or a fork
+// that was deleted).
 func isFork(r Repo, pr *gh.PullRequest) bool {
-	head := pr.GetHead().GetRepo().GetFullName()
-	return head != "" && !strings.EqualFold(head, r.FullName())
+	return !strings.EqualFold(pr.GetHead().GetRepo().GetFullName(), r.FullName())
 }
 
-// targetPR returns the pull request a task works on: its target when that
-// is a pull request, or for a CI failure on a branch the open pull request
-// of that branch. It returns nil when there is none.
+// targetPR returns the open pull request a task works on: its target when
+// that is a pull request, or for a CI failure on a branch the open pull
+// request of that branch. It returns nil when there is none (a closed
+// pull request gets a new one).
 func (c *Client) targetPR(ctx context.Context, r Repo, item orchestrator.WorkItem) (*gh.PullRequest, error) {
 	t := item.Target
 	switch {
@@ -79,6 +81,9 @@ func (c *Client) targetPR(ctx context.Context, r Repo, item orchestrator.WorkIte
 		pr, _, err := api.PullRequests.Get(ctx, r.Owner, r.Name, t.Number)
 		if err != nil {
 			return nil, wrap(fmt.Sprintf("get pull request #%d", t.Number), r, err)
+		}
+		if pr.GetState() != "open" {
+			return nil, nil
 		}
 		return pr, nil
 	}
@@ -111,8 +116,11 @@ func (c *Client) Open(ctx context.Context, item orchestrator.WorkItem, plan orch
 	}
 	prRepo, base := r, ""
 	if target != nil {
-		parts := strings.SplitN(target.GetHead().GetRepo().GetFullName(), "/", 2)
-		prRepo, base = Repo{Owner: parts[0], Name: parts[1]}, target.GetHead().GetRef()
+		if owner, name, ok := strings.Cut(target.GetHead().GetRepo().GetFullName(), "/"); ok {
+			prRepo, base = Repo{Owner: owner, Name: name}, target.GetHead().GetRef()
+		} else {
+			base = target.GetBase().GetRef() // the fork is gone: propose to the pull request's base
+		}
 	}
 	api, err := c.apiFor(ctx, prRepo, Permissions{"pull_requests": "write", "contents": "read"})
 	if err != nil {

@@ -246,6 +246,11 @@ func TestPullRequestCommentPushesToItsHeadBranch(t *testing.T) {
 	if fake.RevParse("acme", "app", "refs/heads/"+item.Branch) != "" {
 		t.Fatal("a task branch was pushed too")
 	}
+	// On a closed pull request the work gets its own branch and pull request.
+	fake.ClosePR("acme", "app", 5)
+	if plan, err := c.Plan(context.Background(), item); err != nil || plan.Base != "" || plan.PushBranch != "" || !plan.Force {
+		t.Fatalf("plan on a closed pull request: %+v %v", plan, err)
+	}
 	noViolations(t, fake)
 }
 
