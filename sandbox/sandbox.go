@@ -79,6 +79,10 @@ type Spec struct {
 	Forwards      []Forward         // loopback ports inside forwarded to host addresses
 	Tools         map[string]string // name on PATH inside -> host executable (bound read-only)
 	Limits        Limits            // zero fields: Config.DefaultLimits
+	// Home, when set, is an absolute host directory bound read-write as the
+	// command's $HOME, so state kept there (an agent's session store)
+	// survives from one run to the next. Empty: a fresh private $HOME.
+	Home string
 	// Log, when set, receives proxy decisions and sandbox events for the
 	// task log. When nil they are written as lines to Stderr.
 	Log func(msg string, attrs ...any)
@@ -320,6 +324,11 @@ func (m *Manager) launch(spec Spec) (*Launch, error) {
 	for _, p := range spec.ReadOnly {
 		if !filepath.IsAbs(p) {
 			return nil, bad("ReadOnly path %q is not absolute", p)
+		}
+	}
+	if spec.Home != "" {
+		if fi, err := os.Stat(spec.Home); !filepath.IsAbs(spec.Home) || err != nil || !fi.IsDir() {
+			return nil, bad("Home %q is not an absolute directory", spec.Home)
 		}
 	}
 	for _, p := range spec.ReadOnlyInDir {

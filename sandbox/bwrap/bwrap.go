@@ -388,7 +388,12 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 		}
 	}
 	a = append(a, "--ro-bind", d.etc, "/etc")
-	a = append(a, "--tmpfs", "/tmp", "--dir", "/home", "--tmpfs", Home)
+	a = append(a, "--tmpfs", "/tmp", "--dir", "/home")
+	if s.Home != "" {
+		a = append(a, "--bind", s.Home, Home)
+	} else {
+		a = append(a, "--tmpfs", Home)
+	}
 
 	// Host binds, parents before children so that none hides another.
 	type bind struct {

@@ -63,6 +63,9 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 			return nil, err
 		}
 	}
+	if l.Spec.Home != "" {
+		home = l.Spec.Home
+	}
 	path := d.cfg.Path
 	if len(l.Spec.Tools) > 0 {
 		for name, target := range l.Spec.Tools {

@@ -244,6 +244,27 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 		}
 	})
 
+	t.Run("HomePersistsAcrossRuns", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, sandbox.Config{})
+		dir, home := t.TempDir(), t.TempDir()
+		res, _, errOut := run(t, m, sandbox.Spec{Dir: dir, Home: home, Command: []string{"sh", "-c", `mkdir -p "$HOME/.session" && echo kept > "$HOME/.session/id"`}})
+		if !res.OK() {
+			t.Fatalf("%+v %s", res, errOut)
+		}
+		res, out, errOut := run(t, m, sandbox.Spec{Dir: dir, Home: home, Command: []string{"sh", "-c", `cat "$HOME/.session/id"`}})
+		if !res.OK() || out != "kept\n" {
+			t.Fatalf("second run saw %q (%+v %s)", out, res, errOut)
+		}
+		if b, err := os.ReadFile(filepath.Join(home, ".session", "id")); err != nil || string(b) != "kept\n" {
+			t.Fatalf("Home not backed by the host dir: %q %v", b, err)
+		}
+		res, _, _ = run(t, m, sandbox.Spec{Dir: dir, Command: []string{"sh", "-c", `test ! -e "$HOME/.session/id"`}})
+		if !res.OK() {
+			t.Fatal("without Spec.Home the private HOME is not fresh")
+		}
+	})
+
 	t.Run("TimeoutKillsTree", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, sandbox.Config{})
