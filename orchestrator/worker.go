@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +83,9 @@ type WorkerConfig struct {
 	Secrets func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
 	// NewRedactor builds a redactor over secret values. Required with Secrets.
 	NewRedactor func(map[string]string) Redactor
+	// SandboxHome is where the task's home directory appears inside the
+	// sandbox ($HOME); empty means at its host path (process driver).
+	SandboxHome string
 	// Tools are executables put on the sandbox PATH (name → host path),
 	// e.g. ravi and nightshift.
 	Tools map[string]string
@@ -433,7 +438,21 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	if plan.PromptContext != "" {
 		prompt += "\n\n" + plan.PromptContext
 	}
-	req := agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Env: env, MCPURL: mcpURL, MCPToken: mcpToken}
+	// The agent's HOME lives beside the worktree and persists across the
+	// task's runs (a follow-up resumes the session stored there); a fresh
+	// run starts with an empty one.
+	home := filepath.Join(filepath.Dir(wt.Dir), "home")
+	if !item.FollowUp {
+		os.RemoveAll(home)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return stepErr("provision", "create agent home: %w", err)
+	}
+	insideHome := home
+	if w.cfg.SandboxHome != "" {
+		insideHome = w.cfg.SandboxHome
+	}
+	req := agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Home: insideHome, Env: env, MCPURL: mcpURL, MCPToken: mcpToken}
 	if w.cfg.Gateway != nil && w.cfg.GatewayAddr != "" {
 		hooks := gateway.Hooks{
 			OnSoftLimit: func(u gateway.Usage) {
@@ -456,6 +475,15 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	if err != nil {
 		return stepErr("agent_failed", "prepare agent: %w", err)
 	}
+	for rel, content := range inv.Files {
+		p := filepath.Join(home, filepath.Clean("/"+rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return stepErr("agent_failed", "write agent file: %w", err)
+		}
+		if err := os.WriteFile(p, content, 0o600); err != nil {
+			return stepErr("agent_failed", "write agent file: %w", err)
+		}
+	}
 	agentEnv := map[string]string{}
 	for k, v := range env {
 		agentEnv[k] = v
@@ -468,6 +496,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	stderr := rep.writer(ctx, "agent")
 	spec := sbase
 	spec.ID = fmt.Sprintf("%s-agent-%d", item.TaskID, item.Run)
+	spec.Home = home
 	spec.Command = inv.Argv
 	spec.Env = agentEnv
 	spec.Stdin = strings.NewReader(inv.Stdin)

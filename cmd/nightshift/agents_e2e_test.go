@@ -185,3 +185,55 @@ repos:
 		t.Fatalf("usage %+v under the budget", task.Usage)
 	}
 }
+
+// TestClaudeFollowUpResumesSession sends a follow-up to a Claude Code task in
+// review: the second run resumes the same conversation (the model sees the
+// first prompt) and adds a commit.
+func TestClaudeFollowUpResumesSession(t *testing.T) {
+	t.Parallel()
+	s, ms, _ := realAgentServer(t, "claude")
+	ms.Script(
+		modelserver.Step{Name: "edit", ToolCalls: []modelserver.ToolCall{{ID: "toolu_a", Name: "Bash",
+			Input: map[string]any{"command": "echo from-agent > NOTES.md", "description": "write"}}}},
+		modelserver.Step{Name: "done", Text: "Wrote the note."},
+		modelserver.Step{Name: "follow-up", Check: func(r *modelserver.Request) error {
+			if !r.HasText("add a note saying from-agent") || !r.HasText("now add a second line") {
+				return fmt.Errorf("the follow-up did not resume the conversation: %q", r.Texts)
+			}
+			return nil
+		}, ToolCalls: []modelserver.ToolCall{{ID: "toolu_b", Name: "Bash",
+			Input: map[string]any{"command": "echo second >> NOTES.md", "description": "append"}}}},
+		modelserver.Step{Name: "done again", Text: "Added the second line."},
+	)
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "claude", "add a note saying from-agent")
+	first := s.waitState(t, id, 3*time.Minute, orchestrator.StateReview, orchestrator.StateFailed)
+	if first.State != orchestrator.StateReview || first.SessionID == "" {
+		logs, _ := s.cli(t, "tasks", "logs", id)
+		t.Fatalf("first run: %s %q session %q\n%s", first.State, first.Error, first.SessionID, logs)
+	}
+	if out, err := s.cli(t, "tasks", "message", id, "now add a second line"); err != nil {
+		t.Fatalf("message: %v %s", err, out)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		task := s.task(t, id)
+		if task.Run == 2 && task.State == orchestrator.StateReview {
+			if task.SessionID != first.SessionID {
+				t.Errorf("session changed: %q → %q", first.SessionID, task.SessionID)
+			}
+			break
+		}
+		if (task.Run == 2 && task.State == orchestrator.StateFailed) || time.Now().After(deadline) {
+			logs, _ := s.cli(t, "tasks", "logs", id)
+			t.Fatalf("follow-up run: %s %q\n%s", task.State, task.Error, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if errs := ms.Errors(); len(errs) > 0 {
+		t.Fatalf("model server: %v", errs)
+	}
+	if got := gitRun(t, origin, "show", "nightshift/"+id+":NOTES.md"); got != "from-agent\nsecond" {
+		t.Fatalf("NOTES.md = %q", got)
+	}
+}

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 
-	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/sandbox/bwrap"
 )
 
+// sandboxPath is PATH inside the sandbox: our tools, the Go toolchain when
+// installed, then the system's.
+const sandboxPath = "/run/nightshift/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // newBwrapDriver returns the bubblewrap driver, or why it cannot run here.
-func newBwrapDriver(ctx context.Context) (sandbox.Driver, error) {
-	cfg := bwrap.Config{}
+func newBwrapDriver(ctx context.Context) (*bwrap.Driver, error) {
+	cfg := bwrap.Config{Path: sandboxPath}
 	if err := bwrap.AvailableWith(ctx, cfg); err != nil {
 		return nil, err
 	}

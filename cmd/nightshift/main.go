@@ -31,6 +31,10 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	var withCode interface{ ExitCode() int }
+	if errors.As(err, &withCode) && withCode.ExitCode() > 0 {
+		return withCode.ExitCode() // sandbox exec passes the command's own code through
+	}
 	fmt.Fprintln(stderr, "nightshift:", err)
 	var u *usageError
 	if errors.As(err, &u) {

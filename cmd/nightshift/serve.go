@@ -33,6 +33,7 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/orchestrator/natsserver"
 	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/sandbox/bwrap"
 	"github.com/nightshift/nightshift/sandbox/process"
 	"github.com/nightshift/nightshift/vault"
 	"github.com/nightshift/nightshift/worktree"
@@ -256,7 +257,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 
 	if all || o.role == "worker" {
-		sb, err := newSandboxes(ctx, cfg, logger)
+		sb, err := s.newSandboxes(ctx, cfg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -279,6 +280,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
 			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
+			SandboxHome:   sandboxHome(cfg.Sandbox.Driver),
 			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
 				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
 				if err != nil {
@@ -380,7 +382,7 @@ func loopback(listen string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*sandbox.Manager, error) {
+func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*sandbox.Manager, error) {
 	var d sandbox.Driver
 	switch cfg.Sandbox.Driver {
 	case "process":
@@ -391,6 +393,8 @@ func newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: bubblewrap is not usable here (%v); install bubblewrap, or set sandbox.driver: process in nightshift.yaml to run agents WITHOUT isolation", err)
 		}
+		s.closers = append(s.closers, func() { bw.Close() })
+		logger.Info("sandbox: bubblewrap", "limits", bw.Mode())
 		d = bw
 	}
 	return sandbox.NewManager(d, sandbox.Config{DefaultTimeout: cfg.Sandbox.Timeout.Std(),
@@ -428,6 +432,14 @@ func (s *server) startGateway(ctx context.Context, cfg *config.Config, resolve f
 	go func() { defer close(done); gw.Serve(gctx, ln) }()
 	s.closers = append(s.closers, func() { cancel(); ln.Close(); <-done })
 	return gw, ln.Addr().String(), nil
+}
+
+// sandboxHome is where a task's HOME appears inside the sandbox.
+func sandboxHome(driver string) string {
+	if driver == "process" {
+		return "" // the host path itself
+	}
+	return bwrap.Home
 }
 
 // agentRegistry builds agent adapters from the config.
