@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/ingress/webhook"
@@ -101,4 +102,27 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		notifiers = append(notifiers, sl)
 	}
 	return prs, notifiers, replier, nil
+}
+
+// githubAppTransport returns a transport that authenticates GitHub REST
+// calls under repos/{owner}/{name}/ as the GitHub App, with an installation
+// token narrowed to that repository and metadata:read (what the webhook
+// authorizer's permission lookups need). It returns nil when no App is
+// configured (the authorizer then uses github.token).
+func githubAppTransport(cfg *config.Config, resolve func(config.Secret) (string, error)) (http.RoundTripper, error) {
+	if cfg.GitHub.AppID == 0 || !cfg.GitHub.PrivateKey.IsSet() {
+		return nil, nil
+	}
+	key, err := resolve(cfg.GitHub.PrivateKey)
+	if errors.Is(err, vault.ErrNotFound) || key == "" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("github.private_key: %w", err)
+	}
+	gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, AppID: cfg.GitHub.AppID, PrivateKey: key})
+	if err != nil {
+		return nil, err
+	}
+	return gh.Transport(github.Permissions{"metadata": "read"}), nil
 }
