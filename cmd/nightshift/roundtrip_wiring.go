@@ -60,6 +60,17 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// Tokens are resolved again at each use, so a rotated vault secret is
+	// picked up without a restart (the redactor keeps the startup values).
+	atUse := func(key string, s config.Secret) func(context.Context) (string, error) {
+		return func(context.Context) (string, error) {
+			v, err := resolve(s)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", key, err)
+			}
+			return v, nil
+		}
+	}
 	red := vault.NewRedactor(secrets)
 	redact := red.String
 
@@ -72,7 +83,11 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		if key == "" {
 			appID = 0
 		}
-		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, AppID: appID, PrivateKey: key, Token: token,
+		var tokenFunc func(context.Context) (string, error)
+		if token != "" {
+			tokenFunc = atUse("github.token", cfg.GitHub.Token)
+		}
+		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, AppID: appID, PrivateKey: key, Token: token, TokenFunc: tokenFunc,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger,
 			Draft: func(repo string) bool { d := cfg.RepoFor(repo).Draft; return d == nil || *d }})
 		if err != nil {
@@ -86,7 +101,7 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		notifiers = append(notifiers, rep)
 	}
 	if linearKey != "" {
-		lin, err := notify.NewLinear(store, notify.LinearConfig{APIKey: linearKey, APIURL: cfg.Linear.APIURL,
+		lin, err := notify.NewLinear(store, notify.LinearConfig{APIKeyFunc: atUse("linear.api_key", cfg.Linear.APIKey), APIURL: cfg.Linear.APIURL,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
 		if err != nil {
 			return nil, nil, nil, err
@@ -94,7 +109,7 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		notifiers = append(notifiers, lin)
 	}
 	if slackToken != "" && cfg.Slack.Channel != "" {
-		sl, err := notify.NewSlack(store, notify.SlackConfig{Token: slackToken, Channel: cfg.Slack.Channel, APIURL: cfg.Slack.APIURL,
+		sl, err := notify.NewSlack(store, notify.SlackConfig{TokenFunc: atUse("slack.bot_token", cfg.Slack.BotToken), Channel: cfg.Slack.Channel, APIURL: cfg.Slack.APIURL,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
 		if err != nil {
 			return nil, nil, nil, err

@@ -1,6 +1,7 @@
 package github
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,9 @@ type Config struct {
 	// Token is a personal or fine-grained access token, for users without
 	// an App.
 	Token string
+	// TokenFunc, when set, returns the token at each use instead of Token
+	// (a vault reference resolved at use, so a rotated token is picked up).
+	TokenFunc func(ctx context.Context) (string, error)
 	// PublicURL is how people reach Nightshift; task links are
 	// PublicURL + "/tasks/" + id. Optional.
 	PublicURL string
@@ -104,7 +108,7 @@ func (c Config) validate() error {
 		return errors.New("github: config github.private_key is required with github.app_id")
 	case c.AppID == 0 && c.PrivateKey != "":
 		return errors.New("github: config github.app_id is required with github.private_key")
-	case c.AppID == 0 && c.Token == "":
+	case c.AppID == 0 && c.Token == "" && c.TokenFunc == nil:
 		return ErrNoCredentials
 	}
 	return nil

@@ -46,7 +46,7 @@ const tokenExpiryMargin = 5 * time.Minute
 // tokens of the App narrowed to one repository and a permission set,
 // cached until shortly before they expire.
 type tokenSource struct {
-	static string
+	static func(ctx context.Context) (string, error)
 	appID  int64
 	key    *rsa.PrivateKey
 	clock  func() time.Time
@@ -63,7 +63,12 @@ type cachedToken struct {
 }
 
 func newTokenSource(cfg Config, newAPI func(string) *gh.Client) (*tokenSource, error) {
-	ts := &tokenSource{static: cfg.Token, clock: cfg.Clock, newAPI: newAPI,
+	static := cfg.TokenFunc
+	if static == nil {
+		tok := cfg.Token
+		static = func(context.Context) (string, error) { return tok, nil }
+	}
+	ts := &tokenSource{static: static, clock: cfg.Clock, newAPI: newAPI,
 		install: map[string]int64{}, cache: map[string]cachedToken{}}
 	if cfg.AppID == 0 {
 		return ts, nil
@@ -72,7 +77,7 @@ func newTokenSource(cfg Config, newAPI func(string) *gh.Client) (*tokenSource, e
 	if err != nil {
 		return nil, fmt.Errorf("github: config github.private_key is not an RSA private key in PEM: %w", err)
 	}
-	ts.appID, ts.key, ts.static = cfg.AppID, key, ""
+	ts.appID, ts.key = cfg.AppID, key
 	return ts, nil
 }
 
@@ -92,7 +97,11 @@ func (s *tokenSource) appJWT() (string, error) {
 // at least minTTL (and at least the expiry margin).
 func (s *tokenSource) token(ctx context.Context, r Repo, perms Permissions, minTTL time.Duration) (string, error) {
 	if s.key == nil {
-		return s.static, nil
+		tok, err := s.static(ctx)
+		if err != nil {
+			return "", fmt.Errorf("github: token: %w", err)
+		}
+		return tok, nil
 	}
 	minTTL = max(minTTL, tokenExpiryMargin)
 	ck := strings.ToLower(r.FullName()) + "|" + perms.key()

@@ -18,8 +18,12 @@ import (
 // LinearConfig configures the Linear reporter.
 type LinearConfig struct {
 	// APIKey is a personal API key (sent as is) or an OAuth access token
-	// (sent as "Bearer <token>"; give it with the "Bearer " prefix). Required.
+	// (sent as "Bearer <token>"; give it with the "Bearer " prefix). Required
+	// unless APIKeyFunc is set.
 	APIKey string
+	// APIKeyFunc, when set, returns the key at each use (a vault reference
+	// resolved at use, so a rotated key or refreshed OAuth token is picked up).
+	APIKeyFunc func(ctx context.Context) (string, error)
 	// APIURL is the GraphQL endpoint. Default https://api.linear.app/graphql.
 	APIURL string
 	// PublicURL links tasks on the board. Optional.
@@ -53,11 +57,15 @@ func NewLinear(store *Store, cfg LinearConfig) (*Linear, error) {
 	if store == nil {
 		return nil, errors.New("notify: NewLinear needs a store")
 	}
-	if cfg.APIKey == "" {
+	if cfg.APIKey == "" && cfg.APIKeyFunc == nil {
 		return nil, errors.New("notify: config linear.api_key is required")
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = "https://api.linear.app/graphql"
+	}
+	if cfg.APIKeyFunc == nil {
+		key := cfg.APIKey
+		cfg.APIKeyFunc = func(context.Context) (string, error) { return key, nil }
 	}
 	if cfg.Redact == nil {
 		cfg.Redact = func(s string) string { return s }
@@ -185,7 +193,11 @@ func (l *Linear) do(ctx context.Context, query string, vars map[string]any, out 
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", l.cfg.APIKey)
+	key, err := l.cfg.APIKeyFunc(ctx)
+	if err != nil {
+		return fmt.Errorf("api key: %w", err)
+	}
+	req.Header.Set("Authorization", key)
 	resp, err := l.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return err

@@ -236,6 +236,23 @@ func TestLinearCommentOnTheTicket(t *testing.T) {
 	}
 }
 
+func TestKeyIsResolvedAtEachUse(t *testing.T) {
+	t.Parallel()
+	fake := notifytest.NewLinear(t, "lin_api_new")
+	key := "lin_api_old"
+	lin, _ := notify.NewLinear(newStore(t, openDB(t)), notify.LinearConfig{APIURL: fake.APIURL,
+		APIKeyFunc: func(context.Context) (string, error) { return key, nil }})
+	tk := task("tlinear000000009", orchestrator.StateQueued, time.Now())
+	tk.Source, tk.Target = orchestrator.SourceLinear, orchestrator.Target{Type: "ticket", ID: "ENG-1"}
+	if err := lin.Notify(context.Background(), tk); err == nil {
+		t.Fatal("the old key was accepted")
+	}
+	key = "lin_api_new" // rotated in the vault
+	if err := lin.Notify(context.Background(), tk); err != nil || len(fake.Comments()) != 1 {
+		t.Fatalf("after rotation: %v, %d comments", err, len(fake.Comments()))
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	store := newStore(t, openDB(t))

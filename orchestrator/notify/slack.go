@@ -17,8 +17,11 @@ import (
 
 // SlackConfig configures the Slack reporter.
 type SlackConfig struct {
-	// Token is the bot token (xoxb-...). Required.
+	// Token is the bot token (xoxb-...). Required unless TokenFunc is set.
 	Token string
+	// TokenFunc, when set, returns the bot token at each use (a vault
+	// reference resolved at use, so a rotated token is picked up).
+	TokenFunc func(ctx context.Context) (string, error)
 	// Channel is the channel (id or name) messages go to. Required.
 	Channel string
 	// APIURL is the Web API base. Default https://slack.com/api/.
@@ -42,10 +45,9 @@ func (c SlackConfig) LogValue() slog.Value {
 // task's life, with Cancel and Retry buttons (action ids "cancel" and
 // "retry", value the task id) that the interactions endpoint acts on.
 type Slack struct {
-	store  *Store
-	cfg    SlackConfig
-	client *slack.Client
-	log    *slog.Logger
+	store *Store
+	cfg   SlackConfig
+	log   *slog.Logger
 }
 
 var _ orchestrator.Notifier = (*Slack)(nil)
@@ -58,7 +60,7 @@ func NewSlack(store *Store, cfg SlackConfig) (*Slack, error) {
 	switch {
 	case store == nil:
 		return nil, errors.New("notify: NewSlack needs a store")
-	case cfg.Token == "":
+	case cfg.Token == "" && cfg.TokenFunc == nil:
 		return nil, errors.New("notify: config slack.bot_token is required")
 	case cfg.Channel == "":
 		return nil, errors.New("notify: config slack.channel is required")
@@ -78,22 +80,30 @@ func NewSlack(store *Store, cfg SlackConfig) (*Slack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	client := slack.New(cfg.Token, slack.OptionAPIURL(cfg.APIURL), slack.OptionHTTPClient(cfg.HTTPClient))
-	return &Slack{store: store, cfg: cfg, client: client, log: cfg.Logger.With("component", "notify.slack")}, nil
+	if cfg.TokenFunc == nil {
+		tok := cfg.Token
+		cfg.TokenFunc = func(context.Context) (string, error) { return tok, nil }
+	}
+	return &Slack{store: store, cfg: cfg, log: cfg.Logger.With("component", "notify.slack")}, nil
 }
 
 // Notify implements orchestrator.Notifier.
 func (s *Slack) Notify(ctx context.Context, t orchestrator.Task) error {
 	ctx, cancel := WithTimeout(ctx)
 	defer cancel()
+	tok, err := s.cfg.TokenFunc(ctx)
+	if err != nil {
+		return fmt.Errorf("notify: slack token: %w", err)
+	}
+	client := slack.New(tok, slack.OptionAPIURL(s.cfg.APIURL), slack.OptionHTTPClient(s.cfg.HTTPClient))
 	text, blocks := s.render(t)
 	opts := []slack.MsgOption{slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)}
 	bj, _ := json.Marshal(blocks)
 	fingerprint := text + "\x00" + string(bj)
-	_, err := s.store.Sync(ctx, Message{TaskID: t.ID, Channel: "slack", State: string(t.State), Text: fingerprint, At: t.UpdatedAt}, Remote{
+	_, err = s.store.Sync(ctx, Message{TaskID: t.ID, Channel: "slack", State: string(t.State), Text: fingerprint, At: t.UpdatedAt}, Remote{
 		Create: func(ctx context.Context) (string, error) {
 			meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: SlackMetadataType, EventPayload: map[string]any{"task_id": t.ID}})
-			ch, ts, err := s.client.PostMessageContext(ctx, s.cfg.Channel, append(opts, meta)...)
+			ch, ts, err := client.PostMessageContext(ctx, s.cfg.Channel, append(opts, meta)...)
 			if err != nil {
 				return "", fmt.Errorf("notify: slack post for task %s: %w", t.ID, err)
 			}
@@ -101,21 +111,21 @@ func (s *Slack) Notify(ctx context.Context, t orchestrator.Task) error {
 		},
 		Update: func(ctx context.Context, id string) error {
 			ch, ts, _ := strings.Cut(id, "/")
-			if _, _, _, err := s.client.UpdateMessageContext(ctx, ch, ts, opts...); err != nil {
+			if _, _, _, err := client.UpdateMessageContext(ctx, ch, ts, opts...); err != nil {
 				return fmt.Errorf("notify: slack update for task %s: %w", t.ID, err)
 			}
 			return nil
 		},
-		Find: func(ctx context.Context) (string, error) { return s.find(ctx, t) },
+		Find: func(ctx context.Context) (string, error) { return s.find(ctx, client, t) },
 	})
 	return err
 }
 
 // find looks through the channel's recent history for the task's message
 // (by its metadata).
-func (s *Slack) find(ctx context.Context, t orchestrator.Task) (string, error) {
+func (s *Slack) find(ctx context.Context, client *slack.Client, t orchestrator.Task) (string, error) {
 	oldest := t.CreatedAt.Add(-time.Minute)
-	h, err := s.client.GetConversationHistoryContext(ctx, &slack.GetConversationHistoryParameters{ChannelID: s.cfg.Channel,
+	h, err := client.GetConversationHistoryContext(ctx, &slack.GetConversationHistoryParameters{ChannelID: s.cfg.Channel,
 		Oldest: fmt.Sprintf("%d.000000", oldest.Unix()), Limit: 200, IncludeAllMetadata: true})
 	if err != nil {
 		// Without history access (scope, channel name) posting again is the
