@@ -20,8 +20,28 @@ type BusConfig struct {
 	EventMaxAge time.Duration
 	// TaskMaxAge keeps task states, logs and diffs. Default 30 days.
 	TaskMaxAge time.Duration
-	// Duplicates is JetStream's deduplication window. Default 2 minutes.
+	// Duplicates is JetStream's deduplication window for work and task
+	// streams. Default 2 minutes.
 	Duplicates time.Duration
+	// DeliveryWindow is how long the events stream remembers a delivery id
+	// (Nats-Msg-Id): a webhook redelivered within it is answered as a
+	// duplicate. Default 72 hours, longer than GitHub's redelivery horizon.
+	DeliveryWindow time.Duration
+}
+
+// DefaultDeliveryWindow is BusConfig.DeliveryWindow's default.
+const DefaultDeliveryWindow = 72 * time.Hour
+
+// ErrDuplicate is returned by Publish for an event whose delivery id the
+// events stream has already stored.
+var ErrDuplicate = errors.New("orchestrator: duplicate delivery")
+
+// EventsStreamConfig is the events stream as NewBus creates it; tests and
+// benchmarks that need the stream without a Bus use it too.
+func EventsStreamConfig(cfg BusConfig) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{Name: EventsStream, Subjects: []string{eventsPrefix + ">"}, Retention: jetstream.LimitsPolicy,
+		MaxAge: cfg.EventMaxAge, Duplicates: cfg.DeliveryWindow, Storage: jetstream.FileStorage, Replicas: cfg.Replicas}
 }
 
 func (c BusConfig) withDefaults() BusConfig {
@@ -36,6 +56,9 @@ func (c BusConfig) withDefaults() BusConfig {
 	}
 	if c.Duplicates == 0 {
 		c.Duplicates = 2 * time.Minute
+	}
+	if c.DeliveryWindow == 0 {
+		c.DeliveryWindow = DefaultDeliveryWindow
 	}
 	return c
 }
@@ -57,8 +80,7 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	streams := []jetstream.StreamConfig{
-		{Name: EventsStream, Subjects: []string{eventsPrefix + ">"}, Retention: jetstream.LimitsPolicy,
-			MaxAge: cfg.EventMaxAge, Duplicates: cfg.Duplicates},
+		EventsStreamConfig(cfg),
 		{Name: WorkStream, Subjects: []string{workPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
 			Duplicates: cfg.Duplicates},
 		{Name: TasksStream, Subjects: []string{"nightshift.tasks.>"}, Retention: jetstream.LimitsPolicy,
@@ -95,18 +117,27 @@ func (b *Bus) Ping(ctx context.Context) error {
 }
 
 // Publish stores ev on its event subject with Nats-Msg-Id = ev.DeliveryID,
-// returning after the PubAck.
+// returning after the PubAck. A delivery the stream already holds (within
+// its DeliveryWindow) is not stored again: Publish returns ErrDuplicate.
 func (b *Bus) Publish(ctx context.Context, ev *Event) error {
+	return PublishEvent(ctx, b.js, ev)
+}
+
+// PublishEvent is Bus.Publish over a bare JetStream handle.
+func PublishEvent(ctx context.Context, js jetstream.JetStream, ev *Event) error {
 	if ev.DeliveryID == "" {
 		return errors.New("orchestrator: event without delivery id")
 	}
-	data, err := json.Marshal(ev)
+	data, err := ev.Encode()
 	if err != nil {
-		return err
+		return fmt.Errorf("encode event %s: %w", ev.ID, err)
 	}
-	_, err = b.js.Publish(ctx, EventSubject(ev.Source, ev.Kind), data, jetstream.WithMsgID(ev.DeliveryID))
+	ack, err := js.Publish(ctx, EventSubject(ev.Source, ev.Kind), data, jetstream.WithMsgID(ev.DeliveryID))
 	if err != nil {
 		return fmt.Errorf("publish event %s: %w", ev.DeliveryID, err)
+	}
+	if ack.Duplicate {
+		return ErrDuplicate
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func hooksServer(t *testing.T) (string, jetstream.Stream) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: orchestrator.EventsStream, Subjects: []string{"nightshift.events.>"}})
+	st, err := js.CreateStream(context.Background(), orchestrator.EventsStreamConfig(orchestrator.BusConfig{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -254,7 +254,9 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		ReceivedAt: s.cfg.Clock().UTC(), Agent: req.Agent, Branch: req.Branch, TaskID: id,
 		Actor: orchestrator.Actor{Login: actorLogin(r)},
 	}
-	if err := s.bus.PublishEventWait(r.Context(), ev); err != nil {
+	// A repeated Idempotency-Key is a duplicate delivery: answer with the
+	// task the first request created.
+	if err := s.bus.PublishEventWait(r.Context(), ev); err != nil && !errors.Is(err, orchestrator.ErrDuplicate) {
 		s.cfg.Metrics.requested("failed")
 		s.log.Error("publish task request", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the task could not be stored; try again")
@@ -483,7 +485,7 @@ func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
 			case "log":
 				data = m.Log
 			case "diff":
-				data = map[string]any{"task_id": m.Diff.TaskID, "run": m.Diff.Run, "stat": m.Diff.Stat}
+				data = m.Diff // with the patch: the store may not have it yet
 			}
 			b, _ := json.Marshal(data)
 			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", m.Seq, m.Type, b)

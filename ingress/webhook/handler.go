@@ -46,6 +46,10 @@ type Handler struct {
 
 // New returns a Handler publishing through pub. It creates (or opens) its
 // JetStream KV buckets on js: delivery ids and CI attempt counters.
+// MinDeliveryWindow is the shortest delivery-id memory of the events stream
+// New accepts: three days, longer than GitHub's redelivery horizon.
+const MinDeliveryWindow = 72 * time.Hour
+
 func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -56,6 +60,17 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
+	// Transport dedupe of published deliveries is the events stream's
+	// memory of delivery ids: refuse to run on a stream that forgets them
+	// within JetStream's default two minutes.
+	st, err := js.Stream(ctx, orchestrator.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: events stream %s: %w", orchestrator.EventsStream, err)
+	}
+	if w := st.CachedInfo().Config.Duplicates; w < MinDeliveryWindow {
+		return nil, fmt.Errorf("webhook: events stream %s remembers delivery ids for %s; transport dedupe needs at least %s (create it with orchestrator.EventsStreamConfig)",
+			orchestrator.EventsStream, w, MinDeliveryWindow)
+	}
 	dkv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.DeliveryBucket,
 		Description: "webhook delivery ids already stored (transport dedupe)",
@@ -232,19 +247,10 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 	}
 
 	key := kvKey(string(src), delivery)
-	dup, err := h.deliveries.seen(ctx, key)
-	if err != nil {
-		return result{}, errors.Join(ErrUnavailable, err)
-	}
-	if dup {
-		return result{outcome: outcomeDuplicate, ev: ev}, nil
-	}
-
 	if ref, err := h.authorize(ctx, n); err != nil {
 		return result{}, errors.Join(ErrUnavailable, err)
 	} else if ref != nil {
-		h.refuse(ctx, log, key, ev, ref)
-		return result{outcome: outcomeRefused, reason: ref.reason, ev: ev}, nil
+		return h.refuse(ctx, log, key, ev, ref), nil
 	}
 
 	if n.attemptKey != "" {
@@ -255,19 +261,18 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 		}
 		if over {
 			ref := &refusal{refuseAttemptCap, fmt.Sprintf("CI fix attempt %d on %s exceeds the cap of %d", attempt, n.attemptKey, h.cfg.AttemptCap)}
-			h.refuse(ctx, log, key, ev, ref)
-			return result{outcome: outcomeRefused, reason: ref.reason, ev: ev}, nil
+			return h.refuse(ctx, log, key, ev, ref), nil
 		}
 		ev.Attempt = attempt
 	}
 
-	if err := h.pub.Publish(ctx, ev); err != nil {
+	// The publish is the transport dedupe: the events stream keeps every
+	// delivery id (Nats-Msg-Id) for 72 hours and stores a delivery once.
+	switch err := h.pub.Publish(ctx, ev); {
+	case errors.Is(err, orchestrator.ErrDuplicate):
+		return result{outcome: outcomeDuplicate, ev: ev}, nil
+	case err != nil:
 		return result{}, errors.Join(ErrUnavailable, err)
-	}
-	if err := h.deliveries.remember(ctx, key, ev.ID); err != nil {
-		// The event is stored; JetStream's duplicate window and the
-		// idempotency key still catch a quick redelivery.
-		log.Warn("delivery stored but not remembered", slog.String("error", err.Error()))
 	}
 	return result{outcome: outcomeAccepted, ev: ev}, nil
 }
@@ -287,16 +292,21 @@ func (h *Handler) authorize(ctx context.Context, n normalized) (*refusal, error)
 // redelivery is not answered twice) and, where configured, replied to.
 // Only authors lacking permission get a reply: bots, Nightshift itself and
 // denied logins are refused silently.
-func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal) {
+func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal) result {
+	dup, err := h.deliveries.remember(ctx, key, "refused")
+	if err != nil {
+		log.Warn("refused delivery not remembered", slog.String("error", err.Error()))
+	}
+	if dup {
+		return result{outcome: outcomeDuplicate, ev: ev}
+	}
+	out := result{outcome: outcomeRefused, reason: ref.reason, ev: ev}
 	h.metrics.refused.WithLabelValues(string(ev.Source), ref.code).Inc()
 	log.Info("trigger refused", slog.String("reason", ref.reason), slog.String("repo", ev.Repo),
 		slog.String("login", ev.Actor.Login), slog.String("kind", ev.Kind))
-	if err := h.deliveries.remember(ctx, key, "refused"); err != nil {
-		log.Warn("refused delivery not remembered", slog.String("error", err.Error()))
-	}
 	if h.cfg.Replier == nil || !h.cfg.GitHub.ReplyRefused || ev.Source != orchestrator.SourceGitHub ||
 		ev.Kind != orchestrator.KindComment || ref.code != refusePermission {
-		return
+		return out
 	}
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReplyTimeout)
 	defer cancel()
@@ -304,6 +314,7 @@ func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *
 	if err := h.cfg.Replier.Reply(rctx, ev, msg); err != nil {
 		log.Warn("reply to refused trigger failed", slog.String("error", err.Error()))
 	}
+	return out
 }
 
 // eventID is a ULID whose time is the receive time and whose entropy is

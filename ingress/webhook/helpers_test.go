@@ -43,9 +43,7 @@ func startJetStream(t testing.TB) (*server.Server, jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: orchestrator.EventsStream, Subjects: []string{"nightshift.events.>"},
-	}); err != nil {
+	if _, err := js.CreateStream(ctx, orchestrator.EventsStreamConfig(orchestrator.BusConfig{})); err != nil {
 		t.Fatal(err)
 	}
 	return s, js

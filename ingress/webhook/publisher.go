@@ -2,10 +2,6 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nightshift/nightshift/orchestrator"
@@ -13,7 +9,9 @@ import (
 
 // Publisher stores an event durably. Publish returns only after JetStream
 // acknowledged the message (PubAck); it publishes with Nats-Msg-Id set to
-// ev.DeliveryID.
+// ev.DeliveryID and returns orchestrator.ErrDuplicate when the stream already
+// holds that delivery (the events stream remembers ids for 72 hours: see
+// orchestrator.EventsStreamConfig).
 type Publisher interface {
 	Publish(ctx context.Context, ev *orchestrator.Event) error
 }
@@ -32,35 +30,12 @@ func NewJetStreamPublisher(js jetstream.JetStream) *JetStreamPublisher {
 	return &JetStreamPublisher{js: js}
 }
 
-// Publish implements Publisher.
+// Publish implements Publisher. A delivery the events stream already holds
+// returns orchestrator.ErrDuplicate.
 func (p *JetStreamPublisher) Publish(ctx context.Context, ev *orchestrator.Event) error {
-	data, err := EncodeEvent(ev)
-	if err != nil {
-		return fmt.Errorf("encode event %s: %w", ev.ID, err)
-	}
-	msg := nats.NewMsg(orchestrator.EventSubject(ev.Source, ev.Kind))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, ev.DeliveryID)
-	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish event %s: %w", ev.ID, err)
-	}
-	return nil
+	return orchestrator.PublishEvent(ctx, p.js, ev)
 }
 
-// EncodeEvent is json.Marshal(ev) without re-validating ev.Raw, which must
-// be valid JSON (the Handler only sets Raw to a body it decoded, or to a
-// JSON string). Large payloads make this the cheaper encoding by far.
-func EncodeEvent(ev *orchestrator.Event) ([]byte, error) {
-	raw := ev.Raw
-	cp := *ev
-	cp.Raw = nil
-	data, err := json.Marshal(&cp)
-	if err != nil || len(raw) == 0 {
-		return data, err
-	}
-	out := make([]byte, 0, len(data)+len(raw)+8)
-	out = append(out, data[:len(data)-1]...)
-	out = append(out, `,"raw":`...)
-	out = append(out, raw...)
-	return append(out, '}'), nil
-}
+// EncodeEvent is json.Marshal(ev) without re-validating ev.Raw (see
+// orchestrator.Event.Encode).
+func EncodeEvent(ev *orchestrator.Event) ([]byte, error) { return ev.Encode() }

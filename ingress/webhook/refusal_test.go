@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -237,7 +236,7 @@ func TestPublishFailureIsNotRemembered(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d (%s), want 503", rec.Code, rec.Body.String())
 	}
-	if _, err := hs.js.CreateStream(ctx, jetstream.StreamConfig{Name: orchestrator.EventsStream, Subjects: []string{"nightshift.events.>"}}); err != nil {
+	if _, err := hs.js.CreateStream(ctx, orchestrator.EventsStreamConfig(orchestrator.BusConfig{})); err != nil {
 		t.Fatal(err)
 	}
 	if got := hs.do(githubRequest("issue_comment", "p-1", body, testGitHubSecret)); got.Status != http.StatusAccepted {

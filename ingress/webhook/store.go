@@ -34,28 +34,20 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	return kv, nil
 }
 
-// seen reports whether delivery key was stored before.
-func (d *deliveries) seen(ctx context.Context, key string) (bool, error) {
-	_, err := d.kv.Get(ctx, key)
+// remember records the delivery key of a delivery that is answered without
+// publishing (a refused trigger), so a redelivery is answered as a
+// duplicate. It reports whether the key was recorded before. Published
+// deliveries need no record: the events stream keeps their ids.
+func (d *deliveries) remember(ctx context.Context, key, eventID string) (dup bool, err error) {
+	_, err = d.kv.Create(ctx, key, []byte(eventID))
 	switch {
 	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return false, nil
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return true, nil
 	default:
-		return false, fmt.Errorf("look up delivery: %w", err)
+		return false, fmt.Errorf("remember delivery: %w", err)
 	}
-}
-
-// remember records delivery key. It is called only after the event was
-// stored, so a failed publish leaves the delivery unknown and a redelivery
-// goes through. A concurrent copy that recorded it first is not an error.
-func (d *deliveries) remember(ctx context.Context, key, eventID string) error {
-	_, err := d.kv.Create(ctx, key, []byte(eventID))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("remember delivery: %w", err)
-	}
-	return nil
 }
 
 // attempts counts, per pull request (or branch), the distinct head commits

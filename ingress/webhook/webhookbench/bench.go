@@ -124,8 +124,12 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Both sides publish to a stream configured as the real events stream
+	// (file storage, 72-hour delivery-id memory), with Nats-Msg-Id set.
 	for name, subj := range map[string]string{orchestrator.EventsStream: "nightshift.events.>", "BENCH_BASELINE": "bench.baseline.>"} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Storage: jetstream.FileStorage}); err != nil {
+		sc := orchestrator.EventsStreamConfig(orchestrator.BusConfig{})
+		sc.Name, sc.Subjects = name, []string{subj}
+		if _, err := js.CreateStream(ctx, sc); err != nil {
 			return fmt.Errorf("create stream %s: %w", name, err)
 		}
 	}
@@ -186,7 +190,7 @@ func baseline(js jetstream.JetStream) http.Handler {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
-		if _, err := js.Publish(r.Context(), "bench.baseline.github", body); err != nil {
+		if _, err := js.Publish(r.Context(), "bench.baseline.github", body, jetstream.WithMsgID(r.Header.Get("X-GitHub-Delivery"))); err != nil {
 			http.Error(w, "not stored", http.StatusServiceUnavailable)
 			return
 		}
