@@ -160,6 +160,16 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		return err
 	}
 	t, err := getTask(ctx, c, id)
+	// The worker reports before the scheduler records: give the store a
+	// moment to catch up so the summary shows the final state.
+	for deadline := time.Now().Add(5 * time.Second); err == nil && final != "" && t.State != final && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		t, err = getTask(ctx, c, id)
+	}
 	if err != nil {
 		return err
 	}

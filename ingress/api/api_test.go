@@ -421,6 +421,41 @@ func TestAllTasksEventStream(t *testing.T) {
 	}
 }
 
+// TestEventStreamKeepsUnrecordedFields: with the recorder far behind (here:
+// not running at all), each event still shows everything reported so far.
+func TestEventStreamKeepsUnrecordedFields(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	task := w.addTask(t, orchestrator.SourceAPI, "/r", "p")
+	ts := serve(t, New(w.bus, w.store, Config{}))
+	es := openSSE(t, ts.URL+"/api/v1/events")
+	if ev := es.next(t); ev.event != "snapshot" {
+		t.Fatalf("first event %+v", ev)
+	}
+	ident := orchestrator.TaskIdentity{ID: "idn", Name: "agent-x", Email: "x@agents.localhost"}
+	review, commit := "/r#nightshift/x", "abc123"
+	for i, rep := range []orchestrator.StateReport{
+		{State: orchestrator.StateProvisioning},
+		{State: orchestrator.StateRunning, Patch: orchestrator.Patch{Identity: &ident}},
+		{State: orchestrator.StatePushing, Patch: orchestrator.Patch{Commit: &commit}},
+		{State: orchestrator.StateReview, Patch: orchestrator.Patch{Review: &review}},
+	} {
+		rep.TaskID, rep.Run, rep.Seq, rep.At = task.ID, 1, i+1, time.Now().UTC()
+		data, _ := json.Marshal(rep)
+		if _, err := w.bus.JetStream().Publish(context.Background(), orchestrator.StateSubject(task.ID), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var te TaskEvent
+	for range 4 {
+		ev := es.next(t)
+		json.Unmarshal([]byte(ev.data), &te)
+	}
+	if te.Task.State != orchestrator.StateReview || te.Task.Identity.Name != "agent-x" || te.Task.Commit != commit || te.Task.Review != review {
+		t.Fatalf("last event lost reported fields: %+v", te.Task)
+	}
+}
+
 func TestCollectorReportsTheStore(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

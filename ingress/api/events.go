@@ -110,6 +110,12 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out.send(0, "snapshot", Snapshot{Tasks: tasks})
+	// sent remembers what this stream last said about each task, so fields
+	// reported earlier but not yet recorded are not lost on the next change.
+	sent := make(map[string]orchestrator.Task, len(tasks))
+	for _, t := range tasks {
+		sent[t.ID] = t
+	}
 
 	it, err := cons.Messages()
 	if err != nil {
@@ -159,6 +165,13 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue // not stored yet or gone; a later report carries it
 			}
+			if prev, ok := sent[t.ID]; ok {
+				t = carryOver(t, prev)
+			}
+			if len(sent) > 10000 {
+				clear(sent)
+			}
+			sent[t.ID] = t
 			if !matches(f, t) {
 				continue
 			}
@@ -189,6 +202,33 @@ func matches(f orchestrator.Filter, t orchestrator.Task) bool {
 	return false
 }
 
+// carryOver fills what t (the store, lagging behind the reports) lacks from
+// prev, what the stream said before about the same run.
+func carryOver(t, prev orchestrator.Task) orchestrator.Task {
+	if prev.Run != t.Run {
+		return t
+	}
+	if t.Identity.ID == "" && t.Identity.Name == "" {
+		t.Identity = prev.Identity
+	}
+	if t.Usage == (orchestrator.Usage{}) {
+		t.Usage = prev.Usage
+	}
+	if t.Diff == (orchestrator.DiffStat{}) {
+		t.Diff = prev.Diff
+	}
+	for _, f := range []struct {
+		dst *string
+		src string
+	}{{&t.Commit, prev.Commit}, {&t.PRURL, prev.PRURL},
+		{&t.Review, prev.Review}, {&t.BaseCommit, prev.BaseCommit}, {&t.SessionID, prev.SessionID}} {
+		if *f.dst == "" {
+			*f.dst = f.src
+		}
+	}
+	return t
+}
+
 // taskAfter returns the task as it is after rep: the stored task when the
 // report was stored by its publisher, otherwise the stored task with the
 // report applied (the recorder may not have stored it yet).
@@ -207,6 +247,9 @@ func (s *Server) taskAfter(ctx context.Context, rep orchestrator.StateReport) (o
 		return t, nil
 	}
 	t.State = rep.State
+	if rep.Run > t.Run {
+		t.Run = rep.Run
+	}
 	if rep.Reason != "" && (rep.State == orchestrator.StateFailed || rep.State == orchestrator.StateCancelled) {
 		t.Reason = rep.Reason
 	}

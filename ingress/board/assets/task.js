@@ -69,10 +69,10 @@
   }
 
   async function loadDiff() {
-    try {
-      diffText = await NS.api(base + "/diff", { headers: { "Accept": "text/x-diff" } });
-    } catch (e) { diffText = ""; }
-    drawDiff();
+    let text = "";
+    try { text = await NS.api(base + "/diff", { headers: { "Accept": "text/x-diff" } }); } catch (e) { /* none yet */ }
+    // Never replace a diff the stream delivered with an older, empty answer.
+    if (text || !diffText) { diffText = text || diffText; drawDiff(); }
   }
 
   function drawDiff() {
@@ -124,7 +124,6 @@
       applyReport(r);
       logLine("state", "state", r.at, "→ " + NS.stateLabel(r.state) + (r.reason ? " (" + r.reason + ")" : ""));
       render();
-      if (r.state === "review" || r.state === "done") loadDiff();
     });
     es.addEventListener("log", ev => {
       const seq = +ev.lastEventId || 0;
@@ -139,7 +138,8 @@
       lastSeq = seq || lastSeq;
       const d = JSON.parse(ev.data);
       if (task && d.stat) task.diff = d.stat;
-      loadDiff();
+      // The stream carries the patch: the store may not have recorded it yet.
+      if (typeof d.patch === "string") { diffText = d.patch; drawDiff(); } else loadDiff();
     });
   }
 
