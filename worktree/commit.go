@@ -57,6 +57,11 @@ type CommitRequest struct {
 	CoAuthors []Signature
 	// AllowProtected lets the task change protected paths.
 	AllowProtected bool
+	// KeepAgentCommits leaves the agent's own commits as they are. By
+	// default, commits the agent made that were not pushed yet and lack
+	// the Nightshift-Task trailer are rewritten to carry it (same trees,
+	// authors and dates; new SHAs).
+	KeepAgentCommits bool
 	// When is the commit time; zero means the Manager's clock.
 	When time.Time
 }
@@ -73,6 +78,8 @@ type Commit struct {
 	Changed bool `json:"changed"`
 	// Files are the paths that differ between the base and SHA, sorted.
 	Files []string `json:"files"`
+	// Rewritten counts agent commits rewritten to carry the task trailer.
+	Rewritten int `json:"rewritten,omitempty"`
 }
 
 // Commit commits the changes the agent left uncommitted (if any) on the
@@ -129,6 +136,18 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 		}
 	}
 	res := Commit{SHA: head.String()}
+	taskTrailer := Trailer{"Nightshift-Task", wt.TaskID}
+	if !req.KeepAgentCommits && head != base {
+		haves := []plumbing.Hash{base}
+		if meta, err := readMeta(m.taskRoot(wt.TaskID)); err == nil && meta.PushedCommit != "" {
+			haves = append(haves, plumbing.NewHash(meta.PushedCommit))
+		}
+		nh, n, err := stampCommits(st, head, haves, taskTrailer)
+		if err != nil {
+			return Commit{}, fmt.Errorf("worktree: add trailers to agent commits: %w", err)
+		}
+		head, res.SHA, res.Rewritten = nh, nh.String(), n
+	}
 	if snap.tree != headCommit.TreeHash {
 		when := req.When
 		if when.IsZero() {
@@ -144,7 +163,7 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 				trailers = append(trailers, Trailer{"Co-authored-by", co.String()})
 			}
 		}
-		trailers = append(trailers, Trailer{"Nightshift-Task", wt.TaskID})
+		trailers = append(trailers, taskTrailer)
 		c := &object.Commit{
 			Author:       object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when},
 			Committer:    object.Signature{Name: req.Committer.Name, Email: req.Committer.Email, When: when},

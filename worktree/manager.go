@@ -125,6 +125,9 @@ type taskMeta struct {
 	Worktree
 	MirrorDir string    `json:"mirror_dir"`
 	UsedAt    time.Time `json:"used_at"`
+	// PushedCommit is the task branch head last pushed to the task's own
+	// repository; commits up to it are never rewritten.
+	PushedCommit string `json:"pushed_commit,omitempty"`
 }
 
 const (

@@ -71,7 +71,8 @@ func TestDetachedHeadCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Created || git(t, wt.Dir, "rev-parse", c.SHA+"^") != detached {
+	parent := git(t, wt.Dir, "rev-parse", c.SHA+"^")
+	if !c.Created || git(t, wt.Dir, "rev-parse", parent+"^{tree}") != git(t, wt.Dir, "rev-parse", detached+"^{tree}") {
 		t.Fatalf("checkpoint %+v does not build on the detached commit %s", c, detached)
 	}
 	if got := git(t, wt.Dir, "symbolic-ref", "HEAD"); got != "refs/heads/"+wt.Branch {

@@ -148,7 +148,9 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 		haves = append(haves, old)
 	}
 	_, remoteKey, _ := normalizeRepo(remote)
-	if _, originKey, _ := normalizeRepo(wt.Repo); remoteKey == originKey {
+	_, originKey, _ := normalizeRepo(wt.Repo)
+	remoteIsOrigin := remoteKey == originKey
+	if remoteIsOrigin {
 		haves = append(haves, plumbing.NewHash(wt.BaseCommit))
 	}
 	if ar != nil {
@@ -225,7 +227,15 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 			return PushResult{}, pushErr(reason, msg, err)
 		}
 	}
-	m.touch(wt.TaskID)
+	if remoteIsOrigin {
+		if meta, err := readMeta(m.taskRoot(wt.TaskID)); err == nil {
+			meta.PushedCommit = head.String()
+			meta.UsedAt = m.cfg.Now()
+			_ = writeMeta(m.taskRoot(wt.TaskID), meta)
+		}
+	} else {
+		m.touch(wt.TaskID)
+	}
 	m.log.LogAttrs(ctx, slog.LevelInfo, "worktree pushed", slog.String("task_id", wt.TaskID),
 		slog.String("remote", res.Remote), slog.String("ref", res.Ref), slog.String("sha", res.New),
 		slog.Int("objects", res.Objects), slog.Duration("took", time.Since(start)))

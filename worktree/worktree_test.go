@@ -138,14 +138,42 @@ func TestCommitNothingAndAgentCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Changed || c.Created || c.SHA != agentSHA {
+	// The agent's commit is rewritten to carry the task trailer: same
+	// tree, author and parent.
+	if !c.Changed || c.Created || c.Rewritten != 1 || c.SHA == agentSHA {
 		t.Fatalf("commit after agent commit = %+v (agent %s)", c, agentSHA)
+	}
+	if git(t, wt.Dir, "rev-parse", c.SHA+"^{tree}") != git(t, wt.Dir, "rev-parse", agentSHA+"^{tree}") ||
+		git(t, wt.Dir, "rev-parse", c.SHA+"^") != wt.BaseCommit ||
+		!strings.Contains(git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA), "Origin Dev\nagent commit\n\nNightshift-Task: t1") {
+		t.Fatalf("rewritten commit:\n%s", git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA))
+	}
+	if got := git(t, wt.Dir, "rev-parse", "HEAD"); got != c.SHA {
+		t.Fatalf("HEAD = %s, want %s", got, c.SHA)
 	}
 	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := git(t, origin, "rev-parse", "refs/heads/nightshift/t1"); got != agentSHA {
-		t.Fatalf("origin branch = %s, want %s", got, agentSHA)
+	if got := git(t, origin, "rev-parse", "refs/heads/nightshift/t1"); got != c.SHA {
+		t.Fatalf("origin branch = %s, want %s", got, c.SHA)
+	}
+	// Pushed commits are never rewritten; a later agent commit is.
+	writeFiles(t, wt.Dir, map[string]string{"c.txt": "c\n"})
+	git(t, wt.Dir, "add", "c.txt")
+	git(t, wt.Dir, "commit", "-q", "-m", "second agent commit")
+	c2, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Rewritten != 1 || git(t, wt.Dir, "rev-parse", c2.SHA+"^") != c.SHA {
+		t.Fatalf("second commit = %+v", c2)
+	}
+	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
+		t.Fatalf("fast-forward push after rewrite: %v", err)
+	}
+	c3, err := m.Commit(ctx, wt, CommitRequest{Author: agent, KeepAgentCommits: true})
+	if err != nil || c3.SHA != c2.SHA || c3.Rewritten != 0 {
+		t.Fatalf("idempotent commit = %+v, %v", c3, err)
 	}
 }
 
