@@ -121,7 +121,7 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: read HEAD commit: %w", err)
 	}
-	snap, err := stage(ctx, st, wt.Dir)
+	snap, err := stage(ctx, st, wt.Dir, m.cfg.MaxFileSize)
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: stage: %w", err)
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	// fetch that brought objects) before GC repacks it into one; zero
 	// means 20, negative disables repacking.
 	MaxMirrorPacks int
+	// MaxFileSize is the largest file Commit and Diff will read from a
+	// worktree; zero means 100 MiB (GitHub's hard limit).
+	MaxFileSize int64
 	// HTTPClient is used for http(s) remotes; nil means a client with no
 	// overall timeout (operations are bounded by their context).
 	HTTPClient *http.Client
@@ -73,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxMirrorPacks == 0 {
 		c.MaxMirrorPacks = 20
+	}
+	if c.MaxFileSize <= 0 {
+		c.MaxFileSize = 100 << 20
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{}

@@ -18,6 +18,9 @@ var (
 	// something this package refuses to handle (a tree path escaping the
 	// worktree, a symlink inside .git).
 	ErrUnsafeRepository = errors.New("worktree: unsafe repository content")
+	// ErrFileTooLarge is returned by Commit and Diff when the worktree
+	// holds a new or changed file over Config.MaxFileSize.
+	ErrFileTooLarge = errors.New("worktree: file too large")
 	// ErrInvalidTaskID is returned for task IDs that cannot be used as a
 	// directory name.
 	ErrInvalidTaskID = errors.New("worktree: invalid task id")

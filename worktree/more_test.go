@@ -106,3 +106,36 @@ func TestImports(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFileTooLarge(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	m := newManager(t, func(c *Config) { c.MaxFileSize = 1000 })
+	ctx := context.Background()
+	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, wt.Dir, map[string]string{"big.bin": strings.Repeat("x", 2000)})
+	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); !errorsIs(err, ErrFileTooLarge) {
+		t.Fatalf("commit err = %v", err)
+	}
+	// Ignored, it is fine.
+	writeFiles(t, wt.Dir, map[string]string{
+		".gitignore":            "*.bin\n",
+		"sub/.gitignore":        "build/\n",
+		"sub/build/out.js":      "x",
+		"sub/keep.txt":          "k",
+		"node_modules/.keep":    "",
+		"nested/repo/.git/HEAD": "ref: refs/heads/main\n",
+	})
+	if err := os.WriteFile(filepath.Join(wt.Dir, ".git", "info", "exclude"), []byte("node_modules/\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); err != nil {
+		t.Fatal(err)
+	}
+	if got := git(t, wt.Dir, "ls-files"); got != ".gitignore\na.txt\nsub/.gitignore\nsub/keep.txt" {
+		t.Fatalf("committed files = %q", got)
+	}
+}

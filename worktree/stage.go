@@ -54,7 +54,7 @@ func readIndex(p string) (*index.Index, time.Time, error) {
 // (per the index) and untracked files that no .gitignore excludes. Files
 // whose stat data matches the index are not read again. New blobs and
 // trees are written to st.
-func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string) (*snapshot, error) {
+func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSize int64) (*snapshot, error) {
 	idx, idxTime, err := readIndex(filepath.Join(dir, ".git", "index"))
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
@@ -160,6 +160,9 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string) (*sna
 				}
 				content = []byte(target)
 			} else {
+				if fi.Size() > maxSize {
+					return fmt.Errorf("%w: %s is %d bytes (limit %d)", ErrFileTooLarge, p, fi.Size(), maxSize)
+				}
 				content, err = os.ReadFile(filepath.Join(abs, name))
 				if err != nil {
 					return err
