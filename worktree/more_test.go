@@ -139,3 +139,29 @@ func TestFileTooLarge(t *testing.T) {
 		t.Fatalf("committed files = %q", got)
 	}
 }
+
+func TestNonBareLocalRepo(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	src := filepath.Join(filepath.Dir(origin), "src")
+	m := newManager(t)
+	ctx := context.Background()
+	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: src}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, wt.Dir, map[string]string{"NOTES.md": "hello\n"})
+	c, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := git(t, src, "rev-parse", "nightshift/t1"); got != c.SHA {
+		t.Fatalf("src has %s, want %s", got, c.SHA)
+	}
+	if got := git(t, src, "status", "--porcelain"); got != "" {
+		t.Fatalf("push disturbed the source checkout: %q", got)
+	}
+}
