@@ -22,7 +22,8 @@ type Config struct {
 	// TaskDir holds one directory per task: TaskDir/<task-id>/work is the
 	// clone, TaskDir/<task-id>/task.json its metadata. Required.
 	TaskDir string
-	// Logger receives operational logs; nil discards them.
+	// Logger receives operational logs (derive it with a component
+	// attribute); nil discards them.
 	Logger *slog.Logger
 	// Protected lists glob patterns ("**" spans directories) of paths a
 	// task may not change unless CommitRequest.AllowProtected is set.

@@ -54,7 +54,7 @@ func New(cfg Config) (*Manager, error) {
 	bg, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "worktree"),
+		log:     cfg.Logger,
 		tasks:   map[string]*sync.Mutex{},
 		mirrors: map[string]*sync.RWMutex{},
 		bg:      bg,
