@@ -77,6 +77,10 @@ type GitHub struct {
 	Token          Secret   `yaml:"token"`
 	// APIURL is the REST API base. Default https://api.github.com/.
 	APIURL string `yaml:"api_url"`
+	// GitURL is the base URL repositories are cloned from and pushed to.
+	// Default: derived from api_url (https://github.com/ for api.github.com,
+	// https://HOST/ for GitHub Enterprise's https://HOST/api/v3/).
+	GitURL string `yaml:"git_url"`
 	// Trigger is the mention that starts work. Default @nightshift.
 	Trigger string `yaml:"trigger"`
 	// Label starts work when put on an issue. Default nightshift.

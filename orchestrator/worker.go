@@ -543,7 +543,12 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		}
 	}
 
-	msg := commitMessage(item, out.Summary)
+	// The summary goes into the commit and the PR: no secret may ride along.
+	summary := out.Summary
+	if rep.redact != nil {
+		summary = rep.redact.String(summary)
+	}
+	msg := commitMessage(item, summary)
 	var coAuthors []worktree.Signature
 	if item.Actor.Email != "" {
 		name := item.Actor.Name
@@ -566,7 +571,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	if !commit.Changed {
 		return stepErr("no_changes", "the agent made no changes")
 	}
-	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: out.Summary, Files: commit.Files}
+	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: summary, Files: commit.Files}
 	if d, err := w.worktrees.Diff(ctx, wt); err == nil {
 		stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
 		result.Diff = stat

@@ -87,7 +87,7 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		if token != "" {
 			tokenFunc = atUse("github.token", cfg.GitHub.Token)
 		}
-		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, AppID: appID, PrivateKey: key, Token: token, TokenFunc: tokenFunc,
+		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, GitURL: cfg.GitHub.GitURL, AppID: appID, PrivateKey: key, Token: token, TokenFunc: tokenFunc,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger,
 			Draft: func(repo string) bool { d := cfg.RepoFor(repo).Draft; return d == nil || *d }})
 		if err != nil {

@@ -471,6 +471,13 @@ func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.
 	if err != nil && !errors.Is(err, vault.ErrNotFound) {
 		return nil, err
 	}
+	// With a GitHub App, permission checks authenticate as the App.
+	var hc *http.Client
+	if tr, err := githubAppTransport(cfg, resolve); err != nil {
+		return nil, err
+	} else if tr != nil {
+		hc = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
 	allow, deny := map[string][]string{}, map[string][]string{}
 	for _, r := range cfg.Repos {
 		if len(r.Allow) > 0 {
@@ -487,6 +494,7 @@ func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.
 		Slack:      webhook.SlackConfig{Secrets: sl},
 		AttemptCap: cfg.GitHub.AttemptCap,
 		Replier:    replier,
+		HTTPClient: hc,
 		Logger:     logger.With("component", "webhook"),
 		Metrics:    reg,
 	})
