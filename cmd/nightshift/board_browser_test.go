@@ -119,7 +119,7 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	if !*screenshots {
 		return
 	}
-	chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0); document.activeElement && document.activeElement.blur()`))
+	chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0); document.activeElement && document.activeElement.blur(); document.querySelectorAll(".flash").forEach(n => n.classList.remove("flash"))`))
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
