@@ -3,12 +3,6 @@ package vault_test
 import (
 	"context"
 	"fmt"
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -59,32 +53,5 @@ func TestConcurrentWritersShareOneFile(t *testing.T) {
 	rep, err := v2.VerifyAudit(ctx, op)
 	if err != nil || !rep.OK() || rep.Rows != workers*rounds*2 {
 		t.Fatalf("audit: %+v %v", rep, err)
-	}
-}
-
-// The vault is a leaf: it must not import the task domain or the binary.
-func TestImportsStayInward(t *testing.T) {
-	t.Parallel()
-	forbidden := []string{"/orchestrator", "/ingress", "/cmd", "/worktree", "/sandbox", "/identity", "/config"}
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
-			return err
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
-		if err != nil {
-			return err
-		}
-		for _, imp := range file.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			for _, bad := range forbidden {
-				if strings.HasPrefix(p, "github.com/nightshift/nightshift"+bad) {
-					t.Errorf("%s imports %s", path, p)
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
