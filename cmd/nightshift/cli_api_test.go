@@ -181,3 +181,54 @@ func (s *testServer) waitStateAuth(t *testing.T, id, token string, states ...orc
 	}
 	t.Fatalf("task %s never reached %v", id, states)
 }
+
+// TestCLIQueueFull fills the queue (one worker busy, one task waiting,
+// max_queued 1) and checks the next dispatch is refused with the position
+// and when to retry.
+func TestCLIQueueFull(t *testing.T) {
+	t.Parallel()
+	yaml, gates := gatedYAML(t)
+	yaml = strings.Replace(yaml, "worker: {concurrency: 4}", "worker: {concurrency: 1}", 1) + "api: {max_queued: 1}\n"
+	s := startTestServer(t, yaml)
+	origin := newOrigin(t)
+	first := s.dispatch(t, origin, "gated", "one")
+	s.waitState(t, first, 30*time.Second, orchestrator.StateRunning)
+	second := s.dispatch(t, origin, "gated", "two")
+	if got := s.task(t, second); got.State != orchestrator.StateQueued || got.Position != 1 {
+		t.Fatalf("second task %s position %d", got.State, got.Position)
+	}
+	_, _, err := clientCLI(t, nil, "dispatch", "--repo", origin, "--agent", "gated", "--server="+s.URL, "three")
+	if err == nil || !strings.Contains(err.Error(), "the queue is full") || !strings.Contains(err.Error(), "retry in 30s") {
+		t.Fatalf("dispatch over the limit: %v", err)
+	}
+	if code := exitCode(err, io.Discard); code != 1 {
+		t.Fatalf("exit code %d", code)
+	}
+	req, _ := http.NewRequest("POST", s.URL+"/api/v1/tasks", strings.NewReader(`{"repo":"`+origin+`","prompt":"x"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qf api.QueueFull
+	json.NewDecoder(resp.Body).Decode(&qf)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "30" || qf.Position != 2 {
+		t.Fatalf("429: %d %q %+v", resp.StatusCode, resp.Header.Get("Retry-After"), qf)
+	}
+	// Filters and pages from the CLI.
+	out, _, err := clientCLI(t, nil, "tasks", "ls", "--source", "api", "--state", "queued", "--json", "--server="+s.URL)
+	if err != nil || !strings.Contains(out, second) || strings.Contains(out, first) {
+		t.Fatalf("ls --source api --state queued: %v\n%s", err, out)
+	}
+	out, errOut, err := clientCLI(t, nil, "tasks", "ls", "--limit", "1", "--server="+s.URL)
+	if err != nil || !strings.Contains(out, second) || !strings.Contains(errOut, "--before "+second) {
+		t.Fatalf("ls --limit 1: %v\n%s\n%s", err, out, errOut)
+	}
+	out, _, err = clientCLI(t, nil, "tasks", "ls", "--limit", "1", "--before", second, "--server="+s.URL)
+	if err != nil || !strings.Contains(out, first) {
+		t.Fatalf("ls --before: %v\n%s", err, out)
+	}
+	openGate(t, gates, first)
+	openGate(t, gates, second)
+	s.waitState(t, second, 30*time.Second, orchestrator.StateReview)
+}

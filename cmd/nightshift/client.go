@@ -117,7 +117,9 @@ func (c *client) send(ctx context.Context, method, path string, body any, accept
 		case http.StatusForbidden:
 			msg = "this token may not do that: " + msg
 		case http.StatusTooManyRequests:
-			msg = fmt.Sprintf("%s; retry after %ss", msg, resp.Header.Get("Retry-After"))
+			if ra := resp.Header.Get("Retry-After"); ra != "" && !strings.Contains(msg, "retry") {
+				msg = fmt.Sprintf("%s; retry after %ss", msg, ra)
+			}
 		}
 		return nil, &apiError{Status: resp.StatusCode, Msg: msg}
 	}

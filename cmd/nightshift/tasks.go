@@ -227,13 +227,15 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 	fs.SetOutput(a.stderr)
 	var cf clientFlags
 	cf.register(fs, a)
-	var state, repo *string
+	var state, repo, source, before *string
 	var limit *int
 	var follow *bool
 	switch sub {
 	case "ls", "list":
 		state = fs.String("state", "", "only tasks in these states (comma-separated)")
 		repo = fs.String("repo", "", "only tasks on this repository")
+		source = fs.String("source", "", "only tasks from this source: github, linear, slack or api")
+		before = fs.String("before", "", "page cursor: list tasks older than this task id")
 		limit = fs.Int("limit", 50, "how many tasks")
 	case "logs":
 		follow = fs.Bool("f", false, "follow the log live")
@@ -254,6 +256,12 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		if *repo != "" {
 			q.Set("repo", *repo)
 		}
+		if *source != "" {
+			q.Set("source", *source)
+		}
+		if *before != "" {
+			q.Set("before", *before)
+		}
 		q.Set("limit", fmt.Sprint(*limit))
 		var resp api.ListResponse
 		if err := c.do(ctx, "GET", "/api/v1/tasks?"+q.Encode(), nil, &resp); err != nil {
@@ -261,6 +269,9 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		}
 		if cf.json {
 			return printJSON(a.stdout, resp.Tasks)
+		}
+		if resp.Next != "" {
+			defer fmt.Fprintf(a.stderr, "more: nightshift tasks ls --before %s\n", resp.Next)
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tAGE\tAGENT\tREPO\tPROMPT")
