@@ -141,6 +141,13 @@ type Worker struct {
 	agents     Agents
 	cfg        WorkerConfig
 	log        *slog.Logger
+	running    sync.Map // task id → struct{}
+}
+
+// Running reports whether this worker is running task id right now.
+func (w *Worker) Running(id string) bool {
+	_, ok := w.running.Load(id)
+	return ok
 }
 
 // NewWorker returns a worker.
@@ -231,6 +238,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := w.log.With("task_id", item.TaskID, "run", item.Run)
+	w.running.Store(item.TaskID, struct{}{})
+	defer w.running.Delete(item.TaskID)
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -354,6 +363,11 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		auth = *plan.Auth
 	}
 	base := item.Base
+	if item.FollowUp {
+		// A follow-up continues the task's pushed branch; its worktree is
+		// reused when still there, else provisioned from that branch.
+		base = item.Branch
+	}
 	if plan.Base != "" {
 		base = plan.Base
 	}
@@ -457,7 +471,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		hooks := gateway.Hooks{
 			OnSoftLimit: func(u gateway.Usage) {
 				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; committing a checkpoint", u.Tokens()))
-				w.checkpoint(ctx, wt, ident, item, rep, false)
+				w.checkpoint(ctx, wt, ident, item, plan, auth, rep, false)
 			},
 			OnHardLimit: func(u gateway.Usage) {
 				rep.line(ctx, "system", fmt.Sprintf("budget exhausted at %d tokens ($%.4f); stopping the agent", u.Tokens(), u.CostUSD))
@@ -519,7 +533,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	rep.usage = &usage
 	if errors.Is(context.Cause(ctx), errBudget) {
 		// Keep the work: commit what the agent left and push it.
-		w.checkpoint(context.WithoutCancel(ctx), wt, ident, item, rep, true)
+		w.checkpoint(context.WithoutCancel(ctx), wt, ident, item, plan, auth, rep, true)
 		return context.Cause(ctx)
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -560,7 +574,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	commit, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{
 		Author: worktree.Signature{Name: ident.Name, Email: ident.Email}, Message: msg,
 		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}},
-		CoAuthors: coAuthors, AllowProtected: repo.AllowProtected, When: w.cfg.Clock()})
+		CoAuthors: coAuthors, AllowProtected: repo.AllowProtected, Protected: repo.Protected, When: w.cfg.Clock()})
 	if err != nil {
 		var pe *worktree.ProtectedPathError
 		if errors.As(err, &pe) {
@@ -629,7 +643,7 @@ func (w *Worker) serviceURL(spec *sandbox.Spec, port int, hostAddr string) strin
 
 // checkpoint commits what the agent has left so far; with push it also
 // pushes the task branch, so work survives a run stopped by its budget.
-func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident identity.Identity, item WorkItem, rep *reporter, push bool) {
+func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident identity.Identity, item WorkItem, plan Plan, auth worktree.Auth, rep *reporter, push bool) {
 	c, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{Author: worktree.Signature{Name: ident.Name, Email: ident.Email},
 		Message:        "nightshift: checkpoint of task " + item.TaskID,
 		Trailers:       []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
@@ -646,13 +660,17 @@ func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident id
 	if !push {
 		return
 	}
-	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Branch: item.Branch, Force: true}); err != nil {
+	branch := item.Branch
+	if plan.PushBranch != "" {
+		branch = plan.PushBranch
+	}
+	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Remote: plan.PushRemote, Branch: branch, Auth: auth, Force: plan.Force}); err != nil {
 		rep.line(ctx, "system", "checkpoint push: "+err.Error())
 		return
 	}
 	sha := c.SHA
 	rep.state(ctx, StatePushing, "checkpoint "+short(sha), Patch{Commit: &sha})
-	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), item.Branch))
+	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), branch))
 }
 
 func fmtAttrs(msg string, attrs []any) string {

@@ -57,6 +57,9 @@ type CommitRequest struct {
 	CoAuthors []Signature
 	// AllowProtected lets the task change protected paths.
 	AllowProtected bool
+	// Protected overrides Config.Protected for this commit (a repository's
+	// own list); nil means Config.Protected.
+	Protected []string
 	// KeepAgentCommits leaves the agent's own commits as they are. By
 	// default, commits the agent made that were not pushed yet and lack
 	// the Nightshift-Task trailer are rewritten to carry it (same trees,
@@ -130,8 +133,12 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: read base commit: %w", err)
 	}
-	if !req.AllowProtected && len(m.cfg.Protected) > 0 {
-		if err := m.checkProtected(st, base, baseCommit.TreeHash, head, snap.tree); err != nil {
+	protected := m.cfg.Protected
+	if req.Protected != nil {
+		protected = req.Protected
+	}
+	if !req.AllowProtected && len(protected) > 0 {
+		if err := m.checkProtected(st, protected, base, baseCommit.TreeHash, head, snap.tree); err != nil {
 			return Commit{}, err
 		}
 	}
@@ -235,10 +242,10 @@ func taskHead(st storer.ReferenceStorer, wt *Worktree) (plumbing.Hash, error) {
 
 // checkProtected fails when any commit between base and head, or the
 // uncommitted snapshot, touches a protected path.
-func (m *Manager) checkProtected(st storer.EncodedObjectStorer, base, baseTree, head, snapTree plumbing.Hash) error {
+func (m *Manager) checkProtected(st storer.EncodedObjectStorer, protected []string, base, baseTree, head, snapTree plumbing.Hash) error {
 	hits := map[string]bool{}
 	check := func(c change) error {
-		for _, p := range m.cfg.Protected {
+		for _, p := range protected {
 			if matchGlob(p, c.path) {
 				hits[c.path] = true
 			}

@@ -251,6 +251,20 @@ func TestProtectedPaths(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Paths[0] != ".github/workflows/evil.yml" {
 		t.Fatalf("commit err = %v", err)
 	}
+
+	// A repository's own list replaces the default for one commit.
+	wt3, err := m.Provision(ctx, Ref{TaskID: "t3", Repo: origin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, wt3.Dir, map[string]string{"a.txt": "changed\n"})
+	if _, err := m.Commit(ctx, wt3, CommitRequest{Author: agent, Protected: []string{"a.txt"}}); !errors.As(err, &pe) || pe.Paths[0] != "a.txt" {
+		t.Fatalf("per-commit protected list: err = %v", err)
+	}
+	writeFiles(t, wt3.Dir, map[string]string{".github/workflows/ci.yml": "on: pull_request\n"})
+	if _, err := m.Commit(ctx, wt3, CommitRequest{Author: agent, Protected: []string{}, AllowProtected: false}); err != nil {
+		t.Fatalf("an empty per-commit list protects nothing: %v", err)
+	}
 }
 
 func TestGlob(t *testing.T) {

@@ -656,3 +656,27 @@ agents:
 		t.Fatalf("the agent's output line is missing (so the redaction check proves nothing):\n%s", logs)
 	}
 }
+
+// TestProtectedPathFailsTheTask: an agent that changes a workflow fails the
+// task unless the repository allows it; nothing is pushed.
+func TestProtectedPathFailsTheTask(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  sneaky:
+    command: ["sh", "-c", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/x.yml && echo ok > NOTES.md"]
+repos:
+  - match: "*"
+`)
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "sneaky", "fix ci")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
+	if task.State != orchestrator.StateFailed || task.Reason != "protected_path" || !strings.Contains(task.Error, ".github/workflows/x.yml") {
+		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
+	}
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal("a task that changed a protected path pushed its branch")
+	}
+}

@@ -308,7 +308,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if err != nil {
 			return nil, err
 		}
-		s.runners = append(s.runners, worker.Run)
+		s.runners = append(s.runners, worker.Run, func(ctx context.Context) error {
+			return s.collectGarbage(ctx, worker, store)
+		})
 	}
 
 	if err := s.provider.Start(ctx); err != nil {
@@ -432,6 +434,35 @@ func (s *server) startGateway(ctx context.Context, cfg *config.Config, resolve f
 	go func() { defer close(done); gw.Serve(gctx, ln) }()
 	s.closers = append(s.closers, func() { cancel(); ln.Close(); <-done })
 	return gw, ln.Addr().String(), nil
+}
+
+// collectGarbage removes finished task worktrees after their retention and
+// unused mirrors: once at start (orphans a crash left behind), then every
+// ten minutes. A worktree is live while this worker runs its task or the
+// store says the task may still run.
+func (s *server) collectGarbage(ctx context.Context, worker *orchestrator.Worker, store *orchestrator.Store) error {
+	live := func(id string) bool {
+		if worker.Running(id) {
+			return true
+		}
+		t, err := store.Get(ctx, id)
+		if err != nil {
+			return !errors.Is(err, orchestrator.ErrNotFound) // unsure: keep it
+		}
+		return t.State == orchestrator.StateQueued || t.State == orchestrator.StateNeedsInput || t.State.Active()
+	}
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		if err := s.wt.GC(ctx, live); err != nil && ctx.Err() == nil {
+			s.log.Warn("worktree garbage collection", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 // sandboxHome is where a task's HOME appears inside the sandbox.
