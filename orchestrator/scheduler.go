@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
@@ -75,6 +76,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create recorder consumer: %w", err)
 	}
+	// A run redelivered MaxDeliver times without finishing (workers keep
+	// crashing on it) would otherwise stay "running" forever: JetStream's
+	// advisory names it, and the task fails with a reason.
+	adv, err := s.bus.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+WorkStream+".>", func(m *nats.Msg) {
+		s.handleMaxDeliveries(context.WithoutCancel(ctx), m.Data)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to delivery advisories: %w", err)
+	}
+	defer adv.Unsubscribe()
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range []struct {
 		cons jetstream.Consumer
@@ -330,6 +341,44 @@ func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {
 		if err := s.wake(ctx, t.ID); err != nil {
 			s.log.Warn("follow-up", "task_id", t.ID, "err", err)
 		}
+	}
+}
+
+// handleMaxDeliveries fails the task whose run exhausted its deliveries and
+// removes the run from the work queue.
+func (s *Scheduler) handleMaxDeliveries(ctx context.Context, data []byte) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries uint64 `json:"deliveries"`
+	}
+	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 {
+		return
+	}
+	st, err := s.bus.js.Stream(ctx, WorkStream)
+	if err != nil {
+		s.log.Error("max deliveries: open work stream", "err", err)
+		return
+	}
+	raw, err := st.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		s.log.Error("max deliveries: read run", "seq", adv.StreamSeq, "err", err)
+		return
+	}
+	var item WorkItem
+	if err := json.Unmarshal(raw.Data, &item); err != nil {
+		return
+	}
+	msg := fmt.Sprintf("the run was delivered %d times without finishing (its workers crashed or were killed)", adv.Deliveries)
+	reason := "worker_lost"
+	t, changed, err := s.store.ApplyTransition(ctx, item.TaskID, item.Run, StateFailed, reason, Patch{Error: &msg, Reason: &reason})
+	if err != nil {
+		s.log.Warn("max deliveries: fail task", "task_id", item.TaskID, "err", err)
+	} else if changed {
+		s.cfg.Metrics.transition(StateFailed)
+		s.announce(ctx, t, reason)
+	}
+	if err := st.DeleteMsg(ctx, adv.StreamSeq); err != nil {
+		s.log.Warn("max deliveries: remove run", "seq", adv.StreamSeq, "err", err)
 	}
 }
 
