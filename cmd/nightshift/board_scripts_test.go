@@ -59,6 +59,26 @@ func TestBoardScriptsInBrowser(t *testing.T) {
 		}
 	}
 
+	// Keyboard only: the skip link comes first, Tab reaches the card, Enter opens it.
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\t")); err != nil {
+		t.Fatal(err)
+	}
+	if got := evalJS[string](t, ctx, `document.activeElement.className`); got != "skip" {
+		t.Fatalf("first Tab stop %q, want the skip link", got)
+	}
+	for i := 0; i < 30 && !evalJS[bool](t, ctx, `!!document.activeElement.closest(".card")`); i++ {
+		if err := chromedp.Do(ctx, chromedp.KeyEvent("\t")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !evalJS[bool](t, ctx, `document.activeElement.matches(".card h3 a")`) {
+		t.Fatalf("Tab never reached the card link (at %s)", evalJS[string](t, ctx, `document.activeElement.outerHTML.slice(0, 200)`))
+	}
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "Enter opened the task", `location.pathname === "/tasks/`+id+`"`)
+
 	// The diff code lives on the task page.
 	if err := chromedp.Do(ctx, chromedp.Navigate(s.URL+"/tasks/"+id)); err != nil {
 		t.Fatal(err)
