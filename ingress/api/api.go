@@ -116,10 +116,27 @@ func New(bus *orchestrator.Bus, store *orchestrator.Store, cfg Config) *Server {
 	s.handle("POST /api/v1/session", s.login)
 	s.handle("DELETE /api/v1/session", s.read(s.logout))
 	s.handle("GET /api/v1/openapi.json", s.openAPI)
-	s.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
-	})
+	s.mux.HandleFunc("/api/v1/", s.noRoute)
 	return s
+}
+
+// noRoute answers requests no route takes: 405 with Allow when the path
+// exists under other methods, 404 otherwise; JSON either way.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); strings.HasPrefix(pattern, m+" ") {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+		return
+	}
+	writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
 }
 
 func (s *Server) handle(pattern string, h http.HandlerFunc) {

@@ -129,6 +129,8 @@ func TestBearerRoles(t *testing.T) {
 		{"POST", "/api/v1/tasks/" + task.ID + "/cancel", "adm1n", 202},
 		{"GET", "/api/v1/tasks/nope", "r3ad", 404},
 		{"GET", "/api/v1/nothing", "r3ad", 404},
+		{"PUT", "/api/v1/tasks", "adm1n", 405},
+		{"DELETE", "/api/v1/tasks/" + task.ID, "adm1n", 405},
 		{"GET", "/api/v1/openapi.json", "", 200},
 	} {
 		hdr := []string{"Origin: https://evil.example"} // bearer requests need no CSRF proof
@@ -145,6 +147,9 @@ func TestBearerRoles(t *testing.T) {
 			if r.hdr.Get("Content-Type") != "application/json" {
 				t.Errorf("%s %s: error content type %q", c.method, c.path, r.hdr.Get("Content-Type"))
 			}
+		}
+		if r.code == 405 && r.hdr.Get("Allow") == "" {
+			t.Errorf("405 without Allow")
 		}
 		if r.code == 401 && r.hdr.Get("WWW-Authenticate") == "" {
 			t.Errorf("401 without WWW-Authenticate")
