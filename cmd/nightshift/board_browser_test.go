@@ -191,6 +191,7 @@ func openGate(t *testing.T, gates, id string) {
 func TestBoardLiveInBrowser(t *testing.T) {
 	t.Parallel()
 	yaml, gates := gatedYAML(t)
+	yaml, smtpAddr := withSMTP(t, yaml)
 	s := startTestServer(t, yaml)
 	origin := newOrigin(t)
 	board := boardURL(t, s)
@@ -216,6 +217,9 @@ func TestBoardLiveInBrowser(t *testing.T) {
 	doomed := s.dispatch(t, origin, "gated", "Refactor everything")
 	waitJS(t, ctx, "second card in Running", cardIn("running", doomed))
 
+	// The agent signs up somewhere: a code arrives in its inbox.
+	running := s.waitState(t, id, 30*time.Second, orchestrator.StateRunning)
+	mailTo(t, smtpAddr, running.Identity.Email, "Your verification code", "Your code is 482913. It expires in 10 minutes.")
 	openGate(t, gates, id)
 	waitJS(t, ctx, "card moved to Review", cardIn("review", id))
 	if !evalJS[bool](t, ctx, `window.__noReload === true`) {
@@ -270,6 +274,7 @@ func TestBoardLiveInBrowser(t *testing.T) {
 	if !evalJS[bool](t, ctx, `document.getElementById("btn-cancel").disabled === false && document.getElementById("btn-retry").disabled === false`) {
 		t.Error("cancel and retry should be enabled on a task in review")
 	}
+	waitJS(t, ctx, "inbox", `document.getElementById("inbox").innerText.includes("482913")`)
 	saveScreenshot(t, ctx, "task.png")
 
 	// Cancel the other running task from its page.

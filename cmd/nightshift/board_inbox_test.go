@@ -16,14 +16,8 @@ import (
 // built-in SMTP intake and reads the mail on the task page.
 func TestBoardShowsIdentityInbox(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	smtpAddr := ln.Addr().String()
-	ln.Close()
 	yaml, gates := gatedYAML(t)
-	yaml = strings.Replace(yaml, `smtp_listen: "127.0.0.1:0"`, `smtp_listen: "`+smtpAddr+`"`, 1)
+	yaml, smtpAddr := withSMTP(t, yaml)
 	s := startTestServer(t, yaml)
 	origin := newOrigin(t)
 	id := s.dispatch(t, origin, "gated", "sign up somewhere")
@@ -31,13 +25,7 @@ func TestBoardShowsIdentityInbox(t *testing.T) {
 	if task.Identity.Email == "" {
 		t.Fatalf("running task without identity: %+v", task.Identity)
 	}
-	mail := func(subject, body string) {
-		t.Helper()
-		msg := "From: Service <noreply@service.test>\r\nTo: " + task.Identity.Email + "\r\nSubject: " + subject + "\r\n\r\n" + body + "\r\n"
-		if err := smtp.SendMail(smtpAddr, nil, "noreply@service.test", []string{task.Identity.Email}, []byte(msg)); err != nil {
-			t.Fatalf("send mail: %v", err)
-		}
-	}
+	mail := func(subject, body string) { mailTo(t, smtpAddr, task.Identity.Email, subject, body) }
 	mail("Your code", "Your verification code is 482913.")
 
 	ctx := browser(t)
@@ -58,4 +46,25 @@ func TestBoardShowsIdentityInbox(t *testing.T) {
 	waitJS(t, ctx, "refresh shows the second mail", `document.querySelectorAll("#inbox li").length === 2`)
 	openGate(t, gates, id)
 	s.waitState(t, id, 60*time.Second, orchestrator.StateReview)
+}
+
+// withSMTP gives the identity provider's mail intake a known free port.
+func withSMTP(t *testing.T, yaml string) (string, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return strings.Replace(yaml, `smtp_listen: "127.0.0.1:0"`, `smtp_listen: "`+addr+`"`, 1), addr
+}
+
+// mailTo sends a plain mail through the SMTP intake at addr.
+func mailTo(t *testing.T, addr, to, subject, body string) {
+	t.Helper()
+	msg := "From: Service <noreply@service.test>\r\nTo: " + to + "\r\nSubject: " + subject + "\r\n\r\n" + body + "\r\n"
+	if err := smtp.SendMail(addr, nil, "noreply@service.test", []string{to}, []byte(msg)); err != nil {
+		t.Fatalf("send mail: %v", err)
+	}
 }
