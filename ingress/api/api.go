@@ -1,8 +1,22 @@
 // Package api serves Nightshift's REST API under /api/v1: dispatching tasks,
-// reading them, following their events over Server-Sent Events, and acting on
-// them (cancel, retry, follow-up messages). Every action is published as an
-// event on JetStream and carried out by the scheduler; the API answers 202
-// once the event is stored.
+// reading and filtering them (newest first, paged with ?before= and the
+// answer's next), following one task or all of them over Server-Sent Events,
+// and acting on them (cancel, retry, follow-up messages). Every action is
+// published as an event on JetStream and carried out by the scheduler; the
+// API answers 202 once the event is stored, and 429 with Retry-After and a
+// queue position when the backlog is over the limit. Errors are always
+// {"error": "..."}. The OpenAPI 3 document is served at
+// /api/v1/openapi.json and checked against the routes by a test.
+//
+// It also owns authentication for the API and the board: bearer API tokens
+// (admin or read-only) for machines, and login sessions for people (a
+// SessionStore behind an HttpOnly, SameSite=Strict cookie, with a CSRF
+// token required on state-changing requests made with it). Authenticator
+// and Server.StartSession are where OIDC plugs in. Without tokens the API
+// is open, and serve allows that only on loopback.
+//
+// NewCollector and NewStepRecorder export what operators watch: tasks by
+// state, queue depth and age, step durations and run outcomes.
 package api
 
 import (
