@@ -168,6 +168,9 @@ func (r *StepRecorder) observe(rep orchestrator.StateReport) {
 		delete(r.last, rep.TaskID)
 		return
 	}
+	if len(r.last) > 100000 {
+		clear(r.last) // tasks that never came to rest (lost workers); start over
+	}
 	r.last[rep.TaskID] = stepMark{run: rep.Run, state: rep.State, at: rep.At}
 }
 
