@@ -550,3 +550,45 @@ func TestStepRecorder(t *testing.T) {
 		}
 	}
 }
+
+// TestStepRecorderRun records from the real task stream.
+func TestStepRecorderRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	reg := prometheus.NewRegistry()
+	r := NewStepRecorder(w.bus, reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	deadline := time.Now().Add(20 * time.Second)
+	// The recorder reads from "now": publish runs until it has seen one.
+	for i := 0; testutil.CollectAndCount(r.steps) == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the recorder saw no step")
+		}
+		id := fmt.Sprint("task", i)
+		for j, st := range []orchestrator.State{orchestrator.StateQueued, orchestrator.StateProvisioning} {
+			data, _ := json.Marshal(orchestrator.StateReport{TaskID: id, Run: 1, State: st, At: t0.Add(time.Duration(j) * 3 * time.Second)})
+			if _, err := w.bus.JetStream().Publish(ctx, orchestrator.StateSubject(id), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil && err != context.Canceled {
+		t.Fatalf("Run: %v", err)
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "nightshift_task_step_duration_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if mf.GetMetric()[0].GetLabel()[0].GetValue() != "queued" || h.GetSampleSum()/float64(h.GetSampleCount()) != 3 {
+				t.Fatalf("queued step: %v", mf)
+			}
+			return
+		}
+	}
+	t.Fatal("no step histogram")
+}
