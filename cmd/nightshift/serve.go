@@ -229,10 +229,18 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if len(adminTokens)+len(roTokens) == 0 && !loopback(cfg.Listen) {
 			return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
 		}
+		// Logins are kept in JetStream: they survive restarts and are shared
+		// by every ingress process.
+		sessions, sessionKey, err := api.NewKVSessionStore(ctx, bus.JetStream(), 0, nil)
+		if err != nil {
+			return nil, err
+		}
 		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued,
+			Sessions: sessions, SessionKey: sessionKey,
 			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
 			Metrics: api.NewMetrics(reg)})
 		reg.MustRegister(api.NewCollector(store))
+		s.runners = append(s.runners, api.NewStepRecorder(bus, reg).Run)
 		routes.API = apiSrv
 		routes.Board = boardHandler(apiSrv, bus, store, logger)
 		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
