@@ -21,8 +21,9 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/notify/notifytest"
 )
 
-// rtFixtures holds the real webhook payloads shared by every package's tests.
-const rtFixtures = "/work/shared/fixtures/webhooks"
+// rtFixtures holds the real webhook payloads (the verified copy the webhook
+// package keeps of ../shared/fixtures/webhooks, so a fresh checkout has them).
+const rtFixtures = "../../ingress/webhook/testdata/fixtures"
 
 const (
 	rtAppID         = 4242
