@@ -215,20 +215,8 @@ func TestClaudeFollowUpResumesSession(t *testing.T) {
 	if out, err := s.cli(t, "tasks", "message", id, "now add a second line"); err != nil {
 		t.Fatalf("message: %v %s", err, out)
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		task := s.task(t, id)
-		if task.Run == 2 && task.State == orchestrator.StateReview {
-			if task.SessionID != first.SessionID {
-				t.Errorf("session changed: %q → %q", first.SessionID, task.SessionID)
-			}
-			break
-		}
-		if (task.Run == 2 && task.State == orchestrator.StateFailed) || time.Now().After(deadline) {
-			logs, _ := s.cli(t, "tasks", "logs", id)
-			t.Fatalf("follow-up run: %s %q\n%s", task.State, task.Error, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if task := s.waitRunReview(t, id, 2, 3*time.Minute); task.SessionID != first.SessionID {
+		t.Errorf("session changed: %q → %q", first.SessionID, task.SessionID)
 	}
 	if errs := ms.Errors(); len(errs) > 0 {
 		t.Fatalf("model server: %v", errs)

@@ -139,6 +139,24 @@ func (s *testServer) waitState(t *testing.T, id string, timeout time.Duration, s
 	return last
 }
 
+// waitRunReview waits until run `run` of task id rests in review, failing
+// the test if that run fails or time runs out.
+func (s *testServer) waitRunReview(t *testing.T, id string, run int, timeout time.Duration) orchestrator.Task {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		task := s.task(t, id)
+		if task.Run == run && task.State == orchestrator.StateReview {
+			return task
+		}
+		if (task.Run == run && task.State == orchestrator.StateFailed) || time.Now().After(deadline) {
+			logs, _ := s.cli(t, "tasks", "logs", id)
+			t.Fatalf("run %d: state %s (run %d) error %q\n%s", run, task.State, task.Run, task.Error, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (s *testServer) dispatch(t *testing.T, repo, agent, prompt string) string {
 	t.Helper()
 	out, err := s.cli(t, "dispatch", "--repo", repo, "--agent", agent, "--json", prompt)
@@ -576,17 +594,7 @@ agents:
 	if out, err := s.cli(t, "tasks", "message", id, "second line"); err != nil {
 		t.Fatalf("message: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		task := s.task(t, id)
-		if task.Run == 2 && task.State == orchestrator.StateReview {
-			break
-		}
-		if task.State == orchestrator.StateFailed || time.Now().After(deadline) {
-			t.Fatalf("follow-up: run %d state %s error %q", task.Run, task.State, task.Error)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.waitRunReview(t, id, 2, 60*time.Second)
 	ref := "nightshift/" + id
 	if got := gitRun(t, origin, "show", ref+":NOTES.md"); got != "first line\nsecond line" {
 		t.Fatalf("NOTES.md = %q", got)
