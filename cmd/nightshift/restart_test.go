@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,12 +44,12 @@ func nightshiftBinary(t *testing.T) string {
 }
 
 // startProcess runs `nightshift serve` as a child process.
-func startProcess(t *testing.T, bin, dir string) (*exec.Cmd, *testServer) {
+func startProcess(t *testing.T, bin, dir string, extra ...string) (*exec.Cmd, *testServer) {
 	t.Helper()
 	data := filepath.Join(dir, "data")
 	os.Remove(filepath.Join(data, "serve.addr"))
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-		"--config", filepath.Join(dir, "nightshift.yaml"), "--ack-wait", "3s")
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", data,
+		"--config", filepath.Join(dir, "nightshift.yaml"), "--ack-wait", "3s"}, extra...)...)
 	cmd.Env = baseEnv(t)
 	logf, err := os.OpenFile(filepath.Join(dir, "serve.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -154,5 +155,68 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop within 30s of SIGTERM")
+	}
+}
+
+// TestRolesInSeparateProcesses runs ingress (with the embedded NATS server
+// open on TCP), scheduler and worker as three processes that talk only
+// through NATS (ingress and scheduler share the SQLite file); a dispatched
+// task is done by the worker process.
+func TestRolesInSeparateProcesses(t *testing.T) {
+	t.Parallel()
+	bin := nightshiftBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := ln.Addr().String()
+	ln.Close()
+	yaml := fmt.Sprintf(`
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+nats: {listen: %q}
+agents:
+  script:
+    command: ["sh", "-c", "echo \"worked by $NIGHTSHIFT_TASK_ID\" >> NOTES.md"]
+`, natsAddr)
+	front, workerDir := t.TempDir(), t.TempDir()
+	for _, d := range []string{front, workerDir} {
+		if err := os.WriteFile(filepath.Join(d, "nightshift.yaml"), []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ingress := startProcess(t, bin, front, "--role", "ingress")
+	natsURL := "nats://" + natsAddr
+	schedDir := filepath.Join(front, "sched")
+	os.MkdirAll(schedDir, 0o700)
+	os.WriteFile(filepath.Join(schedDir, "nightshift.yaml"), []byte(yaml), 0o600)
+	// The scheduler shares the ingress's data dir (its SQLite file).
+	schedCmd := exec.Command(bin, "serve", "--role", "scheduler", "--nats", natsURL, "--listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(front, "data"), "--config", filepath.Join(schedDir, "nightshift.yaml"))
+	schedCmd.Env = baseEnv(t)
+	schedLog, _ := os.Create(filepath.Join(schedDir, "serve.log"))
+	schedCmd.Stdout, schedCmd.Stderr = schedLog, schedLog
+	if err := schedCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { schedCmd.Process.Kill(); schedCmd.Wait() })
+	_, worker := startProcess(t, bin, workerDir, "--role", "worker", "--nats", natsURL)
+
+	origin := newOrigin(t)
+	id := ingress.dispatch(t, origin, "script", "add a note")
+	task := ingress.waitState(t, id, 60*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateReview {
+		log, _ := os.ReadFile(filepath.Join(workerDir, "serve.log"))
+		t.Fatalf("state %s error %q\nworker log:\n%s", task.State, task.Error, log)
+	}
+	if got := gitRun(t, origin, "show", "nightshift/"+id+":NOTES.md"); got != "worked by "+id {
+		t.Fatalf("NOTES.md = %q", got)
+	}
+	// The clone lives in the worker's data dir, not the front's.
+	if _, err := os.Stat(filepath.Join(worker.DataDir, "tasks", id)); err != nil {
+		t.Fatalf("the worker process did not run the task: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ingress.DataDir, "tasks", id)); err == nil {
+		t.Fatal("the ingress process ran the task itself")
 	}
 }
