@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ var ErrNotFound = errors.New("orchestrator: task not found")
 // a busy timeout and foreign keys on. Every package that keeps tables in it
 // runs its own migrations.
 func OpenDB(path string) (*sql.DB, error) {
+	// Tasks hold prompts and diffs: readable by the owner only (SQLite
+	// gives its -wal and -shm files the database file's permissions).
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
+		f.Close()
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {

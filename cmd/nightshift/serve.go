@@ -177,7 +177,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, err
 	}
 	keys, choice := vault.SelectKeySource(cfg.DataDir, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger.With("component", "vault")})
+	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)
 	}
@@ -195,7 +195,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
 		PhonePool: cfg.Identity.PhonePool, TwilioAuthToken: twilio, SMSWebhookURL: strings.TrimRight(cfg.PublicURL, "/") + "/hooks/sms",
-		Logger: logger.With("component", "identity")})
+		Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("identity provider: %w", err)
 	}
@@ -270,7 +270,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			return nil, err
 		}
 		s.wt, err = worktree.New(worktree.Config{MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
-			TaskDir: filepath.Join(cfg.DataDir, "tasks"), Logger: logger.With("component", "worktree"),
+			TaskDir: filepath.Join(cfg.DataDir, "tasks"), Logger: logger,
 			Retention: cfg.Worker.Retention.Std()})
 		if err != nil {
 			return nil, err
