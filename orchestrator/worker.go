@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -586,21 +587,29 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		return stepErr("no_changes", "the agent made no changes")
 	}
 	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: summary, Files: commit.Files}
-	if d, err := w.worktrees.Diff(ctx, wt); err == nil {
-		stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
-		result.Diff = stat
-		patch := d.Patch
-		if w.cfg.Redactor != nil {
-			patch = w.cfg.Redactor.String(patch)
+	// The diff is published (redacted) for the API and the board, and is
+	// the last check before anything leaves: a change that contains the
+	// value of a secret the task could read is never pushed.
+	d, err := w.worktrees.Diff(ctx, wt)
+	if err != nil {
+		return stepErr("diff", "diff against the base: %w", err)
+	}
+	stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
+	result.Diff = stat
+	patch := d.Patch
+	if rep.redact != nil {
+		patch = rep.redact.String(patch)
+		if patch != d.Patch {
+			names := secretNames(patch)
+			rep.line(ctx, "system", "the change contains the value of "+names+"; not pushing it")
+			return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", names)
 		}
-		if len(patch) > 2<<20 {
-			patch = patch[:2<<20] + "\n[diff truncated]\n"
-		}
-		if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: stat, Patch: patch}); err != nil {
-			rep.log.Warn("publish diff", "err", err)
-		}
-	} else {
-		rep.line(ctx, "system", "diff: "+err.Error())
+	}
+	if len(patch) > 2<<20 {
+		patch = patch[:2<<20] + "\n[diff truncated]\n"
+	}
+	if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: stat, Patch: patch}); err != nil {
+		rep.log.Warn("publish diff", "err", err)
 	}
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
@@ -671,6 +680,28 @@ func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident id
 	sha := c.SHA
 	rep.state(ctx, StatePushing, "checkpoint "+short(sha), Patch{Commit: &sha})
 	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), branch))
+}
+
+var redactedRe = regexp.MustCompile(`\[REDACTED(?::([A-Z][A-Z0-9_]*))?\]`)
+
+// secretNames lists the secrets whose markers a redacted text carries.
+func secretNames(redacted string) string {
+	seen := map[string]bool{}
+	var names []string
+	for _, m := range redactedRe.FindAllStringSubmatch(redacted, -1) {
+		n := m[1]
+		if n == "" {
+			n = "a secret"
+		}
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "a secret"
+	}
+	return strings.Join(names, ", ")
 }
 
 func fmtAttrs(msg string, attrs []any) string {

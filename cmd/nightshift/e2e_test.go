@@ -688,3 +688,39 @@ repos:
 		t.Fatal("a task that changed a protected path pushed its branch")
 	}
 }
+
+// TestSecretInTheChangeIsNeverPushed: an agent that writes a vault secret into
+// the worktree fails the task with secret_in_diff; nothing is pushed and the
+// value appears nowhere in the task's log or diff.
+func TestSecretInTheChangeIsNeverPushed(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  leaky:
+    command: ["sh", "-c", "ravi secrets get DEPLOY_TOKEN | base64 > config.txt; echo fine > NOTES.md"]
+`)
+	secret := "tok-" + orchestrator.NewID()
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"nightshift", "vault", "set", "DEPLOY_TOKEN", "--data-dir", s.DataDir},
+		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
+		t.Fatalf("vault set: %v %s", err, errb.String())
+	}
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "leaky", "configure deploys")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
+	logs, _ := s.cli(t, "tasks", "logs", id)
+	if task.State != orchestrator.StateFailed || task.Reason != "secret_in_diff" || !strings.Contains(task.Error, "DEPLOY_TOKEN") {
+		t.Fatalf("state %s reason %q error %q\n%s", task.State, task.Reason, task.Error, logs)
+	}
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal("a change carrying a secret was pushed")
+	}
+	diff, _ := s.cli(t, "tasks", "diff", id)
+	for _, text := range []string{logs, diff, task.Error} {
+		if strings.Contains(text, secret) {
+			t.Fatalf("the secret leaked:\n%s", text)
+		}
+	}
+}
