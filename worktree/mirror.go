@@ -358,15 +358,22 @@ func (mir *mirror) resolve(base string) (string, plumbing.Hash, error) {
 		if err != nil {
 			return "", plumbing.ZeroHash, fmt.Errorf("%w: remote has no default branch", ErrBaseNotFound)
 		}
+		name := head.Target().Short()
 		r, err := storer.ResolveReference(st, plumbing.HEAD)
 		if err != nil {
-			return "", plumbing.ZeroHash, fmt.Errorf("%w: default branch %s", ErrBaseNotFound, head.Target().Short())
+			// HEAD names a branch that does not exist (a bare repository
+			// made with `git init --bare` on a git that defaults to master,
+			// then pushed a main): take main, master, or the only branch.
+			if r, err = fallbackDefault(st); err != nil {
+				return "", plumbing.ZeroHash, fmt.Errorf("%w: default branch %s", ErrBaseNotFound, head.Target().Short())
+			}
+			name = r.Name().Short()
 		}
 		h, err := peel(r.Hash())
 		if err != nil {
 			return "", plumbing.ZeroHash, err
 		}
-		return head.Target().Short(), h, nil
+		return name, h, nil
 	}
 	if hexSHA.MatchString(base) {
 		h, err := peel(plumbing.NewHash(base))
@@ -537,4 +544,32 @@ func (f *fanout) Write(p []byte) (int, error) {
 		_, _ = w.Write(p)
 	}
 	return len(p), nil
+}
+
+// fallbackDefault picks a default branch when HEAD points at a missing one:
+// main, then master, then the only branch there is.
+func fallbackDefault(st storer.ReferenceStorer) (*plumbing.Reference, error) {
+	for _, n := range []plumbing.ReferenceName{"refs/heads/main", "refs/heads/master"} {
+		if r, err := st.Reference(n); err == nil {
+			return r, nil
+		}
+	}
+	iter, err := st.IterReferences()
+	if err != nil {
+		return nil, err
+	}
+	defer iter.Close()
+	var only *plumbing.Reference
+	n := 0
+	iter.ForEach(func(r *plumbing.Reference) error {
+		if r.Name().IsBranch() && r.Type() == plumbing.HashReference {
+			only = r
+			n++
+		}
+		return nil
+	})
+	if n != 1 {
+		return nil, ErrBaseNotFound
+	}
+	return only, nil
 }

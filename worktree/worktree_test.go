@@ -329,3 +329,28 @@ func TestReuseOpenRemove(t *testing.T) {
 		t.Fatalf("bad id = %v", err)
 	}
 }
+
+// TestDefaultBranchFallback: a bare repository whose HEAD names a branch that
+// was never pushed (git init --bare defaulting to master, then main pushed)
+// still provisions, from main.
+func TestDefaultBranchFallback(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	git(t, origin, "symbolic-ref", "HEAD", "refs/heads/master")
+	m := newManager(t)
+	wt, err := m.Provision(context.Background(), Ref{TaskID: "t1", Repo: origin}, nil)
+	if err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	if wt.BaseRef != "main" || wt.BaseCommit != git(t, origin, "rev-parse", "main") {
+		t.Fatalf("base %q %s", wt.BaseRef, wt.BaseCommit)
+	}
+	// With several branches and neither main nor master, there is no guess.
+	other := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	git(t, other, "branch", "-m", "main", "trunk")
+	git(t, other, "branch", "dev", "trunk")
+	git(t, other, "symbolic-ref", "HEAD", "refs/heads/master")
+	if _, err := m.Provision(context.Background(), Ref{TaskID: "t2", Repo: other}, nil); !errors.Is(err, ErrBaseNotFound) {
+		t.Fatalf("ambiguous default branch: %v", err)
+	}
+}
