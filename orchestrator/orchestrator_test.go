@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -238,4 +239,62 @@ func TestEventEncodeKeepsRaw(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || string(back.Raw) != string(ev.Raw) || back.IdempotencyKey != "raw" {
 		t.Fatalf("round trip: %s %v", b, err)
 	}
+}
+
+type gateNotifier struct {
+	release chan struct{}
+	got     chan Task
+}
+
+func (g *gateNotifier) Notify(ctx context.Context, t Task) error {
+	<-g.release
+	g.got <- t
+	return nil
+}
+
+// TestSlowReporterDoesNotHoldUpRecording: while a reporter hangs, events
+// still become tasks; the reporter then gets every change, in order.
+func TestSlowReporterDoesNotHoldUpRecording(t *testing.T) {
+	t.Parallel()
+	bus, st := newBus(t), newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := &gateNotifier{release: make(chan struct{}), got: make(chan Task, 16)}
+	sched := NewScheduler(bus, st, SchedulerConfig{DefaultAgent: "script", Notifiers: []Notifier{n}})
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ev := event(fmt.Sprintf("slow-%d", i))
+		ev.Source, ev.Kind, ev.Target, ev.TaskID = SourceAPI, KindTaskRequested, Target{}, NewID()
+		if err := bus.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.TaskID)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, id := range ids {
+		for {
+			if _, err := st.Get(ctx, id); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s not stored while the reporter hangs", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	close(n.release)
+	for i, id := range ids {
+		select {
+		case got := <-n.got:
+			if got.ID != id || got.State != StateQueued {
+				t.Fatalf("notification %d: %s %s, want %s queued", i, got.ID, got.State, id)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("notification %d never came", i)
+		}
+	}
+	cancel()
+	<-done
 }

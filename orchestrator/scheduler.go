@@ -36,10 +36,12 @@ type SchedulerConfig struct {
 // the run is published, so a crash in between redelivers the event and the
 // idempotency key keeps it from creating a second task.
 type Scheduler struct {
-	bus   *Bus
-	store *Store
-	cfg   SchedulerConfig
-	log   *slog.Logger
+	bus        *Bus
+	store      *Store
+	cfg        SchedulerConfig
+	log        *slog.Logger
+	notifyQ    chan Task
+	notifyStop chan struct{}
 }
 
 // NewScheduler returns a scheduler.
@@ -56,7 +58,8 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "scheduler")}
+	return &Scheduler{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "scheduler"),
+		notifyQ: make(chan Task, 1024), notifyStop: make(chan struct{})}
 }
 
 // Run consumes events and state reports until ctx is done, then drains:
@@ -76,6 +79,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create recorder consumer: %w", err)
 	}
+	notifierDone := make(chan struct{})
+	go func() {
+		defer close(notifierDone)
+		s.runNotifier(context.WithoutCancel(ctx))
+	}()
+	defer func() {
+		// Runs last, when the consumers are drained: deliver what is
+		// queued, within reason.
+		close(s.notifyStop)
+		select {
+		case <-notifierDone:
+		case <-time.After(30 * time.Second):
+			s.log.Warn("reporters still busy at shutdown")
+		}
+	}()
 	// A run redelivered MaxDeliver times without finishing (workers keep
 	// crashing on it) would otherwise stay "running" forever: JetStream's
 	// advisory names it, and the task fails with a reason.
@@ -219,10 +237,44 @@ func (s *Scheduler) announce(ctx context.Context, t Task, reason string) error {
 	return nil
 }
 
+// notify hands t to the reporters without holding up recording: a slow
+// chat or forge API must not delay the states of every other task. The
+// queue keeps changes in order; reporters are idempotent and remember what
+// they reported, so a change lost in a crash is caught up by the next one.
 func (s *Scheduler) notify(ctx context.Context, t Task) {
-	for _, n := range s.cfg.Notifiers {
-		if err := n.Notify(ctx, t); err != nil {
-			s.log.Warn("notify", "task_id", t.ID, "err", err)
+	if len(s.cfg.Notifiers) == 0 {
+		return
+	}
+	select {
+	case s.notifyQ <- t:
+	case <-s.notifyStop:
+	case <-ctx.Done():
+	}
+}
+
+// runNotifier delivers queued changes to the reporters until notifyStop is
+// closed, then delivers what is still queued and returns.
+func (s *Scheduler) runNotifier(ctx context.Context) {
+	deliver := func(t Task) {
+		for _, n := range s.cfg.Notifiers {
+			if err := n.Notify(ctx, t); err != nil {
+				s.log.Warn("notify", "task_id", t.ID, "err", err)
+			}
+		}
+	}
+	for {
+		select {
+		case t := <-s.notifyQ:
+			deliver(t)
+		case <-s.notifyStop:
+			for {
+				select {
+				case t := <-s.notifyQ:
+					deliver(t)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
