@@ -10,7 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +31,11 @@ type Routes struct {
 	Ready    func(ctx context.Context) map[string]error
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+	// LoopbackHostOnly refuses API and board requests whose Host header is
+	// not a loopback name (localhost, 127.0.0.0/8, ::1). serve sets it when
+	// the API runs without tokens, so a web page cannot reach the open API
+	// through DNS rebinding. Webhooks and health checks are not affected.
+	LoopbackHostOnly bool
 }
 
 // NewHandler composes the routes into one handler.
@@ -70,25 +77,56 @@ func NewHandler(r Routes) http.Handler {
 	if r.SMS != nil {
 		mux.Handle("/hooks/sms", r.SMS)
 	}
+	guard := func(h http.Handler) http.Handler {
+		if !r.LoopbackHostOnly {
+			return h
+		}
+		return loopbackHostOnly(h)
+	}
 	if r.API != nil {
-		mux.Handle("/api/v1/", r.API)
+		mux.Handle("/api/v1/", guard(r.API))
 	}
 	if r.Identities != nil {
-		mux.Handle("/api/v1/identities", r.Identities)
-		mux.Handle("/api/v1/identities/", r.Identities)
+		mux.Handle("/api/v1/identities", guard(r.Identities))
+		mux.Handle("/api/v1/identities/", guard(r.Identities))
 	}
 	if r.MCP != nil {
 		mux.Handle("/mcp", r.MCP)
 		mux.Handle("/mcp/", r.MCP)
 	}
 	if r.Board != nil {
-		mux.Handle("/", r.Board)
+		mux.Handle("/", guard(r.Board))
 	} else {
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"name": "nightshift", "api": "/api/v1/tasks"})
 		})
 	}
 	return recoverer(r.Logger, securityHeaders(mux))
+}
+
+// loopbackHostOnly refuses requests addressed to a non-loopback host name.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHost(r.Host) {
+			writeJSON(w, http.StatusMisdirectedRequest, map[string]string{
+				"error": "this server has no API tokens and answers only requests addressed to localhost; configure api.tokens to serve other names"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func securityHeaders(h http.Handler) http.Handler {

@@ -242,6 +242,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		reg.MustRegister(api.NewCollector(store))
 		s.runners = append(s.runners, api.NewStepRecorder(bus, reg).Run)
 		routes.API = apiSrv
+		routes.LoopbackHostOnly = len(adminTokens)+len(roTokens) == 0
 		routes.Board = boardHandler(apiSrv, bus, store, logger)
 		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
 		routes.SMS = s.provider.SMSHandler()
