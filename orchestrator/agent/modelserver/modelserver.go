@@ -213,6 +213,16 @@ func (s *Server) record(req *Request) {
 }
 
 // take returns the step for a main request and its sequence number.
+// answer returns the step that answers req and its number: the next scripted
+// step for a main request, a short canned answer (number 0) for a side one.
+func (s *Server) answer(req *Request) (Step, int) {
+	if req.Main {
+		return s.take(req)
+	}
+	s.record(req)
+	return Step{Name: "side", Text: s.side, InputTokens: 10, OutputTokens: 2}, 0
+}
+
 func (s *Server) take(req *Request) (Step, int) {
 	s.mu.Lock()
 	s.requests = append(s.requests, req)

@@ -120,14 +120,7 @@ func (s *Server) serveOpenAI(w http.ResponseWriter, r *http.Request) {
 		openaiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	var st Step
-	n := 0
-	if req.Main {
-		st, n = s.take(req)
-	} else {
-		s.record(req)
-		st = Step{Name: "side", Text: s.side, InputTokens: 10, OutputTokens: 2}
-	}
+	st, n := s.answer(req)
 	if !hold(r, st) {
 		return
 	}
