@@ -340,28 +340,69 @@ func failure(err error) (reason, text string) {
 	return "error", err.Error()
 }
 
+// run is one run of a task as the worker drives it; its fields are filled
+// in step by step.
+type run struct {
+	item  WorkItem
+	rep   *reporter
+	repo  RepoSettings
+	plan  Plan
+	auth  worktree.Auth
+	ident identity.Identity
+	wt    *worktree.Worktree
+	// env is what every sandboxed step of the run gets.
+	env map[string]string
+	// spec is the sandbox every step starts from.
+	spec             sandbox.Spec
+	mcpURL, mcpToken string
+}
+
+// execute drives one run: provision, setup, agent, tests, then publish.
 func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item WorkItem, rep *reporter) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	repo := w.cfg.Repo(item.Repo)
+	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
 	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
-
-	ident, err := w.identities.ForTask(ctx, item.TaskID)
+	if err := w.provision(ctx, r); err != nil {
+		return err
+	}
+	if err := w.setup(ctx, r); err != nil {
+		return err
+	}
+	out, err := w.runAgent(ctx, stop, r)
 	if err != nil {
+		return err
+	}
+	if r.repo.Test != "" {
+		spec := r.spec
+		spec.ID = fmt.Sprintf("%s-test-%d", item.TaskID, item.Run)
+		spec.Command = []string{"sh", "-c", r.repo.Test}
+		spec.Env = r.env
+		if err := w.runStep(ctx, rep, spec, "test", "tests_failed"); err != nil {
+			return err
+		}
+	}
+	return w.publish(ctx, r, out)
+}
+
+// provision gives the run its identity, its plan, its worktree and the
+// sandbox its steps share.
+func (w *Worker) provision(ctx context.Context, r *run) error {
+	item, rep := r.item, r.rep
+	var err error
+	if r.ident, err = w.identities.ForTask(ctx, item.TaskID); err != nil {
 		return stepErr("identity", "acquire identity: %w", err)
 	}
-	ti := TaskIdentity{ID: ident.ID, Name: ident.Name, Email: ident.Email, Phone: ident.Phone}
-
-	plan := Plan{Force: true}
+	r.plan = Plan{Force: true}
 	if w.cfg.PullRequests != nil {
-		if plan, err = w.cfg.PullRequests.Plan(ctx, item); err != nil {
+		if r.plan, err = w.cfg.PullRequests.Plan(ctx, item); err != nil {
 			return stepErr("plan", "plan pull request: %w", err)
 		}
 	}
-	auth := repo.Auth
-	if plan.Auth != nil {
-		auth = *plan.Auth
+	r.auth = r.repo.Auth
+	if r.plan.Auth != nil {
+		r.auth = *r.plan.Auth
 	}
 	base := item.Base
 	if item.FollowUp {
@@ -369,110 +410,102 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		// reused when still there, else provisioned from that branch.
 		base = item.Branch
 	}
-	if plan.Base != "" {
-		base = plan.Base
+	if r.plan.Base != "" {
+		base = r.plan.Base
 	}
 	progress := rep.writer(ctx, "system")
-	wt, err := w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base,
-		Branch: item.Branch, Reuse: item.FollowUp, Auth: auth}, progress)
+	r.wt, err = w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base,
+		Branch: item.Branch, Reuse: item.FollowUp, Auth: r.auth}, progress)
 	progress.Close()
 	if err != nil {
 		return stepErr("provision", "provision worktree: %w", err)
 	}
-	rep.line(ctx, "system", fmt.Sprintf("worktree on %s from %s (%s)", wt.Branch, wt.BaseRef, short(wt.BaseCommit)))
+	rep.line(ctx, "system", fmt.Sprintf("worktree on %s from %s (%s)", r.wt.Branch, r.wt.BaseRef, short(r.wt.BaseCommit)))
 
-	env := map[string]string{
+	r.env = map[string]string{
 		"NIGHTSHIFT_TASK_ID":  item.TaskID,
-		"GIT_AUTHOR_NAME":     ident.Name,
-		"GIT_AUTHOR_EMAIL":    ident.Email,
-		"GIT_COMMITTER_NAME":  ident.Name,
-		"GIT_COMMITTER_EMAIL": ident.Email,
+		"GIT_AUTHOR_NAME":     r.ident.Name,
+		"GIT_AUTHOR_EMAIL":    r.ident.Email,
+		"GIT_COMMITTER_NAME":  r.ident.Name,
+		"GIT_COMMITTER_EMAIL": r.ident.Email,
 	}
 	for k, v := range w.cfg.Env(item.Agent) {
-		env[k] = v
+		r.env[k] = v
 	}
-	sbase := sandbox.Spec{Dir: wt.Dir, ReadOnly: wt.ReadOnlyPaths, ReadOnlyInDir: wt.ProtectedGitPaths,
-		Timeout: repo.Timeout, AllowHosts: repo.AllowHosts, Tools: w.cfg.Tools,
+	r.spec = sandbox.Spec{Dir: r.wt.Dir, ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,
+		Timeout: r.repo.Timeout, AllowHosts: r.repo.AllowHosts, Tools: w.cfg.Tools,
 		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}
-	var mcpURL, mcpToken string
 	if w.cfg.MCPAddr != "" {
-		tok, err := w.identities.IssueToken(ctx, ident.ID, identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent})
+		tok, err := w.identities.IssueToken(ctx, r.ident.ID, identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent})
 		if err != nil {
 			return stepErr("identity", "issue agent token: %w", err)
 		}
-		mcpURL, mcpToken = w.serviceURL(&sbase, MCPPort, w.cfg.MCPAddr)+"/mcp", tok
-		env["NIGHTSHIFT_MCP_URL"], env["NIGHTSHIFT_MCP_TOKEN"] = mcpURL, mcpToken
+		r.mcpURL, r.mcpToken = w.serviceURL(&r.spec, MCPPort, w.cfg.MCPAddr)+"/mcp", tok
+		r.env["NIGHTSHIFT_MCP_URL"], r.env["NIGHTSHIFT_MCP_TOKEN"] = r.mcpURL, r.mcpToken
 		if rep.redact != nil {
 			rep.redact = chainRedactors(w.cfg.NewRedactor(map[string]string{"NIGHTSHIFT_MCP_TOKEN": tok}), rep.redact)
 		}
 	}
+	return nil
+}
 
-	// Setup: the repo's configured command, then the setup files users
-	// already have (.nightshift/setup.sh, Cursor's and 1Code's worktree
-	// configs), with network per the repo's allowlist. A follow-up reuses a
-	// worktree that is already set up.
-	if !item.FollowUp {
-		setups, err := agent.SetupCommands(wt.Dir, repo.Setup)
-		if err != nil {
-			return stepErr("setup_failed", "read setup files: %w", err)
-		}
-		setupEnv := map[string]string{}
-		for k, v := range env {
-			setupEnv[k] = v
-		}
-		for k, v := range agent.SetupEnv(wt.Dir) {
-			setupEnv[k] = v
-		}
-		for i, argv := range setups {
-			spec := sbase
-			spec.ID = fmt.Sprintf("%s-setup-%d-%d", item.TaskID, item.Run, i)
-			spec.Command = argv
-			spec.Env = setupEnv
-			if err := w.runStep(ctx, rep, spec, "setup", "setup_failed"); err != nil {
-				return err
-			}
+// setup runs the repo's configured command, then the setup files users
+// already have (.nightshift/setup.sh, Cursor's and 1Code's worktree
+// configs), with network per the repo's allowlist. A follow-up reuses a
+// worktree that is already set up.
+func (w *Worker) setup(ctx context.Context, r *run) error {
+	if r.item.FollowUp {
+		return nil
+	}
+	setups, err := agent.SetupCommands(r.wt.Dir, r.repo.Setup)
+	if err != nil {
+		return stepErr("setup_failed", "read setup files: %w", err)
+	}
+	env := merge(r.env, agent.SetupEnv(r.wt.Dir))
+	for i, argv := range setups {
+		spec := r.spec
+		spec.ID = fmt.Sprintf("%s-setup-%d-%d", r.item.TaskID, r.item.Run, i)
+		spec.Command = argv
+		spec.Env = env
+		if err := w.runStep(ctx, r.rep, spec, "setup", "setup_failed"); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	rep.state(ctx, StateRunning, "agent "+item.Agent, Patch{Identity: &ti, BaseCommit: &wt.BaseCommit})
+// runAgent runs the agent in the sandbox, through the model gateway when
+// there is one, and returns what it reported.
+func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *run) (agent.Outcome, error) {
+	item, rep := r.item, r.rep
+	ti := TaskIdentity{ID: r.ident.ID, Name: r.ident.Name, Email: r.ident.Email, Phone: r.ident.Phone}
+	rep.state(ctx, StateRunning, "agent "+item.Agent, Patch{Identity: &ti, BaseCommit: &r.wt.BaseCommit})
 	adapter, err := w.agents.Adapter(item.Agent)
 	if err != nil {
-		return stepErr("agent_unknown", "agent %q: %w", item.Agent, err)
-	}
-	prompt := item.Prompt
-	if item.FollowUp && len(item.Messages) > 0 {
-		var b strings.Builder
-		for i, m := range item.Messages {
-			if i > 0 {
-				b.WriteString("\n\n")
-			}
-			b.WriteString(m.Text)
-		}
-		prompt = b.String()
-	}
-	if plan.PromptContext != "" {
-		prompt += "\n\n" + plan.PromptContext
+		return agent.Outcome{}, stepErr("agent_unknown", "agent %q: %w", item.Agent, err)
 	}
 	// The agent's HOME lives beside the worktree and persists across the
 	// task's runs (a follow-up resumes the session stored there); a fresh
 	// run starts with an empty one.
-	home := filepath.Join(filepath.Dir(wt.Dir), "home")
+	home := filepath.Join(filepath.Dir(r.wt.Dir), "home")
 	if !item.FollowUp {
 		os.RemoveAll(home)
 	}
 	if err := os.MkdirAll(home, 0o700); err != nil {
-		return stepErr("provision", "create agent home: %w", err)
+		return agent.Outcome{}, stepErr("provision", "create agent home: %w", err)
 	}
 	insideHome := home
 	if w.cfg.SandboxHome != "" {
 		insideHome = w.cfg.SandboxHome
 	}
-	req := agent.Request{Prompt: prompt, SessionID: item.SessionID, Dir: wt.Dir, Home: insideHome, Env: env, MCPURL: mcpURL, MCPToken: mcpToken}
+	spec := r.spec
+	req := agent.Request{Prompt: prompt(item, r.plan), SessionID: item.SessionID, Dir: r.wt.Dir, Home: insideHome,
+		Env: r.env, MCPURL: r.mcpURL, MCPToken: r.mcpToken}
 	if w.cfg.Gateway != nil && w.cfg.GatewayAddr != "" {
 		hooks := gateway.Hooks{
 			OnSoftLimit: func(u gateway.Usage) {
 				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; committing a checkpoint", u.Tokens()))
-				w.checkpoint(ctx, wt, ident, item, plan, auth, rep, false)
+				w.checkpoint(ctx, r, false)
 			},
 			OnHardLimit: func(u gateway.Usage) {
 				rep.line(ctx, "system", fmt.Sprintf("budget exhausted at %d tokens ($%.4f); stopping the agent", u.Tokens(), u.CostUSD))
@@ -482,46 +515,36 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		if rep.redact != nil {
 			hooks.Redact = rep.redact.String
 		}
-		gtok := w.cfg.Gateway.Register(item.TaskID, repo.Budget, hooks)
+		gtok := w.cfg.Gateway.Register(item.TaskID, r.repo.Budget, hooks)
 		defer w.cfg.Gateway.Unregister(item.TaskID)
-		req.GatewayURL, req.GatewayToken = w.serviceURL(&sbase, GatewayPort, w.cfg.GatewayAddr), gtok
+		req.GatewayURL, req.GatewayToken = w.serviceURL(&spec, GatewayPort, w.cfg.GatewayAddr), gtok
 	}
 	inv, err := adapter.Prepare(req)
 	if err != nil {
-		return stepErr("agent_failed", "prepare agent: %w", err)
+		return agent.Outcome{}, stepErr("agent_failed", "prepare agent: %w", err)
 	}
 	for rel, content := range inv.Files {
 		p := filepath.Join(home, filepath.Clean("/"+rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return stepErr("agent_failed", "write agent file: %w", err)
+			return agent.Outcome{}, stepErr("agent_failed", "write agent file: %w", err)
 		}
 		if err := os.WriteFile(p, content, 0o600); err != nil {
-			return stepErr("agent_failed", "write agent file: %w", err)
+			return agent.Outcome{}, stepErr("agent_failed", "write agent file: %w", err)
 		}
 	}
-	agentEnv := map[string]string{}
-	for k, v := range env {
-		agentEnv[k] = v
-	}
-	for k, v := range inv.Env {
-		agentEnv[k] = v
-	}
-	agentLog := rep.writer(ctx, "agent")
 	parser := adapter.NewParser(func(l agent.Line) { rep.line(ctx, "agent", kindPrefix(l.Kind)+l.Text) })
 	stderr := rep.writer(ctx, "agent")
-	spec := sbase
 	spec.ID = fmt.Sprintf("%s-agent-%d", item.TaskID, item.Run)
 	spec.Home = home
 	spec.Command = inv.Argv
-	spec.Env = agentEnv
+	spec.Env = merge(r.env, inv.Env)
 	spec.Stdin = strings.NewReader(inv.Stdin)
 	spec.Stdout = parser
 	spec.Stderr = stderr
 	res, err := w.sandboxes.Run(ctx, spec)
-	agentLog.Close()
 	stderr.Close()
 	if err != nil {
-		return stepErr("sandbox", "start agent: %w", err)
+		return agent.Outcome{}, stepErr("sandbox", "start agent: %w", err)
 	}
 	w.cfg.Metrics.sandboxEnded(res.Reason)
 	out := parser.Outcome(res.ExitCode)
@@ -534,36 +557,48 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	rep.usage = &usage
 	if errors.Is(context.Cause(ctx), errBudget) {
 		// Keep the work: commit what the agent left and push it.
-		w.checkpoint(context.WithoutCancel(ctx), wt, ident, item, plan, auth, rep, true)
-		return context.Cause(ctx)
+		w.checkpoint(context.WithoutCancel(ctx), r, true)
+		return out, context.Cause(ctx)
 	}
 	if err := context.Cause(ctx); err != nil {
-		return err
+		return out, err
 	}
 	if !res.OK() {
-		return stepErr(reasonOf(res, "agent_failed"), "agent %s: %s", item.Agent, res.Reason)
+		return out, stepErr(reasonOf(res, "agent_failed"), "agent %s: %s", item.Agent, res.Reason)
 	}
 	if out.Err != nil {
-		return stepErr("agent_failed", "agent %s: %w", item.Agent, out.Err)
+		return out, stepErr("agent_failed", "agent %s: %w", item.Agent, out.Err)
 	}
-
 	rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
-	if repo.Test != "" {
-		spec := sbase
-		spec.ID = fmt.Sprintf("%s-test-%d", item.TaskID, item.Run)
-		spec.Command = []string{"sh", "-c", repo.Test}
-		spec.Env = env
-		if err := w.runStep(ctx, rep, spec, "test", "tests_failed"); err != nil {
-			return err
-		}
-	}
+	return out, nil
+}
 
+// prompt is what the agent is asked: the task's prompt, or a follow-up's
+// messages, plus what the plan adds (a failing CI log).
+func prompt(item WorkItem, plan Plan) string {
+	p := item.Prompt
+	if item.FollowUp && len(item.Messages) > 0 {
+		texts := make([]string, len(item.Messages))
+		for i, m := range item.Messages {
+			texts[i] = m.Text
+		}
+		p = strings.Join(texts, "\n\n")
+	}
+	if plan.PromptContext != "" {
+		p += "\n\n" + plan.PromptContext
+	}
+	return p
+}
+
+// publish commits what the agent left as the task identity, checks and
+// publishes the diff, pushes, and opens the pull request.
+func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
+	item, rep := r.item, r.rep
 	// The summary goes into the commit and the PR: no secret may ride along.
 	summary := out.Summary
 	if rep.redact != nil {
 		summary = rep.redact.String(summary)
 	}
-	msg := commitMessage(item, summary)
 	var coAuthors []worktree.Signature
 	if item.Actor.Email != "" {
 		name := item.Actor.Name
@@ -572,10 +607,10 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		}
 		coAuthors = append(coAuthors, worktree.Signature{Name: name, Email: item.Actor.Email})
 	}
-	commit, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{
-		Author: worktree.Signature{Name: ident.Name, Email: ident.Email}, Message: msg,
+	commit, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{
+		Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email}, Message: commitMessage(item, summary),
 		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}},
-		CoAuthors: coAuthors, AllowProtected: repo.AllowProtected, Protected: repo.Protected, When: w.cfg.Clock()})
+		CoAuthors: coAuthors, AllowProtected: r.repo.AllowProtected, Protected: r.repo.Protected, When: w.cfg.Clock()})
 	if err != nil {
 		var pe *worktree.ProtectedPathError
 		if errors.As(err, &pe) {
@@ -590,12 +625,11 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	// The diff is published (redacted) for the API and the board, and is
 	// the last check before anything leaves: a change that contains the
 	// value of a secret the task could read is never pushed.
-	d, err := w.worktrees.Diff(ctx, wt)
+	d, err := w.worktrees.Diff(ctx, r.wt)
 	if err != nil {
 		return stepErr("diff", "diff against the base: %w", err)
 	}
-	stat := DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
-	result.Diff = stat
+	result.Diff = DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
 	patch := d.Patch
 	if rep.redact != nil {
 		patch = rep.redact.String(patch)
@@ -608,25 +642,21 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	if len(patch) > 2<<20 {
 		patch = patch[:2<<20] + "\n[diff truncated]\n"
 	}
-	if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: stat, Patch: patch}); err != nil {
+	if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: result.Diff, Patch: patch}); err != nil {
 		rep.log.Warn("publish diff", "err", err)
 	}
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
-	pushBranch := item.Branch
-	if plan.PushBranch != "" {
-		pushBranch = plan.PushBranch
-	}
-	result.Branch = pushBranch
-	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Remote: plan.PushRemote, Branch: pushBranch, Auth: auth, Force: plan.Force}); err != nil {
+	result.Branch = r.pushBranch()
+	if _, err := w.worktrees.Push(ctx, r.wt, worktree.PushRequest{Remote: r.plan.PushRemote, Branch: result.Branch, Auth: r.auth, Force: r.plan.Force}); err != nil {
 		w.cfg.Metrics.pushFailed()
-		return stepErr("push_rejected", "push %s: %w", pushBranch, err)
+		return stepErr("push_rejected", "push %s: %w", result.Branch, err)
 	}
-	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), pushBranch))
-	review := item.Repo + "#" + pushBranch
+	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), result.Branch))
+	review := item.Repo + "#" + result.Branch
 	p := Patch{Review: &review}
 	if w.cfg.PullRequests != nil {
-		url, err := w.cfg.PullRequests.Open(ctx, item, plan, result)
+		url, err := w.cfg.PullRequests.Open(ctx, item, r.plan, result)
 		if err != nil {
 			w.cfg.Metrics.pushFailed()
 			return stepErr("pull_request", "open pull request: %w", err)
@@ -638,6 +668,26 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	}
 	rep.state(ctx, StateReview, "pushed", p)
 	return nil
+}
+
+// pushBranch is the remote branch the run's work goes to.
+func (r *run) pushBranch() string {
+	if r.plan.PushBranch != "" {
+		return r.plan.PushBranch
+	}
+	return r.item.Branch
+}
+
+// merge returns a new map with base's entries, then extra's.
+func merge(base, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
 }
 
 // serviceURL returns how the sandbox reaches a host service: a loopback
@@ -652,11 +702,12 @@ func (w *Worker) serviceURL(spec *sandbox.Spec, port int, hostAddr string) strin
 
 // checkpoint commits what the agent has left so far; with push it also
 // pushes the task branch, so work survives a run stopped by its budget.
-func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident identity.Identity, item WorkItem, plan Plan, auth worktree.Auth, rep *reporter, push bool) {
-	c, err := w.worktrees.Commit(ctx, wt, worktree.CommitRequest{Author: worktree.Signature{Name: ident.Name, Email: ident.Email},
-		Message:        "nightshift: checkpoint of task " + item.TaskID,
-		Trailers:       []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
-		AllowProtected: false, When: w.cfg.Clock()})
+func (w *Worker) checkpoint(ctx context.Context, r *run, push bool) {
+	rep := r.rep
+	c, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email},
+		Message:   "nightshift: checkpoint of task " + r.item.TaskID,
+		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(r.item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
+		Protected: r.repo.Protected, AllowProtected: r.repo.AllowProtected, When: w.cfg.Clock()})
 	if err != nil {
 		rep.line(ctx, "system", "checkpoint: "+err.Error())
 		return
@@ -669,11 +720,8 @@ func (w *Worker) checkpoint(ctx context.Context, wt *worktree.Worktree, ident id
 	if !push {
 		return
 	}
-	branch := item.Branch
-	if plan.PushBranch != "" {
-		branch = plan.PushBranch
-	}
-	if _, err := w.worktrees.Push(ctx, wt, worktree.PushRequest{Remote: plan.PushRemote, Branch: branch, Auth: auth, Force: plan.Force}); err != nil {
+	branch := r.pushBranch()
+	if _, err := w.worktrees.Push(ctx, r.wt, worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}); err != nil {
 		rep.line(ctx, "system", "checkpoint push: "+err.Error())
 		return
 	}
