@@ -414,8 +414,15 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		base = r.plan.Base
 	}
 	progress := rep.writer(ctx, "system")
-	r.wt, err = w.worktrees.Provision(ctx, worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base,
-		Branch: item.Branch, Reuse: item.FollowUp, Auth: r.auth}, progress)
+	ref := worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base, Branch: item.Branch, Reuse: item.FollowUp, Auth: r.auth}
+	r.wt, err = w.worktrees.Provision(ctx, ref, progress)
+	if err != nil && item.FollowUp && r.plan.Base == "" && errors.Is(err, worktree.ErrBaseNotFound) {
+		// The earlier run never pushed and its worktree is gone: start
+		// the follow-up from the task's own base.
+		rep.line(ctx, "system", "no pushed branch to continue from; starting from "+orDefault(item.Base))
+		ref.Base = item.Base
+		r.wt, err = w.worktrees.Provision(ctx, ref, progress)
+	}
 	progress.Close()
 	if err != nil {
 		return stepErr("provision", "provision worktree: %w", err)
@@ -668,6 +675,13 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 	}
 	rep.state(ctx, StateReview, "pushed", p)
 	return nil
+}
+
+func orDefault(base string) string {
+	if base == "" {
+		return "the default branch"
+	}
+	return base
 }
 
 // pushBranch is the remote branch the run's work goes to.

@@ -724,3 +724,30 @@ agents:
 		}
 	}
 }
+
+// TestFollowUpAfterAFailedRunWhoseWorktreeIsGone: a follow-up to a task whose
+// only run failed (nothing pushed) and whose worktree was collected starts
+// again from the task's base.
+func TestFollowUpAfterAFailedRunWhoseWorktreeIsGone(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+agents:
+  picky:
+    command: ["sh", "-c", "if [ \"$NIGHTSHIFT_PROMPT\" = 'try again' ]; then echo ok > NOTES.md; else exit 1; fi"]
+`)
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "picky", "first try")
+	s.waitState(t, id, 60*time.Second, orchestrator.StateFailed)
+	if err := os.RemoveAll(filepath.Join(s.DataDir, "tasks", id)); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.cli(t, "tasks", "message", id, "try again"); err != nil {
+		t.Fatalf("message: %v %s", err, out)
+	}
+	s.waitRunReview(t, id, 2, 60*time.Second)
+	if got := gitRun(t, origin, "show", "nightshift/"+id+":NOTES.md"); got != "ok" {
+		t.Fatalf("NOTES.md = %q", got)
+	}
+}
