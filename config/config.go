@@ -148,6 +148,8 @@ type Ravi struct {
 type Sandbox struct {
 	// Driver is bwrap (default) or process (no isolation, explicit opt-in).
 	Driver string `yaml:"driver"`
+	// Bwrap is the bubblewrap executable. Default: bwrap on PATH.
+	Bwrap string `yaml:"bwrap"`
 	// Timeout is the default wall-clock limit of one agent run. Default 30m.
 	Timeout Duration `yaml:"timeout"`
 	// MemoryBytes limits the sandbox's memory; 0 means the driver default.

@@ -11,8 +11,8 @@ import (
 const sandboxPath = "/run/nightshift/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // newBwrapDriver returns the bubblewrap driver, or why it cannot run here.
-func newBwrapDriver(ctx context.Context) (*bwrap.Driver, error) {
-	cfg := bwrap.Config{Path: sandboxPath}
+func newBwrapDriver(ctx context.Context, executable string) (*bwrap.Driver, error) {
+	cfg := bwrap.Config{Path: sandboxPath, Bwrap: executable}
 	if err := bwrap.AvailableWith(ctx, cfg); err != nil {
 		return nil, err
 	}

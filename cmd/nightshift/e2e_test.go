@@ -751,3 +751,21 @@ agents:
 		t.Fatalf("NOTES.md = %q", got)
 	}
 }
+
+// TestServeRefusesWithoutASafeSandbox: with bubblewrap unusable and the
+// unsafe driver not chosen, serve does not start, and says what to do.
+func TestServeRefusesWithoutASafeSandbox(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nightshift.yaml")
+	os.WriteFile(cfg, []byte("sandbox: {bwrap: /nonexistent/bwrap}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"), 0o600)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"nightshift", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "d"), "--listen", "127.0.0.1:0"},
+		baseEnv(t), strings.NewReader(""), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "bubblewrap is not usable") || !strings.Contains(err.Error(), "sandbox.driver: process") {
+		t.Fatalf("want a refusal that names the way out, got %v", err)
+	}
+	if strings.Contains(out.String(), "listening") {
+		t.Fatal("serve started without a sandbox")
+	}
+}
