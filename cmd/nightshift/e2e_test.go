@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/ravi/ravitest"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -767,5 +769,71 @@ func TestServeRefusesWithoutASafeSandbox(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "listening") {
 		t.Fatal("serve started without a sandbox")
+	}
+}
+
+// TestRaviIdentityProvider runs a task with identity.provider: ravi against
+// a fake Ravi API: the agent's identity (and its git author) comes from Ravi,
+// its OTP arrives in Ravi's inbox, and the identity is deleted when the task
+// is cancelled.
+func TestRaviIdentityProvider(t *testing.T) {
+	t.Parallel()
+	fake := ravitest.New(t)
+	s := startTestServer(t, fmt.Sprintf(`
+sandbox: {driver: process}
+identity:
+  provider: ravi
+  ravi: {api_url: %q, key: %q}
+agents:
+  signup:
+    command: ["sh", "-c", "ravi get email > EMAIL.txt && ravi inbox sms --wait 60s | grep -oE 'code is [0-9]{6}' | grep -oE '[0-9]{6}' > OTP.txt"]
+  waiter:
+    command: ["sh", "-c", "sleep 1000"]
+`, fake.URL, ravitest.Key))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "signup", "sign up")
+	task := s.waitState(t, id, 60*time.Second, orchestrator.StateRunning, orchestrator.StateFailed)
+	var uuid string
+	for _, ri := range fake.Identities() {
+		if ri.Email == task.Identity.Email {
+			uuid = ri.UUID
+		}
+	}
+	if uuid == "" || !strings.HasSuffix(task.Identity.Email, "@raviapp.test") {
+		t.Fatalf("task identity %+v is not one of Ravi's: %+v", task.Identity, fake.Identities())
+	}
+	fake.Deliver(uuid, identity.KindSMS, "", "Your code is 424242")
+	task = s.waitState(t, id, 60*time.Second, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateReview {
+		logs, _ := s.cli(t, "tasks", "logs", id)
+		t.Fatalf("task failed: %s\n%s", task.Error, logs)
+	}
+	ref := "nightshift/" + id
+	if got := gitRun(t, origin, "show", ref+":OTP.txt"); got != "424242" {
+		t.Fatalf("OTP.txt = %q", got)
+	}
+	if who := gitRun(t, origin, "log", "-1", "--format=%ae", ref); who != task.Identity.Email {
+		t.Fatalf("author %q, identity %q", who, task.Identity.Email)
+	}
+	// A task that ends releases its Ravi identity.
+	other := s.dispatch(t, origin, "waiter", "wait")
+	waiting := s.waitState(t, other, 60*time.Second, orchestrator.StateRunning)
+	s.cli(t, "tasks", "cancel", other)
+	s.waitState(t, other, 60*time.Second, orchestrator.StateCancelled)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gone := true
+		for _, ri := range fake.Identities() {
+			if ri.Email == waiting.Identity.Email {
+				gone = false
+			}
+		}
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cancelled task's Ravi identity %s was not deleted", waiting.Identity.Email)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

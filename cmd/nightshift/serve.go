@@ -25,6 +25,7 @@ import (
 	"github.com/nightshift/nightshift/identity/identityapi"
 	"github.com/nightshift/nightshift/identity/local"
 	"github.com/nightshift/nightshift/identity/mcpserver"
+	"github.com/nightshift/nightshift/identity/ravi"
 	"github.com/nightshift/nightshift/ingress"
 	"github.com/nightshift/nightshift/ingress/api"
 	"github.com/nightshift/nightshift/ingress/webhook"
@@ -188,18 +189,13 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := orchestrator.NewMetrics(reg)
 
-	// Identities.
-	twilio, err := resolve(cfg.Identity.TwilioAuthToken)
+	// Identities: the built-in local provider (mail over SMTP, SMS from a
+	// number pool) or Ravi's API.
+	provider, err := s.newIdentityProvider(cfg, resolve, logger)
 	if err != nil {
-		return nil, fmt.Errorf("identity.twilio_auth_token: %w", err)
+		return nil, err
 	}
-	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
-		PhonePool: cfg.Identity.PhonePool, TwilioAuthToken: twilio, SMSWebhookURL: strings.TrimRight(cfg.PublicURL, "/") + "/hooks/sms",
-		Logger: logger})
-	if err != nil {
-		return nil, fmt.Errorf("identity provider: %w", err)
-	}
-	ids, err := identity.NewService(ctx, s.db, s.provider, identity.Config{Domain: cfg.Identity.Domain, Logger: logger})
+	ids, err := identity.NewService(ctx, s.db, provider, identity.Config{Domain: cfg.Identity.Domain, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
@@ -245,7 +241,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		routes.LoopbackHostOnly = len(adminTokens)+len(roTokens) == 0
 		routes.Board = boardHandler(apiSrv, bus, store, logger)
 		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
-		routes.SMS = s.provider.SMSHandler()
+		if s.provider != nil {
+			routes.SMS = s.provider.SMSHandler()
+		}
 		hooks, err := newWebhooks(bus, cfg, resolve, resolveAll, replier, reg, logger)
 		if err != nil {
 			return nil, err
@@ -322,10 +320,12 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		})
 	}
 
-	if err := s.provider.Start(ctx); err != nil {
-		logger.Warn("identity mail intake not started", "err", err)
-	} else {
-		s.closers = append(s.closers, func() { s.provider.Stop(context.Background()) })
+	if s.provider != nil { // with Ravi, Ravi receives mail and SMS itself
+		if err := s.provider.Start(ctx); err != nil {
+			logger.Warn("identity mail intake not started", "err", err)
+		} else {
+			s.closers = append(s.closers, func() { s.provider.Stop(context.Background()) })
+		}
 	}
 
 	s.http = &http.Server{Handler: ingress.NewHandler(routes), ReadHeaderTimeout: 10 * time.Second,
@@ -472,6 +472,33 @@ func (s *server) collectGarbage(ctx context.Context, worker *orchestrator.Worker
 		case <-tick.C:
 		}
 	}
+}
+
+// newIdentityProvider returns the configured identity provider; the local
+// one is kept on s for its SMTP intake and SMS webhook.
+func (s *server) newIdentityProvider(cfg *config.Config, resolve func(config.Secret) (string, error), logger *slog.Logger) (identity.Provider, error) {
+	if cfg.Identity.Provider == "ravi" {
+		key, err := resolve(cfg.Identity.Ravi.Key)
+		if err != nil {
+			return nil, fmt.Errorf("identity.ravi.key: %w", err)
+		}
+		p, err := ravi.New(ravi.Config{APIURL: cfg.Identity.Ravi.APIURL, Key: ravi.Key(key), Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("identity provider ravi: %w", err)
+		}
+		return p, nil
+	}
+	twilio, err := resolve(cfg.Identity.TwilioAuthToken)
+	if err != nil {
+		return nil, fmt.Errorf("identity.twilio_auth_token: %w", err)
+	}
+	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
+		PhonePool: cfg.Identity.PhonePool, TwilioAuthToken: twilio, SMSWebhookURL: strings.TrimRight(cfg.PublicURL, "/") + "/hooks/sms",
+		Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("identity provider: %w", err)
+	}
+	return s.provider, nil
 }
 
 // sandboxHome is where a task's HOME appears inside the sandbox.
