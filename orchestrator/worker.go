@@ -63,6 +63,9 @@ type WorkerConfig struct {
 	Repo func(repo string) RepoSettings
 	// Env returns extra environment for an agent (from its config). Optional.
 	Env func(agent string) map[string]string
+	// Model returns the model an agent is asked to use ("" = the CLI's
+	// default). Optional.
+	Model func(agent string) string
 	// Redactor cleans every line that leaves the task. Optional.
 	Redactor Redactor
 	// PullRequests plans branches and opens pull requests. Nil: the branch
@@ -508,6 +511,9 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	spec := r.spec
 	req := agent.Request{Prompt: prompt(item, r.plan), SessionID: item.SessionID, Dir: r.wt.Dir, Home: insideHome,
 		Env: r.env, MCPURL: r.mcpURL, MCPToken: r.mcpToken}
+	if w.cfg.Model != nil {
+		req.Model = w.cfg.Model(item.Agent)
+	}
 	if w.cfg.Gateway != nil && w.cfg.GatewayAddr != "" {
 		hooks := gateway.Hooks{
 			OnSoftLimit: func(u gateway.Usage) {

@@ -95,7 +95,12 @@ func TestClaudeCodeTaskEndToEnd(t *testing.T) {
 	t.Parallel()
 	s, ms, canary := realAgentServer(t, "claude")
 	ms.Script(
-		modelserver.Step{Name: "edit", ToolCalls: []modelserver.ToolCall{{ID: "toolu_edit", Name: "Bash",
+		modelserver.Step{Name: "edit", Check: func(r *modelserver.Request) error {
+			if r.Model != "claude-sonnet-4-5" {
+				return fmt.Errorf("model %q, want the configured claude-sonnet-4-5", r.Model)
+			}
+			return nil
+		}, ToolCalls: []modelserver.ToolCall{{ID: "toolu_edit", Name: "Bash",
 			Input: map[string]any{"command": "echo from-agent > NOTES.md && env > /tmp/env.txt", "description": "write the note"}}}},
 		modelserver.Step{Name: "test", Check: func(r *modelserver.Request) error { _, err := r.Result("toolu_edit"); return err },
 			ToolCalls: []modelserver.ToolCall{{ID: "toolu_test", Name: "Bash",
@@ -105,7 +110,8 @@ func TestClaudeCodeTaskEndToEnd(t *testing.T) {
 			if err == nil && !strings.Contains(out, "TESTS PASS") {
 				return fmt.Errorf("test result %q", out)
 			}
-			if err == nil && !strings.HasSuffix(strings.TrimSpace(out), "0") {
+			// The command prints the number of env lines holding the key.
+			if err == nil && !strings.Contains(out, "TESTS PASS\n0\n") {
 				return fmt.Errorf("the canary key is in the sandbox environment: %q", out)
 			}
 			return err
@@ -120,7 +126,12 @@ func TestCodexTaskEndToEnd(t *testing.T) {
 	t.Parallel()
 	s, ms, canary := realAgentServer(t, "codex")
 	ms.Script(
-		modelserver.Step{Name: "edit", ToolCalls: []modelserver.ToolCall{{ID: "call_edit", Name: "exec_command",
+		modelserver.Step{Name: "edit", Check: func(r *modelserver.Request) error {
+			if r.Model != "gpt-5.1-codex-mini" {
+				return fmt.Errorf("model %q, want the configured gpt-5.1-codex-mini", r.Model)
+			}
+			return nil
+		}, ToolCalls: []modelserver.ToolCall{{ID: "call_edit", Name: "exec_command",
 			Input: map[string]any{"cmd": "echo from-agent > NOTES.md && grep -q from-agent NOTES.md && echo TESTS PASS; env | grep -c " + canary[:12] + " || true"}}}},
 		modelserver.Step{Name: "done", Check: func(r *modelserver.Request) error {
 			out, err := r.Result("call_edit")

@@ -310,7 +310,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 					Protected: r.Protected, AllowProtected: r.AllowProtected,
 					Budget: gateway.Budget{Tokens: r.Budget.Tokens, CostUSD: r.Budget.CostUSD}}
 			},
-			Env: func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
+			Env:   func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
+			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
 		})
 		if err != nil {
 			return nil, err
