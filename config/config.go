@@ -168,7 +168,7 @@ type Worker struct {
 
 // Vault configures the secret store.
 type Vault struct {
-	// KeyFile holds the root key. Default <data_dir>/vault.key.
+	// KeyFile holds the root key. Default <data_dir>/vault.key (empty here).
 	KeyFile string `yaml:"key_file"`
 }
 
@@ -314,7 +314,6 @@ func (c *Config) withDefaults() {
 	def(&c.Identity.SMTPListen, "127.0.0.1:2525")
 	def(&c.Sandbox.Driver, "bwrap")
 	def(&c.DefaultAgent, "claude")
-	def(&c.Vault.KeyFile, path.Join(c.DataDir, "vault.key"))
 	if c.GitHub.AttemptCap == 0 {
 		c.GitHub.AttemptCap = 3
 	}

@@ -296,14 +296,17 @@ const (
 // SelectKeySource picks the root key source the way every nightshift
 // command does: envKey (NIGHTSHIFT_VAULT_KEY) when set, else passphrase
 // (NIGHTSHIFT_VAULT_PASSPHRASE) with its salt in <dataDir>/vault.salt, else
-// the key file <dataDir>/vault.key, created on first use.
-func SelectKeySource(dataDir, envKeyValue, passphrase string, logger *slog.Logger) (KeySource, KeyChoice) {
+// the key file keyFile ("" means <dataDir>/vault.key), created on first use.
+func SelectKeySource(dataDir, keyFile, envKeyValue, passphrase string, logger *slog.Logger) (KeySource, KeyChoice) {
+	if keyFile == "" {
+		keyFile = filepath.Join(dataDir, "vault.key")
+	}
 	switch {
 	case envKeyValue != "":
 		return EnvKey(envKeyValue), KeyFromEnv
 	case passphrase != "":
 		return PassphraseKey([]byte(passphrase), filepath.Join(dataDir, "vault.salt")), KeyFromPassphrase
 	default:
-		return FileKey(filepath.Join(dataDir, "vault.key"), logger), KeyFromFile
+		return FileKey(keyFile, logger), KeyFromFile
 	}
 }

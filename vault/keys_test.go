@@ -115,7 +115,7 @@ func TestSelectKeySource(t *testing.T) {
 	}{
 		{"k", "p", vault.KeyFromEnv}, {"", "p", vault.KeyFromPassphrase}, {"", "", vault.KeyFromFile},
 	} {
-		if _, got := vault.SelectKeySource(dir, tc.env, tc.pass, nil); got != tc.want {
+		if _, got := vault.SelectKeySource(dir, "", tc.env, tc.pass, nil); got != tc.want {
 			t.Errorf("%+v: got %s", tc, got)
 		}
 	}
@@ -165,5 +165,23 @@ func TestKeySourceConformance(t *testing.T) {
 				t.Fatalf("key source prints its secret: %s", s)
 			}
 		})
+	}
+}
+
+func TestSelectKeySourceKeyFile(t *testing.T) {
+	t.Parallel()
+	dir, other := t.TempDir(), filepath.Join(t.TempDir(), "root.key")
+	ks, choice := vault.SelectKeySource(dir, other, "", "", nil)
+	if choice != vault.KeyFromFile {
+		t.Fatalf("choice %s", choice)
+	}
+	if _, err := ks.RootKey(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("key file not created at the configured path: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vault.key")); err == nil {
+		t.Fatal("key file created in the data dir instead")
 	}
 }

@@ -78,7 +78,6 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	if o.dataDir != "" {
 		cfg.DataDir = o.dataDir
-		cfg.Vault.KeyFile = filepath.Join(o.dataDir, "vault.key")
 	}
 	if o.listen != "" {
 		cfg.Listen = o.listen
@@ -177,7 +176,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if err != nil {
 		return nil, err
 	}
-	keys, choice := vault.SelectKeySource(cfg.DataDir, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
+	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
 	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)

@@ -123,7 +123,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	keys, choice := vault.SelectKeySource(*dataDir, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
+	keys, choice := vault.SelectKeySource(*dataDir, a.getenv("NIGHTSHIFT_VAULT_KEY_FILE"), a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=secure_delete(ON)")
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dbPath, err)
