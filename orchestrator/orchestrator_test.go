@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -294,6 +295,47 @@ func TestSlowReporterDoesNotHoldUpRecording(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatalf("notification %d never came", i)
 		}
+	}
+	cancel()
+	<-done
+}
+
+// TestEventWithoutRepoFailsClearly: a trigger that names no repository
+// becomes a failed task that says why, and no run is dispatched.
+func TestEventWithoutRepoFailsClearly(t *testing.T) {
+	t.Parallel()
+	bus, st := newBus(t), newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sched := NewScheduler(bus, st, SchedulerConfig{DefaultAgent: "claude"})
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	ev := event("linear-1")
+	ev.Source, ev.Kind, ev.Repo, ev.TaskID = SourceLinear, KindTicketAssigned, "", NewID()
+	ev.Target = Target{Type: "ticket", ID: "ENG-12"}
+	if err := bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		task, err := st.Get(ctx, ev.TaskID)
+		if err == nil && task.State == StateFailed {
+			if task.Reason != "no_repo" || !strings.Contains(task.Error, "linear.repo") {
+				t.Fatalf("reason %q error %q", task.Reason, task.Error)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task not failed: %+v %v", task, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	info, err := bus.js.Stream(ctx, WorkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 0 {
+		t.Fatalf("%d runs dispatched for a task without a repository", n)
 	}
 	cancel()
 	<-done

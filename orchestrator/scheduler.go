@@ -208,6 +208,19 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 	if err := s.announce(ctx, t, "created"); err != nil {
 		return err
 	}
+	if t.Repo == "" {
+		// A trigger that names no repository (a Linear ticket without
+		// linear.repo) cannot run: say so on the task instead of failing
+		// a worker later.
+		msg := fmt.Sprintf("no repository for this %s trigger: configure one (linear.repo for Linear tickets)", t.Source)
+		reason := "no_repo"
+		nt, changed, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateFailed, reason, Patch{Error: &msg, Reason: &reason})
+		if err != nil || !changed {
+			return err
+		}
+		s.cfg.Metrics.transition(StateFailed)
+		return s.announce(ctx, nt, reason)
+	}
 	return s.dispatch(ctx, t, false, nil)
 }
 
