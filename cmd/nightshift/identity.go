@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -44,13 +41,9 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("identity "+sub, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
-	server := a.getenv("NIGHTSHIFT_SERVER")
-	if server == "" {
-		server = "http://127.0.0.1:8080"
-	}
-	fs.StringVar(&server, "server", server, "server URL (env NIGHTSHIFT_SERVER)")
-	token := fs.String("token", a.getenv("NIGHTSHIFT_TOKEN"), "API token (env NIGHTSHIFT_TOKEN)")
-	asJSON := fs.Bool("json", false, "print machine-readable JSON")
+	var cf clientFlags
+	cf.register(fs, a)
+	asJSON := &cf.json
 	var (
 		task, repo, agent, since string
 		all                      bool
@@ -73,10 +66,10 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintln(a.stderr, identityUsage)
 		return usageErrorf("identity: unknown command %q", sub)
 	}
-	pos, err := identityParse(fs, args)
-	if err != nil {
-		return err
+	if err := fs.Parse(interleave(fs, args)); err != nil {
+		return usageErrorf("%s: %v", fs.Name(), err)
 	}
+	pos := fs.Args()
 	wantArgs := 1
 	if sub == "new" || sub == "ls" {
 		wantArgs = 0
@@ -92,7 +85,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return usageErrorf("identity %s: --since %q is not an RFC 3339 time", sub, since)
 		}
 	}
-	c := &identityClient{base: strings.TrimRight(server, "/") + "/api/v1/identities", token: *token, hc: &http.Client{}}
+	c := identityClient{cf.client()}
 	out := a.stdout
 	switch sub {
 	case "new":
@@ -101,7 +94,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return identityJSON(out, created)
+			return printJSON(out, created)
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
 		fmt.Fprintf(tw, "id:\t%s\nname:\t%s\nemail:\t%s\nphone:\t%s\ntoken:\t%s\n", created.ID, created.Name, created.Email, dash(created.Phone), created.Token)
@@ -116,7 +109,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return identityJSON(out, list.Identities)
+			return printJSON(out, list.Identities)
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tNAME\tEMAIL\tPHONE\tTASK\tCREATED\tSTATE")
@@ -134,7 +127,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return identityJSON(out, id)
+			return printJSON(out, id)
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
 		fmt.Fprintf(tw, "id:\t%s\nname:\t%s\nemail:\t%s\nphone:\t%s\nprovider:\t%s\ntask:\t%s\ncreated:\t%s\n",
@@ -148,7 +141,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return identityJSON(out, map[string]string{"id": pos[0], "status": "released"})
+			return printJSON(out, map[string]string{"id": pos[0], "status": "released"})
 		}
 		fmt.Fprintf(out, "released %s\n", pos[0])
 		return nil
@@ -169,7 +162,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return identityJSON(out, msgs.Messages)
+			return printJSON(out, msgs.Messages)
 		}
 		if len(msgs.Messages) == 0 {
 			fmt.Fprintf(a.stderr, "no %s messages\n", kind)
@@ -196,7 +189,7 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		if *asJSON {
-			if err := identityJSON(out, res); err != nil {
+			if err := printJSON(out, res); err != nil {
 				return err
 			}
 		}
@@ -219,25 +212,6 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 	return nil
 }
 
-// identityParse parses flags placed before or after the positional arguments.
-func identityParse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, usageErrorf("%s: help requested", fs.Name())
-			}
-			return nil, usageErrorf("%s: %v", fs.Name(), err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -245,70 +219,9 @@ func dash(s string) string {
 	return s
 }
 
-func identityJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+// identityClient calls the identities REST API (under /api/v1/identities).
+type identityClient struct{ c *client }
 
-// identityClient calls the identities REST API.
-type identityClient struct {
-	base  string
-	token string
-	hc    *http.Client
-}
-
-func (c *identityClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = strings.NewReader(string(b))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("bad server URL: %w", err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) {
-			return fmt.Errorf("cannot reach the nightshift server at %s (is `nightshift serve` running? set --server or NIGHTSHIFT_SERVER)", strings.TrimSuffix(c.base, "/api/v1/identities"))
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 400 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(b, &e)
-		switch {
-		case resp.StatusCode == http.StatusUnauthorized:
-			return errors.New("the server refused the token (set --token or NIGHTSHIFT_TOKEN)")
-		case e.Error != "":
-			return errors.New(e.Error)
-		default:
-			return fmt.Errorf("server answered %s", resp.Status)
-		}
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("bad answer from the server: %w", err)
-		}
-	}
-	return nil
+func (ic identityClient) do(ctx context.Context, method, path string, in, out any) error {
+	return ic.c.do(ctx, method, "/api/v1/identities"+path, in, out)
 }

@@ -144,7 +144,7 @@ func runRavi(ctx context.Context, a *app, args []string) error {
 				}
 				rows = append(rows, row)
 			}
-			return identityJSON(out, rows)
+			return printJSON(out, rows)
 		}
 		if len(res.Messages) == 0 {
 			fmt.Fprintln(a.stderr, "No messages")
@@ -166,7 +166,7 @@ func runRavi(ctx context.Context, a *app, args []string) error {
 
 func raviPrint(w io.Writer, asJSON bool, plain string, obj map[string]any) error {
 	if asJSON {
-		return identityJSON(w, obj)
+		return printJSON(w, obj)
 	}
 	_, err := fmt.Fprintln(w, plain)
 	return err
