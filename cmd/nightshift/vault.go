@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,9 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/vault"
-
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
 const vaultUsage = `usage: nightshift vault <command> [flags]
@@ -124,9 +122,11 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	keys, choice := vault.SelectKeySource(*dataDir, a.getenv("NIGHTSHIFT_VAULT_KEY_FILE"), a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=secure_delete(ON)")
+	// The same database the server uses (the vault sets secure_delete on
+	// its own connections).
+	db, err := orchestrator.OpenDB(dbPath)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", dbPath, err)
+		return err
 	}
 	defer db.Close()
 	v, err := vault.Open(ctx, db, keys, vault.Config{Logger: logger})
