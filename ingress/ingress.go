@@ -107,7 +107,7 @@ func NewHandler(r Routes) http.Handler {
 // loopbackHostOnly refuses requests addressed to a non-loopback host name.
 func loopbackHostOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLoopbackHost(r.Host) {
+		if !IsLoopback(r.Host) {
 			writeJSON(w, http.StatusMisdirectedRequest, map[string]string{
 				"error": "this server has no API tokens and answers only requests addressed to localhost; configure api.tokens to serve other names"})
 			return
@@ -116,7 +116,9 @@ func loopbackHostOnly(h http.Handler) http.Handler {
 	})
 }
 
-func isLoopbackHost(hostport string) bool {
+// IsLoopback reports whether a host or host:port names this machine's
+// loopback (localhost, 127.0.0.0/8, ::1).
+func IsLoopback(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

@@ -837,3 +837,18 @@ agents:
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestServeRefusesAnOpenAPIOnTheNetwork: without api.tokens, serve will not
+// listen on a non-loopback address.
+func TestServeRefusesAnOpenAPIOnTheNetwork(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nightshift.yaml")
+	os.WriteFile(cfg, []byte("sandbox: {driver: process}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"), 0o600)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"nightshift", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "d"), "--listen", "0.0.0.0:0"},
+		baseEnv(t), strings.NewReader(""), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "api.tokens") {
+		t.Fatalf("want a refusal naming api.tokens, got %v", err)
+	}
+}

@@ -221,7 +221,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if err != nil {
 			return nil, err
 		}
-		if len(adminTokens)+len(roTokens) == 0 && !loopback(cfg.Listen) {
+		if len(adminTokens)+len(roTokens) == 0 && !ingress.IsLoopback(cfg.Listen) {
 			return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
 		}
 		// Logins are kept in JetStream: they survive restarts and are shared
@@ -379,18 +379,6 @@ func (s *server) close() {
 		s.closers[i]()
 	}
 	s.closers = nil
-}
-
-func loopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*sandbox.Manager, error) {
