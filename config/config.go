@@ -442,20 +442,22 @@ func (c *Config) RepoFor(repo string) Repo {
 	return Repo{Protected: []string{".github/workflows/**"}}
 }
 
-// RepoKey turns a repository URL into host/owner/name (without .git); local
-// paths are returned cleaned.
+// RepoKey turns a repository URL (https, ssh, scp-like git@host:owner/name)
+// into host/owner/name without credentials or .git; local paths and file://
+// URLs are returned as cleaned absolute paths without .git.
 func RepoKey(repo string) string {
-	s := repo
-	for _, p := range []string{"https://", "http://", "ssh://", "git://", "file://"} {
-		s = strings.TrimPrefix(s, p)
+	s := strings.TrimSpace(repo)
+	if strings.HasPrefix(s, "/") || strings.HasPrefix(s, "file://") {
+		s = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(s, "file://"), "/"), ".git")
+		return path.Clean("/" + s)
 	}
-	if i := strings.Index(s, "@"); i >= 0 && !strings.HasPrefix(repo, "/") {
-		s = s[i+1:]
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+		if at := strings.IndexByte(s, '@'); at >= 0 && at < strings.IndexByte(s+"/", '/') {
+			s = s[at+1:] // user or token in the authority
+		}
+	} else if at := strings.IndexByte(s, '@'); at >= 0 && strings.Contains(s, ":") {
+		s = strings.Replace(s[at+1:], ":", "/", 1) // git@host:owner/name
 	}
-	s = strings.Replace(s, ":", "/", 1)
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
-	if strings.HasPrefix(repo, "/") || strings.HasPrefix(repo, "file://") {
-		return path.Clean("/" + strings.TrimPrefix(s, "/"))
-	}
-	return s
+	return strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
 }

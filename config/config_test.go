@@ -125,10 +125,15 @@ func TestSecretFileAndVault(t *testing.T) {
 
 func TestRepoKey(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://github.com/acme/app.git": "github.com/acme/app",
-		"git@github.com:acme/app.git":     "github.com/acme/app",
-		"/srv/repos/app.git":              "/srv/repos/app",
-		"file:///srv/repos/app.git":       "/srv/repos/app",
+		"https://github.com/acme/app.git":         "github.com/acme/app",
+		"git@github.com:acme/app.git":             "github.com/acme/app",
+		"/srv/repos/app.git":                      "/srv/repos/app",
+		"file:///srv/repos/app.git":               "/srv/repos/app",
+		"https://x-access-token:t@github.com/a/b": "github.com/a/b",
+		"ssh://git@ghe.corp.io/acme/app.git":      "ghe.corp.io/acme/app",
+		"github.com/acme/app":                     "github.com/acme/app",
+		"https://github.com/acme/app/":            "github.com/acme/app",
+		"https://github.com/acme/app@v2":          "github.com/acme/app@v2",
 	} {
 		if got := RepoKey(in); got != want {
 			t.Errorf("RepoKey(%q) = %q, want %q", in, got, want)

@@ -24,5 +24,5 @@
 // Event.Repo for GitHub events is the repository's clone_url
 // (https://github.com/owner/name.git), falling back to html_url + ".git";
 // a clone URL is what the worker needs and the host/owner/name form used by
-// repo globs is derivable from it (see RepoPath).
+// repo globs is derivable from it (see config.RepoKey).
 package webhook

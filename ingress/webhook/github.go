@@ -9,6 +9,7 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -356,11 +357,11 @@ func setPR(t *orchestrator.Target, pr *ghPR) {
 func attemptKey(ev *orchestrator.Event) string {
 	switch {
 	case ev.Target.Number != 0:
-		return fmt.Sprintf("%s#%d", RepoPath(ev.Repo), ev.Target.Number)
+		return fmt.Sprintf("%s#%d", config.RepoKey(ev.Repo), ev.Target.Number)
 	case ev.Target.Branch != "":
-		return RepoPath(ev.Repo) + "@" + ev.Target.Branch
+		return config.RepoKey(ev.Repo) + "@" + ev.Target.Branch
 	default:
-		return RepoPath(ev.Repo) + "@" + ev.Target.HeadSHA
+		return config.RepoKey(ev.Repo) + "@" + ev.Target.HeadSHA
 	}
 }
 
@@ -387,23 +388,6 @@ func cloneURL(r *ghRepo) string {
 		return strings.TrimSuffix(r.HTMLURL, "/") + ".git"
 	}
 	return "https://github.com/" + r.FullName + ".git"
-}
-
-// RepoPath turns a clone URL (https://github.com/acme/app.git,
-// git@github.com:acme/app.git) into the host/owner/name form repo globs
-// match ("github.com/acme/app"). Other strings are returned trimmed.
-func RepoPath(repo string) string {
-	s := strings.TrimSpace(repo)
-	if i := strings.Index(s, "://"); i >= 0 {
-		s = s[i+3:]
-		if at := strings.IndexByte(s, '@'); at >= 0 && at < strings.IndexByte(s+"/", '/') {
-			s = s[at+1:]
-		}
-	} else if at := strings.IndexByte(s, '@'); at >= 0 && strings.Contains(s, ":") {
-		s = strings.Replace(s[at+1:], ":", "/", 1)
-	}
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
-	return s
 }
 
 func orNone(s string) string {

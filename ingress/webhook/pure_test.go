@@ -1,11 +1,6 @@
 package webhook
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -70,22 +65,6 @@ func TestSlackRepo(t *testing.T) {
 	}
 }
 
-func TestRepoPath(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"https://github.com/acme/app.git":         "github.com/acme/app",
-		"https://x-access-token:t@github.com/a/b": "github.com/a/b",
-		"git@github.com:acme/app.git":             "github.com/acme/app",
-		"ssh://git@ghe.corp.io/acme/app.git":      "ghe.corp.io/acme/app",
-		"github.com/acme/app":                     "github.com/acme/app",
-		"https://github.com/acme/app/":            "github.com/acme/app",
-	} {
-		if got := RepoPath(in); got != want {
-			t.Errorf("RepoPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestListed(t *testing.T) {
 	t.Parallel()
 	lists := map[string][]string{"github.com/acme/*": {"Ann"}, "other/repo": {"bob"}}
@@ -100,28 +79,6 @@ func TestListed(t *testing.T) {
 	} {
 		if got := listed(lists, tt.repo, tt.login); got != tt.want {
 			t.Errorf("listed(%s, %s) = %v", tt.repo, tt.login, got)
-		}
-	}
-}
-
-// TestImports keeps the package a leaf of the domain: it may import
-// orchestrator, nothing else of Nightshift.
-func TestImports(t *testing.T) {
-	t.Parallel()
-	files, _ := filepath.Glob("*.go")
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range ast.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(p, "github.com/nightshift/nightshift/") && p != "github.com/nightshift/nightshift/orchestrator" {
-				t.Errorf("%s imports %s", f, p)
-			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-github/v60/github"
 
+	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -41,7 +42,7 @@ func NewGitHubReplier(hc *http.Client, apiURL, token string) (*GitHubReplier, er
 
 // Reply implements Replier.
 func (r *GitHubReplier) Reply(ctx context.Context, ev *orchestrator.Event, message string) error {
-	parts := strings.Split(RepoPath(ev.Repo), "/")
+	parts := strings.Split(config.RepoKey(ev.Repo), "/")
 	if len(parts) < 3 || ev.Target.Number == 0 {
 		return fmt.Errorf("reply to event %s: no issue to comment on", ev.ID)
 	}

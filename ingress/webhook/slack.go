@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -196,7 +197,7 @@ func writeSlackCommandResult(w http.ResponseWriter, res result) {
 	text := ""
 	switch res.outcome {
 	case outcomeAccepted:
-		text = fmt.Sprintf("Nightshift queued work on %s: %s (event %s)", RepoPath(res.ev.Repo), res.ev.Instruction, res.ev.ID)
+		text = fmt.Sprintf("Nightshift queued work on %s: %s (event %s)", config.RepoKey(res.ev.Repo), res.ev.Instruction, res.ev.ID)
 	case outcomeDuplicate:
 		text = "Nightshift already received this command."
 	default:
