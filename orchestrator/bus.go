@@ -104,9 +104,6 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 // JetStream returns the JetStream handle (ingress keeps its own buckets).
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
-// Conn returns the NATS connection.
-func (b *Bus) Conn() *nats.Conn { return b.nc }
-
 // Ping checks the server answers and JetStream is enabled.
 func (b *Bus) Ping(ctx context.Context) error {
 	if !b.nc.IsConnected() {

@@ -441,7 +441,7 @@ func (s *Store) Dispatched(ctx context.Context, id string, run int) (bool, error
 	return d >= run, err
 }
 
-// Patch returns the stored diff of a task.
+// DiffPatch returns the stored diff of a task.
 func (s *Store) DiffPatch(ctx context.Context, id string) (string, error) {
 	var p string
 	err := s.db.QueryRowContext(ctx, `SELECT diff_patch FROM tasks WHERE id=?`, id).Scan(&p)
@@ -523,20 +523,4 @@ func getTask(ctx context.Context, q querier, where string, args ...any) (Task, e
 		return t, ErrNotFound
 	}
 	return t, err
-}
-
-// Event returns the event a task was created from.
-func (s *Store) Event(ctx context.Context, id string) (*Event, error) {
-	var evJSON string
-	if err := s.db.QueryRowContext(ctx, `SELECT event_json FROM tasks WHERE id=?`, id).Scan(&evJSON); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
-		}
-		return nil, err
-	}
-	var ev Event
-	if err := json.Unmarshal([]byte(evJSON), &ev); err != nil {
-		return nil, err
-	}
-	return &ev, nil
 }
