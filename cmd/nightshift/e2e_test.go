@@ -172,6 +172,18 @@ func (s *testServer) dispatch(t *testing.T, repo, agent, prompt string) string {
 	return resp.ID
 }
 
+// processConfig starts a test config: the unsafe process driver (these
+// tests exercise the orchestration, not the sandbox) and a free SMTP port.
+const processConfig = "sandbox: {driver: process}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"
+
+// assertNotPushed fails the test when task id's branch reached the origin.
+func assertNotPushed(t *testing.T, origin, id, what string) {
+	t.Helper()
+	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
+		t.Fatal(what)
+	}
+}
+
 // newOrigin makes a bare repository with one commit on main.
 func newOrigin(t *testing.T) string {
 	t.Helper()
@@ -206,9 +218,7 @@ func gitTry(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-const processYAML = `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+const processYAML = processConfig + `
 worker: {concurrency: 2}
 agents:
   script:
@@ -329,9 +339,7 @@ func TestFailingAgentPushesNothing(t *testing.T) {
 	if task.State != orchestrator.StateFailed || !strings.Contains(task.Error, "exit 3") || task.Reason != "agent_failed" {
 		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
 	}
-	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
-		t.Fatal("a failed task pushed its branch")
-	}
+	assertNotPushed(t, origin, id, "a failed task pushed its branch")
 	out, _ := s.cli(t, "tasks", "logs", id)
 	if !strings.Contains(out, "about to fail") || !strings.Contains(out, "exit 3") {
 		t.Fatalf("logs lack the agent output and the reason:\n%s", out)
@@ -347,9 +355,7 @@ func TestFailingTestsPushNothing(t *testing.T) {
 	if task.State != orchestrator.StateFailed || task.Reason != "tests_failed" {
 		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
 	}
-	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
-		t.Fatal("a task with failing tests pushed its branch")
-	}
+	assertNotPushed(t, origin, id, "a task with failing tests pushed its branch")
 	if out, _ := s.cli(t, "tasks", "logs", id); !strings.Contains(out, "tests are red") {
 		t.Fatalf("logs lack the test output:\n%s", out)
 	}
@@ -426,9 +432,7 @@ func TestCancelMidRun(t *testing.T) {
 	}
 	waitGone(t, agentPID, "the agent")
 	waitGone(t, child, "the agent's child")
-	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
-		t.Fatal("a cancelled task pushed its branch")
-	}
+	assertNotPushed(t, origin, id, "a cancelled task pushed its branch")
 	// Cancelling again is refused clearly? A cancelled task may be retried.
 	if out, err := s.cli(t, "tasks", "retry", id); err != nil {
 		t.Fatalf("retry: %v\n%s", err, out)
@@ -516,9 +520,7 @@ repos:
 // its own .nightshift/setup.sh run, in that order, before the agent.
 func TestSetupRunsConfiguredThenRepoFiles(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+	s := startTestServer(t, processConfig+`
 agents:
   check:
     command: ["sh", "-c", "cp .setup-log SETUP.txt"]
@@ -583,9 +585,7 @@ func TestIdempotencyKeyCreatesOneTask(t *testing.T) {
 // the same task runs again on its worktree and adds a commit to its branch.
 func TestFollowUpMessageContinuesTheTask(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+	s := startTestServer(t, processConfig+`
 agents:
   echo:
     command: ["sh", "-c", "echo \"$NIGHTSHIFT_PROMPT\" >> NOTES.md"]
@@ -671,9 +671,7 @@ agents:
 // task unless the repository allows it; nothing is pushed.
 func TestProtectedPathFailsTheTask(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+	s := startTestServer(t, processConfig+`
 agents:
   sneaky:
     command: ["sh", "-c", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/x.yml && echo ok > NOTES.md"]
@@ -686,9 +684,7 @@ repos:
 	if task.State != orchestrator.StateFailed || task.Reason != "protected_path" || !strings.Contains(task.Error, ".github/workflows/x.yml") {
 		t.Fatalf("state %s reason %q error %q", task.State, task.Reason, task.Error)
 	}
-	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
-		t.Fatal("a task that changed a protected path pushed its branch")
-	}
+	assertNotPushed(t, origin, id, "a task that changed a protected path pushed its branch")
 }
 
 // TestSecretInTheChangeIsNeverPushed: an agent that writes a vault secret into
@@ -696,9 +692,7 @@ repos:
 // value appears nowhere in the task's log or diff.
 func TestSecretInTheChangeIsNeverPushed(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+	s := startTestServer(t, processConfig+`
 agents:
   leaky:
     command: ["sh", "-c", "ravi secrets get DEPLOY_TOKEN | base64 > config.txt; echo fine > NOTES.md"]
@@ -716,9 +710,7 @@ agents:
 	if task.State != orchestrator.StateFailed || task.Reason != "secret_in_diff" || !strings.Contains(task.Error, "DEPLOY_TOKEN") {
 		t.Fatalf("state %s reason %q error %q\n%s", task.State, task.Reason, task.Error, logs)
 	}
-	if _, err := gitTry(origin, "rev-parse", "--verify", "refs/heads/nightshift/"+id); err == nil {
-		t.Fatal("a change carrying a secret was pushed")
-	}
+	assertNotPushed(t, origin, id, "a change carrying a secret was pushed")
 	diff, _ := s.cli(t, "tasks", "diff", id)
 	for _, text := range []string{logs, diff, task.Error} {
 		if strings.Contains(text, secret) {
@@ -732,9 +724,7 @@ agents:
 // again from the task's base.
 func TestFollowUpAfterAFailedRunWhoseWorktreeIsGone(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, `
-sandbox: {driver: process}
-identity: {smtp_listen: "127.0.0.1:0"}
+	s := startTestServer(t, processConfig+`
 agents:
   picky:
     command: ["sh", "-c", "if [ \"$NIGHTSHIFT_PROMPT\" = 'try again' ]; then echo ok > NOTES.md; else exit 1; fi"]
@@ -844,7 +834,7 @@ func TestServeRefusesAnOpenAPIOnTheNetwork(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "nightshift.yaml")
-	os.WriteFile(cfg, []byte("sandbox: {driver: process}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"), 0o600)
+	os.WriteFile(cfg, []byte(processConfig), 0o600)
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"nightshift", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "d"), "--listen", "0.0.0.0:0"},
 		baseEnv(t), strings.NewReader(""), &out, &errb)

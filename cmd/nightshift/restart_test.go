@@ -139,7 +139,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	t.Parallel()
 	bin := nightshiftBinary(t)
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte("sandbox: {driver: process}\nidentity: {smtp_listen: \"127.0.0.1:0\"}\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte(processConfig), 0o600)
 	cmd, s := startProcess(t, bin, dir)
 	if _, err := s.cli(t, "tasks", "ls"); err != nil {
 		t.Fatal(err)
