@@ -75,7 +75,7 @@ type Bus struct {
 // NewBus creates or updates the streams and buckets on nc's server.
 func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	cfg = cfg.withDefaults()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -209,13 +209,35 @@ type LogLine struct {
 	Text   string `json:"text"`
 }
 
+// publishLog sends a log line without waiting for its PubAck: an agent's
+// output must not wait on a disk sync per line. Lines keep their order (and
+// their order relative to the synchronous state reports that follow them on
+// the same connection); FlushLogs waits for the acknowledgements.
 func (b *Bus) publishLog(ctx context.Context, l LogLine) error {
 	data, err := json.Marshal(l)
 	if err != nil {
 		return err
 	}
-	_, err = b.js.Publish(ctx, LogSubject(l.TaskID), data)
-	return err
+	for {
+		_, err = b.js.PublishAsync(LogSubject(l.TaskID), data)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return err
+		}
+		// Too many lines in flight: wait for them rather than drop one.
+		if err := b.FlushLogs(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// FlushLogs waits until every log line sent so far is stored, or ctx ends.
+func (b *Bus) FlushLogs(ctx context.Context) error {
+	select {
+	case <-b.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // DiffReport carries a task's diff against its base.

@@ -314,6 +314,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 	}
 	w.cfg.Metrics.observeRun(w.cfg.Clock().Sub(started))
+	fctx, cancelFlush := context.WithTimeout(final, 10*time.Second)
+	if err := w.bus.FlushLogs(fctx); err != nil {
+		log.Warn("log lines not all stored", "err", err)
+	}
+	cancelFlush()
 }
 
 func (w *Worker) release(ctx context.Context, taskID string, log *slog.Logger) {

@@ -842,3 +842,40 @@ func TestServeRefusesAnOpenAPIOnTheNetwork(t *testing.T) {
 		t.Fatalf("want a refusal naming api.tokens, got %v", err)
 	}
 }
+
+// TestEveryLogLineIsKept: an agent that prints thousands of lines quickly
+// (more than the log publisher keeps in flight) loses none of them, and they
+// stay in order before the task's final state.
+func TestEveryLogLineIsKept(t *testing.T) {
+	t.Parallel()
+	const n = 6000
+	s := startTestServer(t, processConfig+fmt.Sprintf(`
+agents:
+  chatty:
+    command: ["sh", "-c", "i=0; while [ $i -lt %d ]; do echo line $i; i=$((i+1)); done; echo done > NOTES.md"]
+`, n))
+	origin := newOrigin(t)
+	id := s.dispatch(t, origin, "chatty", "talk a lot")
+	s.waitState(t, id, 60*time.Second, orchestrator.StateReview)
+	out, err := s.cli(t, "tasks", "logs", id, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []orchestrator.LogLine
+	if err := json.Unmarshal([]byte(out), &lines); err != nil {
+		t.Fatal(err)
+	}
+	next := 0
+	for _, l := range lines {
+		if l.Stream != "agent" || !strings.HasPrefix(l.Text, "line ") {
+			continue
+		}
+		if l.Text != fmt.Sprintf("line %d", next) {
+			t.Fatalf("after line %d came %q", next-1, l.Text)
+		}
+		next++
+	}
+	if next != n {
+		t.Fatalf("%d of %d agent lines kept", next, n)
+	}
+}
