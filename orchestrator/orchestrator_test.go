@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,4 +340,38 @@ func TestEventWithoutRepoFailsClearly(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestConcurrentWritersDoNotFail: the scheduler, the recorder and the API
+// write the same database at once; read-then-write transactions must wait
+// for each other instead of failing with SQLITE_BUSY.
+func TestConcurrentWritersDoNotFail(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				ev := event(fmt.Sprintf("w%d-%d", g, i))
+				ev.Target = Target{}
+				res, err := st.CreateFromEvent(ctx, ev, "claude")
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if _, _, err := st.ApplyTransition(ctx, res.Task.ID, 1, StateProvisioning, "", Patch{}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent write failed: %v", err)
+	}
 }
