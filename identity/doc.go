@@ -3,7 +3,8 @@
 // phone number for one-time codes. Identities come from a Provider (the
 // built-in local provider in identity/local, or Ravi in identity/ravi);
 // the Service records them in SQLite (tables prefixed identity_), issues
-// task-scoped bearer tokens stored only as SHA-256 hashes, and extracts
+// task-scoped bearer tokens stored only as SHA-256 hashes (every token
+// expires, and can be revoked on its own), and extracts
 // one-time codes from the messages an identity receives.
 //
 // Guarantees: ForTask and Release are idempotent; a task has at most one

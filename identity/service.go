@@ -96,6 +96,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Rand is the source of token and id randomness. Default crypto/rand.
 	Rand io.Reader
+	// TokenTTL is how long a token from IssueToken stays valid. Default 24h.
+	TokenTTL time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -110,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Reader
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = 24 * time.Hour
 	}
 	return c
 }
@@ -400,8 +405,18 @@ func hashToken(tok string) string {
 }
 
 // IssueToken returns a new bearer token for the live identity identityID,
-// limited to scope. Only the token's SHA-256 hash is stored.
+// limited to scope and valid for Config.TokenTTL (see IssueTokenTTL).
 func (s *Service) IssueToken(ctx context.Context, identityID string, scope Scope) (string, error) {
+	return s.IssueTokenTTL(ctx, identityID, scope, s.cfg.TokenTTL)
+}
+
+// IssueTokenTTL returns a new bearer token for the live identity
+// identityID, limited to scope and valid for ttl from now (by the
+// Service's clock). Only the token's SHA-256 hash is stored.
+func (s *Service) IssueTokenTTL(ctx context.Context, identityID string, scope Scope, ttl time.Duration) (string, error) {
+	if ttl <= 0 {
+		return "", fmt.Errorf("identity: token ttl %s is not positive", ttl)
+	}
 	id, err := s.Get(ctx, identityID)
 	if err != nil {
 		return "", err
@@ -417,24 +432,37 @@ func (s *Service) IssueToken(ctx context.Context, identityID string, scope Scope
 		return "", fmt.Errorf("identity: token randomness: %w", err)
 	}
 	tok := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_tokens (hash, identity_id, task_id, repo, agent, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		hashToken(tok), id.ID, scope.TaskID, scope.Repo, scope.Agent, s.cfg.Clock().UTC().UnixMilli())
+	now := s.cfg.Clock().UTC()
+	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_tokens (hash, identity_id, task_id, repo, agent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		hashToken(tok), id.ID, scope.TaskID, scope.Repo, scope.Agent, now.UnixMilli(), now.Add(ttl).UnixMilli())
 	if err != nil {
 		return "", fmt.Errorf("identity: store token: %w", err)
 	}
 	return tok, nil
 }
 
+// RevokeToken revokes token; revoking an unknown or revoked token is a no-op.
+func (s *Service) RevokeToken(ctx context.Context, token string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL`,
+		s.cfg.Clock().UTC().UnixMilli(), hashToken(token))
+	if err != nil {
+		return fmt.Errorf("identity: revoke token: %w", err)
+	}
+	return nil
+}
+
 // Authenticate returns the identity and scope a token was issued for.
-// Unknown, revoked and released-identity tokens give ErrUnauthorized.
+// Unknown, expired, revoked and released-identity tokens give
+// ErrUnauthorized.
 func (s *Service) Authenticate(ctx context.Context, token string) (Identity, Scope, error) {
 	if !strings.HasPrefix(token, tokenPrefix) {
 		return Identity{}, Scope{}, ErrUnauthorized
 	}
 	var sc Scope
 	var identityID string
-	err := s.db.QueryRowContext(ctx, `SELECT identity_id, task_id, repo, agent FROM identity_tokens WHERE hash = ? AND revoked_at IS NULL`,
-		hashToken(token)).Scan(&identityID, &sc.TaskID, &sc.Repo, &sc.Agent)
+	err := s.db.QueryRowContext(ctx, `SELECT identity_id, task_id, repo, agent FROM identity_tokens
+		WHERE hash = ? AND revoked_at IS NULL AND expires_at > ?`,
+		hashToken(token), s.cfg.Clock().UTC().UnixMilli()).Scan(&identityID, &sc.TaskID, &sc.Repo, &sc.Agent)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Identity{}, Scope{}, ErrUnauthorized
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -152,5 +153,71 @@ func TestNameCollision(t *testing.T) {
 	}
 	if a.Name != "agent-abcdefgh" || b.Name != "agent-abcdefgh-2" || a.Email == b.Email {
 		t.Fatalf("names %q %q emails %q %q", a.Name, b.Name, a.Email, b.Email)
+	}
+}
+
+// TestTokenExpiresAndRevokes: a token is refused once its TTL has passed by
+// the service's clock, and a revoked token is refused while the identity
+// and its other tokens live on.
+func TestTokenExpiresAndRevokes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openDB(t)
+	p, err := local.New(db, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	s, err := identity.NewService(ctx, db, p, identity.Config{Clock: clock, TokenTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.ForTask(ctx, "TASKTTL1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := s.IssueTokenTTL(ctx, id.ID, identity.Scope{}, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := s.IssueToken(ctx, id.ID, identity.Scope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := s.IssueToken(ctx, id.ID, identity.Scope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IssueTokenTTL(ctx, id.ID, identity.Scope{}, 0); err == nil {
+		t.Error("a token without a lifetime was issued")
+	}
+	for _, tok := range []string{short, def, revoked} {
+		if _, _, err := s.Authenticate(ctx, tok); err != nil {
+			t.Fatalf("fresh token refused: %v", err)
+		}
+	}
+	if err := s.RevokeToken(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Authenticate(ctx, revoked); !errors.Is(err, identity.ErrUnauthorized) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	advance(10*time.Minute - time.Millisecond)
+	if _, _, err := s.Authenticate(ctx, short); err != nil {
+		t.Fatalf("token refused before its expiry: %v", err)
+	}
+	advance(time.Millisecond)
+	if _, _, err := s.Authenticate(ctx, short); !errors.Is(err, identity.ErrUnauthorized) {
+		t.Fatalf("token at its expiry: %v", err)
+	}
+	if _, _, err := s.Authenticate(ctx, def); err != nil {
+		t.Fatalf("default-TTL token refused after 10 minutes: %v", err)
+	}
+	advance(50 * time.Minute)
+	if _, _, err := s.Authenticate(ctx, def); !errors.Is(err, identity.ErrUnauthorized) {
+		t.Fatalf("token after Config.TokenTTL: %v", err)
 	}
 }
