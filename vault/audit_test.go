@@ -13,7 +13,7 @@ func auditFixture(t *testing.T) *fixture {
 	ctx := context.Background()
 	f := newFixture(t)
 	task := vault.Actor{Kind: vault.ActorTask, ID: "01TASK"}
-	if _, err := f.v.Set(ctx, op, "TOKEN", "global", []byte("token-value-1")); err != nil {
+	if _, err := f.v.Set(ctx, op, "TOKEN", "agents", []byte("token-value-1")); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 4; i++ {
@@ -38,7 +38,7 @@ func TestAuditRecordsWhoWhatWhen(t *testing.T) {
 		t.Fatalf("want 6 entries, got %d", len(entries))
 	}
 	e := entries[1]
-	if e.Seq != 2 || e.ActorKind != "task" || e.ActorID != "01TASK" || e.Action != "lookup" || e.Name != "TOKEN" || e.Scope != "global" || e.Version != 1 || e.Outcome != "ok" || e.At.IsZero() {
+	if e.Seq != 2 || e.ActorKind != "task" || e.ActorID != "01TASK" || e.Action != "lookup" || e.Name != "TOKEN" || e.Scope != "agents" || e.Version != 1 || e.Outcome != "ok" || e.At.IsZero() {
 		t.Fatalf("lookup entry: %+v", e)
 	}
 	if last := entries[5]; last.Outcome != "not_found" || last.Name != "MISSING" {

@@ -28,11 +28,30 @@
 //
 // # Versions and scopes
 //
-// Set adds a version; old versions stay readable until destroyed. Scopes are
-// "global", "repo:<name-or-glob>", "agent:<name>" and "task:<id>"; Lookup
-// resolves a name for a task most specific first: task, agent, repo (exact
-// name before globs, fewer wildcards first), global. Names follow Ravi's
-// rule: ^[A-Z][A-Z0-9_]*$.
+// Set adds a version; old versions stay readable until destroyed. Names
+// follow Ravi's rule: ^[A-Z][A-Z0-9_]*$. A scope says who may read:
+//
+//   - "server" (the default of nightshift vault set): the server alone,
+//     for the values behind ${vault:NAME} in its configuration (model API
+//     keys, forge tokens, API tokens, webhook secrets). Get and Resolve
+//     read it; it is never served to an agent.
+//   - "agents": every agent.
+//   - "repo:<name-or-glob>": tasks on matching repositories (the globs of
+//     repos[].match).
+//   - "agent:<name>": tasks run by that configured agent.
+//   - "task:<id>": one task.
+//
+// Lookup, LookupAll and TaskResolver are the reads made on behalf of a task
+// (MCP get_secret, ravi secrets get, ${vault:NAME} in an agent's env): they
+// refuse the server scope outright and resolve a name most specific first,
+// task, agent, repo (exact name before globs, fewer wildcards first),
+// agents; a server-only secret is ErrNotFound, like a missing one.
+//
+// Before these scopes there was one shared scope, "global", read by the
+// server and every task alike. "global" is now an alias of "server": Set
+// stores it as "server", and rows stored as "global" stay as they are (their
+// seals name that scope) and are read, listed and destroyed as server
+// secrets, so an upgrade takes those secrets away from agents.
 //
 // # Audit
 //

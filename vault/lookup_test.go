@@ -18,7 +18,9 @@ func TestLookupMostSpecificFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	set("global", "from-global")
+	set("server", "from-server")
+	set("agents", "from-agents")
+	set("repo:*", "from-star")
 	set("repo:github.com/*/*", "from-wide-glob")
 	set("repo:github.com/acme/*", "from-acme-glob")
 	set("repo:github.com/acme/api", "from-exact-repo")
@@ -34,8 +36,10 @@ func TestLookupMostSpecificFirst(t *testing.T) {
 		{"T2", "codex", "github.com/acme/api", "from-exact-repo", "repo:github.com/acme/api"},
 		{"T2", "codex", "github.com/acme/web", "from-acme-glob", "repo:github.com/acme/*"},
 		{"T2", "codex", "github.com/other/web", "from-wide-glob", "repo:github.com/*/*"},
-		{"T2", "codex", "gitlab.com/acme/api", "from-global", "global"},
-		{"", "", "", "from-global", "global"},
+		{"T2", "codex", "gitlab.com/acme/api", "from-star", "repo:*"},
+		{"T2", "codex", "/srv/git/api.git", "from-star", "repo:*"},
+		{"T2", "codex", "", "from-agents", "agents"},
+		{"", "", "", "from-agents", "agents"},
 	} {
 		got, scope, err := f.v.Lookup(ctx, task, "API_KEY", vault.ScopesFor(tc.task, tc.agent, tc.repo))
 		if err != nil || string(got) != tc.want || scope != tc.scope {
@@ -51,6 +55,21 @@ func TestLookupMostSpecificFirst(t *testing.T) {
 	}
 	if got, _, _ := f.v.Lookup(ctx, task, "API_KEY", vault.ScopesFor("T1", "claude", "")); string(got) != "from-agent" {
 		t.Fatalf("after destroy: %q", got)
+	}
+	// A task's repository in two forms (its clone URL and host/owner/name):
+	// an exact name in either form beats every glob, and globs match either.
+	for _, tc := range []struct {
+		repos       []string
+		want, scope string
+	}{
+		{[]string{"https://github.com/acme/api.git", "github.com/acme/api"}, "from-exact-repo", "repo:github.com/acme/api"},
+		{[]string{"https://github.com/acme/web.git", "github.com/acme/web"}, "from-acme-glob", "repo:github.com/acme/*"},
+		{[]string{"https://github.com/acme/web.git"}, "from-star", "repo:*"},
+	} {
+		got, scope, err := f.v.Lookup(ctx, task, "API_KEY", vault.ScopesFor("T9", "codex", tc.repos...))
+		if err != nil || string(got) != tc.want || scope != tc.scope {
+			t.Errorf("%v: got %q from %q, %v", tc.repos, got, scope, err)
+		}
 	}
 }
 
@@ -73,8 +92,8 @@ func TestValidation(t *testing.T) {
 		scope string
 		ok    bool
 	}{
-		{"global", true}, {"repo:github.com/acme/*", true}, {"repo:/srv/git/x", true}, {"agent:claude", true}, {"task:01J", true},
-		{"", false}, {"Global", false}, {"repo:", false}, {"repo:[", false}, {"team:x", false}, {"task:a b", false}, {"agent:a\nb", false},
+		{"server", true}, {"agents", true}, {"global", true}, {"repo:github.com/acme/*", true}, {"repo:*", true}, {"repo:/srv/git/x", true}, {"agent:claude", true}, {"task:01J", true},
+		{"", false}, {"Global", false}, {"agent", false}, {"agents:x", false}, {"repo:", false}, {"repo:[", false}, {"team:x", false}, {"task:a b", false}, {"agent:a\nb", false},
 	} {
 		if err := vault.ValidateScope(tc.scope); (err == nil) != tc.ok {
 			t.Errorf("scope %q: %v", tc.scope, err)
@@ -94,8 +113,9 @@ func TestLookupAll(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	for _, s := range []struct{ name, scope, val string }{
-		{"A_KEY", "global", "a-global"},
+		{"A_KEY", "server", "a-server"},
 		{"A_KEY", "task:T1", "a-task"},
+		{"S_KEY", "server", "s-server-only"},
 		{"B_KEY", "repo:github.com/acme/*", "b-repo"},
 		{"C_KEY", "agent:codex", "c-other-agent"},
 		{"D_KEY", "task:T2", "d-other-task"},
@@ -131,10 +151,10 @@ func TestRedactorFor(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	if _, err := f.v.Set(ctx, op, "PLAIN", "global", []byte("plain-secret-value")); err != nil {
+	if _, err := f.v.Set(ctx, op, "PLAIN", "agents", []byte("plain-secret-value")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.v.SetToken(ctx, op, "GH", "global", vault.Token{Provider: "github", AccessToken: "gho_access_abcdef", RefreshToken: "ghr_refresh_abcdef"}); err != nil {
+	if _, err := f.v.SetToken(ctx, op, "GH", "agents", vault.Token{Provider: "github", AccessToken: "gho_access_abcdef", RefreshToken: "ghr_refresh_abcdef"}); err != nil {
 		t.Fatal(err)
 	}
 	all, err := f.v.LookupAll(ctx, op, vault.ScopesFor("", "", ""))
@@ -144,6 +164,25 @@ func TestRedactorFor(t *testing.T) {
 	r := vault.RedactorFor(all)
 	got := r.String("push with gho_access_abcdef, refresh ghr_refresh_abcdef, pw plain-secret-value")
 	want := "push with [REDACTED:GH_ACCESS_TOKEN], refresh [REDACTED:GH_REFRESH_TOKEN], pw [REDACTED:PLAIN]"
+	if got != want {
+		t.Fatalf("got %q", got)
+	}
+
+	// A task's redactor covers its grants and the server's secrets, even
+	// one sharing a granted name.
+	if _, err := f.v.Set(ctx, op, "PLAIN", "server", []byte("server-plain-value")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.v.SetToken(ctx, op, "SERVER_GH", "server", vault.Token{Provider: "github", AccessToken: "gho_server_abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+	server, err := f.v.ServerSecrets(ctx, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = vault.NewRedactor(vault.RedactionValues(all, server))
+	got = r.String("pw plain-secret-value, server pw server-plain-value, git: gho_server_abcdef denied")
+	want = "pw [REDACTED:PLAIN], server pw [REDACTED:PLAIN (server)], git: [REDACTED:SERVER_GH_ACCESS_TOKEN] denied"
 	if got != want {
 		t.Fatalf("got %q", got)
 	}

@@ -333,24 +333,35 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Scope kinds.
+// Scope kinds. ScopeServer holds what only the server reads (the values
+// behind ${vault:NAME} in its configuration: model API keys, forge tokens,
+// webhook secrets); it is never served to an agent. The others are grants
+// to agents: ScopeAgents to every agent, ScopeRepo to tasks on matching
+// repositories, ScopeAgent to one configured agent, ScopeTask to one task.
 const (
-	ScopeGlobal = "global"
+	ScopeServer = "server"
+	ScopeAgents = "agents"
 	ScopeRepo   = "repo:"
 	ScopeAgent  = "agent:"
 	ScopeTask   = "task:"
+	// ScopeGlobal is what ScopeServer was called before agents had scopes
+	// of their own. It is accepted as an alias of ScopeServer, and secrets
+	// stored under it are server secrets.
+	ScopeGlobal = "global"
 )
 
-// ValidateScope reports whether scope is "global", "repo:<name-or-glob>"
-// (path.Match syntax), "agent:<name>" or "task:<id>".
+// ValidateScope reports whether scope is "server" (or its old name
+// "global"), "agents", "repo:<name-or-glob>" (path.Match syntax, the globs
+// of repos[].match), "agent:<name>" or "task:<id>".
 func ValidateScope(scope string) error {
 	bad := func(why string) error { return fmt.Errorf("%w: %q: %s", ErrInvalidScope, scope, why) }
-	if scope == ScopeGlobal {
+	switch scope {
+	case ScopeServer, ScopeGlobal, ScopeAgents:
 		return nil
 	}
 	kind, rest, ok := strings.Cut(scope, ":")
 	if !ok {
-		return bad("want global, repo:<name>, agent:<name> or task:<id>")
+		return bad("want server, agents, repo:<glob>, agent:<name> or task:<id>")
 	}
 	if rest == "" || len(rest) > 256 || hasControl(rest) || strings.ContainsAny(rest, " \t") {
 		return bad("empty, too long or containing spaces")
@@ -367,6 +378,39 @@ func ValidateScope(scope string) error {
 	return nil
 }
 
+// CanonicalScope returns scope with the alias "global" replaced by
+// "server"; other scopes are returned unchanged.
+func CanonicalScope(scope string) string {
+	if scope == ScopeGlobal {
+		return ScopeServer
+	}
+	return scope
+}
+
+// storedScopes returns the scope column values a canonical scope is stored
+// under: secrets set before "server" existed are stored as "global", and
+// their seals name "global", so the rows keep that value and are read as
+// server secrets.
+func storedScopes(scope string) []string {
+	if isServerScope(scope) {
+		return []string{ScopeServer, ScopeGlobal}
+	}
+	return []string{scope}
+}
+
+// scopeIn returns "scope IN (?, ...)" and its arguments for scope's stored forms.
+func scopeIn(scope string) (string, []any) {
+	st := storedScopes(scope)
+	args := make([]any, len(st))
+	for i, s := range st {
+		args[i] = s
+	}
+	return "scope IN (?" + strings.Repeat(", ?", len(st)-1) + ")", args
+}
+
+// isServerScope reports whether scope names the server's own secrets.
+func isServerScope(scope string) bool { return scope == ScopeServer || scope == ScopeGlobal }
+
 func hasControl(s string) bool {
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
@@ -376,10 +420,12 @@ func hasControl(s string) bool {
 	return false
 }
 
-// ScopesFor returns the scopes a task's lookup tries, most specific first:
-// task:<id>, agent:<name>, repo:<repo>, global. Empty parts are skipped.
-// Lookup also matches repo globs for the repo:<repo> entry.
-func ScopesFor(taskID, agent, repo string) []string {
+// ScopesFor returns the scopes a task may read, most specific first:
+// task:<id>, agent:<name>, repo:<repo> for each form of the task's
+// repository given (e.g. its URL and its host/owner/name), then agents.
+// Empty parts are skipped. It never includes the server scope. Lookup also
+// matches stored repo globs against every repo:<repo> entry.
+func ScopesFor(taskID, agent string, repos ...string) []string {
 	var s []string
 	if taskID != "" {
 		s = append(s, ScopeTask+taskID)
@@ -387,10 +433,28 @@ func ScopesFor(taskID, agent, repo string) []string {
 	if agent != "" {
 		s = append(s, ScopeAgent+agent)
 	}
-	if repo != "" {
-		s = append(s, ScopeRepo+repo)
+	seen := map[string]bool{}
+	for _, r := range repos {
+		if r != "" && !seen[r] {
+			seen[r] = true
+			s = append(s, ScopeRepo+r)
+		}
 	}
-	return append(s, ScopeGlobal)
+	return append(s, ScopeAgents)
+}
+
+// checkGrants validates scopes for an agent-facing read: the server scope
+// is refused, so no caller can hand a server secret to a task by mistake.
+func checkGrants(scopes []string) error {
+	for _, s := range scopes {
+		if err := ValidateScope(s); err != nil {
+			return err
+		}
+		if isServerScope(s) {
+			return fmt.Errorf("%w: %q: server secrets are read only by the server, never on behalf of a task", ErrInvalidScope, s)
+		}
+	}
+	return nil
 }
 
 // MaxValueSize is the largest value Set accepts.
@@ -398,6 +462,7 @@ const MaxValueSize = 1 << 20
 
 // Set stores value as a new version of name in scope and returns the
 // version number (1 for a new secret). Version numbers are never reused.
+// The scope "global" is stored as "server".
 func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value []byte) (version int, err error) {
 	if err := actor.validate(); err != nil {
 		return 0, err
@@ -411,10 +476,18 @@ func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value 
 	if len(value) > MaxValueSize {
 		return 0, fmt.Errorf("vault: value of %s is %d bytes, more than %d", name, len(value), MaxValueSize)
 	}
+	return v.set(ctx, actor, name, CanonicalScope(scope), value)
+}
+
+// set stores a version under the scope column value stored, which is also
+// the scope its seals name.
+func (v *Vault) set(ctx context.Context, actor Actor, name, stored string, value []byte) (version int, err error) {
+	scope := stored
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	err = v.writeTx(ctx, func(c *sql.Conn) error {
-		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) + 1 FROM vault_secrets WHERE name = ? AND scope = ?`, name, scope).Scan(&version); err != nil {
+		in, inArgs := scopeIn(scope)
+		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) + 1 FROM vault_secrets WHERE name = ? AND `+in, append([]any{name}, inArgs...)...).Scan(&version); err != nil {
 			return err
 		}
 		kekID, kek, err := v.currentKEK(ctx, c)
@@ -446,7 +519,9 @@ func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value 
 	return version, nil
 }
 
-// Get returns the latest live version of name in exactly scope.
+// Get returns the latest live version of name in exactly scope (no
+// fallback to other scopes; "global" means "server"). It is the read for
+// the server's own secrets and for operators; tasks read through Lookup.
 func (v *Vault) Get(ctx context.Context, actor Actor, name, scope string) ([]byte, error) {
 	return v.GetVersion(ctx, actor, name, scope, 0)
 }
@@ -485,6 +560,7 @@ func (v *Vault) Read(ctx context.Context, actor Actor, name, scope string, versi
 	if version < 0 {
 		return Secret{}, fmt.Errorf("vault: negative version %d", version)
 	}
+	scope = CanonicalScope(scope)
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	out := Secret{Name: name, Scope: scope}
@@ -511,15 +587,25 @@ func (v *Vault) Read(ctx context.Context, actor Actor, name, scope string, versi
 // LookupAll returns every secret visible through scopes (see Lookup), each
 // from its most specific scope, keyed by name: what a task with those
 // scopes may read, e.g. to inject it or to build its Redactor. Each value
-// read is audited.
+// read is audited. Like Lookup it refuses the server scope.
 func (v *Vault) LookupAll(ctx context.Context, actor Actor, scopes []string) (map[string]Secret, error) {
-	if err := actor.validate(); err != nil {
+	if err := checkGrants(scopes); err != nil {
 		return nil, err
 	}
-	for _, s := range scopes {
-		if err := ValidateScope(s); err != nil {
-			return nil, err
-		}
+	return v.lookupAll(ctx, actor, scopes, "lookup all")
+}
+
+// ServerSecrets returns every live server secret, keyed by name. It exists
+// so that a task's Redactor can cover the server's values too (a token
+// that surfaces in a git error, say); never hand its result to a task.
+// Each value read is audited.
+func (v *Vault) ServerSecrets(ctx context.Context, actor Actor) (map[string]Secret, error) {
+	return v.lookupAll(ctx, actor, []string{ScopeServer}, "server secrets")
+}
+
+func (v *Vault) lookupAll(ctx context.Context, actor Actor, scopes []string, detail string) (map[string]Secret, error) {
+	if err := actor.validate(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
@@ -540,7 +626,7 @@ func (v *Vault) LookupAll(ctx context.Context, actor Actor, scopes []string) (ma
 			if live[n] == nil {
 				live[n] = map[string]bool{}
 			}
-			live[n][s] = true
+			live[n][CanonicalScope(s)] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -557,7 +643,7 @@ func (v *Vault) LookupAll(ctx context.Context, actor Actor, scopes []string) (ma
 				continue
 			}
 			val, ver, err := v.read(ctx, c, n, scope, 0)
-			rec := auditRecord{actor: actor, action: "lookup", name: n, scope: scope, version: ver, outcome: outcomeOf(err), detail: "lookup all"}
+			rec := auditRecord{actor: actor, action: "lookup", name: n, scope: scope, version: ver, outcome: outcomeOf(err), detail: detail}
 			if rec.outcome == "error" {
 				return err
 			}
@@ -583,10 +669,14 @@ func (v *Vault) LookupAll(ctx context.Context, actor Actor, scopes []string) (ma
 }
 
 // Lookup returns the value of name from the first scope in scopes that has
-// a live version, and that scope. For an entry "repo:<repo>" without an
-// exact match, stored repo globs matching <repo> are tried, the most
-// specific (fewest wildcards, then longest) first. Use ScopesFor to build
-// the list for a task.
+// a live version, and that scope. The repo:<repo> entries are tried
+// together: an exact repo:<repo> first, then stored repo globs matching any
+// of them, the most specific (fewest wildcards, then longest; "*" last)
+// first. Use ScopesFor to build the list for a task.
+//
+// Lookup is the read made on behalf of a task, so scopes must not include
+// the server scope (ErrInvalidScope); a secret stored only there is
+// ErrNotFound, exactly like a missing one.
 func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []string) ([]byte, string, error) {
 	if err := actor.validate(); err != nil {
 		return nil, "", err
@@ -594,10 +684,8 @@ func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []s
 	if err := ValidateName(name); err != nil {
 		return nil, "", err
 	}
-	for _, s := range scopes {
-		if err := ValidateScope(s); err != nil {
-			return nil, "", err
-		}
+	if err := checkGrants(scopes); err != nil {
+		return nil, "", err
 	}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
@@ -643,12 +731,15 @@ func (v *Vault) liveScopes(ctx context.Context, c *sql.Conn, name string) (map[s
 		if err := rows.Scan(&s); err != nil {
 			return nil, err
 		}
-		live[s] = true
+		live[CanonicalScope(s)] = true
 	}
 	return live, rows.Err()
 }
 
-// pickScope returns the first of wanted present in live, trying repo globs.
+// pickScope returns the first of wanted present in live. The repo:
+// entries of wanted are tried together where the first one stands: exact
+// names first, then live repo globs matching any of them, most specific
+// first.
 func pickScope(live map[string]bool, wanted []string) string {
 	var globs []string
 	for s := range live {
@@ -657,6 +748,10 @@ func pickScope(live map[string]bool, wanted []string) string {
 		}
 	}
 	sort.Slice(globs, func(i, j int) bool {
+		ai, aj := globs[i] == ScopeRepo+"*", globs[j] == ScopeRepo+"*"
+		if ai != aj {
+			return aj
+		}
 		wi, wj := wildcards(globs[i]), wildcards(globs[j])
 		if wi != wj {
 			return wi < wj
@@ -666,13 +761,32 @@ func pickScope(live map[string]bool, wanted []string) string {
 		}
 		return globs[i] < globs[j]
 	})
+	var repos []string
 	for _, w := range wanted {
-		if live[w] {
-			return w
+		if r, ok := strings.CutPrefix(w, ScopeRepo); ok {
+			repos = append(repos, r)
 		}
-		if repo, ok := strings.CutPrefix(w, ScopeRepo); ok {
-			for _, g := range globs {
-				if m, _ := path.Match(g[len(ScopeRepo):], repo); m {
+	}
+	reposTried := false
+	for _, w := range wanted {
+		if !strings.HasPrefix(w, ScopeRepo) {
+			if live[w] {
+				return w
+			}
+			continue
+		}
+		if reposTried {
+			continue
+		}
+		reposTried = true
+		for _, r := range repos {
+			if live[ScopeRepo+r] {
+				return ScopeRepo + r
+			}
+		}
+		for _, g := range globs {
+			for _, r := range repos {
+				if MatchRepo(g[len(ScopeRepo):], r) {
 					return g
 				}
 			}
@@ -681,22 +795,34 @@ func pickScope(live map[string]bool, wanted []string) string {
 	return ""
 }
 
+// MatchRepo reports whether the repo glob pattern (path.Match syntax, as
+// in repos[].match; "*" alone matches every repository) matches repo.
+func MatchRepo(pattern, repo string) bool {
+	if pattern == "*" || pattern == repo {
+		return true
+	}
+	ok, _ := path.Match(pattern, repo)
+	return ok
+}
+
 func wildcards(s string) int {
 	return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[")
 }
 
 // read decrypts one version (0: latest live) inside a transaction.
 func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, version int) ([]byte, int, error) {
-	q := `SELECT version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND scope = ? AND destroyed_at IS NULL ORDER BY version DESC LIMIT 1`
-	args := []any{name, scope}
+	in, inArgs := scopeIn(scope)
+	q := `SELECT scope, version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND ` + in + ` AND destroyed_at IS NULL ORDER BY version DESC LIMIT 1`
+	args := append([]any{name}, inArgs...)
 	if version > 0 {
-		q = `SELECT version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND scope = ? AND version = ? AND destroyed_at IS NULL`
+		q = `SELECT scope, version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND ` + in + ` AND version = ? AND destroyed_at IS NULL`
 		args = append(args, version)
 	}
 	var ver int
 	var kekID sql.NullInt64
 	var wdek, ct []byte
-	err := c.QueryRowContext(ctx, q, args...).Scan(&ver, &kekID, &wdek, &ct)
+	var stored string // the scope the record was sealed under ("global" for old server secrets)
+	err := c.QueryRowContext(ctx, q, args...).Scan(&stored, &ver, &kekID, &wdek, &ct)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, version, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
 	}
@@ -714,11 +840,11 @@ func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, versi
 		}
 		return nil, ver, err
 	}
-	dek, err := unseal(kek, wdek, adDEK(name, scope, ver, kekID.Int64))
+	dek, err := unseal(kek, wdek, adDEK(name, stored, ver, kekID.Int64))
 	if err != nil {
 		return nil, ver, ie
 	}
-	value, err := unseal(dek, ct, adValue(name, scope, ver))
+	value, err := unseal(dek, ct, adValue(name, stored, ver))
 	clear(dek)
 	if err != nil {
 		ie.Part = "value"
@@ -800,12 +926,14 @@ func (v *Vault) destroy(ctx context.Context, actor Actor, name, scope string, ve
 	if err := ValidateScope(scope); err != nil {
 		return 0, err
 	}
+	scope = CanonicalScope(scope)
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	var n int64
 	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		q := `UPDATE vault_secrets SET kek_id = NULL, wrapped_dek = NULL, ciphertext = NULL, destroyed_at = ? WHERE name = ? AND scope = ? AND destroyed_at IS NULL`
-		args := []any{v.now(), name, scope}
+		in, inArgs := scopeIn(scope)
+		q := `UPDATE vault_secrets SET kek_id = NULL, wrapped_dek = NULL, ciphertext = NULL, destroyed_at = ? WHERE name = ? AND ` + in + ` AND destroyed_at IS NULL`
+		args := append([]any{v.now(), name}, inArgs...)
 		if version > 0 {
 			q += ` AND version = ?`
 			args = append(args, version)
@@ -855,7 +983,8 @@ type Info struct {
 	Versions []VersionInfo `json:"versions"`
 }
 
-// List returns every secret and its versions, sorted by name then scope.
+// List returns every secret and its versions, sorted by name then scope
+// (old "global" secrets are listed as "server").
 // It is audited as a read of metadata.
 func (v *Vault) List(ctx context.Context, actor Actor) ([]Info, error) {
 	if err := actor.validate(); err != nil {
@@ -865,7 +994,8 @@ func (v *Vault) List(ctx context.Context, actor Actor) ([]Info, error) {
 	defer cancel()
 	var out []Info
 	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		rows, err := c.QueryContext(ctx, `SELECT name, scope, version, created_at, created_by, destroyed_at FROM vault_secrets ORDER BY name, scope, version`)
+		// Secrets stored as "global" before scopes were split are server secrets.
+		rows, err := c.QueryContext(ctx, `SELECT name, CASE scope WHEN 'global' THEN 'server' ELSE scope END AS s, version, created_at, created_by, destroyed_at FROM vault_secrets ORDER BY name, s, version`)
 		if err != nil {
 			return err
 		}
@@ -909,16 +1039,66 @@ func (v *Vault) LogValue() slog.Value { return slog.StringValue("vault(REDACTED)
 // ConfigActor is the actor recorded for configuration references.
 var ConfigActor = Actor{Kind: ActorSystem, ID: "config"}
 
-// Resolve returns the global value of name for a configuration reference
-// ${vault:NAME} or ${ravi:NAME} (kind "vault" or "ravi", the same vault).
-// It satisfies the config package's resolver interface.
+// Resolve returns the server value of name for a reference ${vault:NAME}
+// or ${ravi:NAME} (kind "vault" or "ravi", the same vault) in the server's
+// own configuration. It reads only the server scope, and satisfies the
+// config package's resolver interface. References made for a task (an
+// agent's env) go through TaskResolver instead.
 func (v *Vault) Resolve(ctx context.Context, kind, name string) (string, error) {
 	switch kind {
 	case "vault", "ravi":
 	default:
 		return "", fmt.Errorf("%w: %q", ErrUnknownKind, kind)
 	}
-	b, err := v.Get(ctx, ConfigActor, name, ScopeGlobal)
+	b, err := v.Get(ctx, ConfigActor, name, ScopeServer)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// TaskResolver resolves ${vault:NAME} and ${ravi:NAME} references made on
+// behalf of one task (an agent's env) from the scopes granted to it, never
+// the server scope. It satisfies the config package's resolver interface.
+type TaskResolver struct {
+	v      *Vault
+	actor  Actor
+	scopes []string
+}
+
+// TaskResolver returns a resolver reading through scopes (see Lookup and
+// ScopesFor) as actor.
+func (v *Vault) TaskResolver(actor Actor, scopes []string) *TaskResolver {
+	return &TaskResolver{v: v, actor: actor, scopes: scopes}
+}
+
+// NotGrantedError reports a reference to a secret that no scope granted to
+// the task holds. It matches ErrNotFound.
+type NotGrantedError struct {
+	Name   string
+	Scopes []string
+}
+
+func (e *NotGrantedError) Error() string {
+	return fmt.Sprintf("vault: secret %s is not granted to this task (it may read %s; server secrets are never given to agents: grant it with nightshift vault set %s --scope agents, repo:<glob>, agent:<name> or task:<id>)",
+		e.Name, strings.Join(e.Scopes, ", "), e.Name)
+}
+
+// Unwrap makes errors.Is(err, ErrNotFound) true.
+func (e *NotGrantedError) Unwrap() error { return ErrNotFound }
+
+// Resolve returns the value of name from the task's most specific granted
+// scope; a secret the task is not granted is a *NotGrantedError.
+func (r *TaskResolver) Resolve(ctx context.Context, kind, name string) (string, error) {
+	switch kind {
+	case "vault", "ravi":
+	default:
+		return "", fmt.Errorf("%w: %q", ErrUnknownKind, kind)
+	}
+	b, _, err := r.v.Lookup(ctx, r.actor, name, r.scopes)
+	if errors.Is(err, ErrNotFound) {
+		return "", &NotGrantedError{Name: name, Scopes: r.scopes}
+	}
 	if err != nil {
 		return "", err
 	}
