@@ -32,7 +32,8 @@
 // Result says why it ended.
 //
 // Network egress goes only through a host-side HTTP/CONNECT proxy that
-// matches the requested name against Spec.AllowHosts, resolves DNS itself,
+// matches the requested name and port against Spec.AllowHosts (an entry
+// without a port allows 443 and 80 only), resolves DNS itself,
 // refuses loopback, private, link-local and metadata addresses and IP
 // literals, and logs every decision.
 package sandbox

@@ -75,10 +75,14 @@ type Spec struct {
 	Stdout        io.Writer         // nil: discarded
 	Stderr        io.Writer         // nil: discarded
 	Timeout       time.Duration     // 0: Config.DefaultTimeout
-	AllowHosts    []string          // egress allowlist: exact names or "*.suffix"; empty: no network at all
-	Forwards      []Forward         // loopback ports inside forwarded to host addresses
-	Tools         map[string]string // name on PATH inside -> host executable (bound read-only)
-	Limits        Limits            // zero fields: Config.DefaultLimits
+	// AllowHosts is the egress allowlist: exact names or "*.suffix", each
+	// optionally with ":port". An entry without a port allows ports 443
+	// and 80 only; "name:port" allows exactly that port. Empty: no network
+	// at all.
+	AllowHosts []string
+	Forwards   []Forward         // loopback ports inside forwarded to host addresses
+	Tools      map[string]string // name on PATH inside -> host executable (bound read-only)
+	Limits     Limits            // zero fields: Config.DefaultLimits
 	// Home, when set, is an absolute host directory bound read-write as the
 	// command's $HOME, so state kept there (an agent's session store)
 	// survives from one run to the next. Empty: a fresh private $HOME.

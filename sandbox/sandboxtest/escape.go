@@ -243,7 +243,7 @@ func Escape(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Esca
 		Command:       []string{EscapeTool, EncodeProbeConfig(cfg)},
 		Env:           RaceEnv(nil),
 		Tools:         map[string]string{EscapeTool: self},
-		AllowHosts:    []string{"*.allowed.test"},
+		AllowHosts:    []string{"*.allowed.test:" + upPort},
 		Limits:        sandbox.Limits{Processes: 64},
 		Timeout:       60 * time.Second,
 	}

@@ -334,6 +334,8 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 			{ID: "", Dir: t.TempDir(), Command: []string{"true"}},
 			{ID: "x", Dir: t.TempDir(), Command: []string{"true"}, ReadOnlyInDir: []string{"../up"}},
 			{ID: "x", Dir: t.TempDir(), Command: []string{"true"}, AllowHosts: []string{"127.0.0.1"}},
+			{ID: "x", Dir: t.TempDir(), Command: []string{"true"}, AllowHosts: []string{"example.com:0"}},
+			{ID: "x", Dir: t.TempDir(), Command: []string{"true"}, AllowHosts: []string{"*.example.com:https"}},
 			{ID: "x", Dir: t.TempDir(), Command: []string{"true"}, Forwards: []sandbox.Forward{{Port: 80, Target: "http://x"}}},
 		} {
 			if _, err := m.Run(context.Background(), spec); !errors.Is(err, sandbox.ErrInvalidSpec) {
@@ -390,7 +392,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 		upPort := up.Listener.Addr().(*net.TCPAddr).Port
 		resolver := func(ctx context.Context, host string) ([]netip.Addr, error) {
 			switch host {
-			case "allowed.test", "other.test":
+			case "allowed.test", "other.test", "noport.test":
 				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 			case "meta.allowed.test":
 				return []netip.Addr{netip.MustParseAddr("169.254.169.254")}, nil
@@ -416,10 +418,13 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 			defer logMu.Unlock()
 			logs = append(logs, fmt.Sprint(append([]any{msg}, attrs...)...))
 		}
-		script := fmt.Sprintf(`%[1]s get http://allowed.test:%[2]d/; echo; %[1]s connect allowed.test:%[2]d; echo; %[1]s get http://other.test:%[2]d/; echo; %[1]s connect meta.allowed.test:%[2]d; echo; %[1]s connect 127.0.0.1:%[2]d`, ProbeTool, upPort)
+		// The upstream listens on a random port, so it is allowlisted as
+		// name:port; noport.test, listed without a port, gets 443 and 80 only.
+		script := fmt.Sprintf(`%[1]s get http://allowed.test:%[2]d/; echo; %[1]s connect allowed.test:%[2]d; echo; %[1]s get http://other.test:%[2]d/; echo; %[1]s connect meta.allowed.test:%[2]d; echo; %[1]s connect 127.0.0.1:%[2]d; echo; %[1]s get http://noport.test:%[2]d/`, ProbeTool, upPort)
 		res, out, errOut := run(t, m, sandbox.Spec{Command: []string{"sh", "-c", script},
-			Tools: map[string]string{ProbeTool: Self(t)}, AllowHosts: []string{"allowed.test", "*.allowed.test"}, Log: logf})
-		want := "200 upstream\n200 Connection established|upstream\n403 egress refused: host not allowlisted\n\n403 Forbidden|\n403 Forbidden|"
+			Tools: map[string]string{ProbeTool: Self(t)}, Log: logf,
+			AllowHosts: []string{"allowed.test:" + strconv.Itoa(upPort), "*.allowed.test:" + strconv.Itoa(upPort), "noport.test"}})
+		want := "200 upstream\n200 Connection established|upstream\n403 egress refused: host not allowlisted\n\n403 Forbidden|\n403 Forbidden|\n403 egress refused: port not allowlisted for this host\n"
 		if !res.OK() || out != want {
 			t.Errorf("result %+v\nstdout %q\nwant   %q\nstderr %q", res, out, want, errOut)
 		}
@@ -429,7 +434,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Options
 		logMu.Lock()
 		joined := strings.Join(logs, "\n")
 		logMu.Unlock()
-		for _, s := range []string{"egress allowed", "not_allowlisted", "internal_address", "ip_literal"} {
+		for _, s := range []string{"egress allowed", "not_allowlisted", "port_not_allowed", "internal_address", "ip_literal"} {
 			if !strings.Contains(joined, s) {
 				t.Errorf("log lacks %q:\n%s", s, joined)
 			}

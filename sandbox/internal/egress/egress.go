@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,10 +35,18 @@ func DefaultDeny() []netip.Prefix {
 	return out
 }
 
-// ValidPattern checks an allowlist entry: a host name or "*.suffix".
+// ValidPattern checks an allowlist entry: a host name or "*.suffix",
+// optionally followed by ":port" (1-65535, decimal). An entry without a
+// port allows ports 443 and 80 only.
 func ValidPattern(p string) error {
-	name := strings.TrimPrefix(p, "*.")
-	if name == "" || strings.ContainsAny(name, "*/:@ ") || strings.HasPrefix(name, ".") {
+	name, port, hasPort := strings.Cut(p, ":")
+	if hasPort {
+		if _, ok := parsePort(port); !ok {
+			return fmt.Errorf("bad port in host pattern %q (want NAME, *.SUFFIX, NAME:PORT or *.SUFFIX:PORT)", p)
+		}
+	}
+	name = strings.TrimPrefix(name, "*.")
+	if name == "" || strings.ContainsAny(name, "*/:@[] ") || strings.HasPrefix(name, ".") {
 		return fmt.Errorf("bad host pattern %q", p)
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
@@ -46,17 +55,45 @@ func ValidPattern(p string) error {
 	return nil
 }
 
-// Match reports whether host matches one of the allowlist patterns.
-// "*.example.com" matches sub.example.com and a.b.example.com, not example.com.
-func Match(patterns []string, host string) bool {
+// parsePort parses a decimal port 1-65535 (no sign, no leading zeros).
+func parsePort(s string) (int, bool) {
+	if s == "" || len(s) > 5 || s[0] == '0' {
+		return 0, false
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n >= 1 && n <= 65535
+}
+
+// defaultPorts are the ports an allowlist entry without ":port" allows.
+var defaultPorts = []int{443, 80}
+
+// Match reports whether host:port matches one of the allowlist patterns.
+// "*.example.com" matches sub.example.com and a.b.example.com, not
+// example.com; a pattern without a port matches ports 443 and 80 only,
+// "name:port" exactly that port.
+func Match(patterns []string, host string, port int) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, p := range patterns {
 		p = strings.ToLower(p)
-		if suf, ok := strings.CutPrefix(p, "*."); ok {
+		name, ps, hasPort := strings.Cut(p, ":")
+		if hasPort {
+			if n, ok := parsePort(ps); !ok || n != port {
+				continue
+			}
+		} else if port != defaultPorts[0] && port != defaultPorts[1] {
+			continue
+		}
+		if suf, ok := strings.CutPrefix(name, "*."); ok {
 			if strings.HasSuffix(host, "."+suf) {
 				return true
 			}
-		} else if host == p {
+		} else if host == name {
 			return true
 		}
 	}
@@ -147,9 +184,18 @@ func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
 		p.cfg.Log("egress denied", "host", host, "port", port, "reason", "ip_literal")
 		return nil, &refusal{"IP literal"}
 	}
-	if !Match(p.cfg.Allow, host) {
-		p.cfg.Log("egress denied", "host", host, "port", port, "reason", "not_allowlisted")
-		return nil, &refusal{"host not allowlisted"}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return nil, &refusal{"malformed target"}
+	}
+	port = strconv.Itoa(n)
+	if !Match(p.cfg.Allow, host, n) {
+		reason, msg := "not_allowlisted", "host not allowlisted"
+		if Match(p.cfg.Allow, host, 443) || Match(p.cfg.Allow, host, 80) || matchAnyPort(p.cfg.Allow, host) {
+			reason, msg = "port_not_allowed", "port not allowlisted for this host"
+		}
+		p.cfg.Log("egress denied", "host", host, "port", port, "reason", reason)
+		return nil, &refusal{msg}
 	}
 	addrs, err := p.cfg.LookupIP(ctx, host)
 	if err != nil || len(addrs) == 0 {
@@ -174,6 +220,19 @@ func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
 		return c, nil
 	}
 	return nil, lastErr
+}
+
+// matchAnyPort reports whether host matches a pattern on some port, to
+// tell a refused port from a refused name in the log.
+func matchAnyPort(patterns []string, host string) bool {
+	for _, p := range patterns {
+		if _, ps, ok := strings.Cut(p, ":"); ok {
+			if n, ok := parsePort(ps); ok && Match([]string{p}, host, n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (p *Proxy) denied(a netip.Addr) bool {

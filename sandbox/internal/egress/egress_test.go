@@ -11,27 +11,43 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 )
 
 func TestMatch(t *testing.T) {
-	allow := []string{"proxy.golang.org", "*.github.com"}
-	for host, want := range map[string]bool{
-		"proxy.golang.org":      true,
-		"PROXY.golang.org.":     true,
-		"api.github.com":        true,
-		"a.b.github.com":        true,
-		"github.com":            false,
-		"evilgithub.com":        false,
-		"github.com.evil.test":  false,
-		"proxy.golang.org.evil": false,
-		"sub.proxy.golang.org":  false,
-		"":                      false,
+	allow := []string{"proxy.golang.org", "*.github.com", "registry.test:5000", "*.mirror.test:8443"}
+	for _, c := range []struct {
+		host string
+		port int
+		want bool
+	}{
+		{"proxy.golang.org", 443, true},
+		{"proxy.golang.org", 80, true},
+		{"PROXY.golang.org.", 443, true},
+		{"proxy.golang.org", 22, false},   // no port: 443 and 80 only
+		{"proxy.golang.org", 8443, false}, // no port: 443 and 80 only
+		{"api.github.com", 443, true},
+		{"a.b.github.com", 80, true},
+		{"api.github.com", 6379, false},
+		{"github.com", 443, false},
+		{"evilgithub.com", 443, false},
+		{"github.com.evil.test", 443, false},
+		{"proxy.golang.org.evil", 443, false},
+		{"sub.proxy.golang.org", 443, false},
+		{"", 443, false},
+		{"registry.test", 5000, true},
+		{"registry.test", 443, false}, // an explicit port allows only that port
+		{"registry.test", 80, false},
+		{"registry.test", 5001, false},
+		{"a.mirror.test", 8443, true},
+		{"a.mirror.test", 443, false},
+		{"mirror.test", 8443, false},
 	} {
-		if got := Match(allow, host); got != want {
-			t.Errorf("Match(%q) = %v, want %v", host, got, want)
+		if got := Match(allow, c.host, c.port); got != c.want {
+			t.Errorf("Match(%q, %d) = %v, want %v", c.host, c.port, got, c.want)
 		}
 	}
 }
@@ -39,7 +55,11 @@ func TestMatch(t *testing.T) {
 func TestValidPattern(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"example.com": true, "*.example.com": true, "127.0.0.1": false, "::1": false,
-		"*": false, "*.": false, "a*b.com": false, "http://x": false, "x:80": false, "": false,
+		"*": false, "*.": false, "a*b.com": false, "http://x": false, "": false,
+		"x:80": true, "example.com:8443": true, "*.example.com:22": true, "x:65535": true, "x:1": true,
+		"x:0": false, "x:65536": false, "x:": false, ":80": false, "x:08": false, "x:+80": false,
+		"x:80:80": false, "x:http": false, "*.:80": false, "*:80": false, "127.0.0.1:80": false,
+		"[::1]:80": false, "x:-1": false, "x: 80": false,
 	} {
 		if err := ValidPattern(p); (err == nil) != ok {
 			t.Errorf("ValidPattern(%q) = %v, want ok=%v", p, err, ok)
@@ -70,14 +90,19 @@ func TestProxy(t *testing.T) {
 	}))
 	defer up.Close()
 	_, port, _ := net.SplitHostPort(up.Listener.Addr().String())
+	tlsUp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "tls upstream") }))
+	defer tlsUp.Close()
+	_, tlsPort, _ := net.SplitHostPort(tlsUp.Listener.Addr().String())
 	var mu sync.Mutex
 	var logs []string
 	p := New(Config{
-		Allow: []string{"ok.test", "*.ok.test"},
+		// The upstreams listen on random ports: each is allowed explicitly;
+		// "noport.test" gets the default ports 443 and 80 only.
+		Allow: []string{"ok.test:" + port, "*.ok.test:" + port, "ok.test:" + tlsPort, "*.ok.test", "noport.test"},
 		Deny:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			switch host {
-			case "ok.test":
+			case "ok.test", "noport.test", "other.ok.test":
 				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 			case "internal.ok.test":
 				return []netip.Addr{netip.MustParseAddr("10.0.0.5")}, nil
@@ -151,10 +176,20 @@ func TestProxy(t *testing.T) {
 			t.Errorf("CONNECT %s: %d, want 403", target, code)
 		}
 	}
+	// Ports: an entry without one allows 443 and 80 only; "name:port"
+	// exactly that port.
+	if code, body := get("http://other.ok.test:" + port + "/q"); code != 200 || body != "upstream /q" {
+		t.Errorf("GET on the port of *.ok.test:PORT: %d %q", code, body)
+	}
+	for _, target := range []string{"noport.test:" + port, "ok.test:" + strconv.Itoa(otherPort(port, tlsPort))} {
+		if code := connect(target); code != 403 {
+			t.Errorf("CONNECT %s (port not allowlisted): %d, want 403", target, code)
+		}
+	}
+	if code, _ := get("http://noport.test:" + port + "/"); code != 403 {
+		t.Errorf("GET noport.test on a port other than 443/80: %d, want 403", code)
+	}
 	// TLS through the tunnel: the ClientHello's server name must match.
-	tlsUp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "tls upstream") }))
-	defer tlsUp.Close()
-	_, tlsPort, _ := net.SplitHostPort(tlsUp.Listener.Addr().String())
 	tlsVia := func(connectHost, sni string) (string, error) {
 		c, err := net.Dial("tcp", proxy)
 		if err != nil {
@@ -187,9 +222,18 @@ func TestProxy(t *testing.T) {
 	mu.Lock()
 	joined := strings.Join(logs, "\n")
 	mu.Unlock()
-	for _, s := range []string{"egress allowed", "not_allowlisted", "ip_literal", "internal_address", "dns_failed", "sni_mismatch"} {
+	for _, s := range []string{"egress allowed", "not_allowlisted", "port_not_allowed", "ip_literal", "internal_address", "dns_failed", "sni_mismatch"} {
 		if !strings.Contains(joined, s) {
 			t.Errorf("no %q decision logged:\n%s", s, joined)
+		}
+	}
+}
+
+// otherPort returns a port that is neither a nor b nor 443 nor 80.
+func otherPort(a, b string) int {
+	for n := 1024; ; n++ {
+		if s := strconv.Itoa(n); s != a && s != b {
+			return n
 		}
 	}
 }
