@@ -5,10 +5,12 @@
 //
 // Every request must carry a task-scoped bearer token issued by
 // identity.Service.IssueToken. A token reaches only its own identity, and
-// get_secret reads the vault with the token's scopes (task:<id>,
-// agent:<name>, repo:<repo>, global, most specific first) as actor
-// {Kind: "task", ID: task id}. Every tool call is reported to the audit
-// hook with its identity, task, tool and outcome, never with values.
+// get_secret reads the vault with the scopes granted to the token's task
+// (task:<id>, agent:<name>, repo:<repo>, agents, most specific first) as
+// actor {Kind: "task", ID: task id}, never the server scope: a secret only
+// the server may read answers exactly like a missing one. Every tool call
+// is reported to the audit hook with its identity, task, tool and outcome,
+// never with values.
 package mcpserver
 
 import (
@@ -40,7 +42,8 @@ const (
 
 // Secrets is the part of the vault get_secret uses; *vault.Vault
 // satisfies it. Lookup returns the value and the scope it was found in, or
-// an error matching vault.ErrNotFound.
+// an error matching vault.ErrNotFound. The scopes it is given never include
+// the server scope (and *vault.Vault refuses it).
 type Secrets interface {
 	Lookup(ctx context.Context, actor vault.Actor, name string, scopes []string) ([]byte, string, error)
 }
@@ -69,6 +72,11 @@ type Config struct {
 	Owner string
 	// Version is reported to MCP clients. Default "dev".
 	Version string
+	// RepoKey turns a task's repository (a URL or a path) into the form
+	// repo scopes are written in, host/owner/name, so a secret granted to
+	// repo:github.com/acme/* reaches a task on https://github.com/acme/x.git.
+	// Nil: the repository is matched only as given.
+	RepoKey func(repo string) string
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
 	// Logger receives operational logs. Nil discards.
@@ -310,7 +318,7 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 	if c.scope.TaskID == "" {
 		actor = vault.Actor{Kind: vault.ActorIdentity, ID: c.id.ID}
 	}
-	val, scope, err := s.secrets.Lookup(ctx, actor, name, c.scope.SecretScopes())
+	val, scope, err := s.secrets.Lookup(ctx, actor, name, s.secretScopes(c.scope))
 	if errors.Is(err, vault.ErrNotFound) {
 		return notFound(fmt.Sprintf("secret %s not found in the scopes this task may read", name)), nil
 	}
@@ -320,6 +328,14 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 	}
 	res := mcp.NewToolResultStructured(SecretResult{Name: name, Value: string(val), Scope: scope}, string(val))
 	return res, nil
+}
+
+// secretScopes returns the vault scopes granted to a token's task.
+func (s *Server) secretScopes(sc identity.Scope) []string {
+	if s.cfg.RepoKey == nil || sc.Repo == "" {
+		return sc.SecretScopes()
+	}
+	return sc.SecretScopes(s.cfg.RepoKey(sc.Repo))
 }
 
 func (s *Server) check(ctx context.Context, id identity.Identity, kind identity.MessageKind, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {

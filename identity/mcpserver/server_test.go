@@ -40,7 +40,7 @@ func (f *fixture) events() []mcpserver.AuditEvent {
 	return append([]mcpserver.AuditEvent(nil), f.audit...)
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T, opts ...func(*mcpserver.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "db")+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)")
@@ -65,11 +65,15 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{ids: ids, p: p, v: v}
-	s := mcpserver.NewServer(ids, v, mcpserver.Config{Audit: func(_ context.Context, ev mcpserver.AuditEvent) {
+	cfg := mcpserver.Config{Audit: func(_ context.Context, ev mcpserver.AuditEvent) {
 		f.mu.Lock()
 		f.audit = append(f.audit, ev)
 		f.mu.Unlock()
-	}})
+	}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := mcpserver.NewServer(ids, v, cfg)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", s.Handler())
 	f.srv = httptest.NewServer(mux)
@@ -197,7 +201,7 @@ func TestSecretsAreScoped(t *testing.T) {
 	ctx := context.Background()
 	op := vault.Actor{Kind: vault.ActorOperator, ID: "test"}
 	for _, s := range []struct{ name, scope, value string }{
-		{"API_KEY", "global", "global-value"},
+		{"API_KEY", "agents", "agents-value"},
 		{"API_KEY", "repo:github.com/acme/*", "repo-value"},
 		{"API_KEY", "task:TASKBBBB01", "task-b-value"},
 		{"DEPLOY_KEY", "repo:github.com/other/thing", "other-repo"},
@@ -339,5 +343,60 @@ func TestStdioBridge(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeStdio did not return at end of input")
+	}
+}
+
+// TestServerSecretsAreNeverServed: get_secret answers a secret only the
+// server may read (set as server, or under its old name global) exactly as
+// it answers a missing one, so an agent learns neither its value nor that
+// it exists; secrets granted with agents or repo:<glob> are served, the
+// repo glob matching the task's clone URL through RepoKey.
+func TestServerSecretsAreNeverServed(t *testing.T) {
+	t.Parallel()
+	repoKey := func(repo string) string {
+		return strings.TrimSuffix(strings.TrimPrefix(repo, "https://"), ".git")
+	}
+	f := setup(t, func(c *mcpserver.Config) { c.RepoKey = repoKey })
+	ctx := context.Background()
+	op := vault.Actor{Kind: vault.ActorOperator, ID: "test"}
+	for _, s := range []struct{ name, scope, value string }{
+		{"ANTHROPIC_API_KEY", "server", "sk-ant-server-only"},
+		{"GITHUB_TOKEN", "global", "ghp-server-only"},
+		{"SHARED_TOKEN", "agents", "shared-for-agents"},
+		{"ACME_TOKEN", "repo:github.com/acme/*", "acme-repo-token"},
+		{"OTHER_TOKEN", "repo:github.com/other/*", "other-repo-token"},
+	} {
+		if _, err := f.v.Set(ctx, op, s.name, s.scope, []byte(s.value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, tok := f.agent(t, "TASKSRV001", "https://github.com/acme/app.git", "claude")
+	c := dial(t, f.url, tok)
+	refusal := func(name string) string {
+		t.Helper()
+		v, err := c.Text(ctx, mcpserver.ToolGetSecret, map[string]any{"name": name})
+		if !errors.Is(err, mcpserver.ErrToolNotFound) {
+			t.Fatalf("get_secret %s = %q, %v; want not found", name, v, err)
+		}
+		return strings.ReplaceAll(err.Error(), name, "NAME")
+	}
+	missing := refusal("NO_SUCH_SECRET")
+	for _, name := range []string{"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "OTHER_TOKEN"} {
+		if got := refusal(name); got != missing {
+			t.Errorf("get_secret %s refused with %q, a missing secret with %q: an existence oracle", name, got, missing)
+		}
+	}
+	for name, want := range map[string]string{"SHARED_TOKEN": "shared-for-agents", "ACME_TOKEN": "acme-repo-token"} {
+		if v, err := c.Text(ctx, mcpserver.ToolGetSecret, map[string]any{"name": name}); err != nil || v != want {
+			t.Errorf("get_secret %s = %q, %v; want %q", name, v, err, want)
+		}
+	}
+	for _, ev := range f.events() {
+		switch ev.Secret {
+		case "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "OTHER_TOKEN", "NO_SUCH_SECRET":
+			if ev.Outcome != "not_found" {
+				t.Errorf("audit %s: outcome %q, want not_found", ev.Secret, ev.Outcome)
+			}
+		}
 	}
 }
