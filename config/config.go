@@ -366,6 +366,11 @@ func (c *Config) validate() error {
 		if a.kind(name) == "command" && len(a.Command) == 0 {
 			return &Error{Key: key + ".command", Msg: "a command agent needs a command"}
 		}
+		for k, v := range a.Env {
+			if err := checkEnvRefs(v); err != nil {
+				return &Error{Key: key + ".env." + k, Msg: err.Error()}
+			}
+		}
 	}
 	for i, r := range c.Repos {
 		key := fmt.Sprintf("repos[%d]", i)

@@ -7,11 +7,18 @@
 // event, meters tokens and cost per task, enforces the task's budget and
 // stores a redacted transcript of every exchange.
 //
-// Routing: a request to /<provider>/<rest> goes to
-// Upstreams[<provider>].BaseURL + /<rest>. Clients are configured with
-// ANTHROPIC_BASE_URL=<gateway>/anthropic (Claude Code appends /v1/messages)
-// and an OpenAI base URL of <gateway>/openai (Codex appends /responses; the
-// OpenAI upstream's BaseURL carries /v1).
+// Routing: a request to /<provider><path> goes to
+// Upstreams[<provider>].BaseURL + <path> only when <method> <path> is one
+// of the provider's Endpoints, the calls Claude Code and Codex make (see
+// DefaultEndpoints); anything else (another method or path, dot segments,
+// encoded or doubled slashes) is answered 404 without reaching the
+// upstream. Clients are configured with ANTHROPIC_BASE_URL=<gateway>/anthropic
+// (Claude Code appends /v1/messages) and an OpenAI base URL of
+// <gateway>/openai (Codex appends /responses; the OpenAI upstream's BaseURL
+// carries /v1).
+//
+// A sandbox should reach the gateway only through TaskHandler(task), which
+// refuses every token but that task's, on a listener of its own.
 //
 // Guarantees:
 //   - The real key never leaves the gateway: it is set only on the upstream
@@ -44,6 +51,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +75,32 @@ type Upstream struct {
 	// Auth is how the key is sent: "x-api-key" or "bearer". Empty means
 	// "x-api-key" for the provider named "anthropic" and "bearer" otherwise.
 	Auth string
+	// Endpoints are the calls forwarded to this upstream. Nil means
+	// DefaultEndpoints(provider), which is required for a provider other
+	// than "anthropic" and "openai".
+	Endpoints []Endpoint
+}
+
+// Endpoint is one API call the gateway forwards: an HTTP method and a path
+// below the provider prefix (and the upstream's BaseURL), matched exactly.
+type Endpoint struct {
+	Method string // e.g. POST
+	Path   string // e.g. /v1/messages
+}
+
+// DefaultEndpoints returns the calls Claude Code ("anthropic") and Codex
+// and the OpenAI SDKs ("openai", whose BaseURL carries /v1) make: creating
+// messages or responses, counting tokens and listing models. Nothing that
+// reads or deletes stored data (files, batches) is among them. Other
+// providers have none.
+func DefaultEndpoints(provider string) []Endpoint {
+	switch provider {
+	case "anthropic":
+		return []Endpoint{{"POST", "/v1/messages"}, {"POST", "/v1/messages/count_tokens"}, {"GET", "/v1/models"}}
+	case "openai":
+		return []Endpoint{{"POST", "/responses"}, {"POST", "/chat/completions"}, {"GET", "/models"}}
+	}
+	return nil
 }
 
 // Price is the list price of a model in USD per million tokens.
@@ -166,6 +200,18 @@ func (c Config) validate() error {
 		default:
 			return fmt.Errorf("gateway: config Upstreams[%s].Auth %q must be x-api-key or bearer", name, u.Auth)
 		}
+		eps := u.Endpoints
+		if eps == nil {
+			eps = DefaultEndpoints(name)
+		}
+		if len(eps) == 0 {
+			return fmt.Errorf("gateway: config Upstreams[%s].Endpoints: none (no defaults for this provider)", name)
+		}
+		for _, e := range eps {
+			if e.Method == "" || !cleanPath(e.Path) {
+				return fmt.Errorf("gateway: config Upstreams[%s].Endpoints: %q %q is not a method and a clean path", name, e.Method, e.Path)
+			}
+		}
 	}
 	if c.MaxRequestBytes < 0 {
 		return fmt.Errorf("gateway: config MaxRequestBytes must not be negative")
@@ -190,7 +236,7 @@ type Budget struct {
 // Hooks are called as a task's usage crosses its budget.
 type Hooks struct {
 	// OnSoftLimit fires once when usage reaches SoftFraction of a limit
-	// (the orchestrator commits a checkpoint).
+	// (the orchestrator notes it in the task log).
 	OnSoftLimit func(Usage)
 	// OnHardLimit fires once when usage reaches a limit (the orchestrator
 	// stops the run with reason budget_exceeded).
@@ -255,6 +301,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	ups := make(map[string]Upstream, len(cfg.Upstreams))
+	for name, u := range cfg.Upstreams {
+		if u.Endpoints == nil {
+			u.Endpoints = DefaultEndpoints(name)
+		}
+		ups[name] = u
+	}
+	cfg.Upstreams = ups
 	return &Gateway{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "gateway"),
@@ -356,8 +410,16 @@ func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
-// authenticate returns the task of the request's token.
-func (g *Gateway) authenticate(r *http.Request) (*task, string) {
+// TaskHandler returns the gateway as seen by one task: requests carrying any
+// token but taskID's current one are refused like unknown tokens (401).
+// Serve it on a listener only that task's sandbox reaches.
+func (g *Gateway) TaskHandler(taskID string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(w, r, taskID) })
+}
+
+// authenticate returns the task of the request's token; with only set, a
+// token of any other task counts as unknown.
+func (g *Gateway) authenticate(r *http.Request, only string) (*task, string) {
 	token := r.Header.Get("X-Api-Key")
 	if token == "" {
 		if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
@@ -369,14 +431,51 @@ func (g *Gateway) authenticate(r *http.Request) (*task, string) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.tokens[tokenKey(token)], token
+	t := g.tokens[tokenKey(token)]
+	if t != nil && only != "" && t.id != only {
+		return nil, token
+	}
+	return t, token
+}
+
+// cleanPath reports whether p is an absolute, clean path of plain
+// characters (letters, digits, "/", "_", "-", ".").
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' || path.Clean(p) != p {
+		return false
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/_-.", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// endpoint returns the upstream path of an allowed call, matching the
+// request's raw path exactly: dot segments, encoded characters and doubled
+// slashes never match.
+func endpoint(up Upstream, r *http.Request, provider string) (string, bool) {
+	if r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
+		return "", false
+	}
+	p := r.URL.EscapedPath()
+	for _, e := range up.Endpoints {
+		if r.Method == e.Method && p == "/"+provider+e.Path {
+			return e.Path, true
+		}
+	}
+	return "", false
 }
 
 // hopHeaders are not forwarded in either direction.
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection"}
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves every registered task (see TaskHandler for one task).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.serve(w, r, "") }
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, only string) {
 	start := g.cfg.Clock()
 	provider, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	up, ok := g.cfg.Upstreams[provider]
@@ -385,7 +484,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.metrics.request("unknown", http.StatusNotFound)
 		return
 	}
-	t, token := g.authenticate(r)
+	t, token := g.authenticate(r, only)
 	if t == nil {
 		g.metrics.refused("auth")
 		g.metrics.request(provider, http.StatusUnauthorized)
@@ -393,6 +492,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := g.log.With("task_id", t.id, "provider", provider)
+	rest, ok = endpoint(up, r, provider)
+	if !ok {
+		g.metrics.refused("endpoint")
+		g.metrics.request(provider, http.StatusNotFound)
+		log.Warn("refused a call outside the allowed endpoints", "method", r.Method, "path", r.URL.EscapedPath())
+		writeError(w, provider, http.StatusNotFound, errNotFound, "nightshift gateway: "+r.Method+" "+r.URL.EscapedPath()+" is not an endpoint agents may call")
+		return
+	}
+	rest = strings.TrimPrefix(rest, "/")
 
 	g.mu.Lock()
 	refused, u, b := t.hard, t.usage, t.budget
