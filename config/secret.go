@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -146,4 +147,83 @@ func (c *Config) allSecrets() []namedSecret {
 	add("identity.twilio_auth_token", c.Identity.TwilioAuthToken)
 	add("identity.ravi.key", c.Identity.Ravi.Key)
 	return out
+}
+
+// AgentEnv returns the environment configured for agent name
+// (agents.<name>.env) with its references resolved for one task:
+// ${vault:NAME} and ${ravi:NAME} through r, which must read only the
+// scopes granted to that task (the vault's TaskResolver), never the
+// server's own secrets; ${env:NAME} from env and ${file:PATH} from disk, as
+// everywhere else. Text that is not such a reference (a shell ${HOME}, say)
+// is kept as it is. An error names the variable and the reference, never a
+// value, and wraps the resolver's error.
+func (c *Config) AgentEnv(ctx context.Context, name string, env map[string]string, r Resolver) (map[string]string, error) {
+	ag, ok := c.AgentFor(name)
+	if !ok || len(ag.Env) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(ag.Env))
+	for k := range ag.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make(map[string]string, len(ag.Env))
+	for _, k := range keys {
+		v, err := resolveEnvValue(ctx, ag.Env[k], env, r)
+		if err != nil {
+			return nil, fmt.Errorf("config: agents.%s.env.%s: %w", name, k, err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// resolveEnvValue resolves the vault, ravi, env and file references in an
+// agent env value and keeps any other ${...} text.
+func resolveEnvValue(ctx context.Context, s string, env map[string]string, r Resolver) (string, error) {
+	var firstErr error
+	out := refRe.ReplaceAllStringFunc(s, func(ref string) string {
+		m := refRe.FindStringSubmatch(ref)
+		kind, name := m[1], m[2]
+		switch kind {
+		case "vault", "ravi":
+		case "env", "file":
+			v, err := resolveRef(ctx, kind, name, env, nil)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			return v
+		default:
+			return ref
+		}
+		if r == nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w ${%s:%s}", ErrNoResolver, kind, name)
+			}
+			return ""
+		}
+		v, err := r.Resolve(ctx, kind, name)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("${%s:%s}: %w", kind, name, err)
+		}
+		return v
+	})
+	if firstErr != nil {
+		return "", firstErr
+	}
+	return out, nil
+}
+
+// checkEnvRefs reports a vault, ravi, env or file reference without a name
+// in an agent env value.
+func checkEnvRefs(s string) error {
+	for _, m := range refRe.FindAllStringSubmatch(s, -1) {
+		switch m[1] {
+		case "vault", "ravi", "env", "file":
+			if strings.TrimSpace(m[2]) == "" {
+				return fmt.Errorf("empty reference ${%s:}", m[1])
+			}
+		}
+	}
+	return nil
 }
