@@ -1,19 +1,19 @@
 package worktree
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 // Signature is a git identity.
@@ -60,10 +60,10 @@ type CommitRequest struct {
 	// Protected overrides Config.Protected for this commit (a repository's
 	// own list); nil means Config.Protected.
 	Protected []string
-	// KeepAgentCommits leaves the agent's own commits as they are. By
-	// default, commits the agent made that were not pushed yet and lack
-	// the Nightshift-Task trailer are rewritten to carry it (same trees,
-	// authors and dates; new SHAs).
+	// KeepAgentCommits is ignored: the agent's own commits never leave
+	// (see Manager.Commit).
+	//
+	// Deprecated: agent commits are always squashed.
 	KeepAgentCommits bool
 	// When is the commit time; zero means the Manager's clock.
 	When time.Time
@@ -81,15 +81,23 @@ type Commit struct {
 	Changed bool `json:"changed"`
 	// Files are the paths that differ between the base and SHA, sorted.
 	Files []string `json:"files"`
-	// Rewritten counts agent commits rewritten to carry the task trailer.
+	// Rewritten is always zero.
+	//
+	// Deprecated: agent commits are squashed, never rewritten.
 	Rewritten int `json:"rewritten,omitempty"`
 }
 
-// Commit commits the changes the agent left uncommitted (if any) on the
-// task branch, authored by req.Author with trailers, and checks every
-// commit between the base and the new head for protected paths. On a
-// protected-path violation it returns *ProtectedPathError and changes no
-// ref. It is also how checkpoint commits are made during long runs.
+// Commit records the state of the task's work tree as one commit made by
+// Nightshift: its tree is the work tree's files (as `git add -A` would
+// stage them), its parent the last commit a push of this task delivered, or
+// the task's base. The agent's own commits, branches and messages are
+// squashed away and never leave: nothing the agent wrote into .git other
+// than the index's stat cache is used. The commit carries req.Author, the
+// message and trailers; the task branch and HEAD point at it afterwards,
+// and Push sends it. Calling Commit again with nothing changed returns the
+// same commit. A change to a protected path fails with *ProtectedPathError
+// and changes no ref. It is also how checkpoint commits are made during
+// long runs.
 func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (Commit, error) {
 	if err := req.Author.validate("Author"); err != nil {
 		return Commit{}, err
@@ -106,6 +114,10 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	l := m.taskLock(wt.TaskID)
 	l.Lock()
 	defer l.Unlock()
+	meta, err := readMeta(m.taskRoot(wt.TaskID))
+	if err != nil {
+		return Commit{}, err
+	}
 	unlock := m.useMirror(&mirror{dir: wt.mirrorDir})
 	defer unlock()
 	st, err := openTaskStore(wt)
@@ -114,48 +126,71 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	}
 	defer st.Close()
 
-	hb, _ := os.ReadFile(filepath.Join(wt.gitDir(), "HEAD"))
-	onBranch := strings.TrimSpace(string(hb)) == "ref: refs/heads/"+wt.Branch
-	head, err := taskHead(st, wt)
-	if err != nil {
-		return Commit{}, err
-	}
-	headCommit, err := object.GetCommit(st, head)
-	if err != nil {
-		return Commit{}, fmt.Errorf("worktree: read HEAD commit: %w", err)
-	}
-	snap, err := stage(ctx, st, wt.Dir, m.cfg.MaxFileSize)
-	if err != nil {
-		return Commit{}, fmt.Errorf("worktree: stage: %w", err)
-	}
 	base := plumbing.NewHash(wt.BaseCommit)
 	baseCommit, err := object.GetCommit(st, base)
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: read base commit: %w", err)
 	}
+	parent := base
+	if meta.PushedCommit != "" {
+		parent = plumbing.NewHash(meta.PushedCommit)
+	}
+	parentCommit, err := object.GetCommit(st, parent)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: read parent commit: %w", err)
+	}
+	snap, err := stage(ctx, st, st.work, st.git, m.cfg.MaxFileSize)
+	if err != nil {
+		return Commit{}, fmt.Errorf("worktree: stage: %w", err)
+	}
 	protected := m.cfg.Protected
 	if req.Protected != nil {
 		protected = req.Protected
 	}
+	var files []string
+	var missing []string
+	if err := diffTrees(st, baseCommit.TreeHash, snap.tree, "", func(c change) error {
+		files = append(files, c.path)
+		// The index's stat cache named this blob: it must be an object of
+		// this clone or its mirror (never one reached through alternates).
+		if !c.to.hash.IsZero() && c.to.mode != filemode.Submodule && st.HasEncodedObject(c.to.hash) != nil {
+			missing = append(missing, c.path)
+		}
+		return ctx.Err()
+	}, nil); err != nil {
+		return Commit{}, fmt.Errorf("worktree: list changes: %w", err)
+	}
+	if len(missing) > 0 {
+		return Commit{}, fmt.Errorf("%w: the index names objects the clone does not have for %s", ErrUnsafeRepository, strings.Join(missing, ", "))
+	}
+	sort.Strings(files)
 	if !req.AllowProtected && len(protected) > 0 {
-		if err := m.checkProtected(st, protected, base, baseCommit.TreeHash, head, snap.tree); err != nil {
-			return Commit{}, err
+		var hits []string
+		for _, f := range files {
+			for _, p := range protected {
+				if matchGlob(p, f) {
+					hits = append(hits, f)
+					break
+				}
+			}
+		}
+		if len(hits) > 0 {
+			return Commit{}, &ProtectedPathError{Paths: hits}
 		}
 	}
-	res := Commit{SHA: head.String()}
-	taskTrailer := Trailer{"Nightshift-Task", wt.TaskID}
-	if !req.KeepAgentCommits && head != base {
-		haves := []plumbing.Hash{base}
-		if meta, err := readMeta(m.taskRoot(wt.TaskID)); err == nil && meta.PushedCommit != "" {
-			haves = append(haves, plumbing.NewHash(meta.PushedCommit))
+
+	res := Commit{Files: files}
+	head := parent
+	if snap.tree != parentCommit.TreeHash {
+		// The same tree on the same parent as last time: keep that commit.
+		if prev := meta.Committed; prev != "" {
+			if c, err := object.GetCommit(st, plumbing.NewHash(prev)); err == nil && c.TreeHash == snap.tree &&
+				len(c.ParentHashes) == 1 && c.ParentHashes[0] == parent {
+				head = c.Hash
+			}
 		}
-		nh, n, err := stampCommits(st, head, haves, taskTrailer)
-		if err != nil {
-			return Commit{}, fmt.Errorf("worktree: add trailers to agent commits: %w", err)
-		}
-		head, res.SHA, res.Rewritten = nh, nh.String(), n
 	}
-	if snap.tree != headCommit.TreeHash {
+	if snap.tree != parentCommit.TreeHash && head == parent {
 		when := req.When
 		if when.IsZero() {
 			when = m.cfg.Now()
@@ -170,13 +205,13 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 				trailers = append(trailers, Trailer{"Co-authored-by", co.String()})
 			}
 		}
-		trailers = append(trailers, taskTrailer)
+		trailers = append(trailers, Trailer{"Nightshift-Task", wt.TaskID})
 		c := &object.Commit{
 			Author:       object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when},
 			Committer:    object.Signature{Name: req.Committer.Name, Email: req.Committer.Email, When: when},
 			Message:      withTrailers(msg, trailers),
 			TreeHash:     snap.tree,
-			ParentHashes: []plumbing.Hash{head},
+			ParentHashes: []plumbing.Hash{parent},
 		}
 		o := st.NewEncodedObject()
 		if err := c.Encode(o); err != nil {
@@ -186,106 +221,34 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 		if err != nil {
 			return Commit{}, fmt.Errorf("worktree: store commit: %w", err)
 		}
-		res.SHA, res.Created = h.String(), true
+		res.Created = true
 		head = h
 	}
-	// The index first (it only caches stat data and now matches the new
-	// head), then the branch, then HEAD, each with git's lock files so a
-	// checkpoint during a run does not clobber the agent's own git.
-	if err := writeIndex(filepath.Join(wt.gitDir(), "index"), snap.entries); err != nil {
+	res.SHA = head.String()
+	res.Changed = head != base
+	if err := m.updateMeta(wt.TaskID, func(meta *taskMeta) { meta.Committed = head.String() }); err != nil {
+		return Commit{}, fmt.Errorf("worktree: record commit: %w", err)
+	}
+	// The clone follows: the index (a stat cache matching the new head),
+	// the task branch, then HEAD, each with git's lock files so a
+	// checkpoint during a run does not tear the agent's own git.
+	var ib bytes.Buffer
+	if err := index.NewEncoder(&ib).Encode(&index.Index{Version: 2, Entries: snap.entries}); err != nil {
+		return Commit{}, fmt.Errorf("worktree: encode index: %w", err)
+	}
+	if err := writeLocked(ctx, st.git.root, "index", ib.Bytes()); err != nil {
 		return Commit{}, fmt.Errorf("worktree: write index: %w", err)
 	}
 	branch := plumbing.NewBranchReferenceName(wt.Branch)
-	oldBranch, err := readRef(wt.gitDir(), branch)
-	if err != nil {
-		return Commit{}, fmt.Errorf("worktree: read %s: %w", branch, err)
+	if err := writeLocked(ctx, st.git.root, branch.String(), []byte(head.String()+"\n")); err != nil {
+		return Commit{}, fmt.Errorf("worktree: update %s: %w", branch, err)
 	}
-	if oldBranch != head {
-		// The task branch moves to the new head. When HEAD was on it, it
-		// must not have moved meanwhile (the agent committing during a
-		// checkpoint); when the agent had switched branches or detached,
-		// the task branch is set to what HEAD pointed at.
-		expect := oldBranch
-		if onBranch {
-			expect = headCommit.Hash
-		}
-		if err := updateRef(wt.gitDir(), branch, head, expect); err != nil {
-			return Commit{}, err
-		}
-	}
-	if err := setHeadSymbolic(wt.gitDir(), branch); err != nil {
+	if err := writeLocked(ctx, st.git.root, "HEAD", []byte("ref: "+branch.String()+"\n")); err != nil {
 		return Commit{}, fmt.Errorf("worktree: update HEAD: %w", err)
 	}
-	res.Files, err = changedPaths(st, baseCommit.TreeHash, snap.tree)
-	if err != nil {
-		return Commit{}, fmt.Errorf("worktree: list changes: %w", err)
-	}
-	res.Changed = head != base
-	m.touch(wt.TaskID)
 	m.log.LogAttrs(ctx, slog.LevelInfo, "worktree committed", slog.String("task_id", wt.TaskID),
 		slog.String("sha", res.SHA), slog.Bool("created", res.Created), slog.Int("files", len(res.Files)))
 	return res, nil
-}
-
-// taskHead resolves HEAD of the task clone (the task branch, another
-// branch the agent switched to, or a detached commit).
-func taskHead(st storer.ReferenceStorer, wt *Worktree) (plumbing.Hash, error) {
-	r, err := storer.ResolveReference(st, plumbing.HEAD)
-	if err != nil {
-		r, err = st.Reference(plumbing.NewBranchReferenceName(wt.Branch))
-	}
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("worktree: resolve HEAD: %w", err)
-	}
-	return r.Hash(), nil
-}
-
-// checkProtected fails when any commit between base and head, or the
-// uncommitted snapshot, touches a protected path.
-func (m *Manager) checkProtected(st storer.EncodedObjectStorer, protected []string, base, baseTree, head, snapTree plumbing.Hash) error {
-	hits := map[string]bool{}
-	check := func(c change) error {
-		for _, p := range protected {
-			if matchGlob(p, c.path) {
-				hits[c.path] = true
-			}
-		}
-		return nil
-	}
-	if err := diffTrees(st, baseTree, snapTree, "", check, nil); err != nil {
-		return fmt.Errorf("worktree: check protected paths: %w", err)
-	}
-	if head != base {
-		commits, err := newCommits(st, head, []plumbing.Hash{base})
-		if err != nil {
-			return fmt.Errorf("worktree: list task commits: %w", err)
-		}
-		for _, c := range commits {
-			for _, ph := range c.ParentHashes {
-				p, err := object.GetCommit(st, ph)
-				if err != nil {
-					return fmt.Errorf("worktree: read commit %s: %w", ph, err)
-				}
-				if err := diffTrees(st, p.TreeHash, c.TreeHash, "", check, nil); err != nil {
-					return fmt.Errorf("worktree: check protected paths: %w", err)
-				}
-			}
-			if len(c.ParentHashes) == 0 {
-				if err := diffTrees(st, plumbing.ZeroHash, c.TreeHash, "", check, nil); err != nil {
-					return fmt.Errorf("worktree: check protected paths: %w", err)
-				}
-			}
-		}
-	}
-	if len(hits) == 0 {
-		return nil
-	}
-	paths := make([]string, 0, len(hits))
-	for p := range hits {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	return &ProtectedPathError{Paths: paths}
 }
 
 var trailerLine = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*: `)

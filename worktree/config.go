@@ -60,6 +60,13 @@ type Config struct {
 	PushTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ForbiddenDirs are directories no local repository (a path or file://
+	// URL given as Ref.Repo or PushRequest.Remote) may resolve under, with
+	// symlinks evaluated; such a repository is refused with
+	// ErrForbiddenRepo. MirrorDir and TaskDir are always forbidden: a task
+	// must not fetch from or push to another task's clone or a mirror.
+	// nil forbids only those two.
+	ForbiddenDirs []string
 }
 
 func (c Config) withDefaults() Config {

@@ -61,7 +61,7 @@ func (m *Manager) Diff(ctx context.Context, wt *Worktree) (Diff, error) {
 	}
 	defer st.Close()
 	ov := newOverlay(st)
-	snap, err := stage(ctx, ov, wt.Dir, m.cfg.MaxFileSize)
+	snap, err := stage(ctx, ov, st.work, st.git, m.cfg.MaxFileSize)
 	if err != nil {
 		return Diff{}, fmt.Errorf("worktree: diff: %w", err)
 	}

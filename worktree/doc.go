@@ -17,14 +17,33 @@
 //     mirror's objects) and Worktree.ProtectedGitPaths (hooks, config,
 //     alternates). Task metadata lives outside the worktree, out of the
 //     agent's reach.
-//   - Nothing in this package runs git hooks in a task clone: commits, diffs
-//     and pushes are done with go-git plumbing and hand-written object walks;
-//     the only native git processes it starts are the remote side of file://
-//     transports (git-upload-pack / git-receive-pack in the remote).
-//   - Commits made on behalf of the agent carry the task identity and a
-//     Nightshift-Task trailer; changes to protected paths (default
+//   - Nothing in this package runs git hooks or reads git config from a
+//     repository an agent could have written: commits, diffs and pushes
+//     are done with go-git plumbing and hand-written object walks, and
+//     local repositories (paths and file:// URLs) are fetched from and
+//     pushed to in this process, never through git-upload-pack or
+//     git-receive-pack. A local repository that resolves under
+//     Config.ForbiddenDirs (or MirrorDir or TaskDir) is refused with
+//     ErrForbiddenRepo.
+//   - Reads of a task clone never follow the agent's links: every file is
+//     opened relative to a directory descriptor (os.Root, or openat with
+//     O_NOFOLLOW), non-blocking, and refused unless it is a regular file,
+//     so a FIFO or a link to a host file in place of .git/index, a ref or
+//     a work file can neither hang the host nor show it another file.
+//     Symlinks in the work tree are committed as symlinks. The clone's
+//     alternates, config and refs are never trusted: the mirror comes from
+//     task metadata kept outside the clone.
+//   - Commit squashes whatever the agent did into one commit made by
+//     Nightshift (parent: the last commit a push of the task delivered, or
+//     the base; tree: the work tree's files), carrying the task identity
+//     and a Nightshift-Task trailer; the agent's own commits, messages and
+//     branches never leave. Changes to protected paths (default
 //     .github/workflows/**) fail with *ProtectedPathError unless allowed.
-//   - Pushes send only the objects reachable from the task's new commits and
-//     not from its base (or the remote branch's old value), and failures are
-//     reported as *PushError with a machine-readable Reason.
+//   - Push sends that commit, whatever the clone's refs say, and only the
+//     objects the remote does not have (not reachable from the base or the
+//     remote branch's old value). Every object it sends is read back,
+//     checked against its hash and offered whole to PushRequest.Scan first
+//     (blobs, commit messages and identities, tree entry names), so a scan
+//     sees exactly what leaves. Failures are *PushError with a
+//     machine-readable Reason, or *SecretFoundError.
 package worktree

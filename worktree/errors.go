@@ -21,6 +21,9 @@ var (
 	// ErrFileTooLarge is returned by Commit and Diff when the worktree
 	// holds a new or changed file over Config.MaxFileSize.
 	ErrFileTooLarge = errors.New("worktree: file too large")
+	// ErrForbiddenRepo is returned when a local repository resolves under
+	// one of Config.ForbiddenDirs (or MirrorDir or TaskDir).
+	ErrForbiddenRepo = errors.New("worktree: repository in a forbidden directory")
 	// ErrInvalidTaskID is returned for task IDs that cannot be used as a
 	// directory name.
 	ErrInvalidTaskID = errors.New("worktree: invalid task id")

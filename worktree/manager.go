@@ -38,6 +38,8 @@ type Manager struct {
 	closed bool
 
 	fetches int64 // number of network fetches started (tests)
+
+	forbid []string // resolved forbidden directories
 }
 
 // New returns a Manager, creating MirrorDir and TaskDir when missing.
@@ -51,8 +53,22 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("worktree: create %s: %w", d, err)
 		}
 	}
+	var forbid []string
+	for _, d := range append([]string{cfg.MirrorDir, cfg.TaskDir}, cfg.ForbiddenDirs...) {
+		if d == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(d); err == nil {
+			d = abs
+		}
+		forbid = append(forbid, d)
+		if r, err := filepath.EvalSymlinks(d); err == nil && r != d {
+			forbid = append(forbid, r)
+		}
+	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Manager{
+		forbid:  forbid,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		tasks:   map[string]*sync.Mutex{},
@@ -125,9 +141,12 @@ type taskMeta struct {
 	Worktree
 	MirrorDir string    `json:"mirror_dir"`
 	UsedAt    time.Time `json:"used_at"`
-	// PushedCommit is the task branch head last pushed to the task's own
-	// repository; commits up to it are never rewritten.
+	// PushedCommit is the last commit of the task that a push delivered
+	// (to any remote); the next commit builds on it.
 	PushedCommit string `json:"pushed_commit,omitempty"`
+	// Committed is the last commit Commit made (or kept) for the task: what
+	// Push sends, whatever the clone's refs say by then.
+	Committed string `json:"committed,omitempty"`
 }
 
 const (
@@ -330,6 +349,18 @@ func (m *Manager) loadMeta(wt *Worktree) (*Worktree, error) {
 		return nil, err
 	}
 	return m.open(wt.TaskID)
+}
+
+// updateMeta applies fn to the task's stored metadata and writes it back.
+func (m *Manager) updateMeta(taskID string, fn func(*taskMeta)) error {
+	root := m.taskRoot(taskID)
+	meta, err := readMeta(root)
+	if err != nil {
+		return err
+	}
+	fn(meta)
+	meta.UsedAt = m.cfg.Now()
+	return writeMeta(root, meta)
 }
 
 func (m *Manager) touch(taskID string) {

@@ -165,8 +165,13 @@ func (m *Manager) fetch(ctx context.Context, mir *mirror, auth Auth, progress io
 	if err != nil {
 		return fmt.Errorf("endpoint: %w", err)
 	}
-	tr, am, err := m.transport(ep, auth)
-	if err != nil {
+	var tr transport.Transport
+	var am transport.AuthMethod
+	if ep.Protocol == "file" {
+		var release func()
+		tr, release = m.localTransport()
+		defer release()
+	} else if tr, am, err = m.transport(ep, auth); err != nil {
 		return err
 	}
 	sess, err := tr.NewUploadPackSession(ep, am)

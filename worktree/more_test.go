@@ -71,9 +71,11 @@ func TestDetachedHeadCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parent := git(t, wt.Dir, "rev-parse", c.SHA+"^")
-	if !c.Created || git(t, wt.Dir, "rev-parse", parent+"^{tree}") != git(t, wt.Dir, "rev-parse", detached+"^{tree}") {
-		t.Fatalf("checkpoint %+v does not build on the detached commit %s", c, detached)
+	// The detached commit is squashed: the checkpoint's parent is the base
+	// and its tree holds both the committed and the uncommitted file.
+	if !c.Created || git(t, wt.Dir, "rev-parse", c.SHA+"^") != wt.BaseCommit || c.SHA == detached ||
+		git(t, wt.Dir, "ls-tree", "--name-only", c.SHA) != "a.txt\nb.txt\nc.txt" {
+		t.Fatalf("checkpoint %+v (detached %s): %s", c, detached, git(t, wt.Dir, "ls-tree", "--name-only", c.SHA))
 	}
 	if got := git(t, wt.Dir, "symbolic-ref", "HEAD"); got != "refs/heads/"+wt.Branch {
 		t.Fatalf("HEAD = %s", got)

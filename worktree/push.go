@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
@@ -31,6 +30,13 @@ type PushRequest struct {
 	Force bool
 	// Progress receives the remote's progress messages; nil discards them.
 	Progress io.Writer
+	// Scan, when set, sees everything the push would send that the remote
+	// may not have: the whole content of every new blob (binary and large
+	// ones included), every new commit (message, author and committer),
+	// the entry names of every new tree, and the paths of the new files.
+	// An error from it aborts the push before anything is sent, as a
+	// *SecretFoundError.
+	Scan ScanFunc
 }
 
 // PushResult is the outcome of a successful Push.
@@ -43,9 +49,13 @@ type PushResult struct {
 	Objects  int    `json:"objects"`    // objects sent
 }
 
-// Push sends the task branch head to the remote. Only objects reachable
-// from the new commits and not from the base (or from the remote branch's
-// current value) are sent; nothing walks the remote's whole history. A
+// Push sends the task's last commit (the one Commit made; the base when
+// Commit never changed anything) to the remote branch. What the clone's
+// refs say is ignored: the agent may have moved them since. Only objects
+// reachable from that commit and not from the base (or from the remote
+// branch's current value) are sent; each is read back and checked against
+// its hash, and passed to req.Scan, before anything is sent. Local remotes
+// are written in this process, without native git and its hooks. A
 // refusal is a *PushError.
 func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (PushResult, error) {
 	wt, err := m.loadMeta(wt)
@@ -77,6 +87,10 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 	l := m.taskLock(wt.TaskID)
 	l.Lock()
 	defer l.Unlock()
+	meta, err := readMeta(m.taskRoot(wt.TaskID))
+	if err != nil {
+		return PushResult{}, err
+	}
 	unlock := m.useMirror(&mirror{dir: wt.mirrorDir})
 	defer unlock()
 	st, err := openTaskStore(wt)
@@ -84,14 +98,13 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 		return PushResult{}, err
 	}
 	defer st.Close()
-	r, err := st.Reference(plumbing.NewBranchReferenceName(wt.Branch))
-	if err != nil {
-		return PushResult{}, fmt.Errorf("worktree: read task branch: %w", err)
+	head := plumbing.NewHash(wt.BaseCommit)
+	if meta.Committed != "" {
+		head = plumbing.NewHash(meta.Committed)
 	}
-	head := r.Hash()
 	res.New = head.String()
 
-	dial, _, err := normalizeRepo(remote)
+	dial, remoteKey, err := normalizeRepo(remote)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -99,28 +112,54 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 	if err != nil {
 		return PushResult{}, fmt.Errorf("worktree: push endpoint: %w", err)
 	}
-	tr, am, err := m.transport(ep, req.Auth)
-	if err != nil {
-		return PushResult{}, err
-	}
 	start := time.Now()
-	sess, err := tr.NewReceivePackSession(ep, am)
-	if err != nil {
-		return PushResult{}, classifyTransport(err, pushErr)
-	}
-	defer sess.Close()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return PushResult{}, classifyTransport(err, pushErr)
-	}
-	var old plumbing.Hash
-	if ar != nil {
-		if h, ok := ar.References[refName.String()]; ok {
-			old = h
+
+	// The remote's refs: from the repository itself when it is local,
+	// from receive-pack's advertisement otherwise.
+	var (
+		advertised map[string]plumbing.Hash
+		local      *localRepo
+		sess       transport.ReceivePackSession
+		caps       = capability.NewList()
+	)
+	if ep.Protocol == "file" {
+		local, err = m.openLocal(ep.Path)
+		if err != nil {
+			if errors.Is(err, ErrForbiddenRepo) {
+				return PushResult{}, err
+			}
+			return PushResult{}, classifyTransport(err, pushErr)
+		}
+		defer local.Close()
+		if advertised, err = local.refs(); err != nil {
+			return PushResult{}, pushErr(PushTransport, "read the remote's refs", err)
+		}
+	} else {
+		tr, am, err := m.transport(ep, req.Auth)
+		if err != nil {
+			return PushResult{}, err
+		}
+		sess, err = tr.NewReceivePackSession(ep, am)
+		if err != nil {
+			return PushResult{}, classifyTransport(err, pushErr)
+		}
+		defer sess.Close()
+		ar, err := sess.AdvertisedReferencesContext(ctx)
+		if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+			return PushResult{}, classifyTransport(err, pushErr)
+		}
+		advertised = map[string]plumbing.Hash{}
+		if ar != nil {
+			caps = ar.Capabilities
+			for name, h := range ar.References {
+				advertised[name] = h
+			}
 		}
 	}
+	old := advertised[refName.String()]
 	if old == head {
 		res.Old, res.UpToDate = old.String(), true
+		m.recordPush(wt.TaskID, head)
 		return res, nil
 	}
 	if !old.IsZero() {
@@ -147,38 +186,81 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 	if !old.IsZero() {
 		haves = append(haves, old)
 	}
-	_, remoteKey, _ := normalizeRepo(remote)
 	_, originKey, _ := normalizeRepo(wt.Repo)
-	remoteIsOrigin := remoteKey == originKey
-	if remoteIsOrigin {
+	if remoteKey == originKey {
 		haves = append(haves, plumbing.NewHash(wt.BaseCommit))
 	}
-	if ar != nil {
-		n := 0
-		for name, h := range ar.References {
-			if n >= 256 || !strings.HasPrefix(name, "refs/heads/") && !strings.HasPrefix(name, "refs/tags/") {
-				continue
-			}
-			if h != old && st.HasEncodedObject(h) == nil {
-				haves = append(haves, h)
-				n++
-			}
+	n := 0
+	for name, h := range advertised {
+		if n >= 256 || !strings.HasPrefix(name, "refs/heads/") && !strings.HasPrefix(name, "refs/tags/") {
+			continue
+		}
+		if h != old && st.HasEncodedObject(h) == nil {
+			haves = append(haves, h)
+			n++
 		}
 	}
-	hashes, err := objectsToSend(st, head, haves)
+	items, err := objectsToSend(st, head, haves)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("worktree: list objects to push: %w", err)
 	}
+	if local != nil {
+		// A local remote says exactly what it has.
+		kept := items[:0]
+		for _, it := range items {
+			if local.store.HasEncodedObject(it.hash) != nil {
+				kept = append(kept, it)
+			}
+		}
+		items = kept
+	}
+	objs, hashes, err := packObjects(ctx, st, items, req.Scan)
+	if err != nil {
+		var sf *SecretFoundError
+		if errors.As(err, &sf) {
+			return PushResult{}, err
+		}
+		return PushResult{}, fmt.Errorf("worktree: read objects to push: %w", err)
+	}
 	res.Objects = len(hashes)
 
-	caps := capability.NewList()
-	if ar != nil {
-		caps = ar.Capabilities
+	if local != nil {
+		reason, msg, err := local.receive(ctx, refName, old, head, func(w io.Writer) error {
+			return encodePack(w, objs, hashes)
+		}, len(hashes) > 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return PushResult{}, err
+			}
+			return PushResult{}, pushErr(PushTransport, "", err)
+		}
+		if reason != "" {
+			return PushResult{}, pushErr(reason, msg, nil)
+		}
+	} else if err := m.sendPack(ctx, sess, caps, refName, old, head, objs, hashes, req.Progress, pushErr); err != nil {
+		return PushResult{}, err
 	}
+	m.recordPush(wt.TaskID, head)
+	m.log.LogAttrs(ctx, slog.LevelInfo, "worktree pushed", slog.String("task_id", wt.TaskID),
+		slog.String("remote", res.Remote), slog.String("ref", res.Ref), slog.String("sha", res.New),
+		slog.Int("objects", res.Objects), slog.Duration("took", time.Since(start)))
+	return res, nil
+}
+
+// recordPush remembers the commit a push delivered: the next commit of the
+// task builds on it instead of squashing it away.
+func (m *Manager) recordPush(taskID string, head plumbing.Hash) {
+	_ = m.updateMeta(taskID, func(meta *taskMeta) { meta.PushedCommit = head.String() })
+}
+
+// sendPack runs receive-pack on a network remote.
+func (m *Manager) sendPack(ctx context.Context, sess transport.ReceivePackSession, caps *capability.List, refName plumbing.ReferenceName,
+	old, head plumbing.Hash, objs storer.EncodedObjectStorer, hashes []plumbing.Hash, progress io.Writer,
+	pushErr func(reason, msg string, err error) error) error {
 	upd := packp.NewReferenceUpdateRequestFromCapabilities(caps)
 	upd.Commands = []*packp.Command{{Name: refName, Old: old, New: head}}
-	if req.Progress != nil {
-		upd.Progress = req.Progress
+	if progress != nil {
+		upd.Progress = progress
 		if caps.Supports(capability.Sideband64k) {
 			_ = upd.Capabilities.Set(capability.Sideband64k)
 		} else if caps.Supports(capability.Sideband) {
@@ -189,8 +271,7 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 	upd.Packfile = pr
 	done := make(chan error, 1)
 	go func() {
-		enc := packfile.NewEncoder(pw, st, !caps.Supports(capability.OFSDelta))
-		_, err := enc.Encode(hashes, 0)
+		err := encodePack(pw, objs, hashes)
 		_ = pw.CloseWithError(err)
 		done <- err
 	}()
@@ -210,12 +291,12 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 			} else if i := strings.LastIndex(msg, ": "); i >= 0 {
 				msg = msg[i+2:]
 			}
-			return PushResult{}, pushErr(reason, msg, err)
+			return pushErr(reason, msg, err)
 		}
-		return PushResult{}, classifyTransport(err, pushErr)
+		return classifyTransport(err, pushErr)
 	}
 	if encErr != nil {
-		return PushResult{}, fmt.Errorf("worktree: encode pack: %w", encErr)
+		return fmt.Errorf("worktree: encode pack: %w", encErr)
 	}
 	if rs != nil {
 		if err := rs.Error(); err != nil {
@@ -224,22 +305,10 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 			if strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") {
 				reason = PushNonFastForward
 			}
-			return PushResult{}, pushErr(reason, msg, err)
+			return pushErr(reason, msg, err)
 		}
 	}
-	if remoteIsOrigin {
-		if meta, err := readMeta(m.taskRoot(wt.TaskID)); err == nil {
-			meta.PushedCommit = head.String()
-			meta.UsedAt = m.cfg.Now()
-			_ = writeMeta(m.taskRoot(wt.TaskID), meta)
-		}
-	} else {
-		m.touch(wt.TaskID)
-	}
-	m.log.LogAttrs(ctx, slog.LevelInfo, "worktree pushed", slog.String("task_id", wt.TaskID),
-		slog.String("remote", res.Remote), slog.String("ref", res.Ref), slog.String("sha", res.New),
-		slog.Int("objects", res.Objects), slog.Duration("took", time.Since(start)))
-	return res, nil
+	return nil
 }
 
 func statusMessage(rs *packp.ReportStatus) string {
@@ -274,26 +343,27 @@ func classifyTransport(err error, pushErr func(reason, msg string, err error) er
 }
 
 // objectsToSend lists the commits, trees and blobs reachable from tip and
-// not from haves. Trees are compared to each commit's parents path by
-// path, so unchanged subtrees are never opened.
-func objectsToSend(st storer.EncodedObjectStorer, tip plumbing.Hash, haves []plumbing.Hash) ([]plumbing.Hash, error) {
+// not from haves, with the paths they were found at. Trees are compared to
+// each commit's parents path by path, so unchanged subtrees are never
+// opened.
+func objectsToSend(st storer.EncodedObjectStorer, tip plumbing.Hash, haves []plumbing.Hash) ([]pushItem, error) {
 	commits, err := newCommits(st, tip, haves)
 	if err != nil {
 		return nil, err
 	}
 	set := map[plumbing.Hash]bool{}
-	var out []plumbing.Hash
-	add := func(h plumbing.Hash) {
+	var out []pushItem
+	add := func(h plumbing.Hash, p string) {
 		if !set[h] {
 			set[h] = true
-			out = append(out, h)
+			out = append(out, pushItem{hash: h, path: p})
 		}
 	}
 	for _, c := range commits {
-		add(c.Hash)
+		add(c.Hash, "")
 		visit := func(ch change) error {
 			if !ch.to.hash.IsZero() && ch.to.mode != filemode.Submodule {
-				add(ch.to.hash)
+				add(ch.to.hash, ch.path)
 			}
 			return nil
 		}

@@ -1,17 +1,13 @@
 package worktree
 
 import (
-	"bufio"
-	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
-
-	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // ErrConcurrentUpdate is returned when a ref or the index changed (or was
@@ -57,70 +53,52 @@ func commitLock(f *os.File, path string, data []byte) error {
 	return err
 }
 
-// readRef returns a ref's hash from its loose file or packed-refs; zero
-// when it does not exist.
-func readRef(gitDir string, name plumbing.ReferenceName) (plumbing.Hash, error) {
-	b, err := os.ReadFile(filepath.Join(gitDir, filepath.FromSlash(name.String())))
-	if err == nil {
-		s := strings.TrimSpace(string(b))
-		if !hexSHA.MatchString(s) {
-			return plumbing.ZeroHash, fmt.Errorf("worktree: ref %s is not a hash", name)
-		}
-		return plumbing.NewHash(s), nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return plumbing.ZeroHash, err
-	}
-	pb, err := os.ReadFile(filepath.Join(gitDir, "packed-refs"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return plumbing.ZeroHash, nil
-	}
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(pb))
-	for sc.Scan() {
-		l := sc.Text()
-		if len(l) > 41 && l[40] == ' ' && l[41:] == name.String() {
-			return plumbing.NewHash(l[:40]), nil
-		}
-	}
-	return plumbing.ZeroHash, nil
-}
-
-// updateRef sets a ref with git's lock-and-rename protocol, failing with
-// ErrConcurrentUpdate when its value is no longer old.
-func updateRef(gitDir string, name plumbing.ReferenceName, h, old plumbing.Hash) error {
-	p := filepath.Join(gitDir, filepath.FromSlash(name.String()))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := createLock(p)
-	if err != nil {
-		return err
-	}
-	cur, err := readRef(gitDir, name)
-	if err != nil || cur != old {
-		f.Close()
-		_ = os.Remove(f.Name())
-		if err != nil {
+// writeLocked replaces name inside root with data using git's lock file
+// protocol (name.lock created exclusively, then renamed over name), so the
+// agent's git sees either the old or the new file, and a lock its git holds
+// makes this wait a little, then fail with ErrConcurrentUpdate. Nothing is
+// written through a link: the lock is new and the rename replaces name.
+func writeLocked(ctx context.Context, root *os.Root, name string, data []byte) error {
+	name = filepath.FromSlash(name)
+	if d := filepath.Dir(name); d != "." {
+		if err := root.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: %s moved from %s to %s", ErrConcurrentUpdate, name, old, cur)
 	}
-	return commitLock(f, p, []byte(h.String()+"\n"))
-}
-
-// setHeadSymbolic points HEAD at a branch.
-func setHeadSymbolic(gitDir string, branch plumbing.ReferenceName) error {
-	p := filepath.Join(gitDir, "HEAD")
-	want := "ref: " + branch.String() + "\n"
-	if b, err := os.ReadFile(p); err == nil && string(b) == want {
-		return nil
+	lock := name + ".lock"
+	deadline := time.Now().Add(lockWait)
+	delay := 5 * time.Millisecond
+	var f *os.File
+	for {
+		var err error
+		f, err = openChecked(root, lock, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || time.Now().After(deadline) {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%w: %s.lock exists", ErrConcurrentUpdate, filepath.Base(name))
+			}
+			return err
+		}
+		t := time.NewTimer(delay) // waiting on another process's lock file; no event to wait on
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 100*time.Millisecond)
 	}
-	f, err := createLock(p)
+	_, err := f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(lock, name)
+	}
 	if err != nil {
-		return err
+		_ = root.Remove(lock)
 	}
-	return commitLock(f, p, []byte(want))
+	return err
 }

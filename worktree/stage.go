@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -19,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+	"golang.org/x/sys/unix"
 )
 
 // snapshot is the state of a worktree as a tree, plus the index that
@@ -28,12 +30,17 @@ type snapshot struct {
 	entries []*index.Entry
 }
 
-// readIndex loads the clone's index; a missing index is empty.
-func readIndex(p string) (*index.Index, time.Time, error) {
+// readIndex loads the clone's index; a missing index is empty. The index
+// is the agent's file: a FIFO, device or directory in its place is refused
+// (without blocking), and a corrupt one only costs the stat cache.
+func readIndex(git *rootFS) (*index.Index, time.Time, error) {
 	idx := &index.Index{Version: 2}
-	f, err := os.Open(p)
+	f, err := openChecked(git.root, "index", os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return idx, time.Time{}, nil
+	}
+	if errors.Is(err, errNotRegular) {
+		return nil, time.Time{}, fmt.Errorf("%w: .git/index is not a regular file", ErrUnsafeRepository)
 	}
 	if err != nil {
 		return nil, time.Time{}, err
@@ -43,19 +50,86 @@ func readIndex(p string) (*index.Index, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	if err := index.NewDecoder(bufio.NewReaderSize(f, 256<<10)).Decode(idx); err != nil {
-		// A corrupt index only costs us the stat cache.
+	if !fi.Mode().IsRegular() {
+		return nil, time.Time{}, fmt.Errorf("%w: .git/index is not a regular file", ErrUnsafeRepository)
+	}
+	if err := index.NewDecoder(bufio.NewReaderSize(io.LimitReader(f, maxIndexSize), 256<<10)).Decode(idx); err != nil {
 		return &index.Index{Version: 2}, time.Time{}, nil
 	}
 	return idx, fi.ModTime(), nil
+}
+
+// testHookBeforeDir, when set by a test, runs before stage opens a
+// directory it listed.
+var testHookBeforeDir func(p string)
+
+// maxIndexSize bounds how much of the agent's index is read.
+const maxIndexSize = 1 << 30
+
+// readAt reads the regular file name in the directory dirfd without
+// following a symlink and without blocking on a FIFO; files over limit
+// fail with ErrFileTooLarge.
+func readAt(dirfd int, name string, limit int64) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: errNotRegular}
+	}
+	if fi.Size() > limit {
+		return nil, ErrFileTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, ErrFileTooLarge
+	}
+	return b, nil
+}
+
+// lstatAt stats name in the directory dirfd without following a symlink.
+func lstatAt(dirfd int, name string) (os.FileInfo, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, &fs.PathError{Op: "lstat", Path: name, Err: err}
+	}
+	return statInfo(name, &st), nil
+}
+
+// readlinkAt reads the symlink name in the directory dirfd.
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+	}
+	if n == len(buf) {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: ErrFileTooLarge}
+	}
+	return string(buf[:n]), nil
 }
 
 // stage snapshots the worktree the way `git add -A` would: tracked files
 // (per the index) and untracked files that no .gitignore excludes. Files
 // whose stat data matches the index are not read again. New blobs and
 // trees are written to st.
-func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSize int64) (*snapshot, error) {
-	idx, idxTime, err := readIndex(filepath.Join(dir, ".git", "index"))
+//
+// The walk holds a descriptor for each directory and reaches every entry
+// relative to it without following symlinks: a symlink is committed as a
+// symlink (its target text), a directory swapped for a link while the walk
+// runs fails the walk, and nothing outside the work tree is ever read. A
+// FIFO or device is skipped, never opened for reading.
+func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, git *rootFS, maxSize int64) (*snapshot, error) {
+	idx, idxTime, err := readIndex(git)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
@@ -74,23 +148,23 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 		}
 	}
 	var patterns []gitignore.Pattern
-	if b, err := os.ReadFile(filepath.Join(dir, ".git", "info", "exclude")); err == nil {
+	if b, err := readFileLimit(git.root, filepath.Join("info", "exclude"), 1<<20); err == nil {
 		patterns = append(patterns, parseIgnore(b, nil)...)
 	}
 	var out []*index.Entry
-	var walk func(rel string, domain []string, ps []gitignore.Pattern) error
-	walk = func(rel string, domain []string, ps []gitignore.Pattern) error {
+	var walk func(d *os.File, rel string, domain []string, ps []gitignore.Pattern) error
+	walk = func(d *os.File, rel string, domain []string, ps []gitignore.Pattern) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		abs := filepath.Join(dir, filepath.FromSlash(rel))
-		ents, err := os.ReadDir(abs)
+		ents, err := d.ReadDir(-1)
 		if err != nil {
 			return err
 		}
+		dfd := int(d.Fd())
 		for _, de := range ents {
 			if de.Name() == ".gitignore" && de.Type().IsRegular() {
-				if b, err := os.ReadFile(filepath.Join(abs, ".gitignore")); err == nil {
+				if b, err := readAt(dfd, ".gitignore", 1<<20); err == nil {
 					ps = append(ps[:len(ps):len(ps)], parseIgnore(b, domain)...)
 				}
 				break
@@ -107,20 +181,44 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 				continue
 			}
 			segs := append(domain[:len(domain):len(domain)], name)
-			if de.IsDir() {
+			fi, err := lstatAt(dfd, name)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if fi.IsDir() {
 				if e, ok := tracked[p]; ok && e.Mode == filemode.Submodule {
 					out = append(out, e)
 					continue
 				}
+				if !trackedDirs[p] && matcher.Match(segs, true) {
+					continue
+				}
+				if testHookBeforeDir != nil {
+					testHookBeforeDir(p)
+				}
+				cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+					return fmt.Errorf("%w: %s changed while it was read", ErrConcurrentUpdate, p)
+				}
+				if err != nil {
+					return &fs.PathError{Op: "open", Path: p, Err: err}
+				}
+				child := os.NewFile(uintptr(cfd), p)
 				if !trackedDirs[p] {
-					if matcher.Match(segs, true) {
-						continue
-					}
-					if _, err := os.Lstat(filepath.Join(abs, name, ".git")); err == nil {
+					if _, err := lstatAt(cfd, ".git"); err == nil {
+						child.Close()
 						continue // an untracked nested repository
 					}
 				}
-				if err := walk(p, segs, ps); err != nil {
+				err = walk(child, p, segs, ps)
+				child.Close()
+				if err != nil {
 					return err
 				}
 				continue
@@ -128,13 +226,6 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 			e, isTracked := tracked[p]
 			if !isTracked && matcher.Match(segs, false) {
 				continue
-			}
-			fi, err := de.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return err
 			}
 			var mode filemode.FileMode
 			switch {
@@ -151,10 +242,13 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 				out = append(out, e)
 				continue
 			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			ne := &index.Entry{Name: p, Mode: mode}
 			var content []byte
 			if mode == filemode.Symlink {
-				target, err := os.Readlink(filepath.Join(abs, name))
+				target, err := readlinkAt(dfd, name)
 				if err != nil {
 					return err
 				}
@@ -163,9 +257,12 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 				if fi.Size() > maxSize {
 					return fmt.Errorf("%w: %s is %d bytes (limit %d)", ErrFileTooLarge, p, fi.Size(), maxSize)
 				}
-				content, err = os.ReadFile(filepath.Join(abs, name))
+				content, err = readAt(dfd, name, maxSize)
+				if errors.Is(err, ErrFileTooLarge) {
+					return fmt.Errorf("%w: %s is over %d bytes", ErrFileTooLarge, p, maxSize)
+				}
 				if err != nil {
-					return err
+					return fmt.Errorf("%w: %s changed while it was read: %v", ErrConcurrentUpdate, p, err)
 				}
 			}
 			h, err := writeBlob(st, content)
@@ -175,14 +272,20 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, dir string, maxSi
 			ne.Hash = h
 			// Stat again after reading: the agent may still be writing, and
 			// a stale stat would hide the later change. Re-hash next time.
-			if fi2, err := os.Lstat(filepath.Join(abs, name)); err == nil && fi2.ModTime().Equal(fi.ModTime()) && fi2.Size() == int64(len(content)) {
+			if fi2, err := lstatAt(dfd, name); err == nil && fi2.ModTime().Equal(fi.ModTime()) && fi2.Size() == int64(len(content)) {
 				fillStat(ne, fi2)
 			}
 			out = append(out, ne)
 		}
 		return nil
 	}
-	if err := walk("", nil, patterns); err != nil {
+	top, err := work.Open(".")
+	if err != nil {
+		return nil, fmt.Errorf("scan worktree: %w", err)
+	}
+	err = walk(top, "", nil, patterns)
+	top.Close()
+	if err != nil {
 		return nil, fmt.Errorf("scan worktree: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -317,13 +420,14 @@ type change struct {
 
 // diffTrees reports the file-level differences from tree a to tree b
 // (either may be zero), reading only subtrees whose hashes differ.
-// newTree, when set, sees every tree of b that differs from a.
-func diffTrees(st storer.EncodedObjectStorer, a, b plumbing.Hash, prefix string, visit func(change) error, newTree func(plumbing.Hash)) error {
+// newTree, when set, sees every tree of b that differs from a, with its
+// path ("" for the root).
+func diffTrees(st storer.EncodedObjectStorer, a, b plumbing.Hash, prefix string, visit func(change) error, newTree func(h plumbing.Hash, dir string)) error {
 	if a == b {
 		return nil
 	}
 	if newTree != nil && !b.IsZero() {
-		newTree(b)
+		newTree(b, strings.TrimSuffix(prefix, "/"))
 	}
 	load := func(h plumbing.Hash) (map[string]object.TreeEntry, []string, error) {
 		m := map[string]object.TreeEntry{}

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/go-git/go-billy/v5/memfs"
-	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/storer"
@@ -17,51 +15,51 @@ import (
 
 // taskStore reads objects from the task clone's own object directory and
 // from its mirror, and writes only to the task clone. The mirror comes
-// from trusted metadata, never from the clone's alternates file.
+// from trusted metadata, never from the clone's alternates file. Every file
+// of the clone is reached through work and git, which never resolve a path
+// outside the clone.
 type taskStore struct {
 	*filesystem.Storage // the task clone's .git
 	mirror              *filesystem.Storage
+	work                *os.Root // the work tree
+	git                 *rootFS  // work/.git
 }
 
 // openTaskStore checks the task clone's .git for planted symlinks and
-// restores the files the agent must not change, then opens its storage.
+// opens its storage confined to the clone.
 func openTaskStore(wt *Worktree) (*taskStore, error) {
-	g := wt.gitDir()
+	work, err := openRootNoFollow(wt.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("worktree: task clone: %w", err)
+	}
+	g, err := subRoot(work, ".git")
+	if err != nil {
+		work.Close()
+		if errors.Is(err, ErrUnsafeRepository) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("worktree: task clone: %w", err)
+	}
 	if err := checkGitDir(g); err != nil {
+		g.Close()
+		work.Close()
 		return nil, err
 	}
-	// Restore alternates (in case no sandbox protected it) and drop a
-	// planted commondir, which would redirect native git elsewhere.
-	alt := filepath.Join(g, "objects", "info", "alternates")
-	want := filepath.Join(wt.mirrorDir, "objects") + "\n"
-	if b, err := os.ReadFile(alt); err != nil || string(b) != want {
-		if err := os.WriteFile(alt, []byte(want), 0o644); err != nil {
-			return nil, fmt.Errorf("worktree: restore alternates: %w", err)
-		}
-	}
-	_ = os.Remove(filepath.Join(g, "commondir"))
-	local := filesystem.NewStorageWithOptions(osfs.New(g), cache.NewObjectLRU(16<<20),
+	gfs := newRootFS(g, wt.gitDir())
+	local := filesystem.NewStorageWithOptions(gfs, cache.NewObjectLRU(16<<20),
 		filesystem.Options{AlternatesFS: memfs.New()})
-	return &taskStore{Storage: local, mirror: mirrorStorage(wt.mirrorDir)}, nil
+	return &taskStore{Storage: local, mirror: mirrorStorage(wt.mirrorDir), work: work, git: gfs}, nil
 }
 
-// checkGitDir refuses a .git that contains symlinks: following one would
-// make this process read or write another task's files.
-func checkGitDir(g string) error {
-	fi, err := os.Lstat(g)
-	if err != nil {
-		return fmt.Errorf("worktree: task clone: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%w: .git is not a directory", ErrUnsafeRepository)
-	}
-	return filepath.WalkDir(g, func(p string, d fs.DirEntry, err error) error {
+// checkGitDir refuses a .git that contains symlinks (even those os.Root
+// would confine): nothing legitimate puts one there.
+func checkGitDir(g *os.Root) error {
+	return fs.WalkDir(g.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.Type()&fs.ModeSymlink != 0 {
-			rel, _ := filepath.Rel(filepath.Dir(g), p)
-			return fmt.Errorf("%w: symlink %s", ErrUnsafeRepository, rel)
+			return fmt.Errorf("%w: symlink .git/%s", ErrUnsafeRepository, p)
 		}
 		return nil
 	})
@@ -69,7 +67,10 @@ func checkGitDir(g string) error {
 
 func (s *taskStore) Close() error {
 	s.mirror.Close()
-	return s.Storage.Close()
+	err := s.Storage.Close()
+	s.git.Close()
+	s.work.Close()
+	return err
 }
 
 func (s *taskStore) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/plumbing/transport/file"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
@@ -52,7 +51,9 @@ func (m *Manager) transport(ep *transport.Endpoint, a Auth) (transport.Transport
 		pk.HostKeyCallback = cb
 		return gitssh.NewClient(nil), pk, nil
 	case "file":
-		return file.DefaultClient, nil, nil
+		// Never reached with a file endpoint: local repositories are served
+		// in process (localTransport, openLocal), never by native git.
+		return nil, nil, errors.New("worktree: local repositories have no network transport")
 	default:
 		return nil, nil, fmt.Errorf("worktree: unsupported transport %q", ep.Protocol)
 	}

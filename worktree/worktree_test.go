@@ -43,9 +43,6 @@ func TestProvisionCommitPushLocal(t *testing.T) {
 		if !strings.Contains(progress.String(), "checked out") {
 			t.Errorf("progress = %q", progress.String())
 		}
-		if i == 0 && !strings.Contains(progress.String(), "Counting objects") {
-			t.Errorf("cold fetch reported no remote progress: %q", progress.String())
-		}
 		b, err := os.ReadFile(filepath.Join(wt.Dir, "docs/deep/a/b.txt"))
 		if err != nil || string(b) != "b\n" {
 			t.Fatalf("read checked out file: %q %v", b, err)
@@ -134,22 +131,27 @@ func TestCommitNothingAndAgentCommits(t *testing.T) {
 	git(t, wt.Dir, "add", "b.txt")
 	git(t, wt.Dir, "commit", "-q", "-m", "agent commit")
 	agentSHA := git(t, wt.Dir, "rev-parse", "HEAD")
-	c, err = m.Commit(ctx, wt, CommitRequest{Author: agent})
+	c, err = m.Commit(ctx, wt, CommitRequest{Author: agent, Message: "Add b"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The agent's commit is rewritten to carry the task trailer: same
-	// tree, author and parent.
-	if !c.Changed || c.Created || c.Rewritten != 1 || c.SHA == agentSHA {
+	// The agent's commit is squashed into Nightshift's: same tree, the
+	// base as parent, our author and message.
+	if !c.Changed || !c.Created || c.SHA == agentSHA {
 		t.Fatalf("commit after agent commit = %+v (agent %s)", c, agentSHA)
 	}
 	if git(t, wt.Dir, "rev-parse", c.SHA+"^{tree}") != git(t, wt.Dir, "rev-parse", agentSHA+"^{tree}") ||
 		git(t, wt.Dir, "rev-parse", c.SHA+"^") != wt.BaseCommit ||
-		!strings.Contains(git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA), "Origin Dev\nagent commit\n\nNightshift-Task: t1") {
-		t.Fatalf("rewritten commit:\n%s", git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA))
+		git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA) != agent.Name+"\nAdd b\n\nNightshift-Task: t1" {
+		t.Fatalf("squashed commit:\n%s", git(t, wt.Dir, "log", "-1", "--format=%an%n%B", c.SHA))
 	}
 	if got := git(t, wt.Dir, "rev-parse", "HEAD"); got != c.SHA {
 		t.Fatalf("HEAD = %s, want %s", got, c.SHA)
+	}
+	// Committing again with nothing new keeps the same commit.
+	again, err := m.Commit(ctx, wt, CommitRequest{Author: agent, Message: "Add b"})
+	if err != nil || again.SHA != c.SHA || again.Created {
+		t.Fatalf("idempotent commit = %+v, %v", again, err)
 	}
 	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
 		t.Fatal(err)
@@ -157,7 +159,11 @@ func TestCommitNothingAndAgentCommits(t *testing.T) {
 	if got := git(t, origin, "rev-parse", "refs/heads/nightshift/t1"); got != c.SHA {
 		t.Fatalf("origin branch = %s, want %s", got, c.SHA)
 	}
-	// Pushed commits are never rewritten; a later agent commit is.
+	if out := git(t, origin, "log", "--format=%s", "refs/heads/nightshift/t1"); strings.Contains(out, "agent commit") {
+		t.Fatalf("the agent's commit reached the remote:\n%s", out)
+	}
+	// A later commit builds on the pushed one, and the agent moving its
+	// branch after Commit does not change what Push sends.
 	writeFiles(t, wt.Dir, map[string]string{"c.txt": "c\n"})
 	git(t, wt.Dir, "add", "c.txt")
 	git(t, wt.Dir, "commit", "-q", "-m", "second agent commit")
@@ -165,15 +171,18 @@ func TestCommitNothingAndAgentCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2.Rewritten != 1 || git(t, wt.Dir, "rev-parse", c2.SHA+"^") != c.SHA {
+	if !c2.Created || git(t, wt.Dir, "rev-parse", c2.SHA+"^") != c.SHA {
 		t.Fatalf("second commit = %+v", c2)
 	}
-	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
-		t.Fatalf("fast-forward push after rewrite: %v", err)
+	writeFiles(t, wt.Dir, map[string]string{"d.txt": "d\n"})
+	git(t, wt.Dir, "add", "d.txt")
+	git(t, wt.Dir, "commit", "-q", "-m", "sneaked in after the commit")
+	res, err := m.Push(ctx, wt, PushRequest{})
+	if err != nil {
+		t.Fatalf("fast-forward push: %v", err)
 	}
-	c3, err := m.Commit(ctx, wt, CommitRequest{Author: agent, KeepAgentCommits: true})
-	if err != nil || c3.SHA != c2.SHA || c3.Rewritten != 0 {
-		t.Fatalf("idempotent commit = %+v, %v", c3, err)
+	if res.New != c2.SHA || git(t, origin, "rev-parse", "refs/heads/nightshift/t1") != c2.SHA {
+		t.Fatalf("pushed %s, want %s", res.New, c2.SHA)
 	}
 }
 
@@ -237,19 +246,25 @@ func TestProtectedPaths(t *testing.T) {
 		t.Fatalf("allowed commit: %v", err)
 	}
 
-	// A workflow added then removed in the agent's own commits is caught too.
+	// A workflow added then removed in the agent's own commits never
+	// leaves: those commits are squashed away.
 	wt2, err := m.Provision(ctx, Ref{TaskID: "t2", Repo: origin}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, wt2.Dir, map[string]string{".github/workflows/evil.yml": "on: push\n"})
+	writeFiles(t, wt2.Dir, map[string]string{".github/workflows/evil.yml": "on: push\n", "a.txt": "c\n"})
 	git(t, wt2.Dir, "add", "-A")
 	git(t, wt2.Dir, "commit", "-q", "-m", "add")
 	git(t, wt2.Dir, "rm", "-q", ".github/workflows/evil.yml")
 	git(t, wt2.Dir, "commit", "-q", "-m", "remove")
-	_, err = m.Commit(ctx, wt2, CommitRequest{Author: agent})
-	if !errors.As(err, &pe) || pe.Paths[0] != ".github/workflows/evil.yml" {
+	if _, err = m.Commit(ctx, wt2, CommitRequest{Author: agent}); err != nil {
 		t.Fatalf("commit err = %v", err)
+	}
+	if _, err := m.Push(ctx, wt2, PushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if out := git(t, origin, "log", "--format=%H", "refs/heads/nightshift/t2", "--", ".github/workflows/evil.yml"); out != "" {
+		t.Fatalf("the agent's workflow reached the remote in %s", out)
 	}
 
 	// A repository's own list replaces the default for one commit.

@@ -1,0 +1,273 @@
+package worktree
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-billy/v5/memfs"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/server"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+)
+
+// Local repositories (a path or a file:// URL) are read and written in
+// this process with go-git's storage, never through git-upload-pack or
+// git-receive-pack: a repository an agent could have written may carry
+// hooks (pre-receive, post-update, reference-transaction...) and config
+// (core.fsmonitor, core.hooksPath, uploadpack.packObjectsHook) that native
+// git would run as the host's user. Nothing here reads the repository's
+// config or hooks; its alternates are ignored; every file is opened through
+// an os.Root at the repository, so links inside it cannot reach elsewhere.
+
+// localRepo is an opened local repository.
+type localRepo struct {
+	path  string // where it really is (symlinks resolved)
+	bare  bool
+	git   *rootFS // its git directory
+	top   *os.Root
+	store *filesystem.Storage
+}
+
+func (r *localRepo) Close() error {
+	err := r.store.Close()
+	r.git.Close()
+	if r.top != nil {
+		r.top.Close()
+	}
+	return err
+}
+
+// forbidden reports whether p (already resolved) lies under one of the
+// directories no repository may come from.
+func (m *Manager) forbidden(p string) (string, bool) {
+	for _, d := range m.forbid {
+		rel, err := filepath.Rel(d, p)
+		if err == nil && (rel == "." || rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))) {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+// openLocal opens the repository at path (bare, or a work tree with a .git
+// directory) for in-process fetches and pushes, refusing one under a
+// forbidden directory however the path is spelled.
+func (m *Manager) openLocal(path string) (*localRepo, error) {
+	resolved, err := filepath.EvalSymlinks(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", transport.ErrRepositoryNotFound, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worktree: open %s: %w", path, err)
+	}
+	if d, bad := m.forbidden(resolved); bad {
+		return nil, fmt.Errorf("%w: %s is under %s", ErrForbiddenRepo, path, d)
+	}
+	top, err := os.OpenRoot(resolved)
+	if err != nil {
+		return nil, fmt.Errorf("worktree: open %s: %w", path, err)
+	}
+	// The path may have changed between resolving and opening it: check
+	// where the open directory really is.
+	real, err := rootPath(top)
+	if err != nil {
+		top.Close()
+		return nil, fmt.Errorf("worktree: open %s: %w", path, err)
+	}
+	if d, bad := m.forbidden(real); bad {
+		top.Close()
+		return nil, fmt.Errorf("%w: %s is under %s", ErrForbiddenRepo, path, d)
+	}
+	r := &localRepo{path: real}
+	if isGitDir(top) {
+		r.bare = true
+		r.git = newRootFS(top, real)
+	} else {
+		sub, err := subRoot(top, ".git")
+		if err != nil {
+			top.Close()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("%w: %s", transport.ErrRepositoryNotFound, path)
+			}
+			return nil, fmt.Errorf("worktree: open %s: %w", path, err)
+		}
+		if !isGitDir(sub) {
+			sub.Close()
+			top.Close()
+			return nil, fmt.Errorf("%w: %s", transport.ErrRepositoryNotFound, path)
+		}
+		r.top = top
+		r.git = newRootFS(sub, filepath.Join(real, ".git"))
+	}
+	r.store = filesystem.NewStorageWithOptions(r.git, cache.NewObjectLRUDefault(),
+		filesystem.Options{AlternatesFS: memfs.New()})
+	return r, nil
+}
+
+func isGitDir(r *os.Root) bool {
+	if fi, err := r.Lstat("HEAD"); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	fi, err := r.Lstat("objects")
+	return err == nil && fi.IsDir()
+}
+
+// localLoader serves go-git's in-process upload-pack from local
+// repositories opened with openLocal; close releases them.
+type localLoader struct {
+	m     *Manager
+	mu    sync.Mutex
+	repos []*localRepo
+}
+
+func (l *localLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
+	r, err := l.m.openLocal(ep.Path)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.repos = append(l.repos, r)
+	l.mu.Unlock()
+	return r.store, nil
+}
+
+func (l *localLoader) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.repos {
+		r.Close()
+	}
+	l.repos = nil
+}
+
+// localTransport returns an in-process transport for file endpoints and
+// a function releasing what it opened.
+func (m *Manager) localTransport() (transport.Transport, func()) {
+	l := &localLoader{m: m}
+	return server.NewClient(l), l.close
+}
+
+// refs lists the repository's branches and tags (loose and packed).
+func (r *localRepo) refs() (map[string]plumbing.Hash, error) {
+	out := map[string]plumbing.Hash{}
+	iter, err := r.store.IterReferences()
+	if err != nil {
+		return nil, err
+	}
+	defer iter.Close()
+	err = iter.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() == plumbing.HashReference && strings.HasPrefix(ref.Name().String(), "refs/") {
+			out[ref.Name().String()] = ref.Hash()
+		}
+		return nil
+	})
+	return out, err
+}
+
+// readLocalRef returns a ref's value from its loose file or packed-refs in
+// a git directory; zero when it does not exist.
+func readLocalRef(g *rootFS, name plumbing.ReferenceName) (plumbing.Hash, error) {
+	b, err := readFileLimit(g.root, filepath.FromSlash(name.String()), 4096)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if !hexSHA.MatchString(s) {
+			return plumbing.ZeroHash, fmt.Errorf("worktree: ref %s is not a hash", name)
+		}
+		return plumbing.NewHash(s), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return plumbing.ZeroHash, err
+	}
+	pb, err := readFileLimit(g.root, "packed-refs", 256<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(pb))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if len(l) > 41 && l[40] == ' ' && l[41:] == name.String() {
+			return plumbing.NewHash(l[:40]), nil
+		}
+	}
+	return plumbing.ZeroHash, nil
+}
+
+// receive stores a pack in the repository and moves ref from old to new
+// the way git does it: a lock file created exclusively, the current value
+// compared, the new value renamed into place. No hook runs.
+func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old, new plumbing.Hash, pack func(io.Writer) error, hasObjects bool) (reason, msg string, err error) {
+	if !r.bare {
+		if b, err := readFileLimit(r.git.root, "HEAD", 4096); err == nil && strings.TrimSpace(string(b)) == "ref: "+ref.String() {
+			return PushRejected, "refusing to update the branch checked out in a non-bare repository", nil
+		}
+	}
+	lockName := filepath.FromSlash(ref.String()) + ".lock"
+	if err := r.git.root.MkdirAll(filepath.Dir(lockName), 0o755); err != nil {
+		return "", "", err
+	}
+	lock, err := openChecked(r.git.root, lockName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return PushRejected, "the remote branch is locked by another update", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	done := false
+	defer func() {
+		if !done {
+			lock.Close()
+			_ = r.git.root.Remove(lockName)
+		}
+	}()
+	cur, err := readLocalRef(r.git, ref)
+	if err != nil {
+		return "", "", err
+	}
+	if cur != old {
+		return PushRejected, fmt.Sprintf("stale info: the remote branch moved to %s", cur), nil
+	}
+	if hasObjects {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(pack(pw)) }()
+		err := packfile.UpdateObjectStorage(r.store, pr)
+		pr.Close()
+		if err != nil {
+			return "", "", fmt.Errorf("store pack: %w", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", "", err
+	}
+	if err := r.store.HasEncodedObject(new); err != nil {
+		return PushRejected, "the pushed commit is missing from the remote after the update", nil
+	}
+	if _, err := lock.Write([]byte(new.String() + "\n")); err != nil {
+		return "", "", err
+	}
+	if err := lock.Close(); err != nil {
+		return "", "", err
+	}
+	done = true
+	if err := r.git.root.Rename(lockName, filepath.FromSlash(ref.String())); err != nil {
+		_ = r.git.root.Remove(lockName)
+		return "", "", err
+	}
+	return "", "", nil
+}
