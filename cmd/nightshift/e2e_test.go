@@ -626,7 +626,7 @@ agents:
 `)
 	secret := "pw-" + orchestrator.NewID()
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "SERVICE_PASSWORD", "--data-dir", s.DataDir},
+	if err := run(context.Background(), []string{"nightshift", "vault", "set", "SERVICE_PASSWORD", "--scope", "agents", "--data-dir", s.DataDir},
 		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
 		t.Fatalf("vault set: %v %s", err, errb.String())
 	}
@@ -699,7 +699,7 @@ agents:
 `)
 	secret := "tok-" + orchestrator.NewID()
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "DEPLOY_TOKEN", "--data-dir", s.DataDir},
+	if err := run(context.Background(), []string{"nightshift", "vault", "set", "DEPLOY_TOKEN", "--scope", "agents", "--data-dir", s.DataDir},
 		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
 		t.Fatalf("vault set: %v %s", err, errb.String())
 	}

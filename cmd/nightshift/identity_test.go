@@ -164,7 +164,7 @@ func TestRaviMultiCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.v.Set(ctx, vault.Actor{Kind: vault.ActorOperator, ID: "t"}, "NPM_TOKEN", "global", []byte("npm-secret")); err != nil {
+	if _, err := s.v.Set(ctx, vault.Actor{Kind: vault.ActorOperator, ID: "t"}, "NPM_TOKEN", "agents", []byte("npm-secret")); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"NIGHTSHIFT_MCP_URL=" + s.url + "/mcp", "NIGHTSHIFT_MCP_TOKEN=" + tok}

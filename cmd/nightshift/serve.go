@@ -211,7 +211,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
-	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version}).Handler()
+	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey}).Handler()
 	if all || o.role == "ingress" {
 		adminTokens, err := resolveAll(cfg.API.Tokens)
 		if err != nil {
@@ -287,16 +287,20 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
 			SandboxHome:   sandboxHome(cfg.Sandbox.Driver),
+			// The redactor covers what the task is granted and the server's
+			// own secrets, which a task never reads but may still print (a
+			// token in a git error).
 			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
+				actor := vault.Actor{Kind: vault.ActorSystem, ID: "redactor:" + taskID}
+				granted, err := vlt.LookupAll(ctx, actor, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
 				if err != nil {
 					return nil, err
 				}
-				out := make(map[string]string, len(all))
-				for name, sec := range all {
-					out[name] = string(sec.Value)
+				server, err := vlt.ServerSecrets(ctx, actor)
+				if err != nil {
+					return nil, err
 				}
-				return out, nil
+				return vault.RedactionValues(granted, server), nil
 			},
 			NewRedactor: func(m map[string]string) orchestrator.Redactor { return vault.NewRedactor(m) },
 			Repo: func(repo string) orchestrator.RepoSettings {
@@ -309,7 +313,12 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 					Protected: r.Protected, AllowProtected: r.AllowProtected,
 					Budget: gateway.Budget{Tokens: r.Budget.Tokens, CostUSD: r.Budget.CostUSD}}
 			},
-			Env:   func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
+			// ${vault:NAME} in agents.<name>.env resolves from the scopes
+			// granted to the task, never the server's.
+			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
+				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				return cfg.AgentEnv(ctx, agentName, a.env, grants)
+			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
 		})
 		if err != nil {

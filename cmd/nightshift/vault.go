@@ -24,6 +24,7 @@ const vaultUsage = `usage: nightshift vault <command> [flags]
 
 commands:
   set NAME [--scope SCOPE]              store a new version; the value is read from stdin
+                                         (default scope server: no agent can read it)
   get NAME [--scope SCOPE] [--version N] print a value (--json for metadata too)
   ls                                     list secrets and versions (no values)
   rm NAME [--scope SCOPE] [--version N]  destroy one version, or all of them
@@ -33,7 +34,15 @@ commands:
 common flags: --data-dir DIR (default ./.nightshift, env NIGHTSHIFT_DATA_DIR), --json
 root key: NIGHTSHIFT_VAULT_KEY (hex/base64 of 32 bytes), else NIGHTSHIFT_VAULT_PASSPHRASE,
 else the key file DIR/vault.key (created on first use).
-scopes: global, repo:<name-or-glob>, agent:<name>, task:<id>
+scopes:
+  server              read only by the server: ${vault:NAME} in nightshift.yaml (the default;
+                      "global", its old name, is an alias). Never given to an agent.
+  agents              every agent
+  repo:<glob>         tasks on matching repositories (the globs of repos[].match)
+  agent:<name>        tasks run by that agent
+  task:<id>           one task
+Agents read what their task is granted with MCP get_secret, ravi secrets get, or
+${vault:NAME} in agents.<name>.env; the most specific scope wins.
 `
 
 // runVault works on the data directory directly, so secrets never travel
@@ -52,7 +61,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	fl.Usage = func() { fmt.Fprint(a.stderr, vaultUsage) }
 	dataDir := fl.String("data-dir", "", "data directory (default ./.nightshift, env NIGHTSHIFT_DATA_DIR)")
 	jsonOut := fl.Bool("json", false, "print JSON")
-	scope := fl.String("scope", vault.ScopeGlobal, "scope: global, repo:<glob>, agent:<name>, task:<id>")
+	scope := fl.String("scope", vault.ScopeServer, "scope: server, agents, repo:<glob>, agent:<name>, task:<id>")
 	version := fl.Int("version", 0, "version number (0: latest for get, all for rm)")
 	verify := fl.Bool("verify", false, "verify the audit hash chain")
 	name := fl.String("name", "", "only audit entries for this secret")
@@ -92,6 +101,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	if err := vault.ValidateScope(*scope); err != nil {
 		return usageErrorf("%v", err)
 	}
+	*scope = vault.CanonicalScope(*scope)
 
 	// Read the value before touching the data directory.
 	var value []byte
