@@ -155,8 +155,8 @@ func (c *Config) allSecrets() []namedSecret {
 // scopes granted to that task (the vault's TaskResolver), never the
 // server's own secrets; ${env:NAME} from env and ${file:PATH} from disk, as
 // everywhere else. Text that is not such a reference (a shell ${HOME}, say)
-// is kept as it is. An error names the variable and the reference, never a
-// value, and wraps the resolver's error.
+// is kept as it is. An error names the variable, never a value, and wraps
+// the resolver's error, which names the secret.
 func (c *Config) AgentEnv(ctx context.Context, name string, env map[string]string, r Resolver) (map[string]string, error) {
 	ag, ok := c.AgentFor(name)
 	if !ok || len(ag.Env) == 0 {
@@ -202,9 +202,11 @@ func resolveEnvValue(ctx context.Context, s string, env map[string]string, r Res
 			}
 			return ""
 		}
+		// The resolver's errors name the secret (vault.NotGrantedError
+		// says which scopes the task has and how to grant it).
 		v, err := r.Resolve(ctx, kind, name)
 		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("${%s:%s}: %w", kind, name, err)
+			firstErr = err
 		}
 		return v
 	})
