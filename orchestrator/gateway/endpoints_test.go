@@ -180,3 +180,19 @@ func TestEndpointsValidated(t *testing.T) {
 		t.Errorf("explicit endpoints refused: %v", err)
 	}
 }
+
+// TestUnknownEndpointsAre404WithoutAToken: a call outside the allow-list
+// is 404 whoever makes it; the token is not even looked at.
+func TestUnknownEndpointsAre404WithoutAToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	addr := strings.TrimPrefix(e.srv.URL, "http://")
+	for _, target := range []string{"/anthropic/../api/v1/tasks", "/anthropic/v1/files", "/openai/v1/responses"} {
+		if status := rawRequest(t, addr, "POST", target, ""); status != http.StatusNotFound {
+			t.Errorf("POST %s without a token: %d, want 404", target, status)
+		}
+	}
+	if status := rawRequest(t, addr, "POST", "/anthropic/v1/messages", ""); status != http.StatusUnauthorized {
+		t.Errorf("an allowed call without a token: %d, want 401", status)
+	}
+}

@@ -484,6 +484,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, only string) {
 		g.metrics.request("unknown", http.StatusNotFound)
 		return
 	}
+	rest, ok = endpoint(up, r, provider)
+	if !ok {
+		g.metrics.refused("endpoint")
+		g.metrics.request(provider, http.StatusNotFound)
+		writeError(w, provider, http.StatusNotFound, errNotFound, "nightshift gateway: "+r.Method+" "+r.URL.EscapedPath()+" is not an endpoint agents may call")
+		return
+	}
+	rest = strings.TrimPrefix(rest, "/")
 	t, token := g.authenticate(r, only)
 	if t == nil {
 		g.metrics.refused("auth")
@@ -492,15 +500,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, only string) {
 		return
 	}
 	log := g.log.With("task_id", t.id, "provider", provider)
-	rest, ok = endpoint(up, r, provider)
-	if !ok {
-		g.metrics.refused("endpoint")
-		g.metrics.request(provider, http.StatusNotFound)
-		log.Warn("refused a call outside the allowed endpoints", "method", r.Method, "path", r.URL.EscapedPath())
-		writeError(w, provider, http.StatusNotFound, errNotFound, "nightshift gateway: "+r.Method+" "+r.URL.EscapedPath()+" is not an endpoint agents may call")
-		return
-	}
-	rest = strings.TrimPrefix(rest, "/")
 
 	g.mu.Lock()
 	refused, u, b := t.hard, t.usage, t.budget

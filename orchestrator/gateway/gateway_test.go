@@ -94,7 +94,7 @@ func TestAuth(t *testing.T) {
 			t.Errorf("%s: %d %s", tc.name, resp.StatusCode, body)
 		}
 	}
-	resp, body := post(t, e.srv.URL+"/openai/v1/responses", "", "", map[string]any{})
+	resp, body := post(t, e.srv.URL+"/openai/responses", "", "", map[string]any{})
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"invalid_api_key"`) {
 		t.Errorf("openai: %d %s", resp.StatusCode, body)
 	}
