@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"context"
 	"io"
+	"net/http"
+	"time"
 
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/orchestrator/agent"
@@ -29,19 +31,23 @@ type Worktrees interface {
 	Remove(ctx context.Context, taskID string) error
 }
 
-// Identities gives each task its own agent identity and the token its tools
-// use to act as it (identity.Service).
+// Identities gives each task its own agent identity and the short-lived
+// token its tools use to act as it (identity.Service).
 type Identities interface {
 	ForTask(ctx context.Context, taskID string) (identity.Identity, error)
 	Release(ctx context.Context, taskID string) error
-	IssueToken(ctx context.Context, identityID string, scope identity.Scope) (string, error)
+	IssueTokenTTL(ctx context.Context, identityID string, scope identity.Scope, ttl time.Duration) (string, error)
+	RevokeToken(ctx context.Context, token string) error
+	Authenticate(ctx context.Context, token string) (identity.Identity, identity.Scope, error)
 }
 
 // Gateway meters and budgets a task's model traffic (gateway.Gateway).
+// TaskHandler serves the gateway to one task: any other token is refused.
 type Gateway interface {
 	Register(taskID string, b gateway.Budget, hooks gateway.Hooks) string
 	Unregister(taskID string)
 	Usage(taskID string) gateway.Usage
+	TaskHandler(taskID string) http.Handler
 }
 
 // Agents builds the adapter for an agent name.

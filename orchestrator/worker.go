@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"net/http"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -61,10 +61,8 @@ type WorkerConfig struct {
 	Durable string
 	// Repo returns the settings for a repository. Required.
 	Repo func(repo string) RepoSettings
-	// Env returns extra environment for a task's agent (its configured env,
-	// with secret references resolved from the scopes granted to the task).
-	// An error fails the run before the agent starts. Optional.
-	Env func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
+	// Env returns extra environment for an agent (from its config). Optional.
+	Env func(agent string) map[string]string
 	// Model returns the model an agent is asked to use ("" = the CLI's
 	// default). Optional.
 	Model func(agent string) string
@@ -73,17 +71,28 @@ type WorkerConfig struct {
 	// PullRequests plans branches and opens pull requests. Nil: the branch
 	// is pushed to the task's repository and the run rests in review.
 	PullRequests PullRequests
-	// MCPAddr is the host address (host:port) serving /mcp; the sandbox
-	// reaches it on loopback port MCPPort. Empty: no MCP for agents.
-	MCPAddr string
-	// Gateway and GatewayAddr (host:port it serves on) put the model
-	// gateway in front of agents; the sandbox reaches it on GatewayPort.
-	Gateway     Gateway
-	GatewayAddr string
-	// DirectNetwork gives agents the host addresses of MCP and the gateway
-	// instead of forwarded sandbox ports (the process driver shares the
-	// host's network, where fixed ports would collide).
+	// MCP is the identity MCP handler (identity/mcpserver). Each run serves
+	// it at /mcp, and nothing else, on a listener of its own that accepts
+	// only the run's task's tokens; the sandbox reaches it on loopback port
+	// MCPPort. Nil: no MCP for agents.
+	MCP http.Handler
+	// Gateway puts the model gateway in front of agents: each run serves
+	// Gateway.TaskHandler(task) on a listener of its own, which the sandbox
+	// reaches on loopback port GatewayPort. Nil: no gateway.
+	Gateway Gateway
+	// ServiceDir holds each run's service sockets, in a 0700 directory
+	// <ServiceDir>/<task>-<run> removed when the run ends. Empty (or a
+	// path too long for socket names): a private temporary directory.
+	ServiceDir string
+	// DirectNetwork serves a run's services on loopback TCP ports of the
+	// host, given to agents as is, instead of sockets forwarded into the
+	// sandbox (the process driver shares the host's network).
 	DirectNetwork bool
+	// TokenMargin is added to the lifetime of a run's MCP token, which is
+	// three times the repository's timeout (setup, agent and test steps).
+	// The token is revoked when the run ends; the expiry covers a worker
+	// that died first. Default 10 minutes.
+	TokenMargin time.Duration
 	// Secrets returns the secret values visible to a task (name → value),
 	// which are then removed from everything the task emits. Optional.
 	Secrets func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
@@ -122,6 +131,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.TokenMargin <= 0 {
+		c.TokenMargin = 10 * time.Minute
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -129,7 +141,7 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Env == nil {
-		c.Env = func(context.Context, string, string, string) (map[string]string, error) { return nil, nil }
+		c.Env = func(string) map[string]string { return nil }
 	}
 	return c
 }
@@ -286,6 +298,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			rep.redact = chainRedactors(w.cfg.NewRedactor(secrets), w.cfg.Redactor)
 		}
 	}
+	// The tokens the run hands its agent are redacted too, from the moment
+	// each is issued.
+	rep.tokens = &tokenRedactor{newRedactor: w.cfg.NewRedactor}
+	rep.redact = chainRedactors(rep.tokens, rep.redact)
 	started := w.cfg.Clock()
 	err = w.execute(runCtx, cancel, item, rep)
 	final := context.WithoutCancel(ctx)
@@ -365,6 +381,8 @@ type run struct {
 	// spec is the sandbox every step starts from.
 	spec             sandbox.Spec
 	mcpURL, mcpToken string
+	// services are the run's own MCP and gateway listeners.
+	services runServices
 }
 
 // execute drives one run: provision, setup, agent, tests, then publish.
@@ -373,6 +391,12 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		return err
 	}
 	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
+	// Whatever the outcome, the run's services stop and its tokens die
+	// with it (the gateway token in runAgent).
+	defer func() {
+		r.services.close()
+		w.revokeRunTokens(ctx, r)
+	}()
 	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
 	if err := w.provision(ctx, r); err != nil {
 		return err
@@ -446,26 +470,29 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		"GIT_COMMITTER_NAME":  r.ident.Name,
 		"GIT_COMMITTER_EMAIL": r.ident.Email,
 	}
-	extra, err := w.cfg.Env(ctx, item.TaskID, item.Agent, item.Repo)
-	if err != nil {
-		return stepErr("agent_env", "agent environment: %w", err)
-	}
-	for k, v := range extra {
+	for k, v := range w.cfg.Env(item.Agent) {
 		r.env[k] = v
 	}
 	r.spec = sandbox.Spec{Dir: r.wt.Dir, ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,
 		Timeout: r.repo.Timeout, AllowHosts: r.repo.AllowHosts, Tools: w.cfg.Tools,
 		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}
-	if w.cfg.MCPAddr != "" {
-		tok, err := w.identities.IssueToken(ctx, r.ident.ID, identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent})
+	if w.cfg.MCP != nil {
+		scope := identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent}
+		tok, err := w.identities.IssueTokenTTL(ctx, r.ident.ID, scope, w.tokenTTL(r.repo.Timeout))
 		if err != nil {
 			return stepErr("identity", "issue agent token: %w", err)
 		}
-		r.mcpURL, r.mcpToken = w.serviceURL(&r.spec, MCPPort, w.cfg.MCPAddr)+"/mcp", tok
-		r.env["NIGHTSHIFT_MCP_URL"], r.env["NIGHTSHIFT_MCP_TOKEN"] = r.mcpURL, r.mcpToken
-		if rep.redact != nil {
-			rep.redact = chainRedactors(w.cfg.NewRedactor(map[string]string{"NIGHTSHIFT_MCP_TOKEN": tok}), rep.redact)
+		r.mcpToken = tok
+		rep.tokens.add("NIGHTSHIFT_MCP_TOKEN", tok)
+		url, fwd, _, err := w.serveRunService(r, "mcp", MCPPort, taskMCP(w.cfg.MCP, w.identities, item.TaskID))
+		if err != nil {
+			return stepErr("provision", "serve MCP to the sandbox: %w", err)
 		}
+		if fwd != nil {
+			r.spec.Forwards = append(r.spec.Forwards, *fwd)
+		}
+		r.mcpURL = url + "/mcp"
+		r.env["NIGHTSHIFT_MCP_URL"], r.env["NIGHTSHIFT_MCP_TOKEN"] = r.mcpURL, r.mcpToken
 	}
 	return nil
 }
@@ -509,11 +536,8 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	// task's runs (a follow-up resumes the session stored there); a fresh
 	// run starts with an empty one.
 	home := filepath.Join(filepath.Dir(r.wt.Dir), "home")
-	if !item.FollowUp {
-		os.RemoveAll(home)
-	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return agent.Outcome{}, stepErr("provision", "create agent home: %w", err)
+	if err := prepareHome(home, !item.FollowUp); err != nil {
+		return agent.Outcome{}, stepErr("agent_home", "%w", err)
 	}
 	insideHome := home
 	if w.cfg.SandboxHome != "" {
@@ -525,11 +549,13 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	if w.cfg.Model != nil {
 		req.Model = w.cfg.Model(item.Agent)
 	}
-	if w.cfg.Gateway != nil && w.cfg.GatewayAddr != "" {
+	if w.cfg.Gateway != nil {
 		hooks := gateway.Hooks{
+			// The host never touches the worktree while the agent's
+			// processes live: the soft limit is only noted. Work is
+			// checkpointed after the sandbox is gone (hard limit, below).
 			OnSoftLimit: func(u gateway.Usage) {
-				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; committing a checkpoint", u.Tokens()))
-				w.checkpoint(ctx, r, false)
+				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; nearing the limit", u.Tokens()))
 			},
 			OnHardLimit: func(u gateway.Usage) {
 				rep.line(ctx, "system", fmt.Sprintf("budget exhausted at %d tokens ($%.4f); stopping the agent", u.Tokens(), u.CostUSD))
@@ -541,20 +567,23 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 		}
 		gtok := w.cfg.Gateway.Register(item.TaskID, r.repo.Budget, hooks)
 		defer w.cfg.Gateway.Unregister(item.TaskID)
-		req.GatewayURL, req.GatewayToken = w.serviceURL(&spec, GatewayPort, w.cfg.GatewayAddr), gtok
+		rep.tokens.add("NIGHTSHIFT_GATEWAY_TOKEN", gtok)
+		url, fwd, stopGateway, err := w.serveRunService(r, "gateway", GatewayPort, w.cfg.Gateway.TaskHandler(item.TaskID))
+		if err != nil {
+			return agent.Outcome{}, stepErr("provision", "serve the model gateway to the sandbox: %w", err)
+		}
+		defer stopGateway()
+		if fwd != nil {
+			spec.Forwards = append(spec.Forwards, *fwd)
+		}
+		req.GatewayURL, req.GatewayToken = url, gtok
 	}
 	inv, err := adapter.Prepare(req)
 	if err != nil {
 		return agent.Outcome{}, stepErr("agent_failed", "prepare agent: %w", err)
 	}
-	for rel, content := range inv.Files {
-		p := filepath.Join(home, filepath.Clean("/"+rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return agent.Outcome{}, stepErr("agent_failed", "write agent file: %w", err)
-		}
-		if err := os.WriteFile(p, content, 0o600); err != nil {
-			return agent.Outcome{}, stepErr("agent_failed", "write agent file: %w", err)
-		}
+	if err := writeHomeFiles(home, inv.Files); err != nil {
+		return agent.Outcome{}, stepErr("agent_home", "write agent files: %w", err)
 	}
 	parser := adapter.NewParser(func(l agent.Line) { rep.line(ctx, "agent", kindPrefix(l.Kind)+l.Text) })
 	stderr := rep.writer(ctx, "agent")
@@ -719,16 +748,6 @@ func merge(base, extra map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// serviceURL returns how the sandbox reaches a host service: a loopback
-// port forwarded into the sandbox, or the host address itself.
-func (w *Worker) serviceURL(spec *sandbox.Spec, port int, hostAddr string) string {
-	if w.cfg.DirectNetwork {
-		return "http://" + hostAddr
-	}
-	spec.Forwards = append(spec.Forwards, sandbox.Forward{Port: port, Target: "tcp:" + hostAddr})
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 // checkpoint commits what the agent has left so far; with push it also
@@ -898,6 +917,8 @@ type reporter struct {
 	log     *slog.Logger
 	mu      sync.Mutex
 	seq     int
+	// tokens redacts the tokens issued to the run's agent (part of redact).
+	tokens *tokenRedactor
 }
 
 func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {

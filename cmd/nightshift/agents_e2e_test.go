@@ -147,8 +147,8 @@ func TestCodexTaskEndToEnd(t *testing.T) {
 }
 
 // TestBudgetStopsClaudeAndPushesCheckpoint gives a task a 300-token budget:
-// the soft limit commits a checkpoint, the hard limit stops the run, and the
-// task fails with budget_exceeded and its work pushed.
+// the hard limit stops the run, the work is checkpointed once the sandbox is
+// gone, and the task fails with budget_exceeded and its work pushed.
 func TestBudgetStopsClaudeAndPushesCheckpoint(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("claude"); err != nil {

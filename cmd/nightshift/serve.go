@@ -204,14 +204,15 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, err
 	}
 
-	// Listen before building the worker: agents reach /mcp at this address.
+	// The main listener serves /mcp to the host (operators' tools); agents
+	// reach MCP and the gateway only through their run's own listeners.
 	s.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
-	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey}).Handler()
+	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version}).Handler()
 	if all || o.role == "ingress" {
 		adminTokens, err := resolveAll(cfg.API.Tokens)
 		if err != nil {
@@ -274,7 +275,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { s.wt.Close() })
-		gw, gwAddr, err := s.startGateway(ctx, cfg, resolve, reg, logger)
+		gw, err := newGateway(cfg, resolve, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -284,23 +285,19 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		}
 		worker, err := orchestrator.NewWorker(bus, sb, s.wt, ids, agentRegistry{cfg}, orchestrator.WorkerConfig{
 			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
-			MCPAddr: s.ln.Addr().String(), Gateway: gw, GatewayAddr: gwAddr, Tools: tools, PullRequests: prs,
+			MCP: routes.MCP, Gateway: gw, ServiceDir: filepath.Join(cfg.DataDir, "sandbox", "run"), Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
 			SandboxHome:   sandboxHome(cfg.Sandbox.Driver),
-			// The redactor covers what the task is granted and the server's
-			// own secrets, which a task never reads but may still print (a
-			// token in a git error).
 			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				actor := vault.Actor{Kind: vault.ActorSystem, ID: "redactor:" + taskID}
-				granted, err := vlt.LookupAll(ctx, actor, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
 				if err != nil {
 					return nil, err
 				}
-				server, err := vlt.ServerSecrets(ctx, actor)
-				if err != nil {
-					return nil, err
+				out := make(map[string]string, len(all))
+				for name, sec := range all {
+					out[name] = string(sec.Value)
 				}
-				return vault.RedactionValues(granted, server), nil
+				return out, nil
 			},
 			NewRedactor: func(m map[string]string) orchestrator.Redactor { return vault.NewRedactor(m) },
 			Repo: func(repo string) orchestrator.RepoSettings {
@@ -313,12 +310,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 					Protected: r.Protected, AllowProtected: r.AllowProtected,
 					Budget: gateway.Budget{Tokens: r.Budget.Tokens, CostUSD: r.Budget.CostUSD}}
 			},
-			// ${vault:NAME} in agents.<name>.env resolves from the scopes
-			// granted to the task, never the server's.
-			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
-				return cfg.AgentEnv(ctx, agentName, a.env, grants)
-			},
+			Env:   func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
 		})
 		if err != nil {
@@ -411,9 +403,10 @@ func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *s
 		logger.With("component", "sandbox"))
 }
 
-// startGateway serves the model gateway on its own loopback listener.
-func (s *server) startGateway(ctx context.Context, cfg *config.Config, resolve func(config.Secret) (string, error),
-	reg prometheus.Registerer, logger *slog.Logger) (*gateway.Gateway, string, error) {
+// newGateway returns the model gateway; the worker serves it to each run on
+// a listener of the run's own.
+func newGateway(cfg *config.Config, resolve func(config.Secret) (string, error),
+	reg prometheus.Registerer, logger *slog.Logger) (*gateway.Gateway, error) {
 	upstream := func(m config.Model) gateway.Upstream {
 		return gateway.Upstream{BaseURL: m.BaseURL, Key: func(context.Context) (string, error) {
 			if !m.APIKey.IsSet() {
@@ -429,17 +422,9 @@ func (s *server) startGateway(ctx context.Context, cfg *config.Config, resolve f
 		Metrics:       reg,
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("model gateway: %w", err)
+		return nil, fmt.Errorf("model gateway: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", fmt.Errorf("model gateway listen: %w", err)
-	}
-	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() { defer close(done); gw.Serve(gctx, ln) }()
-	s.closers = append(s.closers, func() { cancel(); ln.Close(); <-done })
-	return gw, ln.Addr().String(), nil
+	return gw, nil
 }
 
 // collectGarbage removes finished task worktrees after their retention and
