@@ -152,3 +152,47 @@ func TestVaultCLIEnvKeyRootRotation(t *testing.T) {
 		t.Fatalf("new key: %q %v", out, err)
 	}
 }
+
+// TestVaultCLIScopes: vault set stores server secrets by default, takes
+// "global" as the old name of server, and grants agents with --scope.
+func TestVaultCLIScopes(t *testing.T) {
+	t.Parallel()
+	env := []string{"NIGHTSHIFT_DATA_DIR=" + t.TempDir()}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"set", "MODEL_KEY"}, "MODEL_KEY (server) version 1\n"},
+		{[]string{"set", "MODEL_KEY", "--scope", "global"}, "MODEL_KEY (server) version 2\n"},
+		{[]string{"set", "MODEL_KEY", "--scope", "server"}, "MODEL_KEY (server) version 3\n"},
+		{[]string{"set", "NPM_TOKEN", "--scope", "agents"}, "NPM_TOKEN (agents) version 1\n"},
+		{[]string{"set", "DEPLOY_KEY", "--scope", "repo:github.com/acme/*"}, "DEPLOY_KEY (repo:github.com/acme/*) version 1\n"},
+	} {
+		out, stderr, err := vaultRun(t, env, "value-for-"+tc.args[1], tc.args...)
+		if err != nil || out != tc.want {
+			t.Fatalf("%v: %q %q %v, want %q", tc.args, out, stderr, err, tc.want)
+		}
+	}
+	out, _, err := vaultRun(t, env, "", "ls", "--json")
+	var list []vault.Info
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil {
+		t.Fatalf("ls: %q %v", out, err)
+	}
+	var got []string
+	for _, in := range list {
+		got = append(got, in.Name+"@"+in.Scope)
+	}
+	if strings.Join(got, " ") != "DEPLOY_KEY@repo:github.com/acme/* MODEL_KEY@server NPM_TOKEN@agents" {
+		t.Fatalf("ls = %v", got)
+	}
+	if out, _, err := vaultRun(t, env, "", "get", "MODEL_KEY"); err != nil || out != "value-for-MODEL_KEY\n" {
+		t.Fatalf("get server secret: %q %v", out, err)
+	}
+	if _, _, err := vaultRun(t, env, "", "get", "NPM_TOKEN"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("get without --scope read an agents secret: %v", err)
+	}
+	var u *usageError
+	if _, _, err := vaultRun(t, env, "v-value", "set", "X", "--scope", "everyone"); !asUsage(err, &u) || !strings.Contains(err.Error(), "agents") {
+		t.Fatalf("bad scope: %v", err)
+	}
+}
