@@ -11,6 +11,13 @@
 //     nightshift.tasks.<id>.state.
 //   - Scheduler and workers talk only through NATS, so they can run in
 //     separate processes against one NATS cluster.
+//   - A run's sandbox reaches only that run's MCP endpoint and model
+//     gateway, on listeners of their own that accept only the task's
+//     tokens; those tokens expire and are revoked when the run ends,
+//     whatever its outcome, and are redacted from all the task emits.
+//   - The worker touches the worktree and the agent's home only while no
+//     process of the run's sandbox lives, and never follows a link the
+//     agent left in its home.
 //
 // The orchestrator declares the narrow interfaces it consumes (Sandboxes,
 // Worktrees, Identities, Secrets, Notifier, Agents); the leaf packages
