@@ -178,9 +178,12 @@ type Agent struct {
 	// claude or codex, else command.
 	Kind string `yaml:"kind"`
 	// Command is the argv (for command agents) or the binary to run.
-	Command []string          `yaml:"command"`
-	Model   string            `yaml:"model"`
-	Env     map[string]string `yaml:"env"`
+	Command []string `yaml:"command"`
+	Model   string   `yaml:"model"`
+	// Env is extra environment for the agent. ${vault:NAME} and
+	// ${ravi:NAME} in a value resolve for each task from the secrets
+	// granted to it, never from the server scope (see AgentEnv).
+	Env map[string]string `yaml:"env"`
 }
 
 // Repo configures the repositories a glob matches.
