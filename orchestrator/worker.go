@@ -61,8 +61,10 @@ type WorkerConfig struct {
 	Durable string
 	// Repo returns the settings for a repository. Required.
 	Repo func(repo string) RepoSettings
-	// Env returns extra environment for an agent (from its config). Optional.
-	Env func(agent string) map[string]string
+	// Env returns extra environment for a task's agent (its configured env,
+	// with secret references resolved from the scopes granted to the task).
+	// An error fails the run before the agent starts. Optional.
+	Env func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
 	// Model returns the model an agent is asked to use ("" = the CLI's
 	// default). Optional.
 	Model func(agent string) string
@@ -141,7 +143,7 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Env == nil {
-		c.Env = func(string) map[string]string { return nil }
+		c.Env = func(context.Context, string, string, string) (map[string]string, error) { return nil, nil }
 	}
 	return c
 }
@@ -470,7 +472,11 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		"GIT_COMMITTER_NAME":  r.ident.Name,
 		"GIT_COMMITTER_EMAIL": r.ident.Email,
 	}
-	for k, v := range w.cfg.Env(item.Agent) {
+	extra, err := w.cfg.Env(ctx, item.TaskID, item.Agent, item.Repo)
+	if err != nil {
+		return stepErr("agent_env", "agent environment: %w", err)
+	}
+	for k, v := range extra {
 		r.env[k] = v
 	}
 	r.spec = sandbox.Spec{Dir: r.wt.Dir, ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,

@@ -212,7 +212,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
-	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version}).Handler()
+	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey}).Handler()
 	if all || o.role == "ingress" {
 		adminTokens, err := resolveAll(cfg.API.Tokens)
 		if err != nil {
@@ -288,16 +288,20 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			MCP: routes.MCP, Gateway: gw, ServiceDir: filepath.Join(cfg.DataDir, "sandbox", "run"), Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
 			SandboxHome:   sandboxHome(cfg.Sandbox.Driver),
+			// The redactor covers what the task is granted and the server's
+			// own secrets, which a task never reads but may still print (a
+			// token in a git error).
 			Secrets: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				all, err := vlt.LookupAll(ctx, vault.Actor{Kind: "system", ID: "redactor:" + taskID}, vault.ScopesFor(taskID, agentName, repo))
+				actor := vault.Actor{Kind: vault.ActorSystem, ID: "redactor:" + taskID}
+				granted, err := vlt.LookupAll(ctx, actor, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
 				if err != nil {
 					return nil, err
 				}
-				out := make(map[string]string, len(all))
-				for name, sec := range all {
-					out[name] = string(sec.Value)
+				server, err := vlt.ServerSecrets(ctx, actor)
+				if err != nil {
+					return nil, err
 				}
-				return out, nil
+				return vault.RedactionValues(granted, server), nil
 			},
 			NewRedactor: func(m map[string]string) orchestrator.Redactor { return vault.NewRedactor(m) },
 			Repo: func(repo string) orchestrator.RepoSettings {
@@ -310,7 +314,12 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 					Protected: r.Protected, AllowProtected: r.AllowProtected,
 					Budget: gateway.Budget{Tokens: r.Budget.Tokens, CostUSD: r.Budget.CostUSD}}
 			},
-			Env:   func(name string) map[string]string { ag, _ := cfg.AgentFor(name); return ag.Env },
+			// ${vault:NAME} in agents.<name>.env resolves from the scopes
+			// granted to the task, never the server's.
+			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
+				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				return cfg.AgentEnv(ctx, agentName, a.env, grants)
+			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
 		})
 		if err != nil {
@@ -389,7 +398,7 @@ func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *s
 		logger.Warn("sandbox driver is process: agents run WITHOUT isolation (explicitly configured)")
 		d = process.New(process.Config{})
 	default:
-		bw, err := newBwrapDriver(ctx, cfg.Sandbox)
+		bw, err := newBwrapDriver(ctx, cfg.Sandbox.Bwrap)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: bubblewrap is not usable here (%v); install bubblewrap, or set sandbox.driver: process in nightshift.yaml to run agents WITHOUT isolation", err)
 		}
