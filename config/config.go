@@ -156,6 +156,14 @@ type Sandbox struct {
 	MemoryBytes int64 `yaml:"memory_bytes"`
 	// Processes limits the number of processes; 0 means the driver default.
 	Processes int `yaml:"processes"`
+	// UID and GID are the first host uid and gid bwrap sandboxes run as
+	// when nightshift runs as root (never 0); UIDs is how many consecutive
+	// ids it hands out, one per concurrently running sandbox. 0 means the
+	// driver default: 1900000000, 1900000000 and 64. Not root, sandboxes
+	// run as nightshift's own uid.
+	UID  int `yaml:"uid"`
+	GID  int `yaml:"gid"`
+	UIDs int `yaml:"uids"`
 }
 
 // Worker configures task execution.
@@ -188,7 +196,11 @@ type Agent struct {
 
 // Repo configures the repositories a glob matches.
 type Repo struct {
-	// Match is a glob over host/owner/name, or a local path. "*" matches all.
+	// Match is a glob over host/owner/name, or an absolute local path or
+	// path glob ("/srv/repos/*", "/srv/repos/**" for everything beneath).
+	// "*" applies the entry's settings to every repository, but only an
+	// absolute path or path glob lets the API dispatch a local repository
+	// (see NamesLocalRepo).
 	Match string `yaml:"match"`
 	// Setup runs before the agent.
 	Setup string `yaml:"setup"`
@@ -348,6 +360,11 @@ func (c *Config) validate() error {
 	default:
 		return &Error{Key: "sandbox.driver", Msg: fmt.Sprintf("unknown driver %q (want bwrap or process)", c.Sandbox.Driver)}
 	}
+	for key, v := range map[string]int{"sandbox.uid": c.Sandbox.UID, "sandbox.gid": c.Sandbox.GID, "sandbox.uids": c.Sandbox.UIDs} {
+		if v < 0 || v > 0x7FFFFFFE {
+			return &Error{Key: key, Msg: fmt.Sprintf("%d out of range (0 means the default; root is never used)", v)}
+		}
+	}
 	switch c.Identity.Provider {
 	case "local", "ravi":
 	default:
@@ -444,6 +461,9 @@ func (c *Config) RepoFor(repo string) Repo {
 			return r
 		}
 		if ok, _ := path.Match(r.Match, repo); ok {
+			return r
+		}
+		if p, ok := LocalRepoPath(repo); ok && MatchesLocalPath(r.Match, p) {
 			return r
 		}
 	}

@@ -12,8 +12,9 @@
 //
 //   - sandbox/bwrap (default on Linux): bubblewrap with all namespaces
 //     unshared, an allow-list mount profile, a seccomp filter, a non-root uid
-//     inside, and limits through a cgroup (v2 when delegated, v1 when the
-//     hierarchy is writable) or prlimit otherwise.
+//     inside that is never host root either (as root, bubblewrap runs as a
+//     dedicated unprivileged host uid), and limits through a cgroup (v2 when
+//     delegated, v1 when the hierarchy is writable) or prlimit otherwise.
 //   - sandbox/process: a plain process group. It scrubs the environment and
 //     enforces timeouts, but it isolates NOTHING: the command can read every
 //     file and reach every address the host user can. Use it only when the

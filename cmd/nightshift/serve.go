@@ -398,7 +398,7 @@ func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *s
 		logger.Warn("sandbox driver is process: agents run WITHOUT isolation (explicitly configured)")
 		d = process.New(process.Config{})
 	default:
-		bw, err := newBwrapDriver(ctx, cfg.Sandbox.Bwrap)
+		bw, err := newBwrapDriver(ctx, cfg.Sandbox)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: bubblewrap is not usable here (%v); install bubblewrap, or set sandbox.driver: process in nightshift.yaml to run agents WITHOUT isolation", err)
 		}

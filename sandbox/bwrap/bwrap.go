@@ -11,12 +11,17 @@
 // Dir read-write at the same path with ReadOnlyInDir paths re-bound
 // read-only and their parent directories pinned, Spec.ReadOnly paths
 // read-only, a private tmpfs $HOME (/home/agent) and /tmp, a fresh /proc
-// and a minimal /dev; the root is then remounted read-only. The command
+// (with /proc/sys, /proc/sysrq-trigger, /proc/irq, /proc/bus and /proc/fs
+// read-only and /proc/kcore, /proc/keys, /proc/timer_list and other
+// kernel state hidden, like Docker's readonly and masked paths) and a
+// minimal /dev; the root is then remounted read-only. The command
 // runs as uid/gid 1000 inside the user namespace, with no capabilities, in
 // a new session (no TIOCSTI), with --die-with-parent, nested user
 // namespaces disabled (--disable-userns and seccomp), an explicit
 // environment (bubblewrap itself is started with an empty one), and a
-// seccomp filter (see sandbox/internal/seccomp).
+// seccomp filter (see sandbox/internal/seccomp). Every option, the
+// environment included, reaches bubblewrap through a memory file
+// (--args), so no token or prompt shows on a host command line.
 //
 // Network: the sandbox has its own network namespace with only loopback.
 // The egress proxy and Spec.Forwards appear on loopback ports inside: as
@@ -34,17 +39,27 @@
 // SIGKILLs the sandbox's pid-namespace init through a pidfd (the kernel
 // then kills every process in the namespace, including those that called
 // setsid), then sweeps the cgroup; Close waits until that init is gone.
-// RLIMIT_NPROC does not bind processes whose host uid is root, so a root
-// host without a writable cgroup cannot cap the process count; Mode
-// reports which path is in use.
+// Mode reports which path is in use.
 //
-// Privileges: as root, bubblewrap needs no setuid bit; the sandbox uid 1000
-// maps to host uid 0 but holds no capability in the host's user namespace
-// and sees only what is mounted. As a non-root user, bubblewrap needs
-// unprivileged user namespaces (kernel.unprivileged_userns_clone=1 on
-// Debian kernels, kernel.apparmor_restrict_unprivileged_userns=0 or an
-// AppArmor profile for bwrap on Ubuntu 24.04+, user.max_user_namespaces >
-// 0); Available reports when they are missing.
+// Privileges: the command is never host root. As root, the driver starts
+// bubblewrap itself as an unprivileged host uid/gid from Config.UID/GID
+// (default 1900000000 + 0..63, one per concurrently running sandbox, the
+// one owning the sandbox's Dir first), so the command's uid 1000 maps to
+// it. Before each run, Dir and Home are made that uid's, entry by entry
+// (see own: one fstatat per entry, a chown only where the host wrote as
+// root or the uid changed), because the host writes the git index and
+// objects there as root between runs. Bind sources that uid cannot reach
+// by path (a 0700 data directory) are staged in a private mount namespace
+// (see stage.go); limits are set from root (cgroup) or as the sandbox's
+// uid (prlimit: a root service may lack CAP_SYS_RESOURCE), and the
+// loopback listeners are still created from root inside the sandbox's
+// network namespace. As a non-root user, bubblewrap runs as that user and
+// the command maps to it; bind sources are passed as descriptors
+// (--bind-fd). Either way bubblewrap needs unprivileged user namespaces
+// (kernel.unprivileged_userns_clone=1 on Debian kernels,
+// kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile
+// for bwrap on Ubuntu 24.04+, user.max_user_namespaces > 0); Available
+// reports when they are missing.
 package bwrap
 
 import (
@@ -53,6 +68,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,8 +92,8 @@ const (
 	ToolDir    = RunDir + "/bin"
 	helperPath = RunDir + "/helper"
 	sockDir    = RunDir + "/sock"
-	uid        = 1000
-	gid        = 1000
+	insideUID  = 1000
+	insideGID  = 1000
 )
 
 // defaultEtc lists the /etc entries copied into the sandbox's /etc. Only
@@ -119,6 +135,44 @@ type Config struct {
 	CgroupParent string
 	// DisableCgroups forces the prlimit path.
 	DisableCgroups bool
+	// UID is the first host uid sandboxes run as when this process is
+	// root: bubblewrap itself is started as that uid (and GID), so the
+	// command's uid 1000 inside maps to it, never to host root. It must
+	// not be 0 nor this process's uid. Zero means DefaultUID. When this
+	// process is not root, UID, GID and UIDs are ignored: bubblewrap runs
+	// as this process's uid and the command maps to it.
+	UID int
+	// GID is the first host gid, as UID. Zero means DefaultGID.
+	GID int
+	// UIDs is how many consecutive host uids and gids, from UID and GID,
+	// the driver hands out: one per concurrently running sandbox, so that
+	// sandboxes are apart by uid too (per-uid limits and kernel objects).
+	// A sandbox takes the uid that already owns its Dir (so sandboxes on
+	// the same Dir share one, and a Dir needs re-owning only when it
+	// changes hands). With more sandboxes running than UIDs, some share a
+	// uid. Zero means DefaultUIDs; 1 runs every sandbox as UID.
+	UIDs int
+}
+
+func (c Config) withIDDefaults() Config {
+	if c.UID == 0 {
+		c.UID = DefaultUID
+	}
+	if c.GID == 0 {
+		c.GID = DefaultGID
+	}
+	if c.UIDs == 0 {
+		c.UIDs = DefaultUIDs
+	}
+	return c
+}
+
+// validateIDs checks UID, GID and UIDs, after withIDDefaults.
+func (c Config) validateIDs() error {
+	if c.UIDs < 1 {
+		return fmt.Errorf("bwrap: config UIDs %d must be positive", c.UIDs)
+	}
+	return errors.Join(validIDs("UID", c.UID, c.UIDs, os.Geteuid()), validIDs("GID", c.GID, c.UIDs, os.Getegid()))
 }
 
 // Driver runs commands under bubblewrap.
@@ -133,7 +187,27 @@ type Driver struct {
 	inNetns   bool   // listen inside the sandbox's network namespace instead of running the helper
 	cgWhy     error
 	systems   []mount
+	ids       *idPool // host ids of sandboxes; nil when not root
+	stage     *stager // staging namespace for bind sources; nil when not root
+	procRO    []string
+	procMask  []procPath
 }
+
+// procPath is a /proc entry hidden under an empty file or directory.
+type procPath struct {
+	path string
+	dir  bool
+}
+
+// Kernel interfaces in /proc that the sandbox gets read-only, and those it
+// does not get at all (hidden under an empty read-only file or directory),
+// when they exist on the host: Docker's readonly and masked paths.
+var (
+	procReadOnly = []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"}
+	procMasked   = []string{"/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/timer_stats",
+		"/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms", "/proc/kmsg", "/proc/kpagecount", "/proc/kpageflags",
+		"/proc/kpagecgroup", "/proc/acpi", "/proc/asound", "/proc/scsi"}
+)
 
 var _ sandbox.Driver = (*Driver)(nil)
 
@@ -196,6 +270,34 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d.inNetns = !cfg.UseHelper && os.Geteuid() == 0
+	if os.Geteuid() == 0 {
+		c := cfg.withIDDefaults()
+		if err := c.validateIDs(); err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.ids = newIDPool(c.UID, c.GID, c.UIDs)
+		// Not under d.etc: /etc is bound recursively into sandboxes.
+		dir := d.etc + "-stage"
+		if err := os.Mkdir(dir, 0o711); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if d.stage, err = newStager(dir); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	for _, p := range procReadOnly {
+		if _, err := os.Lstat(p); err == nil {
+			d.procRO = append(d.procRO, p)
+		}
+	}
+	for _, p := range procMasked {
+		if fi, err := os.Lstat(p); err == nil {
+			d.procMask = append(d.procMask, procPath{p, fi.IsDir()})
+		}
+	}
 	return d, nil
 }
 
@@ -203,7 +305,8 @@ func New(cfg Config) (*Driver, error) {
 // afterwards.
 func (d *Driver) Close() error {
 	os.Chmod(d.empty, 0o755)
-	return errors.Join(d.cg.Close(), os.RemoveAll(d.etc))
+	os.Remove(d.etc + "-stage") // empty on the host; the tmpfs lives in the staging namespace
+	return errors.Join(d.cg.Close(), d.stage.close(), os.RemoveAll(d.etc))
 }
 
 // buildEtc creates the sandbox's /etc: a synthetic passwd, group and hosts
@@ -218,8 +321,8 @@ func buildEtc(entries []string) (string, error) {
 		return "", err
 	}
 	files := map[string]string{
-		"passwd": fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:%d:%d:agent:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", uid, gid, Home),
-		"group":  fmt.Sprintf("root:x:0:\nagent:x:%d:\nnogroup:x:65534:\n", gid),
+		"passwd": fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:%d:%d:agent:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", insideUID, insideGID, Home),
+		"group":  fmt.Sprintf("root:x:0:\nagent:x:%d:\nnogroup:x:65534:\n", insideGID),
 		"hosts":  "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
 	}
 	for _, e := range entries {
@@ -358,28 +461,69 @@ func AvailableWith(ctx context.Context, cfg Config) error {
 		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"}
 	cmd := exec.CommandContext(ctx, bw, args...)
 	cmd.Env = []string{}
+	cmd.Dir = "/"
+	as := ""
+	if os.Geteuid() == 0 {
+		// Check what Start does: bubblewrap as the first sandbox uid.
+		c := cfg.withIDDefaults()
+		if err := c.validateIDs(); err != nil {
+			return err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: []uint32{}}}
+		as = fmt.Sprintf(" as uid %d", c.UID)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		hint := ""
-		if os.Geteuid() != 0 {
-			hint = " (unprivileged user namespaces may be disabled: check kernel.unprivileged_userns_clone, user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns)"
-		}
-		return fmt.Errorf("%w: bwrap: cannot create a sandbox: %v: %s%s", sandbox.ErrUnavailable, err, strings.TrimSpace(stderr.String()), hint)
+		hint := " (unprivileged user namespaces may be disabled: check kernel.unprivileged_userns_clone, user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns)"
+		return fmt.Errorf("%w: bwrap: cannot create a sandbox%s: %v: %s%s", sandbox.ErrUnavailable, as, err, strings.TrimSpace(stderr.String()), hint)
 	}
 	return nil
 }
 
-// args builds the bubblewrap command line for l. It writes the synthetic
-// /etc files into l.StateDir.
-func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
+// First descriptor numbers in bubblewrap: 3 seccomp, 4 info, 5 block,
+// 6 the options (--args), then one per bind source.
+const (
+	fdSeccomp = 3
+	fdInfo    = 4
+	fdBlock   = 5
+	fdArgs    = 6
+	fdBinds   = 7
+)
+
+// args builds the bubblewrap options for l. Host bind sources are
+// placeholders in the options, resolved by a bindSet (see stage.go):
+// bubblewrap may run as an unprivileged uid that cannot reach them by
+// path (a 0700 data directory). uid and gid (-1: unchanged) own the
+// helper's sockets.
+func (d *Driver) args(l *sandbox.Launch, bs *bindSet, uid, gid int) ([]string, []string, error) {
 	s := &l.Spec
 	a := []string{
 		"--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-		"--disable-userns", "--uid", strconv.Itoa(uid), "--gid", strconv.Itoa(gid),
+		"--disable-userns", "--uid", strconv.Itoa(insideUID), "--gid", strconv.Itoa(insideGID),
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
 		"--proc", "/proc", "--dev", "/dev",
 	}
+	bind := func(rw bool, r bindReq) {
+		op := "--ro-bind"
+		if rw {
+			op = "--bind"
+		}
+		a = append(a, op, bs.add(r), r.dst)
+	}
+	// Kernel interfaces in /proc: read-only or hidden, like Docker's
+	// readonly and masked paths. /proc is world-readable: by path.
+	for _, p := range d.procRO {
+		a = append(a, "--ro-bind", p, p)
+	}
+	for _, m := range d.procMask {
+		src := d.emptyFile
+		if m.dir {
+			src = d.empty
+		}
+		a = append(a, "--ro-bind", src, m.path)
+	}
+	// System directories and the driver's /etc are world-readable: by path.
 	for _, m := range d.systems {
 		if m.symlink != "" {
 			a = append(a, "--symlink", m.symlink, m.dst)
@@ -390,76 +534,58 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 	a = append(a, "--ro-bind", d.etc, "/etc")
 	a = append(a, "--tmpfs", "/tmp", "--dir", "/home")
 	if s.Home != "" {
-		a = append(a, "--bind", s.Home, Home)
+		bind(true, bindReq{path: s.Home, dst: Home})
 	} else {
 		a = append(a, "--tmpfs", Home)
 	}
 
 	// Host binds, parents before children so that none hides another.
-	type bind struct {
+	type hostBind struct {
 		path string
 		rw   bool
 	}
-	binds := []bind{{s.Dir, true}}
+	hostBinds := []hostBind{{s.Dir, true}}
 	for _, p := range s.ReadOnly {
 		if _, err := os.Stat(p); err != nil {
 			return nil, nil, fmt.Errorf("read-only path: %w", err)
 		}
-		binds = append(binds, bind{filepath.Clean(p), false})
+		hostBinds = append(hostBinds, hostBind{filepath.Clean(p), false})
 	}
-	sort.SliceStable(binds, func(i, j int) bool {
-		return strings.Count(binds[i].path, "/") < strings.Count(binds[j].path, "/")
+	sort.SliceStable(hostBinds, func(i, j int) bool {
+		return strings.Count(hostBinds[i].path, "/") < strings.Count(hostBinds[j].path, "/")
 	})
-	for _, b := range binds {
-		if b.rw {
-			a = append(a, "--bind", b.path, b.path)
-		} else {
-			a = append(a, "--ro-bind", b.path, b.path)
-		}
+	for _, hb := range hostBinds {
+		bind(hb.rw, bindReq{path: hb.path, dst: hb.path})
 	}
 	// Each directory between Dir and a read-only path is bound onto itself
 	// first: a mount point cannot be renamed or removed, so the command
 	// cannot move .git away and put a writable .git/hooks in its place.
-	// Missing ancestors are created on the host for the same reason.
+	// Missing ancestors are created on the host for the same reason. All
+	// of them are opened beneath Dir without following any symlink.
 	pinned := map[string]bool{}
-	var ros []string
+	var ros []bindReq
 	for _, rel := range s.ReadOnlyInDir {
-		src, err := inDir(s.Dir, rel)
-		if err != nil {
-			return nil, nil, err
-		}
-		dst := filepath.Join(s.Dir, rel)
-		var ancestors []string
-		for p := filepath.Dir(dst); p != s.Dir && strings.HasPrefix(p, s.Dir+"/"); p = filepath.Dir(p) {
-			ancestors = append([]string{p}, ancestors...)
-		}
-		for _, p := range ancestors {
-			if pinned[p] {
-				continue
+		clean := filepath.Clean(rel)
+		parts := strings.Split(clean, "/")
+		for i := 1; i < len(parts); i++ {
+			anc := strings.Join(parts[:i], "/")
+			if !pinned[anc] {
+				pinned[anc] = true
+				bind(true, bindReq{dir: s.Dir, rel: anc, mkdir: true, dst: filepath.Join(s.Dir, anc)})
 			}
-			if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
-				return nil, nil, fmt.Errorf("read-only path %q: %w", rel, err)
-			}
-			if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
-				return nil, nil, fmt.Errorf("read-only path %q: %s is not a directory", rel, p)
-			}
-			pinned[p] = true
-			a = append(a, "--bind", p, p)
 		}
-		if src == "" {
-			// Missing: an empty read-only file or directory in its place,
-			// so that it cannot be created (the mount point appears on the
-			// host as an empty file or directory).
-			empty := d.emptyFile
-			if strings.HasSuffix(rel, "/") || filepath.Base(dst) == "hooks" {
-				empty = d.empty
-			}
-			ros = append(ros, "--ro-bind", empty, dst)
-		} else {
-			ros = append(ros, "--ro-bind", src, src)
+		// Missing: an empty read-only file or directory in its place, so
+		// that it cannot be created (the mount point appears on the host
+		// as an empty file or directory).
+		empty := d.emptyFile
+		if strings.HasSuffix(rel, "/") || filepath.Base(clean) == "hooks" {
+			empty = d.empty
 		}
+		ros = append(ros, bindReq{dir: s.Dir, rel: clean, empty: empty, dst: filepath.Join(s.Dir, clean)})
 	}
-	a = append(a, ros...)
+	for _, r := range ros {
+		bind(false, r)
+	}
 
 	command := s.Command
 	if len(l.Listeners) > 0 && !d.inNetns {
@@ -467,11 +593,18 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		a = append(a, "--ro-bind", l.HelperBinary, helperPath)
+		bind(false, bindReq{path: l.HelperBinary, dst: helperPath})
 		inside := make([]sandbox.Listener, len(socks))
 		for i, ln := range socks {
+			// connect(2) needs write permission on the socket: the
+			// helper runs as the sandbox's host uid.
+			if uid >= 0 {
+				if err := os.Chown(ln.Socket, uid, gid); err != nil {
+					return nil, nil, err
+				}
+			}
 			p := sockDir + "/" + strconv.Itoa(i)
-			a = append(a, "--ro-bind", ln.Socket, p)
+			bind(false, bindReq{path: ln.Socket, dst: p})
 			inside[i] = sandbox.Listener{Port: ln.Port, Socket: p}
 		}
 		command = sandbox.HelperCommand(helperPath, inside, command)
@@ -485,7 +618,7 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 		if _, err := os.Stat(s.Tools[n]); err != nil {
 			return nil, nil, fmt.Errorf("tool %s: %w", n, err)
 		}
-		a = append(a, "--ro-bind", s.Tools[n], ToolDir+"/"+n)
+		bind(false, bindReq{path: s.Tools[n], dst: ToolDir + "/" + n})
 	}
 	a = append(a, "--remount-ro", "/", "--chdir", s.Dir)
 	for _, kv := range l.Environ(d.cfg.Path, Home, "/tmp") {
@@ -495,43 +628,68 @@ func (d *Driver) args(l *sandbox.Launch) ([]string, []string, error) {
 	return a, command, nil
 }
 
-// inDir resolves rel under dir without following symlinks out of it. It
-// returns "" when the path does not exist.
-func inDir(dir, rel string) (string, error) {
-	realDir, err := filepath.EvalSymlinks(dir)
+// argsFile returns a sealed-off memory file holding opts NUL-separated, for
+// bubblewrap's --args: nothing of them (the environment: tokens, prompts)
+// appears on bubblewrap's command line, which every host user can read.
+func argsFile(opts []string) (*os.File, error) {
+	fd, err := unix.MemfdCreate("bwrap-args", unix.MFD_CLOEXEC)
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
-	p := filepath.Join(dir, rel)
-	if _, err := os.Lstat(p); os.IsNotExist(err) {
-		// A missing parent may still be a symlink pointing out.
-		parent := filepath.Dir(p)
-		for parent != dir && len(parent) > len(dir) {
-			if fi, err := os.Lstat(parent); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-				return "", fmt.Errorf("read-only path %q: %s is a symlink", rel, parent)
-			}
-			parent = filepath.Dir(parent)
+	f := os.NewFile(uintptr(fd), "bwrap-args")
+	var buf bytes.Buffer
+	for _, o := range opts {
+		if strings.IndexByte(o, 0) >= 0 {
+			f.Close()
+			return nil, errors.New("bwrap: NUL byte in an option")
 		}
-		return "", nil
+		buf.WriteString(o)
+		buf.WriteByte(0)
 	}
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return "", err
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		return nil, err
 	}
-	if real != filepath.Join(realDir, rel) {
-		return "", fmt.Errorf("read-only path %q resolves to %s, outside or through a symlink", rel, real)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
 	}
-	return p, nil
+	return f, nil
 }
 
 // Start starts bubblewrap blocked, puts the sandbox in its cgroup (or sets
-// rlimits), then lets it run.
-func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process, error) {
-	args, command, err := d.args(l)
+// rlimits), then lets it run. As root, bubblewrap runs as one of the
+// driver's unprivileged host uids, after Dir and Home were made its own.
+func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Process, err error) {
+	slot, uid, gid := -1, -1, -1
+	var cred *syscall.Credential
+	if d.ids != nil {
+		slot = d.ids.acquire(l.Spec.Dir)
+		defer func() {
+			if err != nil {
+				d.ids.release(slot)
+			}
+		}()
+		uid, gid = d.ids.ids(slot)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
+	var bs bindSet
+	defer bs.close()
+	opts, command, err := d.args(l, &bs, uid, gid)
 	if err != nil {
 		return nil, err
 	}
-	// fds: 3 seccomp, 4 info, 5 block
+	if cred != nil {
+		for _, dir := range []string{l.Spec.Dir, l.Spec.Home} {
+			if dir == "" {
+				continue
+			}
+			if err := own(dir, uid, gid); err != nil {
+				return nil, fmt.Errorf("hand the sandbox its directories: %w", err)
+			}
+		}
+	}
+	opts = append(opts, "--seccomp", strconv.Itoa(fdSeccomp), "--info-fd", strconv.Itoa(fdInfo), "--block-fd", strconv.Itoa(fdBlock))
 	secR, secW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -543,44 +701,57 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 		return nil, err
 	}
 	defer infoR.Close()
+	defer infoW.Close()
 	blockR, blockW, err := os.Pipe()
 	if err != nil {
 		secW.Close()
-		infoW.Close()
 		return nil, err
 	}
 	defer blockW.Close()
-	argv := append([]string{"bwrap"}, args...)
-	argv = append(argv, "--seccomp", "3", "--info-fd", "4", "--block-fd", "5", "--")
-	argv = append(argv, command...)
-	cmd := &exec.Cmd{
-		Path:        d.bwrap,
-		Args:        argv,
-		Env:         []string{},
-		Stdin:       l.Stdin,
-		Stdout:      l.Stdout,
-		Stderr:      l.Stderr,
-		ExtraFiles:  []*os.File{secR, infoW, blockR},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
-	}
+	defer blockR.Close()
 	// The filter is far below the pipe buffer, so writing it first cannot block.
-	if _, err := secW.Write(d.filter); err != nil {
-		secW.Close()
-		infoW.Close()
-		blockR.Close()
-		return nil, err
-	}
+	_, err = secW.Write(d.filter)
 	secW.Close()
-	err = cmd.Start()
-	infoW.Close()
-	blockR.Close()
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), pidfd: -1}
+	cmd := &exec.Cmd{
+		Path:        d.bwrap,
+		Args:        append([]string{"bwrap", "--args", strconv.Itoa(fdArgs), "--"}, command...),
+		Env:         []string{},
+		Dir:         "/",
+		Stdin:       l.Stdin,
+		Stdout:      l.Stdout,
+		Stderr:      l.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+	}
+	launch := func(opts []string) error {
+		argsF, err := argsFile(opts)
+		if err != nil {
+			return err
+		}
+		defer argsF.Close()
+		cmd.ExtraFiles = append([]*os.File{secR, infoW, blockR, argsF}, bs.files...)
+		return cmd.Start()
+	}
+	exited := func() {}
+	if d.stage != nil {
+		exited, err = d.stage.start(&bs, opts, uid, gid, launch)
+	} else if err = bs.byDescriptor(opts, fdBinds); err == nil {
+		err = launch(opts)
+	}
+	infoW.Close()
+	blockR.Close()
+	bs.close()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{}), pidfd: -1, ids: d.ids, slot: slot, exited: exited}
 	fail := func(err error) (sandbox.Process, error) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
+		exited()
+		p.slot = -1 // released by Start's deferred func
 		p.release()
 		return nil, err
 	}
@@ -609,17 +780,15 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 			return fail(fmt.Errorf("join cgroup: %w", err))
 		}
 	} else {
-		for _, r := range []struct {
-			res int
-			val int64
-		}{{unix.RLIMIT_NPROC, int64(lim.Processes)}, {unix.RLIMIT_DATA, lim.MemoryBytes}} {
-			if r.val <= 0 {
-				continue
-			}
-			rl := unix.Rlimit{Cur: uint64(r.val), Max: uint64(r.val)}
-			if err := unix.Prlimit(p.init, r.res, &rl, nil); err != nil {
-				return fail(fmt.Errorf("prlimit: %w", err))
-			}
+		limits := map[int]uint64{}
+		if lim.Processes > 0 {
+			limits[unix.RLIMIT_NPROC] = uint64(lim.Processes)
+		}
+		if lim.MemoryBytes > 0 {
+			limits[unix.RLIMIT_DATA] = uint64(lim.MemoryBytes)
+		}
+		if err := prlimitAs(p.init, uid, gid, limits); err != nil {
+			return fail(err)
 		}
 	}
 	if d.inNetns && len(l.Listeners) > 0 {
@@ -636,12 +805,16 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process,
 	}
 	go func() {
 		p.waitErr = cmd.Wait()
+		p.exited()
 		close(p.done)
 	}()
 	return p, nil
 }
 
 type proc struct {
+	exited  func() // lets the thread that started bubblewrap go
+	ids     *idPool
+	slot    int // in ids; -1: none
 	cmd     *exec.Cmd
 	init    int // host pid of the sandbox's pid-namespace init
 	pidfd   int // pidfd of init
@@ -703,6 +876,10 @@ func (p *proc) release() error {
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
+	}
+	if p.slot >= 0 {
+		p.ids.release(p.slot)
+		p.slot = -1
 	}
 	if p.group == nil {
 		return nil

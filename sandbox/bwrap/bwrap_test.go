@@ -2,9 +2,17 @@ package bwrap_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/sandbox/bwrap"
@@ -55,13 +63,210 @@ func TestEscapePrlimit(t *testing.T) {
 }
 
 func escape(t *testing.T, d *bwrap.Driver) {
+	// No Missing: even as root, the sandbox runs as an unprivileged host
+	// uid, which RLIMIT_NPROC binds.
 	opts := sandboxtest.EscapeOptions{}
-	if strings.HasPrefix(d.Mode(), "prlimit") && os.Geteuid() == 0 {
-		opts.Missing = map[string]string{"fork_bomb": "cgroup pids controller (RLIMIT_NPROC does not bind host uid 0)"}
-	}
 	if strings.HasPrefix(d.Mode(), "prlimit") {
 		opts.MemoryLimit = 600 << 20
 	}
 	t.Logf("limits via %s", d.Mode())
 	sandboxtest.Escape(t, func(*testing.T) sandbox.Driver { return d }, opts)
+}
+
+// TestNoSecretOnHostCommandLines starts a sandbox whose environment holds
+// a canary and checks, while it runs, every host process: no command line
+// holds the canary (bubblewrap's options travel through --args), and no
+// environment does except the command's own (and the helper's, which
+// starts it). It also reads the command's credentials from the host: as
+// root, the command's host uid is never 0.
+func TestNoSecretOnHostCommandLines(t *testing.T) {
+	newDriver(t)
+	for _, helper := range []bool{false, true} {
+		t.Run(fmt.Sprint("helper=", helper), func(t *testing.T) {
+			d := newDriverWith(t, bwrap.Config{UseHelper: helper})
+			m, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			canary := sandboxtest.Canary(t)
+			dur := fmt.Sprintf("1000.%d", time.Now().UnixNano()%1_000_000_000)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			var stderr sandboxtest.Sync
+			go func() {
+				res, err := m.Run(ctx, sandbox.Spec{ID: "canary", Dir: t.TempDir(), Command: []string{"sleep", dur},
+					Env:        sandboxtest.RaceEnv(map[string]string{"NIGHTSHIFT_MCP_TOKEN": canary, "PROMPT": "fix it " + canary}),
+					AllowHosts: []string{"example.com"}, Timeout: time.Minute, Stderr: &stderr})
+				if err == nil && res.Reason != sandbox.ReasonKilled {
+					err = fmt.Errorf("sandbox ended before it was cancelled: %+v %s", res, stderr.String())
+				}
+				done <- err
+			}()
+			var agent int
+			for deadline := time.Now().Add(30 * time.Second); agent == 0; {
+				for _, p := range sandboxtest.ProcessesWith(dur) { // bwrap's command lines hold dur too
+					if args := cmdline(p); len(args) == 2 && args[0] == "sleep" {
+						agent = p
+					}
+				}
+				if agent != 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the sandboxed command did not appear")
+				} else {
+					select {
+					case err := <-done:
+						t.Fatalf("sandbox ended: %v", err)
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+			}
+			var bwrapPid int
+			for p := ppid(agent); p > 1 && p != os.Getpid(); p = ppid(p) {
+				if args := cmdline(p); len(args) > 0 && filepath.Base(args[0]) == "bwrap" {
+					bwrapPid = p
+				}
+			}
+			if bwrapPid == 0 {
+				t.Fatal("no bwrap process above the sandboxed command")
+			}
+			if args := cmdline(bwrapPid); !slices.Contains(args, "--args") {
+				t.Errorf("bwrap command line %q does not use --args", args)
+			}
+			ents, _ := os.ReadDir("/proc")
+			checked := 0
+			for _, e := range ents {
+				pid, err := strconv.Atoi(e.Name())
+				if err != nil {
+					continue
+				}
+				cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+				if err != nil {
+					continue
+				}
+				checked++
+				if strings.Contains(string(cl), canary) {
+					t.Errorf("pid %d has the secret on its command line: %q", pid, cl)
+				}
+				if pid == agent || strings.Contains(string(cl), sandbox.HelperArg) {
+					continue
+				}
+				if env, _ := os.ReadFile("/proc/" + e.Name() + "/environ"); strings.Contains(string(env), canary) {
+					t.Errorf("pid %d (%q) has the secret in its environment", pid, cl)
+				}
+			}
+			if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", agent)); err != nil || !strings.Contains(string(env), canary) {
+				t.Errorf("the command's own environment lacks the canary (%v): the check is blind", err)
+			}
+			t.Logf("checked %d processes; bwrap pid %d, command pid %d", checked, bwrapPid, agent)
+
+			// Credentials seen from the host.
+			uid := statusIDs(t, agent, "Uid:")
+			uidMap, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", agent))
+			t.Logf("command host uids %v; uid_map from the host %q", uid, strings.TrimSpace(string(uidMap)))
+			for _, u := range uid {
+				if os.Geteuid() == 0 && (u == 0 || u < bwrap.DefaultUID) {
+					t.Errorf("as root, the command runs as host uid %d, want one of the sandbox uids", u)
+				}
+				if os.Geteuid() != 0 && u != os.Geteuid() {
+					t.Errorf("not root, the command runs as host uid %d, want ours (%d)", u, os.Geteuid())
+				}
+			}
+			if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "1000" || f[1] == "0" {
+				t.Errorf("uid_map of the command from the host: %q, want 1000 -> a non-root uid", uidMap)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func cmdline(pid int) []string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+func ppid(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		if f := strings.Fields(s[i+1:]); len(f) > 1 {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// statusIDs returns the ids on a line ("Uid:", "Gid:") of /proc/pid/status.
+func statusIDs(t *testing.T, pid int, key string) []int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			var ids []int
+			for _, f := range strings.Fields(rest) {
+				n, _ := strconv.Atoi(f)
+				ids = append(ids, n)
+			}
+			return ids
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", key, pid)
+	return nil
+}
+
+// TestEscapeUnprivileged runs the escape suite again as an unprivileged
+// user when the tests run as root (as in CI): the test binary is copied
+// where uid 65534 can run it and re-executed as that uid.
+func TestEscapeUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: TestEscape and TestEscapePrlimit already run unprivileged")
+	}
+	newDriver(t)
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "nightshift-escape-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bwrap.test")
+	self, err := os.ReadFile(sandboxtest.Self(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := errors.Join(os.Mkdir(tmp, 0o700), os.Chown(tmp, nobody, nobody)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-test.run", "^(TestEscape|TestEscapePrlimit)$", "-test.v", "-test.count=1")
+	cmd.Dir = tmp
+	cmd.Env = []string{"TMPDIR=" + tmp, "HOME=" + tmp, "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("escape suite as uid %d: %v\n%s", nobody, err, out)
+	}
+	for _, want := range []string{"--- PASS: TestEscape ", "--- PASS: TestEscapePrlimit ", "blocked read_outside_mounts"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("escape suite as uid %d: no %q in its output:\n%s", nobody, want, out)
+		}
+	}
+	if strings.Contains(string(out), "--- SKIP: TestEscape") {
+		t.Errorf("escape suite as uid %d skipped:\n%s", nobody, out)
+	}
 }

@@ -237,6 +237,7 @@ func escapeProbe(args []string) int {
 		}
 		report(check, strings.Contains(body, c.Canary), errText(err))
 	}
+	procChecks(report, unsupported)
 	seccompChecks(report, unsupported, c)
 	if c.ForkBomb > 0 {
 		n, err := forkBomb(c.Sleep, c.ForkBomb)
@@ -380,4 +381,70 @@ func forkBomb(sleep string, n int) (int, error) {
 		procs = append(procs, p)
 	}
 	return n, nil
+}
+
+// procChecks probe the kernel interfaces in /proc and the host uid. Every
+// write is harmless: a value is written back unchanged, or a file is only
+// opened for writing.
+func procChecks(report func(string, bool, string), unsupported func(string, string)) {
+	notRoot := isControl() && os.Geteuid() != 0
+	// Host root inside shows as owning what host root owns: /usr. (The
+	// uid_map inside shows the intermediate namespace bubblewrap makes for
+	// /dev/pts, "1000 0 1", whatever the host uid; the test reads it from
+	// the host.)
+	var st unix.Stat_t
+	if err := unix.Stat("/usr", &st); err != nil {
+		report("host_uid_root", false, err.Error())
+	} else if notRoot {
+		unsupported("host_uid_root", "root (the unsandboxed control is not uid 0)")
+	} else {
+		report("host_uid_root", int(st.Uid) == os.Geteuid(), fmt.Sprintf("/usr owned by uid %d, we are %d", st.Uid, os.Geteuid()))
+	}
+	// Write the current value back: the positive control as root changes nothing.
+	const fileMax = "/proc/sys/fs/file-max"
+	if b, err := os.ReadFile(fileMax); err != nil {
+		report("proc_sys_write", false, err.Error())
+	} else {
+		err := os.WriteFile(fileMax, b, 0)
+		if notRoot && os.IsPermission(err) {
+			unsupported("proc_sys_write", "root (the unsandboxed control may not write sysctls)")
+		} else {
+			report("proc_sys_write", err == nil, errText(err))
+		}
+	}
+	for check, path := range map[string]string{
+		"proc_core_pattern_writable":  "/proc/sys/kernel/core_pattern",
+		"proc_sysrq_trigger_writable": "/proc/sysrq-trigger",
+	} {
+		// Opened for writing, closed unwritten.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
+			f.Close()
+		}
+		switch {
+		case isControl() && os.IsNotExist(err):
+			unsupported(check, path+" (not in this kernel)")
+		case notRoot && os.IsPermission(err):
+			unsupported(check, "root (the unsandboxed control may not open "+path+" for writing)")
+		default:
+			report(check, err == nil, errText(err))
+		}
+	}
+	// Kernel state that Docker masks too.
+	b, err := os.ReadFile("/proc/timer_list")
+	switch {
+	case isControl() && os.IsNotExist(err):
+		unsupported("read_proc_timer_list", "/proc/timer_list (not in this kernel)")
+	case notRoot && os.IsPermission(err):
+		unsupported("read_proc_timer_list", "root (the unsandboxed control may not read /proc/timer_list here)")
+	default:
+		report("read_proc_timer_list", len(b) > 0, errText(err))
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -1,0 +1,169 @@
+package bwrap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Default host ids of sandboxes started by a root process: 64 uids and gids
+// from 1900000000, in the range 0x70000000-0x7FFDFFFF that systemd and the
+// usual /etc/subuid allocations leave unused.
+const (
+	DefaultUID  = 1900000000
+	DefaultGID  = 1900000000
+	DefaultUIDs = 64
+)
+
+// idPool hands out host uid/gid pairs, one per concurrent sandbox.
+type idPool struct {
+	uid, gid, n int
+	mu          sync.Mutex
+	busy        []int // sandboxes running per slot
+	next        int
+}
+
+func newIDPool(uid, gid, n int) *idPool {
+	return &idPool{uid: uid, gid: gid, n: n, busy: make([]int, n)}
+}
+
+// acquire returns the slot for a sandbox on dir: the slot of the uid that
+// owns dir when there is one (sandboxes sharing a Dir share its uid, so
+// that none locks the other out), else a free slot, whose ids then own
+// dir at once; when every slot is busy, the least busy one is shared.
+func (p *idPool) acquire(dir string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := ownerOf(dir) - p.uid; i >= 0 && i < p.n {
+		p.busy[i]++
+		return i
+	}
+	best := -1
+	for k := range p.n {
+		i := (p.next + k) % p.n
+		if best < 0 || p.busy[i] < p.busy[best] {
+			best = i
+		}
+		if p.busy[i] == 0 {
+			break
+		}
+	}
+	p.next = (best + 1) % p.n
+	p.busy[best]++
+	uid, gid := p.ids(best)
+	os.Lchown(dir, uid, gid) // own walks the rest; an error shows there
+	return best
+}
+
+func (p *idPool) release(i int) {
+	p.mu.Lock()
+	p.busy[i]--
+	p.mu.Unlock()
+}
+
+func (p *idPool) ids(slot int) (uid, gid int) { return p.uid + slot, p.gid + slot }
+
+// validIDs checks a host uid or gid range for sandboxes.
+func validIDs(field string, first, n, self int) error {
+	switch {
+	case first <= 0:
+		return fmt.Errorf("bwrap: config %s %d: must be positive (never root)", field, first)
+	case first+n-1 > 0x7FFFFFFE:
+		return fmt.Errorf("bwrap: config %s %d + UIDs %d exceeds 2147483646", field, first, n)
+	case self >= first && self < first+n:
+		return fmt.Errorf("bwrap: config %s range %d-%d contains this process's own id %d", field, first, first+n-1, self)
+	}
+	return nil
+}
+
+// ownerOf returns the host uid owning path, or -1.
+func ownerOf(path string) int {
+	var st unix.Stat_t
+	if unix.Lstat(path, &st) != nil {
+		return -1
+	}
+	return int(st.Uid)
+}
+
+// own makes dir and every entry under it owned by uid:gid, so that the
+// sandbox can write what the host wrote there as root between runs (the
+// git index, objects, refs). It never follows a symlink: directories are
+// opened with O_NOFOLLOW relative to their parent's descriptor and
+// symlinks themselves are re-owned with AT_SYMLINK_NOFOLLOW. Entries
+// already owned are left alone, so a second run costs one fstatat per
+// entry. Regular files with other hard links are skipped when not owned
+// yet (their other names may lie outside dir; the sandbox can still read
+// them when their mode allows), and set-id bits are cleared on regular
+// files.
+func own(dir string, uid, gid int) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("own %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("own %s: %w", dir, err)
+	}
+	if int(st.Uid) != uid || int(st.Gid) != gid {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("own %s: %w", dir, err)
+		}
+	}
+	if err := ownTree(fd, uid, gid); err != nil {
+		return fmt.Errorf("own %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ownTree re-owns the entries of the directory open at fd and closes fd.
+func ownTree(fd, uid, gid int) error {
+	f := os.NewFile(uintptr(fd), "dir")
+	defer f.Close()
+	for {
+		names, rerr := f.Readdirnames(1024)
+		for _, name := range names {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				return err
+			}
+			typ := st.Mode & unix.S_IFMT
+			if int(st.Uid) != uid || int(st.Gid) != gid {
+				if typ == unix.S_IFREG && st.Nlink > 1 {
+					continue
+				}
+				if err := unix.Fchownat(fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			if typ == unix.S_IFREG && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+				if err := unix.Fchmodat(fd, name, st.Mode&0o777, 0); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			if typ == unix.S_IFDIR {
+				cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				if err := ownTree(cfd, uid, gid); err != nil {
+					return fmt.Errorf("%s/%w", name, err)
+				}
+			}
+		}
+		if rerr == io.EOF || len(names) == 0 {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
