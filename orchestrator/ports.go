@@ -44,7 +44,7 @@ type Identities interface {
 // Gateway meters and budgets a task's model traffic (gateway.Gateway).
 // TaskHandler serves the gateway to one task: any other token is refused.
 type Gateway interface {
-	Register(taskID string, b gateway.Budget, hooks gateway.Hooks) string
+	RegisterTTL(taskID string, b gateway.Budget, hooks gateway.Hooks, ttl time.Duration) string
 	Unregister(taskID string)
 	Usage(taskID string) gateway.Usage
 	TaskHandler(taskID string) http.Handler

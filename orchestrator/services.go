@@ -174,6 +174,15 @@ func (w *Worker) tokenTTL(timeout time.Duration) time.Duration {
 	return 3*timeout + w.cfg.TokenMargin
 }
 
+// agentTokenTTL is how long a run's gateway token lives: the agent step's
+// timeout plus a margin. It is unregistered when the agent step ends.
+func (w *Worker) agentTokenTTL(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = 30 * time.Minute
+	}
+	return timeout + w.cfg.TokenMargin
+}
+
 // revokeRunTokens revokes the run's MCP token, whatever the run's outcome.
 func (w *Worker) revokeRunTokens(ctx context.Context, r *run) {
 	if r.mcpToken == "" {

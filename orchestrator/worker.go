@@ -90,10 +90,11 @@ type WorkerConfig struct {
 	// host, given to agents as is, instead of sockets forwarded into the
 	// sandbox (the process driver shares the host's network).
 	DirectNetwork bool
-	// TokenMargin is added to the lifetime of a run's MCP token, which is
-	// three times the repository's timeout (setup, agent and test steps).
-	// The token is revoked when the run ends; the expiry covers a worker
-	// that died first. Default 10 minutes.
+	// TokenMargin is added to the lifetime of a run's MCP token, three
+	// times the repository's timeout (setup, agent and test steps), and of
+	// its gateway token, the timeout (agent step). The tokens are revoked
+	// when the run ends; the expiry covers a run that never got there.
+	// Default 10 minutes.
 	TokenMargin time.Duration
 	// Secrets returns the secret values visible to a task (name → value),
 	// which are then removed from everything the task emits. Optional.
@@ -571,7 +572,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 		if rep.redact != nil {
 			hooks.Redact = rep.redact.String
 		}
-		gtok := w.cfg.Gateway.Register(item.TaskID, r.repo.Budget, hooks)
+		gtok := w.cfg.Gateway.RegisterTTL(item.TaskID, r.repo.Budget, hooks, w.agentTokenTTL(r.repo.Timeout))
 		defer w.cfg.Gateway.Unregister(item.TaskID)
 		rep.tokens.add("NIGHTSHIFT_GATEWAY_TOKEN", gtok)
 		url, fwd, stopGateway, err := w.serveRunService(r, "gateway", GatewayPort, w.cfg.Gateway.TaskHandler(item.TaskID))

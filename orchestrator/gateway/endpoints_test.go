@@ -11,7 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
 	"github.com/nightshift/nightshift/orchestrator/gateway"
 )
 
@@ -194,5 +196,39 @@ func TestUnknownEndpointsAre404WithoutAToken(t *testing.T) {
 	}
 	if status := rawRequest(t, addr, "POST", "/anthropic/v1/messages", ""); status != http.StatusUnauthorized {
 		t.Errorf("an allowed call without a token: %d, want 401", status)
+	}
+}
+
+// TestTokenExpires: a token registered with a lifetime is refused once it
+// has passed by the gateway's clock, before anything reaches the upstream.
+func TestTokenExpires(t *testing.T) {
+	t.Parallel()
+	ms := modelserver.New(modelserver.Config{})
+	up := httptest.NewServer(ms)
+	t.Cleanup(up.Close)
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC).UnixNano())
+	gw, err := gateway.New(gateway.Config{Clock: func() time.Time { return time.Unix(0, now.Load()) },
+		Upstreams: map[string]gateway.Upstream{"anthropic": {BaseURL: up.URL, Key: func(context.Context) (string, error) { return canary, nil }}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	tok := gw.RegisterTTL("t", gateway.Budget{}, gateway.Hooks{}, time.Minute)
+	forever := gw.Register("u", gateway.Budget{}, gateway.Hooks{})
+	if resp, body := post(t, srv.URL+"/anthropic/v1/messages/count_tokens", tok, "x-api-key", anthropicBody(false)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("fresh token: %d %s", resp.StatusCode, body)
+	}
+	now.Add(int64(time.Minute))
+	if resp, _ := post(t, srv.URL+"/anthropic/v1/messages/count_tokens", tok, "x-api-key", anthropicBody(false)); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("expired token: %d", resp.StatusCode)
+	}
+	if n := len(ms.Requests()); n != 1 {
+		t.Errorf("upstream saw %d requests, want the fresh token's one", n)
+	}
+	now.Add(int64(1000 * time.Hour))
+	if resp, _ := post(t, srv.URL+"/anthropic/v1/messages/count_tokens", forever, "x-api-key", anthropicBody(false)); resp.StatusCode != http.StatusOK {
+		t.Errorf("a token without a lifetime expired: %d", resp.StatusCode)
 	}
 }

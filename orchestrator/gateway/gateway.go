@@ -1,7 +1,8 @@
 // Package gateway is the model gateway: the only way an agent inside a
 // sandbox reaches a model API. Each task gets a random token that stands in
 // for the API key (ANTHROPIC_API_KEY / OPENAI_API_KEY inside the sandbox);
-// the gateway authenticates the task by that token, swaps in the real key
+// the gateway authenticates the task by that token (valid until the task is
+// unregistered or the token's lifetime ends), swaps in the real key
 // (fetched per request from an injected function, normally the vault),
 // forwards to the configured upstream, streams the answer back event by
 // event, meters tokens and cost per task, enforces the task's budget and
@@ -274,6 +275,7 @@ type task struct {
 	hard     bool // OnHardLimit fired / limit reached
 	seq      int
 	fileMu   sync.Mutex
+	expires  time.Time // zero: the token lives until Unregister
 }
 
 // Gateway is the model gateway. It is an http.Handler; serve it on its own
@@ -332,6 +334,13 @@ const TokenPrefix = "nsgw_"
 // budget and hooks, keeps its usage and re-arms the hooks that have not been
 // crossed under the new budget.
 func (g *Gateway) Register(taskID string, b Budget, hooks Hooks) string {
+	return g.RegisterTTL(taskID, b, hooks, 0)
+}
+
+// RegisterTTL is Register with a token that the gateway refuses ttl after
+// now (by Config.Clock) even if Unregister is never called; zero means no
+// expiry.
+func (g *Gateway) RegisterTTL(taskID string, b Budget, hooks Hooks, ttl time.Duration) string {
 	var raw [32]byte
 	if _, err := io.ReadFull(g.cfg.Rand, raw[:]); err != nil {
 		// crypto/rand does not fail on supported platforms; a broken
@@ -353,6 +362,10 @@ func (g *Gateway) Register(taskID string, b Budget, hooks Hooks) string {
 	}
 	t.budget, t.hooks = b, hooks
 	t.tokenKey = tokenKey(token)
+	t.expires = time.Time{}
+	if ttl > 0 {
+		t.expires = g.cfg.Clock().Add(ttl)
+	}
 	t.soft = overLimit(t.usage, b, b.SoftFraction)
 	t.hard = overLimit(t.usage, b, 1)
 	g.tokens[t.tokenKey] = t
@@ -433,6 +446,9 @@ func (g *Gateway) authenticate(r *http.Request, only string) (*task, string) {
 	defer g.mu.Unlock()
 	t := g.tokens[tokenKey(token)]
 	if t != nil && only != "" && t.id != only {
+		return nil, token
+	}
+	if t != nil && !t.expires.IsZero() && !g.cfg.Clock().Before(t.expires) {
 		return nil, token
 	}
 	return t, token
