@@ -547,7 +547,7 @@ func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.
 	}
 	return webhook.New(bus.JetStream(), bus, webhook.Config{
 		GitHub: webhook.GitHubConfig{Secrets: gh, Trigger: cfg.GitHub.Trigger, Label: cfg.GitHub.Label, BotLogin: cfg.GitHub.BotLogin,
-			APIURL: cfg.GitHub.APIURL, Token: token, Allow: allow, Deny: deny, ReplyRefused: cfg.GitHub.ReplyOnRefusal},
+			APIURL: cfg.GitHub.APIURL, GitURL: cfg.GitHub.GitURL, Token: token, Allow: allow, Deny: deny, ReplyRefused: cfg.GitHub.ReplyOnRefusal},
 		Linear:     webhook.LinearConfig{Secrets: lin, AgentUser: cfg.Linear.AgentUser, Label: cfg.Linear.Label, Repo: cfg.Linear.Repo},
 		Slack:      webhook.SlackConfig{Secrets: sl},
 		AttemptCap: cfg.GitHub.AttemptCap,

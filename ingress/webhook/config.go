@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nightshift/nightshift/config"
 )
 
 // Config configures a Handler. Every field is optional; the zero value of a
@@ -20,8 +23,19 @@ type Config struct {
 	Slack  SlackConfig
 
 	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
-	// Larger bodies are answered 413.
+	// Larger bodies are answered 413. The body buffer grows as bytes arrive;
+	// it is never sized from the sender's Content-Length.
 	MaxBody int64
+	// BodyTimeout is how long a sender has to deliver the whole body once
+	// the handler starts reading it (default 10s). It is a read deadline on
+	// the connection (wall clock, not Clock); past it the delivery is
+	// answered 408 and the connection closed.
+	BodyTimeout time.Duration
+	// MaxReading caps the bodies being read, not yet verified, at once
+	// (default 64): unauthenticated senders hold at most MaxReading bodies
+	// of at most MaxBody bytes each. A delivery past the cap is answered
+	// 503 with Retry-After at once rather than queued.
+	MaxReading int
 	// MaxRaw is the largest payload kept in Event.Raw (default 512 KiB);
 	// a larger one is published without Raw so the event still fits
 	// NATS's default 1 MiB max_payload.
@@ -67,6 +81,12 @@ type GitHubConfig struct {
 	BotLogin string
 	// APIURL is the REST API base (default "https://api.github.com/").
 	APIURL string
+	// GitURL is the base URL repositories are cloned from: an event's
+	// Repo is GitURL + "owner/name.git", built from the payload's
+	// repository.full_name; URLs in payloads are never used. Default:
+	// derived from APIURL ("https://github.com/" for api.github.com,
+	// "https://HOST/" for "https://HOST/api/v3/"). Must be http(s).
+	GitURL string
 	// Token authenticates permission checks (optional).
 	Token string
 	// Allow and Deny map a repo glob (over "github.com/owner/name", or
@@ -93,9 +113,12 @@ type LinearConfig struct {
 	// Trigger in a comment body is a command (default "@nightshift").
 	Trigger string
 	// Repo is the repository ticket work runs against (optional; the
-	// scheduler may resolve it otherwise).
+	// scheduler may resolve it otherwise): a remote URL, host/owner/name or
+	// owner/name (on GitHub.GitURL). A local path or file:// URL is a
+	// configuration error: webhook events never name local repositories.
 	Repo string
-	// TeamRepos maps a Linear team key (ENG) to a repository, overriding Repo.
+	// TeamRepos maps a Linear team key (ENG) to a repository, overriding
+	// Repo; the same forms are accepted.
 	TeamRepos map[string]string
 	// MaxSkew is the allowed webhookTimestamp distance (default 60s).
 	MaxSkew time.Duration
@@ -107,11 +130,22 @@ type SlackConfig struct {
 	Secrets []string
 	// MaxSkew is the allowed X-Slack-Request-Timestamp distance (default 5m).
 	MaxSkew time.Duration
+	// Hosts are the forge hosts a slash command may name, as
+	// host/owner/name or an https URL (default: GitHub.GitURL's host).
+	// owner/name always means GitHub.GitURL. Paths, file:// and other
+	// hosts are refused.
+	Hosts []string
 }
 
 func (c Config) withDefaults() Config {
 	if c.MaxBody == 0 {
 		c.MaxBody = 1 << 20
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
+	if c.MaxReading == 0 {
+		c.MaxReading = 64
 	}
 	if c.MaxRaw == 0 {
 		c.MaxRaw = 512 << 10
@@ -152,6 +186,17 @@ func (c Config) withDefaults() Config {
 	if !strings.HasSuffix(c.GitHub.APIURL, "/") {
 		c.GitHub.APIURL += "/"
 	}
+	if c.GitHub.GitURL == "" {
+		c.GitHub.GitURL = gitURLFor(c.GitHub.APIURL)
+	}
+	if !strings.HasSuffix(c.GitHub.GitURL, "/") {
+		c.GitHub.GitURL += "/"
+	}
+	if len(c.Slack.Hosts) == 0 {
+		if u, err := url.Parse(c.GitHub.GitURL); err == nil && u.Host != "" {
+			c.Slack.Hosts = []string{u.Host}
+		}
+	}
 	if c.GitHub.PermissionTTL == 0 {
 		c.GitHub.PermissionTTL = 5 * time.Minute
 	}
@@ -174,6 +219,10 @@ func (c Config) validate() error {
 	switch {
 	case c.MaxBody < 0:
 		return errors.New("webhook: config max_body must not be negative")
+	case c.BodyTimeout < 0:
+		return errors.New("webhook: config body_timeout must not be negative")
+	case c.MaxReading < 0:
+		return errors.New("webhook: config max_reading must not be negative")
 	case c.AttemptCap < 0:
 		return errors.New("webhook: config attempt_cap must not be negative")
 	case c.DedupeTTL < 72*time.Hour:
@@ -184,6 +233,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("webhook: config github.trigger %q has no name", c.GitHub.Trigger)
 	case triggerName(c.Linear.Trigger) == "":
 		return fmt.Errorf("webhook: config linear.trigger %q has no name", c.Linear.Trigger)
+	}
+	if u, err := url.Parse(c.GitHub.GitURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("webhook: config github.git_url %q is not an absolute http(s) URL", c.GitHub.GitURL)
 	}
 	for _, lists := range []map[string][]string{c.GitHub.Allow, c.GitHub.Deny} {
 		for glob := range lists {
@@ -212,6 +264,54 @@ func (c LinearConfig) LogValue() slog.Value {
 // LogValue implements slog.LogValuer: secrets print as a count.
 func (c SlackConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.Int("secrets", len(c.Secrets)))
+}
+
+// gitURLFor maps a GitHub API base URL to its clone base URL (the same
+// derivation as the orchestrator's GitHub client).
+func gitURLFor(api string) string {
+	u, err := url.Parse(api)
+	if err != nil || u.Host == "" {
+		return "https://github.com/"
+	}
+	if strings.EqualFold(u.Host, "api.github.com") {
+		return "https://github.com/"
+	}
+	p := strings.TrimSuffix(u.Path, "/")
+	p = strings.TrimSuffix(p, "/api/v3")
+	p = strings.TrimSuffix(p, "/api")
+	return u.Scheme + "://" + u.Host + p + "/"
+}
+
+// withRepos resolves the configured Linear repositories to clone URLs
+// (see LinearConfig.Repo); a local or unusable one is an error naming it.
+func (c Config) withRepos() (Config, error) {
+	opt := c.forge()
+	resolve := func(key, repo string) (string, error) {
+		if repo == "" {
+			return "", nil
+		}
+		if config.RemoteRepo(repo) {
+			return repo, nil
+		}
+		if r, ok := forgeRepo(repo, opt, false); ok {
+			return r, nil
+		}
+		return "", fmt.Errorf("webhook: config %s %q is not a remote repository (https://, ssh://, git@host:path, host/owner/name or owner/name); webhook events never name local paths", key, repo)
+	}
+	var err error
+	if c.Linear.Repo, err = resolve("linear.repo", c.Linear.Repo); err != nil {
+		return c, err
+	}
+	if len(c.Linear.TeamRepos) > 0 {
+		teams := make(map[string]string, len(c.Linear.TeamRepos))
+		for team, repo := range c.Linear.TeamRepos {
+			if teams[team], err = resolve("linear team "+team+" repo", repo); err != nil {
+				return c, err
+			}
+		}
+		c.Linear.TeamRepos = teams
+	}
+	return c, nil
 }
 
 func redacted(s string) string {

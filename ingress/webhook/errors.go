@@ -10,6 +10,11 @@ import (
 var (
 	ErrTooLarge    = errors.New("webhook: body too large")
 	ErrUnavailable = errors.New("webhook: event could not be stored")
+	// ErrBodyTimeout is a body not received within Config.BodyTimeout (408).
+	ErrBodyTimeout = errors.New("webhook: body not received in time")
+	// ErrBusy is a delivery arriving while Config.MaxReading bodies are
+	// being read (503 with Retry-After).
+	ErrBusy = errors.New("webhook: too many deliveries being read")
 )
 
 // MalformedError is a body or header that cannot be understood (400).
@@ -29,6 +34,10 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "body too large"
+	case errors.Is(err, ErrBodyTimeout):
+		return http.StatusRequestTimeout, "body not received in time"
+	case errors.Is(err, ErrBusy):
+		return http.StatusServiceUnavailable, "too many deliveries in progress, retry later"
 	case errors.Is(err, ErrNoSecret), errors.Is(err, ErrMissingSignature),
 		errors.Is(err, ErrBadSignature), errors.Is(err, ErrStaleTimestamp):
 		return http.StatusUnauthorized, "signature verification failed"

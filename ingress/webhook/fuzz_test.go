@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nightshift/nightshift/config"
 )
 
 // seedBodies adds every fixture payload to a fuzz corpus.
@@ -84,13 +86,20 @@ func FuzzNormalizeGitHub(f *testing.F) {
 		}
 		f.Add("issue_comment", b)
 	})
+	f.Add("issue_comment", []byte(`{"action":"created","comment":{"id":1,"body":"@nightshift x"},"issue":{"number":1},"repository":{"full_name":"a/b","clone_url":"file:///tmp/planted.git","html_url":"/tmp/x"}}`))
+	f.Add("issue_comment", []byte(`{"action":"created","comment":{"id":1,"body":"@nightshift x"},"issue":{"number":1},"repository":{"full_name":"../../tmp/x"}}`))
+	forge := testForge()
 	f.Fuzz(func(t *testing.T, event string, body []byte) {
-		n, err := normalizeGitHub(event, body, githubOptions{Trigger: "@nightshift", Label: "nightshift"})
+		n, err := normalizeGitHub(event, body, githubOptions{Trigger: "@nightshift", Label: "nightshift", Forge: forge})
 		if err != nil || n.ev == nil {
 			return
 		}
 		if n.ev.Kind == "" || n.ev.IdempotencyKey == "" || n.ev.Repo == "" {
 			t.Fatalf("incomplete event %+v", n.ev)
+		}
+		checkRemote(t, n.ev.Repo, n.ev.Target.HeadRepo)
+		if !strings.HasPrefix(n.ev.Repo, "https://github.com/") {
+			t.Fatalf("repo %q is not on the configured GitHub", n.ev.Repo)
 		}
 	})
 }
@@ -102,9 +111,13 @@ func FuzzNormalizeLinear(f *testing.F) {
 		if err != nil {
 			return
 		}
-		n, err := normalizeLinear(p, linearOptions{AgentUser: "674c90c8-35ea-454d-8ca4-5548258fd795", Label: "nightshift", Trigger: "@nightshift"})
+		n, err := normalizeLinear(p, linearOptions{AgentUser: "674c90c8-35ea-454d-8ca4-5548258fd795", Label: "nightshift", Trigger: "@nightshift",
+			Repo: "https://github.com/acme/app.git", TeamRepos: map[string]string{"ENG": "https://github.com/acme/eng.git"}})
 		if err == nil && n.ev != nil && (n.ev.Kind == "" || n.ev.IdempotencyKey == "") {
 			t.Fatalf("incomplete event %+v", n.ev)
+		}
+		if err == nil && n.ev != nil {
+			checkRemote(t, n.ev.Repo)
 		}
 	})
 }
@@ -113,14 +126,44 @@ func FuzzNormalizeSlack(f *testing.F) {
 	seedBodies(f, func(_ string, b []byte) { f.Add(b) })
 	f.Add([]byte("command=%2Fnightshift&text=acme%2Fapp+fix+it&trigger_id=1"))
 	f.Add([]byte(`{"type":"block_actions","actions":[{"action_id":"retry","value":"T1"}]}`))
+	f.Add([]byte("command=%2Fnightshift&text=file%3A%2F%2F%2Ftmp%2Fplanted.git+fix+it"))
+	f.Add([]byte("command=%2Fnightshift&text=%2Ftmp%2Fplanted.git+fix+it"))
+	f.Add([]byte("command=%2Fnightshift&text=github.com%2F..%2Ftmp+fix+it"))
+	forge := testForge()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if form, err := url.ParseQuery(string(body)); err == nil {
-			if n, err := normalizeSlackCommand(form); err == nil && n.ev != nil && n.ev.Repo == "" {
-				t.Fatalf("command without repo: %+v", n.ev)
+			if n, err := normalizeSlackCommand(form, forge); err == nil && n.ev != nil {
+				if n.ev.Repo == "" {
+					t.Fatalf("command without repo: %+v", n.ev)
+				}
+				checkRemote(t, n.ev.Repo)
 			}
 		}
 		_, _, _ = normalizeSlackInteraction(body)
 	})
+}
+
+// testForge is the forge configuration of the default Config: GitHub at
+// https://github.com/ and no other host.
+func testForge() forgeOptions {
+	return Config{}.withDefaults().forge()
+}
+
+// checkRemote fails when a normalized repository is a local path, a
+// file:// URL or anything else that is not a remote http(s) or ssh URL.
+func checkRemote(t *testing.T, repos ...string) {
+	t.Helper()
+	for _, r := range repos {
+		if r == "" {
+			continue
+		}
+		if _, local := config.LocalRepoPath(r); local || !config.RemoteRepo(r) {
+			t.Fatalf("event names repository %q, which is not a remote URL", r)
+		}
+		if u, err := url.Parse(r); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+			t.Fatalf("event repository %q is not an http(s) URL", r)
+		}
+	}
 }
 
 func FuzzCommandIn(f *testing.F) {

@@ -21,10 +21,11 @@ type (
 		Name  string `json:"name"`
 		Email string `json:"email"`
 	}
+	// ghRepo is a repository: only its full_name is read. The payload's
+	// URLs (clone_url, html_url, ...) are never used: the clone URL is
+	// built from the configured GitHub.GitURL.
 	ghRepo struct {
 		FullName string `json:"full_name"`
-		HTMLURL  string `json:"html_url"`
-		CloneURL string `json:"clone_url"`
 	}
 	ghLabel struct {
 		ID   int64  `json:"id"`
@@ -140,6 +141,7 @@ func ignored(format string, args ...any) normalized {
 type githubOptions struct {
 	Trigger string
 	Label   string
+	Forge   forgeOptions
 }
 
 // normalizeGitHub turns one GitHub delivery into an event, or a reason to
@@ -164,13 +166,13 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 	if p.Repository == nil || p.Repository.FullName == "" {
 		return normalized{}, malformedf("%s payload has no repository", event)
 	}
-	owner, name, ok := strings.Cut(p.Repository.FullName, "/")
-	if !ok || owner == "" || name == "" {
+	owner, name, repo, ok := githubRepo(opt.Forge, p.Repository.FullName)
+	if !ok {
 		return normalized{}, malformedf("repository full_name %q is not owner/name", p.Repository.FullName)
 	}
 	ev := &orchestrator.Event{
 		Source:   orchestrator.SourceGitHub,
-		Repo:     cloneURL(p.Repository),
+		Repo:     repo,
 		RawEvent: event,
 		Actor:    ghActor(p.Sender, ""),
 	}
@@ -178,12 +180,12 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 	switch event {
 	case "issue_comment", "pull_request_review_comment":
 		return n.comment(event, &p, opt)
+	case "workflow_run":
+		return n.workflowRun(&p, opt.Forge)
 	case "issues":
 		return n.labeled(&p, opt)
 	case "check_run":
-		return n.checkRun(&p)
-	case "workflow_run":
-		return n.workflowRun(&p)
+		return n.checkRun(&p, opt.Forge)
 	default: // status
 		return n.status(&p)
 	}
@@ -214,7 +216,7 @@ func (n normalized) comment(event string, p *ghPayload, opt githubOptions) (norm
 		}
 		// Review comments have their own id space; keep keys apart.
 		ev.IdempotencyKey = "github:review_comment:" + strconv.FormatInt(c.ID, 10)
-		setPR(&ev.Target, p.PullRequest)
+		setPR(&ev.Target, p.PullRequest, opt.Forge)
 		ev.Target.URL = c.HTMLURL
 	case p.Issue == nil || p.Issue.Number == 0:
 		return normalized{}, malformedf("issue_comment payload has no issue")
@@ -251,7 +253,7 @@ func (n normalized) labeled(p *ghPayload, opt githubOptions) (normalized, error)
 
 func ciFailed(conclusion string) bool { return conclusion == "failure" || conclusion == "timed_out" }
 
-func (n normalized) checkRun(p *ghPayload) (normalized, error) {
+func (n normalized) checkRun(p *ghPayload, forge forgeOptions) (normalized, error) {
 	cr := p.CheckRun
 	if cr == nil || cr.ID == 0 {
 		return normalized{}, malformedf("check_run payload has no check_run")
@@ -261,7 +263,7 @@ func (n normalized) checkRun(p *ghPayload) (normalized, error) {
 	}
 	ev := n.ev
 	ev.Kind = orchestrator.KindCIFailed
-	ev.Target = ciTarget(cr.PullRequests, cr.CheckSuite.HeadBranch, cr.HeadSHA)
+	ev.Target = ciTarget(cr.PullRequests, cr.CheckSuite.HeadBranch, cr.HeadSHA, forge)
 	ev.Target.Check = cr.Name
 	ev.Target.URL = firstNonEmpty(ev.Target.URL, cr.HTMLURL)
 	ev.Instruction = fmt.Sprintf("Check %q failed (%s): %s", cr.Name, cr.Conclusion, cr.HTMLURL)
@@ -270,7 +272,7 @@ func (n normalized) checkRun(p *ghPayload) (normalized, error) {
 	return n, nil
 }
 
-func (n normalized) workflowRun(p *ghPayload) (normalized, error) {
+func (n normalized) workflowRun(p *ghPayload, forge forgeOptions) (normalized, error) {
 	wr := p.WorkflowRun
 	if wr == nil || wr.ID == 0 {
 		return normalized{}, malformedf("workflow_run payload has no workflow_run")
@@ -280,11 +282,11 @@ func (n normalized) workflowRun(p *ghPayload) (normalized, error) {
 	}
 	ev := n.ev
 	ev.Kind = orchestrator.KindCIFailed
-	ev.Target = ciTarget(wr.PullRequests, wr.HeadBranch, wr.HeadSHA)
+	ev.Target = ciTarget(wr.PullRequests, wr.HeadBranch, wr.HeadSHA, forge)
 	ev.Target.Check = wr.Name
 	ev.Target.URL = firstNonEmpty(ev.Target.URL, wr.HTMLURL)
 	if wr.HeadRepository != nil && wr.HeadRepository.FullName != "" && !strings.EqualFold(wr.HeadRepository.FullName, p.Repository.FullName) {
-		ev.Target.HeadRepo = cloneURL(wr.HeadRepository)
+		ev.Target.HeadRepo = headRepo(forge, wr.HeadRepository)
 	}
 	attempt := max(wr.RunAttempt, 1)
 	ev.Instruction = fmt.Sprintf("Workflow %q failed (%s, attempt %d): %s", firstNonEmpty(wr.Name, "workflow"), wr.Conclusion, attempt, wr.HTMLURL)
@@ -321,10 +323,10 @@ func (n normalized) status(p *ghPayload) (normalized, error) {
 // ciTarget is the pull request a CI run belongs to or, when GitHub did not
 // say (fork pull requests arrive with pull_requests empty), the branch and
 // head SHA so the scheduler can resolve the pull request later.
-func ciTarget(prs []ghPR, branch, sha string) orchestrator.Target {
+func ciTarget(prs []ghPR, branch, sha string, forge forgeOptions) orchestrator.Target {
 	if len(prs) > 0 && prs[0].Number != 0 {
 		var t orchestrator.Target
-		setPR(&t, &prs[0])
+		setPR(&t, &prs[0], forge)
 		if t.HeadSHA == "" {
 			t.HeadSHA = sha
 		}
@@ -339,7 +341,7 @@ func ciTarget(prs []ghPR, branch, sha string) orchestrator.Target {
 	return orchestrator.Target{Type: "branch", Branch: branch, HeadSHA: sha}
 }
 
-func setPR(t *orchestrator.Target, pr *ghPR) {
+func setPR(t *orchestrator.Target, pr *ghPR, forge forgeOptions) {
 	t.Type = "pull_request"
 	t.Number = pr.Number
 	t.URL = pr.HTMLURL
@@ -348,7 +350,7 @@ func setPR(t *orchestrator.Target, pr *ghPR) {
 	t.BaseBranch = pr.Base.Ref
 	if pr.Head.Repo != nil && pr.Base.Repo != nil && pr.Head.Repo.FullName != "" &&
 		!strings.EqualFold(pr.Head.Repo.FullName, pr.Base.Repo.FullName) {
-		t.HeadRepo = cloneURL(pr.Head.Repo)
+		t.HeadRepo = headRepo(forge, pr.Head.Repo)
 	}
 }
 
@@ -379,15 +381,14 @@ func isBot(u ghUser) bool {
 	return strings.EqualFold(u.Type, "Bot") || strings.HasSuffix(strings.ToLower(u.Login), "[bot]")
 }
 
-// cloneURL is the repository's clone_url, or html_url + ".git".
-func cloneURL(r *ghRepo) string {
-	if r.CloneURL != "" {
-		return r.CloneURL
+// headRepo is the clone URL of a fork's head repository on the configured
+// GitHub, or "" when its full_name is not a plain owner/name.
+func headRepo(forge forgeOptions, r *ghRepo) string {
+	_, _, repo, ok := githubRepo(forge, r.FullName)
+	if !ok {
+		return ""
 	}
-	if r.HTMLURL != "" {
-		return strings.TrimSuffix(r.HTMLURL, "/") + ".git"
-	}
-	return "https://github.com/" + r.FullName + ".git"
+	return repo
 }
 
 func orNone(s string) string {

@@ -274,6 +274,12 @@ func derivedCases(t *testing.T) []goldenCase {
 		"team_id": {"T1DC2JH3J"}, "channel_id": {"G8PSS9T3V"},
 	}
 	action := url.Values{"payload": {`{"type":"block_actions","trigger_id":"13345224609.738474920.8088930838d88f008e0","user":{"id":"U2CERLKJA","username":"roadrunner"},"actions":[{"action_id":"cancel","block_id":"b","value":"01JTASKID0000000000000000","type":"button","action_ts":"1531420700.000100"}]}`}}
+	planted := editJSON(t, setBody(comment, "comment", "@nightshift run the tests"), func(m map[string]any) {
+		obj(m, "repository")["clone_url"] = "file:///tmp/planted.git"
+		obj(m, "repository")["html_url"] = "/tmp/planted"
+	})
+	localCmd := url.Values{"command": {"/nightshift"}, "text": {"file:///tmp/planted.git run the tests"}, "user_id": {"U2CERLKJA"},
+		"trigger_id": {"398738663015.47445629121.local"}}
 	const slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
 	return []goldenCase{
 		githubCase("derived.issue_comment.trigger", "issue_comment", setBody(comment, "comment", "Thanks!\n\n@nightshift fix the spelling of `commit` in README")),
@@ -288,13 +294,15 @@ func derivedCases(t *testing.T) []goldenCase {
 		linearCase("derived.linear.comment.mention", linComment),
 		linearCase("derived.linear.comment.by-agent", agentComment),
 		slackCase("derived.slack.command", "/hooks/slack/commands", []byte(cmd.Encode()), slackSecret, 1531420618),
+		githubCase("derived.issue_comment.planted-clone-url", "issue_comment", planted),
+		slackCase("derived.slack.command.local-repo", "/hooks/slack/commands", []byte(localCmd.Encode()), slackSecret, 1531420618),
 		slackCase("derived.slack.interaction.cancel", "/hooks/slack/interactions", []byte(action.Encode()), slackSecret, 1531420618),
 	}
 }
 
 func TestGolden(t *testing.T) {
 	api, _ := fakeGitHubAPI(t)
-	hs := newHarness(t, func(c *Config) { c.GitHub.APIURL = api.URL })
+	hs := newHarness(t, func(c *Config) { c.GitHub.APIURL, c.GitHub.GitURL = api.URL, "https://github.com/" })
 	cases := append(fixtureCases(t), derivedCases(t)...)
 	seen := map[string]bool{}
 	for _, c := range cases {

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,14 @@ import (
 
 // storeTimeout bounds the KV and publish calls of one delivery.
 const storeTimeout = 10 * time.Second
+
+// busyRetryAfter is the Retry-After (seconds) of a 503 answered because
+// Config.MaxReading bodies are already being read.
+const busyRetryAfter = "2"
+
+// initialBodyBuffer is the most a body buffer starts with before any byte
+// arrived, whatever Content-Length claims; it grows as bytes arrive.
+const initialBodyBuffer = 16 << 10
 
 // Handler serves the webhook routes:
 //
@@ -41,6 +51,10 @@ type Handler struct {
 	authz      *authorizer
 	log        *slog.Logger
 	metrics    *metrics
+	forge      forgeOptions
+	// reading holds one token per body being read (not yet verified);
+	// its capacity is Config.MaxReading.
+	reading chan struct{}
 }
 
 // New returns a Handler publishing through pub. It creates (or opens) its
@@ -52,6 +66,10 @@ const MinDeliveryWindow = 72 * time.Hour
 func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg, err := cfg.withRepos()
+	if err != nil {
 		return nil, err
 	}
 	if js == nil || pub == nil {
@@ -104,6 +122,8 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 		authz:      authz,
 		log:        cfg.Logger,
 		metrics:    m,
+		forge:      cfg.forge(),
+		reading:    make(chan struct{}, cfg.MaxReading),
 	}, nil
 }
 
@@ -146,6 +166,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := h.cfg.Clock()
 	body, err := h.readBody(w, r)
+	if errors.Is(err, ErrBusy) {
+		w.Header().Set("Retry-After", busyRetryAfter)
+	}
 	var res result
 	if err == nil {
 		res, err = rt.serve(h, r.Context(), r, body)
@@ -175,27 +198,71 @@ func levelOf(status int) slog.Level {
 	return slog.LevelInfo
 }
 
-// readBody reads at most MaxBody bytes.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// readBody reads the body of an unverified delivery: at most MaxBody bytes
+// (ErrTooLarge), within BodyTimeout (ErrBodyTimeout), while fewer than
+// MaxReading other bodies are being read (ErrBusy otherwise, at once). The
+// buffer grows as bytes arrive: a Content-Length that the sender does not
+// follow with bytes costs nothing.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, err error) {
+	// The deadline is on the socket, so it is wall-clock time. Recorders
+	// do not support it; then the server's own timeouts apply.
+	rc := http.NewResponseController(w)
+	defer func() {
+		if err == nil {
+			rc.SetReadDeadline(time.Time{}) // the body is in: no more deadline
+			return
+		}
+		// Whatever is left of the body is not read: close the connection
+		// after the answer instead of draining a slow sender's bytes.
+		w.Header().Set("Connection", "close")
+		rc.SetReadDeadline(time.Now())
+	}()
 	if r.ContentLength > h.cfg.MaxBody {
 		return nil, ErrTooLarge
 	}
-	// Size the buffer from Content-Length (bounded above) so the body is
-	// read without regrowing.
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + 1)
+	select {
+	case h.reading <- struct{}{}:
+	default:
+		return nil, ErrBusy
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
-	body := buf.Bytes()
+	defer func() { <-h.reading }()
+	rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	body, err = readUpTo(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody), r.ContentLength)
 	var tooLarge *http.MaxBytesError
 	switch {
+	case err == nil:
+		return body, nil
 	case errors.As(err, &tooLarge):
 		return nil, ErrTooLarge
-	case err != nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, ErrBodyTimeout
+	default:
 		return nil, malformedf("read body: %v", err)
 	}
-	return body, nil
+}
+
+// readUpTo reads r to EOF into a buffer that starts at most
+// initialBodyBuffer bytes large (less when the sender announced less) and
+// grows with what actually arrives.
+func readUpTo(r io.Reader, announced int64) ([]byte, error) {
+	size := int64(initialBodyBuffer)
+	if announced >= 0 && announced < size {
+		size = announced + 1 // room to see EOF without growing
+	}
+	buf := make([]byte, 0, max(size, 512))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // serveGitHub handles POST /hooks/github.
@@ -207,7 +274,7 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if event == "" {
 		return result{}, malformedf("missing X-GitHub-Event header")
 	}
-	n, err := normalizeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label})
+	n, err := normalizeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label, Forge: h.forge})
 	if err != nil {
 		return result{}, err
 	}
@@ -230,6 +297,9 @@ func bodyHashID(body []byte) string {
 func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delivery string, raw []byte, n normalized) (result, error) {
 	if n.ev == nil {
 		return result{outcome: outcomeIgnored, reason: n.ignore}, nil
+	}
+	if why := remoteOnly(n.ev.Repo, n.ev.Target.HeadRepo); why != "" {
+		return result{outcome: outcomeIgnored, reason: why}, nil
 	}
 	log := h.log.With(slog.String("source", string(src)), slog.String("delivery_id", delivery))
 	// Once verified, finish the work even if the sender hangs up: a publish

@@ -44,24 +44,94 @@ func TestCommandIn(t *testing.T) {
 
 func TestSlackRepo(t *testing.T) {
 	t.Parallel()
+	forge := Config{Slack: SlackConfig{Hosts: []string{"github.com", "ghe.corp.io", "gitlab.com"}}}.withDefaults().forge()
 	tests := map[string]string{
-		"acme/app":                     "https://github.com/acme/app.git",
-		"acme/app.git":                 "https://github.com/acme/app.git",
-		"github.com/acme/app":          "https://github.com/acme/app.git",
-		"ghe.corp.io/acme/app":         "https://ghe.corp.io/acme/app.git",
-		"https://gitlab.com/a/b.git":   "https://gitlab.com/a/b.git",
-		"<https://github.com/a/b|a/b>": "https://github.com/a/b",
-		"git@github.com:acme/app.git":  "git@github.com:acme/app.git",
-		"app":                          "",
-		"a/../b":                       "",
-		"one/two/three":                "",
-		"":                             "",
+		"acme/app":                          "https://github.com/acme/app.git",
+		"acme/app.git":                      "https://github.com/acme/app.git",
+		"github.com/acme/app":               "https://github.com/acme/app.git",
+		"GitHub.com/acme/app":               "https://github.com/acme/app.git",
+		"ghe.corp.io/acme/app":              "https://ghe.corp.io/acme/app.git",
+		"https://gitlab.com/a/b.git":        "https://gitlab.com/a/b.git",
+		"https://gitlab.com/group/sub/b":    "https://gitlab.com/group/sub/b",
+		"<https://github.com/a/b|a/b>":      "https://github.com/a/b",
+		"other.example/acme/app":            "", // not a configured forge host
+		"https://other.example/a/b.git":     "",
+		"http://github.com/a/b.git":         "", // https only
+		"https://user:tok@github.com/a/b":   "",
+		"https://github.com/a/b?x=1":        "",
+		"https://github.com/../../tmp/x":    "",
+		"git@github.com:acme/app.git":       "", // host/owner/name, owner/name or https only
+		"ssh://git@github.com/acme/app.git": "",
+		"file:///tmp/planted.git":           "",
+		"<file:///tmp/planted.git|x>":       "",
+		"/tmp/planted.git":                  "",
+		"./planted":                         "",
+		"../x/y":                            "",
+		"~/x":                               "",
+		"github.com/../tmp":                 "",
+		"app":                               "",
+		"a/../b":                            "",
+		"-x/app":                            "",
+		"one/two/three":                     "",
+		"":                                  "",
 	}
 	for in, want := range tests {
-		got, ok := slackRepo(in)
+		got, ok := slackRepo(in, forge)
 		if got != want || ok != (want != "") {
 			t.Errorf("slackRepo(%q) = %q, %v; want %q", in, got, ok, want)
 		}
+	}
+	// owner/name follows the configured GitHub (Enterprise, or a test server).
+	ghe := Config{GitHub: GitHubConfig{APIURL: "http://127.0.0.1:9/api/v3/"}}.withDefaults().forge()
+	for in, want := range map[string]string{
+		"acme/app":                           "http://127.0.0.1:9/acme/app.git",
+		"127.0.0.1:9/acme/app":               "http://127.0.0.1:9/acme/app.git",
+		"http://127.0.0.1:9/acme/app.git":    "http://127.0.0.1:9/acme/app.git",
+		"https://github.com/acme/app.git":    "",
+		"file://127.0.0.1:9/tmp/planted.git": "",
+		"http://127.0.0.1:10/acme/app.git":   "",
+	} {
+		if got, _ := slackRepo(in, ghe); got != want {
+			t.Errorf("with GitHub Enterprise slackRepo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestGitHubRepoFromFullName: the repository of a GitHub event is built
+// from full_name and the configured git URL; the payload's URLs never count.
+func TestGitHubRepoFromFullName(t *testing.T) {
+	t.Parallel()
+	body := func(repo string) []byte {
+		return []byte(`{"action":"created","comment":{"id":7,"body":"@nightshift fix","user":{"login":"ann"},"author_association":"OWNER"},
+			"issue":{"number":3},"repository":` + repo + `,"sender":{"login":"ann"}}`)
+	}
+	forge := Config{GitHub: GitHubConfig{GitURL: "https://ghe.corp.io/git"}}.withDefaults().forge()
+	for _, tt := range []struct {
+		repo, want string
+	}{
+		{`{"full_name":"acme/app","clone_url":"https://github.com/acme/app.git"}`, "https://ghe.corp.io/git/acme/app.git"},
+		{`{"full_name":"acme/app","clone_url":"file:///tmp/planted.git","html_url":"file:///tmp/planted"}`, "https://ghe.corp.io/git/acme/app.git"},
+		{`{"full_name":"acme/app","clone_url":"/tmp/planted.git"}`, "https://ghe.corp.io/git/acme/app.git"},
+		{`{"full_name":"../../tmp/planted","clone_url":"/tmp/planted.git"}`, ""},
+		{`{"full_name":"/tmp/planted"}`, ""},
+		{`{"full_name":"acme/app/extra"}`, ""},
+		{`{"full_name":"acme/.."}`, ""},
+		{`{"full_name":"acme/a b"}`, ""},
+	} {
+		n, err := normalizeGitHub("issue_comment", body(tt.repo), githubOptions{Trigger: "@nightshift", Label: "nightshift", Forge: forge})
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("%s: accepted as %+v, want 400", tt.repo, n.ev)
+		case tt.want != "" && (err != nil || n.ev == nil || n.ev.Repo != tt.want):
+			t.Errorf("%s: %v %+v, want repo %s", tt.repo, err, n.ev, tt.want)
+		}
+	}
+	// A fork's head repository is built the same way.
+	pr := []byte(`{"action":"completed","workflow_run":{"id":9,"conclusion":"failure","head_sha":"abc","head_branch":"fix",
+		"head_repository":{"full_name":"fork/app","clone_url":"file:///tmp/planted.git"}},"repository":{"full_name":"acme/app"}}`)
+	n, err := normalizeGitHub("workflow_run", pr, githubOptions{Trigger: "@nightshift", Label: "nightshift", Forge: forge})
+	if err != nil || n.ev == nil || n.ev.Target.HeadRepo != "https://ghe.corp.io/git/fork/app.git" {
+		t.Fatalf("fork head repo: %v %+v", err, n.ev)
 	}
 }
 

@@ -16,8 +16,10 @@ import (
 const slackUsage = "usage: /nightshift <repo> <instruction>, e.g. /nightshift acme/app fix the flaky login test"
 
 // normalizeSlackCommand turns a slash-command form into an event, or a
-// reason to ignore it. The text is "<repo> <instruction>".
-func normalizeSlackCommand(form url.Values) (normalized, error) {
+// reason to ignore it. The text is "<repo> <instruction>"; the repository
+// must be owner/name, host/owner/name or an https URL on a configured
+// forge host (see slackRepo).
+func normalizeSlackCommand(form url.Values, forge forgeOptions) (normalized, error) {
 	if form.Get("command") == "" {
 		return normalized{}, malformedf("slash command has no command field")
 	}
@@ -27,9 +29,9 @@ func normalizeSlackCommand(form url.Values) (normalized, error) {
 	if repoArg == "" || instruction == "" {
 		return ignored("%s", slackUsage), nil
 	}
-	repo, ok := slackRepo(repoArg)
+	repo, ok := slackRepo(repoArg, forge)
 	if !ok {
-		return ignored("%q is not a repository; %s", repoArg, slackUsage), nil
+		return ignored("%q is not a repository on a configured forge (owner/name, host/owner/name or an https URL; never a path); %s", repoArg, slackUsage), nil
 	}
 	ev := &orchestrator.Event{
 		Kind:        orchestrator.KindSlackCommand,
@@ -45,33 +47,16 @@ func normalizeSlackCommand(form url.Values) (normalized, error) {
 }
 
 // slackRepo turns the repo argument of a slash command into a clone URL:
-// "acme/app" and "github.com/acme/app" become https://github.com/acme/app.git,
-// URLs (also Slack's <url|label> links) are kept.
-func slackRepo(arg string) (string, bool) {
+// "acme/app" is acme/app on the configured GitHub (GitHub.GitURL),
+// "host/acme/app" and https URLs (also Slack's <url|label> links) are
+// accepted on configured forge hosts only. Paths, file:// and ssh are not.
+func slackRepo(arg string, forge forgeOptions) (string, bool) {
 	s := strings.TrimSpace(arg)
 	if strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
 		s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
 		s, _, _ = strings.Cut(s, "|")
 	}
-	switch {
-	case s == "":
-		return "", false
-	case strings.Contains(s, "://") || strings.HasPrefix(s, "git@"):
-		return s, true
-	}
-	parts := strings.Split(strings.TrimSuffix(s, ".git"), "/")
-	for _, p := range parts {
-		if p == "" || p == "." || p == ".." || strings.ContainsAny(p, " \t@:") {
-			return "", false
-		}
-	}
-	switch {
-	case len(parts) == 2:
-		return "https://github.com/" + parts[0] + "/" + parts[1] + ".git", true
-	case len(parts) == 3 && strings.Contains(parts[0], "."):
-		return "https://" + strings.Join(parts, "/") + ".git", true
-	}
-	return "", false
+	return forgeRepo(s, forge, true)
 }
 
 // Slack interaction payload: only the fields Nightshift reads.
@@ -137,7 +122,7 @@ func (h *Handler) serveSlackCommand(ctx context.Context, r *http.Request, body [
 	if err != nil {
 		return result{}, malformedf("slash command body is not a form: %v", err)
 	}
-	n, err := normalizeSlackCommand(form)
+	n, err := normalizeSlackCommand(form, h.forge)
 	if err != nil {
 		return result{}, err
 	}
