@@ -75,6 +75,8 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		{"unknown in list", "repos:\n  - match: '*'\n    tset: x\n", "repos[0].tset", nil},
 		{"unknown in map", "agents:\n  a:\n    comand: [x]\n", "agents.a.comand", nil},
 		{"bad driver", "sandbox: {driver: docker}\n", "sandbox.driver", nil},
+		{"negative sandbox uid", "sandbox: {uid: -1}\n", "sandbox.uid", nil},
+		{"sandbox uids out of range", "sandbox: {uids: 4294967295}\n", "sandbox.uids", nil},
 		{"bad duration", "repos:\n  - match: '*'\n    timeout: soon\n", "repos[0].timeout", nil},
 		{"bad type", "worker:\n  concurrency: many\n", "worker.concurrency", nil},
 		{"missing match", "repos:\n  - test: x\n", "repos[0].match", nil},

@@ -24,6 +24,8 @@ const sandboxUsage = `usage:
   nightshift sandbox check [--driver bwrap|process]
 
 exec runs CMD in the sandbox the agents get, so you can check what they see.
+As root, CMD runs as an unprivileged host uid (1900000000 and up), as agents
+do, and DIR is handed to that uid first (every entry re-owned).
 check reports whether the driver works here and how limits are enforced.`
 
 // runSandbox implements "nightshift sandbox exec|check".
