@@ -2,8 +2,12 @@
 // the REST API (/api/v1/), the agents' MCP endpoint (/mcp), the board (/),
 // and the operational endpoints /healthz, /readyz and /metrics. Its
 // subpackages own each door; this package only composes them and applies
-// what every request gets (panic recovery, request timeouts for non-streams,
-// security headers).
+// what every request gets: panic recovery, security headers, and a
+// whole-body read deadline on every route (Routes.BodyTimeout), so a
+// sender cannot hold a connection and its buffers by trickling a body.
+// The deadline covers only the request body: once it is read the deadline
+// is lifted, so Server-Sent Events and MCP streams run as long as they
+// need. Webhook responses, never streamed, also get a write deadline.
 package ingress
 
 import (
@@ -36,12 +40,32 @@ type Routes struct {
 	// the API runs without tokens, so a web page cannot reach the open API
 	// through DNS rebinding. Webhooks and health checks are not affected.
 	LoopbackHostOnly bool
+	// BodyTimeout is how long a request on any route has to deliver its
+	// whole body, from the moment its handler starts (default 30s). Past
+	// it, reading the body fails (the handler answers as for a broken
+	// body) and the connection is closed after the answer. Requests
+	// without a body are not affected. The webhook handler applies its
+	// own, shorter webhook.Config.BodyTimeout on top.
+	BodyTimeout time.Duration
+	// HookWriteTimeout bounds writing a webhook answer, counted from the
+	// start of the request (default 2m): webhook answers are small and
+	// never streamed.
+	HookWriteTimeout time.Duration
 }
+
+// DefaultBodyTimeout is Routes.BodyTimeout's default.
+const DefaultBodyTimeout = 30 * time.Second
 
 // NewHandler composes the routes into one handler.
 func NewHandler(r Routes) http.Handler {
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.BodyTimeout <= 0 {
+		r.BodyTimeout = DefaultBodyTimeout
+	}
+	if r.HookWriteTimeout <= 0 {
+		r.HookWriteTimeout = 2 * time.Minute
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -72,10 +96,10 @@ func NewHandler(r Routes) http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.Registry}))
 	}
 	if r.Hooks != nil {
-		mux.Handle("/hooks/", r.Hooks)
+		mux.Handle("/hooks/", writeDeadline(r.HookWriteTimeout, r.Hooks))
 	}
 	if r.SMS != nil {
-		mux.Handle("/hooks/sms", r.SMS)
+		mux.Handle("/hooks/sms", writeDeadline(r.HookWriteTimeout, r.SMS))
 	}
 	guard := func(h http.Handler) http.Handler {
 		if !r.LoopbackHostOnly {
@@ -101,7 +125,30 @@ func NewHandler(r Routes) http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"name": "nightshift", "api": "/api/v1/tasks"})
 		})
 	}
-	return recoverer(r.Logger, securityHeaders(mux))
+	return recoverer(r.Logger, securityHeaders(bodyDeadline(r.BodyTimeout, mux)))
+}
+
+// bodyDeadline sets a read deadline for the request body: the whole body
+// must arrive within d. Reaching its end lifts the deadline (net/http
+// clears it when it starts watching the connection for the next request),
+// so a handler that goes on to stream an answer (SSE, MCP) is not cut off;
+// TestBodyDeadlineSparesStreams guards that.
+func bodyDeadline(d time.Duration, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			// Fails only on writers without a connection (recorders).
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// writeDeadline bounds writing the answer of a handler that never streams.
+func writeDeadline(d time.Duration, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // loopbackHostOnly refuses requests addressed to a non-loopback host name.
