@@ -29,7 +29,7 @@ func TestAgentEnvResolvesFromGrantedScopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	v, err := vault.Open(ctx, db, vault.EnvKey(hex.EncodeToString(make([]byte, 32))), vault.Config{})
+	v, err := vault.Open(ctx, db, vault.EnvKey(hex.EncodeToString(make([]byte, 32))), vault.Config{MatchRepo: config.MatchRepo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +38,7 @@ func TestAgentEnvResolvesFromGrantedScopes(t *testing.T) {
 		{"NPM_TOKEN", "agents", "npm-for-every-agent"},
 		{"DEPLOY_KEY", "repo:github.com/acme/*", "deploy-for-acme"},
 		{"FIXER_ONLY", "agent:fixer", "fixer-value"},
+		{"DEPLOY_KEY", "repo:/srv/git/**", "deploy-for-local"},
 		{"ANTHROPIC_API_KEY", "server", "sk-ant-server-only"},
 	} {
 		if _, err := v.Set(ctx, op, s.name, s.scope, []byte(s.value)); err != nil {
@@ -79,6 +80,12 @@ agents:
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %v", got)
+	}
+
+	// A local repository under a repos[].match-style path glob.
+	got, err = cfg.AgentEnv(ctx, "fixer", map[string]string{"REGION": "eu"}, scopes("T4", "fixer", "/srv/git/team/app.git"))
+	if err != nil || got["DEPLOY"] != "key=deploy-for-local;" {
+		t.Fatalf("local path grant: %v, %v", got, err)
 	}
 
 	// Another repository: DEPLOY_KEY is not granted, and the error says so.

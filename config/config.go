@@ -452,22 +452,33 @@ func (a Agent) kind(name string) string {
 // RepoFor returns the first repo entry whose match fits repo (a URL or path),
 // or a zero Repo with defaults when none does.
 func (c *Config) RepoFor(repo string) Repo {
-	key := RepoKey(repo)
 	for _, r := range c.Repos {
-		if r.Match == "*" || r.Match == repo || r.Match == key {
-			return r
-		}
-		if ok, _ := path.Match(r.Match, key); ok {
-			return r
-		}
-		if ok, _ := path.Match(r.Match, repo); ok {
-			return r
-		}
-		if p, ok := LocalRepoPath(repo); ok && MatchesLocalPath(r.Match, p) {
+		if MatchRepo(r.Match, repo) {
 			return r
 		}
 	}
 	return Repo{Protected: []string{".github/workflows/**"}}
+}
+
+// MatchRepo reports whether the repos[].match pattern match fits repo (a
+// URL or path): "*", the repository as given or as host/owner/name, a
+// glob over either, or a local path glob. The vault grants repo:<match>
+// secrets by the same rule.
+func MatchRepo(match, repo string) bool {
+	key := RepoKey(repo)
+	if match == "*" || match == repo || match == key {
+		return true
+	}
+	if ok, _ := path.Match(match, key); ok {
+		return true
+	}
+	if ok, _ := path.Match(match, repo); ok {
+		return true
+	}
+	if p, ok := LocalRepoPath(repo); ok && MatchesLocalPath(match, p) {
+		return true
+	}
+	return false
 }
 
 // RepoKey turns a repository URL (https, ssh, scp-like git@host:owner/name)

@@ -205,3 +205,45 @@ func TestLegacyGlobalIsServer(t *testing.T) {
 		t.Fatalf("audit: %+v, %v", rep, err)
 	}
 }
+
+// TestRepoMatcherIsConfigurable: with Config.MatchRepo (the server passes
+// the rule of repos[].match) a repo scope is matched by that rule, here
+// against a task's clone URL alone; every stored repo scope, exact names
+// included, goes through it, and the most specific one wins.
+func TestRepoMatcherIsConfigurable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	norm := func(pattern, repo string) bool {
+		key := strings.TrimSuffix(strings.TrimPrefix(repo, "https://"), ".git")
+		return vault.MatchRepo(pattern, key)
+	}
+	v, err := vault.Open(ctx, f.db, f.keys, vault.Config{MatchRepo: norm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ name, scope string }{
+		{"WIDE", "repo:github.com/acme/*"},
+		{"BOTH", "repo:*"},
+		{"BOTH", "repo:github.com/acme/app"},
+	} {
+		if _, err := v.Set(ctx, op, s.name, s.scope, []byte("value-from-"+s.scope)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	task := vault.Actor{Kind: vault.ActorTask, ID: "T1"}
+	scopes := vault.ScopesFor("T1", "claude", "https://github.com/acme/app.git")
+	for name, want := range map[string]string{"WIDE": "repo:github.com/acme/*", "BOTH": "repo:github.com/acme/app"} {
+		got, scope, err := v.Lookup(ctx, task, name, scopes)
+		if err != nil || scope != want || string(got) != "value-from-"+want {
+			t.Errorf("%s with the configured matcher: %q from %q, %v; want %s", name, got, scope, err, want)
+		}
+	}
+	// The default matcher takes the URL as given: only repo:* matches it.
+	if _, _, err := f.v.Lookup(ctx, task, "WIDE", scopes); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("default matcher matched a host/owner/name glob against a URL: %v", err)
+	}
+	if _, scope, err := f.v.Lookup(ctx, task, "BOTH", scopes); err != nil || scope != "repo:*" {
+		t.Errorf("default matcher: %q, %v", scope, err)
+	}
+}

@@ -94,6 +94,10 @@ type Config struct {
 	Rand io.Reader
 	// Timeout bounds each call whose ctx has no deadline. Zero means 30s.
 	Timeout time.Duration
+	// MatchRepo reports whether a repo:<pattern> scope grants a task on
+	// repo; the server passes the rule repos[].match follows, so the two
+	// agree. Nil means MatchRepo.
+	MatchRepo func(pattern, repo string) bool
 }
 
 func (c Config) withDefaults() Config {
@@ -108,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second
+	}
+	if c.MatchRepo == nil {
+		c.MatchRepo = MatchRepo
 	}
 	return c
 }
@@ -638,7 +645,7 @@ func (v *Vault) lookupAll(ctx context.Context, actor Actor, scopes []string, det
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			scope := pickScope(live[n], scopes)
+			scope := pickScope(live[n], scopes, v.cfg.MatchRepo)
 			if scope == "" {
 				continue
 			}
@@ -697,7 +704,7 @@ func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []s
 		if err != nil {
 			return err
 		}
-		found = pickScope(live, scopes)
+		found = pickScope(live, scopes, v.cfg.MatchRepo)
 		rec := auditRecord{actor: actor, action: "lookup", name: name, scope: found, detail: "tried " + strings.Join(scopes, ",")}
 		if found == "" {
 			opErr = ErrNotFound
@@ -738,12 +745,12 @@ func (v *Vault) liveScopes(ctx context.Context, c *sql.Conn, name string) (map[s
 
 // pickScope returns the first of wanted present in live. The repo:
 // entries of wanted are tried together where the first one stands: exact
-// names first, then live repo globs matching any of them, most specific
-// first.
-func pickScope(live map[string]bool, wanted []string) string {
+// names first, then live repo scopes that match reports matching any of
+// them, most specific (fewest wildcards, then longest, "*" last) first.
+func pickScope(live map[string]bool, wanted []string, match func(pattern, repo string) bool) string {
 	var globs []string
 	for s := range live {
-		if strings.HasPrefix(s, ScopeRepo) && strings.ContainsAny(s[len(ScopeRepo):], "*?[") {
+		if strings.HasPrefix(s, ScopeRepo) {
 			globs = append(globs, s)
 		}
 	}
@@ -786,7 +793,7 @@ func pickScope(live map[string]bool, wanted []string) string {
 		}
 		for _, g := range globs {
 			for _, r := range repos {
-				if MatchRepo(g[len(ScopeRepo):], r) {
+				if match(g[len(ScopeRepo):], r) {
 					return g
 				}
 			}
@@ -795,8 +802,10 @@ func pickScope(live map[string]bool, wanted []string) string {
 	return ""
 }
 
-// MatchRepo reports whether the repo glob pattern (path.Match syntax, as
-// in repos[].match; "*" alone matches every repository) matches repo.
+// MatchRepo reports whether the repo glob pattern (path.Match syntax;
+// "*" alone matches every repository) matches repo as given. The server
+// configures the vault with the fuller rule of repos[].match instead
+// (Config.MatchRepo).
 func MatchRepo(pattern, repo string) bool {
 	if pattern == "*" || pattern == repo {
 		return true

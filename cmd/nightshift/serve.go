@@ -177,7 +177,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, err
 	}
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger})
+	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo})
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)
 	}
