@@ -49,6 +49,7 @@ func startTestServer(t *testing.T, yaml string, extra ...string) *testServer {
 func startTestServerIn(t *testing.T, dir, yaml string, extra ...string) *testServer {
 	t.Helper()
 	cfgPath := filepath.Join(dir, "nightshift.yaml")
+	yaml = withTempRepos(t, yaml) // lets the API dispatch the tests' origins
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -234,6 +234,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued,
 			Sessions: sessions, SessionKey: sessionKey,
 			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
+			LocalRepoAllowed: cfg.NamesLocalRepo, DataDir: cfg.DataDir,
 			Metrics: api.NewMetrics(reg)})
 		reg.MustRegister(api.NewCollector(store))
 		s.runners = append(s.runners, api.NewStepRecorder(bus, reg).Run)

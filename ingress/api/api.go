@@ -15,6 +15,11 @@
 // and Server.StartSession are where OIDC plugs in. Without tokens the API
 // is open, and serve allows that only on loopback.
 //
+// A task's repository is a remote URL, or a local repository (absolute
+// path or file:// URL) that an admin dispatches, that the configuration
+// names (Config.LocalRepoAllowed) and that is not inside the server's data
+// directory (see checkRepo); anything else is refused with 400 or 403.
+//
 // NewCollector and NewStepRecorder export what operators watch: tasks by
 // state, queue depth and age, step durations and run outcomes.
 package api
@@ -56,6 +61,14 @@ type Config struct {
 	RetryAfter time.Duration
 	// KnownAgent reports whether an agent name is configured. Nil: any.
 	KnownAgent func(name string) bool
+	// LocalRepoAllowed reports whether the server's configuration names
+	// the local repository at an absolute, cleaned path (serve: a
+	// repos[].match entry that is the path or a path glob). Nil: no local
+	// path or file:// repository is accepted. See checkRepo.
+	LocalRepoAllowed func(path string) bool
+	// DataDir is the server's data directory: a local repository inside
+	// it (symlinks evaluated) is always refused. Empty: not checked.
+	DataDir string
 	// Metrics records API counters; nil records nothing (see NewMetrics).
 	Metrics *Metrics
 	Clock   func() time.Time
@@ -252,6 +265,11 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		return
 	case req.Agent != "" && s.cfg.KnownAgent != nil && !s.cfg.KnownAgent(req.Agent):
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown agent %q", req.Agent))
+		return
+	}
+	if ref := s.checkRepo(r, req.Repo); ref != nil {
+		s.cfg.Metrics.requested("rejected")
+		writeError(w, ref.status, ref.msg)
 		return
 	}
 

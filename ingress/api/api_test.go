@@ -346,11 +346,11 @@ func TestQueueFullAnswers429(t *testing.T) {
 	w := newWorld(t)
 	ts := serve(t, New(w.bus, w.store, Config{MaxQueued: 2, RetryAfter: 45 * time.Second}))
 	w.addTask(t, orchestrator.SourceAPI, "/r", "one")
-	if r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"/r","prompt":"two"}`); r.code != 202 {
+	if r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"https://git.example/acme/r.git","prompt":"two"}`); r.code != 202 {
 		t.Fatalf("under the limit: %d %s", r.code, r.body)
 	}
 	w.addTask(t, orchestrator.SourceAPI, "/r", "two") // the scheduler is not running: store it ourselves
-	r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"/r","prompt":"three"}`)
+	r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"https://git.example/acme/r.git","prompt":"three"}`)
 	if r.code != 429 || r.hdr.Get("Retry-After") != "45" {
 		t.Fatalf("over the limit: %d Retry-After %q %s", r.code, r.hdr.Get("Retry-After"), r.body)
 	}
@@ -382,7 +382,7 @@ func TestAllTasksEventStream(t *testing.T) {
 
 	// A task created through the API arrives live, as the scheduler stored it.
 	var created CreateResponse
-	call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"/r","prompt":"do it"}`).json(t, &created)
+	call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"https://git.example/acme/r.git","prompt":"do it"}`).json(t, &created)
 	taskEv := func(r *sseReader) TaskEvent {
 		ev := r.next(t)
 		if ev.event != "task" || ev.id == "" {
