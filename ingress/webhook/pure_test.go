@@ -152,3 +152,44 @@ func TestListed(t *testing.T) {
 		}
 	}
 }
+
+// TestLinearReposFromConfig: Linear's repositories come from the config and
+// may not be local: New refuses a path or file:// URL, and owner/name or
+// host/owner/name become clone URLs on the configured forge.
+func TestLinearReposFromConfig(t *testing.T) {
+	t.Parallel()
+	for repo, want := range map[string]string{
+		"":                                "",
+		"acme/app":                        "https://github.com/acme/app.git",
+		"github.com/acme/app":             "https://github.com/acme/app.git",
+		"https://gitlab.example/a/b.git":  "https://gitlab.example/a/b.git",
+		"git@github.com:acme/app.git":     "git@github.com:acme/app.git",
+		"/tmp/planted.git":                "!",
+		"file:///tmp/planted.git":         "!",
+		"./planted":                       "!",
+		"ext::sh -c touch% /tmp/pwned":    "!",
+		"other.example/acme/app/and/more": "!",
+	} {
+		for _, cfg := range []Config{{Linear: LinearConfig{Repo: repo}}, {Linear: LinearConfig{TeamRepos: map[string]string{"ENG": repo}}}} {
+			got, err := cfg.withDefaults().withRepos()
+			switch {
+			case want == "!" && err == nil:
+				t.Errorf("linear repo %q accepted as %q %v", repo, got.Linear.Repo, got.Linear.TeamRepos)
+			case want != "!" && err != nil:
+				t.Errorf("linear repo %q: %v", repo, err)
+			case want != "!" && got.Linear.Repo+got.Linear.TeamRepos["ENG"] != want:
+				t.Errorf("linear repo %q = %q %v, want %q", repo, got.Linear.Repo, got.Linear.TeamRepos, want)
+			}
+		}
+	}
+	// The last line of defence: whatever builds an event, accept ignores
+	// one whose repository is not remote.
+	for _, repos := range [][]string{{"/tmp/x.git"}, {"file:///tmp/x.git"}, {"https://github.com/a/b.git", "/tmp/fork.git"}, {"relative/path"}} {
+		if remoteOnly(repos...) == "" {
+			t.Errorf("remoteOnly(%q) lets a local repository through", repos)
+		}
+	}
+	if why := remoteOnly("", "https://github.com/a/b.git", "git@github.com:a/b.git"); why != "" {
+		t.Errorf("remote repositories refused: %s", why)
+	}
+}
