@@ -21,7 +21,10 @@
 // environment (bubblewrap itself is started with an empty one), and a
 // seccomp filter (see sandbox/internal/seccomp). Every option, the
 // environment included, reaches bubblewrap through a memory file
-// (--args), so no token or prompt shows on a host command line.
+// (--args), so no token or prompt shows on a host command line. No
+// descriptor of this process reaches the command: before each start,
+// every descriptor from 3 up is marked close-on-exec (close_range), those
+// this process inherited included.
 //
 // Network: the sandbox has its own network namespace with only loopback.
 // The egress proxy and Spec.Forwards appear on loopback ports inside: as
@@ -69,6 +72,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -729,6 +733,13 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Proce
 		argsF, err := argsFile(opts)
 		if err != nil {
 			return err
+		}
+		// bubblewrap passes on every descriptor it inherits. This
+		// process's own are close-on-exec, but not those it inherited
+		// itself or a library opened without O_CLOEXEC: mark them all
+		// (ExtraFiles are duplicated for the child regardless).
+		if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+			return fmt.Errorf("close_range: %w", err)
 		}
 		defer argsF.Close()
 		cmd.ExtraFiles = append([]*os.File{secR, infoW, blockR, argsF}, bs.files...)

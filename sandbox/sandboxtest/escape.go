@@ -170,6 +170,12 @@ func Escape(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Esca
 	control := exec.Command(self, EncodeProbeConfig(cfg))
 	control.Args[0] = EscapeTool
 	control.Dir = wt
+	outsideDir, err := os.Open(outside) // the control inherits it, as fd 3
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outsideDir.Close()
+	control.ExtraFiles = []*os.File{outsideDir}
 	control.Env = append(os.Environ(), "NSESCAPE_CONTROL=1", "GORACE=atexit_sleep_ms=0")
 	var cerr bytes.Buffer
 	control.Stderr = &cerr
@@ -249,7 +255,14 @@ func Escape(t *testing.T, newDriver func(t *testing.T) sandbox.Driver, opts Esca
 	}
 	var sout, serr Sync
 	spec.Stdout, spec.Stderr = &sout, &serr
+	// A descriptor this process holds without close-on-exec, as one
+	// inherited from whoever started the service would be.
+	leak, err := syscall.Open(outside, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := m.Run(context.Background(), spec)
+	syscall.Close(leak)
 	if err != nil {
 		t.Fatal(err)
 	}

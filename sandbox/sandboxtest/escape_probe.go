@@ -238,6 +238,7 @@ func escapeProbe(args []string) int {
 		report(check, strings.Contains(body, c.Canary), errText(err))
 	}
 	procChecks(report, unsupported)
+	inheritedFDs(report)
 	seccompChecks(report, unsupported, c)
 	if c.ForkBomb > 0 {
 		n, err := forkBomb(c.Sleep, c.ForkBomb)
@@ -447,4 +448,31 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// inheritedFDs reports descriptors beyond stdio that the probe did not
+// open itself: a directory or file of the host left open by the service
+// (or whoever started it) would let the command reach past its mounts.
+// The positive control inherits one.
+func inheritedFDs(report func(string, bool, string)) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		report("inherited_fd", false, err.Error())
+		return
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	var found []string
+	for _, n := range names {
+		fd, _ := strconv.Atoi(n)
+		if fd <= 2 || uintptr(fd) == d.Fd() {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + n)
+		if strings.HasPrefix(target, "anon_inode:") { // the Go runtime's own epoll and eventfd
+			continue
+		}
+		found = append(found, n+" -> "+target)
+	}
+	report("inherited_fd", len(found) > 0, strings.Join(found, ", ")+errText(err))
 }
