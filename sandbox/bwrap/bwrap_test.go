@@ -270,3 +270,56 @@ func TestEscapeUnprivileged(t *testing.T) {
 		t.Errorf("escape suite as uid %d skipped:\n%s", nobody, out)
 	}
 }
+
+// TestReadOnlyInDirRefusesSymlinks: a protected path reached through a
+// symlink the command left in Dir (to a directory outside, or inside) is
+// refused, so it can never be bound in place of the real one.
+func TestReadOnlyInDirRefusesSymlinks(t *testing.T) {
+	d := newDriver(t)
+	m, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(outside, "hooks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, setup := range map[string]func(dir string) error{
+		"git dir to outside": func(dir string) error { return os.Symlink(outside, filepath.Join(dir, ".git")) },
+		"hooks to outside": func(dir string) error {
+			return errors.Join(os.Mkdir(filepath.Join(dir, ".git"), 0o755), os.Symlink(filepath.Join(outside, "hooks"), filepath.Join(dir, ".git", "hooks")))
+		},
+		"hooks within Dir": func(dir string) error {
+			return errors.Join(os.MkdirAll(filepath.Join(dir, "h"), 0o755), os.Mkdir(filepath.Join(dir, ".git"), 0o755),
+				os.Symlink("../h", filepath.Join(dir, ".git", "hooks")))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := setup(dir); err != nil {
+				t.Fatal(err)
+			}
+			res, err := m.Run(context.Background(), sandbox.Spec{ID: "symlink", Dir: dir, Command: []string{"true"},
+				ReadOnlyInDir: []string{".git/hooks"}})
+			if err == nil || !strings.Contains(err.Error(), "without symlinks") {
+				t.Fatalf("ran (%+v, %v) with .git/hooks behind a symlink, or failed for another reason", res, err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+func TestConfigIDsNeverRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the uid range applies when root")
+	}
+	newDriver(t)
+	for _, cfg := range []bwrap.Config{
+		{UID: -1}, {GID: -5}, {UIDs: -1}, {UID: 2147483600, UIDs: 100},
+	} {
+		if d, err := bwrap.New(cfg); err == nil {
+			d.Close()
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+}

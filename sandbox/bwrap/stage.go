@@ -106,10 +106,12 @@ func (r bindReq) open(dirfds map[string]int, uid, gid int) (int, error) {
 }
 
 // beneath opens rel under the directory open at dirfd as an O_PATH
-// descriptor, refusing any symlink on the way and any path leading out.
+// descriptor, refusing any symlink on the way, the last component
+// included (no O_NOFOLLOW: with it, O_PATH would open the symlink itself),
+// and any path leading out.
 func beneath(dirfd int, rel string, flags int) (int, error) {
 	return unix.Openat2(dirfd, rel, &unix.OpenHow{
-		Flags:   uint64(unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW | flags),
+		Flags:   uint64(unix.O_PATH | unix.O_CLOEXEC | flags),
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	})
 }
