@@ -97,8 +97,9 @@ func ownerOf(path string) int {
 // already owned are left alone, so a second run costs one fstatat per
 // entry. Regular files with other hard links are skipped when not owned
 // yet (their other names may lie outside dir; the sandbox can still read
-// them when their mode allows), and set-id bits are cleared on regular
-// files.
+// them when their mode allows). A change of owner clears set-id bits; no
+// mode is changed otherwise (fchmodat follows symlinks, and a sandbox
+// sharing dir could swap one in).
 func own(dir string, uid, gid int) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -141,11 +142,6 @@ func ownTree(fd, uid, gid int) error {
 					continue
 				}
 				if err := unix.Fchownat(fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-					return fmt.Errorf("%s: %w", name, err)
-				}
-			}
-			if typ == unix.S_IFREG && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
-				if err := unix.Fchmodat(fd, name, st.Mode&0o777, 0); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			}
