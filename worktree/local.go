@@ -16,11 +16,15 @@ import (
 	"github.com/go-git/go-billy/v5/memfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/go-git/go-git/v5/utils/ioutil"
 )
 
 // Local repositories (a path or a file:// URL) are read and written in
@@ -154,10 +158,102 @@ func (l *localLoader) close() {
 }
 
 // localTransport returns an in-process transport for file endpoints and
-// a function releasing what it opened.
+// a function releasing what it opened. go-git's server advertises the
+// refs; the pack is built here, with the same tree-diff walk pushes use
+// and no delta search (go-git's own upload-pack walks whole histories and
+// searches deltas, minutes on a large repository).
 func (m *Manager) localTransport() (transport.Transport, func()) {
 	l := &localLoader{m: m}
-	return server.NewClient(l), l.close
+	return &localClient{Transport: server.NewClient(l), loader: l}, l.close
+}
+
+type localClient struct {
+	transport.Transport
+	loader *localLoader
+}
+
+func (c *localClient) NewUploadPackSession(ep *transport.Endpoint, am transport.AuthMethod) (transport.UploadPackSession, error) {
+	sess, err := c.Transport.NewUploadPackSession(ep, am)
+	if err != nil {
+		return nil, err
+	}
+	c.loader.mu.Lock()
+	st := c.loader.repos[len(c.loader.repos)-1].store
+	c.loader.mu.Unlock()
+	return &localUploadSession{UploadPackSession: sess, st: st}, nil
+}
+
+type localUploadSession struct {
+	transport.UploadPackSession
+	st storer.EncodedObjectStorer
+}
+
+func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPackRequest) (*packp.UploadPackResponse, error) {
+	if req.IsEmpty() {
+		return nil, transport.ErrEmptyUploadPackRequest
+	}
+	if len(req.Shallows) > 0 || req.Depth != nil && !req.Depth.IsZero() {
+		return nil, errors.New("worktree: shallow fetches from local repositories are not supported")
+	}
+	seen := map[plumbing.Hash]bool{}
+	var hashes []plumbing.Hash
+	add := func(h plumbing.Hash, _ string) {
+		if !seen[h] {
+			seen[h] = true
+			hashes = append(hashes, h)
+		}
+	}
+	haves := append([]plumbing.Hash(nil), req.Haves...)
+	for _, w := range req.Wants {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// Peel annotated tags down to what they name.
+		for range 10 {
+			o, err := s.st.EncodedObject(plumbing.AnyObject, w)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", w, err)
+			}
+			if o.Type() != plumbing.TagObject {
+				break
+			}
+			add(w, "")
+			t, err := object.DecodeTag(s.st, o)
+			if err != nil {
+				return nil, fmt.Errorf("read tag %s: %w", w, err)
+			}
+			w = t.Target
+		}
+		o, err := s.st.EncodedObject(plumbing.AnyObject, w)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", w, err)
+		}
+		switch o.Type() {
+		case plumbing.CommitObject:
+			items, err := objectsToSend(s.st, w, haves)
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range items {
+				add(it.hash, "")
+			}
+			haves = append(haves, w)
+		case plumbing.TreeObject:
+			if err := diffTrees(s.st, plumbing.ZeroHash, w, "", func(c change) error {
+				if c.to.mode != filemode.Submodule {
+					add(c.to.hash, "")
+				}
+				return nil
+			}, add); err != nil {
+				return nil, err
+			}
+		default:
+			add(w, "")
+		}
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(encodePack(pw, s.st, hashes)) }()
+	return packp.NewUploadPackResponseWithPackfile(req, ioutil.NewContextReadCloser(ctx, pr)), nil
 }
 
 // refs lists the repository's branches and tags (loose and packed).

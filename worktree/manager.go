@@ -433,12 +433,21 @@ func removeAll(path string) error {
 	if err == nil {
 		return nil
 	}
-	_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+	// Through a root at path: a directory the agent swapped for a link
+	// meanwhile must not make this chmod a host directory.
+	root, rerr := openRootNoFollow(path)
+	if rerr != nil {
+		return err
+	}
+	_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o755)
+			if fi, lerr := root.Lstat(p); lerr == nil && fi.IsDir() {
+				_ = root.Chmod(p, 0o755)
+			}
 		}
 		return nil
 	})
+	root.Close()
 	return os.RemoveAll(path)
 }
 
