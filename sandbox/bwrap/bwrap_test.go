@@ -222,9 +222,10 @@ func statusIDs(t *testing.T, pid int, key string) []int {
 	return nil
 }
 
-// TestEscapeUnprivileged runs the escape suite again as an unprivileged
-// user when the tests run as root (as in CI): the test binary is copied
-// where uid 65534 can run it and re-executed as that uid.
+// TestEscapeUnprivileged runs the escape and conformance suites (and the
+// command-line and symlink tests) again as an unprivileged user when the
+// tests run as root (as in CI): the test binary is copied where uid 65534
+// can run it and re-executed as that uid.
 func TestEscapeUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: TestEscape and TestEscapePrlimit already run unprivileged")
@@ -253,7 +254,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-test.run", "^(TestEscape|TestEscapePrlimit)$", "-test.v", "-test.count=1")
+	cmd := exec.CommandContext(ctx, bin, "-test.run", "^(TestEscape|TestEscapePrlimit|TestConformance|TestConformancePrlimitHelper|TestNoSecretOnHostCommandLines|TestReadOnlyInDirRefusesSymlinks)$", "-test.v", "-test.count=1")
 	cmd.Dir = tmp
 	cmd.Env = []string{"TMPDIR=" + tmp, "HOME=" + tmp, "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
@@ -261,7 +262,13 @@ func TestEscapeUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("escape suite as uid %d: %v\n%s", nobody, err, out)
 	}
-	for _, want := range []string{"--- PASS: TestEscape ", "--- PASS: TestEscapePrlimit ", "blocked read_outside_mounts"} {
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "--- ") || strings.Contains(line, "uid_map from the host") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	for _, want := range []string{"--- PASS: TestEscape ", "--- PASS: TestEscapePrlimit ", "--- PASS: TestConformance ",
+		"--- PASS: TestConformancePrlimitHelper ", "--- PASS: TestNoSecretOnHostCommandLines ", "blocked read_outside_mounts"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("escape suite as uid %d: no %q in its output:\n%s", nobody, want, out)
 		}
