@@ -708,7 +708,26 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
 	result.Branch = r.pushBranch()
-	if _, err := w.worktrees.Push(ctx, r.wt, worktree.PushRequest{Remote: r.plan.PushRemote, Branch: result.Branch, Auth: r.auth, Force: r.plan.Force}); err != nil {
+	// The patch is not all that leaves: every object the push sends (binary
+	// and large files whole, file names, the commit message and
+	// identities) goes through the redactor before anything is sent.
+	push := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: result.Branch, Auth: r.auth, Force: r.plan.Force}
+	var leaked string
+	if rep.redact != nil {
+		push.Scan = func(what string, data []byte) error {
+			if s := string(data); rep.redact.String(s) != s {
+				leaked = secretNames(rep.redact.String(s))
+				return errors.New("contains the value of " + leaked)
+			}
+			return nil
+		}
+	}
+	if _, err := w.worktrees.Push(ctx, r.wt, push); err != nil {
+		var sf *worktree.SecretFoundError
+		if errors.As(err, &sf) {
+			rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+sf.What+"); not pushing it")
+			return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
+		}
 		w.cfg.Metrics.pushFailed()
 		return stepErr("push_rejected", "push %s: %w", result.Branch, err)
 	}
@@ -778,7 +797,23 @@ func (w *Worker) checkpoint(ctx context.Context, r *run, push bool) {
 		return
 	}
 	branch := r.pushBranch()
-	if _, err := w.worktrees.Push(ctx, r.wt, worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}); err != nil {
+	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}
+	var leaked string
+	if rep.redact != nil {
+		req.Scan = func(what string, data []byte) error {
+			if s := string(data); rep.redact.String(s) != s {
+				leaked = secretNames(rep.redact.String(s))
+				return errors.New("contains the value of " + leaked)
+			}
+			return nil
+		}
+	}
+	if _, err := w.worktrees.Push(ctx, r.wt, req); err != nil {
+		var sf *worktree.SecretFoundError
+		if errors.As(err, &sf) {
+			rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+sf.What+"); not pushing it")
+			return
+		}
 		rep.line(ctx, "system", "checkpoint push: "+err.Error())
 		return
 	}
