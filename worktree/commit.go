@@ -98,7 +98,8 @@ type Commit struct {
 // same commit. A change to a protected path fails with *ProtectedPathError
 // and changes no ref. It is also how checkpoint commits are made during
 // long runs.
-func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (Commit, error) {
+func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (_ Commit, err error) {
+	defer recoverUnsafe(&err)
 	if err := req.Author.validate("Author"); err != nil {
 		return Commit{}, err
 	}
@@ -107,7 +108,7 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	} else if err := req.Committer.validate("Committer"); err != nil {
 		return Commit{}, err
 	}
-	wt, err := m.loadMeta(wt)
+	wt, err = m.loadMeta(wt)
 	if err != nil {
 		return Commit{}, err
 	}

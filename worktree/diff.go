@@ -45,8 +45,9 @@ const maxDiffBytes = 4 << 20
 // Diff returns the task's changes against its base commit: the task
 // branch plus anything the agent left uncommitted, as a unified patch
 // with per-file line stats. It writes nothing into the task clone.
-func (m *Manager) Diff(ctx context.Context, wt *Worktree) (Diff, error) {
-	wt, err := m.loadMeta(wt)
+func (m *Manager) Diff(ctx context.Context, wt *Worktree) (_ Diff, err error) {
+	defer recoverUnsafe(&err)
+	wt, err = m.loadMeta(wt)
 	if err != nil {
 		return Diff{}, err
 	}

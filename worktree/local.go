@@ -188,7 +188,8 @@ type localUploadSession struct {
 	st storer.EncodedObjectStorer
 }
 
-func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPackRequest) (*packp.UploadPackResponse, error) {
+func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPackRequest) (_ *packp.UploadPackResponse, err error) {
+	defer recoverUnsafe(&err)
 	if req.IsEmpty() {
 		return nil, transport.ErrEmptyUploadPackRequest
 	}
@@ -230,7 +231,7 @@ func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPa
 		}
 		switch o.Type() {
 		case plumbing.CommitObject:
-			items, err := objectsToSend(s.st, w, haves)
+			items, err := objectsToSend(ctx, s.st, w, haves)
 			if err != nil {
 				return nil, err
 			}
@@ -252,7 +253,12 @@ func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPa
 		}
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(encodePack(pw, s.st, hashes)) }()
+	go func() {
+		var err error
+		defer func() { pw.CloseWithError(err) }()
+		defer recoverUnsafe(&err)
+		err = encodePack(pw, s.st, hashes)
+	}()
 	return packp.NewUploadPackResponseWithPackfile(req, ioutil.NewContextReadCloser(ctx, pr)), nil
 }
 
@@ -342,7 +348,7 @@ func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old
 	if hasObjects {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(pack(pw)) }()
-		err := packfile.UpdateObjectStorage(r.store, pr)
+		err := packfile.UpdateObjectStorage(r.store, ioutil.NewContextReader(ctx, pr))
 		pr.Close()
 		if err != nil {
 			return "", "", fmt.Errorf("store pack: %w", err)

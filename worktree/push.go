@@ -57,8 +57,9 @@ type PushResult struct {
 // its hash, and passed to req.Scan, before anything is sent. Local remotes
 // are written in this process, without native git and its hooks. A
 // refusal is a *PushError.
-func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (PushResult, error) {
-	wt, err := m.loadMeta(wt)
+func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ PushResult, err error) {
+	defer recoverUnsafe(&err)
+	wt, err = m.loadMeta(wt)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -200,7 +201,7 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (Push
 			n++
 		}
 	}
-	items, err := objectsToSend(st, head, haves)
+	items, err := objectsToSend(ctx, st, head, haves)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("worktree: list objects to push: %w", err)
 	}
@@ -346,7 +347,7 @@ func classifyTransport(err error, pushErr func(reason, msg string, err error) er
 // not from haves, with the paths they were found at. Trees are compared to
 // each commit's parents path by path, so unchanged subtrees are never
 // opened.
-func objectsToSend(st storer.EncodedObjectStorer, tip plumbing.Hash, haves []plumbing.Hash) ([]pushItem, error) {
+func objectsToSend(ctx context.Context, st storer.EncodedObjectStorer, tip plumbing.Hash, haves []plumbing.Hash) ([]pushItem, error) {
 	commits, err := newCommits(st, tip, haves)
 	if err != nil {
 		return nil, err
@@ -360,6 +361,9 @@ func objectsToSend(st storer.EncodedObjectStorer, tip plumbing.Hash, haves []plu
 		}
 	}
 	for _, c := range commits {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		add(c.Hash, "")
 		visit := func(ch change) error {
 			if !ch.to.hash.IsZero() && ch.to.mode != filemode.Submodule {

@@ -65,6 +65,14 @@ func checkGitDir(g *os.Root) error {
 	})
 }
 
+// recoverUnsafe turns a panic inside go-git, reading objects or an index
+// the agent shaped, into ErrUnsafeRepository instead of a crashed host.
+func recoverUnsafe(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: reading the repository failed: %v", ErrUnsafeRepository, r)
+	}
+}
+
 func (s *taskStore) Close() error {
 	s.mirror.Close()
 	err := s.Storage.Close()
