@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,10 +22,10 @@ import (
 // namespace (a slave of the host's, made once) with a tmpfs at a staging
 // directory; for each run, a thread that entered that namespace opens
 // every source (paths beneath Dir with openat2, refusing symlinks), binds
-// it from its descriptor under a per-run tmpfs that only the run's uid may
-// enter, and starts bubblewrap from there with the staged paths. The
-// staged mounts are detached when the sandbox ends; nothing is ever
-// mounted in the host's namespace.
+// it from its descriptor under a tmpfs that only the run's uid may enter,
+// in a copy of that namespace made for the run, and starts bubblewrap
+// from there with the staged paths. The copy and its mounts go away with
+// the run; nothing is ever mounted in the host's namespace.
 //
 // Not root, bubblewrap runs as this process's uid and can resolve what
 // this process can: every source is an O_PATH descriptor passed with
@@ -156,7 +155,6 @@ func (bs *bindSet) byDescriptor(opts []string, first int) error {
 type stager struct {
 	nsfd int    // the namespace
 	dir  string // a tmpfs inside the namespace; an empty directory on the host
-	seq  atomic.Int64
 }
 
 // newStager creates the staging namespace with a tmpfs at dir, which must
@@ -208,75 +206,62 @@ func onThread(f func() error) error {
 }
 
 // start stages the binds of opts for a sandbox of uid:gid and calls launch
-// with the resolved options on a thread inside the staging namespace, so
-// that the process launch starts is in it. That thread lives until exited
-// is called (the parent-death signal bubblewrap asks for follows the
-// thread that forked it), then removes the staged mounts. (Removing them
-// as soon as bubblewrap reported its child was seen to remove them from
-// the child's copy too.)
+// with the resolved options on a thread inside a copy of the staging
+// namespace made for this run, so that the process launch starts is in
+// it. The copy holds only this run's staged mounts (so bubblewrap does not
+// copy every other run's too) and takes them with it when its last
+// process is gone: nothing needs unmounting. The thread lives until
+// exited is called, because the parent-death signal bubblewrap asks for
+// follows the thread that forked it.
 func (st *stager) start(bs *bindSet, opts []string, uid, gid int, launch func([]string) error) (exited func(), err error) {
 	res := make(chan error, 1)
 	exitedC := make(chan struct{})
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread leaves the host's mount namespace
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			res <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		if err := unix.Setns(st.nsfd, unix.CLONE_NEWNS); err != nil {
-			res <- fmt.Errorf("enter staging namespace: %w", err)
-			return
-		}
-		run := filepath.Join(st.dir, "run-"+strconv.FormatInt(st.seq.Add(1), 10))
-		if err := unix.Mkdir(run, 0o700); err != nil {
-			res <- fmt.Errorf("staging dir: %w", err)
-			return
-		}
-		opt := fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=64k", uid, gid)
-		if err := unix.Mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opt); err != nil {
-			unix.Rmdir(run)
-			res <- fmt.Errorf("staging tmpfs: %w", err)
-			return
-		}
-		unstage := func() {
-			unix.Unmount(run, unix.MNT_DETACH)
-			unix.Rmdir(run)
-		}
-		err := bs.resolve(opts, uid, gid, func(i, fd int, _ *string) (string, error) {
-			defer unix.Close(fd)
-			var stt unix.Stat_t
-			if err := unix.Fstat(fd, &stt); err != nil {
-				return "", err
+		res <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare: %w", err)
 			}
-			p := filepath.Join(run, strconv.Itoa(i))
-			var err error
-			if stt.Mode&unix.S_IFMT == unix.S_IFDIR {
-				err = unix.Mkdir(p, 0o700)
-			} else {
-				var f int
-				if f, err = unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600); err == nil {
-					unix.Close(f)
+			if err := unix.Setns(st.nsfd, unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("enter staging namespace: %w", err)
+			}
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("unshare staging namespace: %w", err)
+			}
+			opt := fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=64k", uid, gid)
+			if err := unix.Mount("tmpfs", st.dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opt); err != nil {
+				return fmt.Errorf("staging tmpfs: %w", err)
+			}
+			err := bs.resolve(opts, uid, gid, func(i, fd int, _ *string) (string, error) {
+				defer unix.Close(fd)
+				var stt unix.Stat_t
+				if err := unix.Fstat(fd, &stt); err != nil {
+					return "", err
 				}
-			}
-			if err == nil {
-				err = unix.Mount("/proc/self/fd/"+strconv.Itoa(fd), p, "", unix.MS_BIND|unix.MS_REC, "")
-			}
+				p := filepath.Join(st.dir, strconv.Itoa(i))
+				var err error
+				if stt.Mode&unix.S_IFMT == unix.S_IFDIR {
+					err = unix.Mkdir(p, 0o700)
+				} else {
+					var f int
+					if f, err = unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600); err == nil {
+						unix.Close(f)
+					}
+				}
+				if err == nil {
+					err = unix.Mount("/proc/self/fd/"+strconv.Itoa(fd), p, "", unix.MS_BIND|unix.MS_REC, "")
+				}
+				if err != nil {
+					return "", fmt.Errorf("stage %s: %w", bs.reqs[i].dst, err)
+				}
+				return p, nil
+			})
 			if err != nil {
-				return "", fmt.Errorf("stage %s: %w", bs.reqs[i].dst, err)
+				return err
 			}
-			return p, nil
-		})
-		if err == nil {
-			err = launch(opts)
-		}
-		if err != nil {
-			unstage()
-			res <- err
-			return
-		}
-		res <- nil
+			return launch(opts)
+		}()
 		<-exitedC
-		unstage()
 	}()
 	if err := <-res; err != nil {
 		return nil, err
