@@ -93,7 +93,7 @@ repos:
   - match: "*"
     test: "test -f NOTES.md"
 `, mark)
-	if err := os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte(yaml), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte(withTempRepos(t, yaml)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	origin := newOrigin(t)
@@ -181,7 +181,7 @@ agents:
 `, natsAddr)
 	front, workerDir := t.TempDir(), t.TempDir()
 	for _, d := range []string{front, workerDir} {
-		if err := os.WriteFile(filepath.Join(d, "nightshift.yaml"), []byte(yaml), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(d, "nightshift.yaml"), []byte(withTempRepos(t, yaml)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
