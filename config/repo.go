@@ -85,10 +85,10 @@ func LocalRepoPath(repo string) (string, bool) {
 // NamesLocalRepo reports whether a repos[].match entry names the local
 // repository at the absolute, cleaned path p. Only entries that are
 // themselves absolute paths (or file:// URLs) name local repositories: "*"
-// and host/owner/name globs never do. An entry names p when it is p (with
-// or without .git), when it matches p as a path glob (each * within one
-// path element), or, ending in "/**", when p lies beneath the directory it
-// names.
+// and host/owner/name globs never do. An entry names p when it is exactly
+// p (/srv/app.git does not name /srv/app), when it matches p as a path
+// glob (each * within one path element), or, ending in "/**", when p lies
+// beneath the directory it names.
 func (c *Config) NamesLocalRepo(p string) bool {
 	for _, r := range c.Repos {
 		if MatchesLocalPath(r.Match, p) {
@@ -106,26 +106,21 @@ func MatchesLocalPath(match, p string) bool {
 		return false
 	}
 	p = path.Clean(p)
-	for _, cand := range []string{p, strings.TrimSuffix(p, ".git")} {
-		if dir, ok := strings.CutSuffix(m, "/**"); ok {
-			dir = path.Clean("/" + dir)
-			for a := path.Dir(cand); ; a = path.Dir(a) {
-				if ok, _ := path.Match(dir, a); ok {
-					return true
-				}
-				if a == "/" {
-					break
-				}
+	if dir, ok := strings.CutSuffix(m, "/**"); ok {
+		dir = path.Clean("/" + dir)
+		for a := path.Dir(p); ; a = path.Dir(a) {
+			if ok, _ := path.Match(dir, a); ok {
+				return true
 			}
-			continue
-		}
-		m := path.Clean(m)
-		if m == cand || strings.TrimSuffix(m, ".git") == cand {
-			return true
-		}
-		if ok, _ := path.Match(m, cand); ok {
-			return true
+			if a == "/" {
+				return false
+			}
 		}
 	}
-	return false
+	m = path.Clean(m)
+	if m == p {
+		return true
+	}
+	ok, _ := path.Match(m, p)
+	return ok
 }

@@ -65,8 +65,9 @@ func TestNamesLocalRepo(t *testing.T) {
 		{"**", "/tmp/demo.git", false},
 		{"github.com/acme/*", "/tmp/demo.git", false},
 		{"/tmp/demo.git", "/tmp/demo.git", true},
-		{"/tmp/demo", "/tmp/demo.git", true},
-		{"/tmp/demo.git", "/tmp/demo", true},
+		{"/tmp/demo", "/tmp/demo.git", false}, // another repository
+		{"/tmp/demo.git", "/tmp/demo", false},
+		{"/tmp/demo.git/", "/tmp/demo.git", true},
 		{"file:///tmp/demo.git", "/tmp/demo.git", true},
 		{"/tmp/demo.git", "/tmp/other.git", false},
 		{"/tmp/*", "/tmp/demo.git", true},
