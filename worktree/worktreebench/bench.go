@@ -2,7 +2,9 @@
 // git on generated repositories: our Provision from a warm mirror, `git
 // worktree add` and `git clone --shared` from the same mirror, and `cp -r`
 // of a checkout as the floor. It also times a push of one task commit
-// over a long history against native `git push`. The last line it prints
+// over a long history against native `git push`, and publishing a
+// one-file change (our Commit and Push with every sent object scanned)
+// against native `git add -A`, `git commit` and `git push`. The last line it prints
 // is ratio=<ours / git worktree add> for the largest repository.
 package worktreebench
 
@@ -10,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -242,6 +245,55 @@ func benchPush(ctx context.Context, w io.Writer, m *worktree.Manager, root, orig
 	for _, r := range []*result{ours, native, naive} {
 		fmt.Fprintf(w, "%-55s %10s\n", r.name, r.median().Round(time.Millisecond))
 	}
+	return benchCommitPush(ctx, w, m, root, origin, wt, runs)
+}
+
+// benchCommitPush times what publishing a one-file change costs: our
+// Commit (squash) and Push with every sent object scanned, against native
+// git add -A, commit and push of the same change in a checkout sharing the
+// mirror's objects.
+func benchCommitPush(ctx context.Context, w io.Writer, m *worktree.Manager, root, origin string, wt *worktree.Worktree, runs int) error {
+	clone := filepath.Join(root, "native-checkout")
+	if err := timeCmd(ctx, &result{}, root, "git", "clone", "-q", "--shared", filepath.Dir(wt.ReadOnlyPaths[0]), clone); err != nil {
+		return err
+	}
+	defer os.RemoveAll(clone)
+	never := []byte("sk-bench-value-that-is-never-there")
+	scanned := 0
+	scan := func(_ string, data []byte) error {
+		scanned += len(data)
+		if bytes.Contains(data, never) {
+			return errors.New("secret")
+		}
+		return nil
+	}
+	ours := &result{name: "ours: Commit + Push, every object scanned"}
+	native := &result{name: "git add -A && git commit && git push (same change)"}
+	for i := range runs {
+		for _, dir := range []string{wt.Dir, clone} {
+			f, err := os.OpenFile(filepath.Join(dir, "README.md"), os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f, "change %d\n", i)
+			f.Close()
+		}
+		t0 := time.Now()
+		if _, err := m.Commit(ctx, wt, worktree.CommitRequest{Author: worktree.Signature{Name: "Bench Agent", Email: "bench@agents.localhost"}}); err != nil {
+			return err
+		}
+		if _, err := m.Push(ctx, wt, worktree.PushRequest{Remote: origin, Branch: fmt.Sprintf("bench/cp%d", i), Scan: scan}); err != nil {
+			return err
+		}
+		ours.times = append(ours.times, time.Since(t0))
+		script := fmt.Sprintf("git -c core.hooksPath=/dev/null add -A && git -c core.hooksPath=/dev/null -c user.name=Bench -c user.email=bench@x commit -q -m 'change %d' && git -c core.hooksPath=/dev/null push -q %s HEAD:refs/heads/bench/native%d", i, origin, i)
+		if err := timeCmd(ctx, native, clone, "sh", "-c", script); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "%-55s %10s\n", ours.name, ours.median().Round(time.Millisecond))
+	fmt.Fprintf(w, "%-55s %10s\n", native.name, native.median().Round(time.Millisecond))
+	fmt.Fprintf(w, "ours / native commit+push = %.2f (%d bytes scanned per push)\n", float64(ours.median())/float64(native.median()), scanned/max(runs, 1))
 	return nil
 }
 
