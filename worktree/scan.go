@@ -1,7 +1,10 @@
 package worktree
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha1"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +13,9 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/storage/memory"
+	"github.com/klauspost/compress/zlib"
 )
 
 // ErrSecretFound is matched (errors.Is) by *SecretFoundError.
@@ -132,8 +135,60 @@ func orRoot(p string) string {
 	return p
 }
 
-// encodePack writes a pack of hashes from st to w, without deltas.
+// encodePack writes a version 2 pack of hashes from st to w: whole
+// objects, no deltas, compressed for speed (go-git's encoder compresses at
+// zlib's default level, most of the time of a large local fetch).
 func encodePack(w io.Writer, st storer.EncodedObjectStorer, hashes []plumbing.Hash) error {
-	_, err := packfile.NewEncoder(w, st, false).Encode(hashes, 0)
+	sum := sha1.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, sum), 256<<10)
+	var hdr [12]byte
+	copy(hdr[:], "PACK")
+	binary.BigEndian.PutUint32(hdr[4:], 2)
+	binary.BigEndian.PutUint32(hdr[8:], uint32(len(hashes)))
+	if _, err := bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	zw, err := zlib.NewWriterLevel(bw, zlib.BestSpeed)
+	if err != nil {
+		return err
+	}
+	for _, h := range hashes {
+		o, err := st.EncodedObject(plumbing.AnyObject, h)
+		if err != nil {
+			return fmt.Errorf("read object %s: %w", h, err)
+		}
+		if _, err := bw.Write(packObjectHeader(o.Type(), o.Size())); err != nil {
+			return err
+		}
+		r, err := o.Reader()
+		if err != nil {
+			return err
+		}
+		zw.Reset(bw)
+		_, err = io.Copy(zw, r)
+		r.Close()
+		if err != nil {
+			return err
+		}
+		if err := zw.Close(); err != nil {
+			return err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err = w.Write(sum.Sum(nil))
 	return err
+}
+
+// packObjectHeader is a pack entry's type and size header.
+func packObjectHeader(t plumbing.ObjectType, size int64) []byte {
+	b := []byte{byte(t)<<4 | byte(size&0x0f)}
+	size >>= 4
+	for size > 0 {
+		b[len(b)-1] |= 0x80
+		b = append(b, byte(size&0x7f))
+		size >>= 7
+	}
+	return b
 }
