@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,13 +73,17 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 }
 
 func (c *client) send(ctx context.Context, method, path string, body any, accept string) (*http.Response, error) {
+	return c.sendHeader(ctx, method, path, body, accept, nil)
+}
+
+func (c *client) sendHeader(ctx context.Context, method, path string, body any, accept string, h http.Header) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
-		rd = strings.NewReader(string(b))
+		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
@@ -87,12 +92,18 @@ func (c *client) send(ctx context.Context, method, path string, body any, accept
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	req.Header.Set("Accept", accept)
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // interrupted, not unreachable
+		}
 		var ne *net.OpError
 		var ue *url.Error
 		if errors.As(err, &ne) || errors.As(err, &ue) {
@@ -116,6 +127,8 @@ func (c *client) send(ctx context.Context, method, path string, body any, accept
 			msg = "the server refused the token (set --token or NIGHTSHIFT_TOKEN to an API token from api.tokens)"
 		case http.StatusForbidden:
 			msg = "this token may not do that: " + msg
+		case http.StatusRequestEntityTooLarge:
+			msg = "the server refused the request as too large (HTTP 413)"
 		case http.StatusTooManyRequests:
 			if ra := resp.Header.Get("Retry-After"); ra != "" && !strings.Contains(msg, "retry") {
 				msg = fmt.Sprintf("%s; retry after %ss", msg, ra)
@@ -133,9 +146,16 @@ type sseEvent struct {
 }
 
 // stream reads Server-Sent Events from path until fn returns false, the
-// stream ends or ctx is done.
-func (c *client) stream(ctx context.Context, path string, fn func(sseEvent) bool) error {
-	resp, err := c.send(ctx, http.MethodGet, path, nil, "text/event-stream")
+// stream ends or ctx is done. lastEventID, when set, is sent as
+// Last-Event-ID (the server may resume after it; callers still skip what
+// they saw). It returns nil when fn or ctx ended the stream, an error when
+// the stream could not be opened or ended on its own.
+func (c *client) stream(ctx context.Context, path, lastEventID string, fn func(sseEvent) bool) error {
+	var h http.Header
+	if lastEventID != "" {
+		h = http.Header{"Last-Event-ID": {lastEventID}}
+	}
+	resp, err := c.sendHeader(ctx, http.MethodGet, path, nil, "text/event-stream", h)
 	if err != nil {
 		return err
 	}

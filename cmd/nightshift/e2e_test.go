@@ -100,8 +100,9 @@ func (s *testServer) stop(t *testing.T) {
 func (s *testServer) cli(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	full := append([]string{"nightshift"}, args...)
-	full = append(full, "--server", s.URL)
+	// --server goes first: a global flag before the command reaches every
+	// client command, and after a dispatch prompt it would be prompt text.
+	full := append([]string{"nightshift", "--server", s.URL}, args...)
 	err := run(context.Background(), full, baseEnv(t), strings.NewReader(""), &out, &errb)
 	if err != nil {
 		return out.String() + errb.String(), err

@@ -32,20 +32,24 @@ flags:
   --secret S        signing secret (env NIGHTSHIFT_GITHUB_WEBHOOK_SECRET,
                     NIGHTSHIFT_LINEAR_WEBHOOK_SECRET or NIGHTSHIFT_SLACK_SIGNING_SECRET)
   --delivery ID     delivery id (default: a fresh random id, so the server does not
-                    answer "duplicate"; reuse one to test deduplication)`
+                    answer "duplicate"; reuse one to test deduplication)
+  --keep-timestamp  linear: keep the stored webhookTimestamp
+
+examples:
+  nightshift hooks replay testdata/issue_comment.json --source github --event issue_comment
+  nightshift --server http://127.0.0.1:8080 hooks replay - --source slack --event commands < cmd.txt`
 
 // runHooks is "nightshift hooks": operator tools for webhooks.
 func runHooks(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(a.stderr, hooksUsage)
 		if len(args) == 0 {
-			return usageErrorf("hooks: missing command")
+			return usageErrorf("hooks: missing command (see nightshift hooks --help)")
 		}
+		fmt.Fprintln(a.stdout, hooksUsage)
 		return nil
 	}
 	if args[0] != "replay" {
-		fmt.Fprintln(a.stderr, hooksUsage)
-		return usageErrorf("hooks: unknown command %q", args[0])
+		return usageErrorf("hooks: unknown command %q (want replay)", args[0])
 	}
 	return runHooksReplay(ctx, a, args[1:])
 }
@@ -58,7 +62,6 @@ type replayOptions struct {
 func runHooksReplay(ctx context.Context, a *app, args []string) error {
 	var o replayOptions
 	fs := flag.NewFlagSet("hooks replay", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.source, "source", "", "github, linear or slack")
 	fs.StringVar(&o.event, "event", "", "event name (github) or route (slack: commands|interactions)")
 	fs.StringVar(&o.server, "server", a.getenv("NIGHTSHIFT_SERVER"), "server URL")
@@ -66,22 +69,12 @@ func runHooksReplay(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&o.delivery, "delivery", "", "delivery id")
 	fs.BoolVar(&o.keepTimestamp, "keep-timestamp", false, "linear: keep the stored webhookTimestamp")
 	// Flags may come before or after FILE.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			fmt.Fprintln(a.stderr, hooksUsage)
-			return usageErrorf("hooks replay: %v", err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+	pos, err := parseFlags(a, fs, "hooks replay", args, nil)
+	if err != nil {
+		return err
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(a.stderr, hooksUsage)
-		return usageErrorf("hooks replay: want exactly one FILE, got %d arguments", len(pos))
+		return usageErrorf("hooks replay: want exactly one FILE, got %d arguments (see nightshift hooks --help)", len(pos))
 	}
 	o.file = pos[0]
 	if o.server == "" {
@@ -106,7 +99,6 @@ func runHooksReplay(ctx context.Context, a *app, args []string) error {
 		return usageErrorf("hooks replay: no signing secret (use --secret or %s)", secretEnv)
 	}
 	var body []byte
-	var err error
 	if o.file == "-" {
 		body, err = io.ReadAll(a.stdin)
 	} else {

@@ -26,21 +26,25 @@ commands:
   otp ID [--wait D]                        print the newest one-time code or link
   release ID                               release an identity and revoke its tokens
 
-flags on every command: --server URL (env NIGHTSHIFT_SERVER, default http://127.0.0.1:8080),
---token T (env NIGHTSHIFT_TOKEN), --json`
+flags on every command (also accepted before "identity"): --server URL (env NIGHTSHIFT_SERVER,
+default http://127.0.0.1:8080), --token T (env NIGHTSHIFT_TOKEN), --json
+
+examples:
+  nightshift identity new --repo github.com/acme/api
+  nightshift identity otp 01j9z8x7w6v5u4t3 --wait 2m
+  nightshift --json identity ls --all`
 
 // runIdentity is "nightshift identity": a client of /api/v1/identities.
 func runIdentity(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(a.stderr, identityUsage)
 		if len(args) == 0 {
-			return usageErrorf("identity: missing command")
+			return usageErrorf("identity: missing command (see nightshift identity --help)")
 		}
+		fmt.Fprintln(a.stdout, identityUsage)
 		return nil
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("identity "+sub, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
 	var cf clientFlags
 	cf.register(fs, a)
 	asJSON := &cf.json
@@ -63,13 +67,12 @@ func runIdentity(ctx context.Context, a *app, args []string) error {
 		fs.DurationVar(&wait, "wait", 0, "wait up to this long for a code to arrive")
 	case "show", "release":
 	default:
-		fmt.Fprintln(a.stderr, identityUsage)
-		return usageErrorf("identity: unknown command %q", sub)
+		return usageErrorf("identity: unknown command %q (see nightshift identity --help)", sub)
 	}
-	if err := fs.Parse(interleave(fs, args)); err != nil {
-		return usageErrorf("%s: %v", fs.Name(), err)
+	pos, err := parseFlags(a, fs, "identity "+sub, args, nil)
+	if err != nil {
+		return err
 	}
-	pos := fs.Args()
 	wantArgs := 1
 	if sub == "new" || sub == "ls" {
 		wantArgs = 0

@@ -8,25 +8,112 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	"github.com/nightshift/nightshift/vault"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version overrides the version from the build info when set at build
+// time with -ldflags "-X main.version=v1.2.3" (a distribution's own tag).
+var version string
 
-func runVersion(ctx context.Context, a *app, args []string) error {
-	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" {
+const versionUsage = `usage: nightshift version [--json]
+       nightshift --version
+
+Prints the module version from the build information, with the VCS
+revision and commit time when the binary was built from a checkout
+(a "(devel)" build prints its revision). --json prints the fields.
+
+examples:
+  nightshift version
+  nightshift --version --json`
+
+// buildVersion is what "nightshift version" reports.
+type buildVersion struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go,omitempty"`
+}
+
+// versionOf reads the version from the build info (nil: none) and the
+// -X override.
+func versionOf(bi *debug.BuildInfo, override string) buildVersion {
+	v := buildVersion{Version: "(devel)"}
+	if bi != nil {
+		if bi.Main.Version != "" {
+			v.Version = bi.Main.Version
+		}
+		v.Go = bi.GoVersion
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v = "dev-" + s.Value[:12]
+			switch s.Key {
+			case "vcs.revision":
+				v.Revision = s.Value
+			case "vcs.time":
+				v.Time = s.Value
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
 			}
 		}
 	}
-	fmt.Fprintln(a.stdout, "nightshift", v)
+	if override != "" {
+		v.Version = override
+	}
+	return v
+}
+
+// String is the one line "nightshift version" prints.
+func (v buildVersion) String() string {
+	s := "nightshift " + v.Version
+	var extra []string
+	if v.Revision != "" {
+		rev := v.Revision
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if v.Modified {
+			rev += "+dirty"
+		}
+		extra = append(extra, "revision "+rev)
+	}
+	if v.Time != "" {
+		extra = append(extra, v.Time)
+	}
+	if len(extra) > 0 {
+		s += " (" + strings.Join(extra, ", ") + ")"
+	}
+	return s
+}
+
+func runVersion(ctx context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(a, fs, "version", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErrorf("version: unexpected argument %q", pos[0])
+	}
+	bi, _ := debug.ReadBuildInfo()
+	v := versionOf(bi, version)
+	if *asJSON {
+		return printJSON(a.stdout, v)
+	}
+	fmt.Fprintln(a.stdout, v)
 	return nil
 }
+
+const initUsage = `usage: nightshift init [--dir DIR]
+
+Writes a starter DIR/nightshift.yaml and creates the vault key
+DIR/.nightshift/vault.key (keep it secret and backed up). Refuses to
+overwrite an existing nightshift.yaml.
+
+examples:
+  nightshift init
+  nightshift init --dir /etc/nightshift`
 
 const starterConfig = `# nightshift.yaml: every key is optional. See the README for the reference.
 listen: 127.0.0.1:8080
@@ -52,10 +139,13 @@ repos:
 
 func runInit(ctx context.Context, a *app, args []string) error {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
 	dir := fs.String("dir", ".", "where to write nightshift.yaml")
-	if err := fs.Parse(args); err != nil {
-		return usageErrorf("%v", err)
+	pos, err := parseFlags(a, fs, "init", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErrorf("init: unexpected argument %q (use --dir DIR)", pos[0])
 	}
 	path := filepath.Join(*dir, "nightshift.yaml")
 	if _, err := os.Stat(path); err == nil {

@@ -26,10 +26,20 @@ func main() {
 }
 
 // exitCode prints err as one sentence and maps it to the process exit code:
-// 0 success, 2 bad usage, 1 anything else.
+// 0 success, 2 bad usage, 130 interrupted, the code an *exitError carries
+// (--follow: how the task ended), 1 anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintln(stderr, "nightshift:", ee.msg)
+		return ee.code
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "nightshift: interrupted")
+		return 130
 	}
 	var withCode interface{ ExitCode() int }
 	if errors.As(err, &withCode) && withCode.ExitCode() > 0 {

@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -22,24 +24,119 @@ import (
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
+const dispatchUsage = `usage: nightshift dispatch --repo URL|PATH [--branch B] [--agent NAME] [--follow] PROMPT...
+       nightshift dispatch --repo URL|PATH [flags] -                   (prompt on stdin)
+       nightshift dispatch --repo URL|PATH [flags] --prompt-file FILE
+
+Creates a task: an agent works on the repository and proposes a change.
+
+The prompt is the words after the flags. Flags go first: from the first
+prompt word on, every word is prompt text, even one that looks like a flag
+("make the --follow flag faster" is a prompt; it does not turn on --follow).
+"--" also ends the flags. A lone "-" reads the prompt from stdin (flags may
+follow it); --prompt-file reads it from a file ("-": stdin). An empty prompt
+is refused. The prompt travels in the request body; a server that finds it
+too large answers 413 and dispatch exits 1.
+
+flags:
+  --repo URL|PATH     repository (required): a clone URL or a local path
+  --branch B          base branch or commit (default: the repository's default branch)
+  --agent NAME        agent to run (default: the repository's, else default_agent)
+  --prompt-file FILE  read the prompt from FILE
+  --follow            stream the task's progress until it comes to rest
+  --server URL, --token T, --json   global flags (also accepted before "dispatch")
+
+--follow exit codes (also "tasks logs -f"):
+  0    the task reached review or done
+  1    the task failed or was cancelled, or following failed (the server
+       stayed unreachable for 2 minutes, or refused the request)
+  3    the task needs input (answer with: nightshift tasks message ID TEXT)
+  130  Ctrl-C: following stopped, the task keeps running
+A dropped connection or a restarting server is retried with backoff (up to
+2 minutes); the stream resumes after the last event already shown.
+
+examples:
+  nightshift dispatch --repo . "fix the flaky test in ./store"
+  nightshift dispatch --repo https://github.com/acme/api --agent codex --follow add rate limiting
+  git log -1 --format=%B | nightshift dispatch --repo . --follow -
+  nightshift dispatch --repo . --prompt-file task.md --json
+  nightshift dispatch --repo . -- --help is a prompt here`
+
+// maxPromptRead bounds a prompt read from stdin or a file; the server
+// applies its own (smaller) limit and answers 413 past it.
+const maxPromptRead = 64 << 20
+
 func runDispatch(ctx context.Context, a *app, args []string) error {
 	fs := flag.NewFlagSet("dispatch", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
 	var cf clientFlags
 	cf.register(fs, a)
 	repo := fs.String("repo", "", "repository URL or local path (required)")
 	branch := fs.String("branch", "", "base branch or commit (default: the repository's default branch)")
 	agentName := fs.String("agent", "", "agent to run (default: the repo's or default_agent)")
 	follow := fs.Bool("follow", false, "stream the task's progress until it finishes")
-	if err := fs.Parse(interleave(fs, args)); err != nil {
-		return usageErrorf("%v", err)
+	promptFile := fs.String("prompt-file", "", "read the prompt from this file (-: stdin)")
+	// The prompt starts at the first positional word, except a lone "-"
+	// (stdin), after which flags may still follow.
+	words, err := parseFlags(a, fs, "dispatch", args, func(pos []string) bool {
+		return len(pos) > 1 || len(pos) == 1 && pos[0] != "-"
+	})
+	if err != nil {
+		return err
 	}
-	prompt := strings.TrimSpace(strings.Join(fs.Args(), " "))
 	if *repo == "" {
-		return usageErrorf("dispatch needs --repo")
+		return usageErrorf("dispatch needs --repo (see nightshift dispatch --help)")
 	}
-	if prompt == "" {
-		return usageErrorf("dispatch needs a prompt: nightshift dispatch --repo R \"what to do\"")
+	var prompt, from string
+	switch {
+	case len(words) > 0 && words[0] == "-":
+		if len(words) > 1 {
+			return usageErrorf("dispatch -: the prompt comes from stdin; remove the words after \"-\" or put them on stdin")
+		}
+		if *promptFile != "" {
+			return usageErrorf("dispatch: give the prompt on stdin (-) or with --prompt-file, not both")
+		}
+		from = "stdin"
+	case *promptFile != "":
+		if len(words) > 0 {
+			return usageErrorf("dispatch: give the prompt as words or with --prompt-file, not both")
+		}
+		from = *promptFile
+		if from == "-" {
+			from = "stdin"
+		}
+	default:
+		prompt = strings.TrimSpace(strings.Join(words, " "))
+		if prompt == "" {
+			return usageErrorf("dispatch needs a prompt: nightshift dispatch --repo R \"what to do\" (or - to read it from stdin)")
+		}
+		for _, w := range words[1:] {
+			if name, ok := strings.CutPrefix(w, "--"); ok && fs.Lookup(strings.SplitN(name, "=", 2)[0]) != nil {
+				fmt.Fprintf(a.stderr, "note: %q is part of the prompt: flags go before the first prompt word\n", w)
+				break
+			}
+		}
+	}
+	if from != "" {
+		var rd io.Reader = a.stdin
+		if from != "stdin" {
+			f, err := os.Open(from)
+			if err != nil {
+				return usageErrorf("dispatch --prompt-file: %v", err)
+			}
+			defer f.Close()
+			rd = f
+		}
+		b, err := io.ReadAll(io.LimitReader(rd, maxPromptRead+1))
+		if err != nil {
+			return fmt.Errorf("read the prompt from %s: %w", from, err)
+		}
+		if len(b) > maxPromptRead {
+			return usageErrorf("dispatch: the prompt from %s is larger than %d MiB", from, maxPromptRead>>20)
+		}
+		prompt = strings.TrimSpace(string(b))
+		if prompt == "" {
+			return usageErrorf("dispatch: the prompt from %s is empty", from)
+		}
 	}
 	r := *repo
 	if !strings.Contains(r, "://") && !strings.Contains(r, "@") {
@@ -53,6 +150,10 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	c := cf.client()
 	var resp api.CreateResponse
 	if err := c.do(ctx, "POST", "/api/v1/tasks", api.CreateRequest{Repo: r, Prompt: prompt, Branch: *branch, Agent: *agentName}, &resp); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge {
+			return fmt.Errorf("the server refused the prompt as too large (%s; HTTP 413)", byteSize(len(prompt)))
+		}
 		return err
 	}
 	if !*follow {
@@ -68,50 +169,57 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	return followTask(ctx, a, c, resp.ID, cf.json)
 }
 
-// interleave lets flags follow positional arguments (dispatch "prompt" --follow).
-func interleave(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		if arg == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if strings.HasPrefix(arg, "-") && len(arg) > 1 {
-			flags = append(flags, arg)
-			name := strings.TrimLeft(arg, "-")
-			if strings.Contains(name, "=") {
-				continue
-			}
-			if f := fs.Lookup(name); f != nil {
-				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-					continue
-				}
-				if i+1 < len(args) {
-					flags = append(flags, args[i+1])
-					i++
-				}
-			}
-			continue
-		}
-		pos = append(pos, arg)
+func byteSize(n int) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
-	return append(flags, append([]string{"--"}, pos...)...)
+	return fmt.Sprintf("%d bytes", n)
 }
 
+// exitError ends the program with a given exit code and message (printed
+// by exitCode).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Follow reconnects for this long without hearing from the server before
+// it gives up; the wait between attempts doubles up to followMaxBackoff.
+const (
+	followRetryFor   = 2 * time.Minute
+	followMinBackoff = 100 * time.Millisecond
+	followMaxBackoff = 5 * time.Second
+)
+
 // followTask prints a task's events until it comes to rest: live progress
-// on a terminal, plain lines otherwise, JSON lines with --json. It returns
-// an error when the task failed or was cancelled.
+// on a terminal, plain lines otherwise, JSON lines with --json. A broken
+// stream (dropped connection, restarting server) is reopened with backoff
+// and resumes after the last event shown (events carry their stream
+// sequence as id; the server replays history first, so events already
+// shown are skipped). It returns an *exitError saying how the task ended:
+// nil for review or done, code 1 for failed or cancelled, 3 for
+// needs_input, 130 when ctx ends (Ctrl-C).
 func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) error {
+	stopped := func() error {
+		return &exitError{code: 130, msg: fmt.Sprintf("stopped following (task %s keeps running)", id)}
+	}
 	start, err := getTask(ctx, c, id)
 	for deadline := time.Now().Add(10 * time.Second); err != nil && strings.HasPrefix(err.Error(), "no task") && time.Now().Before(deadline); {
 		// Just dispatched: the scheduler may not have stored it yet.
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return stopped()
 		case <-time.After(100 * time.Millisecond):
 		}
 		start, err = getTask(ctx, c, id)
+	}
+	if ctx.Err() != nil {
+		return stopped()
 	}
 	if err != nil {
 		return err
@@ -125,8 +233,27 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		go func() { defer close(done); p.run(stop) }()
 		defer func() { close(stop); <-done; p.stop() }()
 	}
-	err = c.stream(ctx, "/api/v1/tasks/"+url.PathEscape(id)+"/events", func(ev sseEvent) bool {
-		if asJSON {
+	var (
+		lastSeq   uint64
+		received  int   // events handled, to notice a stream that worked
+		streamErr error // an "error" event from the server
+		reason    string
+		// reconnecting is set while an outage lasts.
+		reconnecting bool
+	)
+	handle := func(ev sseEvent) bool {
+		received++
+		if reconnecting {
+			reconnecting = false
+			fmt.Fprintf(a.stderr, "reconnected to the event stream of task %s\n", id)
+		}
+		if seq, err := strconv.ParseUint(ev.ID, 10, 64); err == nil {
+			if seq <= lastSeq {
+				return true // replayed history already shown
+			}
+			lastSeq = seq
+		}
+		if asJSON && ev.Event != "error" {
 			fmt.Fprintf(a.stdout, "{\"event\":%q,\"data\":%s}\n", ev.Event, ev.Data)
 		}
 		switch ev.Event {
@@ -144,43 +271,99 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 				// History replays first: only a resting state of the
 				// task's current run ends the follow.
 				if restState(r.State) && r.Run >= start.Run {
-					final = r.State
+					final, reason = r.State, r.Reason
 					return false
 				}
 			}
 		case "error":
+			var msg string
+			if json.Unmarshal(ev.Data, &msg) != nil {
+				msg = string(ev.Data)
+			}
+			streamErr = fmt.Errorf("the server broke the event stream: %s", msg)
 			return false
 		}
 		return true
-	})
+	}
+	path := "/api/v1/tasks/" + url.PathEscape(id) + "/events"
+	var (
+		failingSince time.Time
+		backoff      = followMinBackoff
+		seenBefore   int
+	)
+	for {
+		streamErr = nil
+		lastID := ""
+		if lastSeq > 0 {
+			lastID = strconv.FormatUint(lastSeq, 10)
+		}
+		err := c.stream(ctx, path, lastID, handle)
+		if final != "" {
+			break
+		}
+		if ctx.Err() != nil {
+			return stopped()
+		}
+		if err == nil {
+			err = streamErr
+		}
+		if err == nil {
+			err = errors.New("the server closed the event stream")
+		}
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
+			return err // refused: retrying will not help
+		}
+		now := time.Now()
+		if failingSince.IsZero() || received > seenBefore {
+			// The stream worked since the last failure: a new outage.
+			fmt.Fprintf(a.stderr, "lost the event stream of task %s (%v); reconnecting\n", id, err)
+			failingSince, backoff = now, followMinBackoff
+		}
+		seenBefore, reconnecting = received, true
+		if now.Sub(failingSince) > followRetryFor {
+			return fmt.Errorf("gave up following task %s after %s without the server (it may still be running): %w", id, followRetryFor, err)
+		}
+		select {
+		case <-ctx.Done():
+			return stopped()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, followMaxBackoff)
+	}
 	if p != nil {
 		p.stop()
-	}
-	if err != nil {
-		return err
 	}
 	t, err := getTask(ctx, c, id)
 	// The worker reports before the scheduler records: give the store a
 	// moment to catch up so the summary shows the final state.
-	for deadline := time.Now().Add(5 * time.Second); err == nil && final != "" && t.State != final && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); err == nil && t.State != final && time.Now().Before(deadline); {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
+			continue
 		case <-time.After(50 * time.Millisecond):
 		}
 		t, err = getTask(ctx, c, id)
 	}
-	if err != nil {
-		return err
-	}
-	if !asJSON {
+	if err == nil && !asJSON {
 		printTaskSummary(a.stdout, t)
 	}
 	switch final {
 	case orchestrator.StateFailed:
-		return fmt.Errorf("task %s failed: %s", id, t.Error)
+		msg := fmt.Sprintf("task %s failed", id)
+		if t.Error != "" {
+			msg += ": " + t.Error
+		}
+		return &exitError{code: 1, msg: msg}
 	case orchestrator.StateCancelled:
-		return fmt.Errorf("task %s was cancelled", id)
+		return &exitError{code: 1, msg: fmt.Sprintf("task %s was cancelled", id)}
+	case orchestrator.StateNeedsInput:
+		msg := fmt.Sprintf("task %s needs input", id)
+		if reason != "" {
+			msg += " (" + reason + ")"
+		}
+		return &exitError{code: 3, msg: msg + fmt.Sprintf("; answer with: nightshift tasks message %s TEXT", id)}
 	}
 	return nil
 }
@@ -218,18 +401,79 @@ func printTaskSummary(w io.Writer, t orchestrator.Task) {
 	}
 }
 
+// taskSubs are the sub-commands of "nightshift tasks".
+var taskSubs = []string{"ls", "show", "logs", "diff", "cancel", "retry", "message"}
+
+const tasksUsage = `usage: nightshift tasks <command> [flags]
+
+commands:
+  ls [--state S] [--repo R] [--source S] [--limit N] [--before ID]   list tasks, newest first
+  show ID                  show one task
+  logs ID [-f]             print the task's log; -f follows it live until the task rests
+  diff ID                  print the task's change as a unified diff
+  cancel ID                cancel the task
+  retry ID                 run a failed or cancelled task again
+  message ID TEXT...       send a follow-up instruction (- reads it from stdin)
+
+--server URL, --token T and --json work on every command, before or after it.
+"nightshift tasks <command> --help" explains one command.
+
+examples:
+  nightshift tasks ls --state running,queued
+  nightshift --json tasks show 01j9z8x7w6v5u4t3
+  nightshift tasks logs -f 01j9z8x7w6v5u4t3
+  nightshift tasks message 01j9z8x7w6v5u4t3 also update the changelog`
+
+const tasksLsUsage = `usage: nightshift tasks ls [--state S[,S...]] [--repo R] [--source S] [--limit N] [--before ID] [--json]
+
+Lists tasks, newest first.
+
+flags:
+  --state S    only tasks in these states (comma-separated): queued, provisioning,
+               running, testing, pushing, review, done, needs_input, failed, cancelled
+  --repo R     only tasks on this repository
+  --source S   only tasks from github, linear, slack or api
+  --limit N    how many tasks (default 50)
+  --before ID  page cursor: tasks older than this one (printed as "more:")
+
+examples:
+  nightshift tasks ls
+  nightshift tasks ls --state failed --json | jq -r '.[].id'`
+
+const tasksLogsUsage = `usage: nightshift tasks logs ID [-f|--follow] [--json]
+
+Prints the task's log. With -f, follows the task live (state changes and
+log lines) until it comes to rest, like dispatch --follow, with the same
+exit codes: 0 review or done, 1 failed or cancelled (or following failed),
+3 needs input, 130 Ctrl-C (the task keeps running). A dropped connection or
+a restarting server is retried with backoff for up to 2 minutes.
+
+examples:
+  nightshift tasks logs 01j9z8x7w6v5u4t3
+  nightshift tasks logs -f 01j9z8x7w6v5u4t3 --json`
+
+const tasksMessageUsage = `usage: nightshift tasks message ID TEXT...
+       nightshift tasks message ID -          (text on stdin)
+
+Sends a follow-up instruction: the task runs again with it. From the first
+word of TEXT on, every word is text, even one that looks like a flag.
+
+examples:
+  nightshift tasks message 01j9z8x7w6v5u4t3 also cover the --dry-run flag
+  nightshift tasks message 01j9z8x7w6v5u4t3 - < review-notes.md`
+
 func runTasks(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 {
-		return usageErrorf("usage: nightshift tasks ls | show ID | logs ID [-f] | diff ID | cancel ID | retry ID | message ID TEXT")
+		return usageErrorf("tasks: missing command (want %s; see nightshift tasks --help)", strings.Join(taskSubs, ", "))
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("tasks "+sub, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
 	var cf clientFlags
 	cf.register(fs, a)
 	var state, repo, source, before *string
 	var limit *int
 	var follow *bool
+	var text func([]string) bool
 	switch sub {
 	case "ls", "list":
 		state = fs.String("state", "", "only tasks in these states (comma-separated)")
@@ -240,12 +484,24 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 	case "logs":
 		follow = fs.Bool("f", false, "follow the log live")
 		fs.BoolVar(follow, "follow", false, "follow the log live")
-	case "show", "diff", "cancel", "retry", "message":
+	case "message":
+		text = func(pos []string) bool { return len(pos) > 1 }
+	case "show", "diff", "cancel", "retry":
 	default:
-		return usageErrorf("unknown tasks command %q (want ls, show, logs, diff, cancel, retry, message)", sub)
+		return usageErrorf("tasks: unknown command %q (want %s)", sub, strings.Join(taskSubs, ", "))
 	}
-	if err := fs.Parse(interleave(fs, args)); err != nil {
-		return usageErrorf("%v", err)
+	pos, err := parseFlags(a, fs, "tasks "+sub, args, text)
+	if err != nil {
+		return err
+	}
+	if sub == "ls" || sub == "list" {
+		if len(pos) > 0 {
+			return usageErrorf("tasks ls: unexpected argument %q (filters are flags: see nightshift tasks ls --help)", pos[0])
+		}
+	} else if len(pos) < 1 {
+		return usageErrorf("tasks %s needs a task id", sub)
+	} else if len(pos) > 1 && sub != "message" {
+		return usageErrorf("tasks %s: unexpected argument %q after the task id", sub, pos[1])
 	}
 	c := cf.client()
 	if sub == "ls" || sub == "list" {
@@ -281,10 +537,7 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		}
 		return tw.Flush()
 	}
-	if fs.NArg() < 1 {
-		return usageErrorf("tasks %s needs a task id", sub)
-	}
-	id := fs.Arg(0)
+	id := pos[0]
 	path := "/api/v1/tasks/" + url.PathEscape(id)
 	switch sub {
 	case "show":
@@ -334,7 +587,14 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		var body any
 		action := sub
 		if sub == "message" {
-			text := strings.TrimSpace(strings.Join(fs.Args()[1:], " "))
+			text := strings.TrimSpace(strings.Join(pos[1:], " "))
+			if len(pos) == 2 && pos[1] == "-" {
+				b, err := io.ReadAll(io.LimitReader(a.stdin, maxPromptRead))
+				if err != nil {
+					return fmt.Errorf("read the message from stdin: %w", err)
+				}
+				text = strings.TrimSpace(string(b))
+			}
 			if text == "" {
 				return usageErrorf("tasks message needs the text of the follow-up")
 			}
