@@ -34,15 +34,23 @@ var _ billy.Filesystem = (*rootFS)(nil)
 // openRootNoFollow opens dir as an os.Root, refusing a dir whose last
 // component is a symlink (os.OpenRoot alone would follow it).
 func openRootNoFollow(dir string) (*os.Root, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fi, err := os.Lstat(dir)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			return nil, fmt.Errorf("%w: %s is not a directory", ErrUnsafeRepository, dir)
-		}
-		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
+		return nil, err
 	}
-	defer unix.Close(fd)
-	return os.OpenRoot(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnsafeRepository, dir)
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	// It may have been swapped for a link between the two calls.
+	if st, err := r.Stat("."); err != nil || !os.SameFile(st, fi) {
+		r.Close()
+		return nil, fmt.Errorf("%w: %s changed while opening it", ErrUnsafeRepository, dir)
+	}
+	return r, nil
 }
 
 // subRoot opens name inside r as a new root without following a symlink
