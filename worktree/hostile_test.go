@@ -536,3 +536,40 @@ func TestPushScansEverythingItSends(t *testing.T) {
 		}
 	})
 }
+
+// TestForeignHardLinkRefused: a hard link in the work tree to a file
+// someone else owns (a host file on the same filesystem) is not read into
+// the commit.
+func TestForeignHardLinkRefused(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to own a file as another user")
+	}
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	m := newManager(t)
+	ctx := context.Background()
+	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := "CANARY-" + randHex(8)
+	host := filepath.Join(filepath.Dir(filepath.Dir(wt.Dir)), "host-secret")
+	if err := os.WriteFile(host, []byte(canary), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(host, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(host, filepath.Join(wt.Dir, "linked.txt")); err != nil {
+		t.Skipf("cannot hard link here: %v", err)
+	}
+	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); !errors.Is(err, ErrUnsafeRepository) {
+		t.Fatalf("commit with a foreign hard link: %v", err)
+	}
+	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(allObjects(t, origin), canary) {
+		t.Fatal("the linked host file reached the remote")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -96,6 +97,14 @@ func readAt(dirfd int, name string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
+// foreignLink reports a regular file with several links that someone
+// other than the work tree's owner owns: a hard link to a file outside the
+// task (reading it would commit that file).
+func foreignLink(fi os.FileInfo, owner int) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && owner >= 0 && st.Nlink > 1 && int(st.Uid) != owner
+}
+
 // lstatAt stats name in the directory dirfd without following a symlink.
 func lstatAt(dirfd int, name string) (os.FileInfo, error) {
 	var st unix.Stat_t
@@ -152,6 +161,7 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 		patterns = append(patterns, parseIgnore(b, nil)...)
 	}
 	var out []*index.Entry
+	owner := -1 // the work tree's owner, set below
 	var walk func(d *os.File, rel string, domain []string, ps []gitignore.Pattern) error
 	walk = func(d *os.File, rel string, domain []string, ps []gitignore.Pattern) error {
 		if err := ctx.Err(); err != nil {
@@ -238,6 +248,9 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 			default:
 				continue // sockets, fifos, devices
 			}
+			if mode != filemode.Symlink && foreignLink(fi, owner) {
+				return fmt.Errorf("%w: %s is a hard link to a file the task does not own", ErrUnsafeRepository, p)
+			}
 			if isTracked && e.Mode == mode && statMatches(e, fi, idxTime) {
 				out = append(out, e)
 				continue
@@ -282,6 +295,11 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 	top, err := work.Open(".")
 	if err != nil {
 		return nil, fmt.Errorf("scan worktree: %w", err)
+	}
+	if fi, err := top.Stat(); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			owner = int(st.Uid)
+		}
 	}
 	err = walk(top, "", nil, patterns)
 	top.Close()
