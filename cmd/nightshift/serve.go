@@ -271,7 +271,10 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		}
 		s.wt, err = worktree.New(worktree.Config{MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
 			TaskDir: filepath.Join(cfg.DataDir, "tasks"), Logger: logger,
-			Retention: cfg.Worker.Retention.Std()})
+			// No task may name a repository under the data dir (worktrees,
+			// agent homes, mirrors): an agent could have planted it.
+			ForbiddenDirs: []string{cfg.DataDir},
+			Retention:     cfg.Worker.Retention.Std()})
 		if err != nil {
 			return nil, err
 		}
