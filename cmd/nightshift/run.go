@@ -140,6 +140,11 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 	} else {
 		rest = append(inject, rest...)
 	}
+	if !c.ownHelp {
+		if err := checkForeignGlobals(verb, c, rest); err != nil {
+			return err
+		}
+	}
 	if !c.ownHelp && wantsHelp(rest) {
 		key := verb
 		if c.subs != nil {
@@ -241,6 +246,32 @@ func parseGlobals(args []string, allowed []string, verb string) (globalFlags, []
 		return g, nil, usageErrorf("%s unknown flag %s before the sub-command (put it after: nightshift %s <command> %s)", where, arg, verb, arg)
 	}
 	return g, args, nil
+}
+
+// checkForeignGlobals refuses, in one sentence, a global flag given after
+// a command that neither understands it nor has a flag of that name (the
+// commands whose own parsing would print Go's flag usage instead).
+func checkForeignGlobals(verb string, c command, args []string) error {
+	own := complFlags[verb]
+	if c.subs != nil && len(args) > 0 {
+		own = append(slices.Clone(own), complFlags[verb+" "+args[0]]...)
+	}
+	for _, arg := range args {
+		if arg == "--" {
+			return nil
+		}
+		if !strings.HasPrefix(arg, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		switch name {
+		case "server", "token", "json", "data-dir":
+			if !slices.Contains(c.globals, name) && !slices.Contains(own, name) {
+				return usageErrorf("%s: unknown flag --%s (it does not apply to %s)", verb, name, verb)
+			}
+		}
+	}
+	return nil
 }
 
 // wantsHelp reports whether args ask for help before "--", for commands

@@ -171,9 +171,9 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 
 func byteSize(n int) string {
 	switch {
-	case n >= 1<<20:
+	case n >= 1000<<10:
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
+	case n >= 1000:
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
