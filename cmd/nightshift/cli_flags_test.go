@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -593,5 +594,93 @@ func TestCompletionFlagsExist(t *testing.T) {
 				t.Errorf("%q: %s", args, errOut)
 			}
 		}
+	}
+}
+
+// TestFollowRetriesAreBounded follows a task on a stand-in API whose
+// event stream misbehaves: an "error" event is a broken stream to reopen
+// (not the end of the task), a 503 is retried until the bound, and a
+// refusal (401) is not retried.
+func TestFollowRetriesAreBounded(t *testing.T) {
+	t.Parallel()
+	task := orchestrator.Task{ID: "t1", State: orchestrator.StateRunning, Run: 1}
+	state := func(seq int, s orchestrator.State) string {
+		b, _ := json.Marshal(orchestrator.StateReport{TaskID: "t1", Run: 1, State: s})
+		return "id: " + strconv.Itoa(seq) + "\nevent: state\ndata: " + string(b) + "\n\n"
+	}
+	var mu sync.Mutex
+	var streams int
+	fake := func(events func(n int, w http.ResponseWriter)) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/v1/tasks/t1":
+				t := task
+				mu.Lock()
+				if streams > 1 { // the stand-in's task rests after the second stream
+					t.State = orchestrator.StateReview
+				}
+				mu.Unlock()
+				json.NewEncoder(w).Encode(t)
+			case "/api/v1/tasks/t1/events":
+				mu.Lock()
+				streams++
+				n := streams
+				mu.Unlock()
+				events(n, w)
+			default:
+				http.NotFound(w, r)
+			}
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	follow := func(srv *httptest.Server) (string, string, error) {
+		mu.Lock()
+		streams = 0
+		mu.Unlock()
+		var out, errb bytes.Buffer
+		a := &app{env: map[string]string{}, stdin: strings.NewReader(""), stdout: &out, stderr: &errb, followRetry: 300 * time.Millisecond}
+		err := followTask(context.Background(), a, &client{base: srv.URL, hc: &http.Client{}}, "t1", false)
+		return out.String(), errb.String(), err
+	}
+
+	errorThenReview := fake(func(n int, w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, state(1, orchestrator.StateRunning))
+		if n == 1 {
+			io.WriteString(w, "event: error\ndata: \"consumer deleted\"\n\n")
+			return
+		}
+		io.WriteString(w, state(2, orchestrator.StateReview))
+	})
+	out, errOut, err := follow(errorThenReview)
+	if err != nil || strings.Count(out, "==> running") != 1 || !strings.Contains(out, "==> review") {
+		t.Errorf("error event: %v\n%s\n%s", err, out, errOut)
+	}
+	if !strings.Contains(errOut, "consumer deleted") || !strings.Contains(errOut, "reconnected") {
+		t.Errorf("error event: stderr %q", errOut)
+	}
+
+	unavailable := fake(func(n int, w http.ResponseWriter) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"not ready"}`)
+	})
+	_, _, err = follow(unavailable)
+	mu.Lock()
+	tries := streams
+	mu.Unlock()
+	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(err.Error(), "gave up following task t1 after 300ms") || tries < 2 {
+		t.Errorf("503: exit %d, %v, %d tries", code, err, tries)
+	}
+
+	refused := fake(func(n int, w http.ResponseWriter) {
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	_, _, err = follow(refused)
+	mu.Lock()
+	tries = streams
+	mu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "refused the token") || tries != 1 {
+		t.Errorf("401: %v after %d tries", err, tries)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // app carries what every subcommand may use. Nothing reads the process
@@ -21,6 +22,9 @@ type app struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// followRetry bounds how long --follow reconnects without hearing
+	// from the server; 0 means followRetryFor.
+	followRetry time.Duration
 }
 
 // getenv returns the value of an environment variable given to run.

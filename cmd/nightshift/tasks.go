@@ -245,7 +245,7 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		received++
 		if reconnecting {
 			reconnecting = false
-			fmt.Fprintf(a.stderr, "reconnected to the event stream of task %s\n", id)
+			p.notice(a.stderr, fmt.Sprintf("reconnected to the event stream of task %s", id))
 		}
 		if seq, err := strconv.ParseUint(ev.ID, 10, 64); err == nil {
 			if seq <= lastSeq {
@@ -286,6 +286,10 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		return true
 	}
 	path := "/api/v1/tasks/" + url.PathEscape(id) + "/events"
+	retryFor := a.followRetry
+	if retryFor <= 0 {
+		retryFor = followRetryFor
+	}
 	var (
 		failingSince time.Time
 		backoff      = followMinBackoff
@@ -317,12 +321,12 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		now := time.Now()
 		if failingSince.IsZero() || received > seenBefore {
 			// The stream worked since the last failure: a new outage.
-			fmt.Fprintf(a.stderr, "lost the event stream of task %s (%v); reconnecting\n", id, err)
+			p.notice(a.stderr, fmt.Sprintf("lost the event stream of task %s (%v); reconnecting", id, err))
 			failingSince, backoff = now, followMinBackoff
 		}
 		seenBefore, reconnecting = received, true
-		if now.Sub(failingSince) > followRetryFor {
-			return fmt.Errorf("gave up following task %s after %s without the server (it may still be running): %w", id, followRetryFor, err)
+		if now.Sub(failingSince) > retryFor {
+			return fmt.Errorf("gave up following task %s after %s without the server (it may still be running): %w", id, retryFor, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -871,6 +875,20 @@ func (p *progress) redraw() {
 	}
 	io.WriteString(p.w, clearLine+p.paint(ansiDim, p.status()))
 	p.drawn = true
+}
+
+// notice writes a line to w (stderr) after clearing the status line, which
+// the next tick redraws. p may be nil (--json).
+func (p *progress) notice(w io.Writer, s string) {
+	if p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.tty && p.drawn {
+			io.WriteString(p.w, clearLine)
+			p.drawn = false
+		}
+	}
+	fmt.Fprintln(w, s)
 }
 
 // stop clears the status line for good.
