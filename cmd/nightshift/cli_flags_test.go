@@ -661,6 +661,18 @@ func TestFollowRetriesAreBounded(t *testing.T) {
 		t.Errorf("error event: stderr %q", errOut)
 	}
 
+	// A stream that only ever replays what was shown and breaks is no
+	// progress: bounded too.
+	errorAlways := fake(func(n int, w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, state(1, orchestrator.StateRunning))
+		io.WriteString(w, "event: error\ndata: \"consumer deleted\"\n\n")
+	})
+	_, _, err = follow(errorAlways)
+	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(err.Error(), "gave up following task t1") {
+		t.Errorf("error events forever: exit %d, %v", code, err)
+	}
+
 	unavailable := fake(func(n int, w http.ResponseWriter) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":"not ready"}`)
@@ -682,5 +694,44 @@ func TestFollowRetriesAreBounded(t *testing.T) {
 	mu.Unlock()
 	if err == nil || !strings.Contains(err.Error(), "refused the token") || tries != 1 {
 		t.Errorf("401: %v after %d tries", err, tries)
+	}
+}
+
+// TestInterruptIsNotUnreachable: Ctrl-C during a request says so and exits
+// 130, instead of blaming the server.
+func TestInterruptIsNotUnreachable(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"nightshift", "tasks", "ls", "--server", srv.URL}, baseEnv(t), strings.NewReader(""), io.Discard, io.Discard)
+	}()
+	<-arrived
+	cancel()
+	var msg bytes.Buffer
+	if code := exitCode(<-done, &msg); code != 130 || msg.String() != "nightshift: interrupted\n" {
+		t.Errorf("exit %d %q", code, msg.String())
+	}
+}
+
+// TestGlobalDataDirReachesVault: --data-dir and --json before "vault" (or
+// between it and its sub-command) are handed to it.
+func TestGlobalDataDirReachesVault(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, errOut, code := cliRun(t, "s3cret\n", "--data-dir", dir, "vault", "set", "API_KEY"); code != 0 {
+		t.Fatalf("vault set: exit %d %q", code, errOut)
+	}
+	for _, args := range [][]string{{"--data-dir", dir, "--json", "vault", "ls"}, {"vault", "--data-dir=" + dir, "--json", "ls"}, {"--server", "http://ignored", "vault", "ls", "--json", "--data-dir", dir}} {
+		out, errOut, code := cliRun(t, "", args...)
+		if code != 0 || !json.Valid([]byte(out)) || !strings.Contains(out, "API_KEY") {
+			t.Errorf("%q: exit %d %q %q", args, code, out, errOut)
+		}
 	}
 }

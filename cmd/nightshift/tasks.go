@@ -194,6 +194,9 @@ const (
 	followRetryFor   = 2 * time.Minute
 	followMinBackoff = 100 * time.Millisecond
 	followMaxBackoff = 5 * time.Second
+	// followHealthy is how long a stream must stay open, without new
+	// events, to count as having worked.
+	followHealthy = 10 * time.Second
 )
 
 // followTask prints a task's events until it comes to rest: live progress
@@ -235,14 +238,12 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 	}
 	var (
 		lastSeq   uint64
-		received  int   // events handled, to notice a stream that worked
 		streamErr error // an "error" event from the server
 		reason    string
 		// reconnecting is set while an outage lasts.
 		reconnecting bool
 	)
 	handle := func(ev sseEvent) bool {
-		received++
 		if reconnecting {
 			reconnecting = false
 			p.notice(a.stderr, fmt.Sprintf("reconnected to the event stream of task %s", id))
@@ -293,7 +294,6 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 	var (
 		failingSince time.Time
 		backoff      = followMinBackoff
-		seenBefore   int
 	)
 	for {
 		streamErr = nil
@@ -301,6 +301,7 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		if lastSeq > 0 {
 			lastID = strconv.FormatUint(lastSeq, 10)
 		}
+		opened, seqBefore := time.Now(), lastSeq
 		err := c.stream(ctx, path, lastID, handle)
 		if final != "" {
 			break
@@ -319,12 +320,13 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 			return err // refused: retrying will not help
 		}
 		now := time.Now()
-		if failingSince.IsZero() || received > seenBefore {
-			// The stream worked since the last failure: a new outage.
+		if failingSince.IsZero() || lastSeq > seqBefore || now.Sub(opened) > followHealthy {
+			// The stream worked since the last failure (new events, or it
+			// stayed open a while): a new outage.
 			p.notice(a.stderr, fmt.Sprintf("lost the event stream of task %s (%v); reconnecting", id, err))
 			failingSince, backoff = now, followMinBackoff
 		}
-		seenBefore, reconnecting = received, true
+		reconnecting = true
 		if now.Sub(failingSince) > retryFor {
 			return fmt.Errorf("gave up following task %s after %s without the server (it may still be running): %w", id, retryFor, err)
 		}
