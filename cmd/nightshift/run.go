@@ -130,6 +130,8 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 			key := verb
 			if len(after) > 1 && after[0] == "help" {
 				key += " " + after[1]
+			} else if len(after) > 0 && after[0] != "help" {
+				key += " " + after[0] // tasks -h logs
 			}
 			return printHelp(a.stdout, key)
 		}
