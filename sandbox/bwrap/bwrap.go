@@ -72,6 +72,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -206,12 +207,41 @@ type procPath struct {
 // Kernel interfaces in /proc that the sandbox gets read-only, and those it
 // does not get at all (hidden under an empty read-only file or directory),
 // when they exist on the host: Docker's readonly and masked paths.
+//
+// The agent is never host root (see Config.UID), so the kernel already
+// refuses it what only root may read or write. Every bind costs bubblewrap
+// a parse of the mount table, so an entry is bound only when it matters:
+// /proc/sys and /proc/sysrq-trigger always (defence in depth for the
+// kernel's knobs); the other read-only trees when something in them is
+// writable by others; a masked path when others may read it.
 var (
 	procReadOnly = []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"}
-	procMasked   = []string{"/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/timer_stats",
-		"/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms", "/proc/kmsg", "/proc/kpagecount", "/proc/kpageflags",
-		"/proc/kpagecgroup", "/proc/acpi", "/proc/asound", "/proc/scsi"}
+	procMasked   = []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/timer_stats",
+		"/proc/sched_debug", "/proc/latency_stats", "/proc/acpi", "/proc/asound", "/proc/scsi"}
 )
+
+// procAlwaysReadOnly are bound read-only whatever their modes.
+var procAlwaysReadOnly = map[string]bool{"/proc/sys": true, "/proc/sysrq-trigger": true}
+
+// writableByOthers reports whether p, or anything beneath it (up to a few
+// thousand entries; more counts as yes), may be written by a user that
+// owns none of it.
+func writableByOthers(p string) bool {
+	n, found := 0, false
+	filepath.WalkDir(p, func(_ string, e fs.DirEntry, err error) error {
+		if n++; n > 4096 {
+			found = true
+		}
+		if err != nil || found {
+			return filepath.SkipAll
+		}
+		if fi, err := e.Info(); err == nil && e.Type()&fs.ModeSymlink == 0 && fi.Mode().Perm()&0o002 != 0 {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
 
 var _ sandbox.Driver = (*Driver)(nil)
 
@@ -293,12 +323,12 @@ func New(cfg Config) (*Driver, error) {
 		}
 	}
 	for _, p := range procReadOnly {
-		if _, err := os.Lstat(p); err == nil {
+		if _, err := os.Lstat(p); err == nil && (procAlwaysReadOnly[p] || writableByOthers(p)) {
 			d.procRO = append(d.procRO, p)
 		}
 	}
 	for _, p := range procMasked {
-		if fi, err := os.Lstat(p); err == nil {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().Perm()&0o004 != 0 {
 			d.procMask = append(d.procMask, procPath{p, fi.IsDir()})
 		}
 	}
