@@ -56,7 +56,7 @@ func TestCLITokensAndJSON(t *testing.T) {
 		t.Fatalf("read-only ls: %v", err)
 	}
 	_, _, err := clientCLI(t, ro, "dispatch", "--repo", origin, srv, "do it")
-	if err == nil || !strings.Contains(err.Error(), "this token may not do that") {
+	if err == nil || !strings.Contains(err.Error(), "this token is read-only") {
 		t.Fatalf("read-only dispatch: %v", err)
 	}
 	// The admin token, from the flag, with --json everywhere.

@@ -126,7 +126,11 @@ func (c *client) sendHeader(ctx context.Context, method, path string, body any, 
 		case http.StatusUnauthorized:
 			msg = "the server refused the token (set --token or NIGHTSHIFT_TOKEN to an API token from api.tokens)"
 		case http.StatusForbidden:
-			msg = "this token may not do that: " + msg
+			// The server says why (a read-only token, a local repository
+			// no repos[].match names, ...); only a bare 403 is guessed at.
+			if msg == "" {
+				msg = "the server refused this (HTTP 403): this token may not do that"
+			}
 		case http.StatusRequestEntityTooLarge:
 			msg = "the server refused the request as too large (HTTP 413)"
 		case http.StatusTooManyRequests:

@@ -11,9 +11,10 @@
 // Dir read-write at the same path with ReadOnlyInDir paths re-bound
 // read-only and their parent directories pinned, Spec.ReadOnly paths
 // read-only, a private tmpfs $HOME (/home/agent) and /tmp, a fresh /proc
-// (with /proc/sys, /proc/sysrq-trigger, /proc/irq, /proc/bus and /proc/fs
-// read-only and /proc/kcore, /proc/keys, /proc/timer_list and other
-// kernel state hidden, like Docker's readonly and masked paths) and a
+// (with /proc/sys and /proc/sysrq-trigger read-only, and, where others
+// could read or write them, /proc/irq, /proc/bus and /proc/fs read-only and
+// /proc/kcore, /proc/keys, /proc/timer_list and other kernel state hidden,
+// like Docker's readonly and masked paths) and a
 // minimal /dev; the root is then remounted read-only. The command
 // runs as uid/gid 1000 inside the user namespace, with no capabilities, in
 // a new session (no TIOCSTI), with --die-with-parent, nested user
