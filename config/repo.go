@@ -124,3 +124,21 @@ func MatchesLocalPath(match, p string) bool {
 	ok, _ := path.Match(m, p)
 	return ok
 }
+
+// GitHubGitURL maps a GitHub API base URL to the base URL repositories are
+// cloned from and pushed to (github.git_url's default): https://github.com/
+// for api.github.com (or an unparsable URL), https://HOST/ for
+// https://HOST/api/v3/ (GitHub Enterprise), else the API URL itself.
+func GitHubGitURL(api string) string {
+	u, err := url.Parse(api)
+	if err != nil || u.Host == "" {
+		return "https://github.com/"
+	}
+	if strings.EqualFold(u.Host, "api.github.com") {
+		return "https://github.com/"
+	}
+	p := strings.TrimSuffix(u.Path, "/")
+	p = strings.TrimSuffix(p, "/api/v3")
+	p = strings.TrimSuffix(p, "/api")
+	return u.Scheme + "://" + u.Host + p + "/"
+}

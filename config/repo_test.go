@@ -94,3 +94,18 @@ func TestNamesLocalRepo(t *testing.T) {
 		t.Errorf("RepoFor(file://) under /srv/repos/** = %q", got)
 	}
 }
+
+func TestGitHubGitURL(t *testing.T) {
+	for api, want := range map[string]string{
+		"":                                  "https://github.com/",
+		"https://api.github.com/":           "https://github.com/",
+		"https://ghe.example.com/api/v3/":   "https://ghe.example.com/",
+		"http://127.0.0.1:9999/api/v3":      "http://127.0.0.1:9999/",
+		"http://127.0.0.1:9999/":            "http://127.0.0.1:9999/",
+		"https://git.example.com/base/api/": "https://git.example.com/base/",
+	} {
+		if got := GitHubGitURL(api); got != want {
+			t.Errorf("GitHubGitURL(%q) = %q, want %q", api, got, want)
+		}
+	}
+}

@@ -187,7 +187,7 @@ func (c Config) withDefaults() Config {
 		c.GitHub.APIURL += "/"
 	}
 	if c.GitHub.GitURL == "" {
-		c.GitHub.GitURL = gitURLFor(c.GitHub.APIURL)
+		c.GitHub.GitURL = config.GitHubGitURL(c.GitHub.APIURL)
 	}
 	if !strings.HasSuffix(c.GitHub.GitURL, "/") {
 		c.GitHub.GitURL += "/"
@@ -264,22 +264,6 @@ func (c LinearConfig) LogValue() slog.Value {
 // LogValue implements slog.LogValuer: secrets print as a count.
 func (c SlackConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.Int("secrets", len(c.Secrets)))
-}
-
-// gitURLFor maps a GitHub API base URL to its clone base URL (the same
-// derivation as the orchestrator's GitHub client).
-func gitURLFor(api string) string {
-	u, err := url.Parse(api)
-	if err != nil || u.Host == "" {
-		return "https://github.com/"
-	}
-	if strings.EqualFold(u.Host, "api.github.com") {
-		return "https://github.com/"
-	}
-	p := strings.TrimSuffix(u.Path, "/")
-	p = strings.TrimSuffix(p, "/api/v3")
-	p = strings.TrimSuffix(p, "/api")
-	return u.Scheme + "://" + u.Host + p + "/"
 }
 
 // withRepos resolves the configured Linear repositories to clone URLs

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/nightshift/nightshift/config"
 )
 
 // Config configures a Client. The zero value of a field means the default
@@ -64,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.APIURL += "/"
 	}
 	if c.GitURL == "" {
-		c.GitURL = gitURLFor(c.APIURL)
+		c.GitURL = config.GitHubGitURL(c.APIURL)
 	}
 	if !strings.HasSuffix(c.GitURL, "/") {
 		c.GitURL += "/"
@@ -126,19 +128,4 @@ func redacted(s string) string {
 		return ""
 	}
 	return "REDACTED"
-}
-
-// gitURLFor maps an API base URL to the clone base URL.
-func gitURLFor(api string) string {
-	u, err := url.Parse(api)
-	if err != nil || u.Host == "" {
-		return "https://github.com/"
-	}
-	if strings.EqualFold(u.Host, "api.github.com") {
-		return "https://github.com/"
-	}
-	p := strings.TrimSuffix(u.Path, "/")
-	p = strings.TrimSuffix(p, "/api/v3")
-	p = strings.TrimSuffix(p, "/api")
-	return u.Scheme + "://" + u.Host + p + "/"
 }
