@@ -38,7 +38,13 @@ const (
 	ToolCheckInbox  = "check_inbox"
 	ToolCheckSMS    = "check_sms"
 	ToolGetIdentity = "get_identity"
+	ToolAskHuman    = "ask_human"
 )
+
+// AskedText is what ask_human answers the agent: the question is on its way
+// and the agent must end its turn; the answer arrives as its next prompt.
+const AskedText = "Your question was sent to the people who gave you this task. Stop now: end your turn without " +
+	"further changes or tool calls. The answer will arrive as your next message, in this same session."
 
 // Secrets is the part of the vault get_secret uses; *vault.Vault
 // satisfies it. Lookup returns the value and the scope it was found in, or
@@ -77,6 +83,9 @@ type Config struct {
 	// repo:github.com/acme/* reaches a task on https://github.com/acme/x.git.
 	// Nil: the repository is matched only as given.
 	RepoKey func(repo string) string
+	// Ask records a question of task taskID's agent for a human (the
+	// ask_human tool). Nil: ask_human reports that nobody can be asked.
+	Ask func(ctx context.Context, taskID, question string) error
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
 	// Logger receives operational logs. Nil discards.
@@ -157,6 +166,10 @@ func Tools() []mcp.Tool {
 		mcp.NewTool(ToolCheckInbox, append([]mcp.ToolOption{mcp.WithDescription("List received email, newest first, with any one-time code or verification link found.")}, waitOpts...)...),
 		mcp.NewTool(ToolCheckSMS, append([]mcp.ToolOption{mcp.WithDescription("List received SMS, newest first, with any one-time code found.")}, waitOpts...)...),
 		mcp.NewTool(ToolGetIdentity, mcp.WithDescription("Your identity: name (also your git author), email, phone."), ro),
+		mcp.NewTool(ToolAskHuman, mcp.WithDescription("Ask the people who gave you this task a question when you cannot go on "+
+			"without their decision or information. Then end your turn at once: the task waits, and their answer arrives as "+
+			"your next message in this session."),
+			mcp.WithString("question", mcp.Required(), mcp.Description("the question, self-contained: the reader has not seen your work"))),
 	}
 }
 
@@ -298,6 +311,8 @@ func (s *Server) handler(tool string) server.ToolHandlerFunc {
 			return s.check(ctx, id, identity.KindEmail, req)
 		case ToolCheckSMS:
 			return s.check(ctx, id, identity.KindSMS, req)
+		case ToolAskHuman:
+			return s.ask(ctx, c, req)
 		}
 		return mcp.NewToolResultErrorf("unknown tool %s", tool), nil
 	}
@@ -361,6 +376,21 @@ func (s *Server) check(ctx context.Context, id identity.Identity, kind identity.
 		out.OTP = &otp
 	}
 	return structured(out)
+}
+
+func (s *Server) ask(ctx context.Context, c caller, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	q, err := req.RequireString("question")
+	if err != nil || strings.TrimSpace(q) == "" {
+		return mcp.NewToolResultError("question is required"), nil
+	}
+	if s.cfg.Ask == nil || c.scope.TaskID == "" {
+		return mcp.NewToolResultError("nobody can be asked here: decide yourself and say what you assumed"), nil
+	}
+	if err := s.cfg.Ask(ctx, c.scope.TaskID, q); err != nil {
+		s.log.ErrorContext(ctx, "ask_human", "task_id", c.scope.TaskID, "err", err)
+		return mcp.NewToolResultErrorf("the question could not be sent: %v", err), nil
+	}
+	return mcp.NewToolResultText(AskedText), nil
 }
 
 func structured(v any) (*mcp.CallToolResult, error) {
