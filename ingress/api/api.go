@@ -109,6 +109,7 @@ type Server struct {
 	mux    *http.ServeMux
 	auth   *auth
 	routes []string
+	idem   *idempotency // nil without a bus
 }
 
 // Role is what a caller may do.
@@ -126,6 +127,9 @@ const (
 func New(bus *orchestrator.Bus, store *orchestrator.Store, cfg Config) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	if bus != nil {
+		s.idem = &idempotency{js: bus.JetStream()}
+	}
 	s.auth = &auth{tokens: NewTokenAuthenticator(cfg.AdminTokens, cfg.ReadOnlyTokens), extra: cfg.Authenticators,
 		sessions: cfg.Sessions, key: cfg.SessionKey, ttl: cfg.SessionTTL, now: cfg.Clock}
 	s.handle("POST /api/v1/tasks", s.admin(s.createTask))
@@ -304,8 +308,21 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		Actor: orchestrator.Actor{Login: actorLogin(r)},
 	}
 	// A repeated Idempotency-Key is a duplicate delivery: answer with the
-	// task the first request created.
+	// task the first request created, if the body is the same.
+	release := func() {}
+	if r.Header.Get("Idempotency-Key") != "" && s.idem != nil {
+		if release, err = s.idem.claim(r.Context(), key, bodyHash(req)); err != nil {
+			if errors.Is(err, errKeyReused) {
+				s.cfg.Metrics.requested("rejected")
+			} else {
+				s.cfg.Metrics.requested("failed")
+			}
+			s.fail(w, err)
+			return
+		}
+	}
 	if err := s.bus.PublishEventWait(r.Context(), ev); err != nil && !errors.Is(err, orchestrator.ErrDuplicate) {
+		release()
 		s.cfg.Metrics.requested("failed")
 		s.log.Error("publish task request", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the task could not be stored; try again")
@@ -605,6 +622,8 @@ func StatusOf(err error) (int, string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timed out"
+	case errors.Is(err, errKeyReused):
+		return http.StatusUnprocessableEntity, "this Idempotency-Key was already used with a different request body; send a new key for a new task"
 	}
 	return http.StatusInternalServerError, "internal error"
 }
