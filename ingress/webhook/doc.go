@@ -13,6 +13,9 @@
 //   - 202 (or Slack's 200) is answered only after the Publisher reported the
 //     JetStream PubAck; when the event could not be stored the answer is 503
 //     and the delivery is not remembered, so the sender's redelivery works.
+//     A comment whose author's permission cannot be looked up (the GitHub
+//     API failed) is answered 503 the same way, with a message that names
+//     the permission check.
 //   - Transport dedupe: a delivery id is remembered in a JetStream KV bucket
 //     (TTL at least three days, shared by every ingress process) after it was
 //     stored; the event is also published with Nats-Msg-Id = delivery id so

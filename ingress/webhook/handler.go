@@ -324,7 +324,7 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 
 	key := kvKey(string(src), delivery)
 	if ref, err := h.authorize(ctx, n); err != nil {
-		return result{}, errors.Join(ErrUnavailable, err)
+		return result{}, errors.Join(ErrPermissionCheck, err)
 	} else if ref != nil {
 		return h.refuse(ctx, log, key, ev, ref), nil
 	}
