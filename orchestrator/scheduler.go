@@ -28,6 +28,11 @@ type SchedulerConfig struct {
 	Clock   func() time.Time
 	Logger  *slog.Logger
 	Metrics *Metrics
+
+	// AnswerTimeout bounds how long a task waits in needs_input for an
+	// answer; then it is cancelled with reason no_answer. Default 72h;
+	// negative: wait forever.
+	AnswerTimeout time.Duration
 }
 
 // Scheduler turns events into tasks (one per idempotency key), dispatches
@@ -51,6 +56,9 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.AnswerTimeout == 0 {
+		cfg.AnswerTimeout = 72 * time.Hour
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -105,6 +113,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	defer adv.Unsubscribe()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.runAnswerTimeouts(gctx); return nil })
 	for _, c := range []struct {
 		cons jetstream.Consumer
 		fn   func(context.Context, jetstream.Msg)

@@ -342,6 +342,8 @@ type Patch struct {
 	Diff       *DiffStat     `json:"diff,omitempty"`
 	Patch      *string       `json:"patch,omitempty"`
 	Run        *int          `json:"run,omitempty"`
+	// Question is what the agent asked (needs_input).
+	Question *string `json:"question,omitempty"`
 }
 
 // ApplyTransition moves task id from its current state to `to` (validated by
@@ -409,6 +411,11 @@ func (s *Store) ApplyTransition(ctx context.Context, id string, run int, to Stat
 	}
 	if p.Run != nil {
 		add("run", *p.Run)
+	}
+	if p.Question != nil {
+		add("question", *p.Question)
+	} else if t.State == StateNeedsInput && to != StateNeedsInput {
+		add("question", "") // answered, or no longer waiting
 	}
 	args = append(args, id)
 	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET `+strings.Join(sets, ",")+` WHERE id=?`, args...); err != nil {
@@ -497,7 +504,7 @@ type querier interface {
 
 const taskColumns = `id, idempotency_key, state, run, repo, base, base_commit, branch, agent, prompt, source, kind, target_key,
 	event_json, identity_id, identity_name, identity_email, identity_phone, commit_sha, pr_url, review, error, reason,
-	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at`
+	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at, question`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -507,7 +514,7 @@ func scanTask(r scanner) (Task, error) {
 	err := r.Scan(&t.ID, &t.IdempotencyKey, &t.State, &t.Run, &t.Repo, &t.Base, &t.BaseCommit, &t.Branch, &t.Agent, &t.Prompt,
 		&t.Source, &t.Kind, &t.TargetKey, &evJSON, &t.Identity.ID, &t.Identity.Name, &t.Identity.Email, &t.Identity.Phone,
 		&t.Commit, &t.PRURL, &t.Review, &t.Error, &t.Reason, &t.SessionID, &t.Usage.InputTokens, &t.Usage.OutputTokens,
-		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated)
+		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated, &t.Question)
 	if err != nil {
 		return t, err
 	}

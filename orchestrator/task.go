@@ -31,6 +31,7 @@ type Task struct {
 	Review    string    `json:"review,omitempty"`
 	Error     string    `json:"error"`
 	Reason    string    `json:"reason,omitempty"`
+	Question  string    `json:"question,omitempty"`
 	SessionID string    `json:"session_id,omitempty"`
 	Usage     Usage     `json:"usage"`
 	Run       int       `json:"run"`

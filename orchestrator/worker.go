@@ -248,6 +248,9 @@ func (w *Worker) loop(ctx, taskCtx context.Context, cons jetstream.Consumer) {
 // errCancelled is the cause of a run's context when the task was cancelled.
 var errCancelled = errors.New("orchestrator: task cancelled")
 
+// errAsked ends a run whose agent asked a question (needs_input).
+var errAsked = errors.New("orchestrator: the agent asked a question")
+
 // errBudget is the cause of a run's context when its budget ran out.
 var errBudget = errors.New("orchestrator: budget exceeded")
 
@@ -408,6 +411,9 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		return err
 	}
 	out, err := w.runAgent(ctx, stop, r)
+	if errors.Is(err, errAsked) {
+		return nil // the task rests in needs_input
+	}
 	if err != nil {
 		return err
 	}
@@ -601,6 +607,12 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	spec.Stdin = strings.NewReader(inv.Stdin)
 	spec.Stdout = parser
 	spec.Stderr = stderr
+	// A question asked during this run (MCP ask_human) is one recorded
+	// after this point.
+	_, askedBefore, qerr := w.bus.lastQuestion(ctx, item.TaskID)
+	if qerr != nil {
+		rep.log.Warn("read the task's questions", "err", qerr)
+	}
 	res, err := w.sandboxes.Run(ctx, spec)
 	stderr.Close()
 	if err != nil {
@@ -622,6 +634,22 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	}
 	if err := context.Cause(ctx); err != nil {
 		return out, err
+	}
+	if q, seq, err := w.bus.lastQuestion(ctx, item.TaskID); err != nil {
+		rep.log.Warn("read the task's questions", "err", err)
+	} else if seq > askedBefore && qerr == nil {
+		out.Question = q.Question
+	}
+	if out.Question != "" {
+		// The agent asked and ended its turn: the task waits for an
+		// answer, which resumes this session; nothing is published.
+		q := out.Question
+		if rep.redact != nil {
+			q = rep.redact.String(q)
+		}
+		rep.line(ctx, "system", "the agent asks: "+q)
+		rep.state(ctx, StateNeedsInput, "question", Patch{SessionID: &out.SessionID, Usage: &usage, Question: &q})
+		return out, errAsked
 	}
 	if !res.OK() {
 		return out, stepErr(reasonOf(res, "agent_failed"), "agent %s: %s", item.Agent, res.Reason)

@@ -132,6 +132,10 @@ type Outcome struct {
 	Summary string
 	// Err is non-nil when the agent reported failure; it wraps ErrAgentFailed.
 	Err error
+	// Question is set when the agent ended its turn asking the user
+	// something (Claude Code's AskUserQuestion tool): the task waits for
+	// an answer instead of publishing.
+	Question string
 }
 
 // Adapter prepares invocations of one kind of agent and parses its output.
