@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nightshift/nightshift/config"
+	"github.com/nightshift/nightshift/orchestrator"
 )
 
 // Config configures a Handler. Every field is optional; the zero value of a
@@ -53,6 +55,10 @@ type Config struct {
 	AttemptBucket  string
 	// ReplyTimeout bounds a Replier call (default 5s).
 	ReplyTimeout time.Duration
+	// Waiting returns the id of the task on repo's target (an issue or
+	// pull request) that waits for an answer to its agent's question, or
+	// orchestrator.ErrNotFound. Nil: comments never answer questions.
+	Waiting func(ctx context.Context, repo string, target orchestrator.Target) (string, error)
 
 	// Clock returns the current time (default time.Now).
 	Clock func() time.Time

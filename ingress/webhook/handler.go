@@ -278,6 +278,14 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if err != nil {
 		return result{}, err
 	}
+	if n.ev == nil {
+		// Not a trigger: perhaps the answer to a waiting agent's question.
+		if a, ok, err := h.githubAnswer(ctx, event, body); err != nil {
+			return result{}, err
+		} else if ok {
+			n = a
+		}
+	}
 	delivery := r.Header.Get("X-GitHub-Delivery")
 	if delivery == "" {
 		delivery = bodyHashID(body)

@@ -70,6 +70,7 @@ type slackInteraction struct {
 	} `json:"user"`
 	Actions []struct {
 		ActionID string `json:"action_id"`
+		BlockID  string `json:"block_id"`
 		Value    string `json:"value"`
 		ActionTS string `json:"action_ts"`
 	} `json:"actions"`
@@ -85,6 +86,9 @@ func normalizeSlackInteraction(payload []byte) (normalized, string, error) {
 	}
 	if p.Type != "block_actions" {
 		return ignored("slack interaction %s starts no work", orNone(p.Type)), p.TriggerID, nil
+	}
+	if n, ok := slackAnswer(&p); ok {
+		return n, p.TriggerID, nil
 	}
 	if len(p.Actions) == 0 {
 		return normalized{}, "", malformedf("block_actions payload has no actions")
