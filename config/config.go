@@ -67,6 +67,9 @@ type API struct {
 	ReadOnlyTokens []Secret `yaml:"read_only_tokens"`
 	// MaxQueued is the backlog past which new tasks get 429. Default 1000.
 	MaxQueued int `yaml:"max_queued"`
+	// MaxPromptBytes is the largest prompt or follow-up message the API
+	// accepts (413 past it). Zero: 1 MiB.
+	MaxPromptBytes int `yaml:"max_prompt_bytes"`
 }
 
 // GitHub configures the GitHub integration.
@@ -172,6 +175,10 @@ type Worker struct {
 	Concurrency int `yaml:"concurrency"`
 	// Retention keeps finished task worktrees this long. Default 24h.
 	Retention Duration `yaml:"retention"`
+	// AnswerTimeout is how long a task whose agent asked a question
+	// (needs_input) waits for an answer before it is cancelled with reason
+	// no_answer. Default 72h.
+	AnswerTimeout Duration `yaml:"answer_timeout"`
 }
 
 // Vault configures the secret store.

@@ -212,7 +212,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
-	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey}).Handler()
+	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
+		Ask: bus.Ask}).Handler()
 	if all || o.role == "ingress" {
 		adminTokens, err := resolveAll(cfg.API.Tokens)
 		if err != nil {
@@ -231,7 +232,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if err != nil {
 			return nil, err
 		}
-		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued,
+		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued, MaxPromptBytes: cfg.API.MaxPromptBytes,
 			Sessions: sessions, SessionKey: sessionKey,
 			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
 			LocalRepoAllowed: cfg.NamesLocalRepo, DataDir: cfg.DataDir,
@@ -245,7 +246,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if s.provider != nil {
 			routes.SMS = s.provider.SMSHandler()
 		}
-		hooks, err := newWebhooks(bus, cfg, resolve, resolveAll, replier, reg, logger)
+		hooks, err := newWebhooks(bus, store, cfg, resolve, resolveAll, replier, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -260,6 +261,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			DefaultAgent: cfg.DefaultAgent,
 			AgentFor:     func(repo string) string { return cfg.RepoFor(repo).Agent },
 			Logger:       logger, Metrics: metrics, Notifiers: notifiers,
+			AnswerTimeout: cfg.Worker.AnswerTimeout.Std(),
 		})
 		s.runners = append(s.runners, sched.Run)
 	}
@@ -516,7 +518,7 @@ func (r agentRegistry) Adapter(name string) (agent.Adapter, error) {
 	return agent.New(a.Kind, a.Command)
 }
 
-func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
+func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.Config, resolve func(config.Secret) (string, error),
 	resolveAll func([]config.Secret) ([]string, error), replier webhook.Replier, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
 	gh, err := resolveAll(cfg.GitHub.WebhookSecrets)
 	if err != nil {
@@ -557,6 +559,10 @@ func newWebhooks(bus *orchestrator.Bus, cfg *config.Config, resolve func(config.
 		Slack:      webhook.SlackConfig{Secrets: sl},
 		AttemptCap: cfg.GitHub.AttemptCap,
 		Replier:    replier,
+		Waiting: func(ctx context.Context, repo string, target orchestrator.Target) (string, error) {
+			t, err := store.WaitingTask(ctx, repo, target)
+			return t.ID, err
+		},
 		HTTPClient: hc,
 		Logger:     logger.With("component", "webhook"),
 		Metrics:    reg,

@@ -59,6 +59,9 @@ type Config struct {
 	MaxQueued int
 	// RetryAfter is what a 429 tells the caller to wait. Default 30s.
 	RetryAfter time.Duration
+	// MaxPromptBytes is the largest prompt (or follow-up message) accepted;
+	// larger ones are refused with 413. Default DefaultMaxPromptBytes.
+	MaxPromptBytes int
 	// KnownAgent reports whether an agent name is configured. Nil: any.
 	KnownAgent func(name string) bool
 	// LocalRepoAllowed reports whether the server's configuration names
@@ -82,6 +85,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = 30 * time.Second
 	}
+	if c.MaxPromptBytes <= 0 {
+		c.MaxPromptBytes = DefaultMaxPromptBytes
+	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 12 * time.Hour
 	}
@@ -99,6 +105,10 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultMaxPromptBytes is the default prompt limit of POST /api/v1/tasks
+// and follow-up messages: 1 MiB.
+const DefaultMaxPromptBytes = 1 << 20
 
 // Server is the REST API handler.
 type Server struct {
@@ -252,11 +262,19 @@ type CreateResponse struct {
 
 func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	var req CreateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		s.cfg.Metrics.requested("rejected")
+		if s.tooLarge(w, err) {
+			return
+		}
 		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return
+	}
+	if len(req.Prompt) > s.cfg.MaxPromptBytes {
+		s.cfg.Metrics.requested("rejected")
+		s.promptTooLarge(w, len(req.Prompt))
 		return
 	}
 	req.Repo, req.Prompt = strings.TrimSpace(req.Repo), strings.TrimSpace(req.Prompt)
@@ -336,6 +354,34 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		resp.State, resp.Position = t.State, t.Position
 	}
 	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// maxBody bounds a request body carrying a prompt: the prompt limit with
+// room for JSON escaping (up to 6 bytes a byte) and the other fields.
+func (s *Server) maxBody() int64 { return int64(s.cfg.MaxPromptBytes)*6 + 64<<10 }
+
+// tooLarge answers 413 when err is a body over maxBody.
+func (s *Server) tooLarge(w http.ResponseWriter, err error) bool {
+	var mb *http.MaxBytesError
+	if !errors.As(err, &mb) {
+		return false
+	}
+	writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is over %d bytes; a prompt may be at most %d bytes", mb.Limit, s.cfg.MaxPromptBytes))
+	return true
+}
+
+func (s *Server) promptTooLarge(w http.ResponseWriter, n int) {
+	writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the prompt is %d bytes; the limit is %d bytes (%s)", n, s.cfg.MaxPromptBytes, humanBytes(s.cfg.MaxPromptBytes)))
+}
+
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // QueueFull answers POST /api/v1/tasks with 429 when the backlog is over
@@ -579,8 +625,16 @@ func (s *Server) control(kind string) http.HandlerFunc {
 		switch kind {
 		case orchestrator.KindTaskMessage:
 			var body messageBody
-			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil || strings.TrimSpace(body.Text) == "" {
+			err := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody())).Decode(&body)
+			if err != nil && s.tooLarge(w, err) {
+				return
+			}
+			if err != nil || strings.TrimSpace(body.Text) == "" {
 				writeError(w, http.StatusBadRequest, `body must be {"text": "..."}`)
+				return
+			}
+			if len(body.Text) > s.cfg.MaxPromptBytes {
+				s.promptTooLarge(w, len(body.Text))
 				return
 			}
 			ev.Instruction = body.Text

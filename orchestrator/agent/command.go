@@ -3,22 +3,36 @@ package agent
 import (
 	"bytes"
 	"fmt"
+	"path"
 	"strings"
 )
 
-// Command runs any argv as an agent. The prompt is given on stdin and in
-// $NIGHTSHIFT_PROMPT; every stdout line becomes a "text" Line and the last
-// non-empty line is the summary.
+// Command runs any argv as an agent. The prompt is given on stdin, in the
+// file $NIGHTSHIFT_PROMPT_FILE names (always), and in $NIGHTSHIFT_PROMPT when
+// it is at most MaxEnvPrompt bytes; every stdout line becomes a "text" Line
+// and the last non-empty line is the summary.
 type Command struct {
 	argv []string
 }
 
 var _ Adapter = (*Command)(nil)
 
+// MaxEnvPrompt is the largest prompt also given in $NIGHTSHIFT_PROMPT
+// (32 KiB). The kernel refuses to start a process with any one environment
+// string over 128 KiB (MAX_ARG_STRLEN), and every variable adds to the
+// total: a larger prompt reaches a command agent only through stdin and
+// $NIGHTSHIFT_PROMPT_FILE.
+const MaxEnvPrompt = 32 << 10
+
+// PromptFile is where a command agent's prompt is written, relative to the
+// agent's HOME; $NIGHTSHIFT_PROMPT_FILE holds its path inside the sandbox.
+const PromptFile = ".nightshift/prompt"
+
 // Name returns "command".
 func (c *Command) Name() string { return "command" }
 
-// Prepare returns the configured argv with the prompt on stdin and in env.
+// Prepare returns the configured argv with the prompt on stdin, in the file
+// $NIGHTSHIFT_PROMPT_FILE (under Request.Home) and, when small, in env.
 // NIGHTSHIFT_SESSION_ID carries a follow-up's session id; MCP and gateway
 // settings are exported as NIGHTSHIFT_MCP_URL/TOKEN and
 // NIGHTSHIFT_GATEWAY_URL/TOKEN when set. With a gateway, the variables the
@@ -29,7 +43,10 @@ func (c *Command) Prepare(req Request) (Invocation, error) {
 	if len(c.argv) == 0 {
 		return Invocation{}, ErrNoCommand
 	}
-	env := map[string]string{"NIGHTSHIFT_PROMPT": req.Prompt}
+	env := map[string]string{"NIGHTSHIFT_PROMPT_FILE": path.Join(req.Home, PromptFile)}
+	if len(req.Prompt) <= MaxEnvPrompt {
+		env["NIGHTSHIFT_PROMPT"] = req.Prompt
+	}
 	set := func(k, v string) {
 		if v != "" {
 			env[k] = v
@@ -48,11 +65,16 @@ func (c *Command) Prepare(req Request) (Invocation, error) {
 		env["OPENAI_API_KEY"] = req.GatewayToken
 	}
 	mergeEnv(env, req.Env)
+	if len(req.Prompt) > MaxEnvPrompt {
+		// The task's own env must not bring a large value back either.
+		delete(env, "NIGHTSHIFT_PROMPT")
+	}
 	stdin := req.Prompt
 	if stdin != "" && !strings.HasSuffix(stdin, "\n") {
 		stdin += "\n"
 	}
-	return Invocation{Argv: append([]string(nil), c.argv...), Env: env, Stdin: stdin}, nil
+	files := map[string][]byte{PromptFile: []byte(req.Prompt)}
+	return Invocation{Argv: append([]string(nil), c.argv...), Env: env, Stdin: stdin, Files: files}, nil
 }
 
 // NewParser returns a parser that emits each stdout line as text.

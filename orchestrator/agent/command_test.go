@@ -95,3 +95,60 @@ func TestCommandRun(t *testing.T) {
 		t.Errorf("exit 0 outcome err = %v", o.Err)
 	}
 }
+
+// TestLargePromptNeverInArgvOrOneEnvString checks every adapter with a
+// prompt past the kernel's 128 KiB limit on one argument or environment
+// string: it travels on stdin (and for command agents in a home file), never
+// in argv, and no environment value comes near the limit.
+func TestLargePromptNeverInArgvOrOneEnvString(t *testing.T) {
+	t.Parallel()
+	prompt := strings.Repeat("a large prompt line\n", 200<<10/20)
+	for _, kind := range []string{"claude", "codex", "command"} {
+		req := Request{Prompt: prompt, Home: "/home/agent"}
+		var cmd []string
+		if kind == "command" {
+			cmd = []string{"sh", "-c", "cat"}
+			// Not even a task env that sets it brings it back.
+			req.Env = map[string]string{"NIGHTSHIFT_PROMPT": prompt}
+		}
+		a, err := New(kind, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv, err := a.Prepare(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, arg := range inv.Argv {
+			if len(arg) > MaxEnvPrompt {
+				t.Errorf("%s: an argument of %d bytes", kind, len(arg))
+			}
+		}
+		for k, v := range inv.Env {
+			if len(k)+len(v) > MaxEnvPrompt {
+				t.Errorf("%s: env %s is %d bytes", kind, k, len(v))
+			}
+		}
+		if strings.TrimSuffix(inv.Stdin, "\n") != strings.TrimSuffix(prompt, "\n") {
+			t.Errorf("%s: stdin is not the prompt (%d bytes)", kind, len(inv.Stdin))
+		}
+		if kind != "command" {
+			continue
+		}
+		if got := inv.Env["NIGHTSHIFT_PROMPT_FILE"]; got != "/home/agent/"+PromptFile {
+			t.Errorf("NIGHTSHIFT_PROMPT_FILE = %q", got)
+		}
+		if string(inv.Files[PromptFile]) != prompt {
+			t.Errorf("prompt file has %d bytes, want the prompt's %d", len(inv.Files[PromptFile]), len(prompt))
+		}
+	}
+	// A small prompt is still in $NIGHTSHIFT_PROMPT, and in the file.
+	a, _ := New("command", []string{"true"})
+	inv, err := a.Prepare(Request{Prompt: "small", Home: "/h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Env["NIGHTSHIFT_PROMPT"] != "small" || string(inv.Files[PromptFile]) != "small" || inv.Env["NIGHTSHIFT_PROMPT_FILE"] != "/h/"+PromptFile {
+		t.Errorf("small prompt: env %q, file %q", inv.Env["NIGHTSHIFT_PROMPT"], inv.Files[PromptFile])
+	}
+}
