@@ -156,6 +156,8 @@ type WorkItem struct {
 	Kind      string    `json:"kind"`
 	Target    Target    `json:"target"`
 	Actor     Actor     `json:"actor"`
+	// PRURL is the pull request the task owns, when it has one.
+	PRURL string `json:"pr_url,omitempty"`
 }
 
 func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {

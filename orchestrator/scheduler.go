@@ -242,7 +242,7 @@ func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []
 	}
 	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
 		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
-		Target: t.Target, Actor: t.Actor}
+		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL}
 	if err := s.bus.publishWork(ctx, w); err != nil {
 		return err
 	}
@@ -411,7 +411,7 @@ func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {
 		s.cfg.Metrics.usage(*r.Patch.Usage)
 	}
 	s.notify(ctx, t)
-	if r.State == StateReview || r.State == StateNeedsInput || r.State == StateFailed {
+	if r.State == StateReview || r.State == StateNeedsInput || r.State == StateFailed || r.State == StateDone {
 		if err := s.wake(ctx, t.ID); err != nil {
 			s.log.Warn("follow-up", "task_id", t.ID, "err", err)
 		}

@@ -28,10 +28,12 @@ var States = []State{StateQueued, StateProvisioning, StateRunning, StateTesting,
 var transitions = map[State][]State{
 	StateQueued: {StateProvisioning, StateCancelled, StateFailed},
 	// Active states may go back to provisioning: a task redelivered after a
-	// worker crash starts over.
+	// worker crash starts over. Running and testing may end in done (or
+	// review on an owned pull request) when a run that changed nothing
+	// answered.
 	StateProvisioning: {StateRunning, StateFailed, StateCancelled, StateQueued, StateReview},
-	StateRunning:      {StateTesting, StateNeedsInput, StateFailed, StateCancelled, StateQueued, StatePushing, StateProvisioning},
-	StateTesting:      {StatePushing, StateFailed, StateCancelled, StateQueued, StateProvisioning},
+	StateRunning:      {StateTesting, StateNeedsInput, StateFailed, StateCancelled, StateQueued, StatePushing, StateProvisioning, StateDone},
+	StateTesting:      {StatePushing, StateFailed, StateCancelled, StateQueued, StateProvisioning, StateDone, StateReview},
 	StatePushing:      {StateReview, StateFailed, StateCancelled, StateQueued, StateProvisioning},
 	StateReview:       {StateDone, StateQueued, StateFailed, StateCancelled},
 	StateNeedsInput:   {StateQueued, StateCancelled, StateFailed},

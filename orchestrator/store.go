@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,7 +62,11 @@ func NewStore(ctx context.Context, db *sql.DB, now func() time.Time) (*Store, er
 	if err := Migrate(ctx, db, "orchestrator", migrationFS); err != nil {
 		return nil, err
 	}
-	return &Store{db: db, now: now}, nil
+	st := &Store{db: db, now: now}
+	if err := st.backfillPRKeys(ctx); err != nil {
+		return nil, fmt.Errorf("migrate orchestrator: backfill pull request keys: %w", err)
+	}
+	return st, nil
 }
 
 // Migrate applies the *.sql files of fsys (in name order) that have not been
@@ -344,6 +349,8 @@ type Patch struct {
 	Run        *int          `json:"run,omitempty"`
 	// Question is what the agent asked (needs_input).
 	Question *string `json:"question,omitempty"`
+	// Answer is the final answer of a run that changed nothing.
+	Answer *string `json:"answer,omitempty"`
 }
 
 // ApplyTransition moves task id from its current state to `to` (validated by
@@ -383,6 +390,10 @@ func (s *Store) ApplyTransition(ctx context.Context, id string, run int, to Stat
 	}
 	if p.PRURL != nil {
 		add("pr_url", *p.PRURL)
+		add("pr_key", prKeyOf(t.Repo, *p.PRURL))
+	}
+	if p.Answer != nil {
+		add("answer", *p.Answer)
 	}
 	if p.Review != nil {
 		add("review", *p.Review)
@@ -504,7 +515,7 @@ type querier interface {
 
 const taskColumns = `id, idempotency_key, state, run, repo, base, base_commit, branch, agent, prompt, source, kind, target_key,
 	event_json, identity_id, identity_name, identity_email, identity_phone, commit_sha, pr_url, review, error, reason,
-	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at, question`
+	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at, answer, question`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -514,7 +525,7 @@ func scanTask(r scanner) (Task, error) {
 	err := r.Scan(&t.ID, &t.IdempotencyKey, &t.State, &t.Run, &t.Repo, &t.Base, &t.BaseCommit, &t.Branch, &t.Agent, &t.Prompt,
 		&t.Source, &t.Kind, &t.TargetKey, &evJSON, &t.Identity.ID, &t.Identity.Name, &t.Identity.Email, &t.Identity.Phone,
 		&t.Commit, &t.PRURL, &t.Review, &t.Error, &t.Reason, &t.SessionID, &t.Usage.InputTokens, &t.Usage.OutputTokens,
-		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated, &t.Question)
+		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated, &t.Answer, &t.Question)
 	if err != nil {
 		return t, err
 	}
@@ -533,4 +544,87 @@ func getTask(ctx context.Context, q querier, where string, args ...any) (Task, e
 		return t, ErrNotFound
 	}
 	return t, err
+}
+
+// PRKey names pull request number of repo for the owner lookup: the
+// repository lower-cased without a trailing "/" or ".git", then "#number".
+func PRKey(repo string, number int) string {
+	r := strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(repo), "/"), ".git"))
+	return r + "#" + strconv.Itoa(number)
+}
+
+// prKeyOf is the PRKey of a task on repo whose pull request is prURL
+// (".../pull/<number>"), or "" when prURL names no pull request number.
+func prKeyOf(repo, prURL string) string {
+	i := strings.LastIndex(prURL, "/pull/")
+	if i < 0 {
+		return ""
+	}
+	n, err := strconv.Atoi(strings.TrimRight(prURL[i+len("/pull/"):], "/"))
+	if err != nil || n <= 0 {
+		return ""
+	}
+	return PRKey(repo, n)
+}
+
+// TaskByPR returns the newest task that owns pull request number of repo
+// (the pull request its runs opened or pushed to), or ErrNotFound.
+func (s *Store) TaskByPR(ctx context.Context, repo string, number int) (Task, error) {
+	return getTask(ctx, s.db, `pr_key=? ORDER BY created_at DESC LIMIT 1`, PRKey(repo, number))
+}
+
+// backfillPRKeys sets pr_key on tasks stored before it existed.
+func (s *Store) backfillPRKeys(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, repo, pr_url FROM tasks WHERE pr_key='' AND pr_url LIKE '%/pull/%'`)
+	if err != nil {
+		return err
+	}
+	type row struct{ id, key string }
+	var todo []row
+	for rows.Next() {
+		var id, repo, u string
+		if err := rows.Scan(&id, &repo, &u); err != nil {
+			rows.Close()
+			return err
+		}
+		if k := prKeyOf(repo, u); k != "" {
+			todo = append(todo, row{id, k})
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range todo {
+		if _, err := s.db.ExecContext(ctx, `UPDATE tasks SET pr_key=? WHERE id=?`, r.key, r.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddFollowUp makes ev a follow-up message of task id, once per
+// idempotency key (a redelivered event adds nothing).
+func (s *Store) AddFollowUp(ctx context.Context, id string, ev *Event) (bool, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	if _, err := aliasFor(ctx, tx, ev.IdempotencyKey); err == nil {
+		return false, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	if _, err := getTask(ctx, tx, `idempotency_key=?`, ev.IdempotencyKey); err == nil {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO task_messages(task_id, text, actor, created_at) VALUES(?,?,?,?)`,
+		id, ev.Instruction, ev.Actor.Login, ts(s.now())); err != nil {
+		return false, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO task_aliases(idempotency_key, task_id) VALUES(?,?)`, ev.IdempotencyKey, id); err != nil {
+		return false, err
+	}
+	return true, tx.Commit()
 }

@@ -32,6 +32,7 @@ type Task struct {
 	Error     string    `json:"error"`
 	Reason    string    `json:"reason,omitempty"`
 	Question  string    `json:"question,omitempty"`
+	Answer    string    `json:"answer,omitempty"` // final answer of a run that changed nothing
 	SessionID string    `json:"session_id,omitempty"`
 	Usage     Usage     `json:"usage"`
 	Run       int       `json:"run"`

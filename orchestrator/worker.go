@@ -707,7 +707,19 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		return stepErr("commit", "commit: %w", err)
 	}
 	if !commit.Changed {
-		return stepErr("no_changes", "the agent made no changes")
+		answer := strings.TrimSpace(summary)
+		if answer == "" {
+			return stepErr("no_changes", "the agent made no changes")
+		}
+		// A question: the answer is the result. A task that owns a pull
+		// request keeps it in review; any other task is done.
+		to := StateDone
+		if item.PRURL != "" {
+			to = StateReview
+		}
+		rep.line(ctx, "system", "no changes; the agent answered")
+		rep.state(ctx, to, "answered", Patch{Answer: &answer})
+		return nil
 	}
 	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: summary, Files: commit.Files}
 	// The diff is published (redacted) for the API and the board, and is

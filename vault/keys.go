@@ -73,14 +73,58 @@ func (k *fileKey) RootKey(ctx context.Context) ([]byte, error) {
 }
 
 // WriteKeyFile writes key as hex to a new file at path with mode 0600. It
-// fails with an error wrapping fs.ErrExist when the file exists.
+// fails with an error wrapping fs.ErrExist when the file exists. The file
+// appears whole or not at all: the key is written and synced to a temporary
+// file in the same directory, then linked to path (which fails when path
+// exists), so a crash, a failed start or a concurrent reader never sees an
+// empty or partial key, and no temporary file is left behind.
 func WriteKeyFile(path string, key []byte) error {
 	if len(key) != KeySize {
 		return fmt.Errorf("%w: key is %d bytes, want %d", ErrKeySource, len(key), KeySize)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("%w: %v", ErrKeySource, err)
 	}
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%w: create key file: %v", ErrKeySource, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%w: write key file: %v", ErrKeySource, err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
+		}
+		// A file system without hard links: create in place, exclusively.
+		return writeKeyInPlace(path, key)
+	}
+	if d, err := os.Open(dir); err == nil { // make the new name durable
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// writeKeyInPlace is WriteKeyFile where the file system cannot link: the
+// file is created exclusively and removed again if writing fails.
+func writeKeyInPlace(path string, key []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {

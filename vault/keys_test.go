@@ -185,3 +185,46 @@ func TestSelectKeySourceKeyFile(t *testing.T) {
 		t.Fatal("key file created in the data dir instead")
 	}
 }
+
+// TestFileKeyCreatedOnceByConcurrentStarts: processes starting at once
+// (here, key sources with their own locks) agree on one key, none of them
+// reads a half-written file, and no temporary file is left behind.
+func TestFileKeyCreatedOnceByConcurrentStarts(t *testing.T) {
+	t.Parallel()
+	for round := range 20 {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "vault.key")
+		const n = 16
+		keys := make([][]byte, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		done := make(chan int)
+		for i := range n {
+			go func() {
+				<-start
+				keys[i], errs[i] = vault.FileKey(path, nil).RootKey(context.Background())
+				done <- i
+			}()
+		}
+		close(start)
+		for range n {
+			<-done
+		}
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d: start %d: %v", round, i, errs[i])
+			}
+			if !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("round %d: start %d got another key", round, i)
+			}
+		}
+		entries, _ := os.ReadDir(dir)
+		if len(entries) != 1 || entries[0].Name() != "vault.key" {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("round %d: data dir holds %v, want only vault.key", round, names)
+		}
+	}
+}

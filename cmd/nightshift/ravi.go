@@ -20,6 +20,8 @@ Ravi-compatible commands answering from this task's Nightshift identity:
   get-identity-name             print the identity's name (also the git author)
   secrets get KEY               print a secret this task may read
   inbox email | sms [--wait D]  list received messages, newest first
+  ask QUESTION                  ask the people who gave you the task (then end
+                                your turn: the answer resumes your session)
 
 Needs NIGHTSHIFT_MCP_URL and NIGHTSHIFT_MCP_TOKEN (set inside the sandbox).`
 
@@ -74,6 +76,8 @@ func runRavi(ctx context.Context, a *app, args []string) error {
 		tool = mcpserver.ToolCheckInbox
 	case verb == "inbox sms":
 		tool = mcpserver.ToolCheckSMS
+	case len(words) >= 2 && words[0] == "ask":
+		tool, toolArgs = mcpserver.ToolAskHuman, map[string]any{"question": strings.Join(words[1:], " ")}
 	case verb == "":
 		fmt.Fprintln(a.stderr, raviUsage)
 		return usageErrorf("ravi: missing command")
@@ -122,6 +126,12 @@ func runRavi(ctx context.Context, a *app, args []string) error {
 		}
 		first, last, _ := strings.Cut(id.Owner, " ")
 		return raviPrint(out, asJSON, id.Owner, map[string]any{"first_name": first, "last_name": last})
+	case mcpserver.ToolAskHuman:
+		v, err := c.Text(ctx, tool, toolArgs)
+		if err != nil {
+			return raviErr(err)
+		}
+		return raviPrint(out, asJSON, v, map[string]any{"status": "asked", "message": v})
 	case mcpserver.ToolGetSecret:
 		var s mcpserver.SecretResult
 		if err := c.JSON(ctx, tool, toolArgs, &s); err != nil {

@@ -144,6 +144,15 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// The main listener serves /mcp to the host (operators' tools); agents
+	// reach MCP and the gateway only through their run's own listeners. It
+	// is opened first, so a port in use fails the start before anything
+	// (the vault key, the database) is created.
+	s.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.closers = append(s.closers, func() { s.ln.Close() })
 	all := o.role == "all"
 
 	// NATS: embedded in-process unless a URL is given.
@@ -204,13 +213,6 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, err
 	}
 
-	// The main listener serves /mcp to the host (operators' tools); agents
-	// reach MCP and the gateway only through their run's own listeners.
-	s.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	s.closers = append(s.closers, func() { s.ln.Close() })
 	routes := ingress.Routes{Registry: reg, Logger: logger}
 	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
 		Ask: bus.Ask}).Handler()

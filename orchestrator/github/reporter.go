@@ -37,6 +37,7 @@ func NewReporter(c *Client, store *notify.Store) (*Reporter, error) {
 const (
 	channelReaction = "github.reaction"
 	channelComment  = "github.comment"
+	channelQuestion = "github.question"
 )
 
 // Notify implements orchestrator.Notifier. Tasks that did not come from a
@@ -98,7 +99,41 @@ func (rp *Reporter) Notify(ctx context.Context, t orchestrator.Task) error {
 		},
 		Find: func(ctx context.Context) (string, error) { return rp.find(ctx, r, t, perms) },
 	})
-	return errors.Join(append(errs, err)...)
+	errs = append(errs, err)
+	if t.State == orchestrator.StateNeedsInput && t.Question != "" {
+		errs = append(errs, rp.ask(ctx, r, t, perms))
+	}
+	return errors.Join(errs...)
+}
+
+// ask posts the agent's question as a new comment (once per run, so the
+// people on the issue are notified): the first reply from someone with
+// write access resumes the agent with it.
+func (rp *Reporter) ask(ctx context.Context, r Repo, t orchestrator.Task, perms Permissions) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "❓ **Nightshift** task `%s` asks:\n\n", orchestrator.ShortID(t.ID))
+	q := strings.TrimSpace(t.Question)
+	b.WriteString("> " + strings.ReplaceAll(q, "\n", "\n> ") + "\n\n")
+	b.WriteString("Reply on this thread to answer (no need to mention Nightshift): the first reply from someone with write access resumes the agent.\n")
+	if t.Actor.Login != "" {
+		fmt.Fprintf(&b, "\ncc @%s\n", t.Actor.Login)
+	}
+	body := rp.c.cfg.Redact(b.String()) + "\n<!-- nightshift:question:" + t.ID + " -->"
+	_, err := rp.store.Sync(ctx, notify.Message{TaskID: t.ID, Channel: fmt.Sprintf("%s.%d", channelQuestion, t.Run), State: string(t.State), Text: body, At: t.UpdatedAt}, notify.Remote{
+		Create: func(ctx context.Context) (string, error) {
+			api, err := rp.c.apiFor(ctx, r, perms)
+			if err != nil {
+				return "", err
+			}
+			c, _, err := api.Issues.CreateComment(ctx, r.Owner, r.Name, t.Target.Number, &gh.IssueComment{Body: &body})
+			if err != nil {
+				return "", wrap(fmt.Sprintf("ask on #%d", t.Target.Number), r, err)
+			}
+			return strconv.FormatInt(c.GetID(), 10), nil
+		},
+		Update: func(context.Context, string) error { return nil },
+	})
+	return err
 }
 
 // permsFor is what commenting on target needs: issues:write on issues,
@@ -149,6 +184,9 @@ func (rp *Reporter) render(t orchestrator.Task) string {
 		fmt.Fprintf(&b, " (run %d)", t.Run)
 	}
 	b.WriteString(".\n")
+	if t.Answer != "" {
+		fmt.Fprintf(&b, "\n%s\n", notify.Quote(t.Answer, 60000))
+	}
 	switch t.State {
 	case orchestrator.StateReview, orchestrator.StateDone:
 		if t.PRURL != "" {
@@ -164,6 +202,10 @@ func (rp *Reporter) render(t orchestrator.Task) string {
 			fmt.Fprintf(&b, "\n> %s\n", notify.Clip(t.Error, 500))
 		}
 		b.WriteString("\nComment again to retry with more guidance.\n")
+	case orchestrator.StateNeedsInput:
+		if t.Question != "" {
+			fmt.Fprintf(&b, "\nThe agent asks:\n\n> %s\n\nReply on this thread to answer.\n", strings.ReplaceAll(strings.TrimSpace(t.Question), "\n", "\n> "))
+		}
 	case orchestrator.StateQueued:
 		if t.Position > 0 {
 			fmt.Fprintf(&b, "\nPosition in the queue: %d\n", t.Position)

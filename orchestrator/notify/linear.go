@@ -178,6 +178,13 @@ func (l *Linear) render(t orchestrator.Task) string {
 	if t.State == orchestrator.StateFailed && t.Error != "" {
 		fmt.Fprintf(&b, "Error: %s\n\n", Clip(t.Error, 500))
 	}
+	if t.Answer != "" {
+		fmt.Fprintf(&b, "%s\n\n", Quote(t.Answer, 8000))
+	}
+	if t.State == orchestrator.StateNeedsInput && t.Question != "" {
+		fmt.Fprintf(&b, "The agent asks:\n\n> %s\n\nAnswer in a comment that mentions Nightshift (or on the board).\n\n",
+			strings.ReplaceAll(ClipText(t.Question, 4000), "\n", "\n> "))
+	}
 	fmt.Fprintf(&b, "Repository `%s`, agent `%s`.", RepoName(t.Repo), t.Agent)
 	return l.cfg.Redact(b.String())
 }

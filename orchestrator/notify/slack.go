@@ -118,7 +118,52 @@ func (s *Slack) Notify(ctx context.Context, t orchestrator.Task) error {
 		},
 		Find: func(ctx context.Context) (string, error) { return s.find(ctx, client, t) },
 	})
+	if err == nil && t.State == orchestrator.StateNeedsInput && t.Question != "" {
+		err = s.ask(ctx, client, t)
+	}
 	return err
+}
+
+// ask posts the agent's question in the task message's thread, once per
+// run, with a reply box (an input block with dispatch_action, block_id
+// "answer:<task id>", action_id "answer"): what is typed there arrives as a
+// block_actions interaction and resumes the agent with it.
+func (s *Slack) ask(ctx context.Context, client *slack.Client, t orchestrator.Task) error {
+	parent, ok, err := s.store.Get(ctx, t.ID, "slack")
+	if err != nil || !ok || parent.RemoteID == "" {
+		return err
+	}
+	ch, ts, _ := strings.Cut(parent.RemoteID, "/")
+	q := s.cfg.Redact(ClipText(t.Question, 2800))
+	text := "❓ The agent asks: " + q
+	input := slack.NewInputBlock("answer:"+t.ID, slack.NewTextBlockObject(slack.PlainTextType, "Your answer", false, false), nil,
+		slack.NewPlainTextInputBlockElement(slack.NewTextBlockObject(slack.PlainTextType, "Type the answer and press Enter", false, false), "answer"))
+	input.Element.(*slack.PlainTextInputBlockElement).Multiline = false
+	input.DispatchAction = true
+	blocks := []slack.Block{
+		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "❓ *The agent asks*\n"+escape(q), false, false), nil, nil),
+		input,
+	}
+	_, err = s.store.Sync(ctx, Message{TaskID: t.ID, Channel: fmt.Sprintf("slack.question.%d", t.Run), State: string(t.State), Text: text, At: t.UpdatedAt}, Remote{
+		Create: func(ctx context.Context) (string, error) {
+			_, qts, err := client.PostMessageContext(ctx, ch, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), slack.MsgOptionTS(ts))
+			if err != nil {
+				return "", fmt.Errorf("notify: slack question for task %s: %w", t.ID, err)
+			}
+			return ch + "/" + qts, nil
+		},
+		Update: func(context.Context, string) error { return nil },
+	})
+	return err
+}
+
+// ClipText returns at most n bytes of s (all its lines).
+func ClipText(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }
 
 // find looks through the channel's recent history for the task's message
@@ -161,6 +206,9 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 		head += "\n> " + escape(p)
 	}
 	blocks := []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, red(head), false, false), nil, nil)}
+	if t.Answer != "" {
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, red(answerText(t.Answer, 2900)), false, false), nil, nil))
+	}
 	var ctxParts []string
 	ctxParts = append(ctxParts, "agent `"+t.Agent+"`", "from "+string(t.Source))
 	if t.Target.URL != "" {
@@ -173,6 +221,10 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 		ctxParts = append(ctxParts, "error: "+escape(Clip(t.Error, 300)))
 	}
 	blocks = append(blocks, slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, red(strings.Join(ctxParts, " · ")), false, false)))
+	if t.State == orchestrator.StateNeedsInput && t.Question != "" {
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType,
+			red("*The agent asks*\n"+escape(ClipText(t.Question, 2800))), false, false), nil, nil))
+	}
 	var buttons []slack.BlockElement
 	if !t.State.Terminal() && t.State != orchestrator.StateCancelled {
 		b := slack.NewButtonBlockElement("cancel", t.ID, slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false))
@@ -191,4 +243,13 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 // escape keeps user text from being read as Slack markup.
 func escape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// answerText is a task's answer for a chat message, at most n bytes.
+func answerText(answer string, n int) string {
+	answer = strings.TrimSpace(answer)
+	if len(answer) > n {
+		answer = strings.ToValidUTF8(answer[:n], "") + "…"
+	}
+	return "*Answer*\n" + escape(answer)
 }

@@ -42,12 +42,18 @@ func StatusOf(t orchestrator.Task) Status {
 	case orchestrator.StateReview:
 		return Status{"✅", "ready for review"}
 	case orchestrator.StateDone:
+		if t.Reason == "merged" {
+			return Status{"🎉", "done: the pull request was merged"}
+		}
 		return Status{"🎉", "done"}
 	case orchestrator.StateNeedsInput:
 		return Status{"❓", "needs input"}
 	case orchestrator.StateFailed:
 		return Status{"❌", "failed"}
 	case orchestrator.StateCancelled:
+		if t.Reason == "pull request closed" {
+			return Status{"🚫", "cancelled: the pull request was closed"}
+		}
 		return Status{"🚫", "cancelled"}
 	}
 	return Status{"•", string(t.State)}
@@ -85,4 +91,13 @@ func TaskURL(publicURL, id string) string {
 		return ""
 	}
 	return strings.TrimSuffix(publicURL, "/") + "/tasks/" + id
+}
+
+// Quote is a task's answer as a Markdown block quote of at most n bytes.
+func Quote(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return "> " + strings.ReplaceAll(s, "\n", "\n> ")
 }

@@ -21,7 +21,7 @@
     task.state = r.state;
     task.updated_at = r.at || task.updated_at;
     const p = r.patch || {};
-    for (const k of ["identity", "usage", "commit", "pr_url", "review", "error", "reason", "diff"]) if (p[k] !== undefined) task[k] = p[k];
+    for (const k of ["identity", "usage", "commit", "pr_url", "review", "error", "reason", "diff", "answer"]) if (p[k] !== undefined) task[k] = p[k];
     if (r.run) task.run = r.run;
   }
 
@@ -52,6 +52,7 @@
     row("Run", t.run > 1 ? String(t.run) : "");
     if (t.state === "failed" || t.state === "cancelled") row("Reason", t.reason || "");
     row("Error", t.error || "");
+    row("Answer", t.answer ? el("div", { id: "answer", class: "answer" }, t.answer) : "");
     row("Created", new Date(t.created_at).toLocaleString());
     const finished = ["done", "failed", "cancelled"].includes(t.state);
     btnCancel.disabled = !canAct || finished;
