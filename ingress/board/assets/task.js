@@ -23,6 +23,7 @@
     const p = r.patch || {};
     for (const k of ["identity", "usage", "commit", "pr_url", "review", "error", "reason", "diff", "answer"]) if (p[k] !== undefined) task[k] = p[k];
     if (r.run) task.run = r.run;
+    task.question = r.state === "needs_input" ? (p.question || task.question) : "";
   }
 
   function row(dt, dd) { if (dd !== "" && dd !== null && dd !== undefined) details.append(el("dt", {}, dt), el("dd", {}, dd)); }
@@ -58,6 +59,10 @@
     btnCancel.disabled = !canAct || finished;
     btnRetry.disabled = !canAct || !["failed", "cancelled", "done", "review"].includes(t.state);
     btnSend.disabled = !canAct;
+    const asking = t.state === "needs_input" && !!t.question;
+    $("question-box").hidden = !asking;
+    $("question").textContent = asking ? t.question : "";
+    $("btn-answer").disabled = !canAct;
     if (ident.id && ident.id !== inboxFor) loadInbox();
   }
 
@@ -153,6 +158,13 @@
     const text = ta.value.trim();
     if (!text) { ta.focus(); return; }
     if (await act("/messages", { text }, "Follow-up")) ta.value = "";
+  });
+  $("answer-form").addEventListener("submit", async e => {
+    e.preventDefault();
+    const ta = $("answer-text");
+    const text = ta.value.trim();
+    if (!text) { ta.focus(); return; }
+    if (await act("/messages", { text }, "Answer")) ta.value = "";
   });
   for (const r of document.querySelectorAll("input[name=layout]")) r.addEventListener("change", drawDiff);
   setInterval(() => { const e = $("elapsed"); if (e && task && NS.active(task.state)) e.textContent = NS.elapsed(task); }, 1000);
