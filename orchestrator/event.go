@@ -32,6 +32,13 @@ const (
 	KindTaskCancel     = "task.cancel"
 	KindTaskRetry      = "task.retry"
 	KindTaskMessage    = "task.message"
+	// KindPRFeedback is a review, review comment or comment on a pull
+	// request: a follow-up of the task that owns the pull request.
+	KindPRFeedback = "pr.feedback"
+	// KindPRMerged and KindPRClosed end the task that owns the pull request
+	// (done, cancelled).
+	KindPRMerged = "pr.merged"
+	KindPRClosed = "pr.closed"
 )
 
 // Event is a normalized trigger: whatever arrived (a webhook, a slash command,

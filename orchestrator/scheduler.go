@@ -184,6 +184,13 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 			return s.retry(ctx, ev.Target.ID)
 		}
 		return fmt.Errorf("%w: unknown action %q", ErrConflict, ev.Instruction)
+	case KindPRFeedback, KindPRMerged, KindPRClosed:
+		return s.applyPR(ctx, ev)
+	case KindComment, KindCIFailed:
+		// On a pull request a task owns, it is that task's follow-up.
+		if handled, err := s.routeToOwner(ctx, ev); err != nil || handled {
+			return err
+		}
 	}
 	if ev.IdempotencyKey == "" {
 		ev.IdempotencyKey = string(ev.Source) + ":" + ev.DeliveryID

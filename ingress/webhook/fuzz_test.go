@@ -185,7 +185,11 @@ func FuzzHandler(f *testing.F) {
 	f.Add(1, "", []byte(`{"action":"create","type":"Comment","data":{"id":"c","body":"@nightshift x"},"webhookTimestamp":1767323045000}`))
 	f.Add(2, "", []byte("command=%2Fnightshift&text=acme%2Fapp+fix"))
 	f.Add(3, "", []byte("payload=%7B%22type%22%3A%22block_actions%22%7D"))
-	hs := newHarness(f, nil)
+	// Comments on pull requests need the author's permission even without
+	// the trigger (they are feedback for the task owning the pull request):
+	// the permission API answers.
+	api, _ := fakeGitHubAPI(f)
+	hs := newHarness(f, func(c *Config) { c.GitHub.APIURL = api.URL })
 	f.Fuzz(func(t *testing.T, route int, event string, body []byte) {
 		var req *http.Request
 		switch route & 3 {

@@ -37,6 +37,16 @@ type (
 		Body              string `json:"body"`
 		User              ghUser `json:"user"`
 		AuthorAssociation string `json:"author_association"`
+		Path              string `json:"path"`
+		Line              int    `json:"line"`
+	}
+	ghReview struct {
+		ID                int64  `json:"id"`
+		Body              string `json:"body"`
+		State             string `json:"state"`
+		HTMLURL           string `json:"html_url"`
+		User              ghUser `json:"user"`
+		AuthorAssociation string `json:"author_association"`
 	}
 	ghIssue struct {
 		ID          int64  `json:"id"`
@@ -59,6 +69,7 @@ type (
 		HTMLURL string `json:"html_url"`
 		Head    ghRef  `json:"head"`
 		Base    ghRef  `json:"base"`
+		Merged  bool   `json:"merged"`
 	}
 	ghCheckRun struct {
 		ID           int64  `json:"id"`
@@ -87,6 +98,7 @@ type (
 	ghPayload struct {
 		Action      string         `json:"action"`
 		Comment     *ghComment     `json:"comment"`
+		Review      *ghReview      `json:"review"`
 		Issue       *ghIssue       `json:"issue"`
 		PullRequest *ghPR          `json:"pull_request"`
 		Label       *ghLabel       `json:"label"`
@@ -148,7 +160,8 @@ type githubOptions struct {
 // ignore it. An error means the body is malformed.
 func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, error) {
 	switch event {
-	case "issue_comment", "pull_request_review_comment", "issues", "check_run", "workflow_run", "status":
+	case "issue_comment", "pull_request_review_comment", "issues", "check_run", "workflow_run", "status",
+		"pull_request_review", "pull_request":
 	default:
 		// Not decoded, but still only well-formed bodies get a 200.
 		if !json.Valid(body) {
@@ -186,6 +199,10 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 		return n.labeled(&p, opt)
 	case "check_run":
 		return n.checkRun(&p, opt.Forge)
+	case "pull_request_review":
+		return n.review(&p, opt.Forge)
+	case "pull_request":
+		return n.pullRequest(&p, opt.Forge)
 	default: // status
 		return n.status(&p)
 	}
@@ -200,8 +217,14 @@ func (n normalized) comment(event string, p *ghPayload, opt githubOptions) (norm
 		return normalized{}, malformedf("%s payload has no comment", event)
 	}
 	instruction, ok := commandIn(c.Body, opt.Trigger)
-	if !ok {
+	onPR := event == "pull_request_review_comment" || p.Issue != nil && p.Issue.PullRequest != nil
+	if !ok && !onPR {
 		return ignored("comment does not mention %s", opt.Trigger), nil
+	}
+	if !ok {
+		// Without the trigger, a comment on a pull request is feedback
+		// for the task that owns it (the scheduler ignores it otherwise).
+		return n.feedbackComment(event, p, opt.Forge)
 	}
 	ev := n.ev
 	ev.Kind = orchestrator.KindComment
@@ -405,4 +428,93 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// feedbackComment is a comment on a pull request that does not mention the
+// trigger: a follow-up for the task that owns the pull request, if any.
+func (n normalized) feedbackComment(event string, p *ghPayload, forge forgeOptions) (normalized, error) {
+	c := p.Comment
+	body := strings.TrimSpace(c.Body)
+	if body == "" {
+		return ignored("empty comment"), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindPRFeedback
+	ev.Actor = ghActor(c.User, c.AuthorAssociation)
+	ev.Target.CommentID = c.ID
+	if event == "pull_request_review_comment" {
+		if p.PullRequest == nil || p.PullRequest.Number == 0 {
+			return normalized{}, malformedf("review comment payload has no pull_request")
+		}
+		setPR(&ev.Target, p.PullRequest, forge)
+		where := c.Path
+		if c.Line > 0 {
+			where = fmt.Sprintf("%s line %d", c.Path, c.Line)
+		}
+		ev.Instruction = fmt.Sprintf("Review comment from @%s on %s:\n\n%s", c.User.Login, orNone(where), body)
+		ev.IdempotencyKey = "github:review_comment:" + strconv.FormatInt(c.ID, 10)
+	} else {
+		if p.Issue == nil || p.Issue.Number == 0 {
+			return normalized{}, malformedf("issue_comment payload has no issue")
+		}
+		ev.Target.Type = "pull_request"
+		ev.Target.Number = p.Issue.Number
+		ev.Target.URL = p.Issue.HTMLURL
+		ev.Instruction = fmt.Sprintf("Comment from @%s on the pull request:\n\n%s", c.User.Login, body)
+		ev.IdempotencyKey = "github:comment:" + strconv.FormatInt(c.ID, 10)
+	}
+	n.auth = authComment
+	n.attemptKey = "review:" + attemptKey(ev)
+	return n, nil
+}
+
+// review is a submitted pull request review with a body or requesting
+// changes: a follow-up for the task that owns the pull request. An approval
+// or a bare "commented" review (its line comments arrive on their own)
+// starts nothing.
+func (n normalized) review(p *ghPayload, forge forgeOptions) (normalized, error) {
+	r := p.Review
+	if r == nil || r.ID == 0 || p.PullRequest == nil || p.PullRequest.Number == 0 {
+		return normalized{}, malformedf("pull_request_review payload has no review or pull_request")
+	}
+	if p.Action != "submitted" {
+		return ignored("pull_request_review %s", orNone(p.Action)), nil
+	}
+	state := strings.ToLower(r.State)
+	body := strings.TrimSpace(r.Body)
+	if body == "" && state != "changes_requested" {
+		return ignored("review %s without a body", orNone(state)), nil
+	}
+	ev := n.ev
+	ev.Kind = orchestrator.KindPRFeedback
+	ev.Actor = ghActor(r.User, r.AuthorAssociation)
+	setPR(&ev.Target, p.PullRequest, forge)
+	ev.Instruction = fmt.Sprintf("Review (%s) from @%s:\n\n%s", strings.ReplaceAll(state, "_", " "), r.User.Login,
+		firstNonEmpty(body, "Changes were requested; address the review's comments."))
+	ev.IdempotencyKey = "github:review:" + strconv.FormatInt(r.ID, 10)
+	n.auth = authComment
+	n.attemptKey = "review:" + attemptKey(ev)
+	return n, nil
+}
+
+// pullRequest is a pull request closed, merged or not: it ends the task
+// that owns the pull request. Other actions start nothing.
+func (n normalized) pullRequest(p *ghPayload, forge forgeOptions) (normalized, error) {
+	pr := p.PullRequest
+	if pr == nil || pr.Number == 0 {
+		return normalized{}, malformedf("pull_request payload has no pull_request")
+	}
+	if p.Action != "closed" {
+		return ignored("pull_request %s starts no work", orNone(p.Action)), nil
+	}
+	ev := n.ev
+	setPR(&ev.Target, pr, forge)
+	ev.Kind = orchestrator.KindPRClosed
+	ev.Instruction = "pull request closed"
+	if pr.Merged {
+		ev.Kind = orchestrator.KindPRMerged
+		ev.Instruction = "merged"
+	}
+	ev.IdempotencyKey = fmt.Sprintf("github:pull_request:%s#%d:%s:%s", p.Repository.FullName, pr.Number, p.Action, pr.Head.SHA)
+	return n, nil
 }

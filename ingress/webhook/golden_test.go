@@ -280,8 +280,39 @@ func derivedCases(t *testing.T) []goldenCase {
 	})
 	localCmd := url.Values{"command": {"/nightshift"}, "text": {"file:///tmp/planted.git run the tests"}, "user_id": {"U2CERLKJA"},
 		"trigger_id": {"398738663015.47445629121.local"}}
+	// Pull request life: feedback from a writer and the close, merged or not.
+	byWriter := func(b []byte, key string, edit func(m map[string]any)) []byte {
+		return editJSON(t, b, func(m map[string]any) {
+			obj(m, key, "user")["login"] = "writer"
+			if edit != nil {
+				edit(m)
+			}
+		})
+	}
+	changes := byWriter(readFixture(t, "octokit-webhooks/pull_request_review.submitted.json"), "review", func(m map[string]any) {
+		obj(m, "review")["state"] = "changes_requested"
+		obj(m, "review")["body"] = "Please keep the emoji out of the heading."
+	})
+	approved := editJSON(t, readFixture(t, "octokit-webhooks/pull_request_review.submitted.json"), func(m map[string]any) {
+		obj(m, "review")["state"] = "approved"
+	})
+	reviewFeedback := byWriter(review, "comment", nil)
+	prFeedback := byWriter(setBody(prComment, "comment", "Looks close; please also handle a nil route."), "comment", nil)
+	closed := func(merged bool) []byte {
+		return editJSON(t, readFixture(t, "octokit-webhooks/pull_request.opened.json"), func(m map[string]any) {
+			m["action"] = "closed"
+			obj(m, "pull_request")["state"] = "closed"
+			obj(m, "pull_request")["merged"] = merged
+		})
+	}
 	const slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
 	return []goldenCase{
+		githubCase("derived.pull_request_review.changes_requested", "pull_request_review", changes),
+		githubCase("derived.pull_request_review.approved", "pull_request_review", approved),
+		githubCase("derived.pull_request_review_comment.feedback", "pull_request_review_comment", reviewFeedback),
+		githubCase("derived.issue_comment.on-pr.feedback", "issue_comment", prFeedback),
+		githubCase("derived.pull_request.closed.merged", "pull_request", closed(true)),
+		githubCase("derived.pull_request.closed.unmerged", "pull_request", closed(false)),
 		githubCase("derived.issue_comment.trigger", "issue_comment", setBody(comment, "comment", "Thanks!\n\n@nightshift fix the spelling of `commit` in README")),
 		githubCase("derived.issue_comment.trigger-in-code-and-quote", "issue_comment", setBody(comment, "comment", "> @nightshift do it\n\n```\n@nightshift run\n```\nsee `@nightshift` docs")),
 		githubCase("derived.issue_comment.on-pr.slash", "issue_comment", setBody(prComment, "comment", "/nightshift add a test for the route")),
