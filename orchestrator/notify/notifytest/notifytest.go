@@ -25,6 +25,8 @@ type SlackMessage struct {
 	Blocks   string // JSON
 	Metadata string // JSON
 	Updates  int
+	// ThreadTS is the parent message of a thread reply.
+	ThreadTS string
 }
 
 // Slack is a fake Slack Web API.
@@ -84,7 +86,7 @@ func (s *Slack) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.seq++
 		m := &SlackMessage{Channel: ch, TS: fmt.Sprintf("%d.%06d", time.Now().Unix(), s.seq), Text: r.Form.Get("text"),
-			Blocks: r.Form.Get("blocks"), Metadata: r.Form.Get("metadata")}
+			Blocks: r.Form.Get("blocks"), Metadata: r.Form.Get("metadata"), ThreadTS: r.Form.Get("thread_ts")}
 		s.messages = append(s.messages, m)
 		slackJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS,
 			"message": map[string]any{"type": "message", "text": m.Text, "ts": m.TS}})
