@@ -76,4 +76,24 @@ func TestRoundTripLinearTicketToPullRequest(t *testing.T) {
 	if cs := w.gh.Comments(rtOwner, rtName, 43); len(cs) != 0 {
 		t.Fatalf("a Linear task commented on GitHub issue 43: %v", cs)
 	}
+
+	// The ticket follows the task: in progress while it runs, in review
+	// with the pull request, done when the pull request is merged.
+	history := func() string { return strings.Join(w.linear.StateHistory("WEB-43"), ",") }
+	waitFor(t, 20*time.Second, "the ticket in review", func() bool { return history() == "In Progress,In Review" },
+		func() string { return history() + "\n" + strings.Join(w.linear.Ops(), ",") + "\n" + s.stderr.String() })
+	merged := w.prEvent(t, "octokit-webhooks/pull_request.opened.json", &prs[0], func(p map[string]any) {
+		p["action"] = "closed"
+		p["pull_request"].(map[string]any)["merged"] = true
+	})
+	if code, out := postGitHub(t, s, "pull_request", "d-linear-merged", merged); code != http.StatusAccepted {
+		t.Fatalf("merge: %d %v", code, out)
+	}
+	if tk := s.waitState(t, id, 30*time.Second, orchestrator.StateDone, orchestrator.StateCancelled); tk.State != orchestrator.StateDone {
+		t.Fatalf("after the merge: %s (%s)", tk.State, tk.Reason)
+	}
+	waitFor(t, 20*time.Second, "the ticket done and its comment saying merged", func() bool {
+		cs := w.linear.Comments()
+		return history() == "In Progress,In Review,Done" && len(cs) == 1 && strings.Contains(cs[0].Body, "merged")
+	}, func() string { return history() + "\n" + s.stderr.String() })
 }

@@ -144,6 +144,83 @@ func (l *Linear) Notify(ctx context.Context, t orchestrator.Task) error {
 			return "", nil
 		},
 	})
+	return errors.Join(err, l.syncState(ctx, t))
+}
+
+// ticketState is the workflow state a task's ticket should be in: by
+// type "started" while a run works, the state named "In Review" while its
+// pull request waits for review, by type "completed" when done. Other
+// states leave the ticket as it is ("").
+func ticketState(t orchestrator.Task) string {
+	switch t.State {
+	case orchestrator.StateProvisioning, orchestrator.StateRunning, orchestrator.StateTesting, orchestrator.StatePushing:
+		return "started"
+	case orchestrator.StateReview:
+		if t.PRURL != "" {
+			return "review"
+		}
+	case orchestrator.StateDone:
+		return "completed"
+	}
+	return ""
+}
+
+// syncState moves t's ticket to the workflow state of its task (issueUpdate
+// with the team's state of that type, or named "In Review"), once per change.
+func (l *Linear) syncState(ctx context.Context, t orchestrator.Task) error {
+	want := ticketState(t)
+	if want == "" {
+		return nil
+	}
+	apply := func(ctx context.Context) (string, error) {
+		var out struct {
+			Issue struct {
+				ID    string
+				State struct{ ID string }
+				Team  struct {
+					States struct {
+						Nodes []struct{ ID, Name, Type string }
+					}
+				}
+			}
+		}
+		if err := l.do(ctx, `query NightshiftIssueStates($id: String!) {
+  issue(id: $id) { id state { id } team { states { nodes { id name type } } } } }`, map[string]any{"id": t.Target.ID}, &out); err != nil {
+			return "", fmt.Errorf("notify: linear workflow states of %s: %w", t.Target.ID, err)
+		}
+		if out.Issue.ID == "" {
+			return "", fmt.Errorf("notify: linear issue %s not found", t.Target.ID)
+		}
+		stateID := ""
+		for _, st := range out.Issue.Team.States.Nodes {
+			review := strings.EqualFold(strings.TrimSpace(st.Name), "in review")
+			switch {
+			case want == "review" && review:
+				stateID = st.ID
+			case want == "started" && st.Type == "started" && !review && (stateID == "" || strings.EqualFold(st.Name, "in progress")):
+				stateID = st.ID
+			case want == "completed" && st.Type == "completed" && stateID == "":
+				stateID = st.ID
+			}
+		}
+		if stateID == "" || stateID == out.Issue.State.ID {
+			return out.Issue.ID, nil // the team has no such state, or the ticket is there
+		}
+		var res struct{ IssueUpdate struct{ Success bool } }
+		err := l.do(ctx, `mutation NightshiftIssueState($id: String!, $input: IssueUpdateInput!) {
+  issueUpdate(id: $id, input: $input) { success } }`, map[string]any{"id": out.Issue.ID, "input": map[string]any{"stateId": stateID}}, &res)
+		if err == nil && !res.IssueUpdate.Success {
+			err = errors.New("issueUpdate did not succeed")
+		}
+		if err != nil {
+			return "", fmt.Errorf("notify: linear state of %s for task %s: %w", t.Target.ID, t.ID, err)
+		}
+		return out.Issue.ID, nil
+	}
+	_, err := l.store.Sync(ctx, Message{TaskID: t.ID, Channel: "linear.state", State: string(t.State), Text: want, At: t.UpdatedAt}, Remote{
+		Create: apply,
+		Update: func(ctx context.Context, _ string) error { _, err := apply(ctx); return err },
+	})
 	return err
 }
 
@@ -178,12 +255,12 @@ func (l *Linear) render(t orchestrator.Task) string {
 	if t.State == orchestrator.StateFailed && t.Error != "" {
 		fmt.Fprintf(&b, "Error: %s\n\n", Clip(t.Error, 500))
 	}
-	if t.Answer != "" {
-		fmt.Fprintf(&b, "%s\n\n", Quote(t.Answer, 8000))
-	}
 	if t.State == orchestrator.StateNeedsInput && t.Question != "" {
 		fmt.Fprintf(&b, "The agent asks:\n\n> %s\n\nAnswer in a comment that mentions Nightshift (or on the board).\n\n",
 			strings.ReplaceAll(ClipText(t.Question, 4000), "\n", "\n> "))
+	}
+	if t.Answer != "" {
+		fmt.Fprintf(&b, "%s\n\n", Quote(t.Answer, 8000))
 	}
 	fmt.Fprintf(&b, "Repository `%s`, agent `%s`.", RepoName(t.Repo), t.Agent)
 	return l.cfg.Redact(b.String())

@@ -155,11 +155,30 @@ type Linear struct {
 	mu       sync.Mutex
 	comments []*LinearComment
 	ops      []string
+	// states is each issue's workflow state id; history the names it
+	// was moved to by issueUpdate.
+	states  map[string]string
+	history map[string][]string
+}
+
+// LinearStates is the fake team's workflow, as Linear creates it for a new
+// team: id, name, type.
+var LinearStates = [][3]string{
+	{"st-backlog", "Backlog", "backlog"}, {"st-todo", "Todo", "unstarted"}, {"st-progress", "In Progress", "started"},
+	{"st-review", "In Review", "started"}, {"st-done", "Done", "completed"}, {"st-canceled", "Canceled", "canceled"},
+}
+
+// StateHistory returns the names of the workflow states issue ref (an
+// identifier or id) was moved to, in order.
+func (l *Linear) StateHistory(ref string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.history[IssueUUID(ref)]...)
 }
 
 // NewLinear starts a fake Linear accepting key in Authorization.
 func NewLinear(t testing.TB, key string) *Linear {
-	l := &Linear{key: key}
+	l := &Linear{key: key, states: map[string]string{}, history: map[string][]string{}}
 	l.Server = httptest.NewServer(http.HandlerFunc(l.serve))
 	l.APIURL = l.URL + "/graphql"
 	t.Cleanup(l.Close)
@@ -189,7 +208,7 @@ func (l *Linear) serve(w http.ResponseWriter, r *http.Request) {
 		gqlError(w, 400, "bad request")
 		return
 	}
-	var input struct{ IssueID, Body string }
+	var input struct{ IssueID, Body, StateID string }
 	json.Unmarshal(req.Variables["input"], &input)
 	var id string
 	json.Unmarshal(req.Variables["id"], &id)
@@ -223,6 +242,25 @@ func (l *Linear) serve(w http.ResponseWriter, r *http.Request) {
 			gqlError(w, 200, "Entity not found: Comment")
 			return
 		}
+	case strings.Contains(req.Query, "issueUpdate("):
+		l.ops = append(l.ops, "issueUpdate")
+		if !strings.HasPrefix(id, "uuid-") {
+			gqlError(w, 200, "Entity not found: Issue")
+			return
+		}
+		name := ""
+		for _, st := range LinearStates {
+			if st[0] == input.StateID {
+				name = st[1]
+			}
+		}
+		if name == "" {
+			gqlError(w, 200, "Argument Validation Error: stateId")
+			return
+		}
+		l.states[id] = input.StateID
+		l.history[id] = append(l.history[id], name)
+		data = map[string]any{"issueUpdate": map[string]any{"success": true, "issue": map[string]any{"id": id}}}
 	case strings.Contains(req.Query, "issue("):
 		l.ops = append(l.ops, "issue")
 		nodes := []map[string]any{}
@@ -231,7 +269,16 @@ func (l *Linear) serve(w http.ResponseWriter, r *http.Request) {
 				nodes = append(nodes, map[string]any{"id": c.ID, "body": c.Body})
 			}
 		}
-		data = map[string]any{"issue": map[string]any{"id": IssueUUID(id), "comments": map[string]any{"nodes": nodes}}}
+		var states []map[string]any
+		for _, st := range LinearStates {
+			states = append(states, map[string]any{"id": st[0], "name": st[1], "type": st[2]})
+		}
+		cur := l.states[IssueUUID(id)]
+		if cur == "" {
+			cur = "st-todo"
+		}
+		data = map[string]any{"issue": map[string]any{"id": IssueUUID(id), "comments": map[string]any{"nodes": nodes},
+			"state": map[string]any{"id": cur}, "team": map[string]any{"id": "team-1", "states": map[string]any{"nodes": states}}}}
 	default:
 		gqlError(w, 400, "unsupported operation")
 		return
