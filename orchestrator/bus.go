@@ -156,6 +156,12 @@ type WorkItem struct {
 	Kind      string    `json:"kind"`
 	Target    Target    `json:"target"`
 	Actor     Actor     `json:"actor"`
+	// Retry marks a new run of the task's prompt after an earlier run: it
+	// starts from the task's pushed branch (keeping its commits) unless
+	// FromBase, and falls back to the base when nothing was pushed.
+	Retry bool `json:"retry,omitempty"`
+	// FromBase starts a retry from the task's base, replacing its branch.
+	FromBase bool `json:"from_base,omitempty"`
 	// PRURL is the pull request the task owns, when it has one.
 	PRURL string `json:"pr_url,omitempty"`
 }

@@ -63,6 +63,9 @@ type Event struct {
 	Agent string `json:"agent,omitempty"`
 	// Branch, when set, is the base branch or SHA the work starts from.
 	Branch string `json:"branch,omitempty"`
+	// FromBase, on a retry, starts the new run from the task's base
+	// instead of its current branch (whose commits it then replaces).
+	FromBase bool `json:"from_base,omitempty"`
 	// Attempt counts CI-failure attempts on the same pull request.
 	Attempt int `json:"attempt,omitempty"`
 	// Raw keeps the original payload so the event can be normalized again.

@@ -168,7 +168,7 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 		return s.cancel(ctx, ev.Target.ID)
 	case KindTaskRetry:
 		s.cfg.Metrics.event(ev, "control")
-		return s.retry(ctx, ev.Target.ID)
+		return s.retryFrom(ctx, ev.Target.ID, ev.FromBase)
 	case KindTaskMessage:
 		s.cfg.Metrics.event(ev, "control")
 		if _, err := s.store.AddMessage(ctx, ev.Target.ID, ev.Instruction, ev.Actor.Login); err != nil {
@@ -242,7 +242,7 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 
 // dispatch publishes run t.Run of task t to the work queue unless it was
 // already published.
-func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []Message) error {
+func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []Message, opts ...func(*WorkItem)) error {
 	done, err := s.store.Dispatched(ctx, t.ID, t.Run)
 	if err != nil || done {
 		return err
@@ -250,6 +250,9 @@ func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []
 	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
 		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
 		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL}
+	for _, o := range opts {
+		o(&w)
+	}
 	if err := s.bus.publishWork(ctx, w); err != nil {
 		return err
 	}
@@ -333,7 +336,12 @@ func (s *Scheduler) cancel(ctx context.Context, id string) error {
 	return s.announce(ctx, nt, "cancelled")
 }
 
-func (s *Scheduler) retry(ctx context.Context, id string) error {
+func (s *Scheduler) retry(ctx context.Context, id string) error { return s.retryFrom(ctx, id, false) }
+
+// retryFrom starts a new run of task id's prompt: from its current branch,
+// so that no pushed commit (a follow-up's included) is lost, or with
+// fromBase from its base, replacing the branch.
+func (s *Scheduler) retryFrom(ctx context.Context, id string, fromBase bool) error {
 	t, err := s.store.Get(ctx, id)
 	if err != nil {
 		return err
@@ -343,7 +351,14 @@ func (s *Scheduler) retry(ctx context.Context, id string) error {
 	default:
 		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
 	}
-	return s.requeue(ctx, t, false, nil, "retry")
+	reason := "retry"
+	if fromBase {
+		reason = "retry from base"
+	}
+	return s.requeue(ctx, t, false, nil, reason, func(w *WorkItem) {
+		// A new run, in a fresh home: there is no session to resume.
+		w.Retry, w.FromBase, w.SessionID = true, fromBase, ""
+	})
 }
 
 // wake starts a follow-up run for a resting task with pending messages.
@@ -367,7 +382,7 @@ func (s *Scheduler) wake(ctx context.Context, id string) error {
 	return s.store.ConsumeMessages(ctx, id, msgs[len(msgs)-1].ID)
 }
 
-func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []Message, reason string) error {
+func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []Message, reason string, opts ...func(*WorkItem)) error {
 	run := t.Run + 1
 	empty := ""
 	nt, _, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateQueued, reason, Patch{Run: &run, Error: &empty, Reason: &empty})
@@ -378,7 +393,7 @@ func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []M
 	if err := s.announce(ctx, nt, reason); err != nil {
 		return err
 	}
-	return s.dispatch(ctx, nt, followUp, msgs)
+	return s.dispatch(ctx, nt, followUp, msgs, opts...)
 }
 
 func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {

@@ -448,10 +448,16 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		r.auth = *r.plan.Auth
 	}
 	base := item.Base
-	if item.FollowUp {
+	// A retry starts afresh from the task's pushed branch, so commits
+	// earlier runs and follow-ups pushed are kept (unless FromBase).
+	fromBranch := item.Retry && !item.FromBase
+	if item.FollowUp || fromBranch {
 		// A follow-up continues the task's pushed branch; its worktree is
 		// reused when still there, else provisioned from that branch.
 		base = item.Branch
+	}
+	if item.Retry && item.FromBase {
+		rep.line(ctx, "system", "retry from base: starting over from "+orDefault(item.Base)+"; the commits on "+item.Branch+" are replaced")
 	}
 	if r.plan.Base != "" {
 		base = r.plan.Base
@@ -459,7 +465,7 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	progress := rep.writer(ctx, "system")
 	ref := worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base, Branch: item.Branch, Reuse: item.FollowUp, Auth: r.auth}
 	r.wt, err = w.worktrees.Provision(ctx, ref, progress)
-	if err != nil && item.FollowUp && r.plan.Base == "" && errors.Is(err, worktree.ErrBaseNotFound) {
+	if err != nil && (item.FollowUp || fromBranch) && r.plan.Base == "" && errors.Is(err, worktree.ErrBaseNotFound) {
 		// The earlier run never pushed and its worktree is gone: start
 		// the follow-up from the task's own base.
 		rep.line(ctx, "system", "no pushed branch to continue from; starting from "+orDefault(item.Base))

@@ -40,6 +40,7 @@ var complFlags = map[string][]string{
 	"tasks":            {"server", "token", "json", "help"},
 	"tasks ls":         {"state", "repo", "source", "limit", "before"},
 	"tasks logs":       {"f", "follow"},
+	"tasks retry":      {"from-base"},
 	"vault":            {"data-dir", "json", "help"},
 	"vault set":        {"scope", "raw"},
 	"vault get":        {"scope", "version", "raw"},
@@ -64,7 +65,7 @@ var complFlags = map[string][]string{
 }
 
 // complBool are the flags that take no value.
-var complBool = []string{"json", "version", "help", "h", "follow", "f", "all", "verify", "root", "raw", "keep-timestamp", "v"}
+var complBool = []string{"json", "version", "help", "h", "follow", "f", "all", "verify", "root", "raw", "keep-timestamp", "v", "from-base"}
 
 // complFiles are the flags whose value is a path.
 var complFiles = []string{"prompt-file", "config", "data-dir", "dir", "ro"}

@@ -394,7 +394,7 @@ var usageOf = map[string]string{
 	"tasks logs":    tasksLogsUsage,
 	"tasks diff":    "usage: nightshift tasks diff ID [--json]\n\nPrints the task's change as a unified diff against its base (--json: stat and patch).\n\nexample:\n  nightshift tasks diff 01j9z8x7w6v5u4t3 | less",
 	"tasks cancel":  "usage: nightshift tasks cancel ID [--json]\n\nStops the task's run; the task ends cancelled.\n\nexample:\n  nightshift tasks cancel 01j9z8x7w6v5u4t3",
-	"tasks retry":   "usage: nightshift tasks retry ID [--json]\n\nRuns a failed or cancelled task again.\n\nexample:\n  nightshift tasks retry 01j9z8x7w6v5u4t3",
+	"tasks retry":   "usage: nightshift tasks retry ID [--from-base] [--json]\n\nRuns a finished task's prompt again, as a new run that starts from the task's\nbranch: the commits earlier runs and follow-ups pushed are kept and the\nretry's commit goes on top. --from-base starts over from the base branch\ninstead, replacing the task's branch.\n\nexamples:\n  nightshift tasks retry 01j9z8x7w6v5u4t3\n  nightshift tasks retry --from-base 01j9z8x7w6v5u4t3",
 	"tasks message": tasksMessageUsage,
 	"identity":      identityUsage,
 	"hooks":         hooksUsage,

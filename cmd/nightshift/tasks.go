@@ -418,7 +418,7 @@ commands:
   logs ID [-f]             print the task's log; -f follows it live until the task rests
   diff ID                  print the task's change as a unified diff
   cancel ID                cancel the task
-  retry ID                 run a failed or cancelled task again
+  retry ID [--from-base]   run the task again, from its branch (or its base)
   message ID TEXT...       send a follow-up instruction (- reads it from stdin)
 
 --server URL, --token T and --json work on every command, before or after it.
@@ -479,6 +479,7 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 	var state, repo, source, before *string
 	var limit *int
 	var follow *bool
+	var fromBase *bool
 	var text func([]string) bool
 	switch sub {
 	case "ls", "list":
@@ -492,7 +493,9 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		fs.BoolVar(follow, "follow", false, "follow the log live")
 	case "message":
 		text = func(pos []string) bool { return len(pos) > 1 }
-	case "show", "diff", "cancel", "retry":
+	case "retry":
+		fromBase = fs.Bool("from-base", false, "start over from the base branch, replacing the task's branch")
+	case "show", "diff", "cancel":
 	default:
 		return usageErrorf("tasks: unknown command %q (want %s)", sub, strings.Join(taskSubs, ", "))
 	}
@@ -607,6 +610,9 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 			body = map[string]string{"text": text}
 			action = "messages"
 		}
+		if sub == "retry" && *fromBase {
+			body = map[string]bool{"from_base": true}
+		}
 		var resp map[string]any
 		if err := c.do(ctx, "POST", path+"/"+action, body, &resp); err != nil {
 			var ae *apiError
@@ -617,6 +623,10 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 		}
 		if cf.json {
 			return printJSON(a.stdout, resp)
+		}
+		if sub == "retry" && *fromBase {
+			fmt.Fprintf(a.stdout, "task %s: retry requested, from the base branch (the task's branch is replaced)\n", id)
+			return nil
 		}
 		fmt.Fprintf(a.stdout, "task %s: %s requested\n", id, sub)
 		return nil

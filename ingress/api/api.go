@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -644,6 +645,18 @@ func (s *Server) control(kind string) http.HandlerFunc {
 				return
 			}
 		case orchestrator.KindTaskRetry:
+			// The body is optional: {"from_base": true} starts over from
+			// the base instead of the task's branch.
+			var body struct {
+				FromBase bool `json:"from_base"`
+			}
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+				writeError(w, http.StatusBadRequest, `body must be empty or {"from_base": true|false}`)
+				return
+			}
+			ev.FromBase = body.FromBase
 			switch t.State {
 			case orchestrator.StateFailed, orchestrator.StateCancelled, orchestrator.StateDone, orchestrator.StateReview:
 			default:

@@ -42,10 +42,14 @@ func TestPromptLimit(t *testing.T) {
 	if r.code != 202 {
 		t.Fatalf("prompt at the limit: %d %.300s", r.code, r.body)
 	}
-	var created CreateResponse
-	json.Unmarshal([]byte(r.body), &created)
-	r = call(t, "POST", ts.URL+"/api/v1/tasks/"+created.ID+"/messages", `{"text":"`+strings.Repeat("m", DefaultMaxPromptBytes+1)+`"}`)
+	task := w.addTask(t, orchestrator.SourceAPI, "https://example.com/o/r.git", "p")
+	r = call(t, "POST", ts.URL+"/api/v1/tasks/"+task.ID+"/messages", `{"text":"`+strings.Repeat("m", DefaultMaxPromptBytes+1)+`"}`)
 	if r.code != 413 || !strings.Contains(r.body, "limit") {
 		t.Fatalf("message over the limit: %d %.300s", r.code, r.body)
+	}
+	// A retry takes an optional {"from_base": bool} and nothing else.
+	r = call(t, "POST", ts.URL+"/api/v1/tasks/"+task.ID+"/retry", `{"from_bass": true}`)
+	if r.code != 400 || !strings.Contains(r.body, "from_base") {
+		t.Fatalf("retry with an unknown field: %d %s", r.code, r.body)
 	}
 }
