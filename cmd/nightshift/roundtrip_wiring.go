@@ -27,11 +27,18 @@ var _ webhook.Replier = (*github.Reporter)(nil)
 func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve func(config.Secret) (string, error),
 	logger *slog.Logger) (prs orchestrator.PullRequests, notifiers []orchestrator.Notifier, replier webhook.Replier, err error) {
 	secrets := map[string]string{}
+	githubLater := false // github.token names a vault secret not stored yet
 	get := func(key string, s config.Secret) (string, error) {
 		if !s.IsSet() {
 			return "", nil
 		}
 		v, err := resolve(s)
+		if errors.Is(err, vault.ErrNotFound) && key == "github.token" {
+			// Resolved again at each use: storing it turns GitHub on.
+			githubLater = true
+			logger.Warn("secret not in the vault yet; GitHub calls fail until it is stored", "key", key)
+			return "", nil
+		}
 		if errors.Is(err, vault.ErrNotFound) {
 			logger.Warn("secret not in the vault; integration off", "key", key)
 			return "", nil
@@ -73,18 +80,30 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 	}
 	red := vault.NewRedactor(secrets)
 	redact := red.String
+	if githubLater {
+		// github.token is not stored yet: redact it once it is.
+		redact = func(text string) string {
+			v, err := resolve(cfg.GitHub.Token)
+			if err != nil || v == "" {
+				return red.String(text)
+			}
+			return vault.NewRedactor(map[string]string{"github.token": v}).String(red.String(text))
+		}
+	}
 
 	store, err := notify.NewStore(ctx, db, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if (cfg.GitHub.AppID != 0 && key != "") || token != "" {
+	// A github.token whose vault secret is not stored yet turns GitHub on
+	// too: it is resolved at each use.
+	if (cfg.GitHub.AppID != 0 && key != "") || token != "" || githubLater {
 		appID := cfg.GitHub.AppID
 		if key == "" {
 			appID = 0
 		}
 		var tokenFunc func(context.Context) (string, error)
-		if token != "" {
+		if token != "" || githubLater {
 			tokenFunc = atUse("github.token", cfg.GitHub.Token)
 		}
 		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, GitURL: cfg.GitHub.GitURL, AppID: appID, PrivateKey: key, Token: token, TokenFunc: tokenFunc,
@@ -140,4 +159,29 @@ func githubAppTransport(cfg *config.Config, resolve func(config.Secret) (string,
 		return nil, err
 	}
 	return gh.Transport(github.Permissions{"metadata": "read"}), nil
+}
+
+// githubTokenTransport returns a transport that authenticates GitHub REST
+// calls under repos/{owner}/{name}/ with github.token, resolved at each
+// call: a ${vault:NAME} stored after serve started is used from then on
+// (and until then the call fails, naming github.token). It returns nil when
+// github.token is not configured.
+func githubTokenTransport(cfg *config.Config, resolve func(config.Secret) (string, error)) (http.RoundTripper, error) {
+	if !cfg.GitHub.Token.IsSet() {
+		return nil, nil
+	}
+	gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, TokenFunc: func(context.Context) (string, error) {
+		v, err := resolve(cfg.GitHub.Token)
+		if err == nil && v == "" {
+			err = errors.New("empty")
+		}
+		if err != nil {
+			return "", fmt.Errorf("github.token: %w", err)
+		}
+		return v, nil
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return gh.Transport(nil), nil
 }

@@ -544,6 +544,11 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 		return nil, err
 	} else if tr != nil {
 		hc = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	} else if tr, err := githubTokenTransport(cfg, resolve); err != nil {
+		return nil, err
+	} else if tr != nil {
+		// Otherwise with github.token, resolved at each check.
+		hc, token = &http.Client{Transport: tr, Timeout: 10 * time.Second}, ""
 	}
 	allow, deny := map[string][]string{}, map[string][]string{}
 	for _, r := range cfg.Repos {

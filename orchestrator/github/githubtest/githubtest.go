@@ -577,7 +577,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, p []string) {
 			w.WriteHeader(http.StatusFound)
 		}
 	case len(rest) == 3 && rest[0] == "collaborators" && rest[2] == "permission" && m == "GET":
-		writeJSON(w, 200, &gh.RepositoryPermissionLevel{Permission: gh.String("read"), User: &gh.User{Login: gh.String(rest[1])}})
+		// GitHub answers this only to an authenticated caller.
+		if s.need(w, r, repo, "metadata", "read") {
+			writeJSON(w, 200, &gh.RepositoryPermissionLevel{Permission: gh.String("read"), User: &gh.User{Login: gh.String(rest[1])}})
+		}
 	default:
 		notFound(w)
 	}
