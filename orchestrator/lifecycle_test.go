@@ -1,0 +1,129 @@
+package orchestrator
+
+import (
+	"context"
+	"strconv"
+	"testing"
+)
+
+func TestPRKey(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		repo, url, want string
+	}{
+		{"https://github.com/o/r.git", "https://github.com/o/r/pull/5", "https://github.com/o/r#5"},
+		{"https://GitHub.com/O/R/", "https://github.com/O/R/pull/12/", "https://github.com/o/r#12"},
+		{"https://github.com/o/r.git", "https://github.com/o/r/tree/nightshift/x", ""},
+		{"/srv/repo", "", ""},
+		{"https://github.com/o/r", "https://github.com/o/r/pull/abc", ""},
+	}
+	for _, c := range cases {
+		if got := prKeyOf(c.repo, c.url); got != c.want {
+			t.Errorf("prKeyOf(%q, %q) = %q, want %q", c.repo, c.url, got, c.want)
+		}
+	}
+}
+
+// TestSchedulerRoutesPullRequestEvents: events about a pull request reach
+// the task that owns it (follow-ups, once per delivery; merge → done, close
+// → cancelled) and events about pull requests no task owns start nothing.
+func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, bus := newStore(t), newBus(t)
+	s := NewScheduler(bus, st, SchedulerConfig{DefaultAgent: "script"})
+	const repo = "https://github.com/o/r.git"
+	toReview := func(id string, pr int) {
+		t.Helper()
+		tk, err := st.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := "https://github.com/o/r/pull/" + strconv.Itoa(pr)
+		for _, to := range []State{StateProvisioning, StateRunning, StateTesting, StatePushing, StateReview} {
+			p := Patch{}
+			if to == StateReview {
+				p.PRURL = &url
+			}
+			if _, _, err := st.ApplyTransition(ctx, id, tk.Run, to, "", p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	create := func(key string, issue int) string {
+		t.Helper()
+		ev := &Event{Source: SourceGitHub, Kind: KindComment, Repo: repo, IdempotencyKey: key, DeliveryID: key,
+			Instruction: "do it", Target: Target{Type: "issue", Number: issue}}
+		if err := s.apply(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		tk, err := st.CreateFromEvent(ctx, ev, "script") // the same key: returns the task
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk.Task.ID
+	}
+	id := create("github:comment:1", 1)
+	toReview(id, 5)
+	count := func() int {
+		ts, err := st.List(ctx, Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ts)
+	}
+	pr := func(kind, key string, number int) *Event {
+		return &Event{Source: SourceGitHub, Kind: kind, Repo: repo, IdempotencyKey: key, DeliveryID: key, Instruction: "feedback " + key,
+			Target: Target{Type: "pull_request", Number: number}}
+	}
+	steps := []struct {
+		name  string
+		ev    *Event
+		state State
+		run   int
+	}{
+		{"feedback on a pull request no task owns", pr(KindPRFeedback, "github:review_comment:1", 6), StateReview, 1},
+		{"review comment on the task's pull request", pr(KindPRFeedback, "github:review_comment:2", 5), StateQueued, 2},
+		{"the same review comment redelivered", pr(KindPRFeedback, "github:review_comment:2", 5), StateReview, 2},
+		{"a trigger comment on the pull request", pr(KindComment, "github:comment:3", 5), StateQueued, 3},
+		{"a CI failure on the task's branch", &Event{Source: SourceGitHub, Kind: KindCIFailed, Repo: "https://github.com/O/R", IdempotencyKey: "github:status:4",
+			Instruction: "fix CI", Target: Target{Type: "branch", Branch: BranchName(id)}}, StateQueued, 4},
+		{"the merge", pr(KindPRMerged, "github:pull_request:merged", 5), StateDone, 4},
+		{"feedback after the merge", pr(KindPRFeedback, "github:review:5", 5), StateDone, 4},
+	}
+	for _, c := range steps {
+		tk, _ := st.Get(ctx, id)
+		if tk.State == StateQueued {
+			toReview(id, 5) // the follow-up run ran and rests again
+		}
+		if err := s.apply(ctx, c.ev); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		tk, err := st.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.State != c.state || tk.Run != c.run {
+			t.Errorf("%s: task %s run %d, want %s run %d", c.name, tk.State, tk.Run, c.state, c.run)
+		}
+		if n := count(); n != 1 {
+			t.Fatalf("%s: %d tasks, want 1", c.name, n)
+		}
+	}
+	if tk, _ := st.Get(ctx, id); tk.Reason != "merged" {
+		t.Errorf("reason after the merge %q", tk.Reason)
+	}
+
+	// A second task on the same issue; its pull request is closed unmerged.
+	id2 := create("github:comment:9", 1)
+	if id2 == id {
+		t.Fatal("a comment on the issue of a done task followed it up")
+	}
+	toReview(id2, 7)
+	if err := s.apply(ctx, pr(KindPRClosed, "github:pull_request:closed", 7)); err != nil {
+		t.Fatal(err)
+	}
+	if tk, _ := st.Get(ctx, id2); tk.State != StateCancelled || tk.Reason != "pull request closed" {
+		t.Errorf("after the close: %s (%s)", tk.State, tk.Reason)
+	}
+}
