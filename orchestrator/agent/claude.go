@@ -127,6 +127,9 @@ type claudeParser struct {
 	isError   bool
 	errMsg    string
 	lastErr   string // text of the last synthetic (API error) message
+	// question is what the agent's last AskUserQuestion call asked, unless
+	// it went on working after it.
+	question string
 }
 
 func (p *claudeParser) Write(b []byte) (int, error) { return p.lines.Write(b) }
@@ -220,6 +223,15 @@ func (p *claudeParser) line(s string) {
 				p.emit(Line{Kind: KindText, Text: b.Text})
 			case "tool_use":
 				p.emit(Line{Kind: KindToolCall, Text: toolCallText(b.Name, b.Input)})
+				if ev.ParentToolUseID == nil {
+					// Headless Claude Code cannot ask the user: the
+					// question becomes the task's (needs_input), unless
+					// the agent goes on with other tools.
+					p.question = ""
+					if b.Name == "AskUserQuestion" {
+						p.question = askUserQuestionText(b.Input)
+					}
+				}
 			}
 		}
 	case "user":
@@ -291,6 +303,9 @@ func (p *claudeParser) Outcome(exitCode int) Outcome {
 	if o.Summary == "" {
 		o.Summary = p.lastText
 	}
+	if !p.isError {
+		o.Question = p.question
+	}
 	switch {
 	case p.isError:
 		o.Err = failed("claude reported %s", p.errMsg)
@@ -303,6 +318,41 @@ func (p *claudeParser) Outcome(exitCode int) Outcome {
 }
 
 const maxToolResult = 4000
+
+// askUserQuestionText renders the input of Claude Code's AskUserQuestion
+// tool ({"questions": [{"question", "options": [{"label",
+// "description"}]}]}) as plain text: each question, then its options.
+func askUserQuestionText(input json.RawMessage) string {
+	var in struct {
+		Questions []struct {
+			Question string `json:"question"`
+			Options  []struct {
+				Label       string `json:"label"`
+				Description string `json:"description"`
+			} `json:"options"`
+		} `json:"questions"`
+	}
+	if json.Unmarshal(input, &in) != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, q := range in.Questions {
+		if strings.TrimSpace(q.Question) == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n\n")
+		}
+		b.WriteString(strings.TrimSpace(q.Question))
+		for _, o := range q.Options {
+			b.WriteString("\n- " + o.Label)
+			if o.Description != "" {
+				b.WriteString(": " + o.Description)
+			}
+		}
+	}
+	return b.String()
+}
 
 // toolCallText renders a tool call as "Name: input", showing the command of
 // shell tools and the path of file tools.
