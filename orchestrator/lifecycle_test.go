@@ -127,3 +127,36 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 		t.Errorf("after the close: %s (%s)", tk.State, tk.Reason)
 	}
 }
+
+// TestStoreBackfillsPRKeys: tasks stored before pr_key existed are found
+// by their pull request once the store opens again.
+func TestStoreBackfillsPRKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := newStore(t)
+	ev := &Event{Source: SourceAPI, Kind: KindTaskRequested, Repo: "https://github.com/o/r.git", IdempotencyKey: "k"}
+	res, err := st.CreateFromEvent(ctx, ev, "script")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://github.com/o/r/pull/3"
+	if _, _, err := st.ApplyTransition(ctx, res.Task.ID, 1, StateProvisioning, "", Patch{PRURL: &url}); err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := st.TaskByPR(ctx, "https://github.com/o/r", 3); err != nil || tk.ID != res.Task.ID {
+		t.Fatalf("TaskByPR: %v %v", tk.ID, err)
+	}
+	if _, err := st.db.ExecContext(ctx, `UPDATE tasks SET pr_key=''`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TaskByPR(ctx, "https://github.com/o/r", 3); err != ErrNotFound {
+		t.Fatalf("before the backfill: %v", err)
+	}
+	st2, err := NewStore(ctx, st.db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := st2.TaskByPR(ctx, "https://github.com/o/r.git", 3); err != nil || tk.ID != res.Task.ID {
+		t.Fatalf("after the backfill: %v %v", tk.ID, err)
+	}
+}

@@ -385,7 +385,7 @@ func (s *Scheduler) wake(ctx context.Context, id string) error {
 func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []Message, reason string, opts ...func(*WorkItem)) error {
 	run := t.Run + 1
 	empty := ""
-	nt, _, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateQueued, reason, Patch{Run: &run, Error: &empty, Reason: &empty})
+	nt, _, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateQueued, reason, Patch{Run: &run, Error: &empty, Reason: &empty, Answer: &empty})
 	if err != nil {
 		return err
 	}
