@@ -65,6 +65,12 @@ type WorkerConfig struct {
 	// with secret references resolved from the scopes granted to the task).
 	// An error fails the run before the agent starts. Optional.
 	Env func(ctx context.Context, taskID, agent, repo string) (map[string]string, error)
+	// Preflight checks what a run needs before anything is provisioned
+	// (the agent's command on the sandbox's PATH, a model key, push
+	// credentials, a reachable repository host). An error fails the run at
+	// once with reason "preflight" and the error's text, which should be
+	// one sentence saying what is missing and how to fix it. Optional.
+	Preflight func(ctx context.Context, item WorkItem) error
 	// Model returns the model an agent is asked to use ("" = the CLI's
 	// default). Optional.
 	Model func(agent string) string
@@ -404,6 +410,11 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		w.revokeRunTokens(ctx, r)
 	}()
 	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
+	if w.cfg.Preflight != nil {
+		if err := w.cfg.Preflight(ctx, item); err != nil {
+			return &StepError{Reason: "preflight", Err: err}
+		}
+	}
 	if err := w.provision(ctx, r); err != nil {
 		return err
 	}

@@ -225,7 +225,10 @@ esac
 echo "run $n" >> NOTES.md
 echo '{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s1"}'
 `
+	// A claude agent needs a model key to pass the preflight; this one
+	// never calls the model.
 	s := startTestServer(t, processConfig+fmt.Sprintf(`
+models: {anthropic: {api_key: unused}}
 agents:
   linker:
     kind: claude

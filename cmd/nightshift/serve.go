@@ -330,6 +330,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 				return cfg.AgentEnv(ctx, agentName, a.env, grants)
 			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
+			// What a run needs is checked before it is provisioned: a task
+			// that cannot run fails at once and says why.
+			Preflight: preflight(cfg, a.env, resolve, tools),
 		})
 		if err != nil {
 			return nil, err
@@ -405,7 +408,7 @@ func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *s
 	switch cfg.Sandbox.Driver {
 	case "process":
 		logger.Warn("sandbox driver is process: agents run WITHOUT isolation (explicitly configured)")
-		d = process.New(process.Config{})
+		d = process.New(process.Config{Path: processPath})
 	default:
 		bw, err := newBwrapDriver(ctx, cfg.Sandbox)
 		if err != nil {
