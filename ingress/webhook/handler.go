@@ -278,8 +278,9 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if err != nil {
 		return result{}, err
 	}
-	if n.ev == nil {
-		// Not a trigger: perhaps the answer to a waiting agent's question.
+	if n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback {
+		// Not a trigger: perhaps the answer to a waiting agent's question
+		// (before feedback for the task owning a pull request).
 		if a, ok, err := h.githubAnswer(ctx, event, body); err != nil {
 			return result{}, err
 		} else if ok {
