@@ -120,7 +120,7 @@ listen: 127.0.0.1:8080
 data_dir: ./.nightshift
 sandbox:
   driver: bwrap            # process = no isolation, explicit opt-in
-default_agent: claude
+# default_agent: claude   # the default; name any agent below
 agents:
   claude: {command: [claude]}
   # fixer: {command: [sh, -c, "your-agent --prompt \"$NIGHTSHIFT_PROMPT\""]}
