@@ -11,6 +11,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// KindTaskAnswer is an answer to the question a task waits on (an
+// authorized comment, a Slack reply box): like task.message, but only the
+// first one counts: a task no longer in needs_input ignores it.
+const KindTaskAnswer = "task.answer"
+
 // MaxQuestion bounds the length of a question an agent may ask.
 const MaxQuestion = 4000
 
@@ -79,6 +84,22 @@ func (s *Store) WaitingTask(ctx context.Context, repo string, target Target) (Ta
 		return Task{}, ErrNotFound
 	}
 	return getTask(ctx, s.db, `repo=? AND target_key=? AND state=? ORDER BY updated_at DESC LIMIT 1`, repo, key, StateNeedsInput)
+}
+
+// answer resumes the task ev answers when it still waits for an answer.
+func (s *Scheduler) answer(ctx context.Context, ev *Event) error {
+	t, err := s.store.Get(ctx, ev.Target.ID)
+	if err != nil {
+		return err
+	}
+	if t.State != StateNeedsInput {
+		s.log.Info("answer ignored: the task is not waiting for one", "task_id", t.ID, "state", t.State, "actor", ev.Actor.Login)
+		return nil
+	}
+	if _, err := s.store.AddMessage(ctx, t.ID, ev.Instruction, ev.Actor.Login); err != nil {
+		return err
+	}
+	return s.wake(ctx, t.ID)
 }
 
 // expireQuestions ends the tasks that have waited for an answer longer

@@ -175,6 +175,9 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 			return err
 		}
 		return s.wake(ctx, ev.Target.ID)
+	case KindTaskAnswer:
+		s.cfg.Metrics.event(ev, "control")
+		return s.answer(ctx, ev)
 	case KindSlackAction:
 		s.cfg.Metrics.event(ev, "control")
 		switch strings.ToLower(ev.Instruction) {

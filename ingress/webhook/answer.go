@@ -23,8 +23,9 @@ import (
 //     dispatch_action, block_id "answer:<task id>", action_id "answer"): its
 //     block_actions payload arrives on /hooks/slack/interactions.
 //
-// Either becomes a task.message event on the task, which resumes the
-// agent's session with the answer as its prompt.
+// Either becomes a task.answer event on the task, which resumes the
+// agent's session with the answer as its prompt (only while the task
+// still waits: later answers are dropped).
 
 // slackAnswerPrefix starts the block_id of a task message's reply box.
 const slackAnswerPrefix = "answer:"
@@ -76,7 +77,7 @@ func (h *Handler) githubAnswer(ctx context.Context, event string, body []byte) (
 	}
 	ev := &orchestrator.Event{
 		Source:         orchestrator.SourceGitHub,
-		Kind:           orchestrator.KindTaskMessage,
+		Kind:           orchestrator.KindTaskAnswer,
 		Repo:           repo,
 		Target:         orchestrator.Target{Type: "task", ID: taskID, URL: p.Comment.HTMLURL, CommentID: p.Comment.ID},
 		Actor:          actor,
@@ -102,7 +103,7 @@ func slackAnswer(p *slackInteraction) (n normalized, ok bool) {
 		return ignored("slack answer without a task or text"), true
 	}
 	ev := &orchestrator.Event{
-		Kind:           orchestrator.KindTaskMessage,
+		Kind:           orchestrator.KindTaskAnswer,
 		Target:         orchestrator.Target{Type: "task", ID: taskID},
 		Actor:          orchestrator.Actor{Login: p.User.ID, Name: firstNonEmpty(p.User.Username, p.User.Name)},
 		Instruction:    strings.TrimSpace(a.Value),

@@ -33,7 +33,7 @@ func TestSlackAnswerNormalization(t *testing.T) {
 			continue
 		}
 		ev := n.ev
-		if ev == nil || ev.Kind != orchestrator.KindTaskMessage || ev.Target.Type != "task" || ev.Target.ID != tc.task ||
+		if ev == nil || ev.Kind != orchestrator.KindTaskAnswer || ev.Target.Type != "task" || ev.Target.ID != tc.task ||
 			ev.Instruction != tc.text || ev.IdempotencyKey == "" {
 			t.Errorf("%s: event %+v (ignore %q)", tc.name, ev, n.ignore)
 		}
