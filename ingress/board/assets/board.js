@@ -116,6 +116,38 @@
     });
   }
 
+  // New task: the same POST /api/v1/tasks as the API and the CLI, with the
+  // session and its CSRF token like every board action; the server
+  // validates it, and its answer to a refused task shows under the form.
+  const ntForm = document.getElementById("new-task-form");
+  const ntError = document.getElementById("nt-error");
+  const ntStatus = document.getElementById("nt-status");
+  NS.getSession().then(s => {
+    if (s && !s.open && (s.principal || {}).role !== "admin") document.getElementById("new-task").hidden = true;
+  });
+  ntForm.addEventListener("submit", async e => {
+    e.preventDefault();
+    const val = id => document.getElementById(id).value.trim();
+    const body = { repo: val("nt-repo"), prompt: val("nt-prompt") };
+    if (val("nt-agent")) body.agent = val("nt-agent");
+    if (val("nt-branch")) body.branch = val("nt-branch");
+    const btn = document.getElementById("nt-submit");
+    btn.disabled = true;
+    ntError.hidden = true;
+    ntError.textContent = "";
+    ntStatus.textContent = "Starting…";
+    try {
+      const r = await NS.api("/api/v1/tasks", { method: "POST", body });
+      ntStatus.replaceChildren("Task ", el("a", { href: "/tasks/" + encodeURIComponent(r.id), "data-task-id": r.id }, r.id.slice(0, 8)), " " + NS.stateLabel(r.state) + ".");
+      document.getElementById("nt-prompt").value = "";
+    } catch (err) {
+      ntStatus.textContent = "";
+      ntError.textContent = "Not started: " + err.message;
+      ntError.hidden = false;
+    } finally {
+      btn.disabled = false;
+    }
+  });
   fText.addEventListener("input", render);
   fSource.addEventListener("change", render);
   document.getElementById("filters").addEventListener("submit", e => e.preventDefault());
