@@ -27,7 +27,8 @@ func main() {
 
 // exitCode prints err as one sentence and maps it to the process exit code:
 // 0 success, 2 bad usage, 130 interrupted, the code an *exitError carries
-// (--follow: how the task ended), 1 anything else.
+// (--follow: how the task ended; sandbox exec: 124 timed out, 125 output
+// limit, 137 out of memory), 1 anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0

@@ -26,7 +26,11 @@ const sandboxUsage = `usage:
 exec runs CMD in the sandbox the agents get, so you can check what they see.
 As root, CMD runs as an unprivileged host uid (1900000000 and up), as agents
 do, and DIR is handed to that uid first (every entry re-owned).
-check reports whether the driver works here and how limits are enforced.`
+check reports whether the driver works here and how limits are enforced.
+
+exec exits with CMD's own exit code; when the sandbox ended CMD it prints
+why and exits 124 (--timeout elapsed, like timeout(1)), 137 (out of
+memory), 125 (output limit) or 130 (interrupted).`
 
 // runSandbox implements "nightshift sandbox exec|check".
 func runSandbox(ctx context.Context, a *app, args []string) error {
@@ -217,7 +221,35 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if !res.OK() {
-		return &commandExitError{code: res.ExitCode, reason: res.Reason}
+		return sandboxEnded(res, *timeout, *memory)
 	}
 	return nil
+}
+
+// Exit codes of "sandbox exec" when the command did not exit on its own
+// (otherwise its own code passes through).
+const (
+	exitSandboxTimedOut    = 124 // --timeout elapsed, as timeout(1) reports it
+	exitSandboxOutputLimit = 125 // the output limit was hit
+	exitSandboxOOM         = 137 // the memory limit was hit (128+SIGKILL, as a shell reports it)
+)
+
+// sandboxEnded is the error of a command that did not succeed: its own exit
+// code, or one sentence and a documented code when the sandbox ended it.
+func sandboxEnded(res sandbox.Result, timeout time.Duration, memory int64) error {
+	switch res.Reason {
+	case sandbox.ReasonTimedOut:
+		return &exitError{code: exitSandboxTimedOut, msg: fmt.Sprintf("timed out after %s; the sandbox was killed", timeout)}
+	case sandbox.ReasonOOMKilled:
+		limit := "the default 4 GiB"
+		if memory > 0 {
+			limit = strconv.FormatInt(memory, 10) + " bytes"
+		}
+		return &exitError{code: exitSandboxOOM, msg: fmt.Sprintf("out of memory (limit %s, --memory); the sandbox was killed", limit)}
+	case sandbox.ReasonOutputLimit:
+		return &exitError{code: exitSandboxOutputLimit, msg: "the command printed more than the output limit; the sandbox was killed"}
+	case sandbox.ReasonKilled:
+		return &exitError{code: 130, msg: "interrupted; the sandbox was killed"}
+	}
+	return &commandExitError{code: res.ExitCode, reason: res.Reason}
 }
