@@ -226,3 +226,76 @@ func TestRoundTripQuestionUnanswered(t *testing.T) {
 		t.Fatalf("unanswered task: reason %q error %q question %q", task.Reason, task.Error, task.Question)
 	}
 }
+
+// postLinear signs payload like Linear and posts it to /hooks/linear.
+func postLinear(t *testing.T, s *testServer, delivery string, payload map[string]any) int {
+	t.Helper()
+	payload["webhookTimestamp"] = time.Now().UnixMilli()
+	body, _ := json.Marshal(payload)
+	mac := hmac.New(sha256.New, []byte(rtLinearSecret))
+	mac.Write(body)
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/hooks/linear", strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Linear-Delivery", delivery)
+	req.Header.Set("Linear-Signature", hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func linearFixture(t *testing.T, name string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(rtFixtures, "zulip-linear", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRoundTripQuestionAnsweredOnLinear: a task from a Linear ticket asks;
+// the question shows in the task's Linear comment, and a plain comment on
+// the ticket (no mention) is the answer that resumes the agent.
+func TestRoundTripQuestionAnsweredOnLinear(t *testing.T) {
+	requireRoundTrip(t)
+	t.Parallel()
+	w := newRTWorld(t)
+	s := startTestServer(t, w.yaml(w.askingAgent(t)))
+	issue := linearFixture(t, "issue_create_simple.json")
+	issue["data"].(map[string]any)["labels"] = []map[string]string{{"id": "lbl-1", "name": "nightshift"}}
+	if code := postLinear(t, s, "lin-ask", issue); code != http.StatusAccepted {
+		t.Fatalf("ticket: %d", code)
+	}
+	id := s.onlyTask(t)
+	task := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateReview, orchestrator.StateFailed)
+	if task.State != orchestrator.StateNeedsInput || task.Question != rtQuestion {
+		t.Fatalf("after the question: %s %q (%s)", task.State, task.Question, task.Error)
+	}
+	waitFor(t, 20*time.Second, "the question in the Linear comment", func() bool {
+		cs := w.linear.Comments()
+		return len(cs) == 1 && strings.Contains(cs[0].Body, rtQuestion)
+	}, func() string { return strings.Join(w.linear.Ops(), ",") + "\n" + s.stderr.String() })
+
+	answer := linearFixture(t, "comment_create.json")
+	answer["url"] = "https://linear.app/webhooks/issue/WEB-43#comment-answer"
+	answer["data"].(map[string]any)["body"] = "bonjour from Linear"
+	if code := postLinear(t, s, "lin-answer", answer); code != http.StatusAccepted {
+		t.Fatalf("answer: %d", code)
+	}
+	waitFor(t, 90*time.Second, "the answered run in review", func() bool {
+		tk := s.task(t, id)
+		return tk.Run == 2 && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed)
+	}, s.stderr.String)
+	if tk := s.task(t, id); tk.State != orchestrator.StateReview {
+		t.Fatalf("answered task: %s (%s %s)", tk.State, tk.Reason, tk.Error)
+	}
+	if work := w.gh.Git(rtOwner, rtName, "show", "nightshift/"+id+":WORK.md"); !strings.Contains(work, "bonjour from Linear") {
+		t.Fatalf("the answer did not reach the agent:\n%s", work)
+	}
+}

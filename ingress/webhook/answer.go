@@ -65,7 +65,7 @@ func (h *Handler) githubAnswer(ctx context.Context, event string, body []byte) (
 		return normalized{}, false, nil
 	}
 	if err != nil {
-		return normalized{}, false, fmt.Errorf("look up a task waiting for an answer: %w", err)
+		return normalized{}, false, errors.Join(ErrUnavailable, fmt.Errorf("look up a task waiting for an answer: %w", err))
 	}
 	actor := ghActor(p.Comment.User, p.Comment.AuthorAssociation)
 	ref, err := h.authz.comment(ctx, owner, name, actor)
@@ -111,4 +111,45 @@ func slackAnswer(p *slackInteraction) (n normalized, ok bool) {
 		RawEvent:       p.Type,
 	}
 	return normalized{ev: ev, rawIsJSON: true}, true
+}
+
+// linearAnswer turns a Linear comment that starts no work (no mention of
+// the trigger) into an answer when its ticket has a task waiting for one.
+// Linear signs its webhooks per workspace: any member's comment answers,
+// never an integration's or the agent user's own.
+func (h *Handler) linearAnswer(ctx context.Context, p *linPayload, opt linearOptions) (n normalized, ok bool, err error) {
+	d := p.Data
+	if h.cfg.Waiting == nil || p.Type != "Comment" || p.Action != "create" || d == nil || d.ID == "" || d.BotActor != nil ||
+		strings.TrimSpace(d.Body) == "" {
+		return normalized{}, false, nil
+	}
+	actor := linActor(p.Actor, d.User)
+	if actor.IsBot || (opt.AgentUser != "" && (actor.Login == opt.AgentUser || strings.EqualFold(actor.Name, opt.AgentUser) || d.UserID == opt.AgentUser)) {
+		return normalized{}, false, nil
+	}
+	ident := identifierFromURL(p.URL)
+	issueID := d.IssueID
+	if d.Issue != nil {
+		issueID = firstNonEmpty(issueID, d.Issue.ID)
+	}
+	repo := linearRepo(opt, nil, ident)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	taskID, err := h.cfg.Waiting(ctx, repo, orchestrator.Target{Type: "ticket", ID: firstNonEmpty(ident, issueID)})
+	if errors.Is(err, orchestrator.ErrNotFound) || (err == nil && taskID == "") {
+		return normalized{}, false, nil
+	}
+	if err != nil {
+		return normalized{}, false, errors.Join(ErrUnavailable, fmt.Errorf("look up a task waiting for an answer: %w", err))
+	}
+	ev := &orchestrator.Event{
+		Kind:           orchestrator.KindTaskAnswer,
+		Repo:           repo,
+		Target:         orchestrator.Target{Type: "task", ID: taskID, URL: p.URL},
+		Actor:          actor,
+		Instruction:    strings.TrimSpace(d.Body),
+		IdempotencyKey: "linear:answer:" + d.ID,
+		RawEvent:       "Comment." + p.Action,
+	}
+	return normalized{ev: ev, rawIsJSON: true}, true, nil
 }

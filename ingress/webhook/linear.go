@@ -222,12 +222,21 @@ func (h *Handler) serveLinear(ctx context.Context, r *http.Request, body []byte)
 	if err := CheckLinearTimestamp(p.WebhookTimestamp, h.cfg.Clock(), h.cfg.Linear.MaxSkew); err != nil {
 		return result{}, err
 	}
-	n, err := normalizeLinear(p, linearOptions{
+	opt := linearOptions{
 		AgentUser: h.cfg.Linear.AgentUser, Label: h.cfg.Linear.Label, Trigger: h.cfg.Linear.Trigger,
 		Repo: h.cfg.Linear.Repo, TeamRepos: h.cfg.Linear.TeamRepos,
-	})
+	}
+	n, err := normalizeLinear(p, opt)
 	if err != nil {
 		return result{}, err
+	}
+	if n.ev == nil {
+		// Not a trigger: perhaps the answer to a waiting agent's question.
+		if a, ok, err := h.linearAnswer(ctx, p, opt); err != nil {
+			return result{}, err
+		} else if ok {
+			n = a
+		}
 	}
 	delivery := bodyHashID(body)
 	if d := r.Header.Get("Linear-Delivery"); d != "" {
