@@ -45,6 +45,14 @@ func TestBoardNewTaskInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, "inline error", `!document.getElementById("nt-error").hidden && document.getElementById("nt-error").innerText.includes('unknown agent "nope"')`)
+	// The open form, with its error showing, passes the same audit as the
+	// rest of the board.
+	t.Run("accessibility", func(t *testing.T) {
+		axe := axeSource(t)
+		runAxe(t, axe, "board with the New task form open", func(expr string) ([]axeViolation, error) {
+			return chromedp.Run(ctx, chromedp.Evaluate[[]axeViolation](expr, chromedp.EvalAwaitPromise))
+		})
+	})
 	var list struct{ Tasks []orchestrator.Task }
 	s.getAuth(t, "/api/v1/tasks", "adm1n-token", &list)
 	if len(list.Tasks) != 0 {
