@@ -145,7 +145,30 @@ func (l *localLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
 	l.mu.Lock()
 	l.repos = append(l.repos, r)
 	l.mu.Unlock()
-	return r.store, nil
+	return refStore{Storage: r.store, r: r}, nil
+}
+
+// refStore is a local repository's storage whose reference listing reads
+// the refs the way localRepo.refs does, so an update in progress (another
+// task's push holding its lock file) does not break a clone or fetch.
+type refStore struct {
+	*filesystem.Storage
+	r *localRepo
+}
+
+func (s refStore) IterReferences() (storer.ReferenceIter, error) {
+	refs, err := s.r.refs()
+	if err != nil {
+		return nil, err
+	}
+	list := make([]*plumbing.Reference, 0, len(refs)+1)
+	if head, err := s.Storage.Reference(plumbing.HEAD); err == nil {
+		list = append(list, head)
+	}
+	for name, h := range refs {
+		list = append(list, plumbing.NewHashReference(plumbing.ReferenceName(name), h))
+	}
+	return storer.NewReferenceSliceIter(list), nil
 }
 
 func (l *localLoader) close() {
@@ -264,19 +287,53 @@ func (s *localUploadSession) UploadPack(ctx context.Context, req *packp.UploadPa
 
 // refs lists the repository's branches and tags (loose and packed).
 func (r *localRepo) refs() (map[string]plumbing.Hash, error) {
+	// The loose refs are read here rather than through go-git, which fails
+	// on the lock file (empty until written) of an update in progress,
+	// such as another task's push to the same repository.
 	out := map[string]plumbing.Hash{}
-	iter, err := r.store.IterReferences()
-	if err != nil {
-		return nil, err
-	}
-	defer iter.Close()
-	err = iter.ForEach(func(ref *plumbing.Reference) error {
-		if ref.Type() == plumbing.HashReference && strings.HasPrefix(ref.Name().String(), "refs/") {
-			out[ref.Name().String()] = ref.Hash()
+	err := fs.WalkDir(r.git.root.FS(), "refs", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) { // removed meanwhile
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasSuffix(name, ".lock") || !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := readFileLimit(r.git.root, filepath.FromSlash(name), 4096)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if v := strings.TrimSpace(string(b)); hexSHA.MatchString(v) { // not a symbolic ref
+			out[name] = plumbing.NewHash(v)
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	pb, err := readFileLimit(r.git.root, "packed-refs", 256<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(pb))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if len(l) > 41 && l[40] == ' ' && strings.HasPrefix(l[41:], "refs/") && hexSHA.MatchString(l[:40]) {
+			if _, loose := out[l[41:]]; !loose { // a loose ref wins over its packed value
+				out[l[41:]] = plumbing.NewHash(l[:40])
+			}
+		}
+	}
+	return out, sc.Err()
 }
 
 // readLocalRef returns a ref's value from its loose file or packed-refs in
