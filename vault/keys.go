@@ -82,22 +82,36 @@ func WriteKeyFile(path string, key []byte) error {
 	if len(key) != KeySize {
 		return fmt.Errorf("%w: key is %d bytes, want %d", ErrKeySource, len(key), KeySize)
 	}
+	if err := createWhole(path, []byte(hex.EncodeToString(key)+"\n")); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
+		}
+		return fmt.Errorf("%w: write key file: %v", ErrKeySource, err)
+	}
+	return nil
+}
+
+// createWhole creates path with mode 0600 holding data, failing with an
+// error wrapping fs.ErrExist when path exists. data is written and synced
+// to a temporary file in the same directory first, then linked to path,
+// so path never exists empty or partly written.
+func createWhole(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%w: %v", ErrKeySource, err)
+		return err
 	}
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
+		return fs.ErrExist
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("%w: create key file: %v", ErrKeySource, err)
+		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
 	err = f.Chmod(0o600)
 	if err == nil {
-		_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+		_, err = f.Write(data)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -106,14 +120,14 @@ func WriteKeyFile(path string, key []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("%w: write key file: %v", ErrKeySource, err)
+		return err
 	}
 	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
+			return err
 		}
 		// A file system without hard links: create in place, exclusively.
-		return writeKeyInPlace(path, key)
+		return createInPlace(path, data)
 	}
 	if d, err := os.Open(dir); err == nil { // make the new name durable
 		d.Sync()
@@ -122,17 +136,14 @@ func WriteKeyFile(path string, key []byte) error {
 	return nil
 }
 
-// writeKeyInPlace is WriteKeyFile where the file system cannot link: the
-// file is created exclusively and removed again if writing fails.
-func writeKeyInPlace(path string, key []byte) error {
+// createInPlace is createWhole where the file system cannot link: the file
+// is created exclusively and removed again if writing fails.
+func createInPlace(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: key file %s: %w", ErrKeySource, path, fs.ErrExist)
-		}
-		return fmt.Errorf("%w: create key file: %v", ErrKeySource, err)
+		return err
 	}
-	_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -141,9 +152,8 @@ func writeKeyInPlace(path string, key []byte) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return fmt.Errorf("%w: write key file: %v", ErrKeySource, err)
 	}
-	return nil
+	return err
 }
 
 func readKeyFile(path string) ([]byte, error) {
@@ -256,24 +266,10 @@ func (p argonParams) String() string {
 }
 
 func writeSalt(path string, p argonParams) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("%w: %v", ErrKeySource, err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := createWhole(path, []byte(p.String())); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		return fmt.Errorf("%w: create salt file: %v", ErrKeySource, err)
-	}
-	_, err = f.WriteString(p.String())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
 		return fmt.Errorf("%w: write salt file: %v", ErrKeySource, err)
 	}
 	return nil
