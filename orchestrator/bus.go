@@ -164,6 +164,9 @@ type WorkItem struct {
 	FromBase bool `json:"from_base,omitempty"`
 	// PRURL is the pull request the task owns, when it has one.
 	PRURL string `json:"pr_url,omitempty"`
+	// Commit is the task's last pushed commit: a run that ends on it
+	// changed nothing.
+	Commit string `json:"commit,omitempty"`
 }
 
 func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {

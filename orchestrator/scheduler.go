@@ -252,7 +252,7 @@ func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []
 	}
 	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
 		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
-		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL}
+		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit}
 	for _, o := range opts {
 		o(&w)
 	}

@@ -723,13 +723,11 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		}
 		return stepErr("commit", "commit: %w", err)
 	}
-	if !commit.Changed {
-		answer := strings.TrimSpace(summary)
-		if answer == "" {
-			return stepErr("no_changes", "the agent made no changes")
-		}
-		// A question: the answer is the result. A task that owns a pull
-		// request keeps it in review; any other task is done.
+	// Nothing new since the base or the task's last pushed commit, and an
+	// answer: a question. The answer is the result; a task that owns a
+	// pull request keeps it in review, any other task is done.
+	answer := strings.TrimSpace(summary)
+	if unchanged := !commit.Changed || (item.Commit != "" && commit.SHA == item.Commit); unchanged && answer != "" {
 		to := StateDone
 		if item.PRURL != "" {
 			to = StateReview
@@ -737,6 +735,9 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		rep.line(ctx, "system", "no changes; the agent answered")
 		rep.state(ctx, to, "answered", Patch{Answer: &answer})
 		return nil
+	}
+	if !commit.Changed {
+		return stepErr("no_changes", "the agent made no changes")
 	}
 	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: summary, Files: commit.Files}
 	// The diff is published (redacted) for the API and the board, and is

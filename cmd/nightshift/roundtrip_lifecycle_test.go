@@ -81,7 +81,8 @@ func TestRoundTripPullRequestLifecycle(t *testing.T) {
 	requireRoundTrip(t)
 	t.Parallel()
 	w := newRTWorld(t)
-	s := startTestServer(t, w.yaml(w.agent(t, "")))
+	// A question changes nothing: the agent only answers.
+	s := startTestServer(t, w.yaml(w.agent(t, `case "$NIGHTSHIFT_PROMPT" in *"why the greeting"*) echo "Because the README asked for one."; exit 0;; esac`)))
 	if code, out := postGitHub(t, s, "issue_comment", "d-life-1", w.commentPayload(t, "@nightshift add a greeting")); code != http.StatusAccepted {
 		t.Fatalf("comment: %d %v", code, out)
 	}
@@ -131,6 +132,30 @@ func TestRoundTripPullRequestLifecycle(t *testing.T) {
 		return len(cs) == 1 && strings.Contains(cs[0], "(run 2)") && strings.Contains(cs[0], "ready for review")
 	}, func() string { return strings.Join(w.progressComments(1), "\n---\n") })
 
+	// A question on the pull request (a plain comment, no trigger word) is
+	// answered without a change: the task stays in review on the same
+	// commit, with the answer in the progress comment.
+	question := w.commentPayload(t, "Nice. But why the greeting at all?")
+	question["comment"].(map[string]any)["id"] = 492700450
+	question["issue"].(map[string]any)["number"] = pr.GetNumber()
+	question["issue"].(map[string]any)["pull_request"] = map[string]any{"url": pr.GetURL(), "html_url": pr.GetHTMLURL()}
+	if code, out := postGitHub(t, s, "issue_comment", "d-life-question", question); code != http.StatusAccepted {
+		t.Fatalf("question on the pull request: %d %v", code, out)
+	}
+	waitFor(t, 90*time.Second, "the answer run to rest", func() bool {
+		tk := s.task(t, id)
+		return tk.Run == 3 && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed)
+	}, s.stderr.String)
+	second := task.Commit
+	if task = s.task(t, id); task.State != orchestrator.StateReview || task.Answer != "Because the README asked for one." || task.Commit != second {
+		logs, _ := s.cli(t, "tasks", "logs", id)
+		t.Fatalf("after the question: %s (%s %s), answer %q, commit %s (was %s)\n%s", task.State, task.Reason, task.Error, task.Answer, task.Commit, second, logs)
+	}
+	waitFor(t, 20*time.Second, "the answer in the progress comment", func() bool {
+		cs := w.progressComments(1)
+		return len(cs) == 1 && strings.Contains(cs[0], "> Because the README asked for one.") && strings.Contains(cs[0], "(run 3)")
+	}, func() string { return strings.Join(w.progressComments(1), "\n---\n") })
+
 	// The merge.
 	merged := w.prEvent(t, "octokit-webhooks/pull_request.opened.json", &prs[0], func(p map[string]any) {
 		p["action"] = "closed"
@@ -161,9 +186,9 @@ func TestRoundTripPullRequestLifecycle(t *testing.T) {
 	}
 
 	// A second task, its pull request closed without merging.
-	second := w.commentPayload(t, "@nightshift try another greeting")
-	second["comment"].(map[string]any)["id"] = 492700401
-	if code, out := postGitHub(t, s, "issue_comment", "d-life-2", second); code != http.StatusAccepted {
+	another := w.commentPayload(t, "@nightshift try another greeting")
+	another["comment"].(map[string]any)["id"] = 492700401
+	if code, out := postGitHub(t, s, "issue_comment", "d-life-2", another); code != http.StatusAccepted {
 		t.Fatalf("second comment: %d %v", code, out)
 	}
 	var id2 string
@@ -203,7 +228,7 @@ func TestRoundTripPullRequestLifecycle(t *testing.T) {
 	if ts := s.tasks(t); len(ts) != 2 {
 		t.Fatalf("%d tasks after the stray review comment, want 2", len(ts))
 	}
-	if tk := s.task(t, id); tk.State != orchestrator.StateDone || tk.Run != 2 {
+	if tk := s.task(t, id); tk.State != orchestrator.StateDone || tk.Run != 3 {
 		t.Fatalf("the merged task moved on: %s run %d", tk.State, tk.Run)
 	}
 }
