@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -211,6 +212,21 @@ func TestRoundTripQuestionAnsweredInSlack(t *testing.T) {
 	if work := w.gh.Git(rtOwner, rtName, "show", "nightshift/"+id+":WORK.md"); !strings.Contains(work, "bonjour from Slack") {
 		t.Fatalf("the answer did not reach the agent:\n%s", work)
 	}
+	// The reply box is gone: a second answer would be ignored.
+	waitFor(t, 20*time.Second, "the answered question without its reply box", func() bool {
+		return slackThreadReply(w, parent, "Answered") != "" && !strings.Contains(slackThreadReply(w, parent, "Answered"), "dispatch_action")
+	}, func() string { return fmt.Sprint(w.slack.Messages()) })
+}
+
+// slackThreadReply returns the blocks of the reply in parent's thread whose
+// text contains s, or "".
+func slackThreadReply(w *rtWorld, parent, s string) string {
+	for _, m := range w.slack.Messages() {
+		if m.ThreadTS == parent && strings.Contains(m.Text, s) {
+			return m.Blocks + " "
+		}
+	}
+	return ""
 }
 
 // TestRoundTripQuestionUnanswered: past worker.answer_timeout a task still
@@ -225,6 +241,14 @@ func TestRoundTripQuestionUnanswered(t *testing.T) {
 	if task.Reason != "no_answer" || !strings.Contains(task.Error, "no answer") || task.Question != "" {
 		t.Fatalf("unanswered task: reason %q error %q question %q", task.Reason, task.Error, task.Question)
 	}
+	waitFor(t, 20*time.Second, "the Slack question closed", func() bool {
+		for _, m := range w.slack.Messages() {
+			if m.ThreadTS != "" && strings.Contains(m.Text, "The question is closed: the task is cancelled") && !strings.Contains(m.Blocks, "dispatch_action") {
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprint(w.slack.Messages()) })
 }
 
 // postLinear signs payload like Linear and posts it to /hooks/linear.

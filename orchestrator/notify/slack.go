@@ -121,7 +121,45 @@ func (s *Slack) Notify(ctx context.Context, t orchestrator.Task) error {
 	if err == nil && t.State == orchestrator.StateNeedsInput && t.Question != "" {
 		err = s.ask(ctx, client, t)
 	}
+	if err == nil && t.State != orchestrator.StateNeedsInput {
+		err = s.closeQuestion(ctx, client, t)
+	}
 	return err
+}
+
+// closeQuestion replaces the reply box of a question the task no longer
+// waits on (answered: the next run started; or the task ended) with a
+// note, so nobody types an answer that would be ignored.
+func (s *Slack) closeQuestion(ctx context.Context, client *slack.Client, t orchestrator.Task) error {
+	for _, run := range []int{t.Run - 1, t.Run} {
+		channel := fmt.Sprintf("slack.question.%d", run)
+		rec, ok, err := s.store.Get(ctx, t.ID, channel)
+		if err != nil || !ok || rec.RemoteID == "" || rec.State != string(orchestrator.StateNeedsInput) {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		text := "✅ Answered: the agent resumed with the answer."
+		if run == t.Run {
+			text = fmt.Sprintf("The question is closed: the task is %s.", StatusOf(t).Phrase)
+		}
+		ch, ts, _ := strings.Cut(rec.RemoteID, "/")
+		blocks := []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, false), nil, nil)}
+		_, err = s.store.Sync(ctx, Message{TaskID: t.ID, Channel: channel, State: string(t.State), Text: text, At: t.UpdatedAt}, Remote{
+			Create: func(context.Context) (string, error) { return rec.RemoteID, nil },
+			Update: func(ctx context.Context, _ string) error {
+				if _, _, _, err := client.UpdateMessageContext(ctx, ch, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+					return fmt.Errorf("notify: slack question update for task %s: %w", t.ID, err)
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ask posts the agent's question in the task message's thread, once per
