@@ -32,7 +32,8 @@ func appendSnippets(t *testing.T) []string {
 }
 
 // TestInitComposesWithTheREADMESnippets: `nightshift init`, then every
-// README snippet that appends to nightshift.yaml, as written, loads.
+// README snippet that appends to nightshift.yaml, as written, loads; so
+// does the quickstart's nightshift.yaml with the same snippets.
 // A key really given twice is still refused, by name.
 func TestInitComposesWithTheREADMESnippets(t *testing.T) {
 	t.Parallel()
@@ -60,6 +61,28 @@ func TestInitComposesWithTheREADMESnippets(t *testing.T) {
 	if cfg.DefaultAgent != "claude" || !cfg.Models.Anthropic.APIKey.IsSet() {
 		t.Fatalf("the Real agents snippet did not take: default_agent %q, models.anthropic.api_key set %v",
 			cfg.DefaultAgent, cfg.Models.Anthropic.APIKey.IsSet())
+	}
+
+	// The quickstart's own nightshift.yaml (cat > nightshift.yaml), then
+	// the same snippets, loads too.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)cat > nightshift\.yaml <<'EOF'\n(.*?)\nEOF\n`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no quickstart nightshift.yaml (cat > nightshift.yaml <<'EOF')")
+	}
+	quick := string(m[1]) + "\n"
+	for _, snip := range appendSnippets(t) {
+		quick += snip
+	}
+	qpath := filepath.Join(t.TempDir(), "nightshift.yaml")
+	if err := os.WriteFile(qpath, []byte(quick), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(qpath, nil); err != nil {
+		t.Fatalf("quickstart + README snippets: %v\n%s", err, quick)
 	}
 
 	// The loader still refuses a real duplicate and names the key.
