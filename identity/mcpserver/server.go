@@ -10,7 +10,8 @@
 // actor {Kind: "task", ID: task id}, never the server scope: a secret only
 // the server may read answers exactly like a missing one. Every tool call
 // is reported to the audit hook with its identity, task, tool and outcome,
-// never with values.
+// never with values. ask_human hands the agent's question to Config.Ask
+// (the server records it on the task, which then waits in needs_input).
 package mcpserver
 
 import (
@@ -135,7 +136,8 @@ func NewServer(ids *identity.Service, secrets Secrets, cfg Config) *Server {
 	s.mcp = server.NewMCPServer("nightshift-identity", cfg.Version,
 		server.WithToolCapabilities(false),
 		server.WithRecovery(),
-		server.WithInstructions("Your task identity: an email inbox, a phone number for one-time codes, and the secrets your task may read."),
+		server.WithInstructions("Your task identity: an email inbox, a phone number for one-time codes, and the secrets your task may read. "+
+			"When you cannot go on without a human's decision, call ask_human and end your turn."),
 		server.WithToolHandlerMiddleware(s.audit),
 	)
 	for _, t := range Tools() {

@@ -22,6 +22,8 @@ import (
 //   - Slack: the reply box of the task's message (an input block with
 //     dispatch_action, block_id "answer:<task id>", action_id "answer"): its
 //     block_actions payload arrives on /hooks/slack/interactions.
+//   - Linear: any new comment on the ticket from a workspace member (not an
+//     integration, not the agent user), without the trigger.
 //
 // Either becomes a task.answer event on the task, which resumes the
 // agent's session with the answer as its prompt (only while the task
