@@ -51,6 +51,9 @@ func askedTask(t *testing.T, w *rtWorld, s *testServer) orchestrator.Task {
 	if got := w.gh.RevParse(rtOwner, rtName, "refs/heads/nightshift/"+id); got != "" {
 		t.Fatalf("a run that asked pushed its branch (%s)", got)
 	}
+	if out, err := s.cli(t, "tasks", "show", id); err != nil || !strings.Contains(out, "question:") || !strings.Contains(out, rtQuestion) {
+		t.Fatalf("tasks show: %v\n%s", err, out)
+	}
 	return task
 }
 

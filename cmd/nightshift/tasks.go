@@ -405,6 +405,9 @@ func printTaskSummary(w io.Writer, t orchestrator.Task) {
 	if t.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", t.Error)
 	}
+	if t.Question != "" {
+		fmt.Fprintf(w, "question: %s\n", t.Question)
+	}
 }
 
 // taskSubs are the sub-commands of "nightshift tasks".
@@ -652,6 +655,7 @@ func printTask(w io.Writer, t orchestrator.Task) {
 	row("review", t.Review)
 	row("pr", t.PRURL)
 	row("error", t.Error)
+	row("question", t.Question)
 	if t.Usage.InputTokens+t.Usage.OutputTokens > 0 {
 		row("tokens", fmt.Sprintf("%d in / %d out ($%.4f)", t.Usage.InputTokens, t.Usage.OutputTokens, t.Usage.CostUSD))
 	}
