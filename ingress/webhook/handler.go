@@ -345,7 +345,11 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 			return result{}, errors.Join(ErrUnavailable, err)
 		}
 		if over {
-			ref := &refusal{refuseAttemptCap, fmt.Sprintf("CI fix attempt %d on %s exceeds the cap of %d", attempt, n.attemptKey, h.cfg.AttemptCap)}
+			what, key := "CI fix attempt", n.attemptKey
+			if k, ok := strings.CutPrefix(key, "review:"); ok {
+				what, key = "review follow-up", k
+			}
+			ref := &refusal{refuseAttemptCap, fmt.Sprintf("%s %d on %s exceeds the cap of %d", what, attempt, key, h.cfg.AttemptCap)}
 			return h.refuse(ctx, log, key, ev, ref), nil
 		}
 		ev.Attempt = attempt
