@@ -458,6 +458,23 @@ func (s *Service) RevokeToken(ctx context.Context, token string) error {
 	return nil
 }
 
+// RevokeTaskTokens revokes every token issued for taskID, whether scoped
+// to it or issued to its identity. A run calls it before issuing its own
+// token, so a token an earlier (crashed or redelivered) run of the task
+// leaked stops working when the next run starts.
+func (s *Service) RevokeTaskTokens(ctx context.Context, taskID string) error {
+	if taskID == "" {
+		return ErrNoTaskID
+	}
+	_, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ?
+		WHERE revoked_at IS NULL AND (task_id = ? OR identity_id IN (SELECT id FROM identity_identities WHERE task_id = ?))`,
+		s.cfg.Clock().UTC().UnixMilli(), taskID, taskID)
+	if err != nil {
+		return fmt.Errorf("identity: revoke tokens of task %s: %w", taskID, err)
+	}
+	return nil
+}
+
 // Authenticate returns the identity and scope a token was issued for.
 // Unknown, expired, revoked and released-identity tokens give
 // ErrUnauthorized.

@@ -38,6 +38,7 @@ type Identities interface {
 	Release(ctx context.Context, taskID string) error
 	IssueTokenTTL(ctx context.Context, identityID string, scope identity.Scope, ttl time.Duration) (string, error)
 	RevokeToken(ctx context.Context, token string) error
+	RevokeTaskTokens(ctx context.Context, taskID string) error
 	Authenticate(ctx context.Context, token string) (identity.Identity, identity.Scope, error)
 }
 

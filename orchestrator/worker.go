@@ -507,6 +507,11 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		Timeout: r.repo.Timeout, AllowHosts: r.repo.AllowHosts, Tools: w.cfg.Tools,
 		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}
 	if w.cfg.MCP != nil {
+		// Tokens of earlier runs of this task (one that crashed and is
+		// redelivered now) die before this run's token is issued.
+		if err := w.identities.RevokeTaskTokens(ctx, item.TaskID); err != nil {
+			return stepErr("identity", "revoke earlier agent tokens: %w", err)
+		}
 		scope := identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent}
 		tok, err := w.identities.IssueTokenTTL(ctx, r.ident.ID, scope, w.tokenTTL(r.repo.Timeout))
 		if err != nil {
