@@ -735,3 +735,68 @@ func TestGlobalDataDirReachesVault(t *testing.T) {
 		}
 	}
 }
+
+// TestGlobalFlagsAmongPromptWords: --server, --token and --json after the
+// first word of a dispatch prompt or a follow-up message are flags, never
+// text the agent reads (the CLI has no server or token from its
+// environment here, so ignoring them fails the call); a command's own flag
+// there and any word after "--" stay text; a global flag the command does
+// not take is refused rather than sent.
+func TestGlobalFlagsAmongPromptWords(t *testing.T) {
+	t.Parallel()
+	s := startTestServer(t, `
+sandbox: {driver: process}
+identity: {smtp_listen: "127.0.0.1:0"}
+api: {tokens: ["adm1n-token"]}
+agents:
+  echo: {command: ["sh", "-c", "echo \"$NIGHTSHIFT_PROMPT\" >> NOTES.md"]}
+repos:
+  - match: "*"
+    test: "true"
+    timeout: 2m
+`)
+	origin := newOrigin(t)
+	out, errOut, code := cliRun(t, "", "dispatch", "--repo", origin, "--agent", "echo", "first", "--token", "adm1n-token", "--follow", "line", "--server="+s.URL, "--json")
+	var created api.CreateResponse
+	if code != 0 || json.Unmarshal([]byte(out), &created) != nil || created.ID == "" {
+		t.Fatalf("dispatch with global flags after the prompt: exit %d %q %q", code, out, errOut)
+	}
+	if got := s.taskAuth(t, created.ID).Prompt; got != "first --follow line" {
+		t.Fatalf("prompt %q, want %q", got, "first --follow line")
+	}
+	waitRun := func(run int) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			task := s.taskAuth(t, created.ID)
+			if task.Run == run && task.State == orchestrator.StateReview {
+				return
+			}
+			if task.Run == run && task.State == orchestrator.StateFailed || time.Now().After(deadline) {
+				t.Fatalf("run %d: state %s (run %d) error %q", run, task.State, task.Run, task.Error)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitRun(1)
+
+	out, errOut, code = cliRun(t, "", "tasks", "message", created.ID, "second", "--json", "line", "--token", "adm1n-token", "--server", s.URL, "--", "--token", "kept")
+	if code != 0 || !json.Valid([]byte(out)) {
+		t.Fatalf("tasks message with global flags after the text: exit %d %q %q", code, out, errOut)
+	}
+	waitRun(2)
+	if got := gitRun(t, origin, "show", "nightshift/"+created.ID+":NOTES.md"); got != "first --follow line\nsecond line --token kept" {
+		t.Fatalf("the agent read %q", got)
+	}
+
+	for _, args := range [][]string{
+		{"dispatch", "--repo", origin, "fix", "it", "--data-dir", "/tmp"},
+		{"tasks", "message", created.ID, "hi", "--token"},
+		{"tasks", "message", created.ID, "hi", "--json=maybe"},
+	} {
+		_, errOut, code := cliRun(t, "", append([]string{"--server=" + s.URL, "--token=adm1n-token"}, args...)...)
+		if code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and one sentence", args, code, errOut)
+		}
+	}
+}

@@ -297,15 +297,20 @@ func wantsHelp(args []string) bool {
 // parseFlags parses the flags of one of the client commands. Flags may
 // come before, between and after positional arguments, except: "--" ends
 // the flags, and once text reports that the positional words so far start
-// free text (a prompt, a message), every later word is text too. -h/--help
-// prints the usage of help (a usageOf key) on stdout and returns errHelp.
+// free text (a prompt, a message), every later word is text too, but for
+// the global flags (see textGlobals). -h/--help prints the usage of help
+// (a usageOf key) on stdout and returns errHelp.
 func parseFlags(a *app, fs *flag.FlagSet, help string, args []string, text func(pos []string) bool) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	var pos []string
 	for {
 		if text != nil && text(pos) {
-			return append(pos, args...), nil
+			words, err := textGlobals(fs, help, args)
+			if err != nil {
+				return nil, err
+			}
+			return append(pos, words...), nil
 		}
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
@@ -330,6 +335,43 @@ func parseFlags(a *app, fs *flag.FlagSet, help string, args []string, text func(
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// textGlobals sets on fs the global flags (--server, --token, --json,
+// --data-dir) found in free text up to "--" and returns the other words:
+// a global flag is a flag wherever it appears, so a token or a server URL
+// typed after a prompt never becomes prompt text, while the command's own
+// flags there ("make the --follow flag faster") stay text. A global flag
+// the command does not take is refused rather than sent as text.
+func textGlobals(fs *flag.FlagSet, help string, args []string) ([]string, error) {
+	var words []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			return append(words, args[i+1:]...), nil
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+		if !strings.HasPrefix(arg, "-") || !slices.Contains([]string{"server", "token", "json", "data-dir"}, name) {
+			words = append(words, arg)
+			continue
+		}
+		if fs.Lookup(name) == nil {
+			return nil, usageErrorf("%s: unknown flag --%s (it does not apply to %s; put \"--\" before text that contains it)", help, name, help)
+		}
+		if !hasValue && name != "json" {
+			if i+1 == len(args) {
+				return nil, usageErrorf("%s: flag --%s needs a value (see nightshift %s --help)", help, name, help)
+			}
+			i++
+			value = args[i]
+		} else if !hasValue {
+			value = "true"
+		}
+		if err := fs.Set(name, value); err != nil {
+			return nil, usageErrorf("%s: bad value for --%s (see nightshift %s --help)", help, name, help)
+		}
+	}
+	return words, nil
 }
 
 // errHelp is returned by parseFlags after it printed the usage: the
@@ -358,6 +400,10 @@ global flags (before or after the command; each command uses those it understand
   --version         print the version
   -h, --help        print help (also "nightshift help <command>", "nightshift <command> --help")
   --                end of flags: every later word is an argument
+
+The global flags are flags wherever they appear before "--", also among the
+words of a prompt or a message; a command's own flags after the first
+prompt word are prompt text.
 
 examples:
   nightshift serve

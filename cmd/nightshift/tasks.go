@@ -32,8 +32,10 @@ Creates a task: an agent works on the repository and proposes a change.
 
 The prompt is the words after the flags. Flags go first: from the first
 prompt word on, every word is prompt text, even one that looks like a flag
-("make the --follow flag faster" is a prompt; it does not turn on --follow).
-"--" also ends the flags. A lone "-" reads the prompt from stdin (flags may
+("make the --follow flag faster" is a prompt; it does not turn on --follow),
+except the global flags --server, --token and --json, which are flags
+wherever they appear before "--" (a token never ends up in the prompt).
+"--" ends the flags; every word after it is prompt text. A lone "-" reads the prompt from stdin (flags may
 follow it); --prompt-file reads it from a file ("-": stdin). An empty prompt
 is refused. The prompt travels in the request body; a server that finds it
 too large answers 413 and dispatch exits 1.
@@ -465,7 +467,9 @@ const tasksMessageUsage = `usage: nightshift tasks message ID TEXT...
        nightshift tasks message ID -          (text on stdin)
 
 Sends a follow-up instruction: the task runs again with it. From the first
-word of TEXT on, every word is text, even one that looks like a flag.
+word of TEXT on, every word is text, even one that looks like a flag, except
+the global flags --server, --token and --json, which are flags wherever they
+appear before "--"; every word after "--" is text.
 
 examples:
   nightshift tasks message 01j9z8x7w6v5u4t3 also cover the --dry-run flag
