@@ -57,7 +57,7 @@ func commands() map[string]command {
 		"tasks":      {summary: "list, show, follow, diff, cancel and retry tasks", run: runTasks, subs: taskSubs, globals: clientGlobals, ownHelp: true},
 		"vault":      {summary: "manage encrypted secrets", run: runVault, subs: []string{"set", "get", "ls", "rm", "rotate-key", "audit"}, globals: []string{"data-dir", "json"}},
 		"identity":   {summary: "manage agent identities", run: runIdentity, subs: []string{"new", "ls", "show", "inbox", "sms", "otp", "release"}, globals: clientGlobals, ownHelp: true},
-		"sandbox":    {summary: "run a command in the configured sandbox", run: runSandbox, subs: []string{"exec", "check"}},
+		"sandbox":    {summary: "run a command in the configured sandbox", run: runSandbox, subs: []string{"exec", "check"}, globals: []string{"data-dir"}},
 		"hooks":      {summary: "replay stored webhook payloads to a server", run: runHooks, subs: []string{"replay"}, globals: []string{"server"}, ownHelp: true},
 		"mcp":        {summary: "serve MCP over stdio for an agent inside a sandbox", run: runMCP},
 		"ravi":       {summary: "Ravi-compatible identity commands for agents inside a sandbox", run: runRavi},

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nightshift/nightshift/sandbox"
@@ -20,12 +21,18 @@ import (
 const sandboxUsage = `usage:
   nightshift sandbox exec --dir DIR [--driver bwrap|process] [--allow-host HOST]... [--env K=V]...
                           [--ro PATH]... [--ro-in-dir REL]... [--forward PORT=tcp:HOST:PORT|unix:PATH]...
-                          [--tool NAME=PATH]... [--timeout DURATION] [--memory BYTES] [--processes N] -- CMD...
+                          [--tool NAME=PATH]... [--timeout DURATION] [--memory BYTES] [--processes N]
+                          [--data-dir DIR] -- CMD...
   nightshift sandbox check [--driver bwrap|process]
 
 exec runs CMD in the sandbox the agents get, so you can check what they see.
 As root, CMD runs as an unprivileged host uid (1900000000 and up), as agents
-do, and DIR is handed to that uid first (every entry re-owned).
+do, and DIR is handed to that uid first (every entry re-owned, set-id bits
+cleared). exec refuses a DIR that is /, a system directory (/usr, /etc,
+/var, /tmp, ...) or inside /usr, /etc, /bin, /sbin, /lib*, /boot, /proc,
+/sys or /dev, a user's home directory or an ancestor of one, the data
+directory (--data-dir, env NIGHTSHIFT_DATA_DIR, default ./.nightshift) or
+an ancestor of it, or a DIR holding setuid or setgid files.
 check reports whether the driver works here and how limits are enforced.
 
 exec exits with CMD's own exit code; when the sandbox ended CMD it prints
@@ -96,6 +103,7 @@ func runSandboxCheck(ctx context.Context, a *app, args []string) error {
 	fl := flag.NewFlagSet("sandbox check", flag.ContinueOnError)
 	fl.SetOutput(a.stderr)
 	driver := fl.String("driver", "bwrap", "sandbox driver: bwrap or process")
+	fl.String("data-dir", "", "unused (accepted as a global flag)")
 	if err := fl.Parse(args); err != nil {
 		return usageErrorf("sandbox check: %v", err)
 	}
@@ -127,6 +135,7 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 	timeout := fl.Duration("timeout", 10*time.Minute, "wall-clock limit")
 	memory := fl.Int64("memory", 0, "memory limit in bytes (0: default 4 GiB)")
 	procs := fl.Int("processes", 0, "process limit (0: default 1024)")
+	dataDir := fl.String("data-dir", "", "data directory exec refuses to hand out (default ./.nightshift, env NIGHTSHIFT_DATA_DIR)")
 	verbose := fl.Bool("v", false, "log sandbox events to stderr")
 	fl.Var(&hosts, "allow-host", "allow egress to HOST or *.SUFFIX through the proxy (repeatable)")
 	fl.Var(&envs, "env", "set K=V in the sandbox environment (repeatable); nothing else is inherited")
@@ -147,6 +156,22 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
 		return usageErrorf("sandbox exec: --dir: %v", err)
+	}
+	if *dataDir == "" {
+		*dataDir = a.getenv("NIGHTSHIFT_DATA_DIR")
+	}
+	if *dataDir == "" {
+		*dataDir = ".nightshift"
+	}
+	if err := checkSandboxDir(absDir, *dataDir); err != nil {
+		return err
+	}
+	if *driver == "bwrap" && os.Geteuid() == 0 {
+		uid := bwrap.DefaultUID
+		if o := hostOwner(absDir); o >= bwrap.DefaultUID && o < bwrap.DefaultUID+bwrap.DefaultUIDs {
+			uid = o
+		}
+		fmt.Fprintf(a.stderr, "nightshift: %s is handed to uid %d: every entry in it is re-owned and loses its set-id bits\n", absDir, uid)
 	}
 	spec := sandbox.Spec{
 		ID:            "cli-" + strconv.Itoa(os.Getpid()),
@@ -224,6 +249,106 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 		return sandboxEnded(res, *timeout, *memory)
 	}
 	return nil
+}
+
+// systemDirs are the directories sandbox exec never hands to the sandbox
+// uid (nor an ancestor of one); under systemTrees no directory at all.
+var (
+	systemDirs  = []string{"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var", "/root", "/home", "/srv", "/opt", "/proc", "/sys", "/dev", "/run", "/tmp"}
+	systemTrees = []string{"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/dev"}
+)
+
+// checkSandboxDir refuses, in one sentence, a --dir that sandbox exec must
+// not re-own to the sandbox uid: /, a system directory, anything under a
+// system tree, a user's home directory or an ancestor of one, the data
+// directory or an ancestor of it, or a tree holding setuid or setgid
+// files. Symlinks are resolved first.
+func checkSandboxDir(dir, dataDir string) error {
+	real := resolvePath(dir)
+	refuse := func(why string) error {
+		return usageErrorf("sandbox exec: refusing --dir %s: %s", dir, why)
+	}
+	if real == "/" {
+		return refuse("it is the root directory")
+	}
+	for _, sys := range systemDirs {
+		if within(resolvePath(sys), real) {
+			return refuse(sys + " is a system directory")
+		}
+	}
+	for _, sys := range systemTrees {
+		if within(real, resolvePath(sys)) {
+			return refuse("it is inside the system directory " + sys)
+		}
+	}
+	for _, home := range passwdHomes() {
+		if home != "/" && within(resolvePath(home), real) {
+			return refuse(home + " is a user's home directory")
+		}
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil && within(resolvePath(abs), real) {
+		return refuse(abs + " is the data directory (--data-dir)")
+	}
+	if f := setIDFile(real); f != "" {
+		return refuse(f + " is setuid or setgid")
+	}
+	return nil
+}
+
+// within reports whether path is dir or lies under it (dir is path or one
+// of its ancestors).
+func within(path, dir string) bool {
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
+}
+
+// resolvePath returns path with its symlinks resolved, or path itself
+// when it cannot be resolved (it does not exist).
+func resolvePath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return filepath.Clean(path)
+}
+
+// passwdHomes returns the home directories in /etc/passwd.
+func passwdHomes() []string {
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return nil
+	}
+	var homes []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Split(line, ":"); len(f) >= 7 && strings.HasPrefix(f[5], "/") {
+			homes = append(homes, filepath.Clean(f[5]))
+		}
+	}
+	return homes
+}
+
+// setIDFile returns the first setuid or setgid file under dir, or "".
+// It follows no symlink; entries it cannot read are skipped.
+func setIDFile(dir string) string {
+	var found string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Type()&os.ModeSymlink != 0 {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+			found = path
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
+}
+
+// hostOwner returns the host uid owning path, or -1.
+func hostOwner(path string) int {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return -1
+	}
+	return int(fi.Sys().(*syscall.Stat_t).Uid)
 }
 
 // Exit codes of "sandbox exec" when the command did not exit on its own

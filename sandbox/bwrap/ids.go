@@ -116,14 +116,23 @@ func own(dir string, uid, gid int) error {
 			return fmt.Errorf("own %s: %w", dir, err)
 		}
 	}
-	if err := ownTree(fd, uid, gid); err != nil {
+	if err := ownTree(fd, uid, gid, 0); err != nil {
 		return fmt.Errorf("own %s: %w", dir, err)
 	}
 	return nil
 }
 
-// ownTree re-owns the entries of the directory open at fd and closes fd.
-func ownTree(fd, uid, gid int) error {
+// maxOwnDepth bounds how deep own walks: the walk keeps one descriptor
+// open per level, and an agent can nest directories as deep as it likes.
+const maxOwnDepth = 256
+
+// errTooDeep is own's error for a tree deeper than maxOwnDepth; it names
+// no path (one that deep is tens of kilobytes).
+var errTooDeep = fmt.Errorf("directories nest more than %d levels deep", maxOwnDepth)
+
+// ownTree re-owns the entries of the directory open at fd, depth levels
+// below own's directory, and closes fd.
+func ownTree(fd, uid, gid, depth int) error {
 	f := os.NewFile(uintptr(fd), "dir")
 	defer f.Close()
 	for {
@@ -146,11 +155,17 @@ func ownTree(fd, uid, gid int) error {
 				}
 			}
 			if typ == unix.S_IFDIR {
+				if depth == maxOwnDepth {
+					return errTooDeep
+				}
 				cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 				if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
-				if err := ownTree(cfd, uid, gid); err != nil {
+				if err := ownTree(cfd, uid, gid, depth+1); err != nil {
+					if errors.Is(err, errTooDeep) {
+						return err
+					}
 					return fmt.Errorf("%s/%w", name, err)
 				}
 			}
