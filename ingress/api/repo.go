@@ -44,24 +44,36 @@ func (s *Server) checkRepo(r *http.Request, repo string) *repoRefusal {
 	if pr, ok := PrincipalFrom(r.Context()); !ok || pr.Role != RoleAdmin {
 		return &repoRefusal{http.StatusForbidden, "only an admin may dispatch a task on a local repository"}
 	}
+	// Inside the data dir first: naming such a path would not help, so
+	// the refusal must not suggest a repos[].match entry.
+	if s.insideDataDir(p) {
+		return &repoRefusal{http.StatusForbidden, fmt.Sprintf("local repository %s is inside the server's data directory (task worktrees, agent homes and mirrors live there); it cannot be a task's repository", p)}
+	}
 	if s.cfg.LocalRepoAllowed == nil || !s.cfg.LocalRepoAllowed(p) {
 		return &repoRefusal{http.StatusForbidden, fmt.Sprintf("local repository %s is not named by the server's configuration: add a repos[].match entry with this path or a path glob (e.g. %q); \"*\" does not name local paths", p, filepath.Dir(p)+"/*")}
 	}
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
+	if _, err := filepath.EvalSymlinks(p); err != nil {
 		return &repoRefusal{http.StatusBadRequest, fmt.Sprintf("local repository %s cannot be opened on the server: %v", p, unwrapPathError(err))}
 	}
-	if s.cfg.DataDir != "" {
-		data := filepath.Clean(s.cfg.DataDir)
-		dataReal, err := filepath.EvalSymlinks(data)
-		if err != nil {
-			dataReal = data
-		}
-		if within(p, data) || within(real, dataReal) || within(real, data) {
-			return &repoRefusal{http.StatusForbidden, fmt.Sprintf("local repository %s is inside the server's data directory (task worktrees, agent homes and mirrors live there); it cannot be a task's repository", p)}
-		}
-	}
 	return nil
+}
+
+// insideDataDir reports whether the local path p is, as given or with its
+// symlinks evaluated, Config.DataDir or beneath it.
+func (s *Server) insideDataDir(p string) bool {
+	if s.cfg.DataDir == "" {
+		return false
+	}
+	data := filepath.Clean(s.cfg.DataDir)
+	dataReal, err := filepath.EvalSymlinks(data)
+	if err != nil {
+		dataReal = data
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		real = p
+	}
+	return within(p, data) || within(real, dataReal) || within(real, data)
 }
 
 // within reports whether path p is dir or lies beneath it.

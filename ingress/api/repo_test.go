@@ -82,3 +82,29 @@ func TestLocalRepoPolicy(t *testing.T) {
 }
 
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
+
+// TestLocalRepoInsideDataDirIsNamedSo: a local path inside the data
+// directory that no repos[].match names is refused for being inside the
+// data directory, not with advice to add a repos[].match entry (which
+// would not help).
+func TestLocalRepoInsideDataDirIsNamedSo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	dataDir, other := t.TempDir(), t.TempDir()
+	worktree := filepath.Join(dataDir, "tasks", "T1", "work")
+	if err := os.MkdirAll(worktree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(other, "link.git")
+	if err := os.Symlink(worktree, link); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Repos: []config.Repo{{Match: "*", Test: "true"}}}
+	ts := serve(t, New(w.bus, w.store, Config{AdminTokens: []string{"adm1n"}, LocalRepoAllowed: cfg.NamesLocalRepo, DataDir: dataDir}))
+	for _, repo := range []string{worktree, "file://" + worktree, link, filepath.Join(dataDir, "missing.git")} {
+		r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":`+quote(repo)+`,"prompt":"p"}`, "Authorization: Bearer adm1n")
+		if msg := r.errorMsg(t); r.code != 403 || !strings.Contains(msg, "inside the server's data directory") || strings.Contains(msg, "repos[].match") {
+			t.Errorf("%s: %d %q, want 403 saying it is inside the data directory (and no repos[].match advice)", repo, r.code, msg)
+		}
+	}
+}
