@@ -125,6 +125,11 @@ type Models struct {
 type Model struct {
 	BaseURL string `yaml:"base_url"`
 	APIKey  Secret `yaml:"api_key"`
+	// AllowServerTools lets agents use the provider's server-side tools
+	// (web search and fetch, code execution, MCP connector, files) and any
+	// anthropic-beta flag, which make the provider reach the network for
+	// them. Default false: the gateway refuses such requests.
+	AllowServerTools bool `yaml:"allow_server_tools"`
 }
 
 // Identity configures per-agent identities.

@@ -726,6 +726,11 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		if errors.As(err, &pe) {
 			return &StepError{Reason: "protected_path", Err: err}
 		}
+		// commit_too_large, tree_too_deep: the work tree is over a limit.
+		var le *worktree.LimitError
+		if errors.As(err, &le) {
+			return &StepError{Reason: le.Reason, Err: err}
+		}
 		return stepErr("commit", "commit: %w", err)
 	}
 	// Nothing new since the base or the task's last pushed commit, and an

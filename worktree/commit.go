@@ -140,7 +140,8 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: read parent commit: %w", err)
 	}
-	snap, err := stage(ctx, st, st.work, st.git, m.cfg.MaxFileSize)
+	snap, err := stage(ctx, st, st.work, st.git, stageOpts{maxFile: m.cfg.MaxFileSize,
+		maxCommit: m.cfg.MaxCommitBytes, old: st.mirror, put: st.putBlob})
 	if err != nil {
 		return Commit{}, fmt.Errorf("worktree: stage: %w", err)
 	}
@@ -148,28 +149,63 @@ func (m *Manager) Commit(ctx context.Context, wt *Worktree, req CommitRequest) (
 	if req.Protected != nil {
 		protected = req.Protected
 	}
-	var files []string
-	var missing []string
+	var files, links, missing []string
+	var newBytes int64
+	var tooLarge string
+	counted := map[plumbing.Hash]bool{}
 	if err := diffTrees(st, baseCommit.TreeHash, snap.tree, "", func(c change) error {
 		files = append(files, c.path)
+		if c.to.mode == filemode.Symlink || c.from.mode == filemode.Symlink {
+			links = append(links, c.path)
+		}
+		h := c.to.hash
+		if h.IsZero() || c.to.mode == filemode.Submodule || counted[h] {
+			return ctx.Err()
+		}
+		counted[h] = true
 		// The index's stat cache named this blob: it must be an object of
 		// this clone or its mirror (never one reached through alternates).
-		if !c.to.hash.IsZero() && c.to.mode != filemode.Submodule && st.HasEncodedObject(c.to.hash) != nil {
+		if st.HasEncodedObject(h) != nil {
 			missing = append(missing, c.path)
+			return ctx.Err()
+		}
+		// What the change adds, stat-cached blobs the agent wrote itself
+		// included: every blob the mirror lacks.
+		if tooLarge == "" && st.mirror.HasEncodedObject(h) != nil {
+			n, err := st.EncodedObjectSize(h)
+			if err != nil {
+				return fmt.Errorf("size of %s: %w", shortPath(c.path), err)
+			}
+			if newBytes += n; newBytes > m.cfg.MaxCommitBytes {
+				tooLarge = c.path
+			}
 		}
 		return ctx.Err()
 	}, nil); err != nil {
 		return Commit{}, fmt.Errorf("worktree: list changes: %w", err)
 	}
 	if len(missing) > 0 {
+		if len(missing) > 10 {
+			missing = append(missing[:10], fmt.Sprintf("and %d more", len(missing)-10))
+		}
+		for i := range missing {
+			missing[i] = shortPath(missing[i])
+		}
 		return Commit{}, fmt.Errorf("%w: the index names objects the clone does not have for %s", ErrUnsafeRepository, strings.Join(missing, ", "))
+	}
+	if tooLarge != "" {
+		return Commit{}, &LimitError{Reason: LimitCommitBytes, Path: shortPath(tooLarge), Limit: m.cfg.MaxCommitBytes}
 	}
 	sort.Strings(files)
 	if !req.AllowProtected && len(protected) > 0 {
+		isLink := map[string]bool{}
+		for _, l := range links {
+			isLink[l] = true
+		}
 		var hits []string
 		for _, f := range files {
 			for _, p := range protected {
-				if matchGlob(p, f) {
+				if matchGlob(p, f) || isLink[f] && aboveLiteralPrefix(p, f) {
 					hits = append(hits, f)
 					break
 				}

@@ -43,6 +43,12 @@ type Config struct {
 	// MaxFileSize is the largest file Commit and Diff will read from a
 	// worktree; zero means 100 MiB (GitHub's hard limit).
 	MaxFileSize int64
+	// MaxCommitBytes caps what one Commit (or Diff) may add: the summed
+	// size of the new and changed files it reads whose content the mirror
+	// does not already have, sparse files counted at their apparent size.
+	// The walk stops with a *LimitError (ErrCommitTooLarge) before reading
+	// past it. Zero means 1 GiB.
+	MaxCommitBytes int64
 	// HTTPClient is used for http(s) remotes; nil means a client with no
 	// overall timeout (operations are bounded by their context).
 	HTTPClient *http.Client
@@ -87,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFileSize <= 0 {
 		c.MaxFileSize = 100 << 20
+	}
+	if c.MaxCommitBytes <= 0 {
+		c.MaxCommitBytes = 1 << 30
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{}

@@ -62,7 +62,8 @@ func (m *Manager) Diff(ctx context.Context, wt *Worktree) (_ Diff, err error) {
 	}
 	defer st.Close()
 	ov := newOverlay(st)
-	snap, err := stage(ctx, ov, st.work, st.git, m.cfg.MaxFileSize)
+	snap, err := stage(ctx, ov, st.work, st.git, stageOpts{maxFile: m.cfg.MaxFileSize,
+		maxCommit: m.cfg.MaxCommitBytes, old: st.mirror, put: ov.putBlob})
 	if err != nil {
 		return Diff{}, fmt.Errorf("worktree: diff: %w", err)
 	}
@@ -111,7 +112,7 @@ func readBlob(st storer.EncodedObjectStorer, f treeFile) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("worktree: read %s: %w", f.path, err)
 	}
-	if o.Size() > maxDiffBytes {
+	if _, omitted := o.(*omittedBlob); omitted || o.Size() > maxDiffBytes {
 		return nil, true, nil
 	}
 	r, err := o.Reader()

@@ -32,18 +32,33 @@
 //     a work file can neither hang the host nor show it another file.
 //     Symlinks in the work tree are committed as symlinks. The clone's
 //     alternates, config and refs are never trusted: the mirror comes from
-//     task metadata kept outside the clone.
+//     task metadata kept outside the clone. A nested repository (a
+//     directory with its own .git) is committed as files, without its
+//     .git; no entry named .git is ever read.
+//   - What the agent leaves costs the host bounded memory and descriptors:
+//     files are hashed and stored as loose objects in chunks, never read
+//     whole; a change whose new files (those the mirror lacks, sparse ones
+//     at their apparent size) add up to more than Config.MaxCommitBytes
+//     (1 GiB), or whose directories nest deeper than MaxTreeDepth (256),
+//     is refused with a *LimitError before the walk reads past the limit;
+//     the walk holds one open directory per level; paths in errors are
+//     shortened.
 //   - Commit squashes whatever the agent did into one commit made by
 //     Nightshift (parent: the last commit a push of the task delivered, or
 //     the base; tree: the work tree's files), carrying the task identity
 //     and a Nightshift-Task trailer; the agent's own commits, messages and
 //     branches never leave. Changes to protected paths (default
-//     .github/workflows/**) fail with *ProtectedPathError unless allowed.
+//     .github/workflows/**) fail with *ProtectedPathError unless allowed;
+//     so does a symlink added, changed or removed at a protected path or
+//     at a directory above a pattern's literal prefix (.github -> ci).
 //   - Push sends that commit, whatever the clone's refs say, and only the
 //     objects the remote does not have (not reachable from the base or the
-//     remote branch's old value). Every object it sends is read back,
-//     checked against its hash and offered whole to PushRequest.Scan first
-//     (blobs, commit messages and identities, tree entry names), so a scan
-//     sees exactly what leaves. Failures are *PushError with a
+//     remote branch's old value). Every object it sends is read once, as a
+//     stream, into a pack file in the task's directory (out of the
+//     agent's reach), checked against its hash and offered to
+//     PushRequest.Scan (blobs, in overlapping 4 MiB windows when larger;
+//     commit messages and identities; tree entry names) before any of the
+//     pack is sent, so a scan sees exactly what leaves and no object is
+//     held in memory whole. Failures are *PushError with a
 //     machine-readable Reason, or *SecretFoundError.
 package worktree

@@ -21,6 +21,13 @@ var (
 	// ErrFileTooLarge is returned by Commit and Diff when the worktree
 	// holds a new or changed file over Config.MaxFileSize.
 	ErrFileTooLarge = errors.New("worktree: file too large")
+	// ErrCommitTooLarge is matched by the *LimitError Commit and Diff
+	// return when the new files of a change add up to more than
+	// Config.MaxCommitBytes.
+	ErrCommitTooLarge = errors.New("worktree: change too large")
+	// ErrTreeTooDeep is matched by the *LimitError Commit and Diff return
+	// when the work tree nests directories deeper than MaxTreeDepth.
+	ErrTreeTooDeep = errors.New("worktree: directory tree too deep")
 	// ErrForbiddenRepo is returned when a local repository resolves under
 	// one of Config.ForbiddenDirs (or MirrorDir or TaskDir).
 	ErrForbiddenRepo = errors.New("worktree: repository in a forbidden directory")
@@ -41,6 +48,54 @@ func (e *ProtectedPathError) Error() string {
 
 // Is makes errors.Is(err, ErrProtectedPath) true.
 func (e *ProtectedPathError) Is(target error) bool { return target == ErrProtectedPath }
+
+// Limit reasons carried by LimitError.Reason.
+const (
+	// LimitCommitBytes: the new files add up to more than
+	// Config.MaxCommitBytes.
+	LimitCommitBytes = "commit_too_large"
+	// LimitTreeDepth: directories nest deeper than MaxTreeDepth.
+	LimitTreeDepth = "tree_too_deep"
+)
+
+// LimitError reports a work tree over one of the limits Commit and Diff
+// enforce; nothing was committed. It matches ErrCommitTooLarge or
+// ErrTreeTooDeep (errors.Is) by Reason.
+type LimitError struct {
+	// Reason is LimitCommitBytes or LimitTreeDepth.
+	Reason string
+	// Path is where the walk was when the limit was hit, shortened to at
+	// most about 120 bytes.
+	Path string
+	// Limit is the limit in bytes or directory levels.
+	Limit int64
+}
+
+func (e *LimitError) Error() string {
+	switch e.Reason {
+	case LimitCommitBytes:
+		return fmt.Sprintf("worktree: the change adds more than %d bytes of new files (at %s); the limit is Config.MaxCommitBytes", e.Limit, e.Path)
+	case LimitTreeDepth:
+		return fmt.Sprintf("worktree: directories nest deeper than %d levels (at %s)", e.Limit, e.Path)
+	}
+	return fmt.Sprintf("worktree: limit %s exceeded at %s", e.Reason, e.Path)
+}
+
+// Is matches the sentinel of the limit.
+func (e *LimitError) Is(target error) bool {
+	return e.Reason == LimitCommitBytes && target == ErrCommitTooLarge ||
+		e.Reason == LimitTreeDepth && target == ErrTreeTooDeep
+}
+
+// shortPath shortens a path for an error message: an agent can make one
+// tens of kilobytes long.
+func shortPath(p string) string {
+	const keep = 56
+	if len(p) <= 2*keep+8 {
+		return p
+	}
+	return fmt.Sprintf("%s...[%d bytes]...%s", p[:keep], len(p)-2*keep, p[len(p)-keep:])
+}
 
 // Push failure reasons carried by PushError.Reason.
 const (

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 // git runs native git in dir (tests only; never in production code paths
@@ -76,3 +79,21 @@ func newManager(t testing.TB, mut ...func(*Config)) *Manager {
 var agent = Signature{Name: "Nightshift Agent t1", Email: "t1@agents.localhost"}
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// writeBlob stores content as a blob in st.
+func writeBlob(st storer.EncodedObjectStorer, content []byte) (plumbing.Hash, error) {
+	o := st.NewEncodedObject()
+	o.SetType(plumbing.BlobObject)
+	o.SetSize(int64(len(content)))
+	w, err := o.Writer()
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if _, err := w.Write(content); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if err := w.Close(); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return st.SetEncodedObject(o)
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/storer"
@@ -25,6 +25,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/utils/ioutil"
+	"github.com/klauspost/compress/zlib"
 )
 
 // Local repositories (a path or a file:// URL) are read and written in
@@ -371,7 +372,7 @@ func readLocalRef(g *rootFS, name plumbing.ReferenceName) (plumbing.Hash, error)
 // receive stores a pack in the repository and moves ref from old to new
 // the way git does it: a lock file created exclusively, the current value
 // compared, the new value renamed into place. No hook runs.
-func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old, new plumbing.Hash, pack func(io.Writer) error, hasObjects bool) (reason, msg string, err error) {
+func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old, new plumbing.Hash, pack io.Reader, hasObjects bool) (reason, msg string, err error) {
 	if !r.bare {
 		if b, err := readFileLimit(r.git.root, "HEAD", 4096); err == nil && strings.TrimSpace(string(b)) == "ref: "+ref.String() {
 			return PushRejected, "refusing to update the branch checked out in a non-bare repository", nil
@@ -403,11 +404,7 @@ func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old
 		return PushRejected, fmt.Sprintf("stale info: the remote branch moved to %s", cur), nil
 	}
 	if hasObjects {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(pack(pw)) }()
-		err := packfile.UpdateObjectStorage(r.store, ioutil.NewContextReader(ctx, pr))
-		pr.Close()
-		if err != nil {
+		if err := r.unpack(ctx, pack); err != nil {
 			return "", "", fmt.Errorf("store pack: %w", err)
 		}
 	}
@@ -429,4 +426,61 @@ func (r *localRepo) receive(ctx context.Context, ref plumbing.ReferenceName, old
 		return "", "", err
 	}
 	return "", "", nil
+}
+
+// unpack stores the objects of a pack writePack made (whole objects, no
+// deltas) as loose objects of the repository, as git's unpack-objects
+// does, one object at a time through a small buffer: go-git's pack parser
+// would hold each object whole.
+func (r *localRepo) unpack(ctx context.Context, pack io.Reader) error {
+	br := bufio.NewReaderSize(pack, 64<<10)
+	var hdr [12]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return err
+	}
+	if string(hdr[:4]) != "PACK" || binary.BigEndian.Uint32(hdr[4:]) != 2 {
+		return errors.New("not a version 2 pack")
+	}
+	lw := &looseWriter{git: r.git}
+	has := func(h plumbing.Hash) bool { return r.store.HasEncodedObject(h) == nil }
+	var zr io.ReadCloser
+	for range binary.BigEndian.Uint32(hdr[8:]) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := br.ReadByte()
+		if err != nil {
+			return err
+		}
+		t := plumbing.ObjectType(c >> 4 & 7)
+		size, shift := int64(c&0x0f), 4
+		for c&0x80 != 0 {
+			if c, err = br.ReadByte(); err != nil {
+				return err
+			}
+			if shift > 56 {
+				return errors.New("object size overflows")
+			}
+			size |= int64(c&0x7f) << shift
+			shift += 7
+		}
+		if !t.Valid() || t == plumbing.OFSDeltaObject || t == plumbing.REFDeltaObject {
+			return fmt.Errorf("unexpected object type %d", t)
+		}
+		if zr == nil {
+			if zr, err = zlib.NewReader(br); err != nil {
+				return err
+			}
+		} else if err := zr.(zlib.Resetter).Reset(br, nil); err != nil {
+			return err
+		}
+		if _, err := lw.write(t, size, zr, has); err != nil {
+			return err
+		}
+		// Read to the end of the stream: its checksum.
+		if n, err := io.Copy(io.Discard, zr); err != nil || n != 0 {
+			return fmt.Errorf("object longer than its header says: %v", err)
+		}
+	}
+	return nil
 }

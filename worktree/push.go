@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/utils/ioutil"
 )
 
 // PushRequest says where to push a task branch.
@@ -32,10 +34,10 @@ type PushRequest struct {
 	Progress io.Writer
 	// Scan, when set, sees everything the push would send that the remote
 	// may not have: the whole content of every new blob (binary and large
-	// ones included), every new commit (message, author and committer),
-	// the entry names of every new tree, and the paths of the new files.
-	// An error from it aborts the push before anything is sent, as a
-	// *SecretFoundError.
+	// ones included; over 4 MiB in overlapping windows, see ScanFunc),
+	// every new commit (message, author and committer), the entry names of
+	// every new tree, and the paths of the new files. An error from it
+	// aborts the push before anything is sent, as a *SecretFoundError.
 	Scan ScanFunc
 }
 
@@ -53,8 +55,9 @@ type PushResult struct {
 // Commit never changed anything) to the remote branch. What the clone's
 // refs say is ignored: the agent may have moved them since. Only objects
 // reachable from that commit and not from the base (or from the remote
-// branch's current value) are sent; each is read back and checked against
-// its hash, and passed to req.Scan, before anything is sent. Local remotes
+// branch's current value) are sent; each is read once into a pack file
+// outside the clone, checked against its hash and passed to req.Scan,
+// before anything is sent. Local remotes
 // are written in this process, without native git and its hooks. A
 // refusal is a *PushError.
 func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ PushResult, err error) {
@@ -215,20 +218,39 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ Pu
 		}
 		items = kept
 	}
-	objs, hashes, err := packObjects(ctx, st, items, req.Scan)
+	// The pack is written (and every object in it checked and scanned)
+	// into a file of the task's own directory, out of the agent's reach,
+	// before any of it is sent: nothing is held in memory whole, and the
+	// agent cannot change an object between its scan and its sending.
+	pack, err := os.CreateTemp(m.taskRoot(wt.TaskID), "push-*.pack")
 	if err != nil {
+		return PushResult{}, fmt.Errorf("worktree: push pack: %w", err)
+	}
+	defer func() {
+		pack.Close()
+		_ = os.Remove(pack.Name())
+	}()
+	if err := writePack(ctx, st, items, req.Scan, pack); err != nil {
 		var sf *SecretFoundError
 		if errors.As(err, &sf) {
 			return PushResult{}, err
 		}
 		return PushResult{}, fmt.Errorf("worktree: read objects to push: %w", err)
 	}
-	res.Objects = len(hashes)
+	res.Objects = len(items)
+	sendPack := func(w io.Writer) error {
+		if _, err := pack.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		_, err := io.Copy(w, pack)
+		return err
+	}
 
 	if local != nil {
-		reason, msg, err := local.receive(ctx, refName, old, head, func(w io.Writer) error {
-			return encodePack(w, objs, hashes)
-		}, len(hashes) > 0)
+		if _, err := pack.Seek(0, io.SeekStart); err != nil {
+			return PushResult{}, fmt.Errorf("worktree: push pack: %w", err)
+		}
+		reason, msg, err := local.receive(ctx, refName, old, head, ioutil.NewContextReader(ctx, pack), len(items) > 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return PushResult{}, err
@@ -238,7 +260,7 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ Pu
 		if reason != "" {
 			return PushResult{}, pushErr(reason, msg, nil)
 		}
-	} else if err := m.sendPack(ctx, sess, caps, refName, old, head, objs, hashes, req.Progress, pushErr); err != nil {
+	} else if err := m.sendPack(ctx, sess, caps, refName, old, head, sendPack, req.Progress, pushErr); err != nil {
 		return PushResult{}, err
 	}
 	m.recordPush(wt.TaskID, head)
@@ -256,7 +278,7 @@ func (m *Manager) recordPush(taskID string, head plumbing.Hash) {
 
 // sendPack runs receive-pack on a network remote.
 func (m *Manager) sendPack(ctx context.Context, sess transport.ReceivePackSession, caps *capability.List, refName plumbing.ReferenceName,
-	old, head plumbing.Hash, objs storer.EncodedObjectStorer, hashes []plumbing.Hash, progress io.Writer,
+	old, head plumbing.Hash, pack func(io.Writer) error, progress io.Writer,
 	pushErr func(reason, msg string, err error) error) error {
 	upd := packp.NewReferenceUpdateRequestFromCapabilities(caps)
 	upd.Commands = []*packp.Command{{Name: refName, Old: old, New: head}}
@@ -272,7 +294,7 @@ func (m *Manager) sendPack(ctx context.Context, sess transport.ReceivePackSessio
 	upd.Packfile = pr
 	done := make(chan error, 1)
 	go func() {
-		err := encodePack(pw, objs, hashes)
+		err := pack(pw)
 		_ = pw.CloseWithError(err)
 		done <- err
 	}()

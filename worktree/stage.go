@@ -127,17 +127,42 @@ func readlinkAt(dirfd int, name string) (string, error) {
 	return string(buf[:n]), nil
 }
 
+// MaxTreeDepth is how deep directories may nest in a work tree Commit or
+// Diff reads (git's own core.maxTreeDepth is 4096; real repositories stay
+// far below 256). A deeper tree fails with a *LimitError
+// (ErrTreeTooDeep): the walk holds one open directory per level, so the
+// limit also bounds its open files.
+const MaxTreeDepth = 256
+
+// stageOpts are stage's limits and where it puts blobs.
+type stageOpts struct {
+	// maxFile is the largest file read (Config.MaxFileSize).
+	maxFile int64
+	// maxCommit caps the bytes of new blobs read (Config.MaxCommitBytes).
+	maxCommit int64
+	// old holds the objects that are not new (the mirror); nil: none.
+	old storer.EncodedObjectStorer
+	// put stores exactly size bytes of r as a blob, streaming.
+	put func(r io.Reader, size int64) (plumbing.Hash, error)
+}
+
 // stage snapshots the worktree the way `git add -A` would: tracked files
 // (per the index) and untracked files that no .gitignore excludes. Files
-// whose stat data matches the index are not read again. New blobs and
-// trees are written to st.
+// whose stat data matches the index are not read again. New blobs are
+// streamed into o.put, trees written to st.
 //
-// The walk holds a descriptor for each directory and reaches every entry
-// relative to it without following symlinks: a symlink is committed as a
-// symlink (its target text), a directory swapped for a link while the walk
-// runs fails the walk, and nothing outside the work tree is ever read. A
-// FIFO or device is skipped, never opened for reading.
-func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, git *rootFS, maxSize int64) (*snapshot, error) {
+// The walk holds a descriptor for each directory (at most MaxTreeDepth)
+// and reaches every entry relative to it without following symlinks: a
+// symlink is committed as a symlink (its target text), a directory swapped
+// for a link while the walk runs fails the walk, and nothing outside the
+// work tree is ever read. A FIFO or device is skipped, never opened for
+// reading. A nested repository's files are committed without its .git
+// (no entry named .git is ever read). Files are read in chunks, never
+// whole; the bytes of new blobs (those o.old lacks) add up against
+// o.maxCommit, and a file that would pass it is refused before it is read
+// (unless it is tracked with the same size: then it is hashed first, and
+// passes if its content is old).
+func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, git *rootFS, o stageOpts) (*snapshot, error) {
 	idx, idxTime, err := readIndex(git)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
@@ -160,6 +185,9 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 	if b, err := readFileLimit(git.root, filepath.Join("info", "exclude"), 1<<20); err == nil {
 		patterns = append(patterns, parseIgnore(b, nil)...)
 	}
+	isOld := func(h plumbing.Hash) bool { return o.old != nil && o.old.HasEncodedObject(h) == nil }
+	var added int64 // bytes of new blobs read so far
+	buf := make([]byte, 64<<10)
 	var out []*index.Entry
 	owner := -1 // the work tree's owner, set below
 	var walk func(d *os.File, rel string, domain []string, ps []gitignore.Pattern) error
@@ -206,6 +234,9 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 				if !trackedDirs[p] && matcher.Match(segs, true) {
 					continue
 				}
+				if len(segs) > MaxTreeDepth {
+					return &LimitError{Reason: LimitTreeDepth, Path: shortPath(p), Limit: MaxTreeDepth}
+				}
 				if testHookBeforeDir != nil {
 					testHookBeforeDir(p)
 				}
@@ -214,18 +245,12 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 					continue
 				}
 				if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-					return fmt.Errorf("%w: %s changed while it was read", ErrConcurrentUpdate, p)
+					return fmt.Errorf("%w: %s changed while it was read", ErrConcurrentUpdate, shortPath(p))
 				}
 				if err != nil {
-					return &fs.PathError{Op: "open", Path: p, Err: err}
+					return &fs.PathError{Op: "open", Path: shortPath(p), Err: err}
 				}
-				child := os.NewFile(uintptr(cfd), p)
-				if !trackedDirs[p] {
-					if _, err := lstatAt(cfd, ".git"); err == nil {
-						child.Close()
-						continue // an untracked nested repository
-					}
-				}
+				child := os.NewFile(uintptr(cfd), name)
 				err = walk(child, p, segs, ps)
 				child.Close()
 				if err != nil {
@@ -249,7 +274,7 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 				continue // sockets, fifos, devices
 			}
 			if mode != filemode.Symlink && foreignLink(fi, owner) {
-				return fmt.Errorf("%w: %s is a hard link to a file the task does not own", ErrUnsafeRepository, p)
+				return fmt.Errorf("%w: %s is a hard link to a file the task does not own", ErrUnsafeRepository, shortPath(p))
 			}
 			if isTracked && e.Mode == mode && statMatches(e, fi, idxTime) {
 				out = append(out, e)
@@ -259,33 +284,62 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 				return err
 			}
 			ne := &index.Entry{Name: p, Mode: mode}
-			var content []byte
+			var size int64
 			if mode == filemode.Symlink {
 				target, err := readlinkAt(dfd, name)
 				if err != nil {
 					return err
 				}
-				content = []byte(target)
-			} else {
-				if fi.Size() > maxSize {
-					return fmt.Errorf("%w: %s is %d bytes (limit %d)", ErrFileTooLarge, p, fi.Size(), maxSize)
-				}
-				content, err = readAt(dfd, name, maxSize)
-				if errors.Is(err, ErrFileTooLarge) {
-					return fmt.Errorf("%w: %s is over %d bytes", ErrFileTooLarge, p, maxSize)
-				}
+				size = int64(len(target))
+				ne.Hash, err = o.put(strings.NewReader(target), size)
 				if err != nil {
-					return fmt.Errorf("%w: %s changed while it was read: %v", ErrConcurrentUpdate, p, err)
+					return err
+				}
+			} else {
+				f, err := openFileAt(dfd, name)
+				if err != nil {
+					return fmt.Errorf("%w: %s changed while it was read: %v", ErrConcurrentUpdate, shortPath(p), err)
+				}
+				ffi, err := f.Stat()
+				if err != nil {
+					f.Close()
+					return err
+				}
+				size = ffi.Size()
+				if size > o.maxFile {
+					f.Close()
+					return fmt.Errorf("%w: %s is %d bytes (limit %d)", ErrFileTooLarge, shortPath(p), size, o.maxFile)
+				}
+				if added+size > o.maxCommit {
+					// Over the budget: only a tracked file of the same
+					// size (touched, likely unchanged) is hashed to see
+					// whether its content is old; nothing is stored.
+					h, err := plumbing.ZeroHash, error(nil)
+					if isTracked && int64(e.Size) == size&0xffffffff {
+						h, err = hashReader(io.NewSectionReader(f, 0, size), size, buf)
+					}
+					f.Close()
+					if err != nil {
+						return fmt.Errorf("%w: %s changed while it was read: %v", ErrConcurrentUpdate, shortPath(p), err)
+					}
+					if h.IsZero() || !isOld(h) {
+						return &LimitError{Reason: LimitCommitBytes, Path: shortPath(p), Limit: o.maxCommit}
+					}
+					ne.Hash = h
+				} else {
+					ne.Hash, err = o.put(io.NewSectionReader(f, 0, size), size)
+					f.Close()
+					if err != nil {
+						return fmt.Errorf("%w: %s changed while it was read: %v", ErrConcurrentUpdate, shortPath(p), err)
+					}
+					if !isOld(ne.Hash) {
+						added += size
+					}
 				}
 			}
-			h, err := writeBlob(st, content)
-			if err != nil {
-				return err
-			}
-			ne.Hash = h
 			// Stat again after reading: the agent may still be writing, and
 			// a stale stat would hide the later change. Re-hash next time.
-			if fi2, err := lstatAt(dfd, name); err == nil && fi2.ModTime().Equal(fi.ModTime()) && fi2.Size() == int64(len(content)) {
+			if fi2, err := lstatAt(dfd, name); err == nil && fi2.ModTime().Equal(fi.ModTime()) && fi2.Size() == size {
 				fillStat(ne, fi2)
 			}
 			out = append(out, ne)
@@ -314,6 +368,39 @@ func stage(ctx context.Context, st storer.EncodedObjectStorer, work *os.Root, gi
 	return &snapshot{tree: tree, entries: out}, nil
 }
 
+// openFileAt opens the regular file name in the directory dirfd without
+// following a symlink and without blocking on a FIFO.
+func openFileAt(dirfd int, name string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &fs.PathError{Op: "read", Path: name, Err: errNotRegular}
+	}
+	return f, nil
+}
+
+// hashReader hashes exactly size bytes of r as a blob.
+func hashReader(r io.Reader, size int64, buf []byte) (plumbing.Hash, error) {
+	h := plumbing.NewHasher(plumbing.BlobObject, size)
+	n, err := io.CopyBuffer(h, io.LimitReader(r, size), buf)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if n != size {
+		return plumbing.ZeroHash, io.ErrUnexpectedEOF
+	}
+	return h.Sum(), nil
+}
+
 func parseIgnore(b []byte, domain []string) []gitignore.Pattern {
 	var ps []gitignore.Pattern
 	for _, line := range strings.Split(string(b), "\n") {
@@ -339,31 +426,6 @@ func statMatches(e *index.Entry, fi os.FileInfo, idxTime time.Time) bool {
 	var probe index.Entry
 	fillStat(&probe, fi)
 	return probe.Inode == e.Inode && probe.CreatedAt.Equal(e.CreatedAt)
-}
-
-// writeBlob stores content as a blob unless the store already has it.
-func writeBlob(st storer.EncodedObjectStorer, content []byte) (plumbing.Hash, error) {
-	h := plumbing.ComputeHash(plumbing.BlobObject, content)
-	if st.HasEncodedObject(h) == nil {
-		return h, nil
-	}
-	o := st.NewEncodedObject()
-	o.SetType(plumbing.BlobObject)
-	o.SetSize(int64(len(content)))
-	w, err := o.Writer()
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if _, err := w.Write(content); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if err := w.Close(); err != nil {
-		return plumbing.ZeroHash, err
-	}
-	if _, err := st.SetEncodedObject(o); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("store blob: %w", err)
-	}
-	return h, nil
 }
 
 // buildTree writes the trees for entries sorted by name and returns the
@@ -548,6 +610,28 @@ func validGlob(p string) error {
 		}
 	}
 	return nil
+}
+
+// aboveLiteralPrefix reports whether name is the literal prefix of
+// pattern (its segments before the first one with a wildcard) or a
+// directory above it: a symlink there redirects every path the pattern
+// protects (.github -> ci makes ci/workflows/x.yml the workflow).
+func aboveLiteralPrefix(pattern, name string) bool {
+	ps := strings.Split(pattern, "/")
+	ns := strings.Split(name, "/")
+	lit := 0
+	for lit < len(ps) && !strings.ContainsAny(ps[lit], "*?[\\") {
+		lit++
+	}
+	if len(ns) > lit {
+		return false
+	}
+	for i, n := range ns {
+		if ps[i] != n {
+			return false
+		}
+	}
+	return true
 }
 
 // matchGlob matches a slash-separated path against a pattern in which

@@ -429,7 +429,7 @@ func (s *server) newSandboxes(ctx context.Context, cfg *config.Config, logger *s
 func newGateway(cfg *config.Config, resolve func(config.Secret) (string, error),
 	reg prometheus.Registerer, logger *slog.Logger) (*gateway.Gateway, error) {
 	upstream := func(m config.Model) gateway.Upstream {
-		return gateway.Upstream{BaseURL: m.BaseURL, Key: func(context.Context) (string, error) {
+		return gateway.Upstream{BaseURL: m.BaseURL, AllowServerTools: m.AllowServerTools, Key: func(context.Context) (string, error) {
 			if !m.APIKey.IsSet() {
 				return "", errors.New("no API key configured for this model provider")
 			}

@@ -21,8 +21,9 @@ const GatewayOpenAIPath = "/openai"
 // "nightshift" model provider whose base URL is the gateway and whose key
 // is read from OPENAI_API_KEY (the gateway token); register the task's MCP
 // server as a streamable-HTTP server whose bearer token is read from
-// NIGHTSHIFT_MCP_TOKEN; and turn off update checks, analytics, feedback and
-// the features that reach out to plugin marketplaces and connectors. No
+// NIGHTSHIFT_MCP_TOKEN; and turn off update checks, analytics, feedback,
+// hosted web search and the features that reach out to plugin marketplaces
+// and connectors. No
 // secret is on the command line. Codex keeps its sessions under
 // $HOME/.codex, so a follow-up needs the same HOME.
 type Codex struct {
@@ -86,7 +87,9 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 // codexConfig returns the -c overrides (KEY=TOML value) for req.
 func codexConfig(req Request) []string {
 	q := tomlString
-	kv := []string{"check_for_update_on_startup=false", "analytics.enabled=false", "feedback.enabled=false"}
+	// Codex offers the model OpenAI's hosted web search by default; the
+	// gateway refuses provider-side tools, so it is turned off.
+	kv := []string{"check_for_update_on_startup=false", "analytics.enabled=false", "feedback.enabled=false", "web_search=" + q("disabled")}
 	for _, f := range codexDisabledFeatures {
 		kv = append(kv, "features."+f+"=false")
 	}

@@ -65,7 +65,7 @@ func TestPrepare(t *testing.T) {
 			}
 			if tc.kind == "codex" {
 				for _, kv := range []string{`model_providers.nightshift.base_url="http://127.0.0.1:9/openai"`, `mcp_servers.nightshift.url="http://127.0.0.1:7/mcp"`,
-					`mcp_servers.nightshift.bearer_token_env_var="NIGHTSHIFT_MCP_TOKEN"`, `model_provider="nightshift"`, "features.plugins=false", "analytics.enabled=false"} {
+					`mcp_servers.nightshift.bearer_token_env_var="NIGHTSHIFT_MCP_TOKEN"`, `model_provider="nightshift"`, "features.plugins=false", "analytics.enabled=false", `web_search="disabled"`} {
 					if !slices.Contains(inv.Argv, kv) {
 						t.Errorf("codex argv lacks -c %s", kv)
 					}

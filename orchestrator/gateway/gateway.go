@@ -18,6 +18,18 @@
 // <gateway>/openai (Codex appends /responses; the OpenAI upstream's BaseURL
 // carries /v1).
 //
+// Request policy: the provider must not become the sandbox's network. Only
+// the request headers the CLIs send are forwarded (see upstreamHeader), and
+// of anthropic-beta only Upstream.Betas. POST bodies must be JSON objects
+// (gzip or zstd encoded at most) and are refused with 400 in the
+// provider's error format, never forwarded, when they use provider-side
+// tools (web search and fetch, code execution, hosted shells, image
+// generation, file search), the MCP connector, containers, files stored at
+// the provider, URL sources the provider would fetch, stored prompts or
+// background responses; Upstream.AllowServerTools lifts the body checks
+// and the beta filter.
+// Forwarded bodies are the agent's bytes, unchanged.
+//
 // A sandbox should reach the gateway only through TaskHandler(task), which
 // refuses every token but that task's, on a listener of its own.
 //
@@ -80,6 +92,15 @@ type Upstream struct {
 	// DefaultEndpoints(provider), which is required for a provider other
 	// than "anthropic" and "openai".
 	Endpoints []Endpoint
+	// Betas are the anthropic-beta flags forwarded (provider "anthropic"
+	// only); others are dropped from the header. Nil means
+	// DefaultBetas(provider).
+	Betas []string
+	// AllowServerTools forwards requests that use provider-side tools, the
+	// MCP connector, containers, stored files and URL sources, and every
+	// anthropic-beta flag, letting the provider reach the network for the
+	// agent. False (the default) refuses such requests.
+	AllowServerTools bool
 }
 
 // Endpoint is one API call the gateway forwards: an HTTP method and a path
@@ -308,6 +329,14 @@ func New(cfg Config) (*Gateway, error) {
 		if u.Endpoints == nil {
 			u.Endpoints = DefaultEndpoints(name)
 		}
+		if u.Betas == nil {
+			u.Betas = DefaultBetas(name)
+		}
+		betas := make([]string, len(u.Betas))
+		for i, b := range u.Betas {
+			betas[i] = strings.ToLower(strings.TrimSpace(b))
+		}
+		u.Betas = betas
 		ups[name] = u
 	}
 	cfg.Upstreams = ups
@@ -539,7 +568,25 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, only string) {
 		}
 		return // client went away
 	}
-	plain := decodeBody(body, r.Header.Get("Content-Encoding"))
+	plain, err := decodeRequest(body, r.Header.Get("Content-Encoding"))
+	if err == nil && r.Method == http.MethodPost {
+		err = checkBody(plain, up.AllowServerTools)
+	}
+	if err != nil {
+		if plain == nil {
+			plain = body
+		}
+		g.metrics.refused("policy")
+		g.metrics.request(provider, http.StatusBadRequest)
+		msg := err.Error()
+		if errors.Is(err, errEncoding) {
+			msg = "nightshift gateway: the request body's Content-Encoding must be gzip, zstd or none"
+		}
+		writeError(w, provider, http.StatusBadRequest, errInvalid, msg)
+		g.store(t, Exchange{Time: start, Provider: provider, Method: r.Method, Path: "/" + rest, Model: modelOf(plain),
+			Status: http.StatusBadRequest, Request: string(plain), Refused: msg}, token, "")
+		return
+	}
 	model := modelOf(plain)
 
 	key, err := up.Key(r.Context())
@@ -560,14 +607,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, only string) {
 		writeError(w, provider, http.StatusBadGateway, errUpstream, "nightshift gateway: bad upstream URL")
 		return
 	}
-	ureq.Header = r.Header.Clone()
-	for _, h := range hopHeaders {
-		ureq.Header.Del(h)
+	// Only allow-listed headers go upstream; Accept-Encoding is left to the
+	// transport, which negotiates and decodes, so usage stays readable.
+	var dropped []string
+	ureq.Header, dropped = upstreamHeader(provider, r.Header, up, r.Header.Get("Content-Encoding") != "")
+	if len(dropped) > 0 {
+		log.Debug("request headers not forwarded", "headers", dropped)
 	}
-	ureq.Header.Del("Authorization")
-	ureq.Header.Del("X-Api-Key")
-	ureq.Header.Del("Accept-Encoding") // the transport negotiates and decodes, so usage stays readable
-	ureq.Header.Del("Content-Length")
 	ureq.ContentLength = int64(len(body))
 	switch authStyle(provider, up) {
 	case "x-api-key":

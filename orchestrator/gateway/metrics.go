@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "nightshift", Subsystem: "gateway",
 			Name: "cost_usd_total", Help: "Priced model cost in USD by provider."}, []string{"provider"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "nightshift", Subsystem: "gateway",
-			Name: "refusals_total", Help: "Requests the gateway refused, by reason (auth, endpoint, budget)."}, []string{"reason"}),
+			Name: "refusals_total", Help: "Requests the gateway refused, by reason (auth, endpoint, budget, policy)."}, []string{"reason"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "nightshift", Subsystem: "gateway",
 			Name: "request_duration_seconds", Help: "Duration of proxied model requests, streams included.",
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, []string{"provider"}),
