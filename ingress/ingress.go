@@ -51,6 +51,11 @@ type Routes struct {
 	// start of the request (default 2m): webhook answers are small and
 	// never streamed.
 	HookWriteTimeout time.Duration
+
+	// MetricsAuthFunc reports whether a request may read /metrics; others
+	// get 401. Nil lets anyone read it, like /healthz (serve sets it when
+	// API tokens are configured: an admin or read-only token is needed).
+	MetricsAuthFunc func(r *http.Request) bool
 }
 
 // DefaultBodyTimeout is Routes.BodyTimeout's default.
@@ -93,7 +98,15 @@ func NewHandler(r Routes) http.Handler {
 		writeJSON(w, code, map[string]any{"status": status, "checks": checks})
 	})
 	if r.Registry != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.Registry}))
+		metrics := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.Registry})
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, req *http.Request) {
+			if r.MetricsAuthFunc != nil && !r.MetricsAuthFunc(req) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="nightshift"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid token: /metrics takes an API token (admin or read-only)"})
+				return
+			}
+			metrics.ServeHTTP(w, req)
+		})
 	}
 	if r.Hooks != nil {
 		mux.Handle("/hooks/", writeDeadline(r.HookWriteTimeout, r.Hooks))

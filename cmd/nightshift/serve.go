@@ -216,14 +216,20 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	routes := ingress.Routes{Registry: reg, Logger: logger}
 	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
 		Ask: bus.Ask}).Handler()
+	adminTokens, aerr := resolveAll(cfg.API.Tokens)
+	roTokens, rerr := resolveAll(cfg.API.ReadOnlyTokens)
+	tokenErr := errors.Join(aerr, rerr)
+	// /metrics takes an API token (admin or read-only) when tokens are
+	// configured, in every role; a process that cannot resolve them (the
+	// ingress role fails below) refuses every scrape.
+	if tokenErr != nil {
+		routes.MetricsAuthFunc = func(*http.Request) bool { return false }
+	} else if metricsAuth := api.NewTokenAuthenticator(adminTokens, roTokens); !metricsAuth.Empty() {
+		routes.MetricsAuthFunc = func(r *http.Request) bool { _, err := metricsAuth.Authenticate(r); return err == nil }
+	}
 	if all || o.role == "ingress" {
-		adminTokens, err := resolveAll(cfg.API.Tokens)
-		if err != nil {
-			return nil, err
-		}
-		roTokens, err := resolveAll(cfg.API.ReadOnlyTokens)
-		if err != nil {
-			return nil, err
+		if tokenErr != nil {
+			return nil, tokenErr
 		}
 		if len(adminTokens)+len(roTokens) == 0 && !ingress.IsLoopback(cfg.Listen) {
 			return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
