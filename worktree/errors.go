@@ -43,7 +43,15 @@ type ProtectedPathError struct {
 }
 
 func (e *ProtectedPathError) Error() string {
-	return fmt.Sprintf("worktree: protected paths changed: %s", strings.Join(e.Paths, ", "))
+	const show = 20
+	paths := make([]string, 0, min(len(e.Paths), show)+1)
+	for _, p := range e.Paths[:min(len(e.Paths), show)] {
+		paths = append(paths, shortPath(p))
+	}
+	if len(e.Paths) > show {
+		paths = append(paths, fmt.Sprintf("and %d more", len(e.Paths)-show))
+	}
+	return fmt.Sprintf("worktree: protected paths changed: %s", strings.Join(paths, ", "))
 }
 
 // Is makes errors.Is(err, ErrProtectedPath) true.

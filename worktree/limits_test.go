@@ -331,3 +331,24 @@ func TestNestedRepositoryFilesCommitted(t *testing.T) {
 		t.Fatalf("pushed tree:\n%s", got)
 	}
 }
+
+// TestErrorsShortenPaths: paths an agent chose are shortened in error
+// text, and a long list of them is cut.
+func TestErrorsShortenPaths(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("d/", 20000) + "f.yml"
+	if got := shortPath(long); len(got) > 160 || !strings.HasPrefix(got, "d/d/") || !strings.HasSuffix(got, "/f.yml") {
+		t.Errorf("shortPath = %q", got)
+	}
+	if got := shortPath("a/b.txt"); got != "a/b.txt" {
+		t.Errorf("shortPath of a short path = %q", got)
+	}
+	paths := make([]string, 100)
+	for i := range paths {
+		paths[i] = fmt.Sprintf(".github/workflows/%d/%s", i, long)
+	}
+	msg := (&ProtectedPathError{Paths: paths}).Error()
+	if len(msg) > 4000 || !strings.HasSuffix(msg, "and 80 more") {
+		t.Errorf("error is %d bytes: %.200s...%s", len(msg), msg, msg[max(0, len(msg)-40):])
+	}
+}
