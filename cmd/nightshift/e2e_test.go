@@ -96,6 +96,20 @@ func (s *testServer) stop(t *testing.T) {
 	}
 }
 
+// vaultSet stores value as secret name in the server's vault with
+// "nightshift vault set" (scope "" means the default, server).
+func (s *testServer) vaultSet(t *testing.T, name, scope, value string) {
+	t.Helper()
+	args := []string{"nightshift", "vault", "set", name, "--data-dir", s.DataDir}
+	if scope != "" {
+		args = append(args, "--scope", scope)
+	}
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), args, baseEnv(t), strings.NewReader(value), &out, &errb); err != nil {
+		t.Fatalf("vault set %s: %v %s", name, err, errb.String())
+	}
+}
+
 // cli runs a client command against the server.
 func (s *testServer) cli(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -627,11 +641,7 @@ agents:
     command: ["sh", "-c", "ravi get email > EMAIL.txt && ravi inbox email --wait 60s > INBOX.txt && grep -oE '[0-9]{6}' INBOX.txt | head -1 > OTP.txt && echo password is $(ravi secrets get SERVICE_PASSWORD)"]
 `)
 	secret := "pw-" + orchestrator.NewID()
-	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "SERVICE_PASSWORD", "--scope", "agents", "--data-dir", s.DataDir},
-		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
-		t.Fatalf("vault set: %v %s", err, errb.String())
-	}
+	s.vaultSet(t, "SERVICE_PASSWORD", "agents", secret)
 	m := regexp.MustCompile(`smtp listening.*addr=(127\.0\.0\.1:\d+)`).FindStringSubmatch(s.stderr.String())
 	if m == nil {
 		t.Fatalf("no SMTP address in the server log:\n%s", s.stderr.String())
@@ -700,11 +710,7 @@ agents:
     command: ["sh", "-c", "ravi secrets get DEPLOY_TOKEN | base64 > config.txt; echo fine > NOTES.md"]
 `)
 	secret := "tok-" + orchestrator.NewID()
-	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "DEPLOY_TOKEN", "--scope", "agents", "--data-dir", s.DataDir},
-		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
-		t.Fatalf("vault set: %v %s", err, errb.String())
-	}
+	s.vaultSet(t, "DEPLOY_TOKEN", "agents", secret)
 	origin := newOrigin(t)
 	id := s.dispatch(t, origin, "leaky", "configure deploys")
 	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)

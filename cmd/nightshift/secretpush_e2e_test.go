@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +21,7 @@ agents:
     command: ["sh", "-c", "printf '\\000\\001\\002' > blob.bin; ravi secrets get DEPLOY_TOKEN >> blob.bin; echo fine > NOTES.md"]
 `)
 	secret := "tok-" + orchestrator.NewID()
-	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "DEPLOY_TOKEN", "--scope", "agents", "--data-dir", s.DataDir},
-		baseEnv(t), strings.NewReader(secret), &out, &errb); err != nil {
-		t.Fatalf("vault set: %v %s", err, errb.String())
-	}
+	s.vaultSet(t, "DEPLOY_TOKEN", "agents", secret)
 	origin := newOrigin(t)
 	id := s.dispatch(t, origin, "leaky", "store the token")
 	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -41,11 +39,7 @@ github:
 		t.Fatalf("delivery before the token is stored: %d %v, want 503 naming the permission check", code, out)
 	}
 
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"nightshift", "vault", "set", "GH_TOKEN", "--data-dir", s.DataDir},
-		baseEnv(t), strings.NewReader(token+"\n"), &stdout, &stderr); err != nil {
-		t.Fatalf("vault set: %v\n%s", err, stderr.String())
-	}
+	s.vaultSet(t, "GH_TOKEN", "", token+"\n")
 
 	code, out = postGitHub(t, s, "issue_comment", "d-after", p)
 	if code != http.StatusOK || out["status"] != "ignored" || !strings.Contains(out["reason"], "write is required") {
