@@ -59,6 +59,7 @@
 //     PushRequest.Scan (blobs, in overlapping 4 MiB windows when larger;
 //     commit messages and identities; tree entry names) before any of the
 //     pack is sent, so a scan sees exactly what leaves and no object is
-//     held in memory whole. Failures are *PushError with a
-//     machine-readable Reason, or *SecretFoundError.
+//     held in memory whole (except by go-git's HTTP client, which holds
+//     the compressed pack while it sends it). Failures are *PushError with
+//     a machine-readable Reason, or *SecretFoundError.
 package worktree
