@@ -30,9 +30,10 @@ As root, CMD runs as an unprivileged host uid (1900000000 and up), as agents
 do, and DIR is handed to that uid first (every entry re-owned, set-id bits
 cleared). exec refuses a DIR that is /, a system directory (/usr, /etc,
 /var, /tmp, ...) or inside /usr, /etc, /bin, /sbin, /lib*, /boot, /proc,
-/sys or /dev, a user's home directory or an ancestor of one, the data
-directory (--data-dir, env NIGHTSHIFT_DATA_DIR, default ./.nightshift) or
-an ancestor of it, or a DIR holding setuid or setgid files.
+/sys, /dev, /var or /run, a shared world-writable sticky directory, a
+user's home directory or an ancestor of one, the data directory
+(--data-dir, env NIGHTSHIFT_DATA_DIR, default ./.nightshift) or an
+ancestor of it, or a DIR holding setuid or setgid files.
 check reports whether the driver works here and how limits are enforced.
 
 exec exits with CMD's own exit code; when the sandbox ended CMD it prints
@@ -255,7 +256,7 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 // uid (nor an ancestor of one); under systemTrees no directory at all.
 var (
 	systemDirs  = []string{"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var", "/root", "/home", "/srv", "/opt", "/proc", "/sys", "/dev", "/run", "/tmp"}
-	systemTrees = []string{"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/dev"}
+	systemTrees = []string{"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/dev", "/var", "/run"}
 )
 
 // checkSandboxDir refuses, in one sentence, a --dir that sandbox exec must
@@ -288,6 +289,9 @@ func checkSandboxDir(dir, dataDir string) error {
 	}
 	if abs, err := filepath.Abs(dataDir); err == nil && within(resolvePath(abs), real) {
 		return refuse(abs + " is the data directory (--data-dir)")
+	}
+	if fi, err := os.Stat(real); err == nil && fi.Mode()&os.ModeSticky != 0 && fi.Mode().Perm()&0o002 != 0 {
+		return refuse("it is a shared directory (world-writable with the sticky bit, like /tmp)")
 	}
 	if f := setIDFile(real); f != "" {
 		return refuse(f + " is setuid or setgid")

@@ -37,6 +37,13 @@ func TestSandboxExecRefusesDirsItMustNotReown(t *testing.T) {
 	if err := os.Chmod(suidFile, 0o755|os.ModeSetuid); err != nil {
 		t.Fatal(err)
 	}
+	shared := filepath.Join(tmp, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink("/usr", filepath.Join(tmp, "usr-link")); err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +65,8 @@ func TestSandboxExecRefusesDirsItMustNotReown(t *testing.T) {
 		{args: []string{"--dir", tmp, "--data-dir", data}, why: "data directory"},
 		{args: []string{"--dir", filepath.Join(tmp, "state")}, env: []string{"NIGHTSHIFT_DATA_DIR=" + data}, why: "data directory"},
 		{args: []string{"--dir", suid}, why: suidFile + " is setuid or setgid"},
+		{args: []string{"--dir", "/var/tmp"}, why: "inside the system directory /var"},
+		{args: []string{"--dir", shared}, why: "shared directory"},
 	}
 	if home := someHome(); home != "" {
 		t.Logf("home directory case: %s", home)
