@@ -82,7 +82,7 @@ type LimitError struct {
 func (e *LimitError) Error() string {
 	switch e.Reason {
 	case LimitCommitBytes:
-		return fmt.Sprintf("worktree: the change adds more than %d bytes of new files (at %s); the limit is Config.MaxCommitBytes", e.Limit, e.Path)
+		return fmt.Sprintf("worktree: the change adds more than %d bytes of new files (at %s), the most one commit may add", e.Limit, e.Path)
 	case LimitTreeDepth:
 		return fmt.Sprintf("worktree: directories nest deeper than %d levels (at %s)", e.Limit, e.Path)
 	}

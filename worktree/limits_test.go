@@ -74,7 +74,7 @@ func TestSparseFilesOverCommitBytesRefused(t *testing.T) {
 		if !errors.As(cerr, &le) || le.Reason != LimitCommitBytes || !errors.Is(cerr, ErrCommitTooLarge) || le.Limit != limit {
 			t.Fatalf("%s: commit err = %v, want a commit_too_large limit", id, cerr)
 		}
-		if !strings.Contains(cerr.Error(), "MaxCommitBytes") || !strings.Contains(le.Path, "big") {
+		if !strings.Contains(cerr.Error(), "the most one commit may add") || !strings.Contains(le.Path, "big") {
 			t.Errorf("%s: the error does not say what and where: %v", id, cerr)
 		}
 		t.Logf("%s: commit allocated %d KiB for %d MiB of apparent size", id, n>>10, files*size>>20)

@@ -288,7 +288,7 @@ func TestDispatchPromptFromStdinAndFile(t *testing.T) {
 	// A server that finds the prompt too large answers 413.
 	small, _ := promptAPI(t, 64<<10)
 	_, errOut, code := cliRun(t, big, "dispatch", "--server", small.URL, "--repo", "https://example.com/r.git", "-")
-	if code != 1 || !strings.Contains(errOut, "refused the prompt as too large (1.0 MiB; HTTP 413)") || strings.Count(errOut, "\n") != 1 {
+	if code != 1 || !strings.Contains(errOut, "refused the prompt (1.0 MiB) as too large; request body too large") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("413: exit %d %q", code, errOut)
 	}
 }

@@ -132,7 +132,11 @@ func (c *client) sendHeader(ctx context.Context, method, path string, body any, 
 				msg = "the server refused this (HTTP 403): this token may not do that"
 			}
 		case http.StatusRequestEntityTooLarge:
-			msg = "the server refused the request as too large (HTTP 413)"
+			if msg == "" {
+				msg = "the server refused the request as too large (HTTP 413)"
+			} else {
+				msg = "the server refused the request as too large: " + msg
+			}
 		case http.StatusTooManyRequests:
 			if ra := resp.Header.Get("Retry-After"); ra != "" && !strings.Contains(msg, "retry") {
 				msg = fmt.Sprintf("%s; retry after %ss", msg, ra)

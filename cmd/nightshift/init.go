@@ -123,7 +123,7 @@ sandbox:
 # default_agent: claude   # the default; name any agent below
 agents:
   claude: {command: [claude]}
-  # fixer: {command: [sh, -c, "your-agent --prompt \"$NIGHTSHIFT_PROMPT\""]}
+  # fixer: {command: [sh, -c, "your-agent --prompt-file \"$NIGHTSHIFT_PROMPT_FILE\""]}   # or read the prompt on stdin
 repos:
   - match: "*"
     # setup: "go mod download"

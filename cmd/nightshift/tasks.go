@@ -154,7 +154,7 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	if err := c.do(ctx, "POST", "/api/v1/tasks", api.CreateRequest{Repo: r, Prompt: prompt, Branch: *branch, Agent: *agentName}, &resp); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge {
-			return fmt.Errorf("the server refused the prompt as too large (%s; HTTP 413)", byteSize(len(prompt)))
+			return fmt.Errorf("the server refused the prompt (%s) as too large; %s", byteSize(len(prompt)), strings.TrimPrefix(ae.Msg, "the server refused the request as too large: "))
 		}
 		return err
 	}
