@@ -849,6 +849,10 @@ func TestServeRefusesAnOpenAPIOnTheNetwork(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "api.tokens") {
 		t.Fatalf("want a refusal naming api.tokens, got %v", err)
 	}
+	// Refused before anything is created: no data dir, no vault key.
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Fatalf("the refused start created the data dir: %v", err)
+	}
 }
 
 // TestEveryLogLineIsKept: an agent that prints thousands of lines quickly

@@ -141,6 +141,12 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
 		cfg.DataDir = abs
 	}
+	// Refuse an open API on the network before creating anything (data
+	// dir, vault key); tokens given as references are checked again once
+	// they resolve.
+	if (o.role == "all" || o.role == "ingress") && len(cfg.API.Tokens)+len(cfg.API.ReadOnlyTokens) == 0 && !ingress.IsLoopback(cfg.Listen) {
+		return nil, fmt.Errorf("listen %s is not a loopback address: set api.tokens so the API is not open to the network", cfg.Listen)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
