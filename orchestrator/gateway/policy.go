@@ -207,6 +207,15 @@ func checkBody(body []byte, allowServerTools bool) error {
 	if allowServerTools {
 		return nil
 	}
+	// A parser that folds case (or a future API version) must not find a
+	// feature under a spelling the checks below do not look at.
+	for k := range root {
+		for _, checked := range []string{"tools", "mcp_servers", "container", "web_search_options", "prompt", "background", "messages", "input", "system"} {
+			if k != checked && strings.EqualFold(k, checked) {
+				return &refusal{path: k, msg: "unknown top-level key (did you mean " + checked + "?)"}
+			}
+		}
+	}
 	for _, k := range []string{"mcp_servers", "container", "web_search_options"} {
 		if v, ok := root[k]; ok && (present(v) || k == "web_search_options" && v != nil) {
 			return &refusal{path: k, msg: "provider-side tools and containers are not available to agents (the provider must not be the sandbox's network)"}

@@ -250,6 +250,8 @@ func TestProviderSideFeaturesAreRefused(t *testing.T) {
 		{"duplicate key hiding a tool", "/anthropic/v1/messages", nil,
 			`{"model":"claude","tools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"tools":[` + tool + `],"messages":[]}`},
 		{"escaped key", "/anthropic/v1/messages", nil, `{"model":"claude","\u0074ools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"messages":[]}`},
+		{"key in another case", "/anthropic/v1/messages", nil, `{"model":"claude","Tools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"messages":[]}`},
+		{"mcp servers in another case", "/anthropic/v1/messages", nil, `{"model":"claude","MCP_Servers":[{"type":"url","url":"https://attacker.example/mcp","name":"x"}],"messages":[]}`},
 		{"gzip body", "/anthropic/v1/messages", map[string][]string{"Content-Encoding": {"gzip"}},
 			gzipped(`{"model":"claude","tools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"messages":[]}`)},
 		{"unreadable encoding", "/anthropic/v1/messages", map[string][]string{"Content-Encoding": {"br"}}, `{"model":"claude","messages":[]}`},
