@@ -76,15 +76,7 @@ func (rp *Reporter) Notify(ctx context.Context, t orchestrator.Task) error {
 	body := rp.render(t)
 	_, err := rp.store.Sync(ctx, notify.Message{TaskID: t.ID, Channel: channelComment, State: string(t.State), Text: body, At: t.UpdatedAt}, notify.Remote{
 		Create: func(ctx context.Context) (string, error) {
-			api, err := rp.c.apiFor(ctx, r, perms)
-			if err != nil {
-				return "", err
-			}
-			c, _, err := api.Issues.CreateComment(ctx, r.Owner, r.Name, t.Target.Number, &gh.IssueComment{Body: &body})
-			if err != nil {
-				return "", wrap(fmt.Sprintf("comment on #%d", t.Target.Number), r, err)
-			}
-			return strconv.FormatInt(c.GetID(), 10), nil
+			return rp.createComment(ctx, r, perms, t.Target.Number, body, "comment")
 		},
 		Update: func(ctx context.Context, id string) error {
 			api, err := rp.c.apiFor(ctx, r, perms)
@@ -106,6 +98,20 @@ func (rp *Reporter) Notify(ctx context.Context, t orchestrator.Task) error {
 	return errors.Join(errs...)
 }
 
+// createComment adds a comment to issue or pull request number and
+// returns its id; what names the action in errors ("comment", "ask").
+func (rp *Reporter) createComment(ctx context.Context, r Repo, perms Permissions, number int, body, what string) (string, error) {
+	api, err := rp.c.apiFor(ctx, r, perms)
+	if err != nil {
+		return "", err
+	}
+	c, _, err := api.Issues.CreateComment(ctx, r.Owner, r.Name, number, &gh.IssueComment{Body: &body})
+	if err != nil {
+		return "", wrap(fmt.Sprintf("%s on #%d", what, number), r, err)
+	}
+	return strconv.FormatInt(c.GetID(), 10), nil
+}
+
 // ask posts the agent's question as a new comment (once per run, so the
 // people on the issue are notified): the first reply from someone with
 // write access resumes the agent with it.
@@ -121,15 +127,7 @@ func (rp *Reporter) ask(ctx context.Context, r Repo, t orchestrator.Task, perms 
 	body := rp.c.cfg.Redact(b.String()) + "\n<!-- nightshift:question:" + t.ID + " -->"
 	_, err := rp.store.Sync(ctx, notify.Message{TaskID: t.ID, Channel: fmt.Sprintf("%s.%d", channelQuestion, t.Run), State: string(t.State), Text: body, At: t.UpdatedAt}, notify.Remote{
 		Create: func(ctx context.Context) (string, error) {
-			api, err := rp.c.apiFor(ctx, r, perms)
-			if err != nil {
-				return "", err
-			}
-			c, _, err := api.Issues.CreateComment(ctx, r.Owner, r.Name, t.Target.Number, &gh.IssueComment{Body: &body})
-			if err != nil {
-				return "", wrap(fmt.Sprintf("ask on #%d", t.Target.Number), r, err)
-			}
-			return strconv.FormatInt(c.GetID(), 10), nil
+			return rp.createComment(ctx, r, perms, t.Target.Number, body, "ask")
 		},
 		Update: func(context.Context, string) error { return nil },
 	})
