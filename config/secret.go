@@ -42,9 +42,7 @@ var refRe = regexp.MustCompile(`\$\{([a-z]+):([^}]*)\}`)
 
 func (s Secret) check() error {
 	for _, m := range refRe.FindAllStringSubmatch(string(s), -1) {
-		switch m[1] {
-		case "vault", "ravi", "env", "file":
-		default:
+		if !knownRefKind(m[1]) {
 			return fmt.Errorf("unknown reference kind %q (want vault, ravi, env or file)", m[1])
 		}
 		if m[2] == "" {
@@ -60,9 +58,19 @@ func (s Secret) check() error {
 // Resolve returns the secret's value. env and file references are resolved
 // here (env from the given map, never the process); vault and ravi through r.
 func (s Secret) Resolve(ctx context.Context, env map[string]string, r Resolver) (string, error) {
+	return expandRefs(ctx, string(s), env, r, false)
+}
+
+// expandRefs replaces each ${kind:name} reference in s with its value.
+// With keepOther, references of kinds other than vault, ravi, env and file
+// are left as they are; without it, they go to r like vault and ravi.
+func expandRefs(ctx context.Context, s string, env map[string]string, r Resolver, keepOther bool) (string, error) {
 	var firstErr error
-	out := refRe.ReplaceAllStringFunc(string(s), func(ref string) string {
+	out := refRe.ReplaceAllStringFunc(s, func(ref string) string {
 		m := refRe.FindStringSubmatch(ref)
+		if keepOther && !knownRefKind(m[1]) {
+			return ref
+		}
 		v, err := resolveRef(ctx, m[1], m[2], env, r)
 		if err != nil && firstErr == nil {
 			firstErr = err
@@ -169,7 +177,7 @@ func (c *Config) AgentEnv(ctx context.Context, name string, env map[string]strin
 	sort.Strings(keys)
 	out := make(map[string]string, len(ag.Env))
 	for _, k := range keys {
-		v, err := resolveEnvValue(ctx, ag.Env[k], env, r)
+		v, err := expandRefs(ctx, ag.Env[k], env, r, true)
 		if err != nil {
 			return nil, fmt.Errorf("config: agents.%s.env.%s: %w", name, k, err)
 		}
@@ -178,53 +186,21 @@ func (c *Config) AgentEnv(ctx context.Context, name string, env map[string]strin
 	return out, nil
 }
 
-// resolveEnvValue resolves the vault, ravi, env and file references in an
-// agent env value and keeps any other ${...} text.
-func resolveEnvValue(ctx context.Context, s string, env map[string]string, r Resolver) (string, error) {
-	var firstErr error
-	out := refRe.ReplaceAllStringFunc(s, func(ref string) string {
-		m := refRe.FindStringSubmatch(ref)
-		kind, name := m[1], m[2]
-		switch kind {
-		case "vault", "ravi":
-		case "env", "file":
-			v, err := resolveRef(ctx, kind, name, env, nil)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			return v
-		default:
-			return ref
-		}
-		if r == nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%w ${%s:%s}", ErrNoResolver, kind, name)
-			}
-			return ""
-		}
-		// The resolver's errors name the secret (vault.NotGrantedError
-		// says which scopes the task has and how to grant it).
-		v, err := r.Resolve(ctx, kind, name)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		return v
-	})
-	if firstErr != nil {
-		return "", firstErr
+// knownRefKind reports whether kind is a reference kind Nightshift resolves.
+func knownRefKind(kind string) bool {
+	switch kind {
+	case "vault", "ravi", "env", "file":
+		return true
 	}
-	return out, nil
+	return false
 }
 
 // checkEnvRefs reports a vault, ravi, env or file reference without a name
 // in an agent env value.
 func checkEnvRefs(s string) error {
 	for _, m := range refRe.FindAllStringSubmatch(s, -1) {
-		switch m[1] {
-		case "vault", "ravi", "env", "file":
-			if strings.TrimSpace(m[2]) == "" {
-				return fmt.Errorf("empty reference ${%s:}", m[1])
-			}
+		if knownRefKind(m[1]) && strings.TrimSpace(m[2]) == "" {
+			return fmt.Errorf("empty reference ${%s:}", m[1])
 		}
 	}
 	return nil
