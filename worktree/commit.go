@@ -60,11 +60,6 @@ type CommitRequest struct {
 	// Protected overrides Config.Protected for this commit (a repository's
 	// own list); nil means Config.Protected.
 	Protected []string
-	// KeepAgentCommits is ignored: the agent's own commits never leave
-	// (see Manager.Commit).
-	//
-	// Deprecated: agent commits are always squashed.
-	KeepAgentCommits bool
 	// When is the commit time; zero means the Manager's clock.
 	When time.Time
 }
@@ -81,10 +76,6 @@ type Commit struct {
 	Changed bool `json:"changed"`
 	// Files are the paths that differ between the base and SHA, sorted.
 	Files []string `json:"files"`
-	// Rewritten is always zero.
-	//
-	// Deprecated: agent commits are squashed, never rewritten.
-	Rewritten int `json:"rewritten,omitempty"`
 }
 
 // Commit records the state of the task's work tree as one commit made by
