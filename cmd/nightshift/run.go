@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 	}
 	if g.version {
 		vargs := []string{}
-		if g.json != nil && *g.json == "true" {
+		if g.set["json"] == "true" {
 			vargs = append(vargs, "--json")
 		}
 		return runVersion(ctx, a, vargs)
@@ -164,22 +164,24 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 	return nil
 }
 
+// globalNames are the global flags that take a value, in the order they
+// are passed on to a command.
+var globalNames = []string{"server", "token", "data-dir", "json"}
+
 // globalFlags are the flags every command may be given before its name.
 type globalFlags struct {
-	server, token, dataDir, json *string
-	help, version                bool
+	// set holds the value flags given, by name (one of globalNames).
+	set           map[string]string
+	help, version bool
 }
 
 // flags renders the global flags that were set and that the command
 // understands (names) as arguments for it.
 func (g globalFlags) flags(names []string) []string {
 	var out []string
-	for _, f := range []struct {
-		name string
-		v    *string
-	}{{"server", g.server}, {"token", g.token}, {"data-dir", g.dataDir}, {"json", g.json}} {
-		if f.v != nil && slices.Contains(names, f.name) {
-			out = append(out, "--"+f.name+"="+*f.v)
+	for _, name := range globalNames {
+		if v, ok := g.set[name]; ok && slices.Contains(names, name) {
+			out = append(out, "--"+name+"="+v)
 		}
 	}
 	return out
@@ -215,36 +217,25 @@ func parseGlobals(args []string, allowed []string, verb string) (globalFlags, []
 				g.version = true
 				continue
 			}
-		case "json":
-			if allowed == nil || slices.Contains(allowed, name) {
-				if !hasValue {
-					value = "true"
-				}
-				if value != "true" && value != "false" {
-					return g, nil, usageErrorf("%s --json=%s: want true or false", where, value)
-				}
-				g.json = &value
-				continue
+		case "server", "token", "data-dir", "json":
+			if allowed != nil && !slices.Contains(allowed, name) {
+				break
 			}
-		case "server", "token", "data-dir":
-			if allowed == nil || slices.Contains(allowed, name) {
-				if !hasValue {
-					if len(args) == 0 {
-						return g, nil, usageErrorf("flag --%s needs a value", name)
-					}
-					value, args = args[0], args[1:]
-				}
-				v := value
-				switch name {
-				case "server":
-					g.server = &v
-				case "token":
-					g.token = &v
-				case "data-dir":
-					g.dataDir = &v
-				}
-				continue
+			switch {
+			case name == "json" && !hasValue:
+				value = "true"
+			case name == "json" && value != "true" && value != "false":
+				return g, nil, usageErrorf("%s --json=%s: want true or false", where, value)
+			case !hasValue && len(args) == 0:
+				return g, nil, usageErrorf("flag --%s needs a value", name)
+			case !hasValue:
+				value, args = args[0], args[1:]
 			}
+			if g.set == nil {
+				g.set = map[string]string{}
+			}
+			g.set[name] = value
+			continue
 		}
 		if verb == "" {
 			return g, nil, usageErrorf("unknown flag %s before the command (global flags: --server, --token, --json, --data-dir, --version, --help)", arg)
@@ -271,7 +262,7 @@ func checkForeignGlobals(verb string, c command, args []string) error {
 		}
 		name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 		switch name {
-		case "server", "token", "json", "data-dir":
+		case "server", "token", "data-dir", "json":
 			if !slices.Contains(c.globals, name) && !slices.Contains(own, name) {
 				return usageErrorf("%s: unknown flag --%s (it does not apply to %s)", verb, name, verb)
 			}
@@ -351,7 +342,7 @@ func textGlobals(fs *flag.FlagSet, help string, args []string) ([]string, error)
 			return append(words, args[i+1:]...), nil
 		}
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
-		if !strings.HasPrefix(arg, "-") || !slices.Contains([]string{"server", "token", "json", "data-dir"}, name) {
+		if !strings.HasPrefix(arg, "-") || !slices.Contains(globalNames, name) {
 			words = append(words, arg)
 			continue
 		}
