@@ -106,7 +106,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	var invocations [][]string
 	for _, verb := range verbNames() {
 		invocations = append(invocations, []string{verb, "--help"}, []string{verb, "-h"}, []string{"help", verb}, []string{"--help", verb})
-		for _, sub := range complSubs[verb] {
+		for _, sub := range complSubs()[verb] {
 			invocations = append(invocations, []string{verb, sub, "--help"}, []string{verb, sub, "-h"}, []string{"help", verb, sub})
 		}
 	}
@@ -578,8 +578,8 @@ func TestCompletionFlagsExist(t *testing.T) {
 				continue
 			}
 			args := append([]string{"--server", "http://127.0.0.1:1", "--data-dir", dataDir}, strings.Fields(key)...)
-			if verb := strings.Fields(key)[0]; complSubs[verb] != nil && len(strings.Fields(key)) == 1 {
-				args = append(args, complSubs[verb][0])
+			if verb := strings.Fields(key)[0]; complSubs()[verb] != nil && len(strings.Fields(key)) == 1 {
+				args = append(args, complSubs()[verb][0])
 			}
 			name := "--" + f
 			if len(f) == 1 {

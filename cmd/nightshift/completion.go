@@ -20,14 +20,16 @@ examples:
   source <(nightshift completion zsh)                      # in ~/.zshrc
   nightshift completion fish > ~/.config/fish/completions/nightshift.fish`
 
-// complSubs are the sub-commands completion offers after a command.
-var complSubs = map[string][]string{
-	"tasks":      taskSubs,
-	"vault":      {"set", "get", "ls", "rm", "rotate-key", "audit"},
-	"identity":   {"new", "ls", "show", "inbox", "sms", "otp", "release"},
-	"sandbox":    {"exec", "check"},
-	"hooks":      {"replay"},
-	"completion": {"bash", "zsh", "fish"},
+// complSubs are the sub-commands completion offers after a command: the
+// commands' own, and the shells of "completion".
+func complSubs() map[string][]string {
+	out := map[string][]string{"completion": {"bash", "zsh", "fish"}}
+	for name, c := range commands() {
+		if c.subs != nil {
+			out[name] = c.subs
+		}
+	}
+	return out
 }
 
 // complFlags are the flags completion offers, by command and by
@@ -138,7 +140,7 @@ func writeBashCompletion(w io.Writer, zsh bool) error {
 		}
 	}
 	sort.Strings(valueFlags)
-	subVerbs := sortedKeys(complSubs)
+	subVerbs := sortedKeys(complSubs())
 	fmt.Fprintf(&b, `_nightshift() {
     local cur prev verb="" sub="" words="" i w
     cur="${COMP_WORDS[COMP_CWORD]}"
@@ -175,7 +177,7 @@ func writeBashCompletion(w io.Writer, zsh bool) error {
 		strings.ReplaceAll(dashed(valueFlags), " ", "|"),
 		strings.Join(verbNames(), " "), dashed(complFlags[""]))
 	for _, v := range verbNames() {
-		subs := complSubs[v]
+		subs := complSubs()[v]
 		fmt.Fprintf(&b, "        %s)\n", v)
 		if len(subs) > 0 {
 			fmt.Fprintf(&b, "            if [[ -z $sub ]]; then words=%q; else\n                words=%q\n                case \"$sub\" in\n", strings.Join(subs, " ")+" "+dashed(complFlags[v]), dashed(complFlags[v]))
@@ -231,7 +233,7 @@ func writeFishCompletion(w io.Writer) error {
 	}
 	for _, v := range verbs {
 		cond := "__fish_seen_subcommand_from " + v
-		if subs := complSubs[v]; len(subs) > 0 {
+		if subs := complSubs()[v]; len(subs) > 0 {
 			fmt.Fprintf(&b, "complete -c nightshift -n %s -a %s\n", fishQuote(cond+"; and not __fish_seen_subcommand_from "+strings.Join(subs, " ")), fishQuote(strings.Join(subs, " ")))
 			for _, s := range subs {
 				for _, f := range complFlags[v+" "+s] {
