@@ -7,9 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
-
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -34,14 +31,13 @@ const slackAnswerPrefix = "answer:"
 
 // githubAnswer turns a comment that starts no work into an answer when its
 // issue or pull request has a task waiting for one. ok is false when the
-// comment is no answer (no waiting task, not a new comment).
-func (h *Handler) githubAnswer(ctx context.Context, event string, body []byte) (n normalized, ok bool, err error) {
-	if h.cfg.Waiting == nil || (event != "issue_comment" && event != "pull_request_review_comment") {
+// comment is no answer (no waiting task, not a new comment). p is the
+// delivery as decodeGitHub decoded it (nil when it did not).
+func (h *Handler) githubAnswer(ctx context.Context, event string, p *ghPayload) (n normalized, ok bool, err error) {
+	if h.cfg.Waiting == nil || p == nil || (event != "issue_comment" && event != "pull_request_review_comment") {
 		return normalized{}, false, nil
 	}
-	var p ghPayload
-	if err := jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)); err != nil || p.Action != "created" ||
-		p.Comment == nil || p.Comment.ID == 0 || p.Repository == nil || strings.TrimSpace(p.Comment.Body) == "" {
+	if p.Action != "created" || p.Comment == nil || p.Comment.ID == 0 || p.Repository == nil || strings.TrimSpace(p.Comment.Body) == "" {
 		return normalized{}, false, nil
 	}
 	owner, name, repo, valid := githubRepo(h.forge, p.Repository.FullName)

@@ -159,23 +159,37 @@ type githubOptions struct {
 // normalizeGitHub turns one GitHub delivery into an event, or a reason to
 // ignore it. An error means the body is malformed.
 func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, error) {
+	n, _, err := decodeGitHub(event, body, opt)
+	return n, err
+}
+
+// decodeGitHub is normalizeGitHub that also returns the decoded payload, or
+// nil for an event it does not decode, so the handler can take a comment
+// that starts no work as an answer without decoding the body again.
+func decodeGitHub(event string, body []byte, opt githubOptions) (normalized, *ghPayload, error) {
 	switch event {
 	case "issue_comment", "pull_request_review_comment", "issues", "check_run", "workflow_run", "status",
 		"pull_request_review", "pull_request":
 	default:
 		// Not decoded, but still only well-formed bodies get a 200.
 		if !json.Valid(body) {
-			return normalized{}, malformedf("body is not JSON")
+			return normalized{}, nil, malformedf("body is not JSON")
 		}
 		if event == "ping" {
-			return ignored("ping"), nil
+			return ignored("ping"), nil, nil
 		}
-		return ignored("event %q starts no work", event), nil
+		return ignored("event %q starts no work", event), nil, nil
 	}
 	var p ghPayload
 	if err := jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)); err != nil {
-		return normalized{}, malformedf("decode %s payload: %v", event, err)
+		return normalized{}, nil, malformedf("decode %s payload: %v", event, err)
 	}
+	n, err := normalizePayload(event, &p, opt)
+	return n, &p, err
+}
+
+// normalizePayload is normalizeGitHub for a decoded payload.
+func normalizePayload(event string, p *ghPayload, opt githubOptions) (normalized, error) {
 	if p.Repository == nil || p.Repository.FullName == "" {
 		return normalized{}, malformedf("%s payload has no repository", event)
 	}
@@ -192,19 +206,19 @@ func normalizeGitHub(event string, body []byte, opt githubOptions) (normalized, 
 	n := normalized{ev: ev, owner: owner, name: name, rawIsJSON: true}
 	switch event {
 	case "issue_comment", "pull_request_review_comment":
-		return n.comment(event, &p, opt)
+		return n.comment(event, p, opt)
 	case "workflow_run":
-		return n.workflowRun(&p, opt.Forge)
+		return n.workflowRun(p, opt.Forge)
 	case "issues":
-		return n.labeled(&p, opt)
+		return n.labeled(p, opt)
 	case "check_run":
-		return n.checkRun(&p, opt.Forge)
+		return n.checkRun(p, opt.Forge)
 	case "pull_request_review":
-		return n.review(&p, opt.Forge)
+		return n.review(p, opt.Forge)
 	case "pull_request":
-		return n.pullRequest(&p, opt.Forge)
+		return n.pullRequest(p, opt.Forge)
 	default: // status
-		return n.status(&p)
+		return n.status(p)
 	}
 }
 

@@ -274,14 +274,14 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if event == "" {
 		return result{}, malformedf("missing X-GitHub-Event header")
 	}
-	n, err := normalizeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label, Forge: h.forge})
+	n, p, err := decodeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label, Forge: h.forge})
 	if err != nil {
 		return result{}, err
 	}
 	if n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback {
 		// Not a trigger: perhaps the answer to a waiting agent's question
 		// (before feedback for the task owning a pull request).
-		if a, ok, err := h.githubAnswer(ctx, event, body); err != nil {
+		if a, ok, err := h.githubAnswer(ctx, event, p); err != nil {
 			return result{}, err
 		} else if ok {
 			n = a
