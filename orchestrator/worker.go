@@ -651,7 +651,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	rep.usage = &usage
 	if errors.Is(context.Cause(ctx), errBudget) {
 		// Keep the work: commit what the agent left and push it.
-		w.checkpoint(context.WithoutCancel(ctx), r, true)
+		w.checkpoint(context.WithoutCancel(ctx), r)
 		return out, context.Cause(ctx)
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -776,26 +776,10 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
 	result.Branch = r.pushBranch()
-	// The patch is not all that leaves: every object the push sends (binary
-	// and large files whole, file names, the commit message and
-	// identities) goes through the redactor before anything is sent.
-	push := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: result.Branch, Auth: r.auth, Force: r.plan.Force}
-	var leaked string
-	if rep.redact != nil {
-		push.Scan = func(what string, data []byte) error {
-			if s := string(data); rep.redact.String(s) != s {
-				leaked = secretNames(rep.redact.String(s))
-				return errors.New("contains the value of " + leaked)
-			}
-			return nil
-		}
-	}
-	if _, err := w.worktrees.Push(ctx, r.wt, push); err != nil {
-		var sf *worktree.SecretFoundError
-		if errors.As(err, &sf) {
-			rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+sf.What+"); not pushing it")
-			return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
-		}
+	if leaked, where, err := w.push(ctx, r, result.Branch); leaked != "" {
+		rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+where+"); not pushing it")
+		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
+	} else if err != nil {
 		w.cfg.Metrics.pushFailed()
 		return stepErr("push_rejected", "push %s: %w", result.Branch, err)
 	}
@@ -844,9 +828,10 @@ func merge(base, extra map[string]string) map[string]string {
 	return out
 }
 
-// checkpoint commits what the agent has left so far; with push it also
-// pushes the task branch, so work survives a run stopped by its budget.
-func (w *Worker) checkpoint(ctx context.Context, r *run, push bool) {
+// checkpoint commits what the agent has left so far and pushes the task
+// branch, so work survives a run stopped by its budget. It runs only once
+// the agent's sandbox is gone.
+func (w *Worker) checkpoint(ctx context.Context, r *run) {
 	rep := r.rep
 	c, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email},
 		Message:   "nightshift: checkpoint of task " + r.item.TaskID,
@@ -861,33 +846,41 @@ func (w *Worker) checkpoint(ctx context.Context, r *run, push bool) {
 		return
 	}
 	rep.line(ctx, "system", "checkpoint commit "+short(c.SHA))
-	if !push {
-		return
-	}
 	branch := r.pushBranch()
-	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}
-	var leaked string
-	if rep.redact != nil {
-		req.Scan = func(what string, data []byte) error {
-			if s := string(data); rep.redact.String(s) != s {
-				leaked = secretNames(rep.redact.String(s))
-				return errors.New("contains the value of " + leaked)
-			}
-			return nil
-		}
-	}
-	if _, err := w.worktrees.Push(ctx, r.wt, req); err != nil {
-		var sf *worktree.SecretFoundError
-		if errors.As(err, &sf) {
-			rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+sf.What+"); not pushing it")
-			return
-		}
+	if leaked, where, err := w.push(ctx, r, branch); leaked != "" {
+		rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+where+"); not pushing it")
+		return
+	} else if err != nil {
 		rep.line(ctx, "system", "checkpoint push: "+err.Error())
 		return
 	}
 	sha := c.SHA
 	rep.state(ctx, StatePushing, "checkpoint "+short(sha), Patch{Commit: &sha})
 	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), branch))
+}
+
+// push pushes the run's commit to branch. The patch is not all that leaves:
+// every object the push sends (binary and large files whole, file names,
+// the commit message and identities) goes through the run's redactor first,
+// and one carrying a secret's value stops the push; leaked then names the
+// secrets and where says in which object.
+func (w *Worker) push(ctx context.Context, r *run, branch string) (leaked, where string, err error) {
+	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}
+	if red := r.rep.redact; red != nil {
+		req.Scan = func(what string, data []byte) error {
+			if s := string(data); red.String(s) != s {
+				leaked = secretNames(red.String(s))
+				return errors.New("contains the value of " + leaked)
+			}
+			return nil
+		}
+	}
+	_, err = w.worktrees.Push(ctx, r.wt, req)
+	var sf *worktree.SecretFoundError
+	if errors.As(err, &sf) {
+		return leaked, sf.What, err
+	}
+	return "", "", err
 }
 
 var redactedRe = regexp.MustCompile(`\[REDACTED(?::([A-Z][A-Z0-9_]*))?\]`)
