@@ -432,26 +432,6 @@ func overLimit(u Usage, b Budget, frac float64) bool {
 	return false
 }
 
-// Serve serves the gateway on l until ctx is cancelled, then shuts down
-// gracefully (in-flight streams get 10 seconds).
-func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	<-errc
-	return nil
-}
-
 // TaskHandler returns the gateway as seen by one task: requests carrying any
 // token but taskID's current one are refused like unknown tokens (401).
 // Serve it on a listener only that task's sandbox reaches.
