@@ -34,6 +34,10 @@ func NewReporter(c *Client, store *notify.Store) (*Reporter, error) {
 }
 
 // Report channels in the report state store.
+// maxQuote bounds an answer or question quoted in a comment (GitHub takes
+// at most 65536 characters).
+const maxQuote = 60000
+
 const (
 	channelReaction = "github.reaction"
 	channelComment  = "github.comment"
@@ -118,8 +122,7 @@ func (rp *Reporter) createComment(ctx context.Context, r Repo, perms Permissions
 func (rp *Reporter) ask(ctx context.Context, r Repo, t orchestrator.Task, perms Permissions) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "❓ **Nightshift** task `%s` asks:\n\n", orchestrator.ShortID(t.ID))
-	q := strings.TrimSpace(t.Question)
-	b.WriteString("> " + strings.ReplaceAll(q, "\n", "\n> ") + "\n\n")
+	b.WriteString(notify.Quote(t.Question, maxQuote) + "\n\n")
 	b.WriteString("Reply on this thread to answer (no need to mention Nightshift): the first reply from someone with write access resumes the agent.\n")
 	if t.Actor.Login != "" {
 		fmt.Fprintf(&b, "\ncc @%s\n", t.Actor.Login)
@@ -183,7 +186,7 @@ func (rp *Reporter) render(t orchestrator.Task) string {
 	}
 	b.WriteString(".\n")
 	if t.Answer != "" {
-		fmt.Fprintf(&b, "\n%s\n", notify.Quote(t.Answer, 60000))
+		fmt.Fprintf(&b, "\n%s\n", notify.Quote(t.Answer, maxQuote))
 	}
 	switch t.State {
 	case orchestrator.StateReview, orchestrator.StateDone:
@@ -202,7 +205,7 @@ func (rp *Reporter) render(t orchestrator.Task) string {
 		b.WriteString("\nComment again to retry with more guidance.\n")
 	case orchestrator.StateNeedsInput:
 		if t.Question != "" {
-			fmt.Fprintf(&b, "\nThe agent asks:\n\n> %s\n\nReply on this thread to answer.\n", strings.ReplaceAll(strings.TrimSpace(t.Question), "\n", "\n> "))
+			fmt.Fprintf(&b, "\nThe agent asks:\n\n%s\n\nReply on this thread to answer.\n", notify.Quote(t.Question, maxQuote))
 		}
 	case orchestrator.StateQueued:
 		if t.Position > 0 {

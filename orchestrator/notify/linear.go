@@ -256,8 +256,7 @@ func (l *Linear) render(t orchestrator.Task) string {
 		fmt.Fprintf(&b, "Error: %s\n\n", Clip(t.Error, 500))
 	}
 	if t.State == orchestrator.StateNeedsInput && t.Question != "" {
-		fmt.Fprintf(&b, "The agent asks:\n\n> %s\n\nAnswer in a comment that mentions Nightshift (or on the board).\n\n",
-			strings.ReplaceAll(ClipText(t.Question, 4000), "\n", "\n> "))
+		fmt.Fprintf(&b, "The agent asks:\n\n%s\n\nAnswer in a comment that mentions Nightshift (or on the board).\n\n", Quote(t.Question, 4000))
 	}
 	if t.Answer != "" {
 		fmt.Fprintf(&b, "%s\n\n", Quote(t.Answer, 8000))

@@ -195,15 +195,6 @@ func (s *Slack) ask(ctx context.Context, client *slack.Client, t orchestrator.Ta
 	return err
 }
 
-// ClipText returns at most n bytes of s (all its lines).
-func ClipText(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return s
-}
-
 // find looks through the channel's recent history for the task's message
 // (by its metadata).
 func (s *Slack) find(ctx context.Context, client *slack.Client, t orchestrator.Task) (string, error) {
@@ -245,7 +236,7 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 	}
 	blocks := []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, red(head), false, false), nil, nil)}
 	if t.Answer != "" {
-		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, red(answerText(t.Answer, 2900)), false, false), nil, nil))
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, red("*Answer*\n"+escape(ClipText(t.Answer, 2900))), false, false), nil, nil))
 	}
 	var ctxParts []string
 	ctxParts = append(ctxParts, "agent `"+t.Agent+"`", "from "+string(t.Source))
@@ -281,13 +272,4 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 // escape keeps user text from being read as Slack markup.
 func escape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
-
-// answerText is a task's answer for a chat message, at most n bytes.
-func answerText(answer string, n int) string {
-	answer = strings.TrimSpace(answer)
-	if len(answer) > n {
-		answer = strings.ToValidUTF8(answer[:n], "") + "…"
-	}
-	return "*Answer*\n" + escape(answer)
 }

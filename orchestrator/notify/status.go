@@ -93,11 +93,17 @@ func TaskURL(publicURL, id string) string {
 	return strings.TrimSuffix(publicURL, "/") + "/tasks/" + id
 }
 
-// Quote is a task's answer as a Markdown block quote of at most n bytes.
-func Quote(s string, n int) string {
+// ClipText returns s, trimmed, cut to at most n bytes (all its lines).
+func ClipText(s string, n int) string {
 	s = strings.TrimSpace(s)
 	if len(s) > n {
 		s = strings.ToValidUTF8(s[:n], "") + "…"
 	}
-	return "> " + strings.ReplaceAll(s, "\n", "\n> ")
+	return s
+}
+
+// Quote is s (a task's answer or question) as a Markdown block quote of at
+// most n bytes of text.
+func Quote(s string, n int) string {
+	return "> " + strings.ReplaceAll(ClipText(s, n), "\n", "\n> ")
 }
