@@ -2,7 +2,6 @@ package worktree
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -317,24 +316,52 @@ func (r *localRepo) refs() (map[string]plumbing.Hash, error) {
 	if err != nil {
 		return nil, err
 	}
-	pb, err := readFileLimit(r.git.root, "packed-refs", 256<<20)
-	if errors.Is(err, fs.ErrNotExist) {
-		return out, nil
-	}
+	err = packedRefs(r.git, func(name string, h plumbing.Hash) bool {
+		if _, loose := out[name]; !loose { // a loose ref wins over its packed value
+			out[name] = h
+		}
+		return true
+	})
 	if err != nil {
 		return nil, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(pb))
+	return out, nil
+}
+
+// packedRefs calls fn with each well-formed "<sha> refs/..." line of the
+// git directory's packed-refs until fn returns false; a missing file has
+// none. The file is read through a small buffer, not whole.
+func packedRefs(g *rootFS, fn func(name string, h plumbing.Hash) bool) error {
+	const limit = 256 << 20
+	f, err := openChecked(g.root, "packed-refs", os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return &fs.PathError{Op: "read", Path: "packed-refs", Err: errNotRegular}
+	}
+	if fi.Size() > limit {
+		return &fs.PathError{Op: "read", Path: "packed-refs", Err: ErrFileTooLarge}
+	}
+	sc := bufio.NewScanner(io.LimitReader(f, fi.Size()))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
 		if len(l) > 41 && l[40] == ' ' && strings.HasPrefix(l[41:], "refs/") && hexSHA.MatchString(l[:40]) {
-			if _, loose := out[l[41:]]; !loose { // a loose ref wins over its packed value
-				out[l[41:]] = plumbing.NewHash(l[:40])
+			if !fn(l[41:], plumbing.NewHash(l[:40])) {
+				return nil
 			}
 		}
 	}
-	return out, sc.Err()
+	return sc.Err()
 }
 
 // readLocalRef returns a ref's value from its loose file or packed-refs in
@@ -351,22 +378,15 @@ func readLocalRef(g *rootFS, name plumbing.ReferenceName) (plumbing.Hash, error)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return plumbing.ZeroHash, err
 	}
-	pb, err := readFileLimit(g.root, "packed-refs", 256<<20)
-	if errors.Is(err, fs.ErrNotExist) {
-		return plumbing.ZeroHash, nil
-	}
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(pb))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if len(l) > 41 && l[40] == ' ' && l[41:] == name.String() {
-			return plumbing.NewHash(l[:40]), nil
+	var packed plumbing.Hash
+	err = packedRefs(g, func(n string, h plumbing.Hash) bool {
+		if n != name.String() {
+			return true
 		}
-	}
-	return plumbing.ZeroHash, nil
+		packed = h
+		return false
+	})
+	return packed, err
 }
 
 // receive stores a pack in the repository and moves ref from old to new
