@@ -69,29 +69,6 @@ type Scope struct {
 	Agent  string `json:"agent,omitempty"`
 }
 
-// SecretScopes returns the vault scopes a holder of this scope may read,
-// most specific first: task:<id>, agent:<name>, repo:<repo> for the
-// repository as given and for each of repoForms (e.g. its host/owner/name),
-// then agents. It never includes the server scope: the server's own
-// secrets are not served to agents.
-func (s Scope) SecretScopes(repoForms ...string) []string {
-	var out []string
-	if s.TaskID != "" {
-		out = append(out, "task:"+s.TaskID)
-	}
-	if s.Agent != "" {
-		out = append(out, "agent:"+s.Agent)
-	}
-	seen := map[string]bool{}
-	for _, r := range append([]string{s.Repo}, repoForms...) {
-		if r != "" && !seen[r] {
-			seen[r] = true
-			out = append(out, "repo:"+r)
-		}
-	}
-	return append(out, "agents")
-}
-
 // Config configures a Service.
 type Config struct {
 	// Domain is the mail domain used in logs and defaults; the provider

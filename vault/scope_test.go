@@ -3,6 +3,7 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -245,5 +246,30 @@ func TestRepoMatcherIsConfigurable(t *testing.T) {
 	}
 	if _, scope, err := f.v.Lookup(ctx, task, "BOTH", scopes); err != nil || scope != "repo:*" {
 		t.Errorf("default matcher: %q, %v", scope, err)
+	}
+}
+
+// TestScopesForOrder: a task's scopes run from the most specific to the
+// least, each form of its repository once, and never the server scope.
+func TestScopesForOrder(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		task, agent string
+		repos       []string
+		want        []string
+	}{
+		{"T1", "claude", []string{"https://github.com/acme/app.git", "github.com/acme/app"},
+			[]string{"task:T1", "agent:claude", "repo:https://github.com/acme/app.git", "repo:github.com/acme/app", "agents"}},
+		{"T1", "", []string{"github.com/acme/app", "github.com/acme/app"},
+			[]string{"task:T1", "repo:github.com/acme/app", "agents"}},
+		{"", "", []string{""}, []string{"agents"}},
+	} {
+		got := vault.ScopesFor(tc.task, tc.agent, tc.repos...)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("ScopesFor(%q, %q, %q) = %v, want %v", tc.task, tc.agent, tc.repos, got, tc.want)
+		}
+		if slices.Contains(got, vault.ScopeServer) || slices.Contains(got, vault.ScopeGlobal) {
+			t.Errorf("ScopesFor(%q, %q, %q) grants the server scope: %v", tc.task, tc.agent, tc.repos, got)
+		}
 	}
 }

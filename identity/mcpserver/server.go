@@ -350,9 +350,9 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 // secretScopes returns the vault scopes granted to a token's task.
 func (s *Server) secretScopes(sc identity.Scope) []string {
 	if s.cfg.RepoKey == nil || sc.Repo == "" {
-		return sc.SecretScopes()
+		return vault.ScopesFor(sc.TaskID, sc.Agent, sc.Repo)
 	}
-	return sc.SecretScopes(s.cfg.RepoKey(sc.Repo))
+	return vault.ScopesFor(sc.TaskID, sc.Agent, sc.Repo, s.cfg.RepoKey(sc.Repo))
 }
 
 func (s *Server) check(ctx context.Context, id identity.Identity, kind identity.MessageKind, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
