@@ -93,9 +93,9 @@ func ownerOf(path string) int {
 // sandbox can write what the host wrote there as root between runs (the
 // git index, objects, refs). It never follows a symlink: directories are
 // opened with O_NOFOLLOW relative to their parent's descriptor and
-// symlinks themselves are re-owned with AT_SYMLINK_NOFOLLOW. Entries
-// already owned are left alone, so a second run costs one fstatat per
-// entry. Regular files with other hard links are skipped when not owned
+// symlinks themselves are re-owned through an O_PATH descriptor (see
+// chownAt). Entries already owned are left alone, so a second run costs
+// one fstatat per entry. Regular files with other hard links are skipped when not owned
 // yet (their other names may lie outside dir; the sandbox can still read
 // them when their mode allows). A change of owner clears set-id bits; no
 // mode is changed otherwise (fchmodat follows symlinks, and a sandbox
@@ -145,20 +145,19 @@ func ownTree(fd, uid, gid, depth int) error {
 				}
 				return err
 			}
-			typ := st.Mode & unix.S_IFMT
 			if int(st.Uid) != uid || int(st.Gid) != gid {
-				if typ == unix.S_IFREG && st.Nlink > 1 {
-					continue
-				}
-				if err := unix.Fchownat(fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if err := chownAt(fd, name, &st, uid, gid); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			}
-			if typ == unix.S_IFDIR {
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 				if depth == maxOwnDepth {
 					return errTooDeep
 				}
 				cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
@@ -177,4 +176,36 @@ func ownTree(fd, uid, gid, depth int) error {
 			return rerr
 		}
 	}
+}
+
+// chownAt re-owns the entry name of the directory open at dirfd, which
+// fstatat found as st, unless it is a regular file with other hard links.
+// A sandbox on the same Dir may rename another inode over the name
+// meanwhile, such as a hard link to a file whose other name lies outside
+// Dir (an object git cloned from a mirror), and unlink its own name after
+// the check. So the inode re-owned is the one checked: opened as an
+// O_PATH descriptor (the symlink itself for a symlink) and re-owned
+// through it only when it is still st's inode. That inode had a single
+// name, inside Dir, and a sandbox cannot link a file from outside its
+// mounts. An entry that is gone or was replaced is left alone.
+func chownAt(dirfd int, name string, st *unix.Stat_t, uid, gid int) error {
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+		return nil
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var now unix.Stat_t
+	if err := unix.Fstat(fd, &now); err != nil {
+		return err
+	}
+	if now.Dev != st.Dev || now.Ino != st.Ino {
+		return nil
+	}
+	return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH)
 }

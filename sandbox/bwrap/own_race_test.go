@@ -1,0 +1,72 @@
+package bwrap
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestOwnNeverReownsARenamedInHardLink: own may run while a sandbox on the
+// same Dir is alive. That sandbox can rename, over a name own has just
+// found root-owned with one link, a hard link to a file whose other name
+// lies outside Dir (a mirror's object that git clone hard-linked into the
+// worktree). own must check the inode it re-owns, not the name it
+// stat'ed: the file outside Dir stays root's. Nor may an entry the
+// sandbox removes meanwhile fail the walk.
+func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("own re-owns only as root")
+	}
+	const uid, gid = DefaultUID + 63, DefaultGID + 63
+	outside := filepath.Join(t.TempDir(), "object")
+	if err := os.WriteFile(outside, []byte("blob"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	symlink := filepath.Join(dir, "to-object") // re-owned itself, never its target
+	if err := os.Symlink(outside, symlink); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	done := make(chan struct{}, 2)
+	for r := range cap(done) { // the sandbox sharing dir
+		go func() {
+			defer func() { done <- struct{}{} }()
+			n := strconv.Itoa(r)
+			victim, link, fresh := filepath.Join(dir, "index"+n), filepath.Join(dir, "link"+n), filepath.Join(dir, "fresh"+n)
+			for !stop.Load() {
+				os.Link(outside, link)
+				os.Rename(link, victim)
+				os.WriteFile(fresh, nil, 0o644) // root-owned, one link: own re-owns it
+				os.Rename(fresh, victim)
+			}
+		}()
+	}
+	defer func() {
+		stop.Store(true)
+		for range cap(done) {
+			<-done
+		}
+	}()
+	for i := range 20000 {
+		unix.Chown(dir, 0, 0)
+		if err := own(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(outside, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 0 {
+			t.Fatalf("iteration %d: the hard-linked file outside Dir was re-owned to uid %d", i, st.Uid)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(symlink, &st); err != nil || st.Uid != uid {
+		t.Errorf("the symlink in Dir is owned by uid %d (%v), want %d", st.Uid, err, uid)
+	}
+}
