@@ -88,10 +88,7 @@ func (r bindReq) open(dirfds map[string]int, uid, gid int) (int, error) {
 	if errors.Is(err, unix.ENOENT) {
 		switch {
 		case r.mkdir:
-			if err = unix.Mkdirat(dirfd, r.rel, 0o755); err == nil && uid >= 0 {
-				err = unix.Fchownat(dirfd, r.rel, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-			}
-			if err == nil || errors.Is(err, unix.EEXIST) {
+			if err = mkdirBeneath(dirfd, r.rel, uid, gid); err == nil || errors.Is(err, unix.EEXIST) {
 				fd, err = beneath(dirfd, r.rel, flags)
 			}
 		case r.empty != "":
@@ -102,6 +99,27 @@ func (r bindReq) open(dirfds map[string]int, uid, gid int) (int, error) {
 		return -1, fmt.Errorf("read-only path %q: not a path beneath Dir without symlinks: %w", r.rel, err)
 	}
 	return fd, nil
+}
+
+// mkdirBeneath creates the directory rel under the directory open at
+// dirfd, in its parent opened with beneath: a sandbox on the same Dir may
+// have swapped a symlink in above rel since the parent was checked, and
+// mkdirat follows one. The new directory is given to uid:gid (-1:
+// unchanged).
+func mkdirBeneath(dirfd int, rel string, uid, gid int) error {
+	parent, base := filepath.Split(rel)
+	if parent != "" {
+		pfd, err := beneath(dirfd, parent, unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(pfd)
+		dirfd = pfd
+	}
+	if err := unix.Mkdirat(dirfd, base, 0o755); err != nil || uid < 0 {
+		return err
+	}
+	return unix.Fchownat(dirfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // beneath opens rel under the directory open at dirfd as an O_PATH
