@@ -160,10 +160,18 @@ func postGitHub(t *testing.T, s *testServer, event, delivery string, payload any
 // interaction as Slack sends it.
 func postSlackAction(t *testing.T, s *testServer, actionID, value string) (int, map[string]string) {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"type": "block_actions", "trigger_id": "trig." + strconv.FormatInt(time.Now().UnixNano(), 10),
+	return postSlackInteraction(t, s, map[string]any{"type": "block_actions", "trigger_id": "trig." + strconv.FormatInt(time.Now().UnixNano(), 10),
 		"user":    map[string]string{"id": "U123", "username": "alice"},
 		"actions": []map[string]string{{"action_id": actionID, "value": value, "action_ts": strconv.FormatInt(time.Now().UnixNano(), 10)}}})
-	form := "payload=" + url.QueryEscape(string(payload))
+}
+
+// postSlackInteraction posts payload to the Slack interactions endpoint,
+// signed with the round trip's signing secret, and returns the status and
+// the JSON reply.
+func postSlackInteraction(t *testing.T, s *testServer, payload map[string]any) (int, map[string]string) {
+	t.Helper()
+	body, _ := json.Marshal(payload)
+	form := "payload=" + url.QueryEscape(string(body))
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	mac := hmac.New(sha256.New, []byte(rtSlackSecret))
 	mac.Write([]byte("v0:" + ts + ":" + form))

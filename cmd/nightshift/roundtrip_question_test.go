@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -147,26 +146,10 @@ func TestRoundTripQuestionAnsweredOnGitHub(t *testing.T) {
 // dispatch_action.
 func postSlackAnswer(t *testing.T, s *testServer, blockID, text string) (int, map[string]string) {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"type": "block_actions", "trigger_id": "trig.answer." + strconv.FormatInt(time.Now().UnixNano(), 10),
+	return postSlackInteraction(t, s, map[string]any{"type": "block_actions", "trigger_id": "trig.answer." + strconv.FormatInt(time.Now().UnixNano(), 10),
 		"user": map[string]string{"id": "U123", "username": "alice"},
 		"actions": []map[string]string{{"type": "plain_text_input", "block_id": blockID, "action_id": "answer", "value": text,
 			"action_ts": strconv.FormatInt(time.Now().UnixNano(), 10)}}})
-	form := "payload=" + url.QueryEscape(string(payload))
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(rtSlackSecret))
-	mac.Write([]byte("v0:" + ts + ":" + form))
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/hooks/slack/interactions", strings.NewReader(form))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Slack-Request-Timestamp", ts)
-	req.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]string
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
 }
 
 // TestRoundTripQuestionAnsweredInSlack: the question is posted in the
