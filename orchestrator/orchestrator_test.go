@@ -83,6 +83,33 @@ func TestStateMachine(t *testing.T) {
 	if State("bogus").Valid() {
 		t.Error("bogus state valid")
 	}
+	// What each state allows, and that the state machine allows it too: a
+	// retry or a follow-up requeues the task, a cancel ends it.
+	for _, c := range []struct {
+		s                          State
+		cancel, retry, followUpNow bool
+	}{
+		{StateQueued, true, false, false},
+		{StateProvisioning, true, false, false},
+		{StateRunning, true, false, false},
+		{StateTesting, true, false, false},
+		{StatePushing, true, false, false},
+		{StateReview, true, true, true},
+		{StateNeedsInput, true, false, true},
+		{StateDone, false, true, true},
+		{StateFailed, false, true, true},
+		{StateCancelled, true, true, true},
+	} {
+		if c.s.CanCancel() != c.cancel || c.s.CanRetry() != c.retry || c.s.Resting() != c.followUpNow {
+			t.Errorf("%s: cancel %v retry %v resting %v, want %v %v %v", c.s, c.s.CanCancel(), c.s.CanRetry(), c.s.Resting(), c.cancel, c.retry, c.followUpNow)
+		}
+		if c.cancel && !c.s.CanTransition(StateCancelled) {
+			t.Errorf("%s may be cancelled but cannot move to cancelled", c.s)
+		}
+		if (c.retry || c.followUpNow) && !c.s.CanTransition(StateQueued) {
+			t.Errorf("%s may start a run but cannot move to queued", c.s)
+		}
+	}
 }
 
 func event(key string) *Event {

@@ -322,7 +322,7 @@ func (s *Scheduler) cancel(ctx context.Context, id string) error {
 	switch {
 	case t.State == StateCancelled:
 		return nil
-	case t.State == StateDone || t.State == StateFailed:
+	case !t.State.CanCancel():
 		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
 	}
 	if err := s.bus.MarkCancelled(ctx, id, t.Run); err != nil {
@@ -349,9 +349,7 @@ func (s *Scheduler) retryFrom(ctx context.Context, id string, fromBase bool) err
 	if err != nil {
 		return err
 	}
-	switch t.State {
-	case StateFailed, StateCancelled, StateDone, StateReview:
-	default:
+	if !t.State.CanRetry() {
 		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
 	}
 	reason := "retry"
@@ -370,9 +368,7 @@ func (s *Scheduler) wake(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	switch t.State {
-	case StateReview, StateNeedsInput, StateDone, StateFailed, StateCancelled:
-	default:
+	if !t.State.Resting() {
 		return nil // the run in progress picks the messages up when it rests
 	}
 	msgs, err := s.store.PendingMessages(ctx, id)
@@ -436,7 +432,9 @@ func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {
 		s.cfg.Metrics.usage(*r.Patch.Usage)
 	}
 	s.notify(ctx, t)
-	if r.State == StateReview || r.State == StateNeedsInput || r.State == StateFailed || r.State == StateDone {
+	// A run that rests picks up the messages sent meanwhile (not one the
+	// task was cancelled under).
+	if r.State.Resting() && r.State != StateCancelled {
 		if err := s.wake(ctx, t.ID); err != nil {
 			s.log.Warn("follow-up", "task_id", t.ID, "err", err)
 		}

@@ -47,6 +47,18 @@ func (s State) Terminal() bool {
 	return s == StateDone || s == StateFailed || s == StateCancelled || s == StateReview
 }
 
+// Resting reports whether no run of a task in state s is queued or in
+// progress, so a message to it starts a follow-up run at once.
+func (s State) Resting() bool { return s.Terminal() || s == StateNeedsInput }
+
+// CanCancel reports whether a task in state s may be cancelled (cancelling
+// a cancelled task is a no-op): any state but done and failed.
+func (s State) CanCancel() bool { return s != StateDone && s != StateFailed }
+
+// CanRetry reports whether a task in state s may start its prompt over in a
+// new run: once its last run ended (failed, cancelled, done, review).
+func (s State) CanRetry() bool { return s.Terminal() }
+
 // Active reports whether a worker may currently be working on the task.
 func (s State) Active() bool {
 	switch s {
