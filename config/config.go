@@ -487,7 +487,7 @@ func MatchRepo(match, repo string) bool {
 	if ok, _ := path.Match(match, repo); ok {
 		return true
 	}
-	if p, ok := LocalRepoPath(repo); ok && MatchesLocalPath(match, p) {
+	if p, ok := LocalRepoPath(repo); ok && matchesLocalPath(match, p) {
 		return true
 	}
 	return false

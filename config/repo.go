@@ -91,16 +91,16 @@ func LocalRepoPath(repo string) (string, bool) {
 // beneath the directory it names.
 func (c *Config) NamesLocalRepo(p string) bool {
 	for _, r := range c.Repos {
-		if MatchesLocalPath(r.Match, p) {
+		if matchesLocalPath(r.Match, p) {
 			return true
 		}
 	}
 	return false
 }
 
-// MatchesLocalPath reports whether the repos[].match entry match names the
+// matchesLocalPath reports whether the repos[].match entry match names the
 // local repository at the absolute path p (see Config.NamesLocalRepo).
-func MatchesLocalPath(match, p string) bool {
+func matchesLocalPath(match, p string) bool {
 	m := strings.TrimPrefix(match, "file://")
 	if !strings.HasPrefix(m, "/") || !strings.HasPrefix(p, "/") {
 		return false
