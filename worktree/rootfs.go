@@ -148,11 +148,17 @@ func readFileLimit(root *os.Root, name string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readAllLimit(f, name, limit)
+}
+
+// readAllLimit reads the open file f (named name in errors) whole,
+// refusing anything but a regular file and more than limit bytes.
+func readAllLimit(f *os.File, name string, limit int64) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	if fi.IsDir() {
+	if !fi.Mode().IsRegular() {
 		return nil, &fs.PathError{Op: "read", Path: name, Err: errNotRegular}
 	}
 	if fi.Size() > limit {

@@ -71,30 +71,12 @@ const maxIndexSize = 1 << 30
 // following a symlink and without blocking on a FIFO; files over limit
 // fail with ErrFileTooLarge.
 func readAt(dirfd int, name string, limit int64) ([]byte, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	f, err := openFileAt(dirfd, name)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: errNotRegular}
-	}
-	if fi.Size() > limit {
-		return nil, ErrFileTooLarge
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, ErrFileTooLarge
-	}
-	return b, nil
+	return readAllLimit(f, name, limit)
 }
 
 // foreignLink reports a regular file with several links that someone
