@@ -70,23 +70,22 @@ func parsePort(s string) (int, bool) {
 	return n, n >= 1 && n <= 65535
 }
 
-// defaultPorts are the ports an allowlist entry without ":port" allows.
-var defaultPorts = []int{443, 80}
-
 // Match reports whether host:port matches one of the allowlist patterns.
 // "*.example.com" matches sub.example.com and a.b.example.com, not
 // example.com; a pattern without a port matches ports 443 and 80 only,
-// "name:port" exactly that port.
+// "name:port" exactly that port. Port 0 matches any port: whether host is
+// listed at all.
 func Match(patterns []string, host string, port int) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, p := range patterns {
-		p = strings.ToLower(p)
-		name, ps, hasPort := strings.Cut(p, ":")
-		if hasPort {
+		name, ps, hasPort := strings.Cut(strings.ToLower(p), ":")
+		switch {
+		case port == 0:
+		case hasPort:
 			if n, ok := parsePort(ps); !ok || n != port {
 				continue
 			}
-		} else if port != defaultPorts[0] && port != defaultPorts[1] {
+		case port != 443 && port != 80:
 			continue
 		}
 		if suf, ok := strings.CutPrefix(name, "*."); ok {
@@ -191,7 +190,7 @@ func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
 	port = strconv.Itoa(n)
 	if !Match(p.cfg.Allow, host, n) {
 		reason, msg := "not_allowlisted", "host not allowlisted"
-		if Match(p.cfg.Allow, host, 443) || Match(p.cfg.Allow, host, 80) || matchAnyPort(p.cfg.Allow, host) {
+		if Match(p.cfg.Allow, host, 0) {
 			reason, msg = "port_not_allowed", "port not allowlisted for this host"
 		}
 		p.cfg.Log("egress denied", "host", host, "port", port, "reason", reason)
@@ -220,19 +219,6 @@ func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
 		return c, nil
 	}
 	return nil, lastErr
-}
-
-// matchAnyPort reports whether host matches a pattern on some port, to
-// tell a refused port from a refused name in the log.
-func matchAnyPort(patterns []string, host string) bool {
-	for _, p := range patterns {
-		if _, ps, ok := strings.Cut(p, ":"); ok {
-			if n, ok := parsePort(ps); ok && Match([]string{p}, host, n) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func (p *Proxy) denied(a netip.Addr) bool {

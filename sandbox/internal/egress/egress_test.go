@@ -45,6 +45,9 @@ func TestMatch(t *testing.T) {
 		{"a.mirror.test", 8443, true},
 		{"a.mirror.test", 443, false},
 		{"mirror.test", 8443, false},
+		{"registry.test", 0, true}, // port 0: listed on some port
+		{"api.github.com", 0, true},
+		{"github.com", 0, false},
 	} {
 		if got := Match(allow, c.host, c.port); got != c.want {
 			t.Errorf("Match(%q, %d) = %v, want %v", c.host, c.port, got, c.want)
