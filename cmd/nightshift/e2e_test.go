@@ -704,21 +704,30 @@ repos:
 // value appears nowhere in the task's log or diff.
 func TestSecretInTheChangeIsNeverPushed(t *testing.T) {
 	t.Parallel()
-	s := startTestServer(t, processConfig+`
+	assertSecretNeverPushed(t, "ravi secrets get DEPLOY_TOKEN | base64 > config.txt; echo fine > NOTES.md", "a change carrying a secret was pushed")
+}
+
+// assertSecretNeverPushed runs an agent (a sh -c script) that writes the
+// vault secret DEPLOY_TOKEN into its change: the task fails with
+// secret_in_diff naming it, nothing is pushed (why otherwise), and the
+// value appears nowhere in the task's log, diff or error.
+func assertSecretNeverPushed(t *testing.T, script, why string) {
+	t.Helper()
+	s := startTestServer(t, processConfig+fmt.Sprintf(`
 agents:
   leaky:
-    command: ["sh", "-c", "ravi secrets get DEPLOY_TOKEN | base64 > config.txt; echo fine > NOTES.md"]
-`)
+    command: ["sh", "-c", %q]
+`, script))
 	secret := "tok-" + orchestrator.NewID()
 	s.vaultSet(t, "DEPLOY_TOKEN", "agents", secret)
 	origin := newOrigin(t)
-	id := s.dispatch(t, origin, "leaky", "configure deploys")
+	id := s.dispatch(t, origin, "leaky", "use the deploy token")
 	task := s.waitState(t, id, 60*time.Second, orchestrator.StateFailed, orchestrator.StateReview)
 	logs, _ := s.cli(t, "tasks", "logs", id)
 	if task.State != orchestrator.StateFailed || task.Reason != "secret_in_diff" || !strings.Contains(task.Error, "DEPLOY_TOKEN") {
 		t.Fatalf("state %s reason %q error %q\n%s", task.State, task.Reason, task.Error, logs)
 	}
-	assertNotPushed(t, origin, id, "a change carrying a secret was pushed")
+	assertNotPushed(t, origin, id, why)
 	diff, _ := s.cli(t, "tasks", "diff", id)
 	for _, text := range []string{logs, diff, task.Error} {
 		if strings.Contains(text, secret) {
