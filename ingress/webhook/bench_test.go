@@ -15,7 +15,7 @@ func BenchmarkNormalizeGitHub(b *testing.B) {
 	})
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		n, err := normalizeGitHub("issue_comment", body, githubOptions{Trigger: "@nightshift", Label: "nightshift"})
+		n, err := normalizeGitHub("issue_comment", body, githubOptions{Trigger: "@nightshift", Label: "nightshift", Forge: testForge()})
 		if err != nil || n.ev == nil {
 			b.Fatal(err, n.ignore)
 		}
