@@ -105,12 +105,6 @@ func escapeProbe(args []string) int {
 		enc.Encode(ProbeResult{check, r, detail})
 	}
 	unsupported := func(check, capability string) { enc.Encode(ProbeResult{check, Unsupported, capability}) }
-	errText := func(err error) string {
-		if err == nil {
-			return ""
-		}
-		return err.Error()
-	}
 	has := func(b []byte) bool { return c.Canary != "" && strings.Contains(string(b), c.Canary) }
 
 	if c.MemoryBomb > 0 {
