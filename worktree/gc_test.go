@@ -105,10 +105,7 @@ func TestGCRepacksMirror(t *testing.T) {
 	git(t, src, "remote", "add", "origin", origin)
 	m := newManager(t, func(c *Config) { c.MaxMirrorPacks = 2 })
 	ctx := context.Background()
-	first, err := m.Provision(ctx, Ref{TaskID: "t0", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := provision(t, m, Ref{TaskID: "t0", Repo: origin})
 	for i := 1; i <= 3; i++ {
 		writeFiles(t, src, map[string]string{"a.txt": strings.Repeat("x", i) + "\n"})
 		git(t, src, "commit", "-q", "-am", "more")
@@ -130,10 +127,7 @@ func TestGCRepacksMirror(t *testing.T) {
 		t.Fatalf("packs after gc = %d, want 1", len(packs))
 	}
 	git(t, first.Dir, "fsck", "--no-progress")
-	wt, err := m.Provision(ctx, Ref{TaskID: "t9", Repo: origin, Base: first.BaseCommit}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t9", Repo: origin, Base: first.BaseCommit})
 	if got := git(t, wt.Dir, "status", "--porcelain"); got != "" {
 		t.Fatalf("status after repack = %q", got)
 	}

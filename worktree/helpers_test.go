@@ -2,6 +2,7 @@ package worktree
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -96,4 +97,14 @@ func writeBlob(st storer.EncodedObjectStorer, content []byte) (plumbing.Hash, er
 		return plumbing.ZeroHash, err
 	}
 	return st.SetEncodedObject(o)
+}
+
+// provision provisions ref with m and fails the test on an error.
+func provision(t testing.TB, m *Manager, ref Ref) *Worktree {
+	t.Helper()
+	wt, err := m.Provision(context.Background(), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wt
 }

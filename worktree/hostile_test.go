@@ -45,6 +45,18 @@ func allObjects(t *testing.T, repo string) string {
 	return string(out)
 }
 
+// pushKeepsOut pushes the task and fails the test, saying what leaked,
+// when any object of origin then holds canary.
+func pushKeepsOut(t *testing.T, m *Manager, wt *Worktree, origin, canary, what string) {
+	t.Helper()
+	if _, err := m.Push(context.Background(), wt, PushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(allObjects(t, origin), canary) {
+		t.Fatalf("%s reached the remote", what)
+	}
+}
+
 func branchExists(t *testing.T, repo, ref string) bool {
 	t.Helper()
 	cmd := exec.Command("git", "rev-parse", "-q", "--verify", ref)
@@ -138,15 +150,12 @@ func TestLocalRemoteRunsNoHooksOrConfig(t *testing.T) {
 	}
 	// A non-bare repository refuses an update of its checked-out branch.
 	src := filepath.Join(filepath.Dir(origin), "src")
-	wt, err := m.Provision(ctx, Ref{TaskID: "nb", Repo: src}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "nb", Repo: src})
 	writeFiles(t, wt.Dir, map[string]string{"e.txt": "e\n"})
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = m.Push(ctx, wt, PushRequest{Branch: "main"})
+	_, err := m.Push(ctx, wt, PushRequest{Branch: "main"})
 	var pe *PushError
 	if !errors.As(err, &pe) || pe.Reason != PushRejected {
 		t.Fatalf("push to the checked-out branch: %v", err)
@@ -183,14 +192,8 @@ func TestForbiddenRepoRefused(t *testing.T) {
 		}
 	}
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
-	victim, err := m.Provision(ctx, Ref{TaskID: "victim", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wt, err := m.Provision(ctx, Ref{TaskID: "t2", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	victim := provision(t, m, Ref{TaskID: "victim", Repo: origin})
+	wt := provision(t, m, Ref{TaskID: "t2", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{"b.txt": "b\n"})
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); err != nil {
 		t.Fatal(err)
@@ -217,10 +220,7 @@ func TestFIFOsNeverBlock(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	mkfifo := func(rel string) {
 		p := filepath.Join(wt.Dir, filepath.FromSlash(rel))
 		_ = os.Remove(p)
@@ -247,7 +247,7 @@ func TestFIFOsNeverBlock(t *testing.T) {
 	}
 
 	mkfifo(".git/index")
-	err = within(t, "Commit", func() error { _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); return err })
+	err := within(t, "Commit", func() error { _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); return err })
 	if !errors.Is(err, ErrUnsafeRepository) {
 		t.Fatalf("commit with a FIFO index: %v", err)
 	}
@@ -274,10 +274,7 @@ func TestSymlinksAreCommittedAsLinks(t *testing.T) {
 	writeFiles(t, host, map[string]string{"secret.txt": canary + "\n", "sub/deep.txt": canary + "\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	if err := os.RemoveAll(filepath.Join(wt.Dir, "dir")); err != nil {
 		t.Fatal(err)
 	}
@@ -319,12 +316,7 @@ func TestSymlinksAreCommittedAsLinks(t *testing.T) {
 		t.Fatal("a directory swapped for a link during the walk was committed")
 	}
 	testHookBeforeDir = nil
-	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(allObjects(t, origin), canary) {
-		t.Fatal("a file behind a swapped directory reached the remote")
-	}
+	pushKeepsOut(t, m, wt, origin, canary, "a file behind a swapped directory")
 }
 
 // TestCloneGitFilesAreNotTrusted: the clone's alternates and links in its
@@ -339,10 +331,7 @@ func TestCloneGitFilesAreNotTrusted(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	alt := filepath.Join(wt.Dir, ".git", "objects", "info", "alternates")
 	if err := os.WriteFile(alt, []byte(filepath.Join(other, "objects")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -389,12 +378,7 @@ func TestCloneGitFilesAreNotTrusted(t *testing.T) {
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); !errors.Is(err, ErrUnsafeRepository) {
 		t.Fatalf("commit with a lying index: %v", err)
 	}
-	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(allObjects(t, origin), canary) {
-		t.Fatal("an object reached through planted alternates was pushed")
-	}
+	pushKeepsOut(t, m, wt, origin, canary, "an object of the planted alternates")
 
 	hostHead := filepath.Join(t.TempDir(), "HEAD")
 	if err := os.WriteFile(hostHead, []byte("ref: refs/heads/main\n"), 0o644); err != nil {
@@ -479,14 +463,11 @@ func TestPushScansEverythingItSends(t *testing.T) {
 			origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 			m := newManager(t)
 			ctx := context.Background()
-			wt, err := m.Provision(ctx, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			wt := provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin})
 			if _, err := m.Commit(ctx, wt, tc.setup(t, wt.Dir)); err != nil {
 				t.Fatal(err)
 			}
-			_, err = m.Push(ctx, wt, PushRequest{Scan: scan(nil)})
+			_, err := m.Push(ctx, wt, PushRequest{Scan: scan(nil)})
 			if tc.what == "" {
 				if err != nil {
 					t.Fatalf("push: %v", err)
@@ -511,10 +492,7 @@ func TestPushScansEverythingItSends(t *testing.T) {
 		origin := newOrigin(t, map[string]string{"a.txt": "a\n", "dir/b.txt": "b\n"})
 		m := newManager(t)
 		ctx := context.Background()
-		wt, err := m.Provision(ctx, Ref{TaskID: "clean", Repo: origin}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		wt := provision(t, m, Ref{TaskID: "clean", Repo: origin})
 		writeFiles(t, wt.Dir, map[string]string{"dir/c.bin": "\x00c", "a.txt": "aa\n"})
 		c, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 		if err != nil {
@@ -548,10 +526,7 @@ func TestForeignHardLinkRefused(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	canary := "CANARY-" + randHex(8)
 	host := filepath.Join(filepath.Dir(filepath.Dir(wt.Dir)), "host-secret")
 	if err := os.WriteFile(host, []byte(canary), 0o600); err != nil {
@@ -566,10 +541,5 @@ func TestForeignHardLinkRefused(t *testing.T) {
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); !errors.Is(err, ErrUnsafeRepository) {
 		t.Fatalf("commit with a foreign hard link: %v", err)
 	}
-	if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(allObjects(t, origin), canary) {
-		t.Fatal("the linked host file reached the remote")
-	}
+	pushKeepsOut(t, m, wt, origin, canary, "the linked host file")
 }

@@ -81,10 +81,7 @@ func TestHTTPFetchAndPush(t *testing.T) {
 	if _, err := m.Provision(ctx, Ref{TaskID: "noauth", Repo: url}, nil); err == nil {
 		t.Fatal("provision without credentials succeeded")
 	}
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: url, Auth: auth}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: url, Auth: auth})
 	writeFiles(t, wt.Dir, map[string]string{"a.txt": "changed\n"})
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); err != nil {
 		t.Fatal(err)

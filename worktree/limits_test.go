@@ -58,10 +58,7 @@ func TestSparseFilesOverCommitBytesRefused(t *testing.T) {
 	ctx := context.Background()
 	for _, staged := range []bool{false, true} {
 		id := fmt.Sprintf("staged-%v", staged)
-		wt, err := m.Provision(ctx, Ref{TaskID: id, Repo: origin}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		wt := provision(t, m, Ref{TaskID: id, Repo: origin})
 		for i := range files {
 			sparse(t, filepath.Join(wt.Dir, fmt.Sprintf("big%02d.bin", i)), size)
 		}
@@ -106,10 +103,7 @@ func TestLargeCommitStreams(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "big", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "big", Repo: origin})
 	data := make([]byte, size)
 	rng := rand.NewChaCha8([32]byte{1})
 	_, _ = rng.Read(data)
@@ -120,7 +114,10 @@ func TestLargeCommitStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	data = nil
-	var c Commit
+	var (
+		c   Commit
+		err error
+	)
 	n := allocated(t, func() { c, err = m.Commit(ctx, wt, CommitRequest{Author: agent}) })
 	if err != nil {
 		t.Fatal(err)
@@ -200,10 +197,7 @@ func TestDeepTreeRefused(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "deep", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "deep", Repo: origin})
 	fd, err := unix.Open(wt.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -272,17 +266,14 @@ func TestProtectedPathsThroughSymlinks(t *testing.T) {
 			origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 			m := newManager(t)
 			ctx := context.Background()
-			wt, err := m.Provision(ctx, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			wt := provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin})
 			writeFiles(t, wt.Dir, tc.files)
 			for link, target := range tc.links {
 				if err := os.Symlink(target, filepath.Join(wt.Dir, link)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			_, err = m.Commit(ctx, wt, CommitRequest{Author: agent})
+			_, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 			var pe *ProtectedPathError
 			if tc.hit == "" {
 				if err != nil {
@@ -308,10 +299,7 @@ func TestNestedRepositoryFilesCommitted(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "nested", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "nested", Repo: origin})
 	sub := filepath.Join(wt.Dir, "sub")
 	writeFiles(t, sub, map[string]string{"lib.go": "package lib\n", "x/y.txt": "y\n"})
 	git(t, sub, "init", "-q")

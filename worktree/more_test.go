@@ -57,10 +57,7 @@ func TestDetachedHeadCommit(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	git(t, wt.Dir, "checkout", "-q", "--detach")
 	writeFiles(t, wt.Dir, map[string]string{"b.txt": "b\n"})
 	git(t, wt.Dir, "add", "b.txt")
@@ -114,10 +111,7 @@ func TestFileTooLarge(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t, func(c *Config) { c.MaxFileSize = 1000 })
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{"big.bin": strings.Repeat("x", 2000)})
 	if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); !errorsIs(err, ErrFileTooLarge) {
 		t.Fatalf("commit err = %v", err)
@@ -148,10 +142,7 @@ func TestNonBareLocalRepo(t *testing.T) {
 	src := filepath.Join(filepath.Dir(origin), "src")
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: src}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: src})
 	writeFiles(t, wt.Dir, map[string]string{"NOTES.md": "hello\n"})
 	c, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 	if err != nil {

@@ -21,10 +21,7 @@ func TestPlantedHooksNeverRun(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	marker := filepath.Join(t.TempDir(), "ran")
 	for _, h := range []string{"pre-commit", "commit-msg", "post-commit", "pre-push", "reference-transaction"} {
 		script := "#!/bin/sh\ntouch " + marker + "\n"
@@ -52,14 +49,8 @@ func TestSymlinkInGitDirRefused(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	victim, err := m.Provision(ctx, Ref{TaskID: "victim", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	victim := provision(t, m, Ref{TaskID: "victim", Repo: origin})
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	// The agent swaps its refs directory for a link to another task's.
 	refs := filepath.Join(wt.Dir, ".git", "refs", "heads", "nightshift")
 	if err := os.RemoveAll(refs); err != nil {
@@ -114,10 +105,7 @@ func TestPushToAnotherRemote(t *testing.T) {
 	git(t, filepath.Dir(empty), "init", "-q", "--bare", empty)
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{"dir/c.txt": "c\n"})
 	c, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 	if err != nil {

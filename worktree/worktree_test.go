@@ -115,10 +115,7 @@ func TestCommitNothingAndAgentCommits(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	c, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 	if err != nil {
 		t.Fatal(err)
@@ -191,10 +188,7 @@ func TestDiff(t *testing.T) {
 	origin := newOrigin(t, map[string]string{"a.txt": "one\ntwo\nthree\n", "gone.txt": "x\n", "bin.dat": "a\x00b"})
 	m := newManager(t)
 	ctx := context.Background()
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{"a.txt": "one\n2\nthree\nfour\n", "new.txt": "n\n", "bin.dat": "a\x00c"})
 	os.Remove(filepath.Join(wt.Dir, "gone.txt"))
 	d, err := m.Diff(ctx, wt)
@@ -229,12 +223,9 @@ func TestProtectedPaths(t *testing.T) {
 	ctx := context.Background()
 
 	// Uncommitted change to a workflow.
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{".github/workflows/ci.yml": "on: [push, pull_request]\n", "a.txt": "b\n"})
-	_, err = m.Commit(ctx, wt, CommitRequest{Author: agent})
+	_, err := m.Commit(ctx, wt, CommitRequest{Author: agent})
 	var pe *ProtectedPathError
 	if !errors.As(err, &pe) || !errors.Is(err, ErrProtectedPath) || len(pe.Paths) != 1 || pe.Paths[0] != ".github/workflows/ci.yml" {
 		t.Fatalf("commit err = %v", err)
@@ -248,10 +239,7 @@ func TestProtectedPaths(t *testing.T) {
 
 	// A workflow added then removed in the agent's own commits never
 	// leaves: those commits are squashed away.
-	wt2, err := m.Provision(ctx, Ref{TaskID: "t2", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt2 := provision(t, m, Ref{TaskID: "t2", Repo: origin})
 	writeFiles(t, wt2.Dir, map[string]string{".github/workflows/evil.yml": "on: push\n", "a.txt": "c\n"})
 	git(t, wt2.Dir, "add", "-A")
 	git(t, wt2.Dir, "commit", "-q", "-m", "add")
@@ -268,10 +256,7 @@ func TestProtectedPaths(t *testing.T) {
 	}
 
 	// A repository's own list replaces the default for one commit.
-	wt3, err := m.Provision(ctx, Ref{TaskID: "t3", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt3 := provision(t, m, Ref{TaskID: "t3", Repo: origin})
 	writeFiles(t, wt3.Dir, map[string]string{"a.txt": "changed\n"})
 	if _, err := m.Commit(ctx, wt3, CommitRequest{Author: agent, Protected: []string{"a.txt"}}); !errors.As(err, &pe) || pe.Paths[0] != "a.txt" {
 		t.Fatalf("per-commit protected list: err = %v", err)
@@ -311,22 +296,13 @@ func TestReuseOpenRemove(t *testing.T) {
 	if _, err := m.Open("t1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("open missing = %v", err)
 	}
-	wt, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	writeFiles(t, wt.Dir, map[string]string{"work.txt": "in progress\n"})
-	again, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin, Reuse: true}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := provision(t, m, Ref{TaskID: "t1", Repo: origin, Reuse: true})
 	if _, err := os.Stat(filepath.Join(again.Dir, "work.txt")); err != nil {
 		t.Fatalf("reuse lost work: %v", err)
 	}
-	fresh, err := m.Provision(ctx, Ref{TaskID: "t1", Repo: origin}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := provision(t, m, Ref{TaskID: "t1", Repo: origin})
 	if _, err := os.Stat(filepath.Join(fresh.Dir, "work.txt")); !os.IsNotExist(err) {
 		t.Fatalf("leftover not replaced: %v", err)
 	}
