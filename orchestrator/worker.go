@@ -298,22 +298,23 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if md, err := msg.Metadata(); err == nil {
 		attempt = int(md.NumDelivered)
 	}
-	rep := &reporter{bus: w.bus, item: item, attempt: attempt, clock: w.cfg.Clock, redact: w.cfg.Redactor, log: log}
+	rep := &reporter{bus: w.bus, item: item, attempt: attempt, clock: w.cfg.Clock, log: log}
 	if c, err := w.bus.Cancelled(runCtx, item.TaskID, item.Run); err == nil && c {
 		cancel(errCancelled)
 	}
+	// The tokens the run hands its agent are redacted, from the moment each
+	// is issued, and so are the task's secrets.
+	rep.tokens = &tokenRedactor{newRedactor: w.cfg.NewRedactor}
+	var secretsRedactor Redactor
 	if w.cfg.Secrets != nil && w.cfg.NewRedactor != nil {
 		secrets, err := w.cfg.Secrets(runCtx, item.TaskID, item.Agent, item.Repo)
 		if err != nil {
 			log.Warn("load task secrets for redaction", "err", err)
 		} else {
-			rep.redact = chainRedactors(w.cfg.NewRedactor(secrets), w.cfg.Redactor)
+			secretsRedactor = w.cfg.NewRedactor(secrets)
 		}
 	}
-	// The tokens the run hands its agent are redacted too, from the moment
-	// each is issued.
-	rep.tokens = &tokenRedactor{newRedactor: w.cfg.NewRedactor}
-	rep.redact = chainRedactors(rep.tokens, rep.redact)
+	rep.redact = chainRedactors(rep.tokens, secretsRedactor, w.cfg.Redactor)
 	started := w.cfg.Clock()
 	err = w.execute(runCtx, cancel, item, rep)
 	final := context.WithoutCancel(ctx)
@@ -597,9 +598,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 				stop(errBudget)
 			},
 		}
-		if rep.redact != nil {
-			hooks.Redact = rep.redact.String
-		}
+		hooks.Redact = rep.redact.String
 		gtok := w.cfg.Gateway.RegisterTTL(item.TaskID, r.repo.Budget, hooks, w.agentTokenTTL(r.repo.Timeout))
 		defer w.cfg.Gateway.Unregister(item.TaskID)
 		rep.tokens.add("NIGHTSHIFT_GATEWAY_TOKEN", gtok)
@@ -665,10 +664,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	if out.Question != "" {
 		// The agent asked and ended its turn: the task waits for an
 		// answer, which resumes this session; nothing is published.
-		q := out.Question
-		if rep.redact != nil {
-			q = rep.redact.String(q)
-		}
+		q := rep.redact.String(out.Question)
 		rep.line(ctx, "system", "the agent asks: "+q)
 		rep.state(ctx, StateNeedsInput, "question", Patch{SessionID: &out.SessionID, Usage: &usage, Question: &q})
 		return out, errAsked
@@ -705,10 +701,7 @@ func prompt(item WorkItem, plan Plan) string {
 func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 	item, rep := r.item, r.rep
 	// The summary goes into the commit and the PR: no secret may ride along.
-	summary := out.Summary
-	if rep.redact != nil {
-		summary = rep.redact.String(summary)
-	}
+	summary := rep.redact.String(out.Summary)
 	var coAuthors []worktree.Signature
 	if item.Actor.Email != "" {
 		name := item.Actor.Name
@@ -758,14 +751,11 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		return stepErr("diff", "diff against the base: %w", err)
 	}
 	result.Diff = DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
-	patch := d.Patch
-	if rep.redact != nil {
-		patch = rep.redact.String(patch)
-		if patch != d.Patch {
-			names := secretNames(patch)
-			rep.line(ctx, "system", "the change contains the value of "+names+"; not pushing it")
-			return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", names)
-		}
+	patch := rep.redact.String(d.Patch)
+	if patch != d.Patch {
+		names := secretNames(patch)
+		rep.line(ctx, "system", "the change contains the value of "+names+"; not pushing it")
+		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", names)
 	}
 	if len(patch) > 2<<20 {
 		patch = patch[:2<<20] + "\n[diff truncated]\n"
@@ -865,16 +855,15 @@ func (w *Worker) checkpoint(ctx context.Context, r *run) {
 // and one carrying a secret's value stops the push; leaked then names the
 // secrets and where says in which object.
 func (w *Worker) push(ctx context.Context, r *run, branch string) (leaked, where string, err error) {
-	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force}
-	if red := r.rep.redact; red != nil {
-		req.Scan = func(what string, data []byte) error {
+	red := r.rep.redact
+	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force,
+		Scan: func(what string, data []byte) error {
 			if s := string(data); red.String(s) != s {
 				leaked = secretNames(red.String(s))
 				return errors.New("contains the value of " + leaked)
 			}
 			return nil
-		}
-	}
+		}}
 	_, err = w.worktrees.Push(ctx, r.wt, req)
 	var sf *worktree.SecretFoundError
 	if errors.As(err, &sf) {
@@ -1016,10 +1005,12 @@ type reporter struct {
 	// reports must not be taken for duplicates of the crashed attempt's.
 	attempt int
 	clock   func() time.Time
-	redact  Redactor
-	log     *slog.Logger
-	mu      sync.Mutex
-	seq     int
+	// redact removes the run's tokens and the task's secrets from all the
+	// run emits; never nil.
+	redact Redactor
+	log    *slog.Logger
+	mu     sync.Mutex
+	seq    int
 	// tokens redacts the tokens issued to the run's agent (part of redact).
 	tokens *tokenRedactor
 }
@@ -1029,12 +1020,10 @@ func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
 	r.seq++
 	seq := r.seq
 	r.mu.Unlock()
-	if r.redact != nil {
-		reason = r.redact.String(reason)
-		if p.Error != nil {
-			e := r.redact.String(*p.Error)
-			p.Error = &e
-		}
+	reason = r.redact.String(reason)
+	if p.Error != nil {
+		e := r.redact.String(*p.Error)
+		p.Error = &e
 	}
 	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Attempt: r.attempt, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
 	if err := r.bus.publishState(ctx, rep); err != nil {
@@ -1043,9 +1032,7 @@ func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
 }
 
 func (r *reporter) line(ctx context.Context, stream, text string) {
-	if r.redact != nil {
-		text = r.redact.String(text)
-	}
+	text = r.redact.String(text)
 	if err := r.bus.publishLog(ctx, LogLine{TaskID: r.item.TaskID, Run: r.item.Run, At: r.clock(), Stream: stream, Text: text}); err != nil {
 		r.log.Warn("publish log", "err", err)
 	}
