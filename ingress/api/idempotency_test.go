@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -63,5 +64,34 @@ func TestIdempotencyKeyReusedWithDifferentBody(t *testing.T) {
 	}
 	if task.Prompt != "fix the build" {
 		t.Fatalf("first task's prompt is %q", task.Prompt)
+	}
+}
+
+// TestIdempotencyReleaseFreesTheKey: a claim released because its request
+// could not be stored lets the key be used again with another body, while
+// an unreleased claim still refuses one; the same body is always a retry.
+func TestIdempotencyReleaseFreesTheKey(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	idem := &idempotency{js: w.bus.JetStream()}
+	ctx := t.Context()
+	first := bodyHash(CreateRequest{Repo: "https://git.example/acme/r.git", Prompt: "fix"})
+	fixed := bodyHash(CreateRequest{Repo: "https://git.example/acme/r.git", Prompt: "fix the build"})
+	release, err := idem.claim(ctx, "k1", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idem.claim(ctx, "k1", first); err != nil {
+		t.Fatalf("same body again: %v", err)
+	}
+	if _, err := idem.claim(ctx, "k1", fixed); !errors.Is(err, errKeyReused) {
+		t.Fatalf("another body while claimed: %v, want errKeyReused", err)
+	}
+	release()
+	if _, err := idem.claim(ctx, "k1", fixed); err != nil {
+		t.Fatalf("another body after release: %v", err)
+	}
+	if _, err := idem.claim(ctx, "k1", first); !errors.Is(err, errKeyReused) {
+		t.Fatalf("the released body after the new claim: %v, want errKeyReused", err)
 	}
 }
