@@ -330,3 +330,41 @@ func TestConfigIDsNeverRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedStartLeavesNoThread: as root, each start stages its binds on
+// a thread kept in a mount namespace of its own until bubblewrap exits. A
+// start refused while staging (here .git a symlink, which a command can
+// leave in Dir at will) must let that thread go too, or every such run
+// costs the service a thread and a mount namespace for good.
+func TestRefusedStartLeavesNoThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bind sources are staged only as root")
+	}
+	d := newDriver(t)
+	m, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(t.TempDir(), filepath.Join(dir, ".git")); err != nil {
+		t.Fatal(err)
+	}
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := threads()
+	const runs = 40
+	for range runs {
+		if _, err := m.Run(context.Background(), sandbox.Spec{ID: "refused", Dir: dir, Command: []string{"true"},
+			ReadOnlyInDir: []string{".git/hooks"}}); err == nil {
+			t.Fatal("ran with .git behind a symlink")
+		}
+	}
+	if after := threads(); after-before >= runs/2 {
+		t.Errorf("%d refused starts left %d more threads (%d before)", runs, after-before, before)
+	}
+}

@@ -281,10 +281,12 @@ func (st *stager) start(bs *bindSet, opts []string, uid, gid int, launch func([]
 		}()
 		<-exitedC
 	}()
+	exited = sync.OnceFunc(func() { close(exitedC) })
 	if err := <-res; err != nil {
+		exited() // nothing started: let the thread and its namespace go
 		return nil, err
 	}
-	return sync.OnceFunc(func() { close(exitedC) }), nil
+	return exited, nil
 }
 
 // prlimitAs sets resource limits on pid from a thread running as uid:gid,
