@@ -155,8 +155,8 @@ func ownTree(fd, uid, gid, depth int) error {
 					return errTooDeep
 				}
 				cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if errors.Is(err, unix.ENOENT) {
-					continue
+				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+					continue // gone, or swapped for a file or a symlink since fstatat
 				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", name, err)

@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 // lies outside Dir (a mirror's object that git clone hard-linked into the
 // worktree). own must check the inode it re-owns, not the name it
 // stat'ed: the file outside Dir stays root's. Nor may an entry the
-// sandbox removes meanwhile fail the walk.
+// sandbox removes or swaps for another kind meanwhile fail the walk.
 func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("own re-owns only as root")
@@ -46,9 +47,21 @@ func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
 			}
 		}()
 	}
+	// And a directory it keeps exchanging with a file and with a symlink.
+	sub, file, link := filepath.Join(dir, "sub"), filepath.Join(dir, "file"), filepath.Join(dir, "link")
+	if err := errors.Join(os.Mkdir(sub, 0o755), os.WriteFile(file, nil, 0o644), os.Symlink(outside, link)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for !stop.Load() {
+			unix.Renameat2(unix.AT_FDCWD, sub, unix.AT_FDCWD, file, unix.RENAME_EXCHANGE)
+			unix.Renameat2(unix.AT_FDCWD, sub, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE)
+		}
+	}()
 	defer func() {
 		stop.Store(true)
-		for range cap(done) {
+		for range cap(done) + 1 {
 			<-done
 		}
 	}()
