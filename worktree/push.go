@@ -305,10 +305,7 @@ func (m *Manager) sendPack(ctx context.Context, sess transport.ReceivePackSessio
 		// go-git returns the remote's report status as an error too.
 		msg := err.Error()
 		if strings.Contains(msg, "command error on") || strings.Contains(msg, "unpack error") {
-			reason := PushRejected
-			if strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") {
-				reason = PushNonFastForward
-			}
+			reason := rejection(msg)
 			if rs != nil {
 				msg = statusMessage(rs)
 			} else if i := strings.LastIndex(msg, ": "); i >= 0 {
@@ -324,14 +321,18 @@ func (m *Manager) sendPack(ctx context.Context, sess transport.ReceivePackSessio
 	if rs != nil {
 		if err := rs.Error(); err != nil {
 			msg := statusMessage(rs)
-			reason := PushRejected
-			if strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") {
-				reason = PushNonFastForward
-			}
-			return pushErr(reason, msg, err)
+			return pushErr(rejection(msg), msg, err)
 		}
 	}
 	return nil
+}
+
+// rejection is the reason for a remote's refusal saying msg.
+func rejection(msg string) string {
+	if strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") {
+		return PushNonFastForward
+	}
+	return PushRejected
 }
 
 func statusMessage(rs *packp.ReportStatus) string {
