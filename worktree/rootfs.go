@@ -34,46 +34,35 @@ var _ billy.Filesystem = (*rootFS)(nil)
 // openRootNoFollow opens dir as an os.Root, refusing a dir whose last
 // component is a symlink (os.OpenRoot alone would follow it).
 func openRootNoFollow(dir string) (*os.Root, error) {
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnsafeRepository, dir)
-	}
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	// It may have been swapped for a link between the two calls.
-	if st, err := r.Stat("."); err != nil || !os.SameFile(st, fi) {
-		r.Close()
-		return nil, fmt.Errorf("%w: %s changed while opening it", ErrUnsafeRepository, dir)
-	}
-	return r, nil
+	return openDirRoot(dir, os.Lstat, os.OpenRoot)
 }
 
 // subRoot opens name inside r as a new root without following a symlink
 // in its last component.
 func subRoot(r *os.Root, name string) (*os.Root, error) {
-	fi, err := r.Lstat(name)
+	return openDirRoot(name, r.Lstat, r.OpenRoot)
+}
+
+// openDirRoot opens name with open after lstat says it is a directory,
+// and checks that what it opened is that directory: the entry may have
+// been swapped for a link between the two calls.
+func openDirRoot(name string, lstat func(string) (fs.FileInfo, error), open func(string) (*os.Root, error)) (*os.Root, error) {
+	fi, err := lstat(name)
 	if err != nil {
 		return nil, err
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnsafeRepository, name)
 	}
-	sub, err := r.OpenRoot(name)
+	r, err := open(name)
 	if err != nil {
 		return nil, err
 	}
-	// The entry may have been swapped for a link between the two calls.
-	st, err := sub.Stat(".")
-	if err != nil || !os.SameFile(st, fi) {
-		sub.Close()
+	if st, err := r.Stat("."); err != nil || !os.SameFile(st, fi) {
+		r.Close()
 		return nil, fmt.Errorf("%w: %s changed while opening it", ErrUnsafeRepository, name)
 	}
-	return sub, nil
+	return r, nil
 }
 
 // rootPath returns where an open root really is (symlinks resolved).
