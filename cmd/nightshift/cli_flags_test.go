@@ -160,6 +160,8 @@ func TestBadUsageIsOneSentence(t *testing.T) {
 		{[]string{"completion", "tcsh"}, `unknown shell "tcsh"`},
 		{[]string{"identity", "ls", "--frob"}, "identity ls: unknown flag --frob"},
 		{[]string{"hooks", "replay", "--frob"}, "hooks replay: unknown flag --frob"},
+		{[]string{"vault", "ls", "--frob"}, "vault ls: unknown flag --frob"},
+		{[]string{"vault", "get", "--version"}, "vault get: flag --version needs a value"},
 	} {
 		out, errOut, code := cliRun(t, "", tc.args...)
 		lines := strings.Split(strings.TrimSpace(errOut), "\n")

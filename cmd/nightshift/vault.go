@@ -48,17 +48,8 @@ ${vault:NAME} in agents.<name>.env; the most specific scope wins.
 // runVault works on the data directory directly, so secrets never travel
 // over the HTTP API.
 func runVault(ctx context.Context, a *app, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(a.stderr, vaultUsage)
-		if len(args) == 0 {
-			return usageErrorf("vault: missing command")
-		}
-		return nil
-	}
 	sub, args := args[0], args[1:]
 	fl := flag.NewFlagSet("vault "+sub, flag.ContinueOnError)
-	fl.SetOutput(a.stderr)
-	fl.Usage = func() { fmt.Fprint(a.stderr, vaultUsage) }
 	dataDir := fl.String("data-dir", "", "data directory (default ./.nightshift, env NIGHTSHIFT_DATA_DIR)")
 	jsonOut := fl.Bool("json", false, "print JSON")
 	scope := fl.String("scope", vault.ScopeServer, "scope: server, agents, repo:<glob>, agent:<name>, task:<id>")
@@ -68,12 +59,9 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	limit := fl.Int("limit", 100, "audit entries to show (newest)")
 	root := fl.Bool("root", false, "rotate the root key instead of the key-encryption key")
 	raw := fl.Bool("raw", false, "set: keep a trailing newline; get: print the value without adding one")
-	pos, err := vaultParseArgs(fl, args)
+	pos, err := parseFlags(a, fl, "vault "+sub, args, nil)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageErrorf("vault %s: %v", sub, err)
+		return err
 	}
 	if *dataDir == "" {
 		*dataDir = a.getenv("NIGHTSHIFT_DATA_DIR")
@@ -84,7 +72,6 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	wantArgs := map[string]int{"set": 1, "get": 1, "rm": 1, "ls": 0, "rotate-key": 0, "audit": 0}
 	n, ok := wantArgs[sub]
 	if !ok {
-		fmt.Fprint(a.stderr, vaultUsage)
 		return usageErrorf("vault: unknown command %q", sub)
 	}
 	if len(pos) != n {
@@ -314,26 +301,6 @@ func rotateRoot(ctx context.Context, a *app, v *vault.Vault, actor vault.Actor, 
 		fmt.Fprintf(a.stdout, "root key rotated; %s replaced (back it up again) and servers must restart\n", path)
 	}
 	return nil
-}
-
-// vaultParseArgs parses flags that may come before or after positional
-// arguments ("set NAME --scope x").
-func vaultParseArgs(fl *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fl.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 func vaultTrimNewline(b []byte) []byte {
