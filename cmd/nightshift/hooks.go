@@ -41,16 +41,7 @@ examples:
 
 // runHooks is "nightshift hooks": operator tools for webhooks.
 func runHooks(ctx context.Context, a *app, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		if len(args) == 0 {
-			return usageErrorf("hooks: missing command (see nightshift hooks --help)")
-		}
-		fmt.Fprintln(a.stdout, hooksUsage)
-		return nil
-	}
-	if args[0] != "replay" {
-		return usageErrorf("hooks: unknown command %q (want replay)", args[0])
-	}
+	// run has checked the sub-command: replay is the only one.
 	return runHooksReplay(ctx, a, args[1:])
 }
 

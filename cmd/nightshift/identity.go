@@ -36,13 +36,6 @@ examples:
 
 // runIdentity is "nightshift identity": a client of /api/v1/identities.
 func runIdentity(ctx context.Context, a *app, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		if len(args) == 0 {
-			return usageErrorf("identity: missing command (see nightshift identity --help)")
-		}
-		fmt.Fprintln(a.stdout, identityUsage)
-		return nil
-	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("identity "+sub, flag.ContinueOnError)
 	var cf clientFlags

@@ -476,9 +476,6 @@ examples:
   nightshift tasks message 01j9z8x7w6v5u4t3 - < review-notes.md`
 
 func runTasks(ctx context.Context, a *app, args []string) error {
-	if len(args) == 0 {
-		return usageErrorf("tasks: missing command (want %s; see nightshift tasks --help)", strings.Join(taskSubs, ", "))
-	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("tasks "+sub, flag.ContinueOnError)
 	var cf clientFlags
