@@ -43,10 +43,7 @@ func (c *Command) Prepare(req Request) (Invocation, error) {
 	if len(c.argv) == 0 {
 		return Invocation{}, ErrNoCommand
 	}
-	env := map[string]string{"NIGHTSHIFT_PROMPT_FILE": path.Join(req.Home, PromptFile)}
-	if len(req.Prompt) <= MaxEnvPrompt {
-		env["NIGHTSHIFT_PROMPT"] = req.Prompt
-	}
+	env := map[string]string{"NIGHTSHIFT_PROMPT_FILE": path.Join(req.Home, PromptFile), "NIGHTSHIFT_PROMPT": req.Prompt}
 	set := func(k, v string) {
 		if v != "" {
 			env[k] = v
@@ -66,7 +63,8 @@ func (c *Command) Prepare(req Request) (Invocation, error) {
 	}
 	mergeEnv(env, req.Env)
 	if len(req.Prompt) > MaxEnvPrompt {
-		// The task's own env must not bring a large value back either.
+		// Only after the task's own env is merged, which must not set it
+		// either.
 		delete(env, "NIGHTSHIFT_PROMPT")
 	}
 	stdin := req.Prompt
