@@ -273,7 +273,7 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 				}
 				// History replays first: only a resting state of the
 				// task's current run ends the follow.
-				if restState(r.State) && r.Run >= start.Run {
+				if r.State.Resting() && r.Run >= start.Run {
 					final, reason = r.State, r.Reason
 					return false
 				}
@@ -374,14 +374,6 @@ func followTask(ctx context.Context, a *app, c *client, id string, asJSON bool) 
 		return &exitError{code: 3, msg: msg + fmt.Sprintf("; answer with: nightshift tasks message %s TEXT", id)}
 	}
 	return nil
-}
-
-func restState(s orchestrator.State) bool {
-	switch s {
-	case orchestrator.StateReview, orchestrator.StateDone, orchestrator.StateFailed, orchestrator.StateCancelled, orchestrator.StateNeedsInput:
-		return true
-	}
-	return false
 }
 
 func padStream(s string) string { return fmt.Sprintf("%-6s", s) }

@@ -640,7 +640,7 @@ func (s *Server) control(kind string) http.HandlerFunc {
 			}
 			ev.Instruction = body.Text
 		case orchestrator.KindTaskCancel:
-			if t.State == orchestrator.StateDone || t.State == orchestrator.StateFailed {
+			if !t.State.CanCancel() {
 				writeError(w, http.StatusConflict, fmt.Sprintf("task %s is already %s", id, t.State))
 				return
 			}
@@ -657,9 +657,7 @@ func (s *Server) control(kind string) http.HandlerFunc {
 				return
 			}
 			ev.FromBase = body.FromBase
-			switch t.State {
-			case orchestrator.StateFailed, orchestrator.StateCancelled, orchestrator.StateDone, orchestrator.StateReview:
-			default:
+			if !t.State.CanRetry() {
 				writeError(w, http.StatusConflict, fmt.Sprintf("task %s is %s; only finished tasks can be retried", id, t.State))
 				return
 			}
