@@ -207,5 +207,5 @@ func chownAt(dirfd int, name string, st *unix.Stat_t, uid, gid int) error {
 	if now.Dev != st.Dev || now.Ino != st.Ino {
 		return nil
 	}
-	return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH)
+	return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 }

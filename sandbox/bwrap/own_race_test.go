@@ -11,14 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestOwnNeverReownsARenamedInHardLink: own may run while a sandbox on the
-// same Dir is alive. That sandbox can rename, over a name own has just
-// found root-owned with one link, a hard link to a file whose other name
-// lies outside Dir (a mirror's object that git clone hard-linked into the
-// worktree). own must check the inode it re-owns, not the name it
-// stat'ed: the file outside Dir stays root's. Nor may an entry the
-// sandbox removes or swaps for another kind meanwhile fail the walk.
-func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
+// TestOwnNeverReownsThroughALink: own re-owns what it checked, never a
+// name twice: a sandbox on the same Dir may swap a symlink to a file
+// outside over a name own has just found root-owned, or remove an entry or
+// exchange a directory with a file or a symlink meanwhile. The file
+// outside stays root's, a file hard-linked from outside Dir (an object git
+// cloned from a mirror) is left alone, and the walk does not fail.
+func TestOwnNeverReownsThroughALink(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("own re-owns only as root")
 	}
@@ -28,6 +27,9 @@ func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	if err := os.Link(outside, filepath.Join(dir, "cloned-object")); err != nil { // skipped: it has another name
+		t.Fatal(err)
+	}
 	symlink := filepath.Join(dir, "to-object") // re-owned itself, never its target
 	if err := os.Symlink(outside, symlink); err != nil {
 		t.Fatal(err)
@@ -40,7 +42,7 @@ func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
 			n := strconv.Itoa(r)
 			victim, link, fresh := filepath.Join(dir, "index"+n), filepath.Join(dir, "link"+n), filepath.Join(dir, "fresh"+n)
 			for !stop.Load() {
-				os.Link(outside, link)
+				os.Symlink(outside, link)
 				os.Rename(link, victim)
 				os.WriteFile(fresh, nil, 0o644) // root-owned, one link: own re-owns it
 				os.Rename(fresh, victim)
@@ -75,7 +77,7 @@ func TestOwnNeverReownsARenamedInHardLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.Uid != 0 {
-			t.Fatalf("iteration %d: the hard-linked file outside Dir was re-owned to uid %d", i, st.Uid)
+			t.Fatalf("iteration %d: the file outside Dir was re-owned to uid %d", i, st.Uid)
 		}
 	}
 	var st unix.Stat_t
