@@ -185,9 +185,10 @@ func ownTree(fd, uid, gid, depth int) error {
 // Dir (an object git cloned from a mirror), and unlink its own name after
 // the check. So the inode re-owned is the one checked: opened as an
 // O_PATH descriptor (the symlink itself for a symlink) and re-owned
-// through it only when it is still st's inode. That inode had a single
-// name, inside Dir, and a sandbox cannot link a file from outside its
-// mounts. An entry that is gone or was replaced is left alone.
+// through it only when it is still st's inode; an entry that is gone or
+// was replaced is left alone. The link count is only sound with no
+// sandbox of Dir alive: it is read after a rename may already have
+// dropped the name that was looked up.
 func chownAt(dirfd int, name string, st *unix.Stat_t, uid, gid int) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
 		return nil
