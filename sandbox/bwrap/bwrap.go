@@ -697,12 +697,13 @@ func argsFile(opts []string) (*os.File, error) {
 // driver's unprivileged host uids, after Dir and Home were made its own.
 func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Process, err error) {
 	slot, uid, gid := -1, -1, -1
+	alone := true
 	var cred *syscall.Credential
 	if d.ids != nil {
-		slot = d.ids.acquire(l.Spec.Dir)
+		slot, alone = d.ids.acquire(l.Spec.Dir)
 		defer func() {
 			if err != nil {
-				d.ids.release(slot)
+				d.ids.release(slot, l.Spec.Dir)
 			}
 		}()
 		uid, gid = d.ids.ids(slot)
@@ -714,7 +715,11 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Proce
 	if err != nil {
 		return nil, err
 	}
-	if cred != nil {
+	// Dir and Home are walked only when no other sandbox on Dir lives: its
+	// processes could rename entries under the walk (a hard link to a file
+	// outside Dir in place of a checked name), and they already run as the
+	// uid that owns Dir.
+	if cred != nil && alone {
 		for _, dir := range []string{l.Spec.Dir, l.Spec.Home} {
 			if dir == "" {
 				continue
@@ -788,7 +793,7 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Proce
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), pidfd: -1, ids: d.ids, slot: slot, exited: exited}
+	p := &proc{cmd: cmd, done: make(chan struct{}), pidfd: -1, ids: d.ids, slot: slot, dir: l.Spec.Dir, exited: exited}
 	fail := func(err error) (sandbox.Process, error) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
@@ -856,7 +861,8 @@ func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sp sandbox.Proce
 type proc struct {
 	exited  func() // lets the thread that started bubblewrap go
 	ids     *idPool
-	slot    int // in ids; -1: none
+	slot    int    // in ids; -1: none
+	dir     string // Spec.Dir, live in ids until released
 	cmd     *exec.Cmd
 	init    int // host pid of the sandbox's pid-namespace init
 	pidfd   int // pidfd of init
@@ -920,7 +926,7 @@ func (p *proc) release() error {
 		p.pidfd = -1
 	}
 	if p.slot >= 0 {
-		p.ids.release(p.slot)
+		p.ids.release(p.slot, p.dir)
 		p.slot = -1
 	}
 	if p.group == nil {

@@ -23,24 +23,30 @@ const (
 type idPool struct {
 	uid, gid, n int
 	mu          sync.Mutex
-	busy        []int // sandboxes running per slot
+	busy        []int          // sandboxes running per slot
+	live        map[string]int // sandboxes running per Dir
 	next        int
 }
 
 func newIDPool(uid, gid, n int) *idPool {
-	return &idPool{uid: uid, gid: gid, n: n, busy: make([]int, n)}
+	return &idPool{uid: uid, gid: gid, n: n, busy: make([]int, n), live: map[string]int{}}
 }
 
 // acquire returns the slot for a sandbox on dir: the slot of the uid that
 // owns dir when there is one (sandboxes sharing a Dir share its uid, so
 // that none locks the other out), else a free slot, whose ids then own
 // dir at once; when every slot is busy, the least busy one is shared.
-func (p *idPool) acquire(dir string) int {
+// alone reports whether no other sandbox on dir is running: only then may
+// the host walk dir (another sandbox's processes could swap its entries
+// under the walk, and dir is already owned by the uid they share).
+func (p *idPool) acquire(dir string) (slot int, alone bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.live[dir]++
+	alone = p.live[dir] == 1
 	if i := ownerOf(dir) - p.uid; i >= 0 && i < p.n {
 		p.busy[i]++
-		return i
+		return i, alone
 	}
 	best := -1
 	for k := range p.n {
@@ -56,12 +62,15 @@ func (p *idPool) acquire(dir string) int {
 	p.busy[best]++
 	uid, gid := p.ids(best)
 	os.Lchown(dir, uid, gid) // own walks the rest; an error shows there
-	return best
+	return best, alone
 }
 
-func (p *idPool) release(i int) {
+func (p *idPool) release(i int, dir string) {
 	p.mu.Lock()
 	p.busy[i]--
+	if p.live[dir]--; p.live[dir] <= 0 {
+		delete(p.live, dir)
+	}
 	p.mu.Unlock()
 }
 

@@ -3,8 +3,11 @@ package bwrap_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -80,5 +83,64 @@ func TestOwnIsBoundedInDepth(t *testing.T) {
 	}
 	if len(err.Error()) > 400 {
 		t.Errorf("the error is %d bytes long: %.300s...", len(err.Error()), err)
+	}
+}
+
+// TestNoWalkWhileASandboxOnDirLives: a sandbox started on a Dir where
+// another sandbox still runs does not walk Dir (that sandbox's processes
+// could rename a hard link to a file outside Dir onto a name the walk just
+// checked); a root-owned file planted meanwhile stays root's, and the
+// next sandbox started alone hands it over.
+func TestNoWalkWhileASandboxOnDirLives(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the driver re-owns Dir only when nightshift runs as root")
+	}
+	d := newDriver(t)
+	m, err := sandbox.NewManager(d, sandbox.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.Run(ctx, sandbox.Spec{ID: "long", Dir: dir, Command: []string{"sh", "-c", "touch started; sleep 60"}})
+		first <- err
+	}()
+	started := filepath.Join(dir, "started")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first sandbox did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	planted := filepath.Join(dir, "planted")
+	if err := os.WriteFile(planted, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() uint32 {
+		fi, err := os.Lstat(planted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Uid
+	}
+	if res, err := m.Run(context.Background(), sandbox.Spec{ID: "second", Dir: dir, Command: []string{"true"}}); err != nil || !res.OK() {
+		t.Fatalf("second sandbox: %+v %v", res, err)
+	}
+	if uid := owner(); uid != 0 {
+		t.Fatalf("a sandbox started beside a live one walked Dir: planted file now owned by %d", uid)
+	}
+	cancel()
+	<-first
+	if res, err := m.Run(context.Background(), sandbox.Spec{ID: "alone", Dir: dir, Command: []string{"true"}}); err != nil || !res.OK() {
+		t.Fatalf("sandbox alone: %+v %v", res, err)
+	}
+	if uid := owner(); uid == 0 {
+		t.Fatal("a sandbox alone on Dir did not hand it over")
 	}
 }
