@@ -19,11 +19,6 @@ import (
 // processPath is PATH for agents under the process driver.
 const processPath = "/usr/local/bin:/usr/bin:/bin"
 
-// bwrapSystemPaths are the host directories the bwrap driver binds into the
-// sandbox (its default Config.SystemPaths): a command resolves inside only
-// when its real path is under one of them.
-var bwrapSystemPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
-
 // preflight returns the worker's check of what a run needs, made before
 // anything is provisioned so that a task that cannot run fails at once and
 // says why (reason "preflight"), instead of sitting in running until a
@@ -122,12 +117,12 @@ func visibleExecutable(cfg *config.Config, p string) error {
 	if err != nil {
 		return err
 	}
-	for _, sys := range bwrapSystemPaths {
+	for _, sys := range bwrap.DefaultSystemPaths() {
 		if real == sys || strings.HasPrefix(real, sys+"/") {
 			return nil
 		}
 	}
-	return fmt.Errorf("is %s, outside the directories the sandbox mounts (%s)", real, strings.Join(bwrapSystemPaths, ", "))
+	return fmt.Errorf("is %s, outside the directories the sandbox mounts (%s)", real, strings.Join(bwrap.DefaultSystemPaths(), ", "))
 }
 
 // checkModelKey makes sure a claude or codex agent's requests can reach

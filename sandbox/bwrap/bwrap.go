@@ -181,6 +181,13 @@ func (c Config) validateIDs() error {
 	return errors.Join(validIDs("UID", c.UID, c.UIDs, os.Geteuid()), validIDs("GID", c.GID, c.UIDs, os.Getegid()))
 }
 
+// DefaultSystemPaths returns the host directories bound read-only into
+// every sandbox when Config.SystemPaths is nil: a command resolves inside
+// only when its real path is under one of them.
+func DefaultSystemPaths() []string {
+	return []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+}
+
 // Driver runs commands under bubblewrap.
 type Driver struct {
 	cfg       Config
@@ -264,7 +271,7 @@ func New(cfg Config) (*Driver, error) {
 		cfg.Path = ToolDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
 	if cfg.SystemPaths == nil {
-		cfg.SystemPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+		cfg.SystemPaths = DefaultSystemPaths()
 	}
 	if cfg.Etc == nil {
 		cfg.Etc = defaultEtc
