@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/sandbox/bwrap"
 	"github.com/nightshift/nightshift/sandbox/process"
@@ -86,10 +87,13 @@ func (e *commandExitError) ExitCode() int {
 	return 1
 }
 
-func newSandboxDriver(name string) (sandbox.Driver, func(), error) {
+// newSandboxDriver returns the driver exec and check use: for bwrap the
+// one agents get (newBwrapDriver: their PATH and uid range), with the
+// sandbox section's defaults.
+func newSandboxDriver(ctx context.Context, name string) (sandbox.Driver, func(), error) {
 	switch name {
 	case "bwrap":
-		d, err := bwrap.New(bwrap.Config{})
+		d, err := newBwrapDriver(ctx, config.Sandbox{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -113,10 +117,7 @@ func runSandboxCheck(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintln(a.stdout, "driver process: available; it does NOT isolate (no mounts, no network namespace)")
 		return nil
 	case "bwrap":
-		if err := bwrap.Available(ctx); err != nil {
-			return err
-		}
-		d, err := bwrap.New(bwrap.Config{})
+		d, err := newBwrapDriver(ctx, config.Sandbox{})
 		if err != nil {
 			return err
 		}
@@ -221,16 +222,11 @@ func runSandboxExec(ctx context.Context, a *app, args []string) error {
 		}
 		spec.Tools[name] = abs
 	}
-	d, closeDriver, err := newSandboxDriver(*driver)
+	d, closeDriver, err := newSandboxDriver(ctx, *driver)
 	if err != nil {
 		return err
 	}
 	defer closeDriver()
-	if *driver == "bwrap" {
-		if err := bwrap.Available(ctx); err != nil {
-			return err
-		}
-	}
 	var logger *slog.Logger
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -27,7 +27,7 @@ func TestSandboxExec(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"nightshift", "sandbox", "exec", "--dir", dir, "--env", "GREETING=hello", "--",
-		"sh", "-c", `id -u; cat in.txt; echo "$GREETING" > out.txt; exit 3`}, baseEnv(t), strings.NewReader(""), &out, &errb)
+		"sh", "-c", `id -u; cat in.txt; echo "$GREETING" > out.txt; echo "$PATH" > path.txt; exit 3`}, baseEnv(t), strings.NewReader(""), &out, &errb)
 	var ce *commandExitError
 	if !errors.As(err, &ce) || ce.ExitCode() != 3 {
 		t.Fatalf("err = %v, want exit code 3 (stderr %s)", err, errb.String())
@@ -38,6 +38,10 @@ func TestSandboxExec(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "out.txt"))
 	if err != nil || string(b) != "hello\n" {
 		t.Fatalf("out.txt: %q %v", b, err)
+	}
+	// exec shows what agents see: the same PATH as the worker's sandboxes.
+	if b, err := os.ReadFile(filepath.Join(dir, "path.txt")); err != nil || strings.TrimSpace(string(b)) != sandboxPath {
+		t.Errorf("PATH inside exec = %q (%v), want the agents' %q", b, err, sandboxPath)
 	}
 	if os.Geteuid() == 0 {
 		if owner := ownerUID(t, filepath.Join(dir, "out.txt")); owner == 0 {
