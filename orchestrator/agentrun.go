@@ -1,0 +1,150 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
+)
+
+// runAgent runs the agent in the sandbox, through the model gateway when
+// there is one, and returns what it reported.
+func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *run) (agent.Outcome, error) {
+	item, rep := r.item, r.rep
+	ti := TaskIdentity{ID: r.ident.ID, Name: r.ident.Name, Email: r.ident.Email, Phone: r.ident.Phone}
+	rep.state(ctx, StateRunning, "agent "+item.Agent, Patch{Identity: &ti, BaseCommit: &r.wt.BaseCommit})
+	adapter, err := w.agents.Adapter(item.Agent)
+	if err != nil {
+		return agent.Outcome{}, stepErr("agent_unknown", "agent %q: %w", item.Agent, err)
+	}
+	// The agent's HOME lives beside the worktree and persists across the
+	// task's runs (a follow-up resumes the session stored there); a fresh
+	// run starts with an empty one.
+	home := filepath.Join(filepath.Dir(r.wt.Dir), "home")
+	if err := prepareHome(home, !item.FollowUp); err != nil {
+		return agent.Outcome{}, stepErr("agent_home", "%w", err)
+	}
+	insideHome := home
+	if w.cfg.SandboxHome != "" {
+		insideHome = w.cfg.SandboxHome
+	}
+	spec := r.spec
+	req := agent.Request{Prompt: prompt(item, r.plan), SessionID: item.SessionID, Dir: r.wt.Dir, Home: insideHome,
+		Env: r.env, MCPURL: r.mcpURL, MCPToken: r.mcpToken}
+	if w.cfg.Model != nil {
+		req.Model = w.cfg.Model(item.Agent)
+	}
+	if w.cfg.Gateway != nil {
+		hooks := gateway.Hooks{
+			// The host never touches the worktree while the agent's
+			// processes live: the soft limit is only noted. Work is
+			// checkpointed after the sandbox is gone (hard limit, below).
+			OnSoftLimit: func(u gateway.Usage) {
+				rep.line(ctx, "system", fmt.Sprintf("budget: %d tokens used; nearing the limit", u.Tokens()))
+			},
+			OnHardLimit: func(u gateway.Usage) {
+				rep.line(ctx, "system", fmt.Sprintf("budget exhausted at %d tokens ($%.4f); stopping the agent", u.Tokens(), u.CostUSD))
+				stop(errBudget)
+			},
+		}
+		hooks.Redact = rep.redact.String
+		gtok := w.cfg.Gateway.RegisterTTL(item.TaskID, r.repo.Budget, hooks, w.agentTokenTTL(r.repo.Timeout))
+		defer w.cfg.Gateway.Unregister(item.TaskID)
+		rep.tokens.add("NIGHTSHIFT_GATEWAY_TOKEN", gtok)
+		url, fwd, stopGateway, err := w.serveRunService(r, "gateway", GatewayPort, w.cfg.Gateway.TaskHandler(item.TaskID))
+		if err != nil {
+			return agent.Outcome{}, stepErr("provision", "serve the model gateway to the sandbox: %w", err)
+		}
+		defer stopGateway()
+		if fwd != nil {
+			spec.Forwards = append(spec.Forwards, *fwd)
+		}
+		req.GatewayURL, req.GatewayToken = url, gtok
+	}
+	inv, err := adapter.Prepare(req)
+	if err != nil {
+		return agent.Outcome{}, stepErr("agent_failed", "prepare agent: %w", err)
+	}
+	if err := writeHomeFiles(home, inv.Files); err != nil {
+		return agent.Outcome{}, stepErr("agent_home", "write agent files: %w", err)
+	}
+	parser := adapter.NewParser(func(l agent.Line) { rep.line(ctx, "agent", kindPrefix(l.Kind)+l.Text) })
+	stderr := rep.writer(ctx, "agent")
+	spec.ID = fmt.Sprintf("%s-agent-%d", item.TaskID, item.Run)
+	spec.Home = home
+	spec.Command = inv.Argv
+	spec.Env = merge(r.env, inv.Env)
+	spec.Stdin = strings.NewReader(inv.Stdin)
+	spec.Stdout = parser
+	spec.Stderr = stderr
+	// A question asked during this run (MCP ask_human) is one recorded
+	// after this point.
+	_, askedBefore, qerr := w.bus.lastQuestion(ctx, item.TaskID)
+	if qerr != nil {
+		rep.log.Warn("read the task's questions", "err", qerr)
+	}
+	res, err := w.sandboxes.Run(ctx, spec)
+	stderr.Close()
+	if err != nil {
+		return agent.Outcome{}, stepErr("sandbox", "start agent: %w", err)
+	}
+	w.cfg.Metrics.sandboxEnded(res.Reason)
+	out := parser.Outcome(res.ExitCode)
+	usage := Usage{InputTokens: out.Usage.InputTokens, OutputTokens: out.Usage.OutputTokens, CostUSD: out.Usage.CostUSD}
+	if w.cfg.Gateway != nil {
+		if g := w.cfg.Gateway.Usage(item.TaskID); g.Tokens() > 0 {
+			usage = Usage{InputTokens: g.InputTokens, OutputTokens: g.OutputTokens, CostUSD: g.CostUSD}
+		}
+	}
+	rep.usage = &usage
+	if errors.Is(context.Cause(ctx), errBudget) {
+		// Keep the work: commit what the agent left and push it.
+		w.checkpoint(context.WithoutCancel(ctx), r)
+		return out, context.Cause(ctx)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return out, err
+	}
+	if q, seq, err := w.bus.lastQuestion(ctx, item.TaskID); err != nil {
+		rep.log.Warn("read the task's questions", "err", err)
+	} else if seq > askedBefore && qerr == nil {
+		out.Question = q.Question
+	}
+	if out.Question != "" {
+		// The agent asked and ended its turn: the task waits for an
+		// answer, which resumes this session; nothing is published.
+		q := rep.redact.String(out.Question)
+		rep.line(ctx, "system", "the agent asks: "+q)
+		rep.state(ctx, StateNeedsInput, "question", Patch{SessionID: &out.SessionID, Usage: &usage, Question: &q})
+		return out, errAsked
+	}
+	if !res.OK() {
+		return out, stepErr(reasonOf(res, "agent_failed"), "agent %s: %s", item.Agent, res.Reason)
+	}
+	if out.Err != nil {
+		return out, stepErr("agent_failed", "agent %s: %w", item.Agent, out.Err)
+	}
+	rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
+	return out, nil
+}
+
+// prompt is what the agent is asked: the task's prompt, or a follow-up's
+// messages, plus what the plan adds (a failing CI log).
+func prompt(item WorkItem, plan Plan) string {
+	p := item.Prompt
+	if item.FollowUp && len(item.Messages) > 0 {
+		texts := make([]string, len(item.Messages))
+		for i, m := range item.Messages {
+			texts[i] = m.Text
+		}
+		p = strings.Join(texts, "\n\n")
+	}
+	if plan.PromptContext != "" {
+		p += "\n\n" + plan.PromptContext
+	}
+	return p
+}

@@ -1,0 +1,118 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/sandbox"
+	"github.com/nightshift/nightshift/worktree"
+)
+
+// run is one run of a task as the worker drives it; its fields are filled
+// in step by step.
+type run struct {
+	item  WorkItem
+	rep   *reporter
+	repo  RepoSettings
+	plan  Plan
+	auth  worktree.Auth
+	ident identity.Identity
+	wt    *worktree.Worktree
+	// env is what every sandboxed step of the run gets.
+	env map[string]string
+	// spec is the sandbox every step starts from.
+	spec             sandbox.Spec
+	mcpURL, mcpToken string
+	// services are the run's own MCP and gateway listeners.
+	services runServices
+}
+
+// execute drives one run: provision, setup, agent, tests, then publish.
+func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item WorkItem, rep *reporter) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
+	// Whatever the outcome, the run's services stop and its tokens die
+	// with it (the gateway token in runAgent).
+	defer func() {
+		r.services.close()
+		w.revokeRunTokens(ctx, r)
+	}()
+	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
+	if w.cfg.Preflight != nil {
+		if err := w.cfg.Preflight(ctx, item); err != nil {
+			return &StepError{Reason: "preflight", Err: err}
+		}
+	}
+	if err := w.provision(ctx, r); err != nil {
+		return err
+	}
+	if err := w.setup(ctx, r); err != nil {
+		return err
+	}
+	out, err := w.runAgent(ctx, stop, r)
+	if errors.Is(err, errAsked) {
+		return nil // the task rests in needs_input
+	}
+	if err != nil {
+		return err
+	}
+	if r.repo.Test != "" {
+		spec := r.spec
+		spec.ID = fmt.Sprintf("%s-test-%d", item.TaskID, item.Run)
+		spec.Command = []string{"sh", "-c", r.repo.Test}
+		spec.Env = r.env
+		if err := w.runStep(ctx, rep, spec, "test", "tests_failed"); err != nil {
+			return err
+		}
+	}
+	return w.publish(ctx, r, out)
+}
+
+// merge returns a new map with base's entries, then extra's.
+func merge(base, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// runStep runs a setup or test command in the sandbox, logging its output.
+func (w *Worker) runStep(ctx context.Context, rep *reporter, spec sandbox.Spec, stream, reason string) error {
+	out := rep.writer(ctx, stream)
+	spec.Stdout, spec.Stderr = out, out
+	shown := strings.Join(spec.Command, " ")
+	if len(spec.Command) == 3 && spec.Command[0] == "sh" && spec.Command[1] == "-c" {
+		shown = spec.Command[2]
+	}
+	rep.line(ctx, stream, "$ "+shown)
+	res, err := w.sandboxes.Run(ctx, spec)
+	out.Close()
+	if err != nil {
+		return stepErr("sandbox", "start %s: %w", stream, err)
+	}
+	w.cfg.Metrics.sandboxEnded(res.Reason)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if !res.OK() {
+		return stepErr(reasonOf(res, reason), "%s command failed: %s", stream, res.Reason)
+	}
+	return nil
+}
+
+func reasonOf(res sandbox.Result, fallback string) string {
+	switch res.Reason {
+	case sandbox.ReasonTimedOut, "oom_killed", "output_limit":
+		return res.Reason
+	}
+	return fallback
+}

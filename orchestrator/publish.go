@@ -1,0 +1,209 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/worktree"
+)
+
+// publish commits what the agent left as the task identity, checks and
+// publishes the diff, pushes, and opens the pull request.
+func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
+	item, rep := r.item, r.rep
+	// The summary goes into the commit and the PR: no secret may ride along.
+	summary := rep.redact.String(out.Summary)
+	var coAuthors []worktree.Signature
+	if item.Actor.Email != "" {
+		name := item.Actor.Name
+		if name == "" {
+			name = item.Actor.Login
+		}
+		coAuthors = append(coAuthors, worktree.Signature{Name: name, Email: item.Actor.Email})
+	}
+	commit, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{
+		Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email}, Message: commitMessage(item, summary),
+		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(item.Run)}},
+		CoAuthors: coAuthors, AllowProtected: r.repo.AllowProtected, Protected: r.repo.Protected, When: w.cfg.Clock()})
+	if err != nil {
+		var pe *worktree.ProtectedPathError
+		if errors.As(err, &pe) {
+			return &StepError{Reason: "protected_path", Err: err}
+		}
+		// commit_too_large, tree_too_deep: the work tree is over a limit.
+		var le *worktree.LimitError
+		if errors.As(err, &le) {
+			return &StepError{Reason: le.Reason, Err: err}
+		}
+		return stepErr("commit", "commit: %w", err)
+	}
+	// Nothing new since the base or the task's last pushed commit, and an
+	// answer: a question. The answer is the result; a task that owns a
+	// pull request keeps it in review, any other task is done.
+	answer := strings.TrimSpace(summary)
+	if unchanged := !commit.Changed || (item.Commit != "" && commit.SHA == item.Commit); unchanged && answer != "" {
+		to := StateDone
+		if item.PRURL != "" {
+			to = StateReview
+		}
+		rep.line(ctx, "system", "no changes; the agent answered")
+		rep.state(ctx, to, "answered", Patch{Answer: &answer})
+		return nil
+	}
+	if !commit.Changed {
+		return stepErr("no_changes", "the agent made no changes")
+	}
+	result := RunResult{Commit: commit.SHA, Branch: item.Branch, Summary: summary, Files: commit.Files}
+	// The diff is published (redacted) for the API and the board, and is
+	// the last check before anything leaves: a change that contains the
+	// value of a secret the task could read is never pushed.
+	d, err := w.worktrees.Diff(ctx, r.wt)
+	if err != nil {
+		return stepErr("diff", "diff against the base: %w", err)
+	}
+	result.Diff = DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
+	patch := rep.redact.String(d.Patch)
+	if patch != d.Patch {
+		names := secretNames(patch)
+		rep.line(ctx, "system", "the change contains the value of "+names+"; not pushing it")
+		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", names)
+	}
+	if len(patch) > 2<<20 {
+		patch = patch[:2<<20] + "\n[diff truncated]\n"
+	}
+	if err := w.bus.publishDiff(ctx, DiffReport{TaskID: item.TaskID, Run: item.Run, Stat: result.Diff, Patch: patch}); err != nil {
+		rep.log.Warn("publish diff", "err", err)
+	}
+
+	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
+	result.Branch = r.pushBranch()
+	if leaked, where, err := w.push(ctx, r, result.Branch); leaked != "" {
+		rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+where+"); not pushing it")
+		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
+	} else if err != nil {
+		w.cfg.Metrics.pushFailed()
+		return stepErr("push_rejected", "push %s: %w", result.Branch, err)
+	}
+	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), result.Branch))
+	review := item.Repo + "#" + result.Branch
+	p := Patch{Review: &review}
+	if w.cfg.PullRequests != nil {
+		url, err := w.cfg.PullRequests.Open(ctx, item, r.plan, result)
+		if err != nil {
+			w.cfg.Metrics.pushFailed()
+			return stepErr("pull_request", "open pull request: %w", err)
+		}
+		if url != "" {
+			p.PRURL, p.Review = &url, &url
+			rep.line(ctx, "system", "pull request: "+url)
+		}
+	}
+	rep.state(ctx, StateReview, "pushed", p)
+	return nil
+}
+
+// pushBranch is the remote branch the run's work goes to.
+func (r *run) pushBranch() string {
+	if r.plan.PushBranch != "" {
+		return r.plan.PushBranch
+	}
+	return r.item.Branch
+}
+
+// checkpoint commits what the agent has left so far and pushes the task
+// branch, so work survives a run stopped by its budget. It runs only once
+// the agent's sandbox is gone.
+func (w *Worker) checkpoint(ctx context.Context, r *run) {
+	rep := r.rep
+	c, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email},
+		Message:   "nightshift: checkpoint of task " + r.item.TaskID,
+		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(r.item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
+		Protected: r.repo.Protected, AllowProtected: r.repo.AllowProtected, When: w.cfg.Clock()})
+	if err != nil {
+		rep.line(ctx, "system", "checkpoint: "+err.Error())
+		return
+	}
+	if !c.Changed {
+		rep.line(ctx, "system", "checkpoint: nothing to commit")
+		return
+	}
+	rep.line(ctx, "system", "checkpoint commit "+short(c.SHA))
+	branch := r.pushBranch()
+	if leaked, where, err := w.push(ctx, r, branch); leaked != "" {
+		rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+where+"); not pushing it")
+		return
+	} else if err != nil {
+		rep.line(ctx, "system", "checkpoint push: "+err.Error())
+		return
+	}
+	sha := c.SHA
+	rep.state(ctx, StatePushing, "checkpoint "+short(sha), Patch{Commit: &sha})
+	rep.line(ctx, "system", fmt.Sprintf("pushed checkpoint %s to %s", short(sha), branch))
+}
+
+// push pushes the run's commit to branch. The patch is not all that leaves:
+// every object the push sends (binary and large files whole, file names,
+// the commit message and identities) goes through the run's redactor first,
+// and one carrying a secret's value stops the push; leaked then names the
+// secrets and where says in which object.
+func (w *Worker) push(ctx context.Context, r *run, branch string) (leaked, where string, err error) {
+	red := r.rep.redact
+	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force,
+		Scan: func(what string, data []byte) error {
+			if s := string(data); red.String(s) != s {
+				leaked = secretNames(red.String(s))
+				return errors.New("contains the value of " + leaked)
+			}
+			return nil
+		}}
+	_, err = w.worktrees.Push(ctx, r.wt, req)
+	var sf *worktree.SecretFoundError
+	if errors.As(err, &sf) {
+		return leaked, sf.What, err
+	}
+	return "", "", err
+}
+
+func commitMessage(item WorkItem, summary string) string {
+	title := firstLine(item.Prompt)
+	if item.FollowUp && len(item.Messages) > 0 {
+		title = firstLine(item.Messages[len(item.Messages)-1].Text)
+	}
+	if len(title) > 72 {
+		title = title[:69] + "..."
+	}
+	if title == "" {
+		title = "nightshift task " + item.TaskID
+	}
+	body := strings.TrimSpace(summary)
+	if body == "" {
+		return title
+	}
+	return title + "\n\n" + body
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
+func kindPrefix(kind string) string {
+	switch kind {
+	case "", agent.KindText:
+		return ""
+	}
+	return "[" + kind + "] "
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

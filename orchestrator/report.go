@@ -1,0 +1,150 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+var redactedRe = regexp.MustCompile(`\[REDACTED(?::([A-Z][A-Z0-9_]*))?\]`)
+
+// secretNames lists the secrets whose markers a redacted text carries.
+func secretNames(redacted string) string {
+	seen := map[string]bool{}
+	var names []string
+	for _, m := range redactedRe.FindAllStringSubmatch(redacted, -1) {
+		n := m[1]
+		if n == "" {
+			n = "a secret"
+		}
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "a secret"
+	}
+	return strings.Join(names, ", ")
+}
+
+func fmtAttrs(msg string, attrs []any) string {
+	var b strings.Builder
+	b.WriteString(msg)
+	for i := 0; i+1 < len(attrs); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", attrs[i], attrs[i+1])
+	}
+	return b.String()
+}
+
+type redactors []Redactor
+
+func (rs redactors) String(s string) string {
+	for _, r := range rs {
+		s = r.String(s)
+	}
+	return s
+}
+
+func chainRedactors(list ...Redactor) Redactor {
+	var rs redactors
+	for _, r := range list {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// reporter publishes a run's states and log lines.
+type reporter struct {
+	bus  *Bus
+	item WorkItem
+	// usage is the run's model usage once the agent has run.
+	usage *Usage
+	// attempt is the delivery attempt of the run: a redelivered run's
+	// reports must not be taken for duplicates of the crashed attempt's.
+	attempt int
+	clock   func() time.Time
+	// redact removes the run's tokens and the task's secrets from all the
+	// run emits; never nil.
+	redact Redactor
+	log    *slog.Logger
+	mu     sync.Mutex
+	seq    int
+	// tokens redacts the tokens issued to the run's agent (part of redact).
+	tokens *tokenRedactor
+}
+
+func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
+	r.mu.Lock()
+	r.seq++
+	seq := r.seq
+	r.mu.Unlock()
+	reason = r.redact.String(reason)
+	if p.Error != nil {
+		e := r.redact.String(*p.Error)
+		p.Error = &e
+	}
+	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Attempt: r.attempt, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
+	if err := r.bus.publishState(ctx, rep); err != nil {
+		r.log.Error("publish state", "state", s, "err", err)
+	}
+}
+
+func (r *reporter) line(ctx context.Context, stream, text string) {
+	text = r.redact.String(text)
+	if err := r.bus.publishLog(ctx, LogLine{TaskID: r.item.TaskID, Run: r.item.Run, At: r.clock(), Stream: stream, Text: text}); err != nil {
+		r.log.Warn("publish log", "err", err)
+	}
+}
+
+// writer returns a line-splitting writer that logs each line to stream.
+func (r *reporter) writer(ctx context.Context, stream string) io.WriteCloser {
+	return &lineWriter{emit: func(s string) { r.line(ctx, stream, s) }}
+}
+
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	emit func(string)
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	for {
+		b := l.buf.Bytes()
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if l.buf.Len() > 64<<10 {
+				l.emit(l.buf.String())
+				l.buf.Reset()
+			}
+			return len(p), nil
+		}
+		line := strings.TrimRight(string(b[:i]), "\r")
+		if j := strings.LastIndexByte(line, '\r'); j >= 0 {
+			line = line[j+1:] // progress output: keep the final state
+		}
+		l.emit(line)
+		l.buf.Next(i + 1)
+	}
+}
+
+func (l *lineWriter) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() > 0 {
+		l.emit(l.buf.String())
+		l.buf.Reset()
+	}
+	return nil
+}
