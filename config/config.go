@@ -45,6 +45,9 @@ type Config struct {
 	DefaultAgent string `yaml:"default_agent"`
 	// Repos configures repositories; the first entry whose match fits wins.
 	Repos []Repo `yaml:"repos"`
+	// Automations are user-defined triggers: schedules and event filters
+	// that start agent runs (see Automation).
+	Automations []Automation `yaml:"automations"`
 }
 
 // NATS configures the message bus.
@@ -418,6 +421,9 @@ func (c *Config) validate() error {
 		if r.Budget.Tokens < 0 || r.Budget.CostUSD < 0 {
 			return &Error{Key: key + ".budget", Msg: "must not be negative"}
 		}
+	}
+	if err := c.validateAutomations(); err != nil {
+		return err
 	}
 	if !c.knownAgent(c.DefaultAgent) {
 		return &Error{Key: "default_agent", Msg: fmt.Sprintf("unknown agent %q", c.DefaultAgent)}
