@@ -16,6 +16,9 @@ const (
 	SourceLinear Source = "linear"
 	SourceSlack  Source = "slack"
 	SourceAPI    Source = "api"
+	// SourceAutomation is a run an automation started on its own (a
+	// schedule tick, a manual run, or a silent event-triggered run).
+	SourceAutomation Source = "automation"
 )
 
 // Event kinds. Kinds are dotted, lower case, and become the last tokens of the
@@ -72,6 +75,23 @@ type Event struct {
 	Raw json.RawMessage `json:"raw,omitempty"`
 	// RawEvent names the original event type (e.g. X-GitHub-Event).
 	RawEvent string `json:"raw_event,omitempty"`
+	// Automation, when set, is the automation run this event starts; the
+	// task carries it (mode, reply policy, run budget, secret scopes).
+	Automation *AutomationRun `json:"automation,omitempty"`
+}
+
+// AutomationRun says which automation started a run and what the run may
+// do. Mode and Respond are the automation's (change|plan|answer,
+// reply|silent); zero budget limits are unlimited; empty SecretScopes
+// leaves the task's usual grants.
+type AutomationRun struct {
+	Name          string   `json:"name"`
+	RunID         string   `json:"run_id"`
+	Mode          string   `json:"mode,omitempty"`
+	Respond       string   `json:"respond,omitempty"`
+	BudgetTokens  int64    `json:"budget_tokens,omitempty"`
+	BudgetCostUSD float64  `json:"budget_cost_usd,omitempty"`
+	SecretScopes  []string `json:"secret_scopes,omitempty"`
 }
 
 // Encode is json.Marshal(ev) without re-validating ev.Raw, which must be
