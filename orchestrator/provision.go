@@ -17,12 +17,12 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	item, rep := r.item, r.rep
 	var err error
 	if r.ident, err = w.identities.ForTask(ctx, item.TaskID); err != nil {
-		return stepErr("identity", "acquire identity: %w", err)
+		return remoteErr("identity", "acquire identity: %w", err)
 	}
 	r.plan = Plan{Force: true}
 	if w.cfg.PullRequests != nil {
 		if r.plan, err = w.cfg.PullRequests.Plan(ctx, item); err != nil {
-			return stepErr("plan", "plan pull request: %w", err)
+			return remoteErr("plan", "plan pull request: %w", err)
 		}
 	}
 	r.auth = r.repo.Auth
@@ -56,7 +56,7 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	}
 	progress.Close()
 	if err != nil {
-		return stepErr("provision", "provision worktree: %w", err)
+		return remoteErr("provision", "provision worktree: %w", err)
 	}
 	rep.line(ctx, "system", fmt.Sprintf("worktree on %s from %s (%s)", r.wt.Branch, r.wt.BaseRef, short(r.wt.BaseCommit)))
 
@@ -69,7 +69,7 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	}
 	extra, err := w.cfg.Env(ctx, item.TaskID, item.Agent, item.Repo)
 	if err != nil {
-		return stepErr("agent_env", "agent environment: %w", err)
+		return remoteErr("agent_env", "agent environment: %w", err)
 	}
 	for k, v := range extra {
 		r.env[k] = v
@@ -81,12 +81,12 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 		// Tokens of earlier runs of this task (one that crashed and is
 		// redelivered now) die before this run's token is issued.
 		if err := w.identities.RevokeTaskTokens(ctx, item.TaskID); err != nil {
-			return stepErr("identity", "revoke earlier agent tokens: %w", err)
+			return remoteErr("identity", "revoke earlier agent tokens: %w", err)
 		}
 		scope := identity.Scope{TaskID: item.TaskID, Repo: item.Repo, Agent: item.Agent}
 		tok, err := w.identities.IssueTokenTTL(ctx, r.ident.ID, scope, w.tokenTTL(r.repo.Timeout))
 		if err != nil {
-			return stepErr("identity", "issue agent token: %w", err)
+			return remoteErr("identity", "issue agent token: %w", err)
 		}
 		r.mcpToken = tok
 		rep.tokens.add("NIGHTSHIFT_MCP_TOKEN", tok)
