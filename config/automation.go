@@ -194,7 +194,7 @@ func (a Automation) WithDefaults() Automation {
 	if a.PauseAfter == 0 {
 		a.PauseAfter = 3
 	}
-	if a.CatchUp == "" {
+	if a.CatchUp == "" && a.Schedule != "" {
 		a.CatchUp = CatchUpSkip
 	}
 	return a

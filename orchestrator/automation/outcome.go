@@ -1,0 +1,177 @@
+package automation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// stateReport is the part of a task state report (nightshift.tasks.*.state)
+// an automation needs; decoded on its own so it does not depend on the
+// orchestrator's report type.
+type stateReport struct {
+	TaskID string `json:"task_id"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	Patch  struct {
+		Error *string `json:"error"`
+		Usage *struct {
+			CostUSD float64 `json:"cost_usd"`
+		} `json:"usage"`
+	} `json:"patch"`
+	Task *struct {
+		Error string `json:"error"`
+		Usage struct {
+			CostUSD float64 `json:"cost_usd"`
+		} `json:"usage"`
+	} `json:"task"`
+}
+
+// handleState follows the tasks of automation runs: their state, cost and
+// outcome. A run's first final state counts once: failed adds to the
+// consecutive failures (pausing the automation at pause_after), done or
+// review clears them; every final state frees the run's slot.
+func (e *Engine) handleState(ctx context.Context, msg jetstream.Msg) {
+	var r stateReport
+	if err := json.Unmarshal(msg.Data(), &r); err != nil || r.TaskID == "" {
+		msg.Ack()
+		return
+	}
+	if err := e.outcome(ctx, r); err != nil {
+		e.log.Warn("automation outcome; will retry", "task_id", r.TaskID, "err", err)
+		msg.NakWithDelay(e.cfg.QueueDelay / 5)
+		return
+	}
+	msg.Ack()
+}
+
+func (e *Engine) outcome(ctx context.Context, r stateReport) error {
+	ent, err := e.kv.state.Get(ctx, taskKey(r.TaskID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil // not an automation's task
+	}
+	if err != nil {
+		return err
+	}
+	name, runID, _ := strings.Cut(string(ent.Value()), ".")
+	cost, errText := 0.0, ""
+	if r.Task != nil {
+		cost, errText = r.Task.Usage.CostUSD, r.Task.Error
+	}
+	if r.Patch.Usage != nil && r.Patch.Usage.CostUSD > cost {
+		cost = r.Patch.Usage.CostUSD
+	}
+	if r.Patch.Error != nil {
+		errText = *r.Patch.Error
+	}
+	status := ""
+	switch r.State {
+	case "done", "review":
+		status = RunSucceeded
+	case "failed":
+		status = RunFailed
+	case "cancelled":
+		status = RunCancelled
+	}
+	var first bool
+	var delta float64
+	run, err := update(ctx, e.kv.state, runKey(name, runID), func(run *Run) error {
+		first, delta = false, 0
+		if run.ID == "" {
+			return errSkip // the run record is gone
+		}
+		run.TaskState = r.State
+		if cost > run.CostUSD {
+			delta, run.CostUSD = cost-run.CostUSD, cost
+		}
+		if status != "" && !run.Final() {
+			first = true
+			run.Status = status
+			run.Reason = r.Reason
+			if status == RunFailed && errText != "" {
+				run.Reason = errText
+			}
+		}
+		run.UpdatedAt = e.cfg.Clock().UTC()
+		return nil
+	})
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !first && delta == 0 {
+		return nil
+	}
+	if first {
+		e.m.runs.WithLabelValues(name, status).Inc()
+	}
+	pauseAfter := 3
+	if d := e.lookup(name); d != nil {
+		pauseAfter = d.c.Def.PauseAfter
+	}
+	var paused string
+	_, err = update(ctx, e.kv.state, stateKey(name), func(s *State) error {
+		paused = ""
+		s.DayCostUSD += delta
+		if !first {
+			return nil
+		}
+		s.Active = slices.DeleteFunc(s.Active, func(id string) bool { return id == runID })
+		switch status {
+		case RunSucceeded:
+			s.Failures = 0
+		case RunFailed:
+			s.Failures++
+			if pauseAfter > 0 && s.Failures >= pauseAfter && !s.Paused {
+				s.Paused = true
+				s.PausedReason = fmt.Sprintf("%d consecutive failed runs (last: task %s: %s)", s.Failures, run.TaskID, orDash(run.Reason))
+				paused = s.PausedReason
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if paused != "" {
+		e.paused(ctx, name, paused)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
+}
+
+// paused records an automation pausing itself: a timeline entry, a log
+// line, the metric and the OnPause hook.
+func (e *Engine) paused(ctx context.Context, name, reason string) {
+	now := e.cfg.Clock().UTC()
+	id := fmt.Sprintf("%013d-paused", now.UnixMilli())
+	b, _ := json.Marshal(Run{ID: id, Automation: name, Trigger: "guard", Status: RunPaused,
+		Reason: "paused after " + reason + "; enable it to resume", At: now, UpdatedAt: now})
+	if _, err := e.kv.state.Put(ctx, runKey(name, id), b); err != nil {
+		e.log.Error("record pause", "automation", name, "err", err)
+	}
+	e.m.pauses.Inc()
+	e.log.Warn("automation paused", "automation", name, "reason", reason)
+	if e.cfg.OnPause != nil {
+		e.cfg.OnPause(ctx, name, reason)
+	}
+}
+
+func (e *Engine) lookup(name string) *entry {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.defs[name]
+}
