@@ -318,10 +318,12 @@ type Driver interface {
 
 	// CIFailures returns the failing checks (Prefer first) and then the
 	// failing statuses of a commit. A forge without one of them returns
-	// only the other.
+	// only the other. When one lookup fails it returns what the others
+	// found with the error.
 	CIFailures(ctx context.Context, r Repo, q CIQuery) ([]CIFailure, error)
-	// Permission returns login's access on r; a login the forge does not
-	// know on r has AccessNone (not an error).
+	// Permission returns login's access on r; a login with no role on r
+	// has AccessNone (or AccessRead where the forge says so for a public
+	// repository), not an error.
 	Permission(ctx context.Context, r Repo, login string) (Access, error)
 }
 

@@ -3,55 +3,41 @@ package github
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
-	"strings"
 
 	gh "github.com/google/go-github/v60/github"
 
-	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // maxLogDownload bounds how much of a job log is read to take its tail.
 const maxLogDownload = 8 << 20
 
-// ciContext describes the failing checks of the commit a CI-failure task is
-// about: each failing check run's output and the tail of its job log (for
-// GitHub Actions), and failing commit statuses. The result is bounded by
-// Config.LogExcerpt and redacted. Lookup failures are logged and leave
-// what was found.
-func (c *Client) ciContext(ctx context.Context, r Repo, item orchestrator.WorkItem, pr *gh.PullRequest) string {
-	ref := item.Target.HeadSHA
-	if pr != nil && pr.GetHead().GetSHA() != "" {
-		ref = pr.GetHead().GetSHA() // the latest head: a follow-up fixes the newest failure
-	}
-	if ref == "" {
-		ref = item.Target.Branch
-	}
-	if ref == "" {
-		return ""
-	}
+// CIFailures implements forge.Driver: the failing check runs of the commit
+// (the latest of each; q.Prefer first), each with its output and, for
+// GitHub Actions jobs among the first q.MaxLogs, the tail of its job log;
+// then the failing commit statuses (the newest per context). Tokens hold
+// checks, actions and statuses read. A lookup that fails leaves what the
+// others found, returned with the error.
+func (c *Client) CIFailures(ctx context.Context, r Repo, q forge.CIQuery) ([]forge.CIFailure, error) {
 	api, err := c.apiFor(ctx, r, Permissions{"checks": "read", "actions": "read", "statuses": "read"})
 	if err != nil {
-		c.log.Warn("ci context", "repo", r.FullName(), "err", err)
-		return ""
+		return nil, err
 	}
-	budget := c.cfg.LogExcerpt
-	var b strings.Builder
-	fmt.Fprintf(&b, "## CI failure\nChecks failed on %s of %s. Fix the cause so they pass; do not disable or skip them.\n", short(ref), r.FullName())
-
-	runs, _, err := api.Checks.ListCheckRunsForRef(ctx, r.Owner, r.Name, ref, &gh.ListCheckRunsOptions{
+	var errs []error
+	runs, _, err := api.Checks.ListCheckRunsForRef(ctx, r.Owner, r.Name, q.Ref, &gh.ListCheckRunsOptions{
 		Filter: gh.String("latest"), ListOptions: gh.ListOptions{PerPage: 100}})
 	if err != nil {
-		c.log.Warn("list check runs", "repo", r.FullName(), "err", err)
+		errs = append(errs, wrap("list check runs", r, err))
 	}
 	var failing []*gh.CheckRun
 	if runs != nil {
 		for _, cr := range runs.CheckRuns {
 			if failedConclusion(cr.GetConclusion()) {
-				if cr.GetName() == item.Target.Check {
+				if q.Prefer != "" && cr.GetName() == q.Prefer {
 					failing = append([]*gh.CheckRun{cr}, failing...)
 				} else {
 					failing = append(failing, cr)
@@ -59,30 +45,19 @@ func (c *Client) ciContext(ctx context.Context, r Repo, item orchestrator.WorkIt
 			}
 		}
 	}
+	var out []forge.CIFailure
 	for i, cr := range failing {
-		if i == 3 {
-			fmt.Fprintf(&b, "\n(%d more failing checks not shown)\n", len(failing)-3)
-			break
+		out2 := cr.GetOutput()
+		f := forge.CIFailure{Kind: forge.CICheck, Name: cr.GetName(), Conclusion: cr.GetConclusion(), URL: cr.GetHTMLURL(),
+			Output: []string{out2.GetTitle(), out2.GetSummary(), out2.GetText()}}
+		if i < q.MaxLogs && (cr.GetApp().GetSlug() == "github-actions" || cr.GetApp().GetSlug() == "") {
+			f.Log = c.jobLog(ctx, api, r, cr.GetID(), q.LogBytes)
 		}
-		fmt.Fprintf(&b, "\n### Check %q: %s\n", cr.GetName(), cr.GetConclusion())
-		if u := cr.GetHTMLURL(); u != "" {
-			b.WriteString(u + "\n")
-		}
-		out := cr.GetOutput()
-		for _, s := range []string{out.GetTitle(), out.GetSummary(), out.GetText()} {
-			if s = strings.TrimSpace(s); s != "" {
-				b.WriteString(clip(s, budget/4) + "\n")
-			}
-		}
-		if cr.GetApp().GetSlug() == "github-actions" || cr.GetApp().GetSlug() == "" {
-			if tail := c.jobLog(ctx, api, r, cr.GetID(), budget/2); tail != "" {
-				b.WriteString("Log excerpt (end of the job log):\n```text\n" + tail + "\n```\n")
-			}
-		}
+		out = append(out, f)
 	}
-	statuses, _, err := api.Repositories.ListStatuses(ctx, r.Owner, r.Name, ref, &gh.ListOptions{PerPage: 100})
+	statuses, _, err := api.Repositories.ListStatuses(ctx, r.Owner, r.Name, q.Ref, &gh.ListOptions{PerPage: 100})
 	if err != nil {
-		c.log.Warn("list statuses", "repo", r.FullName(), "err", err)
+		errs = append(errs, wrap("list statuses", r, err))
 	}
 	seen := map[string]bool{}
 	for _, st := range statuses { // newest first: the first per context is current
@@ -91,10 +66,11 @@ func (c *Client) ciContext(ctx context.Context, r Repo, item orchestrator.WorkIt
 		}
 		seen[st.GetContext()] = true
 		if st.GetState() == "failure" || st.GetState() == "error" {
-			fmt.Fprintf(&b, "\n### Status %q: %s\n%s %s\n", st.GetContext(), st.GetState(), st.GetDescription(), st.GetTargetURL())
+			out = append(out, forge.CIFailure{Kind: forge.CIStatus, Name: st.GetContext(), Conclusion: st.GetState(),
+				URL: st.GetTargetURL(), Description: st.GetDescription()})
 		}
 	}
-	return c.cfg.Redact(clip(b.String(), budget))
+	return out, errors.Join(errs...)
 }
 
 func failedConclusion(c string) bool {
@@ -107,6 +83,9 @@ var logStamp = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z 
 // jobLog returns the last n bytes (whole lines) of a GitHub Actions job log,
 // or "" when it cannot be had.
 func (c *Client) jobLog(ctx context.Context, api *gh.Client, r Repo, jobID int64, n int) string {
+	if n <= 0 {
+		return ""
+	}
 	u, _, err := api.Actions.GetWorkflowJobLogs(ctx, r.Owner, r.Name, jobID, 2)
 	if err != nil {
 		c.log.Debug("job log location", "repo", r.FullName(), "job", jobID, "err", err)
@@ -127,33 +106,5 @@ func (c *Client) jobLog(ctx context.Context, api *gh.Client, r Repo, jobID int64
 		return ""
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxLogDownload))
-	return tail(logStamp.ReplaceAllString(string(bytes.ToValidUTF8(data, nil)), ""), n)
-}
-
-// tail returns the last n bytes of s, starting at a line boundary.
-func tail(s string, n int) string {
-	s = strings.TrimRight(s, "\n")
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return "[…]\n" + s
-}
-
-// clip returns at most n bytes of s.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "\n[…]"
-}
-
-func short(sha string) string {
-	if len(sha) > 12 && shaRe.MatchString(sha) {
-		return sha[:12]
-	}
-	return sha
+	return forge.Tail(logStamp.ReplaceAllString(string(bytes.ToValidUTF8(data, nil)), ""), n)
 }

@@ -12,20 +12,27 @@ import (
 	gh "github.com/google/go-github/v60/github"
 
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 	"github.com/nightshift/nightshift/worktree"
 )
 
 // Client talks to one GitHub (github.com or an Enterprise server) as an App
-// or with a token. It implements orchestrator.PullRequests.
+// or with a token. It is the GitHub forge.Driver, and implements
+// orchestrator.PullRequests through a forge.Publisher over itself alone.
 type Client struct {
 	cfg    Config
 	api    *url.URL
 	git    *url.URL
 	tokens *tokenSource
 	log    *slog.Logger
+	pub    *forge.Publisher
+	reg    *forge.Registry
 }
 
-var _ orchestrator.PullRequests = (*Client)(nil)
+var (
+	_ orchestrator.PullRequests = (*Client)(nil)
+	_ forge.Driver              = (*Client)(nil)
+)
 
 // New returns a Client. It returns ErrNoCredentials when neither an App
 // nor a token is configured.
@@ -42,16 +49,28 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.tokens = ts
+	if c.reg, err = forge.NewRegistry(c); err != nil {
+		return nil, err
+	}
+	c.pub = forge.NewPublisher(c.reg, c.Options())
 	return c, nil
 }
 
-// Repo is a GitHub repository.
-type Repo struct {
-	Owner, Name string
+// Options are the forge.Options this client's configuration implies
+// (PublicURL, Draft, LogExcerpt, Redact, Logger).
+func (c *Client) Options() forge.Options {
+	return forge.Options{PublicURL: c.cfg.PublicURL, Draft: c.cfg.Draft, LogExcerpt: c.cfg.LogExcerpt,
+		Redact: c.cfg.Redact, Logger: c.cfg.Logger}
 }
 
-// FullName returns owner/name.
-func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
+// Repo is a GitHub repository (Host is the clone host).
+type Repo = forge.Repo
+
+// Kind implements forge.Driver.
+func (c *Client) Kind() forge.Kind { return forge.KindGitHub }
+
+// Host implements forge.Driver: the host of the clone URL.
+func (c *Client) Host() string { return strings.ToLower(c.git.Host) }
 
 // RepoOf returns the GitHub repository a clone URL names, when it is on this
 // client's GitHub host (https://host/owner/name(.git), ssh://git@host/owner/name.git
@@ -89,11 +108,12 @@ func (c *Client) RepoOf(repo string) (Repo, bool) {
 	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
 		return Repo{}, false
 	}
-	return Repo{Owner: parts[0], Name: parts[1]}, true
+	return Repo{Host: c.Host(), Owner: parts[0], Name: parts[1]}, true
 }
 
-// cloneURL is the https clone URL of r on this client's host.
-func (c *Client) cloneURL(r Repo) string { return c.cfg.GitURL + r.Owner + "/" + r.Name + ".git" }
+// CloneURL implements forge.Driver: the https clone URL of r on this
+// client's host.
+func (c *Client) CloneURL(r Repo) string { return c.cfg.GitURL + r.Owner + "/" + r.Name + ".git" }
 
 // newAPI returns a go-github client for the API base carrying token (none
 // when token is empty).
@@ -118,7 +138,7 @@ func (c *Client) apiFor(ctx context.Context, r Repo, perms Permissions) (*gh.Cli
 	return c.newAPI(tok), nil
 }
 
-// PushAuth returns credentials that fetch from and push to r, valid for at
+// PushAuth implements forge.Driver: it returns credentials that fetch from and push to r, valid for at
 // least PushTokenTTL (contents:write only).
 func (c *Client) PushAuth(ctx context.Context, r Repo) (worktree.Auth, error) {
 	tok, err := c.tokens.token(ctx, r, Permissions{"contents": "write"}, c.cfg.PushTokenTTL)
@@ -146,7 +166,11 @@ func isStatus(err error, code int) bool {
 	return code == http.StatusAccepted && errors.As(err, &ae)
 }
 
+// wrap names the failed operation; a 404 also wraps forge.ErrNotFound.
 func wrap(op string, r Repo, err error) error {
+	if isStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("github: %s on %s: %w: %w", op, r.FullName(), forge.ErrNotFound, err)
+	}
 	return fmt.Errorf("github: %s on %s: %w", op, r.FullName(), err)
 }
 

@@ -84,6 +84,7 @@ type Server struct {
 	pulls      map[string][]*gh.PullRequest // owner/name → pull requests
 	comments   map[string][]*gh.IssueComment
 	reactions  []string                  // "owner/name:comment id:content"
+	perms      map[string]string         // "owner/name/login" (lower case) → permission
 	checkRuns  map[string][]*gh.CheckRun // sha → runs
 	statuses   map[string][]*gh.RepoStatus
 	jobLogs    map[int64]string
@@ -102,7 +103,7 @@ func New(t testing.TB, opts Options) *Server {
 	s := &Server{opts: opts, t: t, root: t.TempDir(), AppID: opts.AppID,
 		tokens: map[string]*MintedToken{}, pulls: map[string][]*gh.PullRequest{},
 		comments: map[string][]*gh.IssueComment{}, checkRuns: map[string][]*gh.CheckRun{},
-		statuses: map[string][]*gh.RepoStatus{}, jobLogs: map[int64]string{}, installs: map[string]int64{},
+		statuses: map[string][]*gh.RepoStatus{}, jobLogs: map[int64]string{}, installs: map[string]int64{}, perms: map[string]string{},
 		nextID: 1000, TokenTTL: time.Hour}
 	if opts.AppID != 0 {
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -262,6 +263,14 @@ func (s *Server) Reactions() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.reactions)
+}
+
+// SetPermission gives login a permission on owner/name (admin, write, read
+// or none), as GET .../collaborators/{login}/permission reports it.
+func (s *Server) SetPermission(owner, name, login, perm string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.perms[strings.ToLower(owner+"/"+name+"/"+login)] = perm
 }
 
 // SetCheckRuns sets the check runs of a commit.
@@ -534,6 +543,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, p []string) {
 			s.editComment(w, r, repo, id)
 		}
 	case len(rest) == 4 && rest[1] == "comments" && rest[3] == "reactions" && m == "POST":
+		// GitHub answers a reaction the user already gave with 200 and
+		// the existing reaction instead of adding another.
 		perm := "issues"
 		if rest[0] == "pulls" {
 			perm = "pull_requests"
@@ -541,22 +552,31 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, p []string) {
 		if (perm == "issues" && s.needIssues(w, r, repo, "write")) || (perm == "pull_requests" && s.need(w, r, repo, perm, "write")) {
 			var body struct{ Content string }
 			json.NewDecoder(r.Body).Decode(&body)
+			key := repo + ":" + rest[2] + ":" + body.Content
 			s.mu.Lock()
-			s.reactions = append(s.reactions, repo+":"+rest[2]+":"+body.Content)
+			existed := slices.Contains(s.reactions, key)
+			if !existed {
+				s.reactions = append(s.reactions, key)
+			}
 			s.mu.Unlock()
-			writeJSON(w, 201, &gh.Reaction{ID: gh.Int64(1), Content: gh.String(body.Content)})
+			status := 201
+			if existed {
+				status = 200
+			}
+			writeJSON(w, status, &gh.Reaction{ID: gh.Int64(1), Content: gh.String(body.Content)})
 		}
-	case len(rest) == 3 && rest[0] == "commits" && rest[2] == "check-runs" && m == "GET":
+	case len(rest) >= 3 && rest[0] == "commits" && rest[len(rest)-1] == "check-runs" && m == "GET":
+		// A ref may be a branch with slashes (feature/x).
 		if s.need(w, r, repo, "checks", "read") {
 			s.mu.Lock()
-			runs := s.checkRuns[s.resolve(p[1], p[2], rest[1])]
+			runs := s.checkRuns[s.resolve(p[1], p[2], strings.Join(rest[1:len(rest)-1], "/"))]
 			s.mu.Unlock()
 			writeJSON(w, 200, &gh.ListCheckRunsResults{Total: gh.Int(len(runs)), CheckRuns: runs})
 		}
-	case len(rest) == 3 && rest[0] == "commits" && rest[2] == "statuses" && m == "GET":
+	case len(rest) >= 3 && rest[0] == "commits" && rest[len(rest)-1] == "statuses" && m == "GET":
 		if s.need(w, r, repo, "statuses", "read") {
 			s.mu.Lock()
-			sts := s.statuses[s.resolve(p[1], p[2], rest[1])]
+			sts := s.statuses[s.resolve(p[1], p[2], strings.Join(rest[1:len(rest)-1], "/"))]
 			s.mu.Unlock()
 			if sts == nil {
 				sts = []*gh.RepoStatus{}
@@ -578,8 +598,16 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, p []string) {
 		}
 	case len(rest) == 3 && rest[0] == "collaborators" && rest[2] == "permission" && m == "GET":
 		// GitHub answers this only to an authenticated caller.
+		// A login given a permission with SetPermission has it; anyone
+		// else reads (a public repository).
 		if s.need(w, r, repo, "metadata", "read") {
-			writeJSON(w, 200, &gh.RepositoryPermissionLevel{Permission: gh.String("read"), User: &gh.User{Login: gh.String(rest[1])}})
+			s.mu.Lock()
+			perm, ok := s.perms[strings.ToLower(repo+"/"+rest[1])]
+			s.mu.Unlock()
+			if !ok {
+				perm = "read"
+			}
+			writeJSON(w, 200, &gh.RepositoryPermissionLevel{Permission: gh.String(perm), User: &gh.User{Login: gh.String(rest[1])}})
 		}
 	default:
 		notFound(w)
