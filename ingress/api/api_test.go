@@ -56,6 +56,7 @@ func docRoutes(t *testing.T) []string {
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	s := New(nil, nil, Config{})
+	s.MountAutomations(nil)
 	served := append(s.Routes(), identityRoutes...)
 	sort.Strings(served)
 	doc := docRoutes(t)
@@ -400,15 +401,13 @@ func TestAllTasksEventStream(t *testing.T) {
 		t.Fatalf("filtered stream: %+v", te)
 	}
 
-	// A worker's report arrives before the recorder stored it: the event
-	// already shows the new state and what the report changed.
+	// A worker's report: the event shows the new state and what it changed.
 	ident := orchestrator.TaskIdentity{ID: "idn", Name: "agent-x", Email: "x@agents.localhost"}
-	rep := orchestrator.StateReport{TaskID: created.ID, Run: 1, Seq: 1, State: orchestrator.StateRunning, Reason: "agent script",
-		At: time.Now().UTC(), Patch: orchestrator.Patch{Identity: &ident}}
-	data, _ := json.Marshal(rep)
-	if _, err := w.bus.JetStream().Publish(context.Background(), orchestrator.StateSubject(created.ID), data); err != nil {
-		t.Fatal(err)
+	w.move(t, created.ID, orchestrator.StateProvisioning, orchestrator.Patch{})
+	if te := taskEv(all); te.State != orchestrator.StateProvisioning {
+		t.Fatalf("claim event: %+v", te)
 	}
+	w.move(t, created.ID, orchestrator.StateRunning, orchestrator.Patch{Identity: &ident})
 	te = taskEv(all)
 	if te.State != orchestrator.StateRunning || te.Task.State != orchestrator.StateRunning || te.Task.Identity.Name != "agent-x" {
 		t.Fatalf("worker report event: %+v", te)
@@ -418,6 +417,9 @@ func TestAllTasksEventStream(t *testing.T) {
 	if te := taskEv(all); te.TaskID != old.ID || te.State != orchestrator.StateCancelled {
 		t.Fatalf("cancel event: %+v", te)
 	}
+	if te := taskEv(onlyAPI); te.TaskID != created.ID || te.State != orchestrator.StateProvisioning {
+		t.Fatalf("filtered stream, the claim: %+v", te)
+	}
 	if te := taskEv(onlyAPI); te.TaskID != created.ID || te.State != orchestrator.StateRunning {
 		t.Fatalf("filtered stream after the github task changed: %+v", te)
 	}
@@ -426,9 +428,9 @@ func TestAllTasksEventStream(t *testing.T) {
 	}
 }
 
-// TestEventStreamKeepsUnrecordedFields: with the recorder far behind (here:
-// not running at all), each event still shows everything reported so far.
-func TestEventStreamKeepsUnrecordedFields(t *testing.T) {
+// TestEventStreamShowsRecordedTasks: every event carries the task as the
+// authority recorded it, with everything its run reported so far.
+func TestEventStreamShowsRecordedTasks(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	task := w.addTask(t, orchestrator.SourceAPI, "/r", "p")
@@ -439,25 +441,18 @@ func TestEventStreamKeepsUnrecordedFields(t *testing.T) {
 	}
 	ident := orchestrator.TaskIdentity{ID: "idn", Name: "agent-x", Email: "x@agents.localhost"}
 	review, commit := "/r#nightshift/x", "abc123"
-	for i, rep := range []orchestrator.StateReport{
-		{State: orchestrator.StateProvisioning},
-		{State: orchestrator.StateRunning, Patch: orchestrator.Patch{Identity: &ident}},
-		{State: orchestrator.StatePushing, Patch: orchestrator.Patch{Commit: &commit}},
-		{State: orchestrator.StateReview, Patch: orchestrator.Patch{Review: &review}},
-	} {
-		rep.TaskID, rep.Run, rep.Seq, rep.At = task.ID, 1, i+1, time.Now().UTC()
-		data, _ := json.Marshal(rep)
-		if _, err := w.bus.JetStream().Publish(context.Background(), orchestrator.StateSubject(task.ID), data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w.move(t, task.ID, orchestrator.StateProvisioning, orchestrator.Patch{})
+	w.move(t, task.ID, orchestrator.StateRunning, orchestrator.Patch{Identity: &ident})
+	w.move(t, task.ID, orchestrator.StateTesting, orchestrator.Patch{})
+	w.move(t, task.ID, orchestrator.StatePushing, orchestrator.Patch{})
+	w.move(t, task.ID, orchestrator.StateReview, orchestrator.Patch{Review: &review, Commit: &commit})
 	var te TaskEvent
-	for range 4 {
+	for te.Task.State != orchestrator.StateReview {
 		ev := es.next(t)
 		json.Unmarshal([]byte(ev.data), &te)
 	}
-	if te.Task.State != orchestrator.StateReview || te.Task.Identity.Name != "agent-x" || te.Task.Commit != commit || te.Task.Review != review {
-		t.Fatalf("last event lost reported fields: %+v", te.Task)
+	if te.Task.Identity.Name != "agent-x" || te.Task.Commit != commit || te.Task.Review != review {
+		t.Fatalf("last event lost recorded fields: %+v", te.Task)
 	}
 }
 
@@ -468,6 +463,9 @@ func TestCollectorReportsTheStore(t *testing.T) {
 	c.now = func() time.Time { return time.Now().Add(time.Hour) }
 	w.addTask(t, orchestrator.SourceAPI, "/r", "a")
 	w.addTask(t, orchestrator.SourceAPI, "/r", "b")
+	if err := w.store.CatchUp(context.Background(), w.bus.Records(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	if n := testutil.ToFloat64(prometheusGauge(t, reg, "nightshift_queue_depth", "")); n != 2 {
