@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +31,11 @@ type BusConfig struct {
 	// (Nats-Msg-Id): a webhook redelivered within it is answered as a
 	// duplicate. Default 72 hours, longer than GitHub's redelivery horizon.
 	DeliveryWindow time.Duration
+	// LogAckTimeout bounds how long a log line may wait for its PubAck
+	// before it counts as lost. Default 30 seconds.
+	LogAckTimeout time.Duration
+	// Logger receives NewBus's waits for NATS. Optional.
+	Logger *slog.Logger
 }
 
 // DefaultDeliveryWindow is BusConfig.DeliveryWindow's default.
@@ -60,6 +69,9 @@ func (c BusConfig) withDefaults() BusConfig {
 	if c.DeliveryWindow == 0 {
 		c.DeliveryWindow = DefaultDeliveryWindow
 	}
+	if c.LogAckTimeout == 0 {
+		c.LogAckTimeout = 30 * time.Second
+	}
 	return c
 }
 
@@ -70,15 +82,78 @@ type Bus struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	cancel jetstream.KeyValue
+	// records is the task-state authority (records.go).
+	records *Records
+	// The log publishers' (logs.go): publishLog's loggers by task, the
+	// count of lines NATS did not store, and where losses are reported.
+	logAckTimeout time.Duration
+	logsMu        sync.Mutex
+	logs          map[string]*TaskLogger
+	logLost       atomic.Uint64
+	log           *slog.Logger
 }
 
-// NewBus creates or updates the streams and buckets on nc's server.
+// NewBus creates or updates the streams and buckets on nc's server. Until
+// they exist it keeps trying, with backoff, until ctx ends: a role started
+// before its NATS server, or at the same moment as a fresh cluster (whose
+// JetStream meta leader takes seconds to elect), waits instead of failing.
+// Each wait is logged once per backoff step, saying what it waits for. A
+// configuration the server refuses for good (replicas above 1 on a server
+// that is not clustered, subjects another stream owns) fails at once.
 func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	cfg = cfg.withDefaults()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(cfg.LogAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	wait := busRetryMin
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, busAttemptTimeout)
+		kv, err := ensureBus(actx, js, cfg)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("NATS JetStream ready", "attempts", attempt)
+			}
+			b := &Bus{nc: nc, js: js, cancel: kv, logAckTimeout: cfg.LogAckTimeout, log: log}
+			if err = b.openRecords(ctx, cfg); err == nil {
+				return b, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("gave up waiting for NATS JetStream: %w", err)
+		}
+		if permanentBusError(err) {
+			return nil, err
+		}
+		what := "NATS JetStream"
+		if !nc.IsConnected() {
+			what = "a NATS server at " + strings.Join(nc.Servers(), ",")
+		}
+		log.Warn("waiting for "+what, "err", err, "attempt", attempt, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("gave up waiting for %s: %w", what, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, busRetryMax)
+	}
+}
+
+// Backoff of NewBus between attempts, and the bound of one attempt.
+var (
+	busRetryMin       = 250 * time.Millisecond
+	busRetryMax       = 5 * time.Second
+	busAttemptTimeout = 10 * time.Second
+)
+
+// ensureBus creates or updates the streams and the cancel bucket once.
+func ensureBus(ctx context.Context, js jetstream.JetStream, cfg BusConfig) (jetstream.KeyValue, error) {
 	streams := []jetstream.StreamConfig{
 		EventsStreamConfig(cfg),
 		{Name: WorkStream, Subjects: []string{workPrefix + ">"}, Retention: jetstream.WorkQueuePolicy,
@@ -98,7 +173,42 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", CancelBucket, err)
 	}
-	return &Bus{nc: nc, js: js, cancel: kv}, nil
+	if _, err := js.CreateOrUpdateKeyValue(ctx, recordsConfig(cfg)); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", RecordsBucket, err)
+	}
+	return kv, nil
+}
+
+// openRecords opens the task-state authority over the records bucket
+// ensureBus created.
+func (b *Bus) openRecords(ctx context.Context, cfg BusConfig) error {
+	kv, err := b.js.KeyValue(ctx, RecordsBucket)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", RecordsBucket, err)
+	}
+	st, err := b.js.Stream(ctx, "KV_"+RecordsBucket)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", RecordsBucket, err)
+	}
+	b.records = &Records{kv: kv, stream: st, bus: b, now: time.Now, log: b.log}
+	return nil
+}
+
+// permanentBusError reports whether the server refused the streams'
+// configuration itself, which no amount of waiting changes.
+func permanentBusError(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case 10074, // replicas > 1 not supported in non-clustered mode
+		10065, // subjects overlap with an existing stream
+		10052, // invalid stream configuration
+		10061: // replicas configuration can not be updated
+		return true
+	}
+	return false
 }
 
 // JetStream returns the JetStream handle (ingress keeps its own buckets).
@@ -221,34 +331,58 @@ type LogLine struct {
 }
 
 // publishLog sends a log line without waiting for its PubAck: an agent's
-// output must not wait on a disk sync per line. Lines keep their order (and
-// their order relative to the synchronous state reports that follow them on
-// the same connection); FlushLogs waits for the acknowledgements.
+// output must not wait on a disk sync per line. It goes through the task's
+// own TaskLogger, so lines keep their order (and their order relative to the
+// synchronous state reports that follow them on the same connection).
+// FlushLogs waits for the acknowledgements. Prefer Bus.TaskLogs per run.
 func (b *Bus) publishLog(ctx context.Context, l LogLine) error {
-	data, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
 	for {
-		_, err = b.js.PublishAsync(LogSubject(l.TaskID), data)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return err
+		b.logsMu.Lock()
+		if b.logs == nil {
+			b.logs = map[string]*TaskLogger{}
 		}
-		// Too many lines in flight: wait for them rather than drop one.
-		if err := b.FlushLogs(ctx); err != nil {
-			return err
+		t := b.logs[l.TaskID]
+		if t == nil {
+			t = b.TaskLogs(l.TaskID)
+			b.logs[l.TaskID] = t
 		}
+		b.logsMu.Unlock()
+		t.mu.Lock()
+		if t.retired { // FlushLogs let it go meanwhile: take a fresh one
+			t.mu.Unlock()
+			continue
+		}
+		err := t.lineLocked(ctx, l)
+		t.mu.Unlock()
+		return err
 	}
 }
 
-// FlushLogs waits until every log line sent so far is stored, or ctx ends.
+// FlushLogs waits until every log line publishLog sent so far is stored
+// (or counted lost), or ctx ends. Each task's TaskLogger.Flush waits only
+// for its own lines.
 func (b *Bus) FlushLogs(ctx context.Context) error {
-	select {
-	case <-b.js.PublishAsyncComplete():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	b.logsMu.Lock()
+	loggers := make([]*TaskLogger, 0, len(b.logs))
+	for _, t := range b.logs {
+		loggers = append(loggers, t)
 	}
+	b.logsMu.Unlock()
+	var errs []error
+	for _, t := range loggers {
+		if err := t.Flush(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		b.logsMu.Lock()
+		t.mu.Lock()
+		if len(t.pending) == 0 && b.logs[t.taskID] == t {
+			t.retired = true
+			delete(b.logs, t.taskID)
+		}
+		t.mu.Unlock()
+		b.logsMu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // DiffReport carries a task's diff against its base.
@@ -266,6 +400,27 @@ func (b *Bus) publishDiff(ctx context.Context, d DiffReport) error {
 	}
 	_, err = b.js.Publish(ctx, DiffSubject(d.TaskID), data, jetstream.WithMsgID(fmt.Sprintf("%s.%d.diff", d.TaskID, d.Run)))
 	return err
+}
+
+// LastDiff returns the newest diff published for task id (an empty one
+// when none was).
+func (b *Bus) LastDiff(ctx context.Context, id string) (DiffReport, error) {
+	st, err := b.js.Stream(ctx, TasksStream)
+	if err != nil {
+		return DiffReport{}, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, DiffSubject(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DiffReport{TaskID: id}, nil
+	}
+	if err != nil {
+		return DiffReport{}, fmt.Errorf("read diff of task %s: %w", id, err)
+	}
+	var d DiffReport
+	if err := json.Unmarshal(m.Data, &d); err != nil {
+		return DiffReport{}, fmt.Errorf("decode diff of task %s: %w", id, err)
+	}
+	return d, nil
 }
 
 // MarkCancelled records that task id is cancelled, so a worker that picks it

@@ -20,9 +20,9 @@ func (s *Scheduler) prOwner(ctx context.Context, ev *Event) (Task, bool, error) 
 	var err error
 	switch {
 	case tg.Type == "pull_request" && tg.Number != 0:
-		t, err = s.store.TaskByPR(ctx, ev.Repo, tg.Number)
+		t, err = s.recs.TaskByPR(ctx, ev.Repo, tg.Number)
 	case strings.HasPrefix(tg.Branch, "nightshift/"):
-		t, err = s.store.Get(ctx, strings.TrimPrefix(tg.Branch, "nightshift/"))
+		t, err = s.recs.Task(ctx, strings.TrimPrefix(tg.Branch, "nightshift/"))
 		if err == nil && PRKey(t.Repo, 0) != PRKey(ev.Repo, 0) {
 			err = ErrNotFound
 		}
@@ -51,12 +51,17 @@ func (s *Scheduler) routeToOwner(ctx context.Context, ev *Event) (handled bool, 
 }
 
 func (s *Scheduler) followUpOwner(ctx context.Context, t Task, ev *Event) error {
-	if _, err := s.store.AddFollowUp(ctx, t.ID, ev); err != nil {
+	added, _, err := s.recs.AddFollowUp(ctx, t.ID, ev.IdempotencyKey, ev.Instruction, ev.Actor.Login)
+	if err != nil {
 		return fmt.Errorf("store follow-up of task %s: %w", t.ID, err)
+	}
+	if !added {
+		s.cfg.Metrics.event(ev, "duplicate")
+		return nil
 	}
 	s.cfg.Metrics.event(ev, "follow_up")
 	s.log.Info("follow-up on the task's pull request", "task_id", t.ID, "delivery_id", ev.DeliveryID, "kind", ev.Kind)
-	return s.wake(ctx, t.ID)
+	return nil
 }
 
 // ignore acknowledges an event that starts no work, saying why.
@@ -88,13 +93,12 @@ func (s *Scheduler) applyPR(ctx context.Context, ev *Event) error {
 	}
 	switch {
 	case t.State == StateReview:
-		nt, changed, err := s.store.ApplyTransition(ctx, t.ID, 0, to, reason, Patch{Reason: &reason})
+		_, changed, err := s.recs.Move(ctx, t.ID, []State{StateReview}, to, reason, Patch{Reason: &reason})
 		if err != nil || !changed {
 			return err
 		}
 		s.cfg.Metrics.event(ev, "transition")
-		s.cfg.Metrics.transition(to)
-		return s.announce(ctx, nt, reason)
+		return nil
 	case t.State == StateDone, t.State == StateFailed, t.State == StateCancelled:
 		return s.ignore(ev, fmt.Sprintf("task %s owning pull request #%d is already %s", t.ID, ev.Target.Number, t.State))
 	default:

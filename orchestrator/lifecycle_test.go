@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestPRKey(t *testing.T) {
@@ -35,17 +36,13 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 	const repo = "https://github.com/o/r.git"
 	toReview := func(id string, pr int) {
 		t.Helper()
-		tk, err := st.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
 		url := "https://github.com/o/r/pull/" + strconv.Itoa(pr)
 		for _, to := range []State{StateProvisioning, StateRunning, StateTesting, StatePushing, StateReview} {
 			p := Patch{}
 			if to == StateReview {
 				p.PRURL = &url
 			}
-			if _, _, err := st.ApplyTransition(ctx, id, tk.Run, to, "", p); err != nil {
+			if _, err := move(ctx, bus.records, id, to, "", p); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -57,7 +54,7 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 		if err := s.apply(ctx, ev); err != nil {
 			t.Fatal(err)
 		}
-		tk, err := st.CreateFromEvent(ctx, ev, "script") // the same key: returns the task
+		tk, err := bus.records.CreateFromEvent(ctx, ev, "script") // the same key: returns the task
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +62,11 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 	}
 	id := create("github:comment:1", 1)
 	toReview(id, 5)
+	st.Follow(t.Context(), bus.records)
 	count := func() int {
+		if err := st.CatchUp(ctx, bus.records, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		ts, err := st.List(ctx, Filter{})
 		if err != nil {
 			t.Fatal(err)
@@ -92,14 +93,14 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 		{"feedback after the merge", pr(KindPRFeedback, "github:review:5", 5), StateDone, 4},
 	}
 	for _, c := range steps {
-		tk, _ := st.Get(ctx, id)
+		tk, _ := bus.records.Task(ctx, id)
 		if tk.State == StateQueued {
 			toReview(id, 5) // the follow-up run ran and rests again
 		}
 		if err := s.apply(ctx, c.ev); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		tk, err := st.Get(ctx, id)
+		tk, err := bus.records.Task(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +111,7 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 			t.Fatalf("%s: %d tasks, want 1", c.name, n)
 		}
 	}
-	if tk, _ := st.Get(ctx, id); tk.Reason != "merged" {
+	if tk, _ := bus.records.Task(ctx, id); tk.Reason != "merged" {
 		t.Errorf("reason after the merge %q", tk.Reason)
 	}
 
@@ -123,7 +124,7 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 	if err := s.apply(ctx, pr(KindPRClosed, "github:pull_request:closed", 7)); err != nil {
 		t.Fatal(err)
 	}
-	if tk, _ := st.Get(ctx, id2); tk.State != StateCancelled || tk.Reason != "pull request closed" {
+	if tk, _ := bus.records.Task(ctx, id2); tk.State != StateCancelled || tk.Reason != "pull request closed" {
 		t.Errorf("after the close: %s (%s)", tk.State, tk.Reason)
 	}
 }
@@ -133,14 +134,21 @@ func TestSchedulerRoutesPullRequestEvents(t *testing.T) {
 func TestStoreBackfillsPRKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := newStore(t)
+	st, bus := newStore(t), newBus(t)
+	st.Follow(t.Context(), bus.records)
 	ev := &Event{Source: SourceAPI, Kind: KindTaskRequested, Repo: "https://github.com/o/r.git", IdempotencyKey: "k"}
-	res, err := st.CreateFromEvent(ctx, ev, "script")
+	res, err := bus.records.CreateFromEvent(ctx, ev, "script")
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := "https://github.com/o/r/pull/3"
-	if _, _, err := st.ApplyTransition(ctx, res.Task.ID, 1, StateProvisioning, "", Patch{PRURL: &url}); err != nil {
+	if _, err := move(ctx, bus.records, res.Task.ID, StateProvisioning, "", Patch{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := move(ctx, bus.records, res.Task.ID, StateRunning, "", Patch{PRURL: &url}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CatchUp(ctx, bus.records, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if tk, err := st.TaskByPR(ctx, "https://github.com/o/r", 3); err != nil || tk.ID != res.Task.ID {

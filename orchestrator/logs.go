@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,4 +103,147 @@ func (b *Bus) PublishEventWait(ctx context.Context, ev *Event) error {
 		defer cancel()
 	}
 	return b.Publish(ctx, ev)
+}
+
+// TaskLogger publishes the log lines of one run of a task. Lines go out
+// without waiting for their PubAck, in the order Line is called; Flush waits
+// for this task's acknowledgements only, never for other tasks' lines. A
+// line NATS did not store (refused, or not acknowledged within
+// BusConfig.LogAckTimeout) is counted in Bus.LogLinesLost, logged once per
+// TaskLogger, and reported by Flush: never dropped silently.
+type TaskLogger struct {
+	bus    *Bus
+	taskID string
+
+	mu      sync.Mutex
+	pending []jetstream.PubAckFuture // in send order
+	lost    int
+	first   error // the first loss
+	retired bool  // publishLog's map let it go
+}
+
+// maxTaskLogInFlight bounds one task's lines awaiting their PubAck; past it
+// Line waits for the oldest, so one chatty task cannot fill the
+// connection's window (4096 lines) for all the others.
+const maxTaskLogInFlight = 1024
+
+// TaskLogs returns a log publisher for task id's lines.
+func (b *Bus) TaskLogs(taskID string) *TaskLogger {
+	return &TaskLogger{bus: b, taskID: taskID}
+}
+
+// LogLinesLost counts the log lines NATS did not store since start.
+func (b *Bus) LogLinesLost() uint64 { return b.logLost.Load() }
+
+// Line sends l (its TaskID is the logger's). It returns an error only when
+// ctx ends before the line could be handed to NATS; a line handed over but
+// not stored is counted as lost (see TaskLogger).
+func (t *TaskLogger) Line(ctx context.Context, l LogLine) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lineLocked(ctx, l)
+}
+
+func (t *TaskLogger) lineLocked(ctx context.Context, l LogLine) error {
+	l.TaskID = t.taskID
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	t.reapLocked()
+	for len(t.pending) >= maxTaskLogInFlight {
+		if err := t.waitOldestLocked(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		f, err := t.bus.js.PublishAsync(LogSubject(t.taskID), data)
+		if err == nil {
+			t.pending = append(t.pending, f)
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			t.lossLocked(err)
+			return nil
+		}
+		// Other tasks' lines fill the connection's window: wait for one
+		// of ours, or a moment, rather than drop this one.
+		if len(t.pending) > 0 {
+			if err := t.waitOldestLocked(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Flush waits until every line sent so far is stored or counted lost, or
+// ctx ends; without a deadline on ctx it waits at most LogAckTimeout plus
+// a margin. It returns an error when ctx ended first or when lines were
+// lost.
+func (t *TaskLogger) Flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.bus.logAckTimeout+5*time.Second)
+		defer cancel()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.pending) > 0 {
+		if err := t.waitOldestLocked(ctx); err != nil {
+			return fmt.Errorf("log lines of task %s not all stored (%d waiting): %w", t.taskID, len(t.pending), err)
+		}
+	}
+	if t.lost > 0 {
+		return fmt.Errorf("%d log lines of task %s were not stored: %w", t.lost, t.taskID, t.first)
+	}
+	return nil
+}
+
+// waitOldestLocked waits for the oldest line in flight.
+func (t *TaskLogger) waitOldestLocked(ctx context.Context) error {
+	f := t.pending[0]
+	select {
+	case <-f.Ok():
+	case err := <-f.Err():
+		t.lossLocked(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t.pending[0] = nil
+	t.pending = t.pending[1:]
+	return nil
+}
+
+// reapLocked drops the lines at the head that are already settled.
+func (t *TaskLogger) reapLocked() {
+	for len(t.pending) > 0 {
+		f := t.pending[0]
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.lossLocked(err)
+		default:
+			return
+		}
+		t.pending[0] = nil
+		t.pending = t.pending[1:]
+	}
+}
+
+func (t *TaskLogger) lossLocked(err error) {
+	t.bus.logLost.Add(1)
+	t.lost++
+	if t.first == nil {
+		t.first = err
+		if t.bus.log != nil {
+			t.bus.log.Warn("a log line of a task was not stored; further losses of this task are counted in nightshift_log_lines_lost_total",
+				"task_id", t.taskID, "err", err)
+		}
+	}
 }

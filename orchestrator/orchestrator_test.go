@@ -118,39 +118,59 @@ func event(key string) *Event {
 		ReceivedAt: time.Now()}
 }
 
-func TestStoreOneTaskPerKeyAndFollowUps(t *testing.T) {
+// move applies a transition the way a worker does: a claim of the current
+// run for provisioning, a report under the run's lease otherwise.
+func move(ctx context.Context, recs *Records, id string, to State, reason string, p Patch) (Task, error) {
+	rec, _, err := recs.Get(ctx, id)
+	if err != nil {
+		return Task{}, err
+	}
+	if to == StateProvisioning && rec.Task.State == StateQueued {
+		_, t, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
+		return t, err
+	}
+	return recs.Report(ctx, id, Fence{Run: rec.Lease.Run, Epoch: rec.Lease.Epoch}, to, reason, p)
+}
+
+func TestRecordsOneTaskPerKeyAndFollowUps(t *testing.T) {
 	t.Parallel()
-	st := newStore(t)
+	bus, st := newBus(t), newStore(t)
+	recs := bus.records
 	ctx := context.Background()
-	first, err := st.CreateFromEvent(ctx, event("comment:1"), "claude")
+	st.Follow(t.Context(), recs)
+	first, err := recs.CreateFromEvent(ctx, event("comment:1"), "claude")
 	if err != nil || !first.Created {
 		t.Fatalf("create: %+v %v", first, err)
 	}
-	again, err := st.CreateFromEvent(ctx, event("comment:1"), "claude")
+	again, err := recs.CreateFromEvent(ctx, event("comment:1"), "claude")
 	if err != nil || again.Created || again.FollowUp || again.Task.ID != first.Task.ID {
 		t.Fatalf("same key: %+v %v", again, err)
 	}
 	// Another command on the same open target is a follow-up, once.
-	fu, err := st.CreateFromEvent(ctx, event("comment:2"), "claude")
+	fu, err := recs.CreateFromEvent(ctx, event("comment:2"), "claude")
 	if err != nil || !fu.FollowUp || fu.Task.ID != first.Task.ID {
 		t.Fatalf("follow-up: %+v %v", fu, err)
 	}
-	if fu2, _ := st.CreateFromEvent(ctx, event("comment:2"), "claude"); !fu2.FollowUp || fu2.Task.ID != first.Task.ID {
+	if fu2, _ := recs.CreateFromEvent(ctx, event("comment:2"), "claude"); !fu2.FollowUp || fu2.Task.ID != first.Task.ID {
 		t.Fatalf("redelivered follow-up: %+v", fu2)
 	}
-	msgs, err := st.PendingMessages(ctx, first.Task.ID)
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("pending messages: %v %v", msgs, err)
+	rec, _, err := recs.Get(ctx, first.Task.ID)
+	if err != nil || len(rec.Messages) != 1 {
+		t.Fatalf("pending messages: %v %v", rec.Messages, err)
 	}
 	// Once the task is finished, the same target starts a new task.
-	for _, s := range []State{StateProvisioning, StateFailed} {
-		if _, _, err := st.ApplyTransition(ctx, first.Task.ID, 1, s, "", Patch{}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := move(ctx, recs, first.Task.ID, StateProvisioning, "", Patch{}); err != nil {
+		t.Fatal(err)
 	}
-	next, err := st.CreateFromEvent(ctx, event("comment:3"), "claude")
+	if _, _, err := recs.Fail(ctx, first.Task.ID, 1, "x", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := recs.CreateFromEvent(ctx, event("comment:3"), "claude")
 	if err != nil || !next.Created || next.Task.ID == first.Task.ID {
 		t.Fatalf("new task after the first failed: %+v %v", next, err)
+	}
+	if err := st.CatchUp(ctx, recs, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	list, err := st.List(ctx, Filter{States: []State{StateQueued}})
 	if err != nil || len(list) != 1 || list[0].ID != next.Task.ID {
@@ -158,34 +178,100 @@ func TestStoreOneTaskPerKeyAndFollowUps(t *testing.T) {
 	}
 }
 
-func TestStoreTransitionsAreValidatedAndRecorded(t *testing.T) {
+func TestRecordsTransitionsAreValidatedAndFenced(t *testing.T) {
 	t.Parallel()
-	st := newStore(t)
+	recs := newBus(t).records
 	ctx := context.Background()
-	res, _ := st.CreateFromEvent(ctx, event("k"), "claude")
+	res, _ := recs.CreateFromEvent(ctx, event("k"), "claude")
 	id := res.Task.ID
-	if _, _, err := st.ApplyTransition(ctx, id, 1, StateReview, "", Patch{}); !errors.As(err, new(*TransitionError)) {
+	if _, _, err := recs.Move(ctx, id, []State{StateQueued}, StateReview, "", Patch{}); !errors.As(err, new(*TransitionError)) {
 		t.Fatalf("queued → review allowed: %v", err)
 	}
+	f1, _, err := recs.Claim(ctx, id, 1, "w1", 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
 	commit := "abc123"
-	if _, _, err := st.ApplyTransition(ctx, id, 1, StateProvisioning, "run 1", Patch{}); err != nil {
+	task, err := recs.Report(ctx, id, f1, StateRunning, "", Patch{Commit: &commit})
+	if err != nil || task.Commit != commit || task.State != StateRunning {
+		t.Fatalf("patch: %+v %v", task, err)
+	}
+	// A second copy of the work item (another stream sequence) is stale
+	// while the run is held; a redelivery of the same item takes it over.
+	if _, _, err := recs.Claim(ctx, id, 1, "w2", 1, 11); !errors.Is(err, ErrStale) {
+		t.Fatalf("second copy claimed: %v", err)
+	}
+	f2, _, err := recs.Claim(ctx, id, 1, "w2", 2, 10)
+	if err != nil || f2.Epoch != f1.Epoch+1 {
+		t.Fatalf("redelivery: %+v %v", f2, err)
+	}
+	// The first delivery is fenced off: its reports and its push intent.
+	if _, err := recs.Report(ctx, id, f1, StateTesting, "stale", Patch{}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale report: %v", err)
+	}
+	if _, err := recs.Intend(ctx, id, f1, "nightshift/"+id, "c1"); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale push intent: %v", err)
+	}
+	if _, err := recs.Report(ctx, id, f2, StateRunning, "", Patch{}); err != nil {
 		t.Fatal(err)
 	}
-	task, changed, err := st.ApplyTransition(ctx, id, 1, StateRunning, "", Patch{Commit: &commit})
-	if err != nil || !changed || task.Commit != commit || task.State != StateRunning {
-		t.Fatalf("patch: %+v %v %v", task, changed, err)
+	// A run of an older number is stale.
+	if _, _, err := recs.Claim(ctx, id, 0, "w3", 1, 12); !errors.Is(err, ErrStale) {
+		t.Fatalf("old run claimed: %v", err)
 	}
-	// A report from an older run is ignored.
-	run := 2
-	if _, _, err := st.ApplyTransition(ctx, id, 1, StateQueued, "retry", Patch{Run: &run}); err != nil {
+	// Cancel is immediate; the running delivery is fenced, but may record
+	// its usage as it stops.
+	if _, changed, err := recs.Cancel(ctx, id, "cancelled", Patch{}); err != nil || !changed {
+		t.Fatalf("cancel: %v %v", changed, err)
+	}
+	if _, err := recs.Report(ctx, id, f2, StatePushing, "", Patch{}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("report after cancel: %v", err)
+	}
+	u := Usage{InputTokens: 5}
+	if tk, err := recs.Report(ctx, id, f2, StateCancelled, "cancelled", Patch{Usage: &u}); err != nil || tk.Usage != u {
+		t.Fatalf("usage after cancel: %+v %v", tk, err)
+	}
+	rec, _, _ := recs.Get(ctx, id)
+	var got []State
+	for _, tr := range rec.Transitions {
+		got = append(got, tr.To)
+	}
+	want := []State{StateQueued, StateProvisioning, StateRunning, StateProvisioning, StateRunning, StateCancelled}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("transitions %v, want %v", got, want)
+	}
+}
+
+// TestPushIntentsGiveExpectedBranchValues: a run's push may land only on
+// the task's recorded commit, or on a push an older delivery announced.
+func TestPushIntentsGiveExpectedBranchValues(t *testing.T) {
+	t.Parallel()
+	recs := newBus(t).records
+	ctx := context.Background()
+	res, _ := recs.CreateFromEvent(ctx, event("intent"), "claude")
+	id, branch := res.Task.ID, res.Task.Branch
+	f1, _, _ := recs.Claim(ctx, id, 1, "w1", 1, 1)
+	olds, err := recs.Intend(ctx, id, f1, branch, "aaa")
+	if err != nil || fmt.Sprint(olds) != "[]" && fmt.Sprint(olds) != "[ ]" {
+		t.Fatalf("first intent: %q %v", olds, err)
+	}
+	f2, _, _ := recs.Claim(ctx, id, 1, "w2", 2, 1)
+	olds, err = recs.Intend(ctx, id, f2, branch, "bbb")
+	if err != nil || len(olds) != 2 || olds[0] != "" || olds[1] != "aaa" {
+		t.Fatalf("intent after a takeover: %q %v", olds, err)
+	}
+	c := "bbb"
+	for _, s := range []State{StateRunning, StateTesting, StatePushing} {
+		if _, err := recs.Report(ctx, id, f2, s, "", Patch{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := recs.Report(ctx, id, f2, StateReview, "pushed", Patch{Commit: &c}); err != nil {
 		t.Fatal(err)
 	}
-	if _, changed, err := st.ApplyTransition(ctx, id, 1, StateProvisioning, "stale", Patch{}); err != nil || changed {
-		t.Fatalf("stale report applied: %v %v", changed, err)
-	}
-	trs, err := st.Transitions(ctx, id)
-	if err != nil || len(trs) != 4 {
-		t.Fatalf("transitions: %+v %v", trs, err)
+	rec, _, _ := recs.Get(ctx, id)
+	if len(rec.Intents) != 0 || rec.Task.Commit != "bbb" {
+		t.Fatalf("after the push: %+v %q", rec.Intents, rec.Task.Commit)
 	}
 }
 
@@ -223,7 +309,7 @@ func TestRunThatKeepsCrashingFails(t *testing.T) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		task, err := st.Get(ctx, item.TaskID)
+		task, err := bus.records.Task(ctx, item.TaskID)
 		if err == nil && task.State == StateFailed {
 			if task.Reason != "worker_lost" {
 				t.Fatalf("reason %q", task.Reason)
@@ -304,7 +390,7 @@ func TestSlowReporterDoesNotHoldUpRecording(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for _, id := range ids {
 		for {
-			if _, err := st.Get(ctx, id); err == nil {
+			if _, err := bus.records.Task(ctx, id); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -346,7 +432,7 @@ func TestEventWithoutRepoFailsClearly(t *testing.T) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		task, err := st.Get(ctx, ev.TaskID)
+		task, err := bus.records.Task(ctx, ev.TaskID)
 		if err == nil && task.State == StateFailed {
 			if task.Reason != "no_repo" || !strings.Contains(task.Error, "linear.repo") {
 				t.Fatalf("reason %q error %q", task.Reason, task.Error)
@@ -372,33 +458,62 @@ func TestEventWithoutRepoFailsClearly(t *testing.T) {
 // TestConcurrentWritersDoNotFail: the scheduler, the recorder and the API
 // write the same database at once; read-then-write transactions must wait
 // for each other instead of failing with SQLITE_BUSY.
-func TestConcurrentWritersDoNotFail(t *testing.T) {
+// TestConcurrentWritersLoseNothing: writers racing on one task record (8
+// at once adding follow-ups, while its run moves) each get their change in:
+// a revision-checked update re-decides on what the winner wrote.
+func TestConcurrentWritersLoseNothing(t *testing.T) {
 	t.Parallel()
-	st := newStore(t)
+	recs := newBus(t).records
 	ctx := context.Background()
+	ev := event("busy")
+	res, err := recs.CreateFromEvent(ctx, ev, "claude")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Task.ID
+	f, _, err := recs.Claim(ctx, id, 1, "w", 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 400)
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 25; i++ {
-				ev := event(fmt.Sprintf("w%d-%d", g, i))
-				ev.Target = Target{}
-				res, err := st.CreateFromEvent(ctx, ev, "claude")
-				if err != nil {
-					errs <- err
-					continue
-				}
-				if _, _, err := st.ApplyTransition(ctx, res.Task.ID, 1, StateProvisioning, "", Patch{}); err != nil {
+			for i := 0; i < 10; i++ {
+				if _, _, err := recs.AddFollowUp(ctx, id, fmt.Sprintf("k%d-%d", g, i), "more", "me"); err != nil {
 					errs <- err
 				}
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, s := range []State{StateRunning, StateTesting, StatePushing} {
+			if _, err := recs.Report(ctx, id, f, s, "", Patch{}); err != nil {
+				errs <- err
+			}
+		}
+	}()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatalf("concurrent write failed: %v", err)
+	}
+	rec, _, _ := recs.Get(ctx, id)
+	if len(rec.Messages) != 80 || rec.Task.State != StatePushing {
+		t.Fatalf("%d messages, state %s; want 80, pushing", len(rec.Messages), rec.Task.State)
+	}
+	// The run ends: the same write queues the follow-up run with every
+	// message (no message can fall between the end and the wake).
+	tk, err := recs.Report(ctx, id, f, StateReview, "pushed", Patch{})
+	if err != nil || tk.State != StateQueued || tk.Run != 2 {
+		t.Fatalf("after the run: %+v %v", tk, err)
+	}
+	rec, _, _ = recs.Get(ctx, id)
+	if len(rec.Messages) != 0 || rec.Outbox != nil && len(rec.Outbox.Messages) != 80 {
+		t.Fatalf("follow-up run: %d pending, outbox %+v", len(rec.Messages), rec.Outbox)
 	}
 }

@@ -28,21 +28,26 @@ type run struct {
 	mcpURL, mcpToken string
 	// services are the run's own MCP and gateway listeners.
 	services runServices
+	// redacted is set once rep.redact covers the task's secrets.
+	redacted bool
 }
 
 // execute drives one run: provision, setup, agent, tests, then publish.
 func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item WorkItem, rep *reporter) error {
+	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
+	// Nothing runs that could not be redacted.
+	if err := w.redactRun(ctx, r); err != nil {
+		return err
+	}
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
 	// Whatever the outcome, the run's services stop and its tokens die
 	// with it (the gateway token in runAgent).
 	defer func() {
 		r.services.close()
 		w.revokeRunTokens(ctx, r)
 	}()
-	rep.state(ctx, StateProvisioning, fmt.Sprintf("run %d", item.Run), Patch{})
 	if w.cfg.Preflight != nil {
 		if err := w.cfg.Preflight(ctx, item); err != nil {
 			return &StepError{Reason: "preflight", Err: err}

@@ -14,6 +14,9 @@ import (
 // publishes the diff, pushes, and opens the pull request.
 func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 	item, rep := r.item, r.rep
+	if err := r.unredacted(); err != nil {
+		return err
+	}
 	// The summary goes into the commit and the PR: no secret may ride along.
 	summary := rep.redact.String(out.Summary)
 	var coAuthors []worktree.Signature
@@ -78,23 +81,23 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		rep.log.Warn("publish diff", "err", err)
 	}
 
-	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Commit: &commit.SHA})
+	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Diff: &result.Diff})
 	result.Branch = r.pushBranch()
-	if leaked, where, err := w.push(ctx, r, result.Branch); leaked != "" {
+	if leaked, where, err := w.push(ctx, r, result.Branch, commit.SHA); leaked != "" {
 		rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+where+"); not pushing it")
 		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
 	} else if err != nil {
 		w.cfg.Metrics.pushFailed()
-		return stepErr("push_rejected", "push %s: %w", result.Branch, err)
+		return remoteErr("push_rejected", "push %s: %w", result.Branch, err)
 	}
 	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), result.Branch))
 	review := item.Repo + "#" + result.Branch
-	p := Patch{Review: &review}
+	p := Patch{Review: &review, Commit: &commit.SHA}
 	if w.cfg.PullRequests != nil {
 		url, err := w.cfg.PullRequests.Open(ctx, item, r.plan, result)
 		if err != nil {
 			w.cfg.Metrics.pushFailed()
-			return stepErr("pull_request", "open pull request: %w", err)
+			return remoteErr("pull_request", "open pull request: %w", err)
 		}
 		if url != "" {
 			p.PRURL, p.Review = &url, &url
@@ -118,6 +121,10 @@ func (r *run) pushBranch() string {
 // the agent's sandbox is gone.
 func (w *Worker) checkpoint(ctx context.Context, r *run) {
 	rep := r.rep
+	if err := r.unredacted(); err != nil {
+		rep.line(ctx, "system", "checkpoint: "+err.Error())
+		return
+	}
 	c, err := w.worktrees.Commit(ctx, r.wt, worktree.CommitRequest{Author: worktree.Signature{Name: r.ident.Name, Email: r.ident.Email},
 		Message:   "nightshift: checkpoint of task " + r.item.TaskID,
 		Trailers:  []worktree.Trailer{{Key: "Nightshift-Run", Value: fmt.Sprint(r.item.Run)}, {Key: "Nightshift-Checkpoint", Value: "true"}},
@@ -132,7 +139,7 @@ func (w *Worker) checkpoint(ctx context.Context, r *run) {
 	}
 	rep.line(ctx, "system", "checkpoint commit "+short(c.SHA))
 	branch := r.pushBranch()
-	if leaked, where, err := w.push(ctx, r, branch); leaked != "" {
+	if leaked, where, err := w.push(ctx, r, branch, c.SHA); leaked != "" {
 		rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+where+"); not pushing it")
 		return
 	} else if err != nil {
@@ -149,9 +156,32 @@ func (w *Worker) checkpoint(ctx context.Context, r *run) {
 // the commit message and identities) goes through the run's redactor first,
 // and one carrying a secret's value stops the push; leaked then names the
 // secrets and where says in which object.
-func (w *Worker) push(ctx context.Context, r *run, branch string) (leaked, where string, err error) {
+//
+// The push is fenced: the run first records its intent under its lease
+// (refused once another delivery took the run over), and a push to the
+// task's own branch goes ahead only while the branch is where the task's
+// record says (or where an older delivery announced it would put it), as a
+// compare-and-swap: a stale run cannot move a branch a newer one pushed.
+func (w *Worker) push(ctx context.Context, r *run, branch, sha string) (leaked, where string, err error) {
 	red := r.rep.redact
-	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force,
+	if red == nil {
+		return "", "", errors.New("no redactor for the run: not pushing")
+	}
+	var expect []string
+	if r.rep.recs != nil {
+		olds, err := r.rep.recs.Intend(ctx, r.item.TaskID, r.rep.fence, branch, sha)
+		if err != nil {
+			if errors.Is(err, ErrFenced) {
+				r.rep.fenced.Store(true)
+				r.rep.stop(errFenced)
+			}
+			return "", "", fmt.Errorf("record push intent: %w", err)
+		}
+		if r.plan.Force {
+			expect = olds
+		}
+	}
+	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force, Expect: expect,
 		Scan: func(what string, data []byte) error {
 			if s := string(data); red.String(s) != s {
 				leaked = secretNames(red.String(s))

@@ -88,18 +88,16 @@ func (s *Store) WaitingTask(ctx context.Context, repo string, target Target) (Ta
 
 // answer resumes the task ev answers when it still waits for an answer.
 func (s *Scheduler) answer(ctx context.Context, ev *Event) error {
-	t, err := s.store.Get(ctx, ev.Target.ID)
-	if err != nil {
-		return err
-	}
-	if t.State != StateNeedsInput {
-		s.log.Info("answer ignored: the task is not waiting for one", "task_id", t.ID, "state", t.State, "actor", ev.Actor.Login)
-		return nil
-	}
-	if _, err := s.store.AddMessage(ctx, t.ID, ev.Instruction, ev.Actor.Login); err != nil {
-		return err
-	}
-	return s.wake(ctx, t.ID)
+	_, _, err := s.recs.update(ctx, ev.Target.ID, func(rec *Record) error {
+		if rec.Task.State != StateNeedsInput {
+			s.log.Info("answer ignored: the task is not waiting for one", "task_id", rec.Task.ID, "state", rec.Task.State, "actor", ev.Actor.Login)
+			return errUnchanged
+		}
+		rec.NextMsg++
+		rec.Messages = append(rec.Messages, Message{ID: rec.NextMsg, Text: ev.Instruction, Actor: ev.Actor.Login, CreatedAt: s.cfg.Clock().UTC()})
+		return s.recs.wakeLocked(rec)
+	})
+	return err
 }
 
 // expireQuestions ends the tasks that have waited for an answer longer
@@ -121,16 +119,17 @@ func (s *Scheduler) expireQuestions(ctx context.Context) {
 		}
 		msg := fmt.Sprintf("no answer to the agent's question within %s", s.cfg.AnswerTimeout)
 		reason := "no_answer"
-		nt, changed, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateCancelled, reason, Patch{Error: &msg, Reason: &reason})
-		if err != nil || !changed {
-			if err != nil {
-				s.log.Warn("end unanswered task", "task_id", t.ID, "err", err)
+		_, _, err := s.recs.update(ctx, t.ID, func(rec *Record) error {
+			// Decided on the record, not the index: an answer may have
+			// arrived meanwhile.
+			if rec.Task.State != StateNeedsInput || now.Sub(rec.Task.UpdatedAt) < s.cfg.AnswerTimeout {
+				return errUnchanged
 			}
-			continue
-		}
-		s.cfg.Metrics.transition(StateCancelled)
-		if err := s.announce(ctx, nt, reason); err != nil {
-			s.log.Warn("announce unanswered task", "task_id", t.ID, "err", err)
+			applyPatch(&rec.Task, Patch{Error: &msg, Reason: &reason})
+			return s.recs.transition(rec, StateCancelled, reason)
+		})
+		if err != nil {
+			s.log.Warn("end unanswered task", "task_id", t.ID, "err", err)
 		}
 	}
 }

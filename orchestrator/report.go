@@ -3,12 +3,14 @@ package orchestrator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,7 +67,14 @@ func chainRedactors(list ...Redactor) Redactor {
 // reporter publishes a run's states and log lines.
 type reporter struct {
 	bus  *Bus
-	item WorkItem
+	recs *Records
+	// fence is the run's lease on its task: every state it writes carries it.
+	fence Fence
+	// stop ends the run (with the cause) when its state cannot be written.
+	stop context.CancelCauseFunc
+	// fenced is set once the authority refused a write of the run.
+	fenced atomic.Bool
+	item   WorkItem
 	// usage is the run's model usage once the agent has run.
 	usage *Usage
 	// attempt is the delivery attempt of the run: a redelivered run's
@@ -83,18 +92,45 @@ type reporter struct {
 }
 
 func (r *reporter) state(ctx context.Context, s State, reason string, p Patch) {
-	r.mu.Lock()
-	r.seq++
-	seq := r.seq
-	r.mu.Unlock()
 	reason = r.redact.String(reason)
 	if p.Error != nil {
 		e := r.redact.String(*p.Error)
 		p.Error = &e
 	}
-	rep := StateReport{TaskID: r.item.TaskID, Run: r.item.Run, Attempt: r.attempt, Seq: seq, State: s, Reason: reason, At: r.clock(), Patch: p}
-	if err := r.bus.publishState(ctx, rep); err != nil {
-		r.log.Error("publish state", "state", s, "err", err)
+	if err := r.write(ctx, s, reason, p); err != nil {
+		r.log.Warn("state not recorded; stopping the run", "state", s, "err", err)
+		if r.stop != nil {
+			r.stop(err)
+		}
+	}
+}
+
+// write records a state of the run in the authority, under the run's
+// fence, retrying transient failures for a while. A refused write
+// (ErrFenced, or a state the task can no longer take) is returned as
+// errFenced: the run lost its task and must stop.
+func (r *reporter) write(ctx context.Context, s State, reason string, p Patch) error {
+	if r.recs == nil {
+		return nil
+	}
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := r.recs.Report(ctx, r.item.TaskID, r.fence, s, reason, p)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrFenced) || isTransition(err) || errors.Is(err, ErrNotFound) {
+			r.fenced.Store(true)
+			return fmt.Errorf("%w: %v", errFenced, err)
+		}
+		if attempt >= 8 || ctx.Err() != nil {
+			return fmt.Errorf("%w: %v", errUnrecorded, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
 	}
 }
 

@@ -42,7 +42,9 @@ type SchedulerConfig struct {
 // idempotency key keeps it from creating a second task.
 type Scheduler struct {
 	bus        *Bus
+	recs       *Records
 	store      *Store
+	seen       map[string]seenRecord
 	cfg        SchedulerConfig
 	log        *slog.Logger
 	notifyQ    chan Task
@@ -66,8 +68,14 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{bus: bus, store: store, cfg: cfg, log: cfg.Logger.With("component", "scheduler"),
+	return &Scheduler{bus: bus, recs: bus.records, store: store, seen: map[string]seenRecord{}, cfg: cfg, log: cfg.Logger.With("component", "scheduler"),
 		notifyQ: make(chan Task, 1024), notifyStop: make(chan struct{})}
+}
+
+// seenRecord is what the reactor last saw of a task.
+type seenRecord struct {
+	updated     time.Time
+	transitions int
 }
 
 // Run consumes events and state reports until ctx is done, then drains:
@@ -80,12 +88,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create scheduler consumer: %w", err)
 	}
-	reports, err := s.bus.js.CreateOrUpdateConsumer(ctx, TasksStream, jetstream.ConsumerConfig{
-		Durable: "recorder", AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.cfg.AckWait, MaxDeliver: -1,
-		FilterSubjects: []string{StatesWildcard, "nightshift.tasks.*.diff"}, MaxAckPending: 1,
+	// The reactor sees every revision of every task record, one at a
+	// time across all schedulers (a record's revisions in order).
+	reports, err := s.bus.js.CreateOrUpdateConsumer(ctx, "KV_"+RecordsBucket, jetstream.ConsumerConfig{
+		Durable: "reactor", AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.cfg.AckWait, MaxDeliver: -1,
+		FilterSubject: "$KV." + RecordsBucket + ".t.>", MaxAckPending: 1, DeliverPolicy: jetstream.DeliverNewPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("create recorder consumer: %w", err)
+		return fmt.Errorf("create reactor consumer: %w", err)
+	}
+	if s.store != nil {
+		s.store.Follow(ctx, s.recs)
 	}
 	notifierDone := make(chan struct{})
 	go func() {
@@ -117,7 +130,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for _, c := range []struct {
 		cons jetstream.Consumer
 		fn   func(context.Context, jetstream.Msg)
-	}{{events, s.handleEvent}, {reports, s.handleReport}} {
+	}{{events, s.handleEvent}, {reports, s.handleRecord}} {
 		cc, err := c.cons.Consume(func(m jetstream.Msg) { c.fn(context.WithoutCancel(gctx), m) })
 		if err != nil {
 			return fmt.Errorf("consume: %w", err)
@@ -171,10 +184,8 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 		return s.retryFrom(ctx, ev.Target.ID, ev.FromBase)
 	case KindTaskMessage:
 		s.cfg.Metrics.event(ev, "control")
-		if _, err := s.store.AddMessage(ctx, ev.Target.ID, ev.Instruction, ev.Actor.Login); err != nil {
-			return err
-		}
-		return s.wake(ctx, ev.Target.ID)
+		_, _, err := s.recs.AddFollowUp(ctx, ev.Target.ID, ev.IdempotencyKey, ev.Instruction, ev.Actor.Login)
+		return err
 	case KindTaskAnswer:
 		s.cfg.Metrics.event(ev, "control")
 		return s.answer(ctx, ev)
@@ -205,18 +216,17 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 	if agentName == "" {
 		agentName = s.cfg.DefaultAgent
 	}
-	res, err := s.store.CreateFromEvent(ctx, ev, agentName)
+	res, err := s.recs.CreateFromEvent(ctx, ev, agentName)
 	if err != nil {
 		return fmt.Errorf("store task: %w", err)
 	}
 	switch {
 	case res.FollowUp:
 		s.cfg.Metrics.event(ev, "follow_up")
-		return s.wake(ctx, res.Task.ID)
+		return nil
 	case res.Created:
 		s.cfg.Metrics.event(ev, "created")
 		s.cfg.Metrics.created(ev.Source)
-		s.cfg.Metrics.transition(StateQueued)
 	default:
 		s.cfg.Metrics.event(ev, "duplicate")
 	}
@@ -224,52 +234,18 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 	if t.State != StateQueued {
 		return nil
 	}
-	if err := s.announce(ctx, t, "created"); err != nil {
-		return err
-	}
 	if t.Repo == "" {
 		// A trigger that names no repository (a Linear ticket without
 		// linear.repo) cannot run: say so on the task instead of failing
 		// a worker later.
 		msg := fmt.Sprintf("no repository for this %s trigger: configure one (linear.repo for Linear tickets)", t.Source)
-		reason := "no_repo"
-		nt, changed, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateFailed, reason, Patch{Error: &msg, Reason: &reason})
-		if err != nil || !changed {
-			return err
-		}
-		s.cfg.Metrics.transition(StateFailed)
-		return s.announce(ctx, nt, reason)
-	}
-	return s.dispatch(ctx, t, false, nil)
-}
-
-// dispatch publishes run t.Run of task t to the work queue unless it was
-// already published.
-func (s *Scheduler) dispatch(ctx context.Context, t Task, followUp bool, msgs []Message, opts ...func(*WorkItem)) error {
-	done, err := s.store.Dispatched(ctx, t.ID, t.Run)
-	if err != nil || done {
+		_, _, err := s.recs.Fail(ctx, t.ID, t.Run, "no_repo", msg)
 		return err
 	}
-	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
-		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
-		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit}
-	for _, o := range opts {
-		o(&w)
-	}
-	if err := s.bus.publishWork(ctx, w); err != nil {
-		return err
-	}
-	return s.store.MarkDispatched(ctx, t.ID, t.Run)
-}
-
-// announce publishes a transition the scheduler itself stored.
-func (s *Scheduler) announce(ctx context.Context, t Task, reason string) error {
-	if err := s.bus.publishState(ctx, StateReport{TaskID: t.ID, Run: t.Run, Seq: 0, State: t.State, Reason: reason,
-		At: t.UpdatedAt, Recorded: true, Task: &t}); err != nil {
-		return err
-	}
-	s.notify(ctx, t)
-	return nil
+	// The first run's work item: put in the task's outbox and published
+	// (once; a redelivered event finds it dispatched).
+	_, err = s.recs.Dispatch(ctx, t.ID)
+	return err
 }
 
 // notify hands t to the reporters without holding up recording: a slow
@@ -314,29 +290,17 @@ func (s *Scheduler) runNotifier(ctx context.Context) {
 	}
 }
 
+// cancel ends task id at once; a worker running it stops on the control
+// message or its next fenced write.
 func (s *Scheduler) cancel(ctx context.Context, id string) error {
-	t, err := s.store.Get(ctx, id)
-	if err != nil {
+	if _, _, err := s.recs.Cancel(ctx, id, "cancelled", Patch{}); err != nil {
 		return err
 	}
-	switch {
-	case t.State == StateCancelled:
-		return nil
-	case !t.State.CanCancel():
-		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
+	// Tell a worker running it (and one about to start it) to stop.
+	if err := s.bus.MarkCancelled(ctx, id, 0); err != nil {
+		s.log.Warn("signal cancel", "task_id", id, "err", err)
 	}
-	if err := s.bus.MarkCancelled(ctx, id, t.Run); err != nil {
-		return err
-	}
-	if t.State.Active() {
-		return nil // the worker stops the run and reports cancelled
-	}
-	nt, changed, err := s.store.ApplyTransition(ctx, id, t.Run, StateCancelled, "cancelled", Patch{})
-	if err != nil || !changed {
-		return err
-	}
-	s.cfg.Metrics.transition(StateCancelled)
-	return s.announce(ctx, nt, "cancelled")
+	return nil
 }
 
 func (s *Scheduler) retry(ctx context.Context, id string) error { return s.retryFrom(ctx, id, false) }
@@ -345,100 +309,71 @@ func (s *Scheduler) retry(ctx context.Context, id string) error { return s.retry
 // so that no pushed commit (a follow-up's included) is lost, or with
 // fromBase from its base, replacing the branch.
 func (s *Scheduler) retryFrom(ctx context.Context, id string, fromBase bool) error {
-	t, err := s.store.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if !t.State.CanRetry() {
-		return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
-	}
 	reason := "retry"
 	if fromBase {
 		reason = "retry from base"
 	}
-	return s.requeue(ctx, t, false, nil, reason, func(w *WorkItem) {
+	_, err := s.recs.Requeue(ctx, id, reason, func(t Task) error {
+		if !t.State.CanRetry() {
+			return fmt.Errorf("%w: task %s is %s", ErrConflict, id, t.State)
+		}
+		return nil
+	}, false, func(w *WorkItem) {
 		// A new run, in a fresh home: there is no session to resume.
 		w.Retry, w.FromBase, w.SessionID = true, fromBase, ""
 	})
+	return err
 }
 
-// wake starts a follow-up run for a resting task with pending messages.
-func (s *Scheduler) wake(ctx context.Context, id string) error {
-	t, err := s.store.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if !t.State.Resting() {
-		return nil // the run in progress picks the messages up when it rests
-	}
-	msgs, err := s.store.PendingMessages(ctx, id)
-	if err != nil || len(msgs) == 0 {
-		return err
-	}
-	if err := s.requeue(ctx, t, true, msgs, "follow-up"); err != nil {
-		return err
-	}
-	return s.store.ConsumeMessages(ctx, id, msgs[len(msgs)-1].ID)
-}
-
-func (s *Scheduler) requeue(ctx context.Context, t Task, followUp bool, msgs []Message, reason string, opts ...func(*WorkItem)) error {
-	run := t.Run + 1
-	empty := ""
-	nt, _, err := s.store.ApplyTransition(ctx, t.ID, t.Run, StateQueued, reason, Patch{Run: &run, Error: &empty, Reason: &empty, Answer: &empty})
-	if err != nil {
-		return err
-	}
-	s.cfg.Metrics.transition(StateQueued)
-	if err := s.announce(ctx, nt, reason); err != nil {
-		return err
-	}
-	return s.dispatch(ctx, nt, followUp, msgs, opts...)
-}
-
-func (s *Scheduler) handleReport(ctx context.Context, msg jetstream.Msg) {
-	if strings.HasSuffix(msg.Subject(), ".diff") {
-		var d DiffReport
-		if err := json.Unmarshal(msg.Data(), &d); err != nil {
-			msg.TermWithReason("malformed diff")
-			return
-		}
-		t, err := s.store.Get(ctx, d.TaskID)
-		if err == nil && d.Run >= t.Run {
-			_, _, err = s.store.ApplyTransition(ctx, d.TaskID, d.Run, t.State, "", Patch{Diff: &d.Stat, Patch: &d.Patch})
-		}
-		s.ackOrRetry(msg, err)
-		return
-	}
-	var r StateReport
-	if err := json.Unmarshal(msg.Data(), &r); err != nil {
-		msg.TermWithReason("malformed state report")
-		return
-	}
-	if r.Recorded {
+// handleRecord reacts to one revision of a task record, for every
+// scheduler of the cluster (one of them handles each revision): it
+// republishes what the writer may have died before publishing (the state
+// report, the owed work item) and tells the reporters.
+func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
+	if op := msg.Headers().Get("KV-Operation"); op != "" {
 		msg.Ack()
 		return
 	}
-	t, changed, err := s.store.ApplyTransition(ctx, r.TaskID, r.Run, r.State, r.Reason, r.Patch)
-	if err != nil {
-		s.ackOrRetry(msg, err)
+	var rec Record
+	if err := json.Unmarshal(msg.Data(), &rec); err != nil || rec.Task.ID == "" {
+		msg.Ack()
 		return
 	}
-	msg.Ack()
-	if !changed {
+	if err := s.recs.project(ctx, rec); err != nil {
+		s.log.Warn("republish state report; will retry", "task_id", rec.Task.ID, "err", err)
+		msg.NakWithDelay(time.Second)
 		return
 	}
-	s.cfg.Metrics.transition(r.State)
-	if r.Patch.Usage != nil && r.State == StateTesting {
-		s.cfg.Metrics.usage(*r.Patch.Usage)
-	}
-	s.notify(ctx, t)
-	// A run that rests picks up the messages sent meanwhile (not one the
-	// task was cancelled under).
-	if r.State.Resting() && r.State != StateCancelled {
-		if err := s.wake(ctx, t.ID); err != nil {
-			s.log.Warn("follow-up", "task_id", t.ID, "err", err)
+	if rec.Outbox != nil {
+		cur, _, err := s.recs.Get(ctx, rec.Task.ID)
+		if err == nil && cur.Outbox != nil {
+			err = s.recs.flushOutbox(ctx, cur)
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.Warn("publish owed work; will retry", "task_id", rec.Task.ID, "err", err)
+			msg.NakWithDelay(time.Second)
+			return
 		}
 	}
+	msg.Ack()
+	t := rec.Task
+	last, ok := s.seen[t.ID]
+	if ok && last.updated.Equal(t.UpdatedAt) || ok && last.updated.After(t.UpdatedAt) {
+		return // a revision seen before (redelivered), or an older one
+	}
+	if len(s.seen) > 50000 {
+		clear(s.seen)
+	}
+	s.seen[t.ID] = seenRecord{updated: t.UpdatedAt, transitions: len(rec.Transitions)}
+	if n := len(rec.Transitions) - last.transitions; n > 0 {
+		for _, tr := range rec.Transitions[len(rec.Transitions)-min(n, len(rec.Transitions)):] {
+			s.cfg.Metrics.transition(tr.To)
+			if tr.To == StateTesting {
+				s.cfg.Metrics.usage(t.Usage)
+			}
+		}
+	}
+	s.notify(ctx, t)
 }
 
 // handleMaxDeliveries fails the task whose run exhausted its deliveries and
@@ -467,27 +402,10 @@ func (s *Scheduler) handleMaxDeliveries(ctx context.Context, data []byte) {
 	}
 	msg := fmt.Sprintf("the run was delivered %d times without finishing (its workers crashed or were killed)", adv.Deliveries)
 	reason := "worker_lost"
-	t, changed, err := s.store.ApplyTransition(ctx, item.TaskID, item.Run, StateFailed, reason, Patch{Error: &msg, Reason: &reason})
-	if err != nil {
+	if _, _, err := s.recs.Fail(ctx, item.TaskID, item.Run, reason, msg); err != nil {
 		s.log.Warn("max deliveries: fail task", "task_id", item.TaskID, "err", err)
-	} else if changed {
-		s.cfg.Metrics.transition(StateFailed)
-		s.announce(ctx, t, reason)
 	}
 	if err := st.DeleteMsg(ctx, adv.StreamSeq); err != nil {
 		s.log.Warn("max deliveries: remove run", "seq", adv.StreamSeq, "err", err)
-	}
-}
-
-func (s *Scheduler) ackOrRetry(msg jetstream.Msg, err error) {
-	switch {
-	case err == nil:
-		msg.Ack()
-	case errors.Is(err, ErrNotFound), isTransition(err):
-		s.log.Debug("stale report", "subject", msg.Subject(), "err", err)
-		msg.Ack()
-	default:
-		s.log.Error("record report; will retry", "subject", msg.Subject(), "err", err)
-		msg.NakWithDelay(time.Second)
 	}
 }

@@ -47,11 +47,16 @@ func OpenDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// Store keeps tasks, their transitions and follow-up messages in SQLite.
+// Store is this node's SQLite index of the task records (Records, the
+// authority): it answers lists, counts and queue positions, and is rebuilt
+// from the records bucket whenever it is missing or behind (Follow).
 type Store struct {
-	db  *sql.DB
-	now func() time.Time
+	db     *sql.DB
+	now    func() time.Time
+	follow follower
 }
+
+var errNoRows = sql.ErrNoRows
 
 // NewStore migrates the orchestrator's tables in db and returns a Store.
 // now may be nil (time.Now).
@@ -126,87 +131,6 @@ func parseTS(s string) time.Time {
 	return t
 }
 
-// CreateResult says what Create did.
-type CreateResult struct {
-	Task Task
-	// Created is false when a task already existed for the idempotency key.
-	Created bool
-	// FollowUp is set when the event became a follow-up message of an
-	// existing task on the same target.
-	FollowUp bool
-}
-
-// CreateFromEvent stores the task for ev, once per idempotency key. When a
-// task on the same target is still open (not done, failed or cancelled), the
-// event's instruction becomes a follow-up message of that task instead.
-func (s *Store) CreateFromEvent(ctx context.Context, ev *Event, agent string) (CreateResult, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	defer tx.Rollback()
-	if t, err := getTask(ctx, tx, `idempotency_key=?`, ev.IdempotencyKey); err == nil {
-		return CreateResult{Task: t}, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return CreateResult{}, err
-	}
-	if id, err := aliasFor(ctx, tx, ev.IdempotencyKey); err == nil {
-		t, err := getTask(ctx, tx, `id=?`, id)
-		return CreateResult{Task: t, FollowUp: true}, err
-	}
-	now := s.now()
-	key := ev.Target.Key()
-	if key != "" {
-		t, err := getTask(ctx, tx, `repo=? AND target_key=? AND state NOT IN ('done','failed','cancelled') ORDER BY created_at DESC LIMIT 1`, ev.Repo, key)
-		if err == nil {
-			// Remember the key so a redelivery does not add the message twice.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO task_messages(task_id, text, actor, created_at) VALUES(?,?,?,?)`,
-				t.ID, ev.Instruction, ev.Actor.Login, ts(now)); err != nil {
-				return CreateResult{}, err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO task_aliases(idempotency_key, task_id) VALUES(?,?)`, ev.IdempotencyKey, t.ID); err != nil {
-				return CreateResult{}, err
-			}
-			return CreateResult{Task: t, FollowUp: true}, tx.Commit()
-		} else if !errors.Is(err, ErrNotFound) {
-			return CreateResult{}, err
-		}
-	}
-	evJSON, err := json.Marshal(ev)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	id := ev.TaskID
-	if id == "" {
-		id = NewID()
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tasks(id, idempotency_key, state, repo, base, branch, agent, prompt, source, kind,
-		target_key, event_json, created_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		id, ev.IdempotencyKey, StateQueued, ev.Repo, ev.Branch, BranchName(id), agent, ev.Instruction, ev.Source, ev.Kind,
-		key, string(evJSON), ts(now), ts(now))
-	if err != nil {
-		return CreateResult{}, fmt.Errorf("insert task: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO task_transitions(task_id, run, from_state, to_state, reason, at) VALUES(?,?,?,?,?,?)`,
-		id, 1, "", StateQueued, "created from "+string(ev.Source)+" "+ev.Kind, ts(now)); err != nil {
-		return CreateResult{}, err
-	}
-	t, err := getTask(ctx, tx, `id=?`, id)
-	if err != nil {
-		return CreateResult{}, err
-	}
-	return CreateResult{Task: t, Created: true}, tx.Commit()
-}
-
-func aliasFor(ctx context.Context, q querier, key string) (string, error) {
-	var id string
-	err := q.QueryRowContext(ctx, `SELECT task_id FROM task_aliases WHERE idempotency_key=?`, key).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	return id, err
-}
-
 // Get returns one task.
 func (s *Store) Get(ctx context.Context, id string) (Task, error) {
 	t, err := getTask(ctx, s.db, `id=?`, id)
@@ -218,6 +142,9 @@ func (s *Store) Get(ctx context.Context, id string) (Task, error) {
 	}
 	return t, nil
 }
+
+// Position returns a queued task's place in the queue (1 = next).
+func (s *Store) Position(ctx context.Context, t Task) (int, error) { return s.position(ctx, t) }
 
 func (s *Store) position(ctx context.Context, t Task) (int, error) {
 	var n int
@@ -353,162 +280,6 @@ type Patch struct {
 	Answer *string `json:"answer,omitempty"`
 }
 
-// ApplyTransition moves task id from its current state to `to` (validated by
-// the state machine) and applies p, in one transaction. A report for an older
-// run than the task's current one is ignored (returns false, nil).
-func (s *Store) ApplyTransition(ctx context.Context, id string, run int, to State, reason string, p Patch) (Task, bool, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Task{}, false, err
-	}
-	defer tx.Rollback()
-	t, err := getTask(ctx, tx, `id=?`, id)
-	if err != nil {
-		return Task{}, false, err
-	}
-	if run != 0 && run < t.Run {
-		return t, false, nil
-	}
-	if !t.State.CanTransition(to) {
-		return t, false, &TransitionError{From: t.State, To: to}
-	}
-	now := s.now()
-	sets := []string{"state=?", "updated_at=?"}
-	args := []any{to, ts(now)}
-	add := func(col string, v any) { sets = append(sets, col+"=?"); args = append(args, v) }
-	if p.BaseCommit != nil {
-		add("base_commit", *p.BaseCommit)
-	}
-	if p.Identity != nil {
-		add("identity_id", p.Identity.ID)
-		add("identity_name", p.Identity.Name)
-		add("identity_email", p.Identity.Email)
-		add("identity_phone", p.Identity.Phone)
-	}
-	if p.Commit != nil {
-		add("commit_sha", *p.Commit)
-	}
-	if p.PRURL != nil {
-		add("pr_url", *p.PRURL)
-		add("pr_key", prKeyOf(t.Repo, *p.PRURL))
-	}
-	if p.Answer != nil {
-		add("answer", *p.Answer)
-	}
-	if p.Review != nil {
-		add("review", *p.Review)
-	}
-	if p.Error != nil {
-		add("error", *p.Error)
-	}
-	if p.Reason != nil {
-		add("reason", *p.Reason)
-	}
-	if p.SessionID != nil {
-		add("session_id", *p.SessionID)
-	}
-	if p.Usage != nil {
-		add("input_tokens", p.Usage.InputTokens)
-		add("output_tokens", p.Usage.OutputTokens)
-		add("cost_usd", p.Usage.CostUSD)
-	}
-	if p.Diff != nil {
-		add("diff_files", p.Diff.Files)
-		add("diff_added", p.Diff.Added)
-		add("diff_deleted", p.Diff.Deleted)
-	}
-	if p.Patch != nil {
-		add("diff_patch", *p.Patch)
-	}
-	if p.Run != nil {
-		add("run", *p.Run)
-	}
-	if p.Question != nil {
-		add("question", *p.Question)
-	} else if t.State == StateNeedsInput && to != StateNeedsInput {
-		add("question", "") // answered, or no longer waiting
-	}
-	args = append(args, id)
-	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET `+strings.Join(sets, ",")+` WHERE id=?`, args...); err != nil {
-		return Task{}, false, err
-	}
-	if t.State != to || p.Run != nil {
-		r := t.Run
-		if p.Run != nil {
-			r = *p.Run
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO task_transitions(task_id, run, from_state, to_state, reason, at) VALUES(?,?,?,?,?,?)`,
-			id, r, t.State, to, reason, ts(now)); err != nil {
-			return Task{}, false, err
-		}
-	}
-	nt, err := getTask(ctx, tx, `id=?`, id)
-	if err != nil {
-		return Task{}, false, err
-	}
-	return nt, true, tx.Commit()
-}
-
-// MarkDispatched records that run of task id was published to the work queue.
-func (s *Store) MarkDispatched(ctx context.Context, id string, run int) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE tasks SET dispatched_run=max(dispatched_run, ?) WHERE id=?`, run, id)
-	return err
-}
-
-// Dispatched reports whether run of task id was already published.
-func (s *Store) Dispatched(ctx context.Context, id string, run int) (bool, error) {
-	var d int
-	err := s.db.QueryRowContext(ctx, `SELECT dispatched_run FROM tasks WHERE id=?`, id).Scan(&d)
-	return d >= run, err
-}
-
-// DiffPatch returns the stored diff of a task.
-func (s *Store) DiffPatch(ctx context.Context, id string) (string, error) {
-	var p string
-	err := s.db.QueryRowContext(ctx, `SELECT diff_patch FROM tasks WHERE id=?`, id).Scan(&p)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	return p, err
-}
-
-// AddMessage stores a follow-up instruction for task id.
-func (s *Store) AddMessage(ctx context.Context, id, text, actor string) (Message, error) {
-	now := s.now()
-	res, err := s.db.ExecContext(ctx, `INSERT INTO task_messages(task_id, text, actor, created_at) VALUES(?,?,?,?)`, id, text, actor, ts(now))
-	if err != nil {
-		return Message{}, err
-	}
-	mid, _ := res.LastInsertId()
-	return Message{ID: mid, Text: text, Actor: actor, CreatedAt: now}, nil
-}
-
-// PendingMessages returns follow-ups not yet handed to a run.
-func (s *Store) PendingMessages(ctx context.Context, id string) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, text, actor, created_at FROM task_messages WHERE task_id=? AND consumed=0 ORDER BY id`, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Message
-	for rows.Next() {
-		var m Message
-		var at string
-		if err := rows.Scan(&m.ID, &m.Text, &m.Actor, &at); err != nil {
-			return nil, err
-		}
-		m.CreatedAt = parseTS(at)
-		out = append(out, m)
-	}
-	return out, rows.Err()
-}
-
-// ConsumeMessages marks messages up to and including upTo as handed to a run.
-func (s *Store) ConsumeMessages(ctx context.Context, id string, upTo int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE task_messages SET consumed=1 WHERE task_id=? AND id<=?`, id, upTo)
-	return err
-}
-
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
@@ -601,30 +372,4 @@ func (s *Store) backfillPRKeys(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// AddFollowUp makes ev a follow-up message of task id, once per
-// idempotency key (a redelivered event adds nothing).
-func (s *Store) AddFollowUp(ctx context.Context, id string, ev *Event) (bool, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return false, err
-	}
-	defer tx.Rollback()
-	if _, err := aliasFor(ctx, tx, ev.IdempotencyKey); err == nil {
-		return false, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return false, err
-	}
-	if _, err := getTask(ctx, tx, `idempotency_key=?`, ev.IdempotencyKey); err == nil {
-		return false, nil
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO task_messages(task_id, text, actor, created_at) VALUES(?,?,?,?)`,
-		id, ev.Instruction, ev.Actor.Login, ts(s.now())); err != nil {
-		return false, err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO task_aliases(idempotency_key, task_id) VALUES(?,?)`, ev.IdempotencyKey, id); err != nil {
-		return false, err
-	}
-	return true, tx.Commit()
 }

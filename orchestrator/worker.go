@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -51,6 +52,9 @@ type WorkerConfig struct {
 	MaxDeliver int
 	// Durable is the consumer name shared by all workers. Default "workers".
 	Durable string
+	// Holder names this worker in the leases it takes (host and pid by
+	// default).
+	Holder string
 	// Repo returns the settings for a repository. Required.
 	Repo func(repo string) RepoSettings
 	// Env returns extra environment for a task's agent (its configured env,
@@ -122,6 +126,10 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 60 * time.Second
+	}
+	if c.Holder == "" {
+		host, _ := os.Hostname()
+		c.Holder = fmt.Sprintf("%s/%d", host, os.Getpid())
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 5
@@ -249,6 +257,14 @@ var errCancelled = errors.New("orchestrator: task cancelled")
 // errAsked ends a run whose agent asked a question (needs_input).
 var errAsked = errors.New("orchestrator: the agent asked a question")
 
+// errFenced is the cause of a run's context when the authority refused its
+// write: another delivery took the run over, or the task moved on.
+var errFenced = errors.New("orchestrator: the run lost its task")
+
+// errUnrecorded is the cause of a run's context when its state could not be
+// recorded (the authority unreachable): the run is handed back.
+var errUnrecorded = errors.New("orchestrator: the run's state could not be recorded")
+
 // errBudget is the cause of a run's context when its budget ran out.
 var errBudget = errors.New("orchestrator: budget exceeded")
 
@@ -286,14 +302,25 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if err == nil {
 		defer sub.Unsubscribe()
 	}
-	attempt := 1
+	attempt, seq := 1, uint64(0)
 	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
+		attempt, seq = int(md.NumDelivered), md.Sequence.Stream
 	}
-	rep := &reporter{bus: w.bus, item: item, attempt: attempt, clock: w.cfg.Clock, log: log}
-	if c, err := w.bus.Cancelled(runCtx, item.TaskID, item.Run); err == nil && c {
-		cancel(errCancelled)
+	// The run's lease: from here on, only this delivery may write the
+	// task's state; a stale one (a frozen worker resumed) is refused.
+	fence, _, err := w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
+	switch {
+	case errors.Is(err, ErrStale), errors.Is(err, ErrNotFound):
+		log.Info("work item dropped: its run ended or another delivery holds it", "err", err)
+		w.finalAck(ctx, msg, log)
+		return
+	case err != nil:
+		log.Warn("claim run; handing back", "err", err)
+		msg.NakWithDelay(2 * time.Second)
+		return
 	}
+	log = log.With("epoch", fence.Epoch)
+	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, stop: cancel, item: item, attempt: attempt, clock: w.cfg.Clock, log: log}
 	// The tokens the run hands its agent are redacted, from the moment each
 	// is issued, and so are the task's secrets.
 	rep.tokens = &tokenRedactor{newRedactor: w.cfg.NewRedactor}
@@ -310,19 +337,26 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	started := w.cfg.Clock()
 	err = w.execute(runCtx, cancel, item, rep)
 	final := context.WithoutCancel(ctx)
-	switch {
-	case errors.Is(context.Cause(runCtx), errBudget):
+	switch cause := context.Cause(runCtx); {
+	case errors.Is(cause, errFenced) || rep.fenced.Load():
+		// Another delivery holds the run, or the task ended under it:
+		// touch nothing of the task (not even its identity).
+		w.lostLease(final, msg, item, fence, log)
+	case errors.Is(cause, errUnrecorded):
+		log.Warn("run state could not be recorded; handing back")
+		msg.NakWithDelay(5 * time.Second)
+	case errors.Is(cause, errBudget):
 		text := "the task's model budget was exhausted"
 		reason := "budget_exceeded"
 		rep.line(final, "system", "failed: "+text)
 		w.release(final, item.TaskID, log)
 		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason, Usage: rep.usage})
-		msg.Ack()
-	case errors.Is(context.Cause(runCtx), errCancelled):
+		w.finalAck(final, msg, log)
+	case errors.Is(cause, errCancelled):
 		rep.line(final, "system", "cancelled")
 		w.release(final, item.TaskID, log)
 		rep.state(final, StateCancelled, "cancelled", Patch{Usage: rep.usage})
-		msg.Ack()
+		w.finalAck(final, msg, log)
 	case ctx.Err() != nil:
 		// Shutting down: hand the run back for another worker.
 		log.Info("run interrupted by shutdown; handing back")
@@ -332,9 +366,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		rep.line(final, "system", "failed: "+text)
 		w.release(final, item.TaskID, log)
 		rep.state(final, StateFailed, reason, Patch{Error: &text, Reason: &reason, Usage: rep.usage})
-		msg.Ack()
+		w.finalAck(final, msg, log)
 	default:
-		msg.Ack()
+		w.finalAck(final, msg, log)
 	}
 	w.cfg.Metrics.observeRun(w.cfg.Clock().Sub(started))
 	fctx, cancelFlush := context.WithTimeout(final, 10*time.Second)
@@ -342,6 +376,33 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Warn("log lines not all stored", "err", err)
 	}
 	cancelFlush()
+}
+
+// finalAck acknowledges a work item and waits for the server to confirm
+// it (a lost ack would run the item again).
+func (w *Worker) finalAck(ctx context.Context, msg jetstream.Msg, log *slog.Logger) {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		log.Warn("final ack not confirmed", "err", err)
+	}
+}
+
+// lostLease ends a run the authority no longer lets write: when another
+// delivery of the same run holds the task, the work item is theirs (not
+// acknowledged here); otherwise (the task was cancelled or moved on) the
+// item is done.
+func (w *Worker) lostLease(ctx context.Context, msg jetstream.Msg, item WorkItem, f Fence, log *slog.Logger) {
+	rec, _, err := w.bus.records.Get(ctx, item.TaskID)
+	if err == nil && rec.Task.Run == item.Run && rec.Lease.Run == item.Run && rec.Lease.Epoch != f.Epoch {
+		log.Warn("run lost its lease to another delivery; leaving the task to it", "holder", rec.Lease.Holder, "epoch", rec.Lease.Epoch)
+		return
+	}
+	log.Info("run stopped: its task moved on", "state", rec.Task.State)
+	if rec.Task.State == StateCancelled && rec.Task.Run == item.Run {
+		w.release(ctx, item.TaskID, log)
+	}
+	w.finalAck(ctx, msg, log)
 }
 
 func (w *Worker) release(ctx context.Context, taskID string, log *slog.Logger) {

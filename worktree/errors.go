@@ -113,6 +113,9 @@ const (
 	// PushNonFastForward: the remote branch has commits the task does not
 	// build on, and Force was not set.
 	PushNonFastForward = "non_fast_forward"
+	// PushLeaseLost: the remote branch is not where the pusher expected
+	// it (PushRequest.Expect): another run moved it.
+	PushLeaseLost = "lease_lost"
 	// PushAuth: the remote wants credentials, or refused the ones given (401).
 	PushAuth = "auth"
 	// PushForbidden: the credentials are valid but may not push (403).

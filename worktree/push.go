@@ -30,6 +30,12 @@ type PushRequest struct {
 	Auth Auth
 	// Force allows a non-fast-forward update.
 	Force bool
+	// Expect, when not nil, lists the values the remote branch may have
+	// for the push to go ahead ("" for a missing branch): anything else
+	// means someone else moved it, and the push is refused (PushLeaseLost)
+	// before anything is sent. The update itself is a compare-and-swap on
+	// the value seen, so a branch moved meanwhile refuses it too.
+	Expect []string
 	// Progress receives the remote's progress messages; nil discards them.
 	Progress io.Writer
 	// Scan, when set, sees everything the push would send that the remote
@@ -161,6 +167,9 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ Pu
 		}
 	}
 	old := advertised[refName.String()]
+	if req.Expect != nil && !expected(req.Expect, old) {
+		return PushResult{}, pushErr(PushLeaseLost, "the remote branch is at "+shortHash(old)+", which no run of this task pushed", nil)
+	}
 	if old == head {
 		res.Old, res.UpToDate = old.String(), true
 		m.recordPush(wt.TaskID, head)
@@ -268,6 +277,22 @@ func (m *Manager) Push(ctx context.Context, wt *Worktree, req PushRequest) (_ Pu
 		slog.String("remote", res.Remote), slog.String("ref", res.Ref), slog.String("sha", res.New),
 		slog.Int("objects", res.Objects), slog.Duration("took", time.Since(start)))
 	return res, nil
+}
+
+func expected(list []string, old plumbing.Hash) bool {
+	for _, e := range list {
+		if e == "" && old.IsZero() || e != "" && e == old.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func shortHash(h plumbing.Hash) string {
+	if h.IsZero() {
+		return "nothing"
+	}
+	return h.String()[:12]
 }
 
 // recordPush remembers the commit a push delivered: the next commit of the

@@ -191,6 +191,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if err != nil {
 		return nil, err
 	}
+	// This node's index of the task records, kept up to date for as long
+	// as the process serves (and rebuilt from the records when missing).
+	store.Follow(ctx, bus.Records())
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
 	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo})
 	if err != nil {
@@ -350,7 +353,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			return nil, err
 		}
 		s.runners = append(s.runners, worker.Run, func(ctx context.Context) error {
-			return s.collectGarbage(ctx, worker, store)
+			return s.collectGarbage(ctx, worker, bus.Records())
 		})
 	}
 
@@ -464,12 +467,12 @@ func newGateway(cfg *config.Config, resolve func(config.Secret) (string, error),
 // unused mirrors: once at start (orphans a crash left behind), then every
 // ten minutes. A worktree is live while this worker runs its task or the
 // store says the task may still run.
-func (s *server) collectGarbage(ctx context.Context, worker *orchestrator.Worker, store *orchestrator.Store) error {
+func (s *server) collectGarbage(ctx context.Context, worker *orchestrator.Worker, recs *orchestrator.Records) error {
 	live := func(id string) bool {
 		if worker.Running(id) {
 			return true
 		}
-		t, err := store.Get(ctx, id)
+		t, err := recs.Task(ctx, id)
 		if err != nil {
 			return !errors.Is(err, orchestrator.ErrNotFound) // unsure: keep it
 		}
@@ -582,7 +585,7 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 		AttemptCap: cfg.GitHub.AttemptCap,
 		Replier:    replier,
 		Waiting: func(ctx context.Context, repo string, target orchestrator.Target) (string, error) {
-			t, err := store.WaitingTask(ctx, repo, target)
+			t, err := bus.Records().WaitingTask(ctx, repo, target)
 			return t.ID, err
 		},
 		HTTPClient: hc,

@@ -414,7 +414,7 @@ func (s *Server) waitTask(ctx context.Context, id string, d time.Duration) (orch
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		t, err := s.store.Get(ctx, id)
+		t, err := s.task(ctx, id)
 		if !errors.Is(err, orchestrator.ErrNotFound) {
 			return t, err
 		}
@@ -474,6 +474,11 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	if f.Limit == 0 {
 		f.Limit = 100
 	}
+	// The index lags the authority by a moment: catch up first, so a list
+	// right after a change shows it.
+	if err := s.store.CatchUp(r.Context(), s.bus.Records(), 2*time.Second); err != nil {
+		s.cfg.Logger.Warn("list from a lagging index", "err", err)
+	}
 	tasks, err := s.store.List(r.Context(), f)
 	if err != nil {
 		s.fail(w, err)
@@ -489,8 +494,19 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// task reads task id from the authority (read-your-writes: a task the
+// API created, or a change it asked for and saw acknowledged, is there),
+// with its queue position from the index.
+func (s *Server) task(ctx context.Context, id string) (orchestrator.Task, error) {
+	t, err := s.bus.Records().Task(ctx, id)
+	if err == nil && t.State == orchestrator.StateQueued {
+		t.Position, _ = s.store.Position(ctx, t)
+	}
+	return t, err
+}
+
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
-	t, err := s.store.Get(r.Context(), r.PathValue("id"))
+	t, err := s.task(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -499,31 +515,36 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) taskTransitions(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.store.Get(r.Context(), r.PathValue("id")); err != nil {
-		s.fail(w, err)
-		return
-	}
-	trs, err := s.store.Transitions(r.Context(), r.PathValue("id"))
+	rec, _, err := s.bus.Records().Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	trs := rec.Transitions
+	if trs == nil {
+		trs = []orchestrator.Transition{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"transitions": trs})
 }
 
 func (s *Server) taskDiff(w http.ResponseWriter, r *http.Request) {
-	p, err := s.store.DiffPatch(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	if _, err := s.bus.Records().Task(r.Context(), id); err != nil {
+		s.fail(w, err)
+		return
+	}
+	d, err := s.bus.LastDiff(r.Context(), id)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/x-diff; charset=utf-8")
-	w.Write([]byte(p))
+	w.Write([]byte(d.Patch))
 }
 
 func (s *Server) taskLogs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := s.store.Get(r.Context(), id); err != nil {
+	if _, err := s.bus.Records().Task(r.Context(), id); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -614,7 +635,7 @@ type messageBody struct {
 func (s *Server) control(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		t, err := s.store.Get(r.Context(), id)
+		t, err := s.bus.Records().Task(r.Context(), id)
 		if err != nil {
 			s.fail(w, err)
 			return

@@ -13,11 +13,6 @@ import (
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
-// replayWindow is how far back GET /api/v1/events replays state reports
-// before its snapshot, so a report published just before the stream opened
-// but stored just after the snapshot is not missed. Reports arrive in
-// order, so the last one a card receives is the newest.
-const replayWindow = 10 * time.Second
 
 // TaskEvent is the data of an "task" event on GET /api/v1/events: a task
 // changed state. Task is the task as stored, with the reported state and
@@ -87,16 +82,20 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	f.Before = ""
 	ctx := r.Context()
-	start := s.cfg.Clock().Add(-replayWindow)
+	// Every change is written to the authority before its report is
+	// published: a change the snapshot below (the index, caught up with
+	// the authority) misses is reported after this consumer exists.
 	cons, err := s.bus.JetStream().OrderedConsumer(ctx, orchestrator.TasksStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{orchestrator.StatesWildcard}, DeliverPolicy: jetstream.DeliverByStartTimePolicy,
-		OptStartTime: &start})
+		FilterSubjects: []string{orchestrator.StatesWildcard}, DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
 		s.fail(w, fmt.Errorf("watch task states: %w", err))
 		return
 	}
 	// The consumer exists now: every report from here on is delivered, so
 	// the snapshot below cannot miss a change.
+	if err := s.store.CatchUp(ctx, s.bus.Records(), 2*time.Second); err != nil {
+		s.cfg.Logger.Warn("snapshot from a lagging index", "err", err)
+	}
 	tasks, err := s.store.List(ctx, f)
 	if err != nil {
 		s.fail(w, err)
@@ -110,11 +109,11 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out.send(0, "snapshot", Snapshot{Tasks: tasks})
-	// sent remembers what this stream last said about each task, so fields
-	// reported earlier but not yet recorded are not lost on the next change.
-	sent := make(map[string]orchestrator.Task, len(tasks))
+	// sent is how new what the stream said about each task is: a report
+	// of an older revision (published late) is not sent after a newer one.
+	sent := make(map[string]time.Time, len(tasks))
 	for _, t := range tasks {
-		sent[t.ID] = t
+		sent[t.ID] = t.UpdatedAt
 	}
 
 	it, err := cons.Messages()
@@ -165,13 +164,13 @@ func (s *Server) allEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue // not stored yet or gone; a later report carries it
 			}
-			if prev, ok := sent[t.ID]; ok {
-				t = carryOver(t, prev)
+			if last, ok := sent[t.ID]; ok && t.UpdatedAt.Before(last) {
+				continue
 			}
 			if len(sent) > 10000 {
 				clear(sent)
 			}
-			sent[t.ID] = t
+			sent[t.ID] = t.UpdatedAt
 			if !matches(f, t) {
 				continue
 			}
@@ -202,85 +201,11 @@ func matches(f orchestrator.Filter, t orchestrator.Task) bool {
 	return false
 }
 
-// carryOver fills what t (the store, lagging behind the reports) lacks from
-// prev, what the stream said before about the same run.
-func carryOver(t, prev orchestrator.Task) orchestrator.Task {
-	if prev.Run != t.Run {
-		return t
-	}
-	if t.Identity.ID == "" && t.Identity.Name == "" {
-		t.Identity = prev.Identity
-	}
-	if t.Usage == (orchestrator.Usage{}) {
-		t.Usage = prev.Usage
-	}
-	if t.Diff == (orchestrator.DiffStat{}) {
-		t.Diff = prev.Diff
-	}
-	for _, f := range []struct {
-		dst *string
-		src string
-	}{{&t.Commit, prev.Commit}, {&t.PRURL, prev.PRURL},
-		{&t.Review, prev.Review}, {&t.BaseCommit, prev.BaseCommit}, {&t.SessionID, prev.SessionID}} {
-		if *f.dst == "" {
-			*f.dst = f.src
-		}
-	}
-	return t
-}
-
-// taskAfter returns the task as it is after rep: the stored task when the
-// report was stored by its publisher, otherwise the stored task with the
-// report applied (the recorder may not have stored it yet).
+// taskAfter returns the task as it is after rep (state reports carry the
+// task as recorded).
 func (s *Server) taskAfter(ctx context.Context, rep orchestrator.StateReport) (orchestrator.Task, error) {
-	if rep.Recorded && rep.Task != nil {
+	if rep.Task != nil {
 		return *rep.Task, nil
 	}
-	t, err := s.store.Get(ctx, rep.TaskID)
-	if err != nil {
-		return t, err
-	}
-	if rep.Run != 0 && rep.Run < t.Run {
-		return t, nil // a stale run's report: the store knows better
-	}
-	if t.State == rep.State {
-		return t, nil
-	}
-	t.State = rep.State
-	if rep.Run > t.Run {
-		t.Run = rep.Run
-	}
-	if rep.Reason != "" && (rep.State == orchestrator.StateFailed || rep.State == orchestrator.StateCancelled) {
-		t.Reason = rep.Reason
-	}
-	p := rep.Patch
-	if p.Identity != nil {
-		t.Identity = *p.Identity
-	}
-	if p.Usage != nil {
-		t.Usage = *p.Usage
-	}
-	if p.Commit != nil {
-		t.Commit = *p.Commit
-	}
-	if p.PRURL != nil {
-		t.PRURL = *p.PRURL
-	}
-	if p.Review != nil {
-		t.Review = *p.Review
-	}
-	if p.Error != nil {
-		t.Error = *p.Error
-	}
-	if p.Reason != nil {
-		t.Reason = *p.Reason
-	}
-	if p.Diff != nil {
-		t.Diff = *p.Diff
-	}
-	if !rep.At.IsZero() {
-		t.UpdatedAt = rep.At
-	}
-	t.Position = 0
-	return t, nil
+	return s.bus.Records().Task(ctx, rep.TaskID)
 }

@@ -49,7 +49,32 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store.Follow(t.Context(), bus.Records())
 	return &world{bus: bus, store: store}
+}
+
+// move changes task id's state the way its worker would: a claim of the
+// current run for provisioning, a report under the run's lease otherwise.
+func (w *world) move(t *testing.T, id string, to orchestrator.State, p orchestrator.Patch) orchestrator.Task {
+	t.Helper()
+	ctx := context.Background()
+	recs := w.bus.Records()
+	rec, _, err := recs.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to == orchestrator.StateProvisioning && rec.Task.State == orchestrator.StateQueued {
+		_, tk, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	tk, err := recs.Report(ctx, id, orchestrator.Fence{Run: rec.Lease.Run, Epoch: rec.Lease.Epoch}, to, "", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
 }
 
 // runScheduler runs the real scheduler until the test ends.
@@ -66,7 +91,7 @@ func (w *world) runScheduler(t *testing.T) {
 func (w *world) addTask(t *testing.T, src orchestrator.Source, repo, prompt string) orchestrator.Task {
 	t.Helper()
 	id := orchestrator.NewID()
-	res, err := w.store.CreateFromEvent(context.Background(), &orchestrator.Event{ID: id, TaskID: id, Source: src, Kind: "task.requested",
+	res, err := w.bus.Records().CreateFromEvent(context.Background(), &orchestrator.Event{ID: id, TaskID: id, Source: src, Kind: "task.requested",
 		Repo: repo, Instruction: prompt, DeliveryID: "d-" + id, IdempotencyKey: "k-" + id, ReceivedAt: time.Now()}, "script")
 	if err != nil {
 		t.Fatal(err)
