@@ -361,6 +361,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Shutting down: hand the run back for another worker.
 		log.Info("run interrupted by shutdown; handing back")
 		msg.NakWithDelay(time.Second)
+	case err != nil && w.finishRetryable(final, msg, rep, err, attempt):
+		// A transient failure with deliveries left: the run waits in the
+		// queue for its next delivery (same run, same lease rules).
+		_, text := failure(err)
+		rep.state(final, StateQueued, "retrying: "+text, Patch{})
 	case err != nil:
 		reason, text := failure(err)
 		rep.line(final, "system", "failed: "+text)
