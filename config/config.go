@@ -31,6 +31,10 @@ type Config struct {
 	NATS      NATS     `yaml:"nats"`
 	API       API      `yaml:"api"`
 	GitHub    GitHub   `yaml:"github"`
+	// Forges lists forge hosts (GitHub, GitLab, Gitea/Forgejo), one entry
+	// per host. Load puts the github: block first, as shorthand for one
+	// GitHub entry (see Forge).
+	Forges []Forge `yaml:"forges"`
 	Linear    Linear   `yaml:"linear"`
 	Slack     Slack    `yaml:"slack"`
 	Models    Models   `yaml:"models"`
@@ -330,6 +334,7 @@ func (c *Config) withDefaults() {
 			*s = v
 		}
 	}
+	c.mergeForges()
 	def(&c.Listen, "127.0.0.1:8080")
 	def(&c.DataDir, "./.nightshift")
 	def(&c.PublicURL, "http://"+c.Listen)
@@ -421,6 +426,9 @@ func (c *Config) validate() error {
 		if r.Budget.Tokens < 0 || r.Budget.CostUSD < 0 {
 			return &Error{Key: key + ".budget", Msg: "must not be negative"}
 		}
+	}
+	if err := c.validateForges(); err != nil {
+		return err
 	}
 	if err := c.validateAutomations(); err != nil {
 		return err

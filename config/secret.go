@@ -154,7 +154,7 @@ func (c *Config) allSecrets() []namedSecret {
 	add("models.openai.api_key", c.Models.OpenAI.APIKey)
 	add("identity.twilio_auth_token", c.Identity.TwilioAuthToken)
 	add("identity.ravi.key", c.Identity.Ravi.Key)
-	return out
+	return append(out, c.forgeSecrets()...)
 }
 
 // AgentEnv returns the environment configured for agent name
