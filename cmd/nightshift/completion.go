@@ -43,6 +43,8 @@ var complFlags = map[string][]string{
 	"tasks ls":         {"state", "repo", "source", "limit", "before"},
 	"tasks logs":       {"f", "follow"},
 	"tasks retry":      {"from-base"},
+	"automations":      {"server", "token", "json", "help"},
+	"automations runs": {"limit"},
 	"vault":            {"data-dir", "json", "help"},
 	"vault set":        {"scope", "raw"},
 	"vault get":        {"scope", "version", "raw"},

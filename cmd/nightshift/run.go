@@ -51,18 +51,19 @@ var clientGlobals = []string{"server", "token", "json"}
 // commands is the subcommand table. Each subcommand lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"serve":      {summary: "run the server (ingress, scheduler, workers)", run: runServe, globals: []string{"data-dir"}},
-		"init":       {summary: "write a starter nightshift.yaml and vault key", run: runInit, ownHelp: true},
-		"dispatch":   {summary: "create a task", run: runDispatch, globals: clientGlobals, ownHelp: true},
-		"tasks":      {summary: "list, show, follow, diff, cancel and retry tasks", run: runTasks, subs: taskSubs, globals: clientGlobals, ownHelp: true},
-		"vault":      {summary: "manage encrypted secrets", run: runVault, subs: []string{"set", "get", "ls", "rm", "rotate-key", "audit"}, globals: []string{"data-dir", "json"}},
-		"identity":   {summary: "manage agent identities", run: runIdentity, subs: []string{"new", "ls", "show", "inbox", "sms", "otp", "release"}, globals: clientGlobals, ownHelp: true},
-		"sandbox":    {summary: "run a command in the configured sandbox", run: runSandbox, subs: []string{"exec", "check"}, globals: []string{"data-dir"}},
-		"hooks":      {summary: "replay stored webhook payloads to a server", run: runHooks, subs: []string{"replay"}, globals: []string{"server"}, ownHelp: true},
-		"mcp":        {summary: "serve MCP over stdio for an agent inside a sandbox", run: runMCP},
-		"ravi":       {summary: "Ravi-compatible identity commands for agents inside a sandbox", run: runRavi},
-		"version":    {summary: "print the version", run: runVersion, globals: []string{"json"}, ownHelp: true},
-		"completion": {summary: "print a shell completion script (bash, zsh or fish)", run: runCompletion, ownHelp: true},
+		"serve":       {summary: "run the server (ingress, scheduler, workers)", run: runServe, globals: []string{"data-dir"}},
+		"init":        {summary: "write a starter nightshift.yaml and vault key", run: runInit, ownHelp: true},
+		"dispatch":    {summary: "create a task", run: runDispatch, globals: clientGlobals, ownHelp: true},
+		"tasks":       {summary: "list, show, follow, diff, cancel and retry tasks", run: runTasks, subs: taskSubs, globals: clientGlobals, ownHelp: true},
+		"automations": {summary: "list, show, switch and run automations", run: runAutomations, subs: automationSubs, globals: clientGlobals, ownHelp: true},
+		"vault":       {summary: "manage encrypted secrets", run: runVault, subs: []string{"set", "get", "ls", "rm", "rotate-key", "audit"}, globals: []string{"data-dir", "json"}},
+		"identity":    {summary: "manage agent identities", run: runIdentity, subs: []string{"new", "ls", "show", "inbox", "sms", "otp", "release"}, globals: clientGlobals, ownHelp: true},
+		"sandbox":     {summary: "run a command in the configured sandbox", run: runSandbox, subs: []string{"exec", "check"}, globals: []string{"data-dir"}},
+		"hooks":       {summary: "replay stored webhook payloads to a server", run: runHooks, subs: []string{"replay"}, globals: []string{"server"}, ownHelp: true},
+		"mcp":         {summary: "serve MCP over stdio for an agent inside a sandbox", run: runMCP},
+		"ravi":        {summary: "Ravi-compatible identity commands for agents inside a sandbox", run: runRavi},
+		"version":     {summary: "print the version", run: runVersion, globals: []string{"json"}, ownHelp: true},
+		"completion":  {summary: "print a shell completion script (bash, zsh or fish)", run: runCompletion, ownHelp: true},
 	}
 }
 
@@ -434,6 +435,7 @@ var usageOf = map[string]string{
 	"tasks retry":   "usage: nightshift tasks retry ID [--from-base] [--json]\n\nRuns a finished task's prompt again, as a new run that starts from the task's\nbranch: the commits earlier runs and follow-ups pushed are kept and the\nretry's commit goes on top. --from-base starts over from the base branch\ninstead, replacing the task's branch.\n\nexamples:\n  nightshift tasks retry 01j9z8x7w6v5u4t3\n  nightshift tasks retry --from-base 01j9z8x7w6v5u4t3",
 	"tasks message": tasksMessageUsage,
 	"identity":      identityUsage,
+	"automations":   automationsUsage,
 	"hooks":         hooksUsage,
 	"init":          initUsage,
 	"version":       versionUsage,

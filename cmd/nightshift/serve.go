@@ -257,6 +257,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		reg.MustRegister(api.NewCollector(store))
 		s.runners = append(s.runners, api.NewStepRecorder(bus, reg).Run)
 		routes.API = apiSrv
+		if err := mountAutomations(ctx, apiSrv, bus, cfg, logger); err != nil {
+			return nil, err
+		}
 		routes.LoopbackHostOnly = len(adminTokens)+len(roTokens) == 0
 		routes.Board = boardHandler(apiSrv, bus, store, logger)
 		routes.Identities = apiSrv.RequireRole(api.RoleAdmin, identityapi.New(ids, identityapi.Config{Logger: logger}))
@@ -281,6 +284,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			AnswerTimeout: cfg.Worker.AnswerTimeout.Std(),
 		})
 		s.runners = append(s.runners, sched.Run)
+		autoRun, err := automationRunner(ctx, bus, cfg, reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.runners = append(s.runners, autoRun)
 	}
 
 	if all || o.role == "worker" {
