@@ -261,8 +261,9 @@ func safeStatusCode(sc interface{ StatusCode() int }) (s int) {
 // seconds or as a date, or the reset of a rate limit with none remaining.
 func waitOf(h http.Header) time.Duration {
 	if v := h.Get("Retry-After"); v != "" {
-		if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
-			return time.Duration(s) * time.Second
+		if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && s > 0 {
+			// Bounded before it is multiplied: a huge value must not wrap.
+			return time.Duration(min(s, int64(retryAfterMax/time.Second))) * time.Second
 		}
 		if t, err := http.ParseTime(v); err == nil {
 			return max(time.Until(t), 0)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +242,36 @@ func TestRetryDecisionBacksOffAndStops(t *testing.T) {
 	if reason, text := failure(wrapped); reason != "pull_request" || !strings.HasSuffix(text, "(after 5 attempts)") {
 		t.Errorf("final failure: %q %q", reason, text)
 	}
+}
+
+// FuzzWaitOf: whatever a server puts in Retry-After and X-RateLimit-*,
+// the wait is never negative and a Retry-After in seconds never exceeds
+// the cap.
+func FuzzWaitOf(f *testing.F) {
+	for _, seed := range [][3]string{
+		{"7", "", ""}, {"0", "", ""}, {"-3", "", ""}, {"99999999999999999", "", ""},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", "", ""}, {"", "0", "1700000000"}, {"", "0", "99999999999999"},
+		{"", "5", "1700000000"}, {" 12 ", "", ""}, {"1e9", "0", "x"},
+	} {
+		f.Add(seed[0], seed[1], seed[2])
+	}
+	f.Fuzz(func(t *testing.T, retryAfter, remaining, reset string) {
+		h := http.Header{}
+		if retryAfter != "" {
+			h.Set("Retry-After", retryAfter)
+		}
+		if remaining != "" {
+			h.Set("X-RateLimit-Remaining", remaining)
+		}
+		if reset != "" {
+			h.Set("X-RateLimit-Reset", reset)
+		}
+		d := waitOf(h)
+		if d < 0 {
+			t.Fatalf("negative wait %s for %q %q %q", d, retryAfter, remaining, reset)
+		}
+		if _, err := strconv.ParseInt(strings.TrimSpace(retryAfter), 10, 64); err == nil && d > retryAfterMax {
+			t.Fatalf("wait %s over the cap for Retry-After %q", d, retryAfter)
+		}
+	})
 }
