@@ -4,6 +4,8 @@
 //	go run ./bench ingress    # our webhook handler vs bare HMAC + JetStream publish
 //	go run ./bench worktree   # our task worktree vs git worktree add
 //	go run ./bench sandbox    # our full sandbox vs a minimal bubblewrap sandbox
+//	go run ./bench chaos      # the chaos suite, long form: faults injected into a process cluster
+//	go run ./bench dispatch   # 200 tasks at once: dispatch latency vs one worktree provisioning
 package main
 
 import (
@@ -25,7 +27,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench ingress|worktree|sandbox [args]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench ingress|worktree|sandbox|chaos|dispatch [args]")
 		os.Exit(2)
 	}
 	var err error
@@ -36,8 +38,12 @@ func main() {
 		err = worktreebench.Run(ctx, os.Stdout, os.Args[2:])
 	case "sandbox":
 		err = sandboxbench.Run(ctx, os.Stdout)
+	case "chaos":
+		err = runChaos(ctx, os.Stdout, os.Args[2:])
+	case "dispatch":
+		err = runDispatch(ctx, os.Stdout, os.Args[2:])
 	default:
-		fmt.Fprintf(os.Stderr, "unknown benchmark %q (want ingress, worktree or sandbox)\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "unknown benchmark %q (want ingress, worktree, sandbox, chaos or dispatch)\n", os.Args[1])
 		os.Exit(2)
 	}
 	if err != nil {

@@ -27,6 +27,7 @@ type Task struct {
 	Error     string    `json:"error"`
 	Reason    string    `json:"reason"`
 	Source    string    `json:"source"`
+	Prompt    string    `json:"prompt"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
