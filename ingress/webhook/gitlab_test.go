@@ -119,6 +119,10 @@ func derivedGitLabCases(t *testing.T) []gitlabCase {
 		obj(m, "changes")["assignees"] = map[string]any{"previous": []any{}, "current": []any{map[string]any{"username": "nightshift-bot", "name": "Nightshift"}}}
 		obj(m, "object_attributes")["action"] = "update"
 	})
+	labelKept := editJSON(t, labeled, func(m map[string]any) {
+		prev := obj(m, "changes", "labels")["previous"].([]any)
+		obj(m, "changes", "labels")["previous"] = append(prev, map[string]any{"id": 301, "title": "nightshift"})
+	})
 	confidential := editJSON(t, labeled, func(m map[string]any) { obj(m, "object_attributes")["confidential"] = true })
 	merged := attrs("merge_request", func(a, _ map[string]any) { a["action"], a["state"] = "merge", "merged" })
 	closed := attrs("merge_request", func(a, _ map[string]any) { a["action"], a["state"] = "close", "closed" })
@@ -142,6 +146,7 @@ func derivedGitLabCases(t *testing.T) []gitlabCase {
 		{"derived.note.planted-path", glNoteHook, planted},
 		{"derived.note.planted-clone-url", glNoteHook, cloneURL},
 		{"derived.issue.labeled", glIssueHook, labeled},
+		{"derived.issue.label-kept", glIssueHook, labelKept},
 		{"derived.issue.assigned-to-bot", glIssueHook, assigned},
 		{"derived.issue.confidential", glIssueHook, confidential},
 		{"derived.merge_request.merged", glMergeRequestHook, merged},

@@ -386,6 +386,10 @@ func (d *Driver) EditChangeRequest(ctx context.Context, r forge.Repo, number int
 	return d.change(ctx, r, &mr.BasicMergeRequest), nil
 }
 
+// Self returns the username of the token's user (a project or group
+// access token's bot user): Nightshift's own login on this instance.
+func (d *Driver) Self(ctx context.Context) (string, error) { return d.whoami(ctx) }
+
 // whoami returns the token's username (cached).
 func (d *Driver) whoami(ctx context.Context) (string, error) {
 	d.mu.Lock()
