@@ -313,7 +313,7 @@ func (e *Engine) Inbox(ctx context.Context, subject string, limit int) ([]Run, e
 	}
 	var out []Run
 	for _, r := range runs {
-		if !r.Inbox || r.TaskID == "" {
+		if !r.Inbox || r.TaskID == "" || r.Status == RunRefused || r.Status == RunSkipped || r.Status == RunPending {
 			continue
 		}
 		r.Read = read[r.ID]
