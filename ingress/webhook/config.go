@@ -15,6 +15,7 @@ import (
 
 	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // Config configures a Handler. Every field is optional; the zero value of a
@@ -68,9 +69,23 @@ type Config struct {
 	HTTPClient *http.Client
 	// Metrics registers the handler's collectors (default: not registered).
 	Metrics prometheus.Registerer
-	// Replier, when set, answers refused GitHub comment triggers with a
-	// short comment (only if GitHub.ReplyRefused is true).
+	// Replier, when set, answers refused comment triggers with a short
+	// comment (only if GitHub.ReplyRefused, or the forge's
+	// ForgeConfig.ReplyRefused, is true).
 	Replier Replier
+
+	// Forges are the GitLab and Gitea/Forgejo hosts whose webhooks arrive
+	// on /hooks/gitlab and /hooks/gitea (see ForgeConfig). Allow and Deny
+	// of GitHub apply to them too, by repo glob over host/owner/name.
+	Forges []ForgeConfig
+	// Sources speak the forges' webhook dialects (GitLabSource(),
+	// GiteaSource()); a route whose Source is missing refuses every
+	// delivery (401).
+	Sources []Source
+	// Drivers check the permission of comment authors on Forges hosts
+	// (forge.Driver.Permission). A host without a driver refuses comment
+	// triggers (its authors cannot be checked). Nil: none.
+	Drivers *forge.Registry
 }
 
 // GitHubConfig configures GitHub deliveries.

@@ -134,6 +134,9 @@ type normalized struct {
 	// rawIsJSON says the raw body was decoded as JSON (so it is valid JSON
 	// and becomes Event.Raw as is); otherwise Raw is the body as a string.
 	rawIsJSON bool
+	// via is the forge host (GitLab, Gitea) the delivery came from; nil
+	// for GitHub, Linear and Slack.
+	via *forgeHost
 }
 
 // authMode is the authorization a trigger needs before it may start work.

@@ -20,6 +20,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // storeTimeout bounds the KV and publish calls of one delivery.
@@ -36,6 +37,8 @@ const initialBodyBuffer = 16 << 10
 // Handler serves the webhook routes:
 //
 //	POST /hooks/github
+//	POST /hooks/gitlab           (every configured GitLab host)
+//	POST /hooks/gitea            (every configured Gitea/Forgejo host)
 //	POST /hooks/linear
 //	POST /hooks/slack/commands
 //	POST /hooks/slack/interactions
@@ -52,6 +55,7 @@ type Handler struct {
 	log        *slog.Logger
 	metrics    *metrics
 	forge      forgeOptions
+	forges     *forgeRoutes
 	// reading holds one token per body being read (not yet verified);
 	// its capacity is Config.MaxReading.
 	reading chan struct{}
@@ -110,6 +114,10 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	fr, err := newForgeRoutes(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: register metrics: %w", err)
@@ -123,6 +131,7 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 		log:        cfg.Logger,
 		metrics:    m,
 		forge:      cfg.forge(),
+		forges:     fr,
 		reading:    make(chan struct{}, cfg.MaxReading),
 	}, nil
 }
@@ -137,6 +146,8 @@ type route struct {
 
 var routes = map[string]route{
 	"/github":             {orchestrator.SourceGitHub, "github", (*Handler).serveGitHub, writeJSONResult},
+	"/gitlab":             {orchestrator.Source(forge.KindGitLab), "gitlab", (*Handler).serveGitLab, writeJSONResult},
+	"/gitea":              {orchestrator.Source(forge.KindGitea), "gitea", (*Handler).serveGitea, writeJSONResult},
 	"/linear":             {orchestrator.SourceLinear, "linear", (*Handler).serveLinear, writeJSONResult},
 	"/slack/commands":     {orchestrator.SourceSlack, "slack_commands", (*Handler).serveSlackCommand, writeSlackCommandResult},
 	"/slack/interactions": {orchestrator.SourceSlack, "slack_interactions", (*Handler).serveSlackInteraction, writeSlackResult},
@@ -294,6 +305,16 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	return h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
 }
 
+// serveGitLab handles POST /hooks/gitlab.
+func (h *Handler) serveGitLab(ctx context.Context, r *http.Request, body []byte) (result, error) {
+	return h.serveForge(ctx, r, body, forge.KindGitLab)
+}
+
+// serveGitea handles POST /hooks/gitea (Gitea and Forgejo).
+func (h *Handler) serveGitea(ctx context.Context, r *http.Request, body []byte) (result, error) {
+	return h.serveForge(ctx, r, body, forge.KindGitea)
+}
+
 // bodyHashID names a delivery by its body when the sender gave no id.
 func bodyHashID(body []byte) string {
 	sum := sha256.Sum256(body)
@@ -335,7 +356,7 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 	if ref, err := h.authorize(ctx, n); err != nil {
 		return result{}, errors.Join(ErrPermissionCheck, err)
 	} else if ref != nil {
-		return h.refuse(ctx, log, key, ev, ref), nil
+		return h.refuse(ctx, log, key, ev, ref, h.replies(n)), nil
 	}
 
 	if n.attemptKey != "" {
@@ -350,7 +371,7 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 				what, key = "review follow-up", k
 			}
 			ref := &refusal{refuseAttemptCap, fmt.Sprintf("%s %d on %s exceeds the cap of %d", what, attempt, key, h.cfg.AttemptCap)}
-			return h.refuse(ctx, log, key, ev, ref), nil
+			return h.refuse(ctx, log, key, ev, ref, h.replies(n)), nil
 		}
 		ev.Attempt = attempt
 	}
@@ -368,6 +389,15 @@ func (h *Handler) accept(reqCtx context.Context, src orchestrator.Source, delive
 
 // authorize applies the trigger's authorization mode.
 func (h *Handler) authorize(ctx context.Context, n normalized) (*refusal, error) {
+	if n.via != nil {
+		switch n.auth {
+		case authComment:
+			return h.forgeComment(ctx, n.via, n.ev.Repo, n.ev.Actor)
+		case authLabel:
+			return h.forgeBasic(n.via, n.ev.Repo, n.ev.Actor), nil
+		}
+		return nil, nil
+	}
 	switch n.auth {
 	case authComment:
 		return h.authz.comment(ctx, n.owner, n.name, n.ev.Actor)
@@ -377,11 +407,20 @@ func (h *Handler) authorize(ctx context.Context, n normalized) (*refusal, error)
 	return nil, nil
 }
 
+// replies reports whether refused comment triggers of n's forge are
+// answered (GitHub.ReplyRefused, ForgeConfig.ReplyRefused).
+func (h *Handler) replies(n normalized) bool {
+	if n.via != nil {
+		return n.via.ReplyRefused
+	}
+	return h.cfg.GitHub.ReplyRefused && n.ev.Source == orchestrator.SourceGitHub
+}
+
 // refuse records a refused trigger: counted, logged, remembered (so a
-// redelivery is not answered twice) and, where configured, replied to.
-// Only authors lacking permission get a reply: bots, Nightshift itself and
-// denied logins are refused silently.
-func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal) result {
+// redelivery is not answered twice) and, where configured (reply), replied
+// to. Only authors lacking permission get a reply: bots, Nightshift itself
+// and denied logins are refused silently.
+func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *orchestrator.Event, ref *refusal, reply bool) result {
 	dup, err := h.deliveries.remember(ctx, key, "refused")
 	if err != nil {
 		log.Warn("refused delivery not remembered", slog.String("error", err.Error()))
@@ -393,8 +432,7 @@ func (h *Handler) refuse(ctx context.Context, log *slog.Logger, key string, ev *
 	h.metrics.refused.WithLabelValues(string(ev.Source), ref.code).Inc()
 	log.Info("trigger refused", slog.String("reason", ref.reason), slog.String("repo", ev.Repo),
 		slog.String("login", ev.Actor.Login), slog.String("kind", ev.Kind))
-	if h.cfg.Replier == nil || !h.cfg.GitHub.ReplyRefused || ev.Source != orchestrator.SourceGitHub ||
-		ev.Kind != orchestrator.KindComment || ref.code != refusePermission {
+	if h.cfg.Replier == nil || !reply || ev.Kind != orchestrator.KindComment || ref.code != refusePermission {
 		return out
 	}
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReplyTimeout)

@@ -132,7 +132,7 @@ func TestRejectedDeliveries(t *testing.T) {
 		{"github too large", githubRequest("issue_comment", "r-11", append(append([]byte{}, body...), big...), testGitHubSecret), 413},
 		{"github too large chunked", chunked, 413},
 		{"method", get, 405},
-		{"route", httptest.NewRequest(http.MethodPost, "/hooks/gitlab", nil), 404},
+		{"route", httptest.NewRequest(http.MethodPost, "/hooks/bitbucket", nil), 404},
 		{"linear bad signature", linearRequest(linearBody(now), "other", ""), 401},
 		{"linear no signature", linearRequest(linearBody(now), "", ""), 401},
 		{"linear stale", linearRequest(linearBody(now.Add(-61*time.Second)), "linear-secret", ""), 401},

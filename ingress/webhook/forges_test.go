@@ -1,0 +1,192 @@
+package webhook
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
+	"github.com/nightshift/nightshift/orchestrator/forge/gitlab"
+	"github.com/nightshift/nightshift/orchestrator/forge/gitlab/gitlabtest"
+)
+
+// gitlabNote is a real GitLab note hook payload (client-go's fixture) on
+// issue 17 of project path, by username, saying body.
+func gitlabNote(t *testing.T, path, username, body string, noteID int) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/gitlab/client-go/note_issue.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	p["project"].(map[string]any)["path_with_namespace"] = path
+	p["user"].(map[string]any)["username"] = username
+	a := p["object_attributes"].(map[string]any)
+	a["note"], a["id"] = body, noteID
+	out, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func gitlabRequest(body []byte, token, delivery string) *http.Request {
+	req := httptest.NewRequest(http.MethodPost, "/hooks/gitlab", strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Gitlab-Event", "Note Hook")
+	if delivery != "" {
+		req.Header.Set("X-Gitlab-Event-UUID", delivery)
+	}
+	if token != "" {
+		req.Header.Set("X-Gitlab-Token", token)
+	}
+	return req
+}
+
+// forgeHarness is a handler with two GitLab hosts: the fake GitLab (with a
+// driver, so permissions are checked for real) and a second host without
+// credentials.
+func forgeHarness(t *testing.T, mutate func(*Config)) (*harness, *gitlabtest.Server) {
+	t.Helper()
+	gl := gitlabtest.New(t, gitlabtest.Options{})
+	gl.CreateProject("acme/app", map[string]string{"README.md": "hi\n"})
+	gl.SetMember("acme/app", "dev", gitlab.LevelDeveloper)
+	gl.SetMember("acme/app", "reporter", gitlab.LevelReporter)
+	d, err := gitlab.New(gitlab.Config{APIURL: gl.APIURL, Token: gl.BotToken, HTTPClient: gl.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := forge.NewRegistry(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := newHarness(t, func(c *Config) {
+		c.Forges = []ForgeConfig{
+			{Kind: forge.KindGitLab, Secrets: []string{"gl-old", "gl-new"}, GitURL: gl.GitURL, BotLogin: gl.BotUser},
+			{Kind: forge.KindGitLab, Secrets: []string{"other-host"}, GitURL: "https://gitlab.other.example/"},
+		}
+		c.Sources = []Source{GitLabSource()}
+		c.Drivers = reg
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	return hs, gl
+}
+
+func TestForgeRouteContract(t *testing.T) {
+	t.Parallel()
+	hs, gl := forgeHarness(t, nil)
+	trigger := gitlabNote(t, "acme/app", "dev", "@nightshift fix the redirect", 501)
+	for _, c := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		want   string
+	}{
+		{"no token", gitlabRequest(trigger, "", "d0"), 401, ""},
+		{"wrong token", gitlabRequest(trigger, "nope", "d0"), 401, ""},
+		{"verified before parsed", gitlabRequest([]byte("{not json"), "wrong", "d0"), 401, ""},
+		{"not json", gitlabRequest([]byte("{not json"), "gl-new", "d0"), 400, ""},
+		{"get", httptest.NewRequest(http.MethodGet, "/hooks/gitlab", nil), 405, ""},
+		{"rotated secret accepted", gitlabRequest(trigger, "gl-old", "d1"), 202, "accepted"},
+		{"redelivery", gitlabRequest(trigger, "gl-new", "d1"), 200, "duplicate"},
+		{"reporter refused", gitlabRequest(gitlabNote(t, "acme/app", "reporter", "@nightshift go", 502), "gl-new", "d2"), 200, "ignored"},
+		{"own comment", gitlabRequest(gitlabNote(t, "acme/app", gl.BotUser, "@nightshift go", 503), "gl-new", "d3"), 200, "ignored"},
+		{"no trigger", gitlabRequest(gitlabNote(t, "acme/app", "dev", "looks good", 504), "gl-new", "d4"), 200, "ignored"},
+		{"host without credentials", gitlabRequest(gitlabNote(t, "acme/app", "dev", "@nightshift go", 505), "other-host", "d5"), 200, "ignored"},
+	} {
+		res := hs.do(c.req)
+		if res.Status != c.status || (c.want != "" && res.Body["status"] != c.want) {
+			t.Errorf("%s: %d %v, want %d %s", c.name, res.Status, res.Body, c.status, c.want)
+		}
+	}
+	ev, n := hs.lastEvent()
+	if n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
+	if ev.Source != orchestrator.Source(forge.KindGitLab) || ev.Kind != orchestrator.KindComment || ev.Repo != gl.GitURL+"acme/app.git" ||
+		ev.DeliveryID != "d1" || ev.Actor.Login != "dev" || ev.Instruction != "fix the redirect" || len(ev.Raw) == 0 {
+		t.Fatalf("event %+v", ev)
+	}
+}
+
+// TestForgeRouteRefusalReasons: refusals say why, and the second host's
+// deliveries name its own git URL.
+func TestForgeRouteRefusalReasons(t *testing.T) {
+	t.Parallel()
+	hs, _ := forgeHarness(t, nil)
+	res := hs.do(gitlabRequest(gitlabNote(t, "acme/app", "reporter", "@nightshift go", 601), "gl-new", "r1"))
+	if !strings.Contains(res.Body["reason"], "reporter has read permission") {
+		t.Fatalf("reporter: %v", res.Body)
+	}
+	res = hs.do(gitlabRequest(gitlabNote(t, "acme/app", "dev", "@nightshift go", 602), "other-host", "r2"))
+	if !strings.Contains(res.Body["reason"], "no credentials for gitlab.other.example") {
+		t.Fatalf("host without a driver: %v", res.Body)
+	}
+	if _, n := hs.lastEvent(); n != 0 {
+		t.Fatalf("%d events stored by refused triggers", n)
+	}
+}
+
+// TestForgeRoutePermissionLookupFails: when the forge's API cannot answer,
+// the delivery is answered 503 and not remembered, so a redelivery decides
+// again.
+func TestForgeRoutePermissionLookupFails(t *testing.T) {
+	t.Parallel()
+	hs, gl := forgeHarness(t, nil)
+	body := gitlabNote(t, "acme/app", "dev", "@nightshift go", 701)
+	gl.Close()
+	if res := hs.do(gitlabRequest(body, "gl-new", "p1")); res.Status != http.StatusServiceUnavailable {
+		t.Fatalf("API down: %d %v", res.Status, res.Body)
+	}
+	if _, n := hs.lastEvent(); n != 0 {
+		t.Fatalf("%d events stored", n)
+	}
+}
+
+// TestForgeRoutesUnconfigured: with no host (or no source) of a kind, its
+// route refuses everything like an unsigned delivery.
+func TestForgeRoutesUnconfigured(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, nil)
+	for _, path := range []string{"/hooks/gitlab", "/hooks/gitea", "/gitea"} {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{}`))
+		req.Header.Set("X-Gitlab-Token", "x")
+		if res := hs.do(req); res.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %d %v, want 401", path, res.Status, res.Body)
+		}
+	}
+	hs, _ = forgeHarness(t, func(c *Config) { c.Sources = nil })
+	if res := hs.do(gitlabRequest(gitlabNote(t, "acme/app", "dev", "@nightshift go", 801), "gl-new", "u1")); res.Status != http.StatusUnauthorized {
+		t.Fatalf("no source: %d %v", res.Status, res.Body)
+	}
+}
+
+func TestForgeConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		forges []ForgeConfig
+		want   string
+	}{
+		{[]ForgeConfig{{Kind: forge.KindGitHub, GitURL: "https://ghe.example/"}}, "no webhook route"},
+		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "git.example"}}, "not an absolute http(s) URL"},
+		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/"}, {Kind: forge.KindGitLab, GitURL: "https://G.example/"}}, "configured twice"},
+		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/", Trigger: "@"}}, "has no name"},
+	} {
+		_, err := newForgeRoutes(Config{Forges: c.forges}.withDefaults())
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err %v, want %q", c.forges, err, c.want)
+		}
+	}
+	if _, err := newForgeRoutes(Config{Sources: []Source{GitLabSource(), GitLabSource()}}.withDefaults()); err == nil {
+		t.Error("two sources of one kind accepted")
+	}
+}
