@@ -25,6 +25,9 @@ var (
 	ErrInvalidSpec = errors.New("sandbox: invalid spec")
 	// ErrUnavailable reports a driver that cannot run on this host.
 	ErrUnavailable = errors.New("sandbox: driver unavailable")
+	// ErrReadOnlyUnsupported reports a driver that cannot bind Dir
+	// read-only (Spec.DirReadOnly).
+	ErrReadOnlyUnsupported = errors.New("sandbox: this driver cannot make the working directory read-only")
 )
 
 // Reasons a sandboxed command ended, as reported in Result.Reason. A normal
@@ -59,6 +62,10 @@ type Limits struct {
 type Spec struct {
 	ID       string   // unique per run, e.g. task id + step; used in names and logs
 	Dir      string   // absolute host dir bound read-write and used as working directory (same path inside)
+	// DirReadOnly binds Dir read-only instead (a plan run looks, it does
+	// not touch). A driver that cannot enforce it refuses the spec with
+	// ErrReadOnlyUnsupported.
+	DirReadOnly bool
 	ReadOnly []string // extra absolute host paths bound read-only at the same path
 	// ReadOnlyInDir lists paths relative to Dir re-bound read-only (e.g.
 	// ".git/hooks", ".git/config"). They must not lead out of Dir through a

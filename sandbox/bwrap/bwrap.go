@@ -586,7 +586,7 @@ func (d *Driver) args(l *sandbox.Launch, bs *bindSet, uid, gid int) ([]string, [
 		path string
 		rw   bool
 	}
-	hostBinds := []hostBind{{s.Dir, true}}
+	hostBinds := []hostBind{{s.Dir, !s.DirReadOnly}}
 	for _, p := range s.ReadOnly {
 		if _, err := os.Stat(p); err != nil {
 			return nil, nil, fmt.Errorf("read-only path: %w", err)
@@ -606,7 +606,11 @@ func (d *Driver) args(l *sandbox.Launch, bs *bindSet, uid, gid int) ([]string, [
 	// of them are opened beneath Dir without following any symlink.
 	pinned := map[string]bool{}
 	var ros []bindReq
-	for _, rel := range s.ReadOnlyInDir {
+	inDir := s.ReadOnlyInDir
+	if s.DirReadOnly {
+		inDir = nil // all of Dir is read-only already
+	}
+	for _, rel := range inDir {
 		clean := filepath.Clean(rel)
 		parts := strings.Split(clean, "/")
 		for i := 1; i < len(parts); i++ {

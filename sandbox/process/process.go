@@ -51,6 +51,10 @@ func (d *Driver) Name() string { return "process" }
 
 // Start starts the command in a new process group.
 func (d *Driver) Start(ctx context.Context, l *sandbox.Launch) (sandbox.Process, error) {
+	if l.Spec.DirReadOnly {
+		// A plain process of the host user can write wherever it may.
+		return nil, sandbox.ErrReadOnlyUnsupported
+	}
 	state, err := l.StateDir()
 	if err != nil {
 		return nil, err

@@ -515,6 +515,24 @@ echo z > .git/info/attributes && echo attributes; mkdir -p .git/new/d && echo z 
 		}
 	})
 
+	t.Run("IsolatedDirReadOnly", func(t *testing.T) {
+		t.Parallel()
+		m := newManager(t, sandbox.Config{})
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, ".git"), 0o755)
+		os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n"), 0o644)
+		script := `cat main.go; echo x >> main.go && echo appended; echo y > new && echo created; rm main.go && echo removed;
+echo z > .git/config && echo gitconfig; echo ok > "$HOME/note" && echo home`
+		res, out, errOut := run(t, m, sandbox.Spec{Dir: dir, DirReadOnly: true, Command: []string{"sh", "-c", script},
+			ReadOnlyInDir: []string{".git/hooks", ".git/config"}})
+		if out != "package main\nhome\n" {
+			t.Errorf("result %+v output %q stderr %q: want the worktree readable, not writable (HOME still is)", res, out, errOut)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "main.go")); string(b) != "package main\n" {
+			t.Errorf("main.go changed: %q", b)
+		}
+	})
+
 	t.Run("IsolatedSetsidDaemonKilled", func(t *testing.T) {
 		t.Parallel()
 		m := newManager(t, sandbox.Config{})
