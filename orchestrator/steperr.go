@@ -222,20 +222,20 @@ func httpStatus(err error) (status int, after time.Duration, found bool) {
 		if v.Kind() != reflect.Struct {
 			return found
 		}
-		if f := v.FieldByName("Response"); f.IsValid() && f.CanInterface() {
+		if f := field(v, "Response"); f.IsValid() && f.CanInterface() {
 			if resp, ok := f.Interface().(*http.Response); ok && resp != nil {
 				status, found = resp.StatusCode, true
 				after = waitOf(resp.Header)
 			}
 		}
-		if f := v.FieldByName("RetryAfter"); f.IsValid() && f.CanInterface() {
+		if f := field(v, "RetryAfter"); f.IsValid() && f.CanInterface() {
 			if d, ok := f.Interface().(*time.Duration); ok && d != nil && *d > after {
 				after = *d
 			}
 		}
 		if !found {
 			for _, name := range []string{"StatusCode", "Status"} {
-				if f := v.FieldByName(name); f.IsValid() && f.Kind() == reflect.Int && f.Int() >= 100 && f.Int() <= 599 {
+				if f := field(v, name); f.IsValid() && f.Kind() == reflect.Int && f.Int() >= 100 && f.Int() <= 599 {
 					status, found = int(f.Int()), true
 					break
 				}
@@ -244,6 +244,20 @@ func httpStatus(err error) (status int, after time.Duration, found bool) {
 		return found
 	})
 	return status, after, found
+}
+
+// field is struct v's field name, or the zero Value when it has none or
+// reaching it goes through a nil embedded pointer.
+func field(v reflect.Value, name string) reflect.Value {
+	sf, ok := v.Type().FieldByName(name)
+	if !ok {
+		return reflect.Value{}
+	}
+	f, err := v.FieldByIndexErr(sf.Index)
+	if err != nil {
+		return reflect.Value{}
+	}
+	return f
 }
 
 // safeStatusCode calls StatusCode, which panics in go-git's Err when its
@@ -300,7 +314,7 @@ func walkErrors(err error, fn func(error) bool) bool {
 			err = nil
 			v := reflect.ValueOf(u)
 			if v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct {
-				if f := v.Elem().FieldByName("Err"); f.IsValid() && f.CanInterface() {
+				if f := field(v.Elem(), "Err"); f.IsValid() && f.CanInterface() {
 					err, _ = f.Interface().(error)
 				}
 			}

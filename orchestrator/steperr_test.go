@@ -275,3 +275,24 @@ func FuzzWaitOf(f *testing.F) {
 		}
 	})
 }
+
+// embeddedResponse is an error type whose Response field sits behind an
+// embedded pointer, nil here: classifying it must not panic.
+type embeddedResponse struct{ *gh.ErrorResponse }
+
+func (embeddedResponse) Error() string { return "odd error" }
+
+func TestTransientOddErrorShapes(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{
+		embeddedResponse{},
+		&embeddedResponse{},
+		&worktree.PushError{Reason: worktree.PushTransport},
+		errors.Join(errors.New("a"), &ravi.APIError{Status: 502}),
+	} {
+		_ = remoteErr("step", "x: %w", err) // must not panic
+	}
+	if ok, _ := transient(errors.Join(errors.New("a"), &ravi.APIError{Status: 502})); !ok {
+		t.Error("a 502 inside a joined error is not transient")
+	}
+}
