@@ -1,7 +1,9 @@
 // Package board serves Nightshift's web board at /: a Kanban of tasks
 // (queued, running, needs input, review, done, failed) that updates live
 // over Server-Sent Events, a task page with the live log, the diff, the
-// identity's inbox and the cancel, retry and follow-up actions, and the
+// identity's inbox and the cancel, retry and follow-up actions, the
+// automations (a page each with its switch, next fire time and timeline)
+// and the inbox of automation runs (read or unread per person), and the
 // login page where a person pastes an API token to get a session.
 //
 // The pages are plain HTML, CSS and JavaScript embedded in the binary: no
@@ -78,6 +80,9 @@ func New(apiSrv *api.Server, cfg Config) (*Board, error) {
 		assets: assets, pages: pages}
 	b.mux.HandleFunc("GET /{$}", b.page("board.html"))
 	b.mux.HandleFunc("GET /tasks/{id}", b.page("task.html"))
+	b.mux.HandleFunc("GET /automations", b.page("automations.html"))
+	b.mux.HandleFunc("GET /automations/{name}", b.page("automation.html"))
+	b.mux.HandleFunc("GET /inbox", b.page("inbox.html"))
 	b.mux.HandleFunc("GET /login", b.loginPage)
 	b.mux.HandleFunc("POST /login", b.login)
 	b.mux.HandleFunc("POST /logout", b.logout)
