@@ -139,6 +139,18 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 		}
 		return result{}, err
 	}
+	if cr, ok := src.(commitResolver); ok && res.Event != nil {
+		// A CI failure naming only a commit (Gitea's status hook): find
+		// its pull request through the host's driver (see gitea.go).
+		if d, r, ok := h.cfg.Drivers.ForRepo(res.Event.Repo); ok {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			err := cr.resolveCommit(rctx, d, r, &res)
+			cancel()
+			if err != nil {
+				return result{}, errors.Join(ErrUnavailable, err)
+			}
+		}
+	}
 	var n normalized
 	switch {
 	case res.Event != nil:

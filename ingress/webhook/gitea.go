@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -199,6 +200,59 @@ func (GiteaSource) Normalize(h http.Header, body []byte, opt SourceOptions) (Sou
 	return normalizeGitea(event, giteaHeader(h, "Event-Type"), body, opt)
 }
 
+// nightshiftMark starts the hidden markers Nightshift puts in what it
+// writes (forge.Marker, question markers): a comment carrying one is
+// Nightshift's own, whether or not bot_login is configured, and never
+// becomes a trigger, feedback or an answer.
+const nightshiftMark = "<!-- nightshift:"
+
+// commitResolver is implemented by a Source whose CI events may name only
+// a commit (Gitea's status hook carries no branch): the handler calls it,
+// with the driver of the event's host, after Normalize and before the
+// attempt cap and the publish.
+type commitResolver interface {
+	resolveCommit(ctx context.Context, d forge.Driver, r forge.Repo, res *SourceResult) error
+}
+
+// openAt is what the Gitea driver offers to find the pull requests whose
+// head is a commit.
+type openAt interface {
+	OpenChangeRequestsAt(ctx context.Context, r forge.Repo, sha string) ([]forge.ChangeRequest, error)
+}
+
+var _ commitResolver = GiteaSource{}
+
+// resolveCommit turns a CI failure that names only a commit into one on
+// the open pull request whose head it is (so it follows up the task owning
+// that pull request and the fix lands on its branch), or ignores it when
+// the commit is the head of no open pull request.
+func (GiteaSource) resolveCommit(ctx context.Context, d forge.Driver, r forge.Repo, res *SourceResult) error {
+	ev := res.Event
+	if ev == nil || ev.Kind != orchestrator.KindCIFailed || ev.Target.Type != "commit" || ev.Target.HeadSHA == "" {
+		return nil
+	}
+	oa, ok := d.(openAt)
+	if !ok {
+		return nil
+	}
+	crs, err := oa.OpenChangeRequestsAt(ctx, r, ev.Target.HeadSHA)
+	if err != nil {
+		return fmt.Errorf("find the pull request of commit %s: %w", ev.Target.HeadSHA, err)
+	}
+	if len(crs) == 0 {
+		*res = gtIgnored("commit %s is the head of no open pull request", ev.Target.HeadSHA)
+		return nil
+	}
+	cr := crs[0]
+	t := &ev.Target
+	t.Type, t.Number, t.Branch, t.BaseBranch = "pull_request", cr.Number, cr.Head.Name, cr.Base
+	if !cr.Head.Repo.IsZero() && !cr.Head.Repo.Same(r) {
+		t.HeadRepo, _ = giteaRepo(strings.TrimSuffix(ev.Repo, r.Owner+"/"+r.Name+".git"), cr.Head.Repo.FullName())
+	}
+	res.AttemptKey = attemptKey(ev)
+	return nil
+}
+
 // giteaEvents are the X-Gitea-Event values Nightshift decodes.
 var giteaEvents = map[string]bool{
 	"issue_comment": true, "issues": true, "pull_request": true, "status": true,
@@ -304,7 +358,7 @@ func (g giteaNorm) comment() (SourceResult, error) {
 	if c.OriginalAuthor != "" {
 		return gtIgnored("comment migrated from another forge"), nil
 	}
-	if g.self(c.User) {
+	if g.self(c.User) || strings.Contains(c.Body, nightshiftMark) {
 		return gtIgnored("comment by nightshift itself"), nil
 	}
 	onPR := p.IsPull || p.Issue.PullRequest != nil

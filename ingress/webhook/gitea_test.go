@@ -91,6 +91,11 @@ func giteaDerived(t *testing.T, fs []giteaFixture) map[string]giteaFixture {
 		"derived.issue_comment.by-nightshift": derive("issue_comment.created.trigger", "", func(m map[string]any) {
 			obj(m, "comment", "user")["login"] = "nightshift"
 		}),
+		// Nightshift's own progress comment on a pull request (its marker
+		// says so) is no feedback, even without bot_login configured.
+		"derived.issue_comment.on-pr.progress-marker": derive("issue_comment.created.on-pr.feedback", "", func(m map[string]any) {
+			obj(m, "comment")["body"] = "🌙 **Nightshift** task `01ABC` is **running**.\n<!-- nightshift:task:01ABC -->"
+		}),
 		// The trigger only in a quote and in code starts nothing.
 		"derived.issue_comment.trigger-in-code-and-quote": derive("issue_comment.created.trigger", "", func(m map[string]any) {
 			obj(m, "comment")["body"] = "> @nightshift do it\n\n```\n@nightshift run\n```\nsee `@nightshift` docs"

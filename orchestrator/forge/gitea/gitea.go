@@ -490,6 +490,30 @@ func (d *Driver) FindChangeRequests(ctx context.Context, r forge.Repo, head forg
 	return out, nil
 }
 
+// OpenChangeRequestsAt returns r's open pull requests whose head is
+// commit sha, newest first. Gitea's status hook names only a commit; this
+// finds the pull request it is about.
+func (d *Driver) OpenChangeRequestsAt(ctx context.Context, r forge.Repo, sha string) ([]forge.ChangeRequest, error) {
+	var out []forge.ChangeRequest
+	for page := 1; page <= maxPages; page++ {
+		var ps []apiPR
+		if _, err := d.call(ctx, "list pull requests of "+r.FullName(), http.MethodGet,
+			fmt.Sprintf("%s/pulls?state=open&limit=50&page=%d", repoPath(r), page), nil, &ps); err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			if p.Head != nil && strings.EqualFold(p.Head.SHA, sha) {
+				out = append(out, d.changeRequest(p))
+			}
+		}
+		if len(ps) < 50 {
+			break
+		}
+	}
+	slices.SortFunc(out, func(a, b forge.ChangeRequest) int { return b.Number - a.Number })
+	return out, nil
+}
+
 // OpenChangeRequest implements forge.Driver.
 func (d *Driver) OpenChangeRequest(ctx context.Context, r forge.Repo, req forge.NewChangeRequest) (forge.ChangeRequest, error) {
 	head := req.Head.Name

@@ -285,3 +285,25 @@ func TestPushAuthFetches(t *testing.T) {
 		t.Fatalf("bad token: %v", err)
 	}
 }
+
+// TestOpenChangeRequestsAt finds the open pull request whose head is a
+// commit (what a status delivery names), and none for other commits.
+func TestOpenChangeRequestsAt(t *testing.T) {
+	h := newHarness(t).(*harness)
+	r := h.CreateRepo(t, "open-at", nil)
+	first := h.Push(t, r, "feature/at", map[string]string{"a.txt": "1\n"})
+	cr, err := h.d.OpenChangeRequest(tctx(t), r, forge.NewChangeRequest{Head: forge.Branch{Repo: r, Name: "feature/at"}, Base: "main", Title: "At", Body: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.d.OpenChangeRequestsAt(tctx(t), r, first); err != nil || len(got) != 1 || got[0].Number != cr.Number || got[0].Head.Name != "feature/at" {
+		t.Fatalf("at the head: %+v %v", got, err)
+	}
+	second := h.Push(t, r, "feature/at", map[string]string{"a.txt": "2\n"})
+	if got, err := h.d.OpenChangeRequestsAt(tctx(t), r, first); err != nil || len(got) != 0 {
+		t.Fatalf("at an older commit: %+v %v", got, err)
+	}
+	if got, err := h.d.OpenChangeRequestsAt(tctx(t), r, second); err != nil || len(got) != 1 {
+		t.Fatalf("at the new head: %+v %v", got, err)
+	}
+}
