@@ -3,7 +3,6 @@ package vault
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,47 +36,37 @@ type AuditEntry struct {
 	Hash      string    `json:"hash"`
 }
 
-// auditHead is the chain head in vault_meta: "seq:hexhash".
-func readHead(ctx context.Context, c *sql.Conn) (int64, []byte, error) {
-	var b []byte
-	err := c.QueryRowContext(ctx, `SELECT value FROM vault_meta WHERE key = 'audit_head'`).Scan(&b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, make([]byte, 32), nil
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	s, h, ok := strings.Cut(string(b), ":")
+// parseHead parses a chain head written by formatHead: "seq:hexhash".
+func parseHead(b string) (AuditHead, error) {
+	s, h, ok := strings.Cut(b, ":")
 	seq, err1 := strconv.ParseInt(s, 10, 64)
 	hash, err2 := hex.DecodeString(h)
 	if !ok || err1 != nil || err2 != nil || len(hash) != 32 {
-		return 0, nil, fmt.Errorf("%w: audit chain head is malformed", ErrIntegrity)
+		return AuditHead{}, fmt.Errorf("%w: audit chain head is malformed", ErrIntegrity)
 	}
-	return seq, hash, nil
+	return AuditHead{Seq: seq, Hash: hash}, nil
 }
+
+func formatHead(h AuditHead) string { return strconv.FormatInt(h.Seq, 10) + ":" + hex.EncodeToString(h.Hash) }
 
 func chainHash(key, prev []byte, seq int64, at, actorKind, actorID, action, name, scope string, version int, outcome, detail string) []byte {
 	return macChain(key, prev, strconv.FormatInt(seq, 10), at, actorKind, actorID, action, name, scope, strconv.Itoa(version), outcome, detail)
 }
 
-// appendAudit adds rec to the chain inside the caller's transaction.
-func (v *Vault) appendAudit(ctx context.Context, c *sql.Conn, rec auditRecord) error {
-	seq, prev, err := readHead(ctx, c)
-	if err != nil {
-		return err
-	}
-	seq++
-	at := v.now()
-	h := chainHash(v.auditKey, prev, seq, at, rec.actor.Kind, rec.actor.ID, rec.action, rec.name, rec.scope, rec.version, rec.outcome, rec.detail)
-	if _, err := c.ExecContext(ctx, `INSERT INTO vault_audit(seq, at, actor_kind, actor_id, action, name, scope, version, outcome, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		seq, at, rec.actor.Kind, rec.actor.ID, rec.action, rec.name, rec.scope, rec.version, rec.outcome, rec.detail, prev, h); err != nil {
-		return fmt.Errorf("vault: append audit: %w", err)
-	}
-	head := strconv.FormatInt(seq, 10) + ":" + hex.EncodeToString(h)
-	if _, err := c.ExecContext(ctx, `INSERT INTO vault_meta(key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, []byte(head)); err != nil {
-		return fmt.Errorf("vault: append audit: %w", err)
-	}
-	return nil
+// appendAudit adds rec at the head of the chain (atomically: a writer on
+// another host that appended first makes the store call the builder again
+// on the new head).
+func (v *Vault) appendAudit(ctx context.Context, rec auditRecord) error {
+	return v.store.AppendAudit(ctx, func(head AuditHead) (AuditRow, error) {
+		prev := head.Hash
+		if len(prev) == 0 {
+			prev = make([]byte, 32)
+		}
+		r := AuditRow{Seq: head.Seq + 1, At: v.now(), ActorKind: rec.actor.Kind, ActorID: rec.actor.ID, Action: rec.action,
+			Name: rec.name, Scope: rec.scope, Version: rec.version, Outcome: rec.outcome, Detail: rec.detail, PrevHash: prev}
+		r.Hash = chainHash(v.auditKey, prev, r.Seq, r.At, r.ActorKind, r.ActorID, r.Action, r.Name, r.Scope, r.Version, r.Outcome, r.Detail)
+		return r, nil
+	})
 }
 
 // Audit problem kinds reported by VerifyAudit.
@@ -115,62 +104,50 @@ func (v *Vault) VerifyAudit(ctx context.Context, actor Actor) (AuditReport, erro
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	var rep AuditReport
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		headSeq, headHash, err := readHead(ctx, c)
-		if err != nil {
-			rep.Problems = append(rep.Problems, AuditProblem{Kind: AuditEdited, Detail: err.Error()})
+	var expectSeq int64 = 1
+	prev := make([]byte, 32)
+	headHash := []byte(nil)
+	head, err := v.store.AuditLog(ctx, func(r AuditRow) error {
+		rep.Rows++
+		if r.Seq != expectSeq {
+			rep.Problems = append(rep.Problems, AuditProblem{Seq: r.Seq, Kind: AuditMissing,
+				Detail: fmt.Sprintf("rows %d to %d are missing", expectSeq, r.Seq-1)})
+		} else if !bytes.Equal(r.PrevHash, prev) {
+			rep.Problems = append(rep.Problems, AuditProblem{Seq: r.Seq, Kind: AuditRelinked, Detail: "link to the previous row was changed"})
 		}
-		rep.HeadSeq = headSeq
-		rows, err := c.QueryContext(ctx, `SELECT seq, at, actor_kind, actor_id, action, name, scope, version, outcome, detail, prev_hash, hash FROM vault_audit ORDER BY seq`)
-		if err != nil {
-			return err
+		want := chainHash(v.auditKey, r.PrevHash, r.Seq, r.At, r.ActorKind, r.ActorID, r.Action, r.Name, r.Scope, r.Version, r.Outcome, r.Detail)
+		if !bytes.Equal(want, r.Hash) {
+			rep.Problems = append(rep.Problems, AuditProblem{Seq: r.Seq, Kind: AuditEdited, Detail: "contents do not match the row's hash"})
 		}
-		defer rows.Close()
-		var expectSeq int64 = 1
-		prev := make([]byte, 32)
-		for rows.Next() {
-			var e AuditEntry
-			var at string
-			var prevHash, hash []byte
-			if err := rows.Scan(&e.Seq, &at, &e.ActorKind, &e.ActorID, &e.Action, &e.Name, &e.Scope, &e.Version, &e.Outcome, &e.Detail, &prevHash, &hash); err != nil {
-				return err
-			}
-			rep.Rows++
-			if e.Seq != expectSeq {
-				rep.Problems = append(rep.Problems, AuditProblem{Seq: e.Seq, Kind: AuditMissing,
-					Detail: fmt.Sprintf("rows %d to %d are missing", expectSeq, e.Seq-1)})
-			} else if !bytes.Equal(prevHash, prev) {
-				rep.Problems = append(rep.Problems, AuditProblem{Seq: e.Seq, Kind: AuditRelinked, Detail: "link to the previous row was changed"})
-			}
-			want := chainHash(v.auditKey, prevHash, e.Seq, at, e.ActorKind, e.ActorID, e.Action, e.Name, e.Scope, e.Version, e.Outcome, e.Detail)
-			if !bytes.Equal(want, hash) {
-				rep.Problems = append(rep.Problems, AuditProblem{Seq: e.Seq, Kind: AuditEdited, Detail: "contents do not match the row's hash"})
-			}
-			prev = hash
-			expectSeq = e.Seq + 1
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-		last := expectSeq - 1
-		switch {
-		case last < headSeq:
-			rep.Problems = append(rep.Problems, AuditProblem{Seq: last + 1, Kind: AuditTailDeleted,
-				Detail: fmt.Sprintf("rows %d to %d after the last row are missing", last+1, headSeq)})
-		case last > headSeq:
-			rep.Problems = append(rep.Problems, AuditProblem{Seq: headSeq + 1, Kind: AuditEdited,
-				Detail: fmt.Sprintf("rows %d to %d are not part of the chain", headSeq+1, last)})
-		case headHash != nil && !bytes.Equal(prev, headHash):
-			rep.Problems = append(rep.Problems, AuditProblem{Seq: last, Kind: AuditEdited, Detail: "last row does not match the chain head"})
-		}
-		outcome := "ok"
-		if !rep.OK() {
-			outcome = "tampered"
-		}
-		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "audit_verify", outcome: outcome,
-			detail: fmt.Sprintf("%d rows, %d problems", rep.Rows, len(rep.Problems))})
+		prev = r.Hash
+		expectSeq = r.Seq + 1
+		return nil
 	})
+	if errors.Is(err, ErrIntegrity) {
+		rep.Problems = append(rep.Problems, AuditProblem{Kind: AuditEdited, Detail: err.Error()})
+	} else if err != nil {
+		return AuditReport{}, err
+	} else {
+		headHash = head.Hash
+	}
+	rep.HeadSeq = head.Seq
+	last := expectSeq - 1
+	switch {
+	case last < head.Seq:
+		rep.Problems = append(rep.Problems, AuditProblem{Seq: last + 1, Kind: AuditTailDeleted,
+			Detail: fmt.Sprintf("rows %d to %d after the last row are missing", last+1, head.Seq)})
+	case last > head.Seq:
+		rep.Problems = append(rep.Problems, AuditProblem{Seq: head.Seq + 1, Kind: AuditEdited,
+			Detail: fmt.Sprintf("rows %d to %d are not part of the chain", head.Seq+1, last)})
+	case headHash != nil && last > 0 && !bytes.Equal(prev, headHash):
+		rep.Problems = append(rep.Problems, AuditProblem{Seq: last, Kind: AuditEdited, Detail: "last row does not match the chain head"})
+	}
+	outcome := "ok"
+	if !rep.OK() {
+		outcome = "tampered"
+	}
+	err = v.appendAudit(ctx, auditRecord{actor: actor, action: "audit_verify", outcome: outcome,
+		detail: fmt.Sprintf("%d rows, %d problems", rep.Rows, len(rep.Problems))})
 	return rep, err
 }
 
@@ -193,30 +170,22 @@ func (v *Vault) AuditLog(ctx context.Context, actor Actor, f AuditFilter) ([]Aud
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	var out []AuditEntry
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		rows, err := c.QueryContext(ctx, `SELECT seq, at, actor_kind, actor_id, action, name, scope, version, outcome, detail, hash FROM (
-			SELECT * FROM vault_audit WHERE seq > ? AND (? = '' OR name = ?) ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
-			f.Since, f.Name, f.Name, f.Limit)
-		if err != nil {
-			return err
+	_, err := v.store.AuditLog(ctx, func(r AuditRow) error {
+		if r.Seq <= f.Since || (f.Name != "" && r.Name != f.Name) {
+			return nil
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var e AuditEntry
-			var at string
-			var hash []byte
-			if err := rows.Scan(&e.Seq, &at, &e.ActorKind, &e.ActorID, &e.Action, &e.Name, &e.Scope, &e.Version, &e.Outcome, &e.Detail, &hash); err != nil {
-				return err
-			}
-			e.At, _ = time.Parse(time.RFC3339Nano, at)
-			e.Hash = hex.EncodeToString(hash)
-			out = append(out, e)
+		e := AuditEntry{Seq: r.Seq, ActorKind: r.ActorKind, ActorID: r.ActorID, Action: r.Action, Name: r.Name, Scope: r.Scope,
+			Version: r.Version, Outcome: r.Outcome, Detail: r.Detail, Hash: hex.EncodeToString(r.Hash)}
+		e.At, _ = time.Parse(time.RFC3339Nano, r.At)
+		out = append(out, e)
+		if len(out) > f.Limit {
+			out = out[1:]
 		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "audit_read", name: f.Name, outcome: "ok", detail: fmt.Sprintf("%d entries", len(out))})
+		return nil
 	})
+	if err != nil && !errors.Is(err, ErrIntegrity) {
+		return nil, err
+	}
+	err = v.appendAudit(ctx, auditRecord{actor: actor, action: "audit_read", name: f.Name, outcome: "ok", detail: fmt.Sprintf("%d entries", len(out))})
 	return out, err
 }

@@ -3,10 +3,16 @@
 // before expiry, and the values behind ${vault:NAME} and ${ravi:NAME}
 // configuration references.
 //
-// Storage is SQLite, in tables prefixed vault_ that this package migrates
-// itself, on a *sql.DB the caller opens and shares with the rest of the
-// server. Nothing is stored in clear except names, scopes, version numbers,
-// timestamps and audit metadata.
+// Storage is a Store driver holding sealed records only: SQLite (tables
+// prefixed vault_ that this package migrates itself, on a *sql.DB the caller
+// shares with the rest of the server; Open) for one process and the vault
+// CLI beside it, or a replicated JetStream bucket and stream
+// (vault/natsstore; OpenStore) when the roles run on several hosts. Every
+// change is one revision-checked update of one record, so writers on
+// several hosts never lose each other's versions. Migrate copies a SQLite
+// vault into another store once, idempotently. Nothing is stored in clear
+// except names, scopes, version numbers, timestamps and audit metadata; the
+// root key never reaches a Store.
 //
 // # Encryption
 //
@@ -55,12 +61,14 @@
 //
 // # Audit
 //
-// Every read and write (including failed ones) appends an audit entry in the
-// same transaction, so a value is never returned without its read recorded.
+// Every read and write (including failed ones) appends an audit entry, and
+// a value is returned only after its read is recorded (a write whose entry
+// cannot be appended is reported as failed, though its version stays).
 // Entries form an HMAC-SHA256 chain keyed by an audit key sealed under the
-// root key; the chain head is kept in vault_meta. VerifyAudit reports an
-// edited row, a deleted row, or deleted rows at the tail, even when the
-// editor recomputes plain hashes.
+// root key; each is appended at the head the writer saw or not at all, so
+// writers on several hosts never fork it. VerifyAudit reports an edited
+// row, a deleted row, or deleted rows at the tail, even when the editor
+// recomputes plain hashes.
 //
 // Redaction of secret values in task output lives in vault/redact;
 // NewRedactor is re-exported here.

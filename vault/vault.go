@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"path"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -126,16 +124,16 @@ func (c Config) validate() error {
 	return nil
 }
 
-// Vault stores secrets encrypted in SQLite. It is safe for concurrent use,
-// and several processes may open the same database (the CLI beside a
-// running server); a root key rotation needs the others restarted.
+// Vault stores secrets encrypted in a Store: SQLite for one process, a
+// replicated JetStream bucket on a cluster. It is safe for concurrent use,
+// and several processes (the CLI beside a running server, every role on
+// every host) may open the same store: every change is a revision-checked
+// update of one record. A root key rotation needs the others restarted.
 type Vault struct {
-	db     *sql.DB
+	store  Store
 	keys   KeySource
 	cfg    Config
 	logger *slog.Logger
-
-	wmu sync.Mutex // serialises this process's write transactions
 
 	mu       sync.Mutex
 	root     []byte
@@ -146,12 +144,28 @@ type Vault struct {
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// Open migrates the vault tables in db, obtains the root key from keys and
-// checks it against the vault. A new vault gets its first KEK and audit key.
-// A root key that does not match fails with ErrWrongKey.
+// Open migrates the vault tables in db and opens the vault they hold (see
+// OpenStore): the vault of one process.
 func Open(ctx context.Context, db *sql.DB, keys KeySource, cfg Config) (*Vault, error) {
 	if db == nil {
 		return nil, errors.New("vault: nil db")
+	}
+	ctx, cancel := withTimeout(ctx, cfg)
+	defer cancel()
+	st, err := NewSQLiteStore(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return OpenStore(ctx, st, keys, cfg)
+}
+
+// OpenStore obtains the root key from keys and checks it against the vault
+// in st. A new vault gets its first KEK and audit key (of two processes
+// creating it at once, one wins and the other opens what it created). A
+// root key that does not match fails with ErrWrongKey.
+func OpenStore(ctx context.Context, st Store, keys KeySource, cfg Config) (*Vault, error) {
+	if st == nil {
+		return nil, errors.New("vault: nil store")
 	}
 	if keys == nil {
 		return nil, errors.New("vault: nil key source")
@@ -160,12 +174,9 @@ func Open(ctx context.Context, db *sql.DB, keys KeySource, cfg Config) (*Vault, 
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	v := &Vault{db: db, keys: keys, cfg: cfg, logger: cfg.Logger.With("component", "vault"), keks: map[int64][]byte{}}
+	v := &Vault{store: st, keys: keys, cfg: cfg, logger: cfg.Logger.With("component", "vault"), keks: map[int64][]byte{}}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
-	if err := v.migrate(ctx); err != nil {
-		return nil, err
-	}
 	root, err := keys.RootKey(ctx)
 	if err != nil {
 		return nil, err
@@ -173,161 +184,94 @@ func Open(ctx context.Context, db *sql.DB, keys KeySource, cfg Config) (*Vault, 
 	if len(root) != KeySize {
 		return nil, fmt.Errorf("%w: root key is %d bytes, want %d", ErrKeySource, len(root), KeySize)
 	}
-	err = v.writeTx(ctx, func(c *sql.Conn) error {
-		var check []byte
-		err := c.QueryRowContext(ctx, `SELECT value FROM vault_meta WHERE key = 'root_check'`).Scan(&check)
-		if errors.Is(err, sql.ErrNoRows) {
-			return v.initialise(ctx, c, root)
+	created := false
+	err = st.UpdateKeyring(ctx, func(kr *Keyring, ok bool) error {
+		if ok {
+			return ErrUnchanged
 		}
+		fresh, err := v.initialise(root)
 		if err != nil {
 			return err
 		}
-		if _, err := unseal(root, check, adRootCheck()); err != nil {
-			return ErrWrongKey
-		}
-		var wrapped []byte
-		if err := c.QueryRowContext(ctx, `SELECT value FROM vault_meta WHERE key = 'audit_key'`).Scan(&wrapped); err != nil {
-			return fmt.Errorf("vault: read audit key: %w", err)
-		}
-		ak, err := unseal(root, wrapped, adAuditKey())
-		if err != nil {
-			return &IntegrityError{Part: "audit key"}
-		}
-		v.auditKey = ak
+		*kr = fresh
+		created = true
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	kr, ok, err := st.Keyring(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: the vault has no keyring", ErrIntegrity)
+	}
+	if _, err := unseal(root, kr.RootCheck, adRootCheck()); err != nil {
+		return nil, ErrWrongKey
+	}
+	ak, err := unseal(root, kr.AuditKey, adAuditKey())
+	if err != nil {
+		return nil, &IntegrityError{Part: "audit key"}
+	}
+	v.auditKey = ak
 	v.root = root
+	if created {
+		v.logger.Info("vault initialised")
+	}
 	return v, nil
 }
 
-// initialise creates the root check, the audit key and KEK 1 of a new vault.
-func (v *Vault) initialise(ctx context.Context, c *sql.Conn, root []byte) error {
-	var n int
-	if err := c.QueryRowContext(ctx, `SELECT count(*) FROM vault_keks`).Scan(&n); err != nil {
-		return err
-	}
-	if n > 0 {
-		return fmt.Errorf("%w: vault_meta lost its root check while keys exist", ErrIntegrity)
-	}
+// initialise returns the keyring of a new vault: the root check, the audit
+// key and KEK 1.
+func (v *Vault) initialise(root []byte) (Keyring, error) {
 	check, err := seal(v.cfg.Rand, root, rootCheckPlain, adRootCheck())
 	if err != nil {
-		return err
+		return Keyring{}, err
 	}
 	ak := make([]byte, KeySize)
 	if _, err := io.ReadFull(v.cfg.Rand, ak); err != nil {
-		return err
+		return Keyring{}, err
 	}
 	wak, err := seal(v.cfg.Rand, root, ak, adAuditKey())
 	if err != nil {
-		return err
+		return Keyring{}, err
 	}
-	if _, err := c.ExecContext(ctx, `INSERT INTO vault_meta(key, value) VALUES ('root_check', ?), ('audit_key', ?)`, check, wak); err != nil {
-		return err
+	w, _, err := v.newKEK(root, 1)
+	if err != nil {
+		return Keyring{}, err
 	}
-	if _, err := v.newKEK(ctx, c, root, 1); err != nil {
-		return err
-	}
-	v.auditKey = ak
-	v.logger.Info("vault initialised")
-	return nil
+	return Keyring{RootCheck: check, AuditKey: wak, KEKs: []WrappedKEK{w}}, nil
 }
 
-func (v *Vault) newKEK(ctx context.Context, c *sql.Conn, root []byte, id int64) ([]byte, error) {
+// newKEK makes KEK id, sealed under root.
+func (v *Vault) newKEK(root []byte, id int64) (WrappedKEK, []byte, error) {
 	kek := make([]byte, KeySize)
 	if _, err := io.ReadFull(v.cfg.Rand, kek); err != nil {
-		return nil, err
+		return WrappedKEK{}, nil, err
 	}
 	w, err := seal(v.cfg.Rand, root, kek, adKEK(id))
 	if err != nil {
-		return nil, err
+		return WrappedKEK{}, nil, err
 	}
-	if _, err := c.ExecContext(ctx, `INSERT INTO vault_keks(id, wrapped, created_at) VALUES (?, ?, ?)`, id, w, v.now()); err != nil {
-		return nil, fmt.Errorf("vault: store kek: %w", err)
-	}
-	v.mu.Lock()
-	v.keks[id] = kek
-	v.mu.Unlock()
-	return kek, nil
+	return WrappedKEK{ID: id, Wrapped: w, CreatedAt: v.now()}, kek, nil
 }
 
-func (v *Vault) migrate(ctx context.Context) error {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return err
-	}
-	return v.writeTx(ctx, func(c *sql.Conn) error {
-		if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS vault_schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
-			return fmt.Errorf("vault: migrate: %w", err)
-		}
-		var have int
-		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM vault_schema_migrations`).Scan(&have); err != nil {
-			return fmt.Errorf("vault: migrate: %w", err)
-		}
-		for _, e := range entries {
-			n, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-			if err != nil || n <= have {
-				continue
-			}
-			q, err := migrationFS.ReadFile("migrations/" + e.Name())
-			if err != nil {
-				return err
-			}
-			if _, err := c.ExecContext(ctx, string(q)); err != nil {
-				return fmt.Errorf("vault: migrate %s: %w", e.Name(), err)
-			}
-			if _, err := c.ExecContext(ctx, `INSERT INTO vault_schema_migrations(version, applied_at) VALUES (?, ?)`, n, v.now()); err != nil {
-				return fmt.Errorf("vault: migrate: %w", err)
-			}
-		}
-		return nil
-	})
-}
-
-func (v *Vault) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+func withTimeout(ctx context.Context, cfg Config) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, v.cfg.Timeout)
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	return context.WithTimeout(ctx, cfg.Timeout)
+}
+
+func (v *Vault) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return withTimeout(ctx, v.cfg)
 }
 
 func (v *Vault) now() string { return v.cfg.Clock().UTC().Format(time.RFC3339Nano) }
-
-// writeTx runs fn in a BEGIN IMMEDIATE transaction on one connection with
-// secure_delete on, committing when fn returns nil.
-func (v *Vault) writeTx(ctx context.Context, fn func(c *sql.Conn) error) (err error) {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	c, err := v.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("vault: %w", err)
-	}
-	defer c.Close()
-	if _, err := c.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
-		return fmt.Errorf("vault: %w", err)
-	}
-	if _, err := c.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return fmt.Errorf("vault: begin: %w", err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			c.ExecContext(rctx, `ROLLBACK`)
-		}
-	}()
-	if err := fn(c); err != nil {
-		return err
-	}
-	if _, err := c.ExecContext(ctx, `COMMIT`); err != nil {
-		return fmt.Errorf("vault: commit: %w", err)
-	}
-	done = true
-	return nil
-}
 
 var nameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 
@@ -405,14 +349,15 @@ func storedScopes(scope string) []string {
 	return []string{scope}
 }
 
-// scopeIn returns "scope IN (?, ...)" and its arguments for scope's stored forms.
-func scopeIn(scope string) (string, []any) {
-	st := storedScopes(scope)
-	args := make([]any, len(st))
-	for i, s := range st {
-		args[i] = s
+// inScope reports whether a version stored under stored belongs to the
+// canonical scope.
+func inScope(stored, scope string) bool {
+	for _, s := range storedScopes(scope) {
+		if s == stored {
+			return true
+		}
 	}
-	return "scope IN (?" + strings.Repeat(", ?", len(st)-1) + ")", args
+	return false
 }
 
 // isServerScope reports whether scope names the server's own secrets.
@@ -489,41 +434,84 @@ func (v *Vault) Set(ctx context.Context, actor Actor, name, scope string, value 
 // set stores a version under the scope column value stored, which is also
 // the scope its seals name.
 func (v *Vault) set(ctx context.Context, actor Actor, name, stored string, value []byte) (version int, err error) {
-	scope := stored
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
-	err = v.writeTx(ctx, func(c *sql.Conn) error {
-		in, inArgs := scopeIn(scope)
-		if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) + 1 FROM vault_secrets WHERE name = ? AND `+in, append([]any{name}, inArgs...)...).Scan(&version); err != nil {
-			return err
-		}
-		kekID, kek, err := v.currentKEK(ctx, c)
-		if err != nil {
-			return err
-		}
-		dek := make([]byte, KeySize)
-		if _, err := io.ReadFull(v.cfg.Rand, dek); err != nil {
-			return err
-		}
-		ct, err := seal(v.cfg.Rand, dek, value, adValue(name, scope, version))
-		if err != nil {
-			return err
-		}
-		wdek, err := seal(v.cfg.Rand, kek, dek, adDEK(name, scope, version, kekID))
-		if err != nil {
-			return err
-		}
-		clear(dek)
-		if _, err := c.ExecContext(ctx, `INSERT INTO vault_secrets(name, scope, version, kek_id, wrapped_dek, ciphertext, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			name, scope, version, kekID, wdek, ct, v.now(), actor.String()); err != nil {
-			return fmt.Errorf("vault: store %s: %w", name, err)
-		}
-		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "set", name: name, scope: scope, version: version, outcome: "ok"})
-	})
+	kr, ok, err := v.store.Keyring(ctx)
 	if err != nil {
 		return 0, err
 	}
+	cur, has := kr.Current()
+	if !ok || !has {
+		return 0, fmt.Errorf("vault: no key-encryption key")
+	}
+	kek, err := v.unwrapKEK(kr, cur.ID)
+	if err != nil {
+		return 0, err
+	}
+	dek := make([]byte, KeySize)
+	if _, err := io.ReadFull(v.cfg.Rand, dek); err != nil {
+		return 0, err
+	}
+	defer clear(dek)
+	err = v.store.UpdateSecret(ctx, name, func(rec *SecretRecord) error {
+		version = 1
+		for _, sv := range rec.Versions {
+			if inScope(sv.Scope, stored) && sv.Version >= version {
+				version = sv.Version + 1
+			}
+		}
+		ct, err := seal(v.cfg.Rand, dek, value, adValue(name, stored, version))
+		if err != nil {
+			return err
+		}
+		wdek, err := seal(v.cfg.Rand, kek, dek, adDEK(name, stored, version, cur.ID))
+		if err != nil {
+			return err
+		}
+		rec.Versions = append(rec.Versions, SealedVersion{Scope: stored, Version: version, KEKID: cur.ID, WrappedDEK: wdek, Ciphertext: ct,
+			CreatedAt: v.now(), CreatedBy: actor.String()})
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("vault: store %s: %w", name, err)
+	}
+	if err := v.appendAudit(ctx, auditRecord{actor: actor, action: "set", name: name, scope: stored, version: version, outcome: "ok"}); err != nil {
+		return 0, err
+	}
+	// A key rotation on another host may have re-wrapped every data key
+	// between our keyring read and our write, missing ours: wrap it under
+	// the current KEK ourselves (we still hold the data key).
+	if kr2, _, err := v.store.Keyring(ctx); err == nil {
+		if cur2, ok := kr2.Current(); ok && cur2.ID != cur.ID {
+			if err := v.rewrapOwn(ctx, kr2, name, stored, version, dek); err != nil {
+				return 0, err
+			}
+		}
+	}
 	return version, nil
+}
+
+// rewrapOwn wraps the data key of one version just written under kr's
+// current KEK, unless a rotation already did.
+func (v *Vault) rewrapOwn(ctx context.Context, kr Keyring, name, stored string, version int, dek []byte) error {
+	cur, _ := kr.Current()
+	kek, err := v.unwrapKEK(kr, cur.ID)
+	if err != nil {
+		return err
+	}
+	return v.store.UpdateSecret(ctx, name, func(rec *SecretRecord) error {
+		for i, sv := range rec.Versions {
+			if sv.Scope == stored && sv.Version == version && sv.Live() && sv.KEKID != cur.ID {
+				w, err := seal(v.cfg.Rand, kek, dek, adDEK(name, stored, version, cur.ID))
+				if err != nil {
+					return err
+				}
+				rec.Versions[i].KEKID, rec.Versions[i].WrappedDEK = cur.ID, w
+				return nil
+			}
+		}
+		return ErrUnchanged
+	})
 }
 
 // Get returns the latest live version of name in exactly scope (no
@@ -571,18 +559,16 @@ func (v *Vault) Read(ctx context.Context, actor Actor, name, scope string, versi
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	out := Secret{Name: name, Scope: scope}
+	rec := auditRecord{actor: actor, action: "get", name: name, scope: scope, version: version}
 	var opErr error
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		rec := auditRecord{actor: actor, action: "get", name: name, scope: scope, version: version}
-		out.Value, rec.version, opErr = v.read(ctx, c, name, scope, version)
-		out.Version = rec.version
-		rec.outcome = outcomeOf(opErr)
-		if rec.outcome == "error" {
-			return opErr
-		}
-		return v.appendAudit(ctx, c, rec)
-	})
-	if err != nil {
+	out.Value, rec.version, opErr = v.read(ctx, name, scope, version)
+	out.Version = rec.version
+	rec.outcome = outcomeOf(opErr)
+	if rec.outcome == "error" {
+		return Secret{}, opErr
+	}
+	// The read is recorded before the value is handed out.
+	if err := v.appendAudit(ctx, rec); err != nil {
 		return Secret{}, err
 	}
 	if opErr != nil {
@@ -617,60 +603,32 @@ func (v *Vault) lookupAll(ctx context.Context, actor Actor, scopes []string, det
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	out := map[string]Secret{}
-	var opErr error
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		rows, err := c.QueryContext(ctx, `SELECT DISTINCT name, scope FROM vault_secrets WHERE destroyed_at IS NULL`)
-		if err != nil {
-			return err
-		}
-		live := map[string]map[string]bool{}
-		for rows.Next() {
-			var n, s string
-			if err := rows.Scan(&n, &s); err != nil {
-				rows.Close()
-				return err
-			}
-			if live[n] == nil {
-				live[n] = map[string]bool{}
-			}
-			live[n][CanonicalScope(s)] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		names := make([]string, 0, len(live))
-		for n := range live {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			scope := pickScope(live[n], scopes, v.cfg.MatchRepo)
-			if scope == "" {
-				continue
-			}
-			val, ver, err := v.read(ctx, c, n, scope, 0)
-			rec := auditRecord{actor: actor, action: "lookup", name: n, scope: scope, version: ver, outcome: outcomeOf(err), detail: detail}
-			if rec.outcome == "error" {
-				return err
-			}
-			if aerr := v.appendAudit(ctx, c, rec); aerr != nil {
-				return aerr
-			}
-			if err != nil {
-				// An integrity failure: audited (commit), then refused as a whole.
-				opErr = err
-				return nil
-			}
-			out[n] = Secret{Name: n, Scope: scope, Version: ver, Value: val}
-		}
-		return nil
-	})
-	if err == nil {
-		err = opErr
-	}
+	names, err := v.store.Names(ctx)
 	if err != nil {
 		return nil, err
+	}
+	for _, n := range names {
+		sr, err := v.store.Secret(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		scope := pickScope(liveScopes(sr), scopes, v.cfg.MatchRepo)
+		if scope == "" {
+			continue
+		}
+		val, ver, err := v.readRecord(ctx, sr, n, scope, 0)
+		rec := auditRecord{actor: actor, action: "lookup", name: n, scope: scope, version: ver, outcome: outcomeOf(err), detail: detail}
+		if rec.outcome == "error" {
+			return nil, err
+		}
+		if aerr := v.appendAudit(ctx, rec); aerr != nil {
+			return nil, aerr
+		}
+		if err != nil {
+			// An integrity failure: audited, then refused as a whole.
+			return nil, err
+		}
+		out[n] = Secret{Name: n, Scope: scope, Version: ver, Value: val}
 	}
 	return out, nil
 }
@@ -696,28 +654,24 @@ func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []s
 	}
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
-	var value []byte
-	var found string
-	var opErr error
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		live, err := v.liveScopes(ctx, c, name)
-		if err != nil {
-			return err
-		}
-		found = pickScope(live, scopes, v.cfg.MatchRepo)
-		rec := auditRecord{actor: actor, action: "lookup", name: name, scope: found, detail: "tried " + strings.Join(scopes, ",")}
-		if found == "" {
-			opErr = ErrNotFound
-		} else {
-			value, rec.version, opErr = v.read(ctx, c, name, found, 0)
-		}
-		rec.outcome = outcomeOf(opErr)
-		if rec.outcome == "error" {
-			return opErr
-		}
-		return v.appendAudit(ctx, c, rec)
-	})
+	sr, err := v.store.Secret(ctx, name)
 	if err != nil {
+		return nil, "", err
+	}
+	var value []byte
+	var opErr error
+	found := pickScope(liveScopes(sr), scopes, v.cfg.MatchRepo)
+	rec := auditRecord{actor: actor, action: "lookup", name: name, scope: found, detail: "tried " + strings.Join(scopes, ",")}
+	if found == "" {
+		opErr = ErrNotFound
+	} else {
+		value, rec.version, opErr = v.readRecord(ctx, sr, name, found, 0)
+	}
+	rec.outcome = outcomeOf(opErr)
+	if rec.outcome == "error" {
+		return nil, "", opErr
+	}
+	if err := v.appendAudit(ctx, rec); err != nil {
 		return nil, "", err
 	}
 	if opErr != nil {
@@ -726,21 +680,15 @@ func (v *Vault) Lookup(ctx context.Context, actor Actor, name string, scopes []s
 	return value, found, nil
 }
 
-func (v *Vault) liveScopes(ctx context.Context, c *sql.Conn, name string) (map[string]bool, error) {
-	rows, err := c.QueryContext(ctx, `SELECT DISTINCT scope FROM vault_secrets WHERE name = ? AND destroyed_at IS NULL`, name)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+// liveScopes returns the canonical scopes in which rec has a live version.
+func liveScopes(rec SecretRecord) map[string]bool {
 	live := map[string]bool{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
+	for _, sv := range rec.Versions {
+		if sv.Live() {
+			live[CanonicalScope(sv.Scope)] = true
 		}
-		live[CanonicalScope(s)] = true
 	}
-	return live, rows.Err()
+	return live
 }
 
 // pickScope returns the first of wanted present in live. The repo:
@@ -818,42 +766,71 @@ func wildcards(s string) int {
 	return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[")
 }
 
-// read decrypts one version (0: latest live) inside a transaction.
-func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, version int) ([]byte, int, error) {
-	in, inArgs := scopeIn(scope)
-	q := `SELECT scope, version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND ` + in + ` AND destroyed_at IS NULL ORDER BY version DESC LIMIT 1`
-	args := append([]any{name}, inArgs...)
-	if version > 0 {
-		q = `SELECT scope, version, kek_id, wrapped_dek, ciphertext FROM vault_secrets WHERE name = ? AND ` + in + ` AND version = ? AND destroyed_at IS NULL`
-		args = append(args, version)
-	}
-	var ver int
-	var kekID sql.NullInt64
-	var wdek, ct []byte
-	var stored string // the scope the record was sealed under ("global" for old server secrets)
-	err := c.QueryRowContext(ctx, q, args...).Scan(&stored, &ver, &kekID, &wdek, &ct)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, version, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
-	}
+// read decrypts one version (0: latest live) of name in scope.
+func (v *Vault) read(ctx context.Context, name, scope string, version int) ([]byte, int, error) {
+	rec, err := v.store.Secret(ctx, name)
 	if err != nil {
 		return nil, version, err
 	}
-	ie := &IntegrityError{Name: name, Scope: scope, Version: ver, Part: "data key", KEKID: kekID.Int64}
-	if !kekID.Valid {
+	return v.readRecord(ctx, rec, name, scope, version)
+}
+
+// readRecord decrypts one version of rec. When its KEK is gone (a
+// rotation on another host re-wrapped it meanwhile) it reads the record
+// again, once.
+func (v *Vault) readRecord(ctx context.Context, rec SecretRecord, name, scope string, version int) ([]byte, int, error) {
+	val, ver, err := v.openVersion(ctx, rec, name, scope, version)
+	if errors.Is(err, errKEKGone) {
+		if rec, err = v.store.Secret(ctx, name); err != nil {
+			return nil, version, err
+		}
+		val, ver, err = v.openVersion(ctx, rec, name, scope, version)
+	}
+	var gone *kekGoneError
+	if errors.As(err, &gone) {
+		return nil, ver, gone.ie
+	}
+	return val, ver, err
+}
+
+var errKEKGone = errors.New("vault: key-encryption key gone")
+
+type kekGoneError struct{ ie *IntegrityError }
+
+func (e *kekGoneError) Error() string { return e.ie.Error() }
+func (e *kekGoneError) Unwrap() error { return errKEKGone }
+
+func (v *Vault) openVersion(ctx context.Context, rec SecretRecord, name, scope string, version int) ([]byte, int, error) {
+	var sv SealedVersion
+	found := false
+	for _, x := range rec.Versions {
+		if !x.Live() || !inScope(x.Scope, scope) {
+			continue
+		}
+		if version > 0 && x.Version == version || version == 0 && (!found || x.Version > sv.Version) {
+			sv, found = x, true
+		}
+	}
+	if !found {
+		return nil, version, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
+	}
+	ver := sv.Version
+	ie := &IntegrityError{Name: name, Scope: scope, Version: ver, Part: "data key", KEKID: sv.KEKID}
+	if sv.KEKID == 0 {
 		return nil, ver, ie
 	}
-	kek, err := v.kek(ctx, c, kekID.Int64)
+	kek, err := v.kek(ctx, sv.KEKID)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return nil, ver, ie
+			return nil, ver, &kekGoneError{ie: ie}
 		}
 		return nil, ver, err
 	}
-	dek, err := unseal(kek, wdek, adDEK(name, stored, ver, kekID.Int64))
+	dek, err := unseal(kek, sv.WrappedDEK, adDEK(name, sv.Scope, ver, sv.KEKID))
 	if err != nil {
 		return nil, ver, ie
 	}
-	value, err := unseal(dek, ct, adValue(name, stored, ver))
+	value, err := unseal(dek, sv.Ciphertext, adValue(name, sv.Scope, ver))
 	clear(dek)
 	if err != nil {
 		ie.Part = "value"
@@ -862,8 +839,23 @@ func (v *Vault) read(ctx context.Context, c *sql.Conn, name, scope string, versi
 	return value, ver, nil
 }
 
-// kek returns the unwrapped KEK id, from cache or the database.
-func (v *Vault) kek(ctx context.Context, c *sql.Conn, id int64) ([]byte, error) {
+// kek returns the unwrapped KEK id, from cache or the store.
+func (v *Vault) kek(ctx context.Context, id int64) ([]byte, error) {
+	v.mu.Lock()
+	k, ok := v.keks[id]
+	v.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	kr, _, err := v.store.Keyring(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.unwrapKEK(kr, id)
+}
+
+// unwrapKEK returns KEK id of kr, unsealed (and cached).
+func (v *Vault) unwrapKEK(kr Keyring, id int64) ([]byte, error) {
 	v.mu.Lock()
 	k, ok := v.keks[id]
 	root := v.root
@@ -871,18 +863,14 @@ func (v *Vault) kek(ctx context.Context, c *sql.Conn, id int64) ([]byte, error) 
 	if ok {
 		return k, nil
 	}
-	if root == nil { // during Open
+	if root == nil {
 		return nil, errors.New("vault: not open")
 	}
-	var w []byte
-	err := c.QueryRowContext(ctx, `SELECT wrapped FROM vault_keks WHERE id = ?`, id).Scan(&w)
-	if errors.Is(err, sql.ErrNoRows) {
+	w, ok := kr.find(id)
+	if !ok {
 		return nil, fmt.Errorf("%w: kek %d", ErrNotFound, id)
 	}
-	if err != nil {
-		return nil, err
-	}
-	k, err = unseal(root, w, adKEK(id))
+	k, err := unseal(root, w, adKEK(id))
 	if err != nil {
 		return nil, &IntegrityError{Part: "kek", KEKID: id}
 	}
@@ -890,15 +878,6 @@ func (v *Vault) kek(ctx context.Context, c *sql.Conn, id int64) ([]byte, error) 
 	v.keks[id] = k
 	v.mu.Unlock()
 	return k, nil
-}
-
-func (v *Vault) currentKEK(ctx context.Context, c *sql.Conn) (int64, []byte, error) {
-	var id int64
-	if err := c.QueryRowContext(ctx, `SELECT id FROM vault_keks ORDER BY id DESC LIMIT 1`).Scan(&id); err != nil {
-		return 0, nil, fmt.Errorf("vault: no key-encryption key: %w", err)
-	}
-	k, err := v.kek(ctx, c, id)
-	return id, k, err
 }
 
 func outcomeOf(err error) string {
@@ -938,42 +917,41 @@ func (v *Vault) destroy(ctx context.Context, actor Actor, name, scope string, ve
 	scope = CanonicalScope(scope)
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
-	var n int64
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		in, inArgs := scopeIn(scope)
-		q := `UPDATE vault_secrets SET kek_id = NULL, wrapped_dek = NULL, ciphertext = NULL, destroyed_at = ? WHERE name = ? AND ` + in + ` AND destroyed_at IS NULL`
-		args := append([]any{v.now(), name}, inArgs...)
-		if version > 0 {
-			q += ` AND version = ?`
-			args = append(args, version)
-		}
-		if below > 0 {
-			q += ` AND version < ?`
-			args = append(args, below)
-		}
-		res, err := c.ExecContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		rec := auditRecord{actor: actor, action: "destroy", name: name, scope: scope, version: version, outcome: "ok", detail: fmt.Sprintf("%d versions", n)}
-		if below > 0 {
-			rec.detail += fmt.Sprintf(" below %d", below)
+	var n int
+	at := v.now()
+	err := v.store.UpdateSecret(ctx, name, func(rec *SecretRecord) error {
+		n = 0
+		for i, sv := range rec.Versions {
+			if !sv.Live() || !inScope(sv.Scope, scope) || version > 0 && sv.Version != version || below > 0 && sv.Version >= below {
+				continue
+			}
+			clear(rec.Versions[i].WrappedDEK)
+			clear(rec.Versions[i].Ciphertext)
+			rec.Versions[i].KEKID, rec.Versions[i].WrappedDEK, rec.Versions[i].Ciphertext, rec.Versions[i].DestroyedAt = 0, nil, nil, at
+			n++
 		}
 		if n == 0 {
-			rec.outcome = "not_found"
+			return ErrUnchanged
 		}
-		return v.appendAudit(ctx, c, rec)
+		return nil
 	})
 	if err != nil {
+		return 0, err
+	}
+	rec := auditRecord{actor: actor, action: "destroy", name: name, scope: scope, version: version, outcome: "ok", detail: fmt.Sprintf("%d versions", n)}
+	if below > 0 {
+		rec.detail += fmt.Sprintf(" below %d", below)
+	}
+	if n == 0 {
+		rec.outcome = "not_found"
+	}
+	if err := v.appendAudit(ctx, rec); err != nil {
 		return 0, err
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("%w: %s in scope %s", ErrNotFound, name, scope)
 	}
-	return int(n), nil
+	return n, nil
 }
 
 // VersionInfo describes one stored version, without its value.
@@ -1002,41 +980,44 @@ func (v *Vault) List(ctx context.Context, actor Actor) ([]Info, error) {
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	var out []Info
-	err := v.writeTx(ctx, func(c *sql.Conn) error {
-		// Secrets stored as "global" before scopes were split are server secrets.
-		rows, err := c.QueryContext(ctx, `SELECT name, CASE scope WHEN 'global' THEN 'server' ELSE scope END AS s, version, created_at, created_by, destroyed_at FROM vault_secrets ORDER BY name, s, version`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var name, scope, created, by string
-			var ver int
-			var destroyed sql.NullString
-			if err := rows.Scan(&name, &scope, &ver, &created, &by, &destroyed); err != nil {
-				return err
-			}
-			if len(out) == 0 || out[len(out)-1].Name != name || out[len(out)-1].Scope != scope {
-				out = append(out, Info{Name: name, Scope: scope})
-			}
-			in := &out[len(out)-1]
-			vi := VersionInfo{Version: ver, CreatedBy: by}
-			vi.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-			if destroyed.Valid {
-				t, _ := time.Parse(time.RFC3339Nano, destroyed.String)
-				vi.DestroyedAt = &t
-			} else {
-				in.Latest = ver
-			}
-			in.Versions = append(in.Versions, vi)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-		return v.appendAudit(ctx, c, auditRecord{actor: actor, action: "list", outcome: "ok", detail: fmt.Sprintf("%d secrets", len(out))})
-	})
+	names, err := v.store.Names(ctx)
 	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		rec, err := v.store.Secret(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		// Secrets stored as "global" before scopes were split are server secrets.
+		byScope := map[string][]SealedVersion{}
+		for _, sv := range rec.Versions {
+			byScope[CanonicalScope(sv.Scope)] = append(byScope[CanonicalScope(sv.Scope)], sv)
+		}
+		scopes := make([]string, 0, len(byScope))
+		for s := range byScope {
+			scopes = append(scopes, s)
+		}
+		sort.Strings(scopes)
+		for _, scope := range scopes {
+			vs := byScope[scope]
+			sort.Slice(vs, func(i, j int) bool { return vs[i].Version < vs[j].Version })
+			in := Info{Name: name, Scope: scope}
+			for _, sv := range vs {
+				vi := VersionInfo{Version: sv.Version, CreatedBy: sv.CreatedBy}
+				vi.CreatedAt, _ = time.Parse(time.RFC3339Nano, sv.CreatedAt)
+				if sv.DestroyedAt != "" {
+					t, _ := time.Parse(time.RFC3339Nano, sv.DestroyedAt)
+					vi.DestroyedAt = &t
+				} else {
+					in.Latest = sv.Version
+				}
+				in.Versions = append(in.Versions, vi)
+			}
+			out = append(out, in)
+		}
+	}
+	if err := v.appendAudit(ctx, auditRecord{actor: actor, action: "list", outcome: "ok", detail: fmt.Sprintf("%d secrets", len(out))}); err != nil {
 		return nil, err
 	}
 	return out, nil
