@@ -285,3 +285,36 @@ func TestSwitchReachesEveryEngineWithoutRestart(t *testing.T) {
 		t.Fatalf("bad put: %v", err)
 	}
 }
+
+// TestSweepFreesLostSlots: a slot whose run record is gone, or whose run
+// an engine left pending when it stopped, is freed (and the lost run says
+// why); a run being started just now keeps its slot.
+func TestSweepFreesLostSlots(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.Automation{Name: "n", Schedule: "@every 1h", Repo: "r", Prompt: "p"})
+	ctx := context.Background()
+	now := time.Now()
+	put := func(id string, at time.Time) {
+		b, _ := json.Marshal(Run{ID: id, Automation: "n", Status: RunPending, At: at, UpdatedAt: at})
+		if _, err := h.e.kv.state.Put(ctx, runKey("n", id), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old", now.Add(-10*time.Minute))
+	put("fresh", now)
+	if _, err := update(ctx, h.e.kv.state, stateKey("n"), func(s *State) error {
+		s.Active = []string{"gone", "old", "fresh"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.e.sweep(ctx, now)
+	st, _ := h.e.State(ctx, "n")
+	if len(st.Active) != 1 || st.Active[0] != "fresh" {
+		t.Fatalf("active after the sweep: %v", st.Active)
+	}
+	run, _, _ := getJSON[Run](ctx, h.e.kv.state, runKey("n", "old"))
+	if run.Status != RunFailed || !strings.Contains(run.Reason, "stopped while starting") {
+		t.Fatalf("lost run: %+v", run)
+	}
+}

@@ -36,8 +36,13 @@ var errBusy = errors.New("automation: concurrency limit reached")
 // fired once (catch_up: once).
 func (e *Engine) runSchedules(ctx context.Context) {
 	cursor := map[string]time.Time{}
+	var swept time.Time
 	for {
 		now := e.cfg.Clock()
+		if now.Sub(swept) >= sweepEvery {
+			e.sweep(ctx, now)
+			swept = now
+		}
 		wake := now.Add(e.cfg.Poll)
 		seen := map[string]bool{}
 		for _, d := range e.snapshot() {
@@ -432,4 +437,37 @@ func (e *Engine) event(d *entry, trig trigger, repo string, run Run, deliveryID 
 		ev.Source, ev.Kind, ev.Target = trig.event.Source, "automation.run", trig.event.Target
 	}
 	return ev, nil
+}
+
+// sweepEvery is how often an engine checks the automations' run slots.
+const sweepEvery = 30 * time.Second
+
+// stalePending is how long a run may stay pending (being started) before
+// a sweep gives up on it: longer than an event's redelivery (30s ack wait).
+const stalePending = 2 * time.Minute
+
+// sweep frees run slots that no run holds any more: a run record that is
+// gone or final, or one left pending by an engine that stopped while it
+// started it (a tick's run is then lost: the timeline says so).
+func (e *Engine) sweep(ctx context.Context, now time.Time) {
+	for _, d := range e.snapshot() {
+		name := d.rec.Definition.Name
+		st, err := e.State(ctx, name)
+		if err != nil || len(st.Active) == 0 {
+			continue
+		}
+		for _, id := range st.Active {
+			run, _, err := getJSON[Run](ctx, e.kv.state, runKey(name, id))
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				continue
+			case run.Status == RunPending && now.Sub(run.UpdatedAt) > stalePending:
+				e.finish(ctx, name, id, RunFailed, "not started: the scheduler stopped while starting it")
+			case !run.Final():
+				continue
+			}
+			e.release(ctx, name, id)
+		}
+	}
 }
