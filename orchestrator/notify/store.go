@@ -18,9 +18,11 @@ import (
 var migrations embed.FS
 
 // Store remembers, per task and channel, the remote message Nightshift
-// posted and what it said last.
+// posted and what it said last: in a replicated JetStream bucket shared by
+// every scheduler (NewKVStore), or in one process's SQLite (NewStore).
 type Store struct {
 	db  *sql.DB
+	kv  *kvState
 	now func() time.Time
 
 	mu    sync.Mutex
@@ -61,6 +63,10 @@ type Record struct {
 
 // Get returns the record of taskID on channel; ok is false when none.
 func (s *Store) Get(ctx context.Context, taskID, channel string) (Record, bool, error) {
+	if s.kv != nil {
+		e, _, err := s.kvGet(ctx, taskID, channel)
+		return e.record(taskID, channel), err == nil && e.exists, err
+	}
 	r := Record{TaskID: taskID, Channel: channel}
 	var at string
 	err := s.db.QueryRowContext(ctx, `SELECT remote_id, last_state, digest, reported_at FROM report_state WHERE task_id=? AND channel=?`,
@@ -77,6 +83,9 @@ func (s *Store) Get(ctx context.Context, taskID, channel string) (Record, bool, 
 
 // Put stores r.
 func (s *Store) Put(ctx context.Context, r Record) error {
+	if s.kv != nil {
+		return s.kvPut(ctx, r)
+	}
 	at := ""
 	if !r.ReportedAt.IsZero() {
 		at = r.ReportedAt.UTC().Format(time.RFC3339Nano)
@@ -141,6 +150,9 @@ type Remote struct {
 func (s *Store) Sync(ctx context.Context, m Message, remote Remote) (bool, error) {
 	unlock := s.lock(m.TaskID + "\x00" + m.Channel)
 	defer unlock()
+	if s.kv != nil {
+		return s.kvSync(ctx, m, remote)
+	}
 	rec, ok, err := s.Get(ctx, m.TaskID, m.Channel)
 	if err != nil {
 		return false, err
