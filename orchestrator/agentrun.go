@@ -34,7 +34,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	}
 	spec := r.spec
 	req := agent.Request{Prompt: prompt(item, r.plan), SessionID: item.SessionID, Dir: r.wt.Dir, Home: insideHome,
-		Env: r.env, MCPURL: r.mcpURL, MCPToken: r.mcpToken}
+		Env: r.env, MCPURL: r.mcpURL, MCPToken: r.mcpToken, ReadOnly: r.readOnly()}
 	if w.cfg.Model != nil {
 		req.Model = w.cfg.Model(item.Agent)
 	}
@@ -128,7 +128,9 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 	if out.Err != nil {
 		return out, stepErr("agent_failed", "agent %s: %w", item.Agent, out.Err)
 	}
-	rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
+	if !r.readOnly() {
+		rep.state(ctx, StateTesting, "", Patch{SessionID: &out.SessionID, Usage: &usage})
+	}
 	return out, nil
 }
 
@@ -146,5 +148,41 @@ func prompt(item WorkItem, plan Plan) string {
 	if plan.PromptContext != "" {
 		p += "\n\n" + plan.PromptContext
 	}
+	switch {
+	case item.Mode == ModePlan:
+		p += "\n\nDo not change any file now. Study the code and propose a plan: the changes you would make, file by file, " +
+			"and how you would test them. Your final message is the plan a person reviews before any code is written."
+	case item.Mode == ModeAnswer:
+		p += "\n\nDo not change any file. Your final message is the answer."
+	case item.Plan != "":
+		p += "\n\nCarry out this plan, which was reviewed and approved:\n\n" + item.Plan
+	}
 	return p
+}
+
+// readOnly reports whether the run only looks (plan, answer): the worktree
+// is mounted read-only and nothing is committed or pushed.
+func (r *run) readOnly() bool { return r.item.Mode == ModePlan || r.item.Mode == ModeAnswer }
+
+// finishReadOnly ends a plan or answer run: a plan is posted for review
+// (needs_input, until approved or re-planned), an answer ends the task.
+func (w *Worker) finishReadOnly(ctx context.Context, r *run, out agent.Outcome) error {
+	rep := r.rep
+	text := strings.TrimSpace(out.Plan)
+	if text == "" {
+		text = strings.TrimSpace(out.Summary)
+	}
+	text = rep.redact.String(text)
+	if text == "" {
+		return stepErr("agent_failed", "the agent ended without a %s", r.item.Mode)
+	}
+	if r.item.Mode == ModeAnswer {
+		rep.line(ctx, "system", "answered")
+		rep.state(ctx, StateDone, "answered", Patch{Answer: &text, Usage: rep.usage})
+		return nil
+	}
+	q := "Proposed plan:\n\n" + text + "\n\nReply `/approve` to make the change, or reply with what to change to plan again."
+	rep.line(ctx, "system", "plan ready for review")
+	rep.state(ctx, StateNeedsInput, "plan", Patch{Plan: &text, Question: &q, SessionID: &out.SessionID, Usage: rep.usage})
+	return nil
 }

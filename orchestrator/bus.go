@@ -113,9 +113,13 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	}
 	wait := busRetryMin
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, busAttemptTimeout)
-		kv, err := ensureBus(actx, js, cfg)
-		cancel()
+		var kv jetstream.KeyValue
+		err := errBusNotConnected
+		if nc.IsConnected() { // else the connection retries on its own
+			actx, cancel := context.WithTimeout(ctx, busAttemptTimeout)
+			kv, err = ensureBus(actx, js, cfg)
+			cancel()
+		}
 		if err == nil {
 			if attempt > 1 {
 				log.Info("NATS JetStream ready", "attempts", attempt)
@@ -149,8 +153,10 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 var (
 	busRetryMin       = 250 * time.Millisecond
 	busRetryMax       = 5 * time.Second
-	busAttemptTimeout = 10 * time.Second
+	busAttemptTimeout = 5 * time.Second
 )
+
+var errBusNotConnected = errors.New("not connected")
 
 // ensureBus creates or updates the streams and the cancel bucket once.
 func ensureBus(ctx context.Context, js jetstream.JetStream, cfg BusConfig) (jetstream.KeyValue, error) {
@@ -277,6 +283,11 @@ type WorkItem struct {
 	// Commit is the task's last pushed commit: a run that ends on it
 	// changed nothing.
 	Commit string `json:"commit,omitempty"`
+	// Mode is the run's mode: change, plan (read-only, proposes a plan)
+	// or answer (read-only, answers). "" is change.
+	Mode string `json:"mode,omitempty"`
+	// Plan is the approved plan a change run carries out.
+	Plan string `json:"plan,omitempty"`
 }
 
 func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {

@@ -75,6 +75,9 @@ type Event struct {
 	Raw json.RawMessage `json:"raw,omitempty"`
 	// RawEvent names the original event type (e.g. X-GitHub-Event).
 	RawEvent string `json:"raw_event,omitempty"`
+	// Mode, when set, is the mode of the task the event creates (change,
+	// plan, answer); an automation's mode is in Automation.
+	Mode string `json:"mode,omitempty"`
 	// Automation, when set, is the automation run this event starts; the
 	// task carries it (mode, reply policy, run budget, secret scopes).
 	Automation *AutomationRun `json:"automation,omitempty"`

@@ -56,8 +56,12 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	if err := w.provision(ctx, r); err != nil {
 		return err
 	}
-	if err := w.setup(ctx, r); err != nil {
-		return err
+	if !r.readOnly() {
+		// A read-only run (plan, answer) looks at the code as it is:
+		// setup steps would want to write.
+		if err := w.setup(ctx, r); err != nil {
+			return err
+		}
 	}
 	out, err := w.runAgent(ctx, stop, r)
 	if errors.Is(err, errAsked) {
@@ -65,6 +69,9 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	}
 	if err != nil {
 		return err
+	}
+	if r.readOnly() {
+		return w.finishReadOnly(ctx, r, out)
 	}
 	if r.repo.Test != "" {
 		spec := r.spec

@@ -74,7 +74,8 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	for k, v := range extra {
 		r.env[k] = v
 	}
-	r.spec = sandbox.Spec{Dir: r.wt.Dir, ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,
+	r.env["NIGHTSHIFT_MODE"] = orDefault2(item.Mode, ModeChange)
+	r.spec = sandbox.Spec{Dir: r.wt.Dir, DirReadOnly: r.readOnly(), ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,
 		Timeout: r.repo.Timeout, AllowHosts: r.repo.AllowHosts, Tools: w.cfg.Tools,
 		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}
 	if w.cfg.MCP != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -390,7 +391,16 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 	}
 	t := Task{ID: id, State: StateQueued, Repo: ev.Repo, Base: ev.Branch, Branch: BranchName(id), Agent: agent,
 		Prompt: ev.Instruction, Source: ev.Source, Kind: ev.Kind, TargetKey: tkey, Target: ev.Target, Actor: ev.Actor,
-		Run: 1, CreatedAt: now, UpdatedAt: now, IdempotencyKey: ev.IdempotencyKey}
+		Run: 1, CreatedAt: now, UpdatedAt: now, IdempotencyKey: ev.IdempotencyKey, Mode: ev.Mode}
+	if a := ev.Automation; a != nil {
+		t.Automation, t.Respond = a.Name, a.Respond
+		if t.Mode == "" {
+			t.Mode = a.Mode
+		}
+	}
+	if t.Mode == ModeChange {
+		t.Mode = ""
+	}
 	rec := Record{Task: t, Event: evJSON,
 		Transitions: []Transition{{To: StateQueued, Reason: "created from " + string(ev.Source) + " " + ev.Kind, Run: 1, At: now}}}
 	data, err := json.Marshal(rec)
@@ -482,8 +492,15 @@ func (r *Records) wakeLocked(rec *Record) error {
 }
 
 // requeueLocked moves rec to queued with a new run and puts that run's
-// work item in the outbox, handing it the pending messages.
+// work item in the outbox, handing it the pending messages. A plan waiting
+// for review that gets an approval is approved: the run makes the change.
 func (r *Records) requeueLocked(rec *Record, reason string, followUp bool, opt func(*WorkItem)) error {
+	if t := &rec.Task; t.Mode == ModePlan && !t.PlanApproved && t.Plan != "" && t.State == StateNeedsInput && len(rec.Messages) > 0 &&
+		IsApproval(rec.Messages[len(rec.Messages)-1].Text) {
+		t.PlanApproved = true
+		reason = "plan approved by " + orDefault2(rec.Messages[len(rec.Messages)-1].Actor, "a reviewer")
+		rec.Messages = nil
+	}
 	if err := r.transition(rec, StateQueued, reason); err != nil {
 		return err
 	}
@@ -501,9 +518,31 @@ func (r *Records) requeueLocked(rec *Record, reason string, followUp bool, opt f
 }
 
 func workItemOf(t Task, followUp bool, msgs []Message) WorkItem {
-	return WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
+	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
 		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
-		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit}
+		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit, Mode: t.RunMode()}
+	if t.Mode == ModePlan && t.PlanApproved {
+		// The change run starts afresh from the prompt and the approved
+		// plan (not the planning conversation).
+		w.Plan, w.FollowUp, w.Messages, w.SessionID = t.Plan, false, nil, ""
+	}
+	return w
+}
+
+func orDefault2(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// IsApproval reports whether a reply approves a proposed plan.
+func IsApproval(text string) bool {
+	switch strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(text), "@nightshift"))) {
+	case "/approve", "approve", "/approved", "approved", "/lgtm", "lgtm":
+		return true
+	}
+	return false
 }
 
 // Dispatch puts run t.Run of a queued task in its outbox (once).
@@ -742,6 +781,7 @@ func applyPatch(t *Task, p Patch) {
 	set(&t.SessionID, p.SessionID)
 	set(&t.Answer, p.Answer)
 	set(&t.Question, p.Question)
+	set(&t.Plan, p.Plan)
 	if p.Identity != nil {
 		t.Identity = *p.Identity
 	}

@@ -119,6 +119,16 @@ func (r *reporter) write(ctx context.Context, s State, reason string, p Patch) e
 		if err == nil {
 			return nil
 		}
+		if isTransition(err) {
+			// The run still holds its task but asked for a move the state
+			// machine forbids: a defect, not a lost lease. Fail the task
+			// saying so rather than leave it where it is.
+			text := "internal error: " + err.Error()
+			reason := "internal"
+			if _, ferr := r.recs.Report(ctx, r.item.TaskID, r.fence, StateFailed, reason, Patch{Error: &text, Reason: &reason}); ferr == nil {
+				r.log.Error("invalid state move; task failed", "state", s, "err", err)
+			}
+		}
 		if errors.Is(err, ErrFenced) || isTransition(err) || errors.Is(err, ErrNotFound) {
 			r.fenced.Store(true)
 			return fmt.Errorf("%w: %v", errFenced, err)

@@ -196,6 +196,10 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 			return s.cancel(ctx, ev.Target.ID)
 		case "retry":
 			return s.retry(ctx, ev.Target.ID)
+		case "approve":
+			// The plan's approval button: an approving answer.
+			ev.Instruction = "/approve"
+			return s.answer(ctx, ev)
 		}
 		return fmt.Errorf("%w: unknown action %q", ErrConflict, ev.Instruction)
 	case KindPRFeedback, KindPRMerged, KindPRClosed:
@@ -365,6 +369,12 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 		clear(s.seen)
 	}
 	s.seen[t.ID] = seenRecord{updated: t.UpdatedAt, transitions: len(rec.Transitions)}
+	defer func() {
+		if t.Respond == "silent" {
+			return // an automation that reports nothing where it came from
+		}
+		s.notify(ctx, t)
+	}()
 	if n := len(rec.Transitions) - last.transitions; n > 0 {
 		for _, tr := range rec.Transitions[len(rec.Transitions)-min(n, len(rec.Transitions)):] {
 			s.cfg.Metrics.transition(tr.To)
@@ -373,7 +383,6 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}
-	s.notify(ctx, t)
 }
 
 // handleMaxDeliveries fails the task whose run exhausted its deliveries and

@@ -278,6 +278,8 @@ type Patch struct {
 	Question *string `json:"question,omitempty"`
 	// Answer is the final answer of a run that changed nothing.
 	Answer *string `json:"answer,omitempty"`
+	// Plan is the plan a plan run proposed.
+	Plan *string `json:"plan,omitempty"`
 }
 
 type querier interface {

@@ -42,6 +42,38 @@ type Task struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	// IdempotencyKey is the business key the task was created for.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Mode is what the task's runs may do: change (the default: edit,
+	// commit, push), plan (look read-only, propose a plan, wait for its
+	// approval, then change) or answer (look read-only, answer, done).
+	Mode string `json:"mode,omitempty"`
+	// Plan is the plan a plan run proposed; PlanApproved is set once a
+	// person approved it (the next run makes the change).
+	Plan         string `json:"plan,omitempty"`
+	PlanApproved bool   `json:"plan_approved,omitempty"`
+	// Respond is "silent" when nothing is reported where the task came
+	// from (an automation's choice); "" or "reply" reports.
+	Respond string `json:"respond,omitempty"`
+	// Automation names the automation that started the task, if one did.
+	Automation string `json:"automation,omitempty"`
+}
+
+// Task modes.
+const (
+	ModeChange = "change"
+	ModePlan   = "plan"
+	ModeAnswer = "answer"
+)
+
+// RunMode is the mode of t's next run: a plan task plans until its plan is
+// approved, then changes.
+func (t Task) RunMode() string {
+	switch {
+	case t.Mode == ModePlan && t.PlanApproved:
+		return ModeChange
+	case t.Mode == ModePlan, t.Mode == ModeAnswer:
+		return t.Mode
+	}
+	return ModeChange
 }
 
 // TaskIdentity is the per-task agent identity as shown on a task.

@@ -321,19 +321,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	log = log.With("epoch", fence.Epoch)
 	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, stop: cancel, item: item, attempt: attempt, clock: w.cfg.Clock, log: log}
-	// The tokens the run hands its agent are redacted, from the moment each
-	// is issued, and so are the task's secrets.
+	// The tokens the run hands its agent are redacted from the moment each
+	// is issued; execute adds the task's secrets (redactRun) before
+	// anything runs, and fails closed when they cannot be loaded.
 	rep.tokens = &tokenRedactor{newRedactor: w.cfg.NewRedactor}
-	var secretsRedactor Redactor
-	if w.cfg.Secrets != nil && w.cfg.NewRedactor != nil {
-		secrets, err := w.cfg.Secrets(runCtx, item.TaskID, item.Agent, item.Repo)
-		if err != nil {
-			log.Warn("load task secrets for redaction", "err", err)
-		} else {
-			secretsRedactor = w.cfg.NewRedactor(secrets)
-		}
-	}
-	rep.redact = chainRedactors(rep.tokens, secretsRedactor, w.cfg.Redactor)
+	rep.redact = chainRedactors(rep.tokens, w.cfg.Redactor)
 	started := w.cfg.Clock()
 	err = w.execute(runCtx, cancel, item, rep)
 	final := context.WithoutCancel(ctx)

@@ -75,6 +75,7 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	repo := fs.String("repo", "", "repository URL or local path (required)")
 	branch := fs.String("branch", "", "base branch or commit (default: the repository's default branch)")
 	agentName := fs.String("agent", "", "agent to run (default: the repo's or default_agent)")
+	mode := fs.String("mode", "", "change (default), plan (read-only plan, approved with a /approve reply) or answer (read-only answer)")
 	follow := fs.Bool("follow", false, "stream the task's progress until it finishes")
 	promptFile := fs.String("prompt-file", "", "read the prompt from this file (-: stdin)")
 	// The prompt starts at the first positional word, except a lone "-"
@@ -151,7 +152,7 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	}
 	c := cf.client()
 	var resp api.CreateResponse
-	if err := c.do(ctx, "POST", "/api/v1/tasks", api.CreateRequest{Repo: r, Prompt: prompt, Branch: *branch, Agent: *agentName}, &resp); err != nil {
+	if err := c.do(ctx, "POST", "/api/v1/tasks", api.CreateRequest{Repo: r, Prompt: prompt, Branch: *branch, Agent: *agentName, Mode: *mode}, &resp); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge {
 			return fmt.Errorf("the server refused the prompt (%s) as too large; %s", byteSize(len(prompt)), strings.TrimPrefix(ae.Msg, "the server refused the request as too large: "))

@@ -252,6 +252,9 @@ type CreateRequest struct {
 	Prompt string `json:"prompt"`
 	Branch string `json:"branch,omitempty"`
 	Agent  string `json:"agent,omitempty"`
+	// Mode is change (default), plan (read-only plan, approved before
+	// any change) or answer (read-only answer).
+	Mode string `json:"mode,omitempty"`
 }
 
 // CreateResponse answers POST /api/v1/tasks.
@@ -285,6 +288,9 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		return
 	case req.Prompt == "":
 		writeError(w, http.StatusBadRequest, "prompt is required")
+		return
+	case req.Mode != "" && req.Mode != orchestrator.ModeChange && req.Mode != orchestrator.ModePlan && req.Mode != orchestrator.ModeAnswer:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode must be change, plan or answer, not %q", req.Mode))
 		return
 	case req.Agent != "" && s.cfg.KnownAgent != nil && !s.cfg.KnownAgent(req.Agent):
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown agent %q", req.Agent))
@@ -324,7 +330,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		ID: id, Source: orchestrator.SourceAPI, Kind: orchestrator.KindTaskRequested, Repo: req.Repo,
 		Instruction: req.Prompt, DeliveryID: "api:" + key, IdempotencyKey: "api:" + key,
 		ReceivedAt: s.cfg.Clock().UTC(), Agent: req.Agent, Branch: req.Branch, TaskID: id,
-		Actor: orchestrator.Actor{Login: actorLogin(r)},
+		Actor: orchestrator.Actor{Login: actorLogin(r)}, Mode: req.Mode,
 	}
 	// A repeated Idempotency-Key is a duplicate delivery: answer with the
 	// task the first request created, if the body is the same.

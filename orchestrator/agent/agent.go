@@ -74,6 +74,10 @@ type Request struct {
 	Model string
 	// Env is extra environment the task is given.
 	Env map[string]string
+	// ReadOnly asks the agent to look and not change anything (a plan or
+	// an answer): Claude Code runs in its plan permission mode, Codex in
+	// its read-only sandbox. The worktree is mounted read-only as well.
+	ReadOnly bool
 }
 
 // LogValue keeps tokens out of logs.
@@ -130,6 +134,9 @@ type Outcome struct {
 	Usage     Usage
 	// Summary is the final assistant text.
 	Summary string
+	// Plan is the plan the agent proposed (Claude Code's ExitPlanMode),
+	// when it did.
+	Plan string
 	// Err is non-nil when the agent reported failure; it wraps ErrAgentFailed.
 	Err error
 	// Question is set when the agent ended its turn asking the user

@@ -50,8 +50,12 @@ func (c *Claude) Prepare(req Request) (Invocation, error) {
 		return Invocation{}, ErrNoPrompt
 	}
 	argv := append([]string(nil), c.argv...)
+	mode := "bypassPermissions"
+	if req.ReadOnly {
+		mode = "plan" // Claude Code looks and proposes; it edits nothing
+	}
 	argv = append(argv, "-p", "--output-format", "stream-json", "--verbose",
-		"--permission-mode", "bypassPermissions")
+		"--permission-mode", mode)
 	inv := Invocation{Env: map[string]string{
 		"IS_SANDBOX":                               "1",
 		"DISABLE_AUTOUPDATER":                      "1",
@@ -117,6 +121,7 @@ func (c *Claude) NewParser(emit func(Line)) Parser {
 }
 
 type claudeParser struct {
+	plan      string // the plan of an ExitPlanMode call
 	emit      func(Line)
 	lines     lineSplitter
 	session   string
@@ -231,6 +236,14 @@ func (p *claudeParser) line(s string) {
 					if b.Name == "AskUserQuestion" {
 						p.question = askUserQuestionText(b.Input)
 					}
+					if b.Name == "ExitPlanMode" {
+						var in struct {
+							Plan string `json:"plan"`
+						}
+						if json.Unmarshal(b.Input, &in) == nil && strings.TrimSpace(in.Plan) != "" {
+							p.plan = in.Plan
+						}
+					}
 				}
 			}
 		}
@@ -299,7 +312,7 @@ func (ev *claudeEvent) blocks() []claudeBlock {
 
 func (p *claudeParser) Outcome(exitCode int) Outcome {
 	p.lines.Flush()
-	o := Outcome{SessionID: p.session, Usage: p.usage, Summary: p.summary}
+	o := Outcome{SessionID: p.session, Usage: p.usage, Summary: p.summary, Plan: p.plan}
 	if o.Summary == "" {
 		o.Summary = p.lastText
 	}

@@ -59,7 +59,13 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 	if req.SessionID != "" {
 		argv = append(argv, "resume")
 	}
-	argv = append(argv, "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
+	if req.ReadOnly {
+		// Codex's own read-only sandbox, inside ours (whose worktree is
+		// mounted read-only too); it never asks for approval headless.
+		argv = append(argv, "--json", "--skip-git-repo-check", "-c", `sandbox_mode="read-only"`, "-c", `approval_policy="never"`)
+	} else {
+		argv = append(argv, "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
+	}
 	for _, kv := range codexConfig(req) {
 		argv = append(argv, "-c", kv)
 	}
