@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,26 +70,35 @@ repos:
 	fmt.Fprintf(w, "dispatch: %d tasks, %d-file repository, external nats-server (1 node), 1 ingress, 1 scheduler, 2 workers (concurrency %d each)\n",
 		n, files, concurrency)
 
-	// Warm both workers' mirrors: tasks until each worker has run one.
+	// Warm both workers' mirrors: pairs of tasks until each worker has
+	// started an agent (its mirror is warm once the worktree is provisioned).
 	warmed := map[string]bool{}
-	for i := 0; len(warmed) < len(workers); i++ {
-		if i >= 20 || ctx.Err() != nil {
+	var warmIDs []string
+	for i := 0; len(warmed) < len(workers); i += 2 {
+		if i >= 40 || ctx.Err() != nil {
 			t.Fatalf("could not warm both workers' mirrors (warmed: %v)", warmed)
 		}
-		id, _, err := ingress.API.CreateTask(ctx, origin, "warm up", "script", fmt.Sprintf("warm-%d", i))
-		if err != nil {
-			t.Fatalf("warm-up task: %v\n%s", err, ingress.Tail(3000))
+		var pair []string
+		for k := range 2 {
+			id, _, err := ingress.API.CreateTask(ctx, origin, "warm up", "script", fmt.Sprintf("warm-%d", i+k))
+			if err != nil {
+				t.Fatalf("warm-up task: %v\n%s", err, ingress.Tail(3000))
+			}
+			pair = append(pair, id)
 		}
-		waitAgent(ctx, t, agent, id)
+		warmIDs = append(warmIDs, pair...)
+		for _, id := range pair {
+			waitAgent(ctx, t, agent, id)
+		}
 		for _, s := range agent.Started() {
 			for _, wk := range workers {
-				if s.TaskID == id && cluster.IsAncestor(wk.PID(), s.PID) {
+				if slices.Contains(pair, s.TaskID) && wk.Ran(s) {
 					warmed[wk.Name] = true
 				}
 			}
 		}
-		waitRest(ctx, t, ingress, []string{id})
 	}
+	waitRest(ctx, t, ingress, warmIDs, 10*time.Second)
 
 	cpu0 := map[string]time.Duration{}
 	for _, p := range procs {
@@ -146,7 +156,7 @@ repos:
 		time.Sleep(100 * time.Millisecond)
 	}
 	allStarted := time.Since(t0)
-	states := waitRest(ctx, t, ingress, ids)
+	states := waitRest(ctx, t, ingress, ids, 30*time.Second)
 	var cpu time.Duration
 	var per []string
 	for _, p := range procs {
@@ -218,9 +228,9 @@ func waitAgent(ctx context.Context, t testing.TB, a *cluster.Agent, id string) {
 }
 
 // waitRest waits until every task rests and returns the outcome counts
-// ("unknown" when the API cannot find a task; it is not waited for after
-// the agent of every task has started and 30 s have passed).
-func waitRest(ctx context.Context, t testing.TB, in *cluster.Role, ids []string) string {
+// ("unknown" when the API cannot find a task; those are not waited for
+// longer than grace).
+func waitRest(ctx context.Context, t testing.TB, in *cluster.Role, ids []string, grace time.Duration) string {
 	since := time.Now()
 	for {
 		counts := map[string]int{}
@@ -243,7 +253,7 @@ func waitRest(ctx context.Context, t testing.TB, in *cluster.Role, ids []string)
 		}
 		sort.Strings(parts)
 		desc := strings.Join(parts, ", ")
-		if resting == len(ids) || (counts["unknown"] == len(ids)-resting && time.Since(since) > 30*time.Second) {
+		if resting == len(ids) || (counts["unknown"] == len(ids)-resting && time.Since(since) > grace) {
 			return desc
 		}
 		if ctx.Err() != nil {

@@ -24,7 +24,7 @@ func NewAgent(t testing.TB, dir, sleep string) *Agent {
 	t.Helper()
 	a := &Agent{Script: filepath.Join(dir, "agent.sh"), Starts: filepath.Join(dir, "agent-starts.log")}
 	script := "#!/bin/sh\n" +
-		"echo \"$(date +%s%N) $$ $NIGHTSHIFT_TASK_ID\" >> " + shellQuote(a.Starts) + "\n" +
+		"echo \"$(date +%s%N) $$ $NIGHTSHIFT_TASK_ID $PWD\" >> " + shellQuote(a.Starts) + "\n" +
 		"sleep " + sleep + "\n" +
 		"printf '%s\\n' \"$NIGHTSHIFT_PROMPT\" >> WORK.md\n" +
 		"echo \"agent pid $$\" >> WORK.md\n" +
@@ -40,6 +40,13 @@ type AgentStart struct {
 	At     time.Time
 	PID    int
 	TaskID string
+	// Dir is the agent's working directory (its worktree).
+	Dir string
+}
+
+// Ran reports whether the agent run s worked in a worktree under r's data dir.
+func (r *Role) Ran(s AgentStart) bool {
+	return s.Dir != "" && strings.HasPrefix(s.Dir, r.DataDir+string(os.PathSeparator))
 }
 
 // Started lists the agent runs started so far, in order.
@@ -48,7 +55,7 @@ func (a *Agent) Started() []AgentStart {
 	var out []AgentStart
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 {
+		if len(f) < 3 {
 			continue
 		}
 		ns, err1 := strconv.ParseInt(f[0], 10, 64)
@@ -56,7 +63,11 @@ func (a *Agent) Started() []AgentStart {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		out = append(out, AgentStart{At: time.Unix(0, ns), PID: pid, TaskID: f[2]})
+		st := AgentStart{At: time.Unix(0, ns), PID: pid, TaskID: f[2]}
+		if len(f) > 3 {
+			st.Dir = strings.Join(f[3:], " ")
+		}
+		out = append(out, st)
 	}
 	return out
 }
