@@ -116,7 +116,9 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 		var kv jetstream.KeyValue
 		err := errBusNotConnected
 		if nc.IsConnected() { // else the connection retries on its own
-			actx, cancel := context.WithTimeout(ctx, busAttemptTimeout)
+			// A loaded cluster may take long to create replicated
+			// streams: each attempt waits longer than the last.
+			actx, cancel := context.WithTimeout(ctx, min(time.Duration(attempt)*busAttemptTimeout, 6*busAttemptTimeout))
 			kv, err = ensureBus(actx, js, cfg)
 			cancel()
 		}
@@ -432,6 +434,27 @@ func (b *Bus) LastDiff(ctx context.Context, id string) (DiffReport, error) {
 		return DiffReport{}, fmt.Errorf("decode diff of task %s: %w", id, err)
 	}
 	return d, nil
+}
+
+// lastStateSeq returns the Seq of the newest state report published for
+// task id (0 when none was).
+func (b *Bus) lastStateSeq(ctx context.Context, id string) (int, error) {
+	st, err := b.js.Stream(ctx, TasksStream)
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, StateSubject(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var r StateReport
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return 0, nil
+	}
+	return r.Seq, nil
 }
 
 // MarkCancelled records that task id is cancelled, so a worker that picks it

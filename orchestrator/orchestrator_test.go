@@ -517,3 +517,73 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 		t.Fatalf("follow-up run: %d pending, outbox %+v", len(rec.Messages), rec.Outbox)
 	}
 }
+
+// TestReactorRepairsAWriterThatDied: a writer that stored a transition and
+// died before publishing what it owes (the state report, the run's work
+// item) loses nothing: the scheduler's reactor publishes both, once.
+func TestReactorRepairsAWriterThatDied(t *testing.T) {
+	t.Parallel()
+	bus := newBus(t)
+	ctx := t.Context()
+	recs := bus.records
+	// The "writer": a record written straight into the bucket, as the
+	// compare-and-swap leaves it, with nothing published after.
+	now := time.Now().UTC()
+	tk := Task{ID: NewID(), State: StateQueued, Repo: "/r", Branch: "nightshift/x", Agent: "script", Prompt: "p",
+		Source: SourceAPI, Kind: KindTaskRequested, Run: 1, CreatedAt: now, UpdatedAt: now, IdempotencyKey: "died"}
+	w := workItemOf(tk, false, nil)
+	rec := Record{Task: tk, Outbox: &w, Transitions: []Transition{{To: StateQueued, Run: 1, At: now}}}
+	data, _ := json.Marshal(rec)
+	if _, err := recs.kv.Create(ctx, taskKey(tk.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	sched := NewScheduler(bus, nil, SchedulerConfig{DefaultAgent: "script"})
+	// The reactor starts from new revisions: touch the record once more
+	// the way a later writer would, leaving the outbox owed.
+	done := make(chan error, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	go func() { done <- sched.Run(sctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(200 * time.Millisecond) // the reactor's consumer exists
+	if _, _, err := recs.AddFollowUp(ctx, tk.ID, "k", "more", "me"); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := bus.js.CreateOrUpdateConsumer(ctx, WorkStream, jetstream.ConsumerConfig{Durable: "workers",
+		AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, wait := range []time.Duration{5 * time.Second, 300 * time.Millisecond} {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			var got WorkItem
+			json.Unmarshal(m.Data(), &got)
+			if got.TaskID != tk.ID || got.Run != 1 {
+				t.Fatalf("work item %+v", got)
+			}
+			m.Ack()
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d work items published for the owed run, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if seq, _ := bus.lastStateSeq(ctx, tk.ID); seq >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no state report republished")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rec2, _, _ := recs.Get(ctx, tk.ID)
+	if rec2.Outbox != nil {
+		t.Fatalf("outbox still owed: %+v", rec2.Outbox)
+	}
+}

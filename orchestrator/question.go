@@ -104,7 +104,7 @@ func (s *Scheduler) answer(ctx context.Context, ev *Event) error {
 // than the scheduler's AnswerTimeout: they are cancelled with reason
 // no_answer.
 func (s *Scheduler) expireQuestions(ctx context.Context) {
-	if s.cfg.AnswerTimeout <= 0 {
+	if s.cfg.AnswerTimeout <= 0 || s.store == nil {
 		return
 	}
 	ts, err := s.store.List(ctx, Filter{States: []State{StateNeedsInput}, Limit: 500})

@@ -31,8 +31,13 @@ import (
 const RecordsBucket = "NIGHTSHIFT_TASKRECS"
 
 // recordHistory is how many revisions of a record the bucket keeps: a
-// reactor that lags behind still sees every transition.
-const recordHistory = 64
+// reactor that lags behind a few revisions still sees every transition.
+const recordHistory = 16
+
+// recordsMaxAge is how long a record outlives its last change (a task in
+// review for longer is still in the index, but its pull request's events
+// no longer find it).
+const recordsMaxAge = 180 * 24 * time.Hour
 
 // maxTransitions bounds the transitions a record keeps (the oldest are
 // dropped; the index keeps all it saw).
@@ -121,7 +126,7 @@ type Records struct {
 }
 
 func recordsConfig(cfg BusConfig) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{Bucket: RecordsBucket, History: recordHistory, TTL: cfg.TaskMaxAge,
+	return jetstream.KeyValueConfig{Bucket: RecordsBucket, History: recordHistory, TTL: max(cfg.TaskMaxAge, recordsMaxAge),
 		MaxValueSize: 8 << 20, Storage: jetstream.FileStorage, Replicas: cfg.Replicas}
 }
 

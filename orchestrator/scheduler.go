@@ -88,6 +88,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create scheduler consumer: %w", err)
 	}
+	// Before the records bucket, a "recorder" stored state reports: it has
+	// nothing to do any more.
+	if err := s.bus.js.DeleteConsumer(ctx, TasksStream, "recorder"); err == nil {
+		s.log.Info("removed the old recorder consumer")
+	}
 	// The reactor sees every revision of every task record, one at a
 	// time across all schedulers (a record's revisions in order).
 	reports, err := s.bus.js.CreateOrUpdateConsumer(ctx, "KV_"+RecordsBucket, jetstream.ConsumerConfig{
@@ -343,10 +348,15 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 		return
 	}
-	if err := s.recs.project(ctx, rec); err != nil {
-		s.log.Warn("republish state report; will retry", "task_id", rec.Task.ID, "err", err)
-		msg.NakWithDelay(time.Second)
-		return
+	// The writer published this revision's state report right after
+	// writing it, unless it died in between: republish only what is
+	// missing (an old report published again would look like news).
+	if last, err := s.bus.lastStateSeq(ctx, rec.Task.ID); err != nil || last < len(rec.Transitions) {
+		if err := s.recs.project(ctx, rec); err != nil {
+			s.log.Warn("republish state report; will retry", "task_id", rec.Task.ID, "err", err)
+			msg.NakWithDelay(time.Second)
+			return
+		}
 	}
 	if rec.Outbox != nil {
 		cur, _, err := s.recs.Get(ctx, rec.Task.ID)
