@@ -126,6 +126,20 @@ automations:
 		t.Fatalf("after marking one read: %d unread", inbox.Unread)
 	}
 
+	// The CLI shows the same, as text and JSON.
+	out, err = s.cli(t, "automations", "show", "triage", "--json")
+	var shown api.AutomationView
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || !shown.Paused || shown.Definition.Where[0].Field != "instruction" {
+		t.Fatalf("automations show --json: %v\n%s", err, out)
+	}
+	out, err = s.cli(t, "automations", "runs", "triage")
+	if err != nil || strings.Count(out, "failed") < 3 || !strings.Contains(out, "skipped") || !strings.Contains(out, "paused: 3 consecutive") {
+		t.Fatalf("automations runs: %v\n%s", err, out)
+	}
+	if out, err := s.cli(t, "automations", "run", "triage"); err == nil || !strings.Contains(out, "no repository to run on") {
+		t.Fatalf("a manual run of an automation without a repo: %v\n%s", err, out)
+	}
+
 	// Resuming clears the count.
 	if out, err := s.cli(t, "automations", "enable", "triage"); err != nil || !strings.Contains(out, "enabled") {
 		t.Fatalf("enable: %v: %s", err, out)

@@ -88,7 +88,7 @@ func (h *automationRoutes) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "automation not found")
 	case errors.As(err, &ce):
 		writeError(w, http.StatusBadRequest, "bad automation: "+ce.Key+": "+ce.Msg)
-	case errors.Is(err, automation.ErrDisabled), errors.Is(err, automation.ErrPaused):
+	case errors.Is(err, automation.ErrDisabled), errors.Is(err, automation.ErrPaused), errors.Is(err, automation.ErrNoRepo):
 		writeError(w, http.StatusConflict, err.Error())
 	default:
 		h.s.fail(w, err)

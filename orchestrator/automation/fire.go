@@ -172,7 +172,7 @@ func (e *Engine) RunNow(ctx context.Context, name, who string) ([]Run, error) {
 		return nil, fmt.Errorf("%w: enable %s first", ErrDisabled, name)
 	}
 	if c.Def.Repo == "" && len(c.Def.Repos) == 0 {
-		return nil, fmt.Errorf("automation: %s names no repo to run on (it takes its repository from the event)", name)
+		return nil, fmt.Errorf("%w: %s takes its repository from the event; give it a repo to run it by hand", ErrNoRepo, name)
 	}
 	now := e.cfg.Clock()
 	trig := trigger{kind: "manual", key: "manual-" + orchestrator.NewID(), at: now, actor: who}

@@ -35,6 +35,9 @@ var (
 	ErrNotFound = errors.New("automation: not found")
 	ErrPaused   = errors.New("automation: paused")
 	ErrDisabled = errors.New("automation: disabled")
+	// ErrNoRepo refuses a manual run of an automation that takes its
+	// repository from the event.
+	ErrNoRepo = errors.New("automation: no repository to run on")
 )
 
 // Record is one stored version of an automation.
