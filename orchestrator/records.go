@@ -94,6 +94,8 @@ type Record struct {
 	// Outbox is the work item owed to the work queue for Task.Run; nil
 	// once published.
 	Outbox *WorkItem `json:"outbox,omitempty"`
+	// Dispatched is the newest run whose work item was published.
+	Dispatched int `json:"dispatched,omitempty"`
 	// Intents are the pushes runs announced, newest last (a few kept).
 	Intents []PushIntent `json:"intents,omitempty"`
 	// Event is the event that created the task (for re-normalization).
@@ -285,6 +287,7 @@ func (r *Records) flushOutbox(ctx context.Context, rec Record) error {
 			return errUnchanged
 		}
 		cur.Outbox = nil
+		cur.Dispatched = max(cur.Dispatched, w.Run)
 		return nil
 	})
 	return err
@@ -408,6 +411,11 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 	}
 	rec := Record{Task: t, Event: evJSON,
 		Transitions: []Transition{{To: StateQueued, Reason: "created from " + string(ev.Source) + " " + ev.Kind, Run: 1, At: now}}}
+	if t.Repo != "" {
+		// The first run's work item, in the same write (the outbox).
+		w := workItemOf(t, false, nil)
+		rec.Outbox = &w
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return CreateResult{}, err
@@ -553,7 +561,7 @@ func IsApproval(text string) bool {
 // Dispatch puts run t.Run of a queued task in its outbox (once).
 func (r *Records) Dispatch(ctx context.Context, id string) (Task, error) {
 	rec, _, err := r.update(ctx, id, func(rec *Record) error {
-		if rec.Task.State != StateQueued || rec.Outbox != nil || rec.Lease.Run == rec.Task.Run {
+		if rec.Task.State != StateQueued || rec.Outbox != nil || rec.Lease.Run == rec.Task.Run || rec.Dispatched >= rec.Task.Run {
 			return errUnchanged
 		}
 		w := workItemOf(rec.Task, false, nil)

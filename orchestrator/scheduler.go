@@ -235,7 +235,6 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 		return nil
 	case res.Created:
 		s.cfg.Metrics.event(ev, "created")
-		s.cfg.Metrics.created(ev.Source)
 	default:
 		s.cfg.Metrics.event(ev, "duplicate")
 	}
@@ -251,8 +250,8 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 		_, _, err := s.recs.Fail(ctx, t.ID, t.Run, "no_repo", msg)
 		return err
 	}
-	// The first run's work item: put in the task's outbox and published
-	// (once; a redelivered event finds it dispatched).
+	// The first run's work item went into the task's outbox when it was
+	// created (here or by the API); make sure it is owed or published.
 	_, err = s.recs.Dispatch(ctx, t.ID)
 	return err
 }
@@ -385,6 +384,9 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 		}
 		s.notify(ctx, t)
 	}()
+	if !ok && len(rec.Transitions) == 1 && t.State == StateQueued {
+		s.cfg.Metrics.created(t.Source) // wherever it was created
+	}
 	if n := len(rec.Transitions) - last.transitions; n > 0 {
 		for _, tr := range rec.Transitions[len(rec.Transitions)-min(n, len(rec.Transitions)):] {
 			s.cfg.Metrics.transition(tr.To)

@@ -31,6 +31,7 @@ import (
 	"github.com/nightshift/nightshift/ingress/webhook"
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/agent"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/orchestrator/natsserver"
 	"github.com/nightshift/nightshift/sandbox"
@@ -126,9 +127,13 @@ type server struct {
 	provider *local.Provider
 	wt       *worktree.Manager
 	runners  []func(context.Context) error
-	errc     chan error
-	wg       sync.WaitGroup
-	closers  []func()
+	// workers run on a context of their own: on shutdown they stop taking
+	// work and drain first, while everything they use stays up.
+	workers []func(context.Context) error
+	gate    drainGate
+	errc    chan error
+	wg      sync.WaitGroup
+	closers []func()
 }
 
 func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions, logger *slog.Logger) (_ *server, err error) {
@@ -150,6 +155,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if err := s.lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// The main listener serves /mcp to the host (operators' tools); agents
 	// reach MCP and the gateway only through their run's own listeners. It
 	// is opened first, so a port in use fails the start before anything
@@ -170,13 +178,15 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		s.closers = append(s.closers, func() { s.ns.Shutdown(); s.ns.WaitForShutdown() })
 		s.nc, err = natsserver.Connect(s.ns, "nightshift-"+o.role)
 	} else {
-		s.nc, err = nats.Connect(cfg.NATS.URL, nats.Name("nightshift-"+o.role), nats.MaxReconnects(-1))
+		s.nc, err = connectNATS(cfg.NATS.URL, "nightshift-"+o.role, logger)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	s.closers = append(s.closers, func() { s.nc.Close() })
-	bus, err := orchestrator.NewBus(ctx, s.nc, orchestrator.BusConfig{Replicas: cfg.NATS.Replicas})
+	// Waits, retrying, until the streams exist (a cluster still electing
+	// its leader, a server not up yet) or ctx ends.
+	bus, err := orchestrator.NewBus(ctx, s.nc, orchestrator.BusConfig{Replicas: cfg.NATS.Replicas, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -195,15 +205,19 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	// as the process serves (and rebuilt from the records when missing).
 	store.Follow(ctx, bus.Records())
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	vlt, err := vault.Open(ctx, s.db, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo})
+	vlt, err := openVault(ctx, s.db, s.clusterJS(bus), cfg.NATS.Replicas, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)
 	}
-	resolve := func(sec config.Secret) (string, error) { return sec.Resolve(ctx, a.env, vlt) }
-	resolveAll := func(list []config.Secret) ([]string, error) { return config.ResolveAll(ctx, list, a.env, vlt) }
+	// Secret lookups outlive the signal: while workers drain after SIGTERM,
+	// the gateway and preflight still resolve their keys.
+	life := context.WithoutCancel(ctx)
+	resolve := func(sec config.Secret) (string, error) { return sec.Resolve(life, a.env, vlt) }
+	resolveAll := func(list []config.Secret) ([]string, error) { return config.ResolveAll(life, list, a.env, vlt) }
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBusMetrics(reg, bus)
 	metrics := orchestrator.NewMetrics(reg)
 
 	// Identities: the built-in local provider (mail over SMTP, SMS from a
@@ -217,7 +231,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
 
-	prs, notifiers, replier, err := newRoundTrip(ctx, cfg, s.db, resolve, logger)
+	prs, notifiers, replier, drivers, err := newRoundTrip(life, cfg, s.db, resolve, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -252,6 +266,15 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued, MaxPromptBytes: cfg.API.MaxPromptBytes,
 			Sessions: sessions, SessionKey: sessionKey,
 			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
+			AgentFor: func(repo string) string {
+				if a := cfg.RepoFor(repo).Agent; a != "" {
+					return a
+				}
+				if cfg.DefaultAgent != "" {
+					return cfg.DefaultAgent
+				}
+				return "claude"
+			},
 			LocalRepoAllowed: cfg.NamesLocalRepo, DataDir: cfg.DataDir,
 			Metrics: api.NewMetrics(reg)})
 		reg.MustRegister(api.NewCollector(store))
@@ -266,14 +289,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if s.provider != nil {
 			routes.SMS = s.provider.SMSHandler()
 		}
-		hooks, err := newWebhooks(bus, store, cfg, resolve, resolveAll, replier, reg, logger)
+		hooks, err := newWebhooks(bus, store, cfg, resolve, resolveAll, replier, drivers, reg, logger)
 		if err != nil {
 			return nil, err
 		}
 		routes.Hooks = hooks
-		routes.Ready = func(ctx context.Context) map[string]error {
-			return map[string]error{"nats": bus.Ping(ctx), "sqlite": store.Ping(ctx)}
-		}
 	}
 
 	if all || o.role == "scheduler" {
@@ -315,7 +335,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			tools["nightshift"], tools["ravi"] = bin, bin
 		}
 		worker, err := orchestrator.NewWorker(bus, sb, s.wt, ids, agentRegistry{cfg}, orchestrator.WorkerConfig{
-			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, Logger: logger, Metrics: metrics,
+			Concurrency: cfg.Worker.Concurrency, AckWait: o.ackWait, DrainTimeout: cfg.Worker.DrainTimeout.Std(), Logger: logger, Metrics: metrics,
 			MCP: routes.MCP, Gateway: gw, ServiceDir: filepath.Join(cfg.DataDir, "sandbox", "run"), Tools: tools, PullRequests: prs,
 			DirectNetwork: cfg.Sandbox.Driver == "process",
 			SandboxHome:   sandboxHome(cfg.Sandbox.Driver),
@@ -360,7 +380,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		if err != nil {
 			return nil, err
 		}
-		s.runners = append(s.runners, worker.Run, func(ctx context.Context) error {
+		s.workers = append(s.workers, worker.Run)
+		s.runners = append(s.runners, func(ctx context.Context) error {
 			return s.collectGarbage(ctx, worker, bus.Records())
 		})
 	}
@@ -373,7 +394,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		}
 	}
 
-	s.http = &http.Server{Handler: ingress.NewHandler(routes), ReadHeaderTimeout: 10 * time.Second,
+	routes.Ready = s.readyChecks(o.role, cfg.DataDir, bus, store).run
+	s.http = &http.Server{Handler: s.gate.wrap(ingress.NewHandler(routes)), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	addr := "http://" + s.ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(addr+"\n"), 0o600); err != nil {
@@ -384,32 +406,47 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	return s, nil
 }
 
-// wait runs the components until ctx is done, then shuts down in two
-// phases: stop taking work (HTTP, consumers) and drain, then close.
+// wait runs the components until ctx is done, then shuts down in order:
+// stop taking work (webhooks and API writes answer 503, /readyz says
+// shutting down), let the workers drain (their runs finish, or are handed
+// back after worker.drain_timeout) while /mcp, the gateway, secret lookups
+// and NATS stay up, then stop the other components and close.
 func (s *server) wait(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
 	go func() {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	for _, r := range s.runners {
-		s.wg.Add(1)
+	start := func(wg *sync.WaitGroup, ctx context.Context, r func(context.Context) error) {
+		wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			if err := r(runCtx); err != nil && runCtx.Err() == nil {
+			defer wg.Done()
+			if err := r(ctx); err != nil && ctx.Err() == nil {
 				s.errc <- err
 			}
 		}()
 	}
+	var workers sync.WaitGroup
+	for _, r := range s.workers {
+		start(&workers, workCtx, r)
+	}
+	for _, r := range s.runners {
+		start(&s.wg, runCtx, r)
+	}
 	var err error
 	select {
 	case <-ctx.Done():
-		s.log.Info("shutting down")
+		s.log.Info("shutting down: no new work; draining running tasks")
 	case err = <-s.errc:
 		s.log.Error("component failed; shutting down", "err", err)
 	}
+	s.gate.draining.Store(true)
+	stopWork()
+	workers.Wait()
 	cancel()
 	shutCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	s.http.Shutdown(shutCtx)
@@ -547,7 +584,7 @@ func (r agentRegistry) Adapter(name string) (agent.Adapter, error) {
 }
 
 func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.Config, resolve func(config.Secret) (string, error),
-	resolveAll func([]config.Secret) ([]string, error), replier webhook.Replier, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
+	resolveAll func([]config.Secret) ([]string, error), replier webhook.Replier, drivers *forge.Registry, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, error) {
 	gh, err := resolveAll(cfg.GitHub.WebhookSecrets)
 	if err != nil {
 		return nil, err
@@ -585,7 +622,12 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 			deny[r.Match] = r.Deny
 		}
 	}
+	forges, sources, err := forgeWebhooks(cfg, resolveAll, logger)
+	if err != nil {
+		return nil, err
+	}
 	return webhook.New(bus.JetStream(), bus, webhook.Config{
+		Forges: forges, Sources: sources, Drivers: drivers,
 		GitHub: webhook.GitHubConfig{Secrets: gh, Trigger: cfg.GitHub.Trigger, Label: cfg.GitHub.Label, BotLogin: cfg.GitHub.BotLogin,
 			APIURL: cfg.GitHub.APIURL, GitURL: cfg.GitHub.GitURL, Token: token, Allow: allow, Deny: deny, ReplyRefused: cfg.GitHub.ReplyOnRefusal},
 		Linear:     webhook.LinearConfig{Secrets: lin, AgentUser: cfg.Linear.AgentUser, Label: cfg.Linear.Label, Repo: cfg.Linear.Repo},

@@ -65,6 +65,12 @@ type Config struct {
 	MaxPromptBytes int
 	// KnownAgent reports whether an agent name is configured. Nil: any.
 	KnownAgent func(name string) bool
+	// AgentFor names the agent for a repository when a request names
+	// none (the scheduler's choice). When set, POST /api/v1/tasks
+	// creates the task in the authority itself before it answers, so a
+	// GET of the new id right after finds it; nil leaves creation to the
+	// scheduler (the answer then waits up to 3 s for it).
+	AgentFor func(repo string) string
 	// LocalRepoAllowed reports whether the server's configuration names
 	// the local repository at an absolute, cleaned path (serve: a
 	// repos[].match entry that is the path or a path glob). Nil: no local
@@ -355,6 +361,27 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cfg.Metrics.requested("accepted")
 	resp := CreateResponse{ID: id, State: orchestrator.StateQueued, Position: queued + 1}
+	if s.cfg.AgentFor != nil {
+		// Read-your-writes: the task exists in the authority before the
+		// answer (the scheduler, handling the event, finds it). The event
+		// is durable already: should this write fail, the scheduler
+		// creates the task from it.
+		agent := req.Agent
+		if agent == "" {
+			agent = s.cfg.AgentFor(req.Repo)
+		}
+		if res, err := s.bus.Records().CreateFromEvent(r.Context(), ev, agent); err == nil {
+			resp.State = res.Task.State
+			if res.Task.State == orchestrator.StateQueued {
+				resp.Position, _ = s.store.Position(r.Context(), res.Task)
+				resp.Position = max(resp.Position, queued+1)
+			}
+			writeJSON(w, http.StatusAccepted, resp)
+			return
+		} else {
+			s.log.Warn("create task; the scheduler will from the event", "task_id", id, "err", err)
+		}
+	}
 	// Usually the scheduler has the task stored within milliseconds; answer
 	// with its real state and position then. The event is durable either way.
 	if t, err := s.waitTask(r.Context(), id, 3*time.Second); err == nil {

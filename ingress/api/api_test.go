@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"sort"
 	"strings"
@@ -589,4 +590,49 @@ func TestStepRecorderRun(t *testing.T) {
 		}
 	}
 	t.Fatal("no step histogram")
+}
+
+// TestCreateThenGetReadsItsWrite: a GET right after POST /api/v1/tasks
+// finds the task, even with no scheduler running to create it from the
+// event; the scheduler, when it comes, creates nothing more and dispatches
+// the run once.
+func TestCreateThenGetReadsItsWrite(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ts := serve(t, New(w.bus, w.store, Config{AgentFor: func(string) string { return "script" }}))
+	r := call(t, "POST", ts.URL+"/api/v1/tasks", `{"repo":"https://git.example/acme/r.git","prompt":"do it"}`)
+	if r.code != 202 {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	var created CreateResponse
+	json.Unmarshal([]byte(r.body), &created)
+	g := call(t, "GET", ts.URL+"/api/v1/tasks/"+created.ID, "")
+	var got orchestrator.Task
+	json.Unmarshal([]byte(g.body), &got)
+	if g.code != 200 || got.ID != created.ID || got.State != orchestrator.StateQueued || got.Agent != "script" {
+		t.Fatalf("GET right after POST: %d %s", g.code, g.body)
+	}
+	if l := call(t, "GET", ts.URL+"/api/v1/tasks", ""); !strings.Contains(l.body, created.ID) {
+		t.Fatalf("list right after POST: %s", l.body)
+	}
+	w.runScheduler(t)
+	cons, err := w.bus.JetStream().CreateOrUpdateConsumer(context.Background(), orchestrator.WorkStream,
+		jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, wait := range []time.Duration{5 * time.Second, 500 * time.Millisecond} {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			m.Ack()
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d work items for the new task, want 1", n)
+	}
 }
