@@ -136,7 +136,7 @@ automations:
 	if err != nil || strings.Count(out, "failed") < 3 || !strings.Contains(out, "skipped") || !strings.Contains(out, "paused: 3 consecutive") {
 		t.Fatalf("automations runs: %v\n%s", err, out)
 	}
-	if out, err := s.cli(t, "automations", "run", "triage"); err == nil || !strings.Contains(out, "no repository to run on") {
+	if out, err := s.cli(t, "automations", "run", "triage"); err == nil || !strings.Contains(err.Error(), "no repository to run on") {
 		t.Fatalf("a manual run of an automation without a repo: %v\n%s", err, out)
 	}
 
