@@ -95,6 +95,10 @@ type ChaosReport struct {
 	Outcomes map[string]int
 	// Problems are the failed assertions, one sentence each.
 	Problems []string
+	// Evidence holds, for each task whose branch failed a check, its
+	// record, transitions, the agent runs (worker, time) and every
+	// accepted update of its branch with the commit's WORK.md.
+	Evidence []string
 	Elapsed  time.Duration
 }
 
@@ -218,12 +222,13 @@ func Chaos(t testing.TB, dir string, o ChaosOptions) *ChaosReport {
 			w := c.busyWorker(30 * time.Second)
 			rec.At = time.Since(c.start)
 			rec.Target = w.Name
+			running := c.agentsOn(w)
 			w.Freeze()
-			c.logf("froze %s (running %d agents)", w.Name, c.agentsOn(w))
+			c.logf("froze %s (running %d agents)", w.Name, running)
 			sleepUntil(c.start.Add(rec.At).Add(2*o.AckWait + 2*time.Second))
 			w.Thaw()
 			rec.Recovered = time.Since(c.start)
-			rec.Note = fmt.Sprintf("frozen %s (ack wait %s) while running %d agents", (rec.Recovered - rec.At).Round(100*time.Millisecond), o.AckWait, c.agentsOn(w))
+			rec.Note = fmt.Sprintf("frozen %s (ack wait %s) while running %d agents", (rec.Recovered - rec.At).Round(100*time.Millisecond), o.AckWait, running)
 		case FaultKillWorker:
 			during()
 			w := c.busyWorker(30 * time.Second)
@@ -640,7 +645,10 @@ func (c *chaos) check(tasks []Task, rep *ChaosReport) {
 			c.problem("task %s (%s) ended %s: reason %q error %q", tk.ID, s.token, tk.State, tk.Reason, tk.Error)
 			continue
 		}
-		c.problems = append(c.problems, c.forge.CheckBranch(tk, tk.Run)...)
+		if bad := c.forge.CheckBranch(tk, tk.Run); len(bad) > 0 {
+			c.problems = append(c.problems, bad...)
+			rep.Evidence = append(rep.Evidence, c.evidence(tk))
+		}
 		if n := c.forge.PRsFor(tk.Branch); n != 1 {
 			c.problem("task %s: %d pull requests for %s, want 1", tk.ID, n, tk.Branch)
 		}
@@ -695,6 +703,38 @@ func (c *chaos) print(rep *ChaosReport) {
 	for _, p := range rep.Problems {
 		fmt.Fprintln(w, "  - "+p)
 	}
+	for _, e := range rep.Evidence {
+		fmt.Fprintln(w, "\n"+e)
+	}
+}
+
+// evidence describes what happened to tk's branch, for the report.
+func (c *chaos) evidence(tk Task) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "evidence for task %s: state %s run %d commit %s reason %q error %q\n", tk.ID, tk.State, tk.Run, tk.Commit, tk.Reason, tk.Error)
+	if trs, err := c.ingress[0].API.Transitions(c.ctx, tk.ID); err == nil {
+		for _, tr := range trs {
+			fmt.Fprintf(&b, "  transition %7.1fs run %d %s -> %s %s\n", tr.At.Sub(c.start).Seconds(), tr.Run, tr.From, tr.To, tr.Reason)
+		}
+	}
+	for _, s := range c.agent.Started() {
+		if s.TaskID != tk.ID {
+			continue
+		}
+		where := "?"
+		for _, w := range c.workers {
+			if w.Ran(s) {
+				where = w.Name
+			}
+		}
+		fmt.Fprintf(&b, "  agent    %7.1fs pid %d on %s\n", s.At.Sub(c.start).Seconds(), s.PID, where)
+	}
+	for i, p := range c.forge.Pushes("refs/heads/" + tk.Branch) {
+		work, _ := c.forge.GitTry("show", p.New+":WORK.md")
+		parent, _ := c.forge.GitTry("rev-parse", "--short=12", p.New+"^")
+		fmt.Fprintf(&b, "  update %d %s -> %s (parent %s), WORK.md: %q\n", i+1, short(p.Old), short(p.New), parent, work)
+	}
+	return b.String()
 }
 
 // mountSmall mounts a tmpfs of mib MiB at dir (root only) and returns it,

@@ -22,6 +22,9 @@ import (
 // one, made by the second run's agent, and the stale run must never have
 // moved the branch (the forge logs every accepted ref update).
 func TestStaleWorkerCannotFailOrMoveATask(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stale worker: about 65 s of real processes (a 25 s agent, a 30 s freeze)")
+	}
 	dir := t.TempDir()
 	forge := cluster.NewForge(t, dir)
 	nats := cluster.StartNATS(t, filepath.Join(dir, "nats"), 1)
