@@ -61,7 +61,8 @@ type NATS struct {
 	// Listen exposes the embedded server on a TCP address (so other processes
 	// can join); empty means in-process only, no TCP port.
 	Listen string `yaml:"listen"`
-	// Replicas for streams on a cluster. Default 1.
+	// Replicas of every stream and bucket: 1 on a single server, 3 (or 5)
+	// on a cluster so the loss of a server loses nothing. Default 1.
 	Replicas int `yaml:"replicas"`
 }
 
@@ -191,6 +192,9 @@ type Worker struct {
 	// (needs_input) waits for an answer before it is cancelled with reason
 	// no_answer. Default 72h.
 	AnswerTimeout Duration `yaml:"answer_timeout"`
+	// DrainTimeout is how long a stopping worker lets its running tasks
+	// finish before handing them back for redelivery. Default 30s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // Vault configures the secret store.
@@ -392,6 +396,12 @@ func (c *Config) validate() error {
 	}
 	if c.Worker.Concurrency < 0 {
 		return &Error{Key: "worker.concurrency", Msg: "must not be negative"}
+	}
+	if c.Worker.DrainTimeout < 0 {
+		return &Error{Key: "worker.drain_timeout", Msg: "must not be negative"}
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		return &Error{Key: "nats.replicas", Msg: fmt.Sprintf("%d out of range (1 to 5; JetStream replicates a stream on at most 5 servers)", c.NATS.Replicas)}
 	}
 	if c.GitHub.AttemptCap < 0 {
 		return &Error{Key: "github.attempt_cap", Msg: "must not be negative"}
