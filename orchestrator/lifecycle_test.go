@@ -17,6 +17,8 @@ func TestPRKey(t *testing.T) {
 		{"https://github.com/o/r.git", "https://github.com/o/r/tree/nightshift/x", ""},
 		{"/srv/repo", "", ""},
 		{"https://github.com/o/r", "https://github.com/o/r/pull/abc", ""},
+		{"http://127.0.0.1:3000/o/r.git", "http://127.0.0.1:3000/o/r/pulls/7", "http://127.0.0.1:3000/o/r#7"},
+		{"https://gitlab.example.com/g/s/r.git", "https://gitlab.example.com/g/s/r/-/merge_requests/3", "https://gitlab.example.com/g/s/r#3"},
 	}
 	for _, c := range cases {
 		if got := prKeyOf(c.repo, c.url); got != c.want {

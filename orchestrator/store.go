@@ -327,13 +327,20 @@ func PRKey(repo string, number int) string {
 }
 
 // prKeyOf is the PRKey of a task on repo whose pull request is prURL
-// (".../pull/<number>"), or "" when prURL names no pull request number.
+// (".../pull/<number>" on GitHub, ".../pulls/<number>" on Gitea,
+// ".../merge_requests/<number>" on GitLab), or "" when prURL names no pull
+// request number.
 func prKeyOf(repo, prURL string) string {
-	i := strings.LastIndex(prURL, "/pull/")
+	i, seg := -1, ""
+	for _, s := range []string{"/pull/", "/pulls/", "/merge_requests/"} {
+		if j := strings.LastIndex(prURL, s); j > i {
+			i, seg = j, s
+		}
+	}
 	if i < 0 {
 		return ""
 	}
-	n, err := strconv.Atoi(strings.TrimRight(prURL[i+len("/pull/"):], "/"))
+	n, err := strconv.Atoi(strings.TrimRight(prURL[i+len(seg):], "/"))
 	if err != nil || n <= 0 {
 		return ""
 	}
