@@ -152,7 +152,8 @@ func (s *Server) Merge(ctx context.Context, owner, name string, number int) erro
 		err := s.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/pulls/%d/merge", owner, name, number), "",
 			map[string]any{"Do": "merge", "delete_branch_after_merge": false}, nil)
 		var ae *APIError
-		if err == nil || !errors.As(err, &ae) || ae.Status != http.StatusMethodNotAllowed || time.Now().After(deadline) {
+		if err == nil || !errors.As(err, &ae) || ae.Status != http.StatusMethodNotAllowed || strings.Contains(ae.Body, "Work in progress") ||
+			time.Now().After(deadline) {
 			return err
 		}
 		select {
@@ -161,6 +162,22 @@ func (s *Server) Merge(ctx context.Context, owner, name string, number int) erro
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// MarkReady takes a work-in-progress (draft) pull request out of draft, as
+// its author does before merging: the WIP prefix leaves the title.
+func (s *Server) MarkReady(ctx context.Context, owner, name string, number int) error {
+	var pr PullRequest
+	if err := s.Do(ctx, http.MethodGet, fmt.Sprintf("repos/%s/%s/pulls/%d", owner, name, number), "", nil, &pr); err != nil {
+		return err
+	}
+	title := pr.Title
+	for _, p := range []string{"WIP:", "[WIP]"} {
+		if len(title) >= len(p) && strings.EqualFold(title[:len(p)], p) {
+			title = strings.TrimSpace(title[len(p):])
+		}
+	}
+	return s.Do(ctx, http.MethodPatch, fmt.Sprintf("repos/%s/%s/pulls/%d", owner, name, number), "", map[string]string{"title": title}, nil)
 }
 
 // AddLabel creates label (if missing) on owner/name and puts it on issue
@@ -362,4 +379,56 @@ func (s *Server) EnsureUser(ctx context.Context, login string) error {
 		return s.CreateUser(ctx, login)
 	}
 	return err
+}
+
+// BranchHead returns the commit branch of owner/name points at, "" when
+// the branch does not exist.
+func (s *Server) BranchHead(ctx context.Context, owner, name, branch string) (string, error) {
+	var b struct {
+		Commit struct {
+			ID string `json:"id"`
+		} `json:"commit"`
+	}
+	err := s.Do(ctx, http.MethodGet, fmt.Sprintf("repos/%s/%s/branches/%s", owner, name, url.PathEscape(branch)), "", nil, &b)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return "", nil
+	}
+	return b.Commit.ID, err
+}
+
+// Parents returns the parent SHAs of commit sha of owner/name.
+func (s *Server) Parents(ctx context.Context, owner, name, sha string) ([]string, error) {
+	var c struct {
+		Parents []struct {
+			SHA string `json:"sha"`
+		} `json:"parents"`
+	}
+	if err := s.Do(ctx, http.MethodGet, fmt.Sprintf("repos/%s/%s/git/commits/%s", owner, name, sha), "", nil, &c); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(c.Parents))
+	for _, p := range c.Parents {
+		out = append(out, p.SHA)
+	}
+	return out, nil
+}
+
+// File returns the content of path at ref (a branch or commit) of
+// owner/name.
+func (s *Server) File(ctx context.Context, owner, name, path, ref string) (string, error) {
+	var f struct {
+		Content string `json:"content"`
+	}
+	if err := s.Do(ctx, http.MethodGet, fmt.Sprintf("repos/%s/%s/contents/%s?ref=%s", owner, name, path, url.QueryEscape(ref)), "", nil, &f); err != nil {
+		return "", err
+	}
+	b, err := base64.StdEncoding.DecodeString(f.Content)
+	return string(b), err
+}
+
+// TestHook makes Gitea deliver a test (push) event through hook id of
+// owner/name.
+func (s *Server) TestHook(ctx context.Context, owner, name string, id int64) error {
+	return s.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/hooks/%d/tests", owner, name, id), "", nil, nil)
 }
