@@ -10,6 +10,7 @@ import (
 	"github.com/nightshift/nightshift/ingress/api"
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/automation"
+	"github.com/nightshift/nightshift/orchestrator/notify/notifytest"
 )
 
 // TestAutomationPausesAfterThreeFailures boots nightshift serve with an
@@ -19,7 +20,9 @@ import (
 // enabling it resumes it with the count cleared.
 func TestAutomationPausesAfterThreeFailures(t *testing.T) {
 	t.Parallel()
+	chat := notifytest.NewSlack(t, "xoxb-automations")
 	s := startTestServer(t, processConfig+`
+slack: {bot_token: xoxb-automations, channel: C0AUTO, api_url: "`+chat.URL+`/api/"}
 agents:
   broken:
     command: ["sh", "-c", "echo the agent broke >&2; exit 1"]
@@ -77,6 +80,18 @@ automations:
 	r := waitRuns("the pause entry", func(r []automation.Run) bool { return count(r, automation.RunPaused) == 1 })
 	if !strings.Contains(r[0].Reason, "enable it to resume") {
 		t.Errorf("pause entry = %+v", r[0])
+	}
+	// Slack hears why.
+	var notice string
+	for deadline := time.Now().Add(15 * time.Second); notice == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, m := range chat.Messages() {
+			if strings.HasPrefix(m.Text, "Automation *triage* paused after 3 consecutive failed runs") {
+				notice = m.Text
+			}
+		}
+	}
+	if notice == "" || !strings.Contains(notice, "nightshift automations enable triage") {
+		t.Errorf("no pause notice in Slack: %+v", chat.Messages())
 	}
 	out, err := s.cli(t, "automations", "ls")
 	if err != nil || !strings.Contains(out, "triage") || !strings.Contains(out, "paused") {

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/slack-go/slack"
 
 	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/ingress/api"
@@ -15,8 +21,9 @@ import (
 // newAutomations opens the automation buckets and seeds them with the
 // automations of nightshift.yaml (an invalid entry fails the start and
 // names its key). reg is nil for an engine that only serves the API.
-func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, reg prometheus.Registerer, logger *slog.Logger) (*automation.Engine, error) {
-	e, err := automation.New(ctx, bus.JetStream(), automation.Config{Replicas: cfg.NATS.Replicas, Logger: logger, Metrics: reg})
+func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, reg prometheus.Registerer,
+	onPause func(ctx context.Context, name, reason string), logger *slog.Logger) (*automation.Engine, error) {
+	e, err := automation.New(ctx, bus.JetStream(), automation.Config{Replicas: cfg.NATS.Replicas, Logger: logger, Metrics: reg, OnPause: onPause})
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +35,7 @@ func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Conf
 
 // mountAutomations serves /api/v1/automations and /api/v1/inbox (ingress).
 func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator.Bus, cfg *config.Config, logger *slog.Logger) error {
-	e, err := newAutomations(ctx, bus, cfg, nil, logger)
+	e, err := newAutomations(ctx, bus, cfg, nil, nil, logger)
 	if err != nil {
 		return err
 	}
@@ -38,10 +45,44 @@ func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator
 
 // automationRunner returns the runner that fires schedules, matches events
 // and follows runs (scheduler role). Any number of schedulers may run it.
-func automationRunner(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, reg prometheus.Registerer, logger *slog.Logger) (func(context.Context) error, error) {
-	e, err := newAutomations(ctx, bus, cfg, reg, logger)
+// An automation that pauses itself is announced in Slack when slack.bot_token
+// and slack.channel are set.
+func automationRunner(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
+	reg prometheus.Registerer, logger *slog.Logger) (func(context.Context) error, error) {
+	e, err := newAutomations(ctx, bus, cfg, reg, slackPauseNotice(cfg, resolve, logger), logger)
 	if err != nil {
 		return nil, err
 	}
 	return e.Run, nil
+}
+
+// slackPauseNotice posts "automation X paused after ..." to slack.channel,
+// or is nil without Slack. The token is resolved at each use.
+func slackPauseNotice(cfg *config.Config, resolve func(config.Secret) (string, error), logger *slog.Logger) func(context.Context, string, string) {
+	if !cfg.Slack.BotToken.IsSet() || cfg.Slack.Channel == "" {
+		return nil
+	}
+	apiURL := cfg.Slack.APIURL
+	if apiURL == "" {
+		apiURL = "https://slack.com/api/"
+	}
+	if !strings.HasSuffix(apiURL, "/") {
+		apiURL += "/"
+	}
+	return func(ctx context.Context, name, reason string) {
+		tok, err := resolve(cfg.Slack.BotToken)
+		if err != nil {
+			logger.Warn("automation pause not announced in Slack", "automation", name, "err", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		client := slack.New(tok, slack.OptionAPIURL(apiURL), slack.OptionHTTPClient(&http.Client{Timeout: 15 * time.Second}))
+		link := strings.TrimRight(cfg.PublicURL, "/") + "/automations/" + url.PathEscape(name)
+		text := fmt.Sprintf("Automation *%s* paused after %s. Resume it with `nightshift automations enable %s` or on the board: %s",
+			name, reason, name, link)
+		if _, _, err := client.PostMessageContext(ctx, cfg.Slack.Channel, slack.MsgOptionText(text, false)); err != nil {
+			logger.Warn("automation pause not announced in Slack", "automation", name, "err", err)
+		}
+	}
 }
