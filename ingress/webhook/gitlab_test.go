@@ -298,3 +298,26 @@ func TestGitLabDeliveryID(t *testing.T) {
 		t.Fatalf("overlong idempotency key used: %q", id)
 	}
 }
+
+func BenchmarkNormalizeGitLab(b *testing.B) {
+	body := editJSON(b, readGitLabFixture(b, "client-go/note_issue.json"), func(m map[string]any) {
+		obj(m, "object_attributes")["note"] = "@nightshift fix it"
+	})
+	h := gitlabHeader(glNoteHook)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		res, err := GitLabSource().Normalize(h, body, gitlabTestOptions)
+		if err != nil || res.Event == nil {
+			b.Fatal(err, res.Ignore)
+		}
+	}
+}
+
+func BenchmarkVerifyGitLab(b *testing.B) {
+	secrets := []string{"old-rotated-secret", "798d3dd3-67f5-41df-ad19-7882cc6263bf"}
+	for b.Loop() {
+		if err := VerifyGitLab(secrets, secrets[1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
