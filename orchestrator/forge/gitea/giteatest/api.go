@@ -81,8 +81,11 @@ type Hook struct {
 }
 
 // HookEvents are the events Nightshift's README asks a Gitea webhook to
-// send (the API's names for the settings page's check boxes).
-var HookEvents = []string{"issues", "issue_label", "issue_comment", "pull_request", "pull_request_comment", "status", "workflow_run"}
+// send: the API's names of the settings page's check boxes Issues, Issue
+// Labeled, Issue Comment, Pull Request, Pull Request Comment, Pull Request
+// Reviewed, Statuses and Workflow Run.
+var HookEvents = []string{"issues_only", "issue_label", "issue_comment", "pull_request_only", "pull_request_comment",
+	"pull_request_review", "status", "workflow_run"}
 
 // CreateHook adds a Gitea-type webhook on owner/name posting JSON to
 // target, signed with secret, for events (HookEvents when nil).
