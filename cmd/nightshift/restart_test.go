@@ -160,7 +160,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 
 // TestRolesInSeparateProcesses runs ingress (with the embedded NATS server
 // open on TCP), scheduler and worker as three processes that talk only
-// through NATS (ingress and scheduler share the SQLite file); a dispatched
+// through NATS, each on a data dir of its own; a dispatched
 // task is done by the worker process.
 func TestRolesInSeparateProcesses(t *testing.T) {
 	t.Parallel()
@@ -190,9 +190,10 @@ agents:
 	schedDir := filepath.Join(front, "sched")
 	os.MkdirAll(schedDir, 0o700)
 	os.WriteFile(filepath.Join(schedDir, "nightshift.yaml"), []byte(yaml), 0o600)
-	// The scheduler shares the ingress's data dir (its SQLite file).
+	// Every role has a data dir of its own: a data dir is held by one
+	// process, and the task records live in NATS.
 	schedCmd := exec.Command(bin, "serve", "--role", "scheduler", "--nats", natsURL, "--listen", "127.0.0.1:0",
-		"--data-dir", filepath.Join(front, "data"), "--config", filepath.Join(schedDir, "nightshift.yaml"))
+		"--data-dir", filepath.Join(schedDir, "data"), "--config", filepath.Join(schedDir, "nightshift.yaml"))
 	schedCmd.Env = baseEnv(t)
 	schedLog, _ := os.Create(filepath.Join(schedDir, "serve.log"))
 	schedCmd.Stdout, schedCmd.Stderr = schedLog, schedLog
