@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -21,9 +23,10 @@ import (
 // newAutomations opens the automation buckets and seeds them with the
 // automations of nightshift.yaml (an invalid entry fails the start and
 // names its key). reg is nil for an engine that only serves the API.
-func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, reg prometheus.Registerer,
-	onPause func(ctx context.Context, name, reason string), logger *slog.Logger) (*automation.Engine, error) {
-	e, err := automation.New(ctx, bus.JetStream(), automation.Config{Replicas: cfg.NATS.Replicas, Logger: logger, Metrics: reg, OnPause: onPause})
+func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
+	reg prometheus.Registerer, onPause func(ctx context.Context, name, reason string), logger *slog.Logger) (*automation.Engine, error) {
+	e, err := automation.New(ctx, bus.JetStream(), automation.Config{Replicas: cfg.NATS.Replicas, Logger: logger, Metrics: reg, OnPause: onPause,
+		TeamMember: githubTeamMember(cfg, resolve, nil)})
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +38,7 @@ func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Conf
 
 // mountAutomations serves /api/v1/automations and /api/v1/inbox (ingress).
 func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator.Bus, cfg *config.Config, logger *slog.Logger) error {
-	e, err := newAutomations(ctx, bus, cfg, nil, nil, logger)
+	e, err := newAutomations(ctx, bus, cfg, nil, nil, nil, logger)
 	if err != nil {
 		return err
 	}
@@ -49,7 +52,7 @@ func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator
 // and slack.channel are set.
 func automationRunner(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
 	reg prometheus.Registerer, logger *slog.Logger) (func(context.Context) error, error) {
-	e, err := newAutomations(ctx, bus, cfg, reg, slackPauseNotice(cfg, resolve, logger), logger)
+	e, err := newAutomations(ctx, bus, cfg, resolve, reg, slackPauseNotice(cfg, resolve, logger), logger)
 	if err != nil {
 		return nil, err
 	}
@@ -84,5 +87,52 @@ func slackPauseNotice(cfg *config.Config, resolve func(config.Secret) (string, e
 		if _, _, err := client.PostMessageContext(ctx, cfg.Slack.Channel, slack.MsgOptionText(text, false)); err != nil {
 			logger.Warn("automation pause not announced in Slack", "automation", name, "err", err)
 		}
+	}
+}
+
+// githubTeamMember answers allow.teams with GitHub's team membership API
+// (GET /orgs/{org}/teams/{team}/memberships/{login}, an active membership
+// counts) under github.token, resolved at each call. It is nil without
+// github.token or resolve (the API-only engine): team rules then let
+// nobody through and the timeline says so.
+func githubTeamMember(cfg *config.Config, resolve func(config.Secret) (string, error), hc *http.Client) func(ctx context.Context, org, team, login string) (bool, error) {
+	if resolve == nil || !cfg.GitHub.Token.IsSet() {
+		return nil
+	}
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	base := strings.TrimRight(cfg.GitHub.APIURL, "/")
+	return func(ctx context.Context, org, team, login string) (bool, error) {
+		tok, err := resolve(cfg.GitHub.Token)
+		if err != nil {
+			return false, fmt.Errorf("github.token: %w", err)
+		}
+		u := fmt.Sprintf("%s/orgs/%s/teams/%s/memberships/%s", base, url.PathEscape(org), url.PathEscape(team), url.PathEscape(login))
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Accept", "application/vnd.github+json")
+		req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			var m struct {
+				State string `json:"state"`
+			}
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m); err != nil {
+				return false, fmt.Errorf("team membership answer: %w", err)
+			}
+			return m.State == "active", nil
+		case http.StatusNotFound:
+			return false, nil
+		}
+		return false, fmt.Errorf("GitHub answered %s to the team membership check of %s/%s", resp.Status, org, team)
 	}
 }

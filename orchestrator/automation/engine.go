@@ -25,8 +25,9 @@ import (
 type Config struct {
 	// Replicas of the buckets. Default 1.
 	Replicas int
-	// TeamMember reports whether login belongs to org/team (allow.teams).
-	// Nil: team rules cannot be checked and let nobody through.
+	// TeamMember reports whether GitHub user login belongs to org/team
+	// (allow.teams; asked only for GitHub events). Nil: team rules cannot
+	// be checked and let nobody through.
 	TeamMember func(ctx context.Context, org, team, login string) (bool, error)
 	// OnPause hears that an automation paused itself and why (a chat
 	// notification). The pause is also a timeline entry, a log line and

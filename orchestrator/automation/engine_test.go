@@ -318,3 +318,38 @@ func TestSweepFreesLostSlots(t *testing.T) {
 		t.Fatalf("lost run: %+v", run)
 	}
 }
+
+// TestTeamsAreAskedForGitHubEvents: a team rule asks TeamMember for a
+// GitHub event's author and lets a member through; a non-member, or an
+// event from elsewhere, is refused with the reason.
+func TestTeamsAreAskedForGitHubEvents(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	var asked []string
+	e, err := New(context.Background(), jsOf(t, connect(t, ns, "engine")), Config{
+		TeamMember: func(_ context.Context, org, team, login string) (bool, error) {
+			asked = append(asked, org+"/"+team+":"+login)
+			return login == "carol", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := config.Automation{Name: "t", On: &config.On{}, Prompt: "p", Allow: config.Triggerers{Teams: []string{"acme/core"}}}
+	for _, tc := range []struct {
+		src   orchestrator.Source
+		login string
+		why   string
+	}{
+		{orchestrator.SourceGitHub, "carol", ""},
+		{orchestrator.SourceGitHub, "dave", "dave may not trigger t (allowed: teams acme/core)"},
+		{orchestrator.SourceLinear, "carol", "carol may not trigger t (allowed: teams acme/core); teams are GitHub teams and this event is from linear"},
+	} {
+		got := e.refusal(context.Background(), def, trigger{kind: "event", event: &orchestrator.Event{Source: tc.src, Actor: orchestrator.Actor{Login: tc.login}}})
+		if got != tc.why {
+			t.Errorf("%s %s: refusal %q, want %q", tc.src, tc.login, got, tc.why)
+		}
+	}
+	if strings.Join(asked, ",") != "acme/core:carol,acme/core:dave" {
+		t.Errorf("asked %v", asked)
+	}
+}

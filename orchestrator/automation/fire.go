@@ -317,6 +317,10 @@ func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigge
 	}
 	var teamErr string
 	for _, t := range def.Allow.Teams {
+		if trig.event.Source != orchestrator.SourceGitHub {
+			teamErr = "; teams are GitHub teams and this event is from " + string(trig.event.Source)
+			break
+		}
 		if e.cfg.TeamMember == nil || a.Login == "" {
 			teamErr = "; team membership cannot be checked here"
 			break
