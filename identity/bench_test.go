@@ -15,19 +15,11 @@ import (
 // from the start of the SMTP session until the wait returns the code.
 func BenchmarkMailToOTP(b *testing.B) {
 	ctx := context.Background()
-	db := openDB(b)
-	p, err := local.New(db, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, p := newBackend(b, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"}, identity.Config{})
 	if err := p.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Stop(context.Background()) })
-	s, err := identity.NewService(ctx, db, p, identity.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	id, err := s.ForTask(ctx, "BENCH0001")
 	if err != nil {
 		b.Fatal(err)

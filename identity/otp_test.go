@@ -55,19 +55,11 @@ func TestFindOTPNewestFirst(t *testing.T) {
 func TestOTPWaitWakesOnMail(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := openDB(t)
-	p, err := local.New(db, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := newBackend(t, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"}, identity.Config{})
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Stop(context.Background()) })
-	s, err := identity.NewService(ctx, db, p, identity.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	id, err := s.ForTask(ctx, "T1234567")
 	if err != nil {
 		t.Fatal(err)

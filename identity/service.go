@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/nightshift/nightshift/identity/internal/sqlmigrate"
@@ -117,6 +118,7 @@ var migrations embed.FS
 // It is safe for concurrent use.
 type Service struct {
 	db  *sql.DB
+	kv  jetstream.KeyValue // set by NewKVService: records shared by every host
 	p   Provider
 	cfg Config
 	log *slog.Logger
@@ -215,7 +217,7 @@ func (s *Service) create(ctx context.Context, taskID, name string) (Identity, er
 	acct, err := s.p.Provision(ctx, ProvisionRequest{IdentityID: id, Name: name})
 	if err != nil {
 		if taskID != "" {
-			if other, lerr := s.liveForTask(ctx, taskID); lerr == nil {
+			if other, lerr := s.awaitTask(ctx, taskID); lerr == nil {
 				return other, nil
 			}
 		}
@@ -224,6 +226,20 @@ func (s *Service) create(ctx context.Context, taskID, name string) (Identity, er
 	now := s.cfg.Clock().UTC()
 	ident := Identity{ID: id, Name: name, Email: acct.Email, Phone: acct.Phone, Provider: s.p.Name(),
 		TaskID: taskID, CreatedAt: now.Truncate(time.Millisecond), ref: acct.Ref}
+	if s.kv != nil {
+		stored, ours, err := s.kvStore(ctx, ident)
+		if err == nil && !ours {
+			// Another host created the task's identity first: give back
+			// what we provisioned and return theirs.
+			err = s.release(context.WithoutCancel(ctx), ident)
+			return stored, err
+		}
+		if err != nil {
+			return Identity{}, errors.Join(err, s.p.Release(context.WithoutCancel(ctx), acct))
+		}
+		s.log.InfoContext(ctx, "identity created", "identity_id", ident.ID, "task_id", taskID, "name", name)
+		return ident, nil
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_identities
 		(id, name, email, phone, provider, provider_ref, task_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, now.UnixMilli())
@@ -242,6 +258,25 @@ func (s *Service) create(ctx context.Context, taskID, name string) (Identity, er
 	return ident, nil
 }
 
+// awaitTask returns the task's live identity after our provisioning
+// failed: another process may be creating it (its address is taken and
+// its record not stored yet). On a cluster that process may be on another
+// host, so this waits a little for its record.
+func (s *Service) awaitTask(ctx context.Context, taskID string) (Identity, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		id, err := s.liveForTask(ctx, taskID)
+		if s.kv == nil || !errors.Is(err, ErrNotFound) || time.Now().After(deadline) {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return Identity{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // freeName returns name, or name with a numeric suffix when a live
 // identity already uses it (two task ids sharing their first 8 characters).
 func (s *Service) freeName(ctx context.Context, name string) (string, error) {
@@ -251,6 +286,16 @@ func (s *Service) freeName(ctx context.Context, name string) (string, error) {
 			cand = fmt.Sprintf("%s-%d", name, i)
 		}
 		var n int
+		if s.kv != nil {
+			taken, err := s.kvNameTaken(ctx, cand)
+			if err != nil {
+				return "", fmt.Errorf("identity: check name: %w", err)
+			}
+			if !taken {
+				return cand, nil
+			}
+			continue
+		}
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_identities WHERE name = ? AND released_at IS NULL`, cand).Scan(&n); err != nil {
 			return "", fmt.Errorf("identity: check name: %w", err)
 		}
@@ -289,6 +334,19 @@ func (s *Service) ReleaseIdentity(ctx context.Context, identityID string) error 
 }
 
 func (s *Service) release(ctx context.Context, id Identity) error {
+	if s.kv != nil {
+		if err := s.kvRevokeIdentity(ctx, id.ID); err != nil {
+			return fmt.Errorf("identity: revoke tokens of %s: %w", id.ID, err)
+		}
+		if err := s.p.Release(ctx, id.account()); err != nil {
+			return fmt.Errorf("identity: release %s: %w", id.Name, err)
+		}
+		if err := s.kvMarkReleased(ctx, id, s.cfg.Clock().UTC().Truncate(time.Millisecond)); err != nil {
+			return fmt.Errorf("identity: mark %s released: %w", id.ID, err)
+		}
+		s.log.InfoContext(ctx, "identity released", "identity_id", id.ID, "task_id", id.TaskID)
+		return nil
+	}
 	now := s.cfg.Clock().UTC().UnixMilli()
 	if _, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL`, now, id.ID); err != nil {
 		return fmt.Errorf("identity: revoke tokens of %s: %w", id.ID, err)
@@ -323,6 +381,9 @@ func scanIdentity(r scanner) (Identity, error) {
 }
 
 func (s *Service) liveForTask(ctx context.Context, taskID string) (Identity, error) {
+	if s.kv != nil {
+		return s.kvLiveForTask(ctx, taskID)
+	}
 	row := s.db.QueryRowContext(ctx, `SELECT `+identityCols+` FROM identity_identities WHERE task_id = ? AND released_at IS NULL`, taskID)
 	id, err := scanIdentity(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -336,6 +397,16 @@ func (s *Service) liveForTask(ctx context.Context, taskID string) (Identity, err
 
 // Get returns the identity with the given id, live or released.
 func (s *Service) Get(ctx context.Context, identityID string) (Identity, error) {
+	if s.kv != nil {
+		rec, ok, err := s.kvIdentity(ctx, identityID)
+		if err != nil {
+			return Identity{}, err
+		}
+		if !ok {
+			return Identity{}, fmt.Errorf("%w: %s", ErrNotFound, identityID)
+		}
+		return rec.Identity, nil
+	}
 	row := s.db.QueryRowContext(ctx, `SELECT `+identityCols+` FROM identity_identities WHERE id = ?`, identityID)
 	id, err := scanIdentity(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -357,6 +428,9 @@ type ListOptions struct {
 func (s *Service) List(ctx context.Context, opt ListOptions) ([]Identity, error) {
 	if opt.Limit <= 0 {
 		opt.Limit = 100
+	}
+	if s.kv != nil {
+		return s.kvList(ctx, opt)
 	}
 	q := `SELECT ` + identityCols + ` FROM identity_identities`
 	if !opt.IncludeReleased {
@@ -417,6 +491,12 @@ func (s *Service) IssueTokenTTL(ctx context.Context, identityID string, scope Sc
 	}
 	tok := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	now := s.cfg.Clock().UTC()
+	if s.kv != nil {
+		if err := s.kvIssue(ctx, hashToken(tok), id, scope, now, ttl); err != nil {
+			return "", fmt.Errorf("identity: store token: %w", err)
+		}
+		return tok, nil
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_tokens (hash, identity_id, task_id, repo, agent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		hashToken(tok), id.ID, scope.TaskID, scope.Repo, scope.Agent, now.UnixMilli(), now.Add(ttl).UnixMilli())
 	if err != nil {
@@ -427,6 +507,12 @@ func (s *Service) IssueTokenTTL(ctx context.Context, identityID string, scope Sc
 
 // RevokeToken revokes token; revoking an unknown or revoked token is a no-op.
 func (s *Service) RevokeToken(ctx context.Context, token string) error {
+	if s.kv != nil {
+		if err := s.kvRevokeToken(ctx, hashToken(token)); err != nil {
+			return fmt.Errorf("identity: revoke token: %w", err)
+		}
+		return nil
+	}
 	_, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL`,
 		s.cfg.Clock().UTC().UnixMilli(), hashToken(token))
 	if err != nil {
@@ -443,6 +529,12 @@ func (s *Service) RevokeTaskTokens(ctx context.Context, taskID string) error {
 	if taskID == "" {
 		return ErrNoTaskID
 	}
+	if s.kv != nil {
+		if err := s.kvRevokeTask(ctx, taskID); err != nil {
+			return fmt.Errorf("identity: revoke tokens of task %s: %w", taskID, err)
+		}
+		return nil
+	}
 	_, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ?
 		WHERE revoked_at IS NULL AND (task_id = ? OR identity_id IN (SELECT id FROM identity_identities WHERE task_id = ?))`,
 		s.cfg.Clock().UTC().UnixMilli(), taskID, taskID)
@@ -458,6 +550,9 @@ func (s *Service) RevokeTaskTokens(ctx context.Context, taskID string) error {
 func (s *Service) Authenticate(ctx context.Context, token string) (Identity, Scope, error) {
 	if !strings.HasPrefix(token, tokenPrefix) {
 		return Identity{}, Scope{}, ErrUnauthorized
+	}
+	if s.kv != nil {
+		return s.kvAuthenticate(ctx, hashToken(token), s.cfg.Clock().UTC())
 	}
 	var sc Scope
 	var identityID string

@@ -29,16 +29,7 @@ func openDB(t testing.TB) *sql.DB {
 
 func newService(t *testing.T, pool ...string) (*identity.Service, *local.Provider) {
 	t.Helper()
-	db := openDB(t)
-	p, err := local.New(db, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0", PhonePool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := identity.NewService(context.Background(), db, p, identity.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, p
+	return newBackend(t, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0", PhonePool: pool}, identity.Config{})
 }
 
 func TestNameForTask(t *testing.T) {
@@ -162,19 +153,11 @@ func TestNameCollision(t *testing.T) {
 func TestTokenExpiresAndRevokes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := openDB(t)
-	p, err := local.New(db, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	now := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	s, err := identity.NewService(ctx, db, p, identity.Config{Clock: clock, TokenTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := newBackend(t, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0"}, identity.Config{Clock: clock, TokenTTL: time.Hour})
 	id, err := s.ForTask(ctx, "TASKTTL1")
 	if err != nil {
 		t.Fatal(err)

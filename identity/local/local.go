@@ -139,6 +139,7 @@ var migrations embed.FS
 // Provider is the local identity provider.
 type Provider struct {
 	db   *sql.DB
+	kv   *kvState // set by NewKV: state shared by every host
 	cfg  Config
 	log  *slog.Logger
 	pool []string
@@ -193,6 +194,9 @@ func (p *Provider) Provision(ctx context.Context, req identity.ProvisionRequest)
 		return identity.Account{}, fmt.Errorf("local: bad provision request %q", req.Name)
 	}
 	addr := strings.ToLower(req.Name) + "@" + p.cfg.Domain
+	if p.kv != nil {
+		return p.kvProvision(ctx, req, addr)
+	}
 	tx, err := p.db.BeginTx(ctx, nil)
 	if err != nil {
 		return identity.Account{}, err
@@ -245,6 +249,13 @@ func (p *Provider) leasePhone(ctx context.Context, tx *sql.Tx, identityID string
 // Release makes the identity's address refuse mail and returns its phone
 // lease to the pool. Stored messages stay readable.
 func (p *Provider) Release(ctx context.Context, acct identity.Account) error {
+	if p.kv != nil {
+		if err := p.kvRelease(ctx, acct); err != nil {
+			return err
+		}
+		p.watch.notify(acct.IdentityID)
+		return nil
+	}
 	tx, err := p.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -265,6 +276,9 @@ func (p *Provider) Release(ctx context.Context, acct identity.Account) error {
 
 // PhoneLeases returns the pool numbers currently leased, by number.
 func (p *Provider) PhoneLeases(ctx context.Context) (map[string]string, error) {
+	if p.kv != nil {
+		return p.kvPhoneLeases(ctx)
+	}
 	rows, err := p.db.QueryContext(ctx, `SELECT number, identity_id FROM identity_local_phones WHERE identity_id IS NOT NULL`)
 	if err != nil {
 		return nil, err
@@ -283,6 +297,9 @@ func (p *Provider) PhoneLeases(ctx context.Context) (map[string]string, error) {
 
 // Messages returns the identity's stored messages, newest first.
 func (p *Provider) Messages(ctx context.Context, acct identity.Account, q identity.MessageQuery) ([]identity.Message, error) {
+	if p.kv != nil {
+		return p.kvMessages(ctx, acct, q)
+	}
 	query := `SELECT id, kind, sender, recipient, subject, body, received_at FROM identity_local_messages WHERE identity_id = ?`
 	args := []any{acct.IdentityID}
 	if q.Kind != "" {
@@ -320,6 +337,9 @@ func (p *Provider) Messages(ctx context.Context, acct identity.Account, q identi
 
 // Watch returns a channel closed on the identity's next arrival.
 func (p *Provider) Watch(acct identity.Account) (<-chan struct{}, func()) {
+	if p.kv != nil {
+		return p.kvWatch(acct.IdentityID)
+	}
 	return p.watch.add(acct.IdentityID)
 }
 
@@ -330,6 +350,13 @@ func (p *Provider) store(ctx context.Context, identityID string, m identity.Mess
 		return err
 	}
 	m.ID = strings.ToLower(u.String())
+	if p.kv != nil {
+		if err := p.kvStore(ctx, identityID, m); err != nil {
+			return err
+		}
+		p.watch.notify(identityID)
+		return nil
+	}
 	_, err = p.db.ExecContext(ctx, `INSERT INTO identity_local_messages (id, identity_id, kind, sender, recipient, subject, body, received_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, m.ID, identityID, string(m.Kind), m.From, m.To, m.Subject, m.Body, m.ReceivedAt.UnixMicro())
 	if err != nil {
@@ -341,6 +368,9 @@ func (p *Provider) store(ctx context.Context, identityID string, m identity.Mess
 
 // liveAddress returns the identity owning a live address, or "".
 func (p *Provider) liveAddress(ctx context.Context, addr string) (string, error) {
+	if p.kv != nil {
+		return p.kvLiveAddress(ctx, addr)
+	}
 	var id string
 	err := p.db.QueryRowContext(ctx, `SELECT identity_id FROM identity_local_addresses WHERE address = ? AND live = 1`, strings.ToLower(addr)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -351,6 +381,9 @@ func (p *Provider) liveAddress(ctx context.Context, addr string) (string, error)
 
 // leasedNumber returns the live identity holding a pool number, or "".
 func (p *Provider) leasedNumber(ctx context.Context, number string) (string, error) {
+	if p.kv != nil {
+		return p.kvLeasedNumber(ctx, number)
+	}
 	var id sql.NullString
 	err := p.db.QueryRowContext(ctx, `SELECT identity_id FROM identity_local_phones WHERE number = ?`, number).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -48,7 +48,7 @@ func start(t *testing.T, cfg local.Config) env {
 	if cfg.PhonePool == nil {
 		cfg.PhonePool = []string{"+15550000001", "+15550000002"}
 	}
-	p, err := local.New(openDB(t), cfg)
+	p, err := newProvider(t, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
