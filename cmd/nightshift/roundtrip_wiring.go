@@ -7,27 +7,34 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/ingress/webhook"
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 	"github.com/nightshift/nightshift/orchestrator/github"
 	"github.com/nightshift/nightshift/orchestrator/notify"
 	"github.com/nightshift/nightshift/vault"
 )
 
-var _ webhook.Replier = (*github.Reporter)(nil)
+var (
+	_ webhook.Replier = (*github.Reporter)(nil)
+	_ webhook.Replier = (*forge.Reporter)(nil)
+)
 
 // newRoundTrip builds what reports work back where it came from: the
-// GitHub pull-request publisher (for the worker), the GitHub, Linear and
-// Slack reporters (for the scheduler) and the GitHub replier to refused
-// triggers (for the webhooks). Each integration is on only when its
-// credentials are configured; with none, prs and replier are nil and the
-// worker pushes branches as before.
+// forge registry (the github: block's GitHub and every other forges:
+// entry with credentials), its change-request publisher (for the worker),
+// its reporter and the Linear and Slack reporters (for the scheduler) and
+// the forge replier to refused triggers (for the webhooks). Each
+// integration is on only when its credentials are configured; with no
+// forge, prs and replier are nil and the worker pushes branches as before.
 func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve func(config.Secret) (string, error),
-	logger *slog.Logger) (prs orchestrator.PullRequests, notifiers []orchestrator.Notifier, replier webhook.Replier, err error) {
+	logger *slog.Logger) (prs orchestrator.PullRequests, notifiers []orchestrator.Notifier, replier webhook.Replier, drivers *forge.Registry, err error) {
 	secrets := map[string]string{}
-	githubLater := false // github.token names a vault secret not stored yet
+	githubLater := false                // github.token names a vault secret not stored yet
+	later := map[string]config.Secret{} // forge tokens not stored yet: redacted once they are
 	get := func(key string, s config.Secret) (string, error) {
 		if !s.IsSet() {
 			return "", nil
@@ -36,7 +43,14 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		if errors.Is(err, vault.ErrNotFound) && key == "github.token" {
 			// Resolved again at each use: storing it turns GitHub on.
 			githubLater = true
+			later[key] = s
 			logger.Warn("secret not in the vault yet; GitHub calls fail until it is stored", "key", key)
+			return "", nil
+		}
+		if errors.Is(err, vault.ErrNotFound) && strings.HasPrefix(key, "forges[") {
+			// Forge tokens are resolved at each use too.
+			later[key] = s
+			logger.Warn("secret not in the vault yet; calls to that forge fail until it is stored", "key", key)
 			return "", nil
 		}
 		if errors.Is(err, vault.ErrNotFound) {
@@ -53,19 +67,24 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 	}
 	key, err := get("github.private_key", cfg.GitHub.PrivateKey)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	token, err := get("github.token", cfg.GitHub.Token)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	linearKey, err := get("linear.api_key", cfg.Linear.APIKey)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	slackToken, err := get("slack.bot_token", cfg.Slack.BotToken)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	for key, s := range forgeSecretKeys(cfg) {
+		if _, err := get(key, s); err != nil {
+			return nil, nil, nil, nil, err
+		}
 	}
 	// Tokens are resolved again at each use, so a rotated vault secret is
 	// picked up without a restart (the redactor keeps the startup values).
@@ -80,21 +99,24 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 	}
 	red := vault.NewRedactor(secrets)
 	redact := red.String
-	if githubLater {
-		// github.token is not stored yet: redact it once it is.
+	if len(later) > 0 {
+		// github.token or a forge token is not stored yet: redact it once it is.
 		redact = func(text string) string {
-			v, err := resolve(cfg.GitHub.Token)
-			if err != nil || v == "" {
-				return red.String(text)
+			text = red.String(text)
+			for key, s := range later {
+				if v, err := resolve(s); err == nil && v != "" {
+					text = vault.NewRedactor(map[string]string{key: v}).String(text)
+				}
 			}
-			return vault.NewRedactor(map[string]string{"github.token": v}).String(red.String(text))
+			return text
 		}
 	}
 
 	store, err := notify.NewStore(ctx, db, nil)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	var ds []forge.Driver
 	// A github.token whose vault secret is not stored yet turns GitHub on
 	// too: it is resolved at each use.
 	if (cfg.GitHub.AppID != 0 && key != "") || token != "" || githubLater {
@@ -110,20 +132,31 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger,
 			Draft: func(repo string) bool { d := cfg.RepoFor(repo).Draft; return d == nil || *d }})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
-		rep, err := github.NewReporter(gh, store)
+		ds = append(ds, gh)
+	}
+	more, err := newForgeDrivers(cfg, resolve, redact, logger)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if drivers, err = forge.NewRegistry(append(ds, more...)...); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if drivers.Len() > 0 {
+		opts := forgeOptions(cfg, redact, logger)
+		rep, err := forge.NewReporter(drivers, store, opts)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
-		prs, replier = gh, rep
+		prs, replier = forge.NewPublisher(drivers, opts), rep
 		notifiers = append(notifiers, rep)
 	}
 	if linearKey != "" {
 		lin, err := notify.NewLinear(store, notify.LinearConfig{APIKeyFunc: atUse("linear.api_key", cfg.Linear.APIKey), APIURL: cfg.Linear.APIURL,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		notifiers = append(notifiers, lin)
 	}
@@ -131,11 +164,11 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		sl, err := notify.NewSlack(store, notify.SlackConfig{TokenFunc: atUse("slack.bot_token", cfg.Slack.BotToken), Channel: cfg.Slack.Channel, APIURL: cfg.Slack.APIURL,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		notifiers = append(notifiers, sl)
 	}
-	return prs, notifiers, replier, nil
+	return prs, notifiers, replier, drivers, nil
 }
 
 // githubAppTransport returns a transport that authenticates GitHub REST
