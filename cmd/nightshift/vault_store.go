@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/vault"
+	"github.com/nightshift/nightshift/vault/natsstore"
+)
+
+// openVault opens the vault where its sealed records live: the data dir's
+// SQLite when NATS is embedded (one process; the vault CLI opens the same
+// file), the cluster's replicated bucket when js is given (nats.url set:
+// every role on every host reads the same secrets). A SQLite vault found in
+// the data dir is moved to the cluster on first start (see
+// migrateVaultToCluster). The root key never travels: keys is this host's.
+func openVault(ctx context.Context, db *sql.DB, js jetstream.JetStream, replicas int, keys vault.KeySource, cfg vault.Config, logger *slog.Logger) (*vault.Vault, error) {
+	if js == nil {
+		return vault.Open(ctx, db, keys, cfg)
+	}
+	st, err := natsstore.New(ctx, js, natsstore.Config{Replicas: replicas})
+	if err != nil {
+		return nil, err
+	}
+	if err := migrateVaultToCluster(ctx, db, st, logger); err != nil {
+		return nil, err
+	}
+	v, err := vault.OpenStore(ctx, st, keys, cfg)
+	if errors.Is(err, vault.ErrWrongKey) {
+		return nil, fmt.Errorf("%w: the vault is shared by every host on the NATS cluster, and each host must be given the same root key "+
+			"(copy vault.key from the host that created it, or set the same NIGHTSHIFT_VAULT_KEY, or the same passphrase with the same vault.salt)", err)
+	}
+	return v, err
+}
+
+// migrateVaultToCluster copies the data dir's SQLite vault, if it has one,
+// into the cluster's store, then erases it from SQLite and marks it moved.
+// Copying is idempotent, so a crash half-way is finished by the next start.
+func migrateVaultToCluster(ctx context.Context, db *sql.DB, to vault.Store, logger *slog.Logger) error {
+	src, err := vault.NewSQLiteStore(ctx, db)
+	if err != nil {
+		return err
+	}
+	res, err := vault.Migrate(ctx, src, to)
+	if errors.Is(err, vault.ErrMoved) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("move the data dir's vault to the NATS cluster: %w", err)
+	}
+	if res.Skipped == "no vault to migrate" {
+		return nil
+	}
+	if res.AuditSkipped != "" {
+		logger.Warn("vault audit rows not carried over to the cluster", "reason", res.AuditSkipped)
+	}
+	if err := src.MarkMoved(ctx, "to the NATS cluster at "+time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return err
+	}
+	logger.Info("vault moved to the NATS cluster", "secrets", res.Secrets, "audit_rows", res.AuditRows, "skipped", res.Skipped)
+	return nil
+}
+
+// clusterJS returns the JetStream that holds state every host shares (the
+// vault, identities, the reporters' memory) when the process runs against
+// an external NATS (nats.url), and nil on embedded NATS, where that state
+// stays in the data dir's SQLite.
+func (s *server) clusterJS(bus interface{ JetStream() jetstream.JetStream }) jetstream.JetStream {
+	if s.ns != nil {
+		return nil
+	}
+	return bus.JetStream()
+}
