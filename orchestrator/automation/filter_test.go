@@ -290,3 +290,31 @@ func mustTime(t *testing.T, s string) time.Time {
 	}
 	return v
 }
+
+// TestREADMEExampleCompiles loads and compiles the automations example of
+// the README's Automations section, as written.
+func TestREADMEExampleCompiles(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### Automations\n")
+	if !ok {
+		t.Fatal("README has no Automations section")
+	}
+	_, block, _ := strings.Cut(section, "```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	var c config.Config
+	if err := config.Parse([]byte(block), &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Automations) != 2 {
+		t.Fatalf("%d automations in the README example", len(c.Automations))
+	}
+	for _, a := range c.Automations {
+		if _, err := Compile(a); err != nil {
+			t.Errorf("%s: %v", a.Name, err)
+		}
+	}
+}
