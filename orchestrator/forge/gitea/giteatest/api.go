@@ -248,8 +248,12 @@ func Shared(t testing.TB) *Server {
 	defer sharedMu.Unlock()
 	if shared == nil && sharedErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		start := time.Now()
 		shared, sharedErr = Start(ctx)
 		cancel()
+		if sharedErr == nil {
+			t.Logf("real Gitea %s started in %s at %s", Version, time.Since(start).Round(time.Millisecond), shared.URL)
+		}
 	}
 	check(t, sharedErr)
 	return shared
@@ -261,8 +265,10 @@ func New(t testing.TB) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	start := time.Now()
 	s, err := Start(ctx)
 	check(t, err)
+	t.Logf("real Gitea %s started in %s at %s", Version, time.Since(start).Round(time.Millisecond), s.URL)
 	t.Cleanup(func() { s.Close() })
 	return s
 }
