@@ -170,6 +170,7 @@ func (e *Engine) put(ctx context.Context, name string, fn func(r *Record, exists
 			return err
 		}
 		r.UpdatedAt = e.cfg.Clock().UTC()
+		r.Version++
 		out = *r
 		return nil
 	})
@@ -196,8 +197,7 @@ func (e *Engine) Put(ctx context.Context, def config.Automation, by string) (Rec
 
 // Get returns the current version of name.
 func (e *Engine) Get(ctx context.Context, name string) (Record, error) {
-	r, rev, err := getJSON[Record](ctx, e.kv.defs, defKey(name))
-	r.Version = rev
+	r, _, err := getJSON[Record](ctx, e.kv.defs, defKey(name))
 	return r, err
 }
 
@@ -216,7 +216,6 @@ func (e *Engine) History(ctx context.Context, name string) ([]Record, error) {
 		if v.Operation() != jetstream.KeyValuePut || json.Unmarshal(v.Value(), &r) != nil {
 			continue
 		}
-		r.Version = v.Revision()
 		out = append(out, r)
 	}
 	return out, nil
@@ -438,7 +437,6 @@ func (e *Engine) apply(v jetstream.KeyValueEntry) {
 		e.log.Error("stored automation unreadable", "automation", name, "err", err)
 		return
 	}
-	r.Version = v.Revision()
 	c, err := Compile(r.Definition)
 	if err != nil {
 		e.log.Error("stored automation invalid; not run", "automation", name, "err", err)

@@ -250,7 +250,7 @@ func TestSwitchReachesEveryEngineWithoutRestart(t *testing.T) {
 		t.Fatalf("a disabled schedule fired %d more times", a.e.Fired()-n)
 	}
 	rec, _ := api.Get(ctx, "tick")
-	if rec.Enabled || rec.Version < 2 || !api.NextFire(rec, State{}).IsZero() {
+	if rec.Enabled || rec.Version != 2 || !api.NextFire(rec, State{}).IsZero() {
 		t.Fatalf("after disable: %+v", rec)
 	}
 	if _, err := api.RunNow(ctx, "tick", "admin"); err == nil {
@@ -269,7 +269,7 @@ func TestSwitchReachesEveryEngineWithoutRestart(t *testing.T) {
 		t.Fatalf("manual run: %+v %v", runs, err)
 	}
 	hist, err := api.History(ctx, "tick")
-	if err != nil || len(hist) != 4 || hist[2].Definition.Schedule != "@every 1h" {
+	if err != nil || len(hist) != 4 || hist[2].Definition.Schedule != "@every 1h" || hist[2].Version != 3 || hist[3].Version != 4 || !hist[3].Enabled {
 		t.Fatalf("versions: %d %v", len(hist), err)
 	}
 	// Seeding the unchanged config again keeps the API's version.

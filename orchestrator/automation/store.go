@@ -52,7 +52,9 @@ type Record struct {
 	ConfigHash string    `json:"config_hash,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	UpdatedBy  string    `json:"updated_by,omitempty"`
-	// Version is the KV revision of this record (not stored).
+	// Version counts the automation's versions: 1 when created, one more
+	// at every change (an edit, a seed of a changed config entry, enable,
+	// disable).
 	Version uint64 `json:"version"`
 }
 
