@@ -42,7 +42,12 @@ const (
 type WorkerConfig struct {
 	// Concurrency is how many tasks this worker runs at once. Default 2.
 	Concurrency int
-	// MaxAckPending caps the runs in flight across all workers. Default 64.
+	// MaxAckPending caps the runs in flight across all workers: the work
+	// consumer is one durable shared by every worker, and the last worker
+	// to start sets it. Default: no cap (-1). Each worker fetches a run
+	// only when one of its Concurrency slots is free, so the cluster runs
+	// at most the sum of its workers' Concurrency; a cap here could only
+	// hold back a worker that has free slots (a default of 64 did).
 	MaxAckPending int
 	// AckWait is how long a run may go without a heartbeat before JetStream
 	// redelivers it to another worker. Heartbeats go out every AckWait/3.
@@ -122,7 +127,7 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.Concurrency = 2
 	}
 	if c.MaxAckPending <= 0 {
-		c.MaxAckPending = 64
+		c.MaxAckPending = -1
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 60 * time.Second
