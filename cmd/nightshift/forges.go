@@ -135,10 +135,10 @@ func forgeOptions(cfg *config.Config, redact func(string) string, logger *slog.L
 	return forge.Options{PublicURL: cfg.PublicURL, Draft: draftFor(cfg), Redact: redact, Logger: logger.With("component", "forge")}
 }
 
-// forgeWebhooks is the webhook configuration of the GitLab and Gitea
-// entries of forges: (their routes /hooks/gitlab and /hooks/gitea) and the
-// sources speaking their dialects. GitHub entries other than the github:
-// block have no webhook route yet: a warning says so.
+// forgeWebhooks is the webhook configuration of the forges: entries other
+// than the github: block (GitLab on /hooks/gitlab, Gitea on /hooks/gitea,
+// further GitHub hosts on /hooks/github, told apart by their secrets) and
+// the sources speaking the GitLab and Gitea dialects.
 func forgeWebhooks(cfg *config.Config, resolveAll func([]config.Secret) ([]string, error), logger *slog.Logger) ([]webhook.ForgeConfig, []webhook.Source, error) {
 	var out []webhook.ForgeConfig
 	for i, f := range cfg.Forges {
@@ -151,11 +151,10 @@ func forgeWebhooks(cfg *config.Config, resolveAll func([]config.Secret) ([]strin
 			kind = forge.KindGitLab
 		case config.ForgeGitea:
 			kind = forge.KindGitea
+		case config.ForgeGitHub:
+			kind = forge.KindGitHub
 		default:
-			if len(f.WebhookSecrets) > 0 {
-				logger.Warn("webhooks of a second GitHub host are not routed; configure its deliveries on the github: block's host", "forge", forgeKey(i), "git_url", f.GitURL)
-			}
-			continue
+			return nil, nil, fmt.Errorf("%s.kind: unknown forge kind %q", forgeKey(i), f.Kind)
 		}
 		secrets, err := resolveAll(f.WebhookSecrets)
 		if err != nil {

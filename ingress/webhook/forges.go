@@ -26,8 +26,9 @@ import (
 
 // ForgeConfig is one forge host whose webhooks arrive on its kind's route.
 type ForgeConfig struct {
-	// Kind is forge.KindGitLab or forge.KindGitea (GitHub hosts use
-	// Config.GitHub and /hooks/github).
+	// Kind is forge.KindGitLab, forge.KindGitea, or forge.KindGitHub for a
+	// GitHub host besides Config.GitHub (GitHub Enterprise): its
+	// deliveries arrive on /hooks/github, signed with its own secrets.
 	Kind forge.Kind
 	// Secrets verify deliveries; any one matches. Empty: refused (401).
 	Secrets []string
@@ -53,6 +54,7 @@ func (c ForgeConfig) LogValue() slog.Value {
 type forgeHost struct {
 	ForgeConfig
 	host string
+	opt  forgeOptions // for the GitHub normalizer
 }
 
 // forgeRoutes holds the forge hosts and sources by kind.
@@ -77,9 +79,9 @@ func newForgeRoutes(c Config) (*forgeRoutes, error) {
 	seen := map[string]bool{}
 	for i, f := range c.Forges {
 		switch f.Kind {
-		case forge.KindGitLab, forge.KindGitea:
+		case forge.KindGitLab, forge.KindGitea, forge.KindGitHub:
 		default:
-			return nil, fmt.Errorf("webhook: config forges[%d] kind %q has no webhook route here (want gitlab or gitea)", i, f.Kind)
+			return nil, fmt.Errorf("webhook: config forges[%d] kind %q has no webhook route (want github, gitlab or gitea)", i, f.Kind)
 		}
 		u, err := url.Parse(f.GitURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -98,11 +100,15 @@ func newForgeRoutes(c Config) (*forgeRoutes, error) {
 			return nil, fmt.Errorf("webhook: config forges[%d] trigger %q has no name", i, f.Trigger)
 		}
 		h := strings.ToLower(u.Host)
+		if g, _ := url.Parse(c.GitHub.GitURL); g != nil && strings.EqualFold(g.Host, h) {
+			return nil, fmt.Errorf("webhook: config forges[%d] host %s is the github: block's", i, h)
+		}
 		if seen[h] {
 			return nil, fmt.Errorf("webhook: config forges[%d] host %s is configured twice", i, h)
 		}
 		seen[h] = true
-		fr.hosts[f.Kind] = append(fr.hosts[f.Kind], &forgeHost{ForgeConfig: f, host: h})
+		u, _ = url.Parse(f.GitURL)
+		fr.hosts[f.Kind] = append(fr.hosts[f.Kind], &forgeHost{ForgeConfig: f, host: h, opt: forgeOptions{gitURL: u}})
 	}
 	return fr, nil
 }
@@ -216,6 +222,44 @@ func (h *Handler) forgeAnswer(ctx context.Context, kind forge.Kind, fh *forgeHos
 	return normalized{ev: ev, rawIsJSON: true, via: fh}, true, nil
 }
 
+// acceptGitHubHost finishes a delivery to /hooks/github from a GitHub host
+// of Config.Forges: authorization through the host's driver, and a comment
+// that starts no work may answer a waiting task.
+func (h *Handler) acceptGitHubHost(ctx context.Context, r *http.Request, body []byte, fh *forgeHost, event string, n normalized, p *ghPayload) (result, error) {
+	if n.ev != nil {
+		n.via = fh
+	}
+	if (n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback) && p != nil && p.Comment != nil && p.Repository != nil &&
+		p.Action == "created" && (event == "issue_comment" || event == "pull_request_review_comment") {
+		_, _, repo, ok := githubRepo(fh.opt, p.Repository.FullName)
+		c := &SourceComment{Repo: repo, ID: p.Comment.ID, URL: p.Comment.HTMLURL, Body: p.Comment.Body, RawEvent: event,
+			Actor: ghActor(p.Comment.User, p.Comment.AuthorAssociation)}
+		switch {
+		case event == "pull_request_review_comment" && p.PullRequest != nil:
+			c.Target = orchestrator.Target{Type: "pull_request", Number: p.PullRequest.Number}
+		case p.Issue != nil:
+			c.Target = orchestrator.Target{Type: "issue", Number: p.Issue.Number}
+			if p.Issue.PullRequest != nil {
+				c.Target.Type = "pull_request"
+			}
+		}
+		if ok {
+			a, isAnswer, err := h.forgeAnswer(ctx, forge.KindGitHub, fh, c)
+			if err != nil {
+				return result{}, err
+			}
+			if isAnswer {
+				n = a
+			}
+		}
+	}
+	delivery := r.Header.Get("X-GitHub-Delivery")
+	if delivery == "" {
+		delivery = bodyHashID(body)
+	}
+	return h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+}
+
 // forgeBasic is authorizer.basic for a forge host: no author, Nightshift
 // itself, denied logins.
 func (h *Handler) forgeBasic(fh *forgeHost, repo string, actor orchestrator.Actor) *refusal {
@@ -244,8 +288,8 @@ func (h *Handler) forgeComment(ctx context.Context, fh *forgeHost, repo string, 
 	if actor.IsBot {
 		return &refusal{refuseBot, fmt.Sprintf("comment by bot %s", actor.Login)}, nil
 	}
-	if listed(h.cfg.GitHub.Allow, key, actor.Login) {
-		return nil, nil
+	if listed(h.cfg.GitHub.Allow, key, actor.Login) || trustedAssociations[actor.Association] {
+		return nil, nil // GitHub says who owns, is a member or collaborates
 	}
 	d, r, ok := h.cfg.Drivers.ForRepo(repo)
 	if !ok {

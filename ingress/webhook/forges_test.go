@@ -12,6 +12,8 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/forge"
 	"github.com/nightshift/nightshift/orchestrator/forge/gitlab"
 	"github.com/nightshift/nightshift/orchestrator/forge/gitlab/gitlabtest"
+	"github.com/nightshift/nightshift/orchestrator/github"
+	"github.com/nightshift/nightshift/orchestrator/github/githubtest"
 )
 
 // gitlabNote is a real GitLab note hook payload (client-go's fixture) on
@@ -176,7 +178,8 @@ func TestForgeConfigErrors(t *testing.T) {
 		forges []ForgeConfig
 		want   string
 	}{
-		{[]ForgeConfig{{Kind: forge.KindGitHub, GitURL: "https://ghe.example/"}}, "no webhook route"},
+		{[]ForgeConfig{{Kind: "bitbucket", GitURL: "https://bb.example/"}}, "no webhook route"},
+		{[]ForgeConfig{{Kind: forge.KindGitHub, GitURL: "https://github.com/"}}, "the github: block's"},
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "git.example"}}, "not an absolute http(s) URL"},
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/"}, {Kind: forge.KindGitLab, GitURL: "https://G.example/"}}, "configured twice"},
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/", Trigger: "@"}}, "has no name"},
@@ -188,5 +191,51 @@ func TestForgeConfigErrors(t *testing.T) {
 	}
 	if _, err := newForgeRoutes(Config{Sources: []Source{GitLabSource(), GitLabSource()}}.withDefaults()); err == nil {
 		t.Error("two sources of one kind accepted")
+	}
+}
+
+// TestSecondGitHubHost: a GitHub Enterprise host in Config.Forges shares
+// /hooks/github; its deliveries are told apart by their secret, name
+// repositories on its git URL and have their authors checked through its
+// driver.
+func TestSecondGitHubHost(t *testing.T) {
+	t.Parallel()
+	ghe := githubtest.New(t, githubtest.Options{Token: "ghe-token"})
+	ghe.CreateRepo("Codertocat", "Hello-World", map[string]string{"README.md": "hi\n"})
+	ghe.SetPermission("Codertocat", "Hello-World", "writer", "write")
+	ghe.SetPermission("Codertocat", "Hello-World", "reader", "read")
+	d, err := github.New(github.Config{APIURL: ghe.APIURL, Token: "ghe-token", HTTPClient: ghe.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := forge.NewRegistry(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := newHarness(t, func(c *Config) {
+		c.Forges = []ForgeConfig{{Kind: forge.KindGitHub, Secrets: []string{"ghe-secret"}, GitURL: ghe.GitURL}}
+		c.Drivers = reg
+	})
+	for _, c := range []struct {
+		name, login, assoc, secret string
+		status                     int
+		want                       string
+	}{
+		{"writer", "writer", "CONTRIBUTOR", "ghe-secret", 202, "accepted"},
+		{"reader", "reader", "CONTRIBUTOR", "ghe-secret", 200, "ignored"},
+		{"owner needs no lookup", "boss", "OWNER", "ghe-secret", 202, "accepted"},
+		{"unknown secret", "writer", "CONTRIBUTOR", "nope", 401, ""},
+	} {
+		res := hs.do(githubRequest("issue_comment", "ghe-"+c.name, commentBy(t, c.login, "User", c.assoc), c.secret))
+		if res.Status != c.status || (c.want != "" && res.Body["status"] != c.want) {
+			t.Errorf("%s: %d %v, want %d %s", c.name, res.Status, res.Body, c.status, c.want)
+		}
+		if c.login == "reader" && !strings.Contains(res.Body["reason"], "reader has read permission") {
+			t.Errorf("reader refusal: %v", res.Body)
+		}
+	}
+	ev, n := hs.lastEvent()
+	if n != 2 || ev.Repo != ghe.GitURL+"Codertocat/Hello-World.git" || ev.Source != orchestrator.SourceGitHub || ev.Actor.Login != "boss" {
+		t.Fatalf("%d events, last from %s on %s by %s", n, ev.Source, ev.Repo, ev.Actor.Login)
 	}
 }

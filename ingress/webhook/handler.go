@@ -277,17 +277,39 @@ func readUpTo(r io.Reader, announced int64) ([]byte, error) {
 }
 
 // serveGitHub handles POST /hooks/github.
+// A delivery signed with a secret of Config.GitHub is GitHub's (the
+// github: block); one signed with the secret of a GitHub host in
+// Config.Forges belongs to that host (GitHub Enterprise): its git URL names
+// the repository, its trigger and label apply, and its driver checks
+// permissions.
 func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte) (result, error) {
-	if err := VerifyGitHub(h.cfg.GitHub.Secrets, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
-		return result{}, err
+	sig := r.Header.Get("X-Hub-Signature-256")
+	var fh *forgeHost
+	if err := VerifyGitHub(h.cfg.GitHub.Secrets, sig, body); err != nil {
+		for _, c := range h.forges.hosts[forge.KindGitHub] {
+			if VerifyGitHub(c.Secrets, sig, body) == nil {
+				fh = c
+				break
+			}
+		}
+		if fh == nil {
+			return result{}, err
+		}
 	}
 	event := r.Header.Get("X-GitHub-Event")
 	if event == "" {
 		return result{}, malformedf("missing X-GitHub-Event header")
 	}
-	n, p, err := decodeGitHub(event, body, githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label, Forge: h.forge})
+	opt := githubOptions{Trigger: h.cfg.GitHub.Trigger, Label: h.cfg.GitHub.Label, Forge: h.forge}
+	if fh != nil {
+		opt = githubOptions{Trigger: fh.Trigger, Label: fh.Label, Forge: fh.opt}
+	}
+	n, p, err := decodeGitHub(event, body, opt)
 	if err != nil {
 		return result{}, err
+	}
+	if fh != nil {
+		return h.acceptGitHubHost(ctx, r, body, fh, event, n, p)
 	}
 	if n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback {
 		// Not a trigger: perhaps the answer to a waiting agent's question
