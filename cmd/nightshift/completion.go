@@ -45,7 +45,7 @@ var complFlags = map[string][]string{
 	"tasks retry":      {"from-base"},
 	"automations":      {"server", "token", "json", "help"},
 	"automations runs": {"limit"},
-	"vault":            {"data-dir", "json", "help"},
+	"vault":            {"data-dir", "json", "nats", "help"},
 	"vault set":        {"scope", "raw"},
 	"vault get":        {"scope", "version", "raw"},
 	"vault rm":         {"scope", "version"},

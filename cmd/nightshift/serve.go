@@ -17,6 +17,7 @@ import (
 
 	natsd "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -125,6 +126,10 @@ type server struct {
 	nc       *nats.Conn
 	db       *sql.DB
 	provider *local.Provider
+	// shared holds what every host reads and writes (the vault,
+	// identities) when nats.url is set; nil on embedded NATS.
+	shared   jetstream.JetStream
+	replicas int
 	wt       *worktree.Manager
 	runners  []func(context.Context) error
 	// workers run on a context of their own: on shutdown they stop taking
@@ -205,7 +210,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	// as the process serves (and rebuilt from the records when missing).
 	store.Follow(ctx, bus.Records())
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	vlt, err := openVault(ctx, s.db, s.clusterJS(bus), cfg.NATS.Replicas, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo}, logger)
+	s.shared, s.replicas = s.clusterJS(bus), cfg.NATS.Replicas
+	vlt, err := openVault(ctx, s.db, s.shared, s.replicas, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)
 	}
@@ -226,7 +232,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	if err != nil {
 		return nil, err
 	}
-	ids, err := identity.NewService(ctx, s.db, provider, identity.Config{Domain: cfg.Identity.Domain, Logger: logger})
+	ids, err := s.openIdentities(ctx, provider, identity.Config{Domain: cfg.Identity.Domain, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
@@ -555,7 +561,7 @@ func (s *server) newIdentityProvider(cfg *config.Config, resolve func(config.Sec
 	if err != nil {
 		return nil, fmt.Errorf("identity.twilio_auth_token: %w", err)
 	}
-	s.provider, err = local.New(s.db, local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
+	s.provider, err = s.openLocalProvider(local.Config{Domain: cfg.Identity.Domain, SMTPListen: cfg.Identity.SMTPListen,
 		PhonePool: cfg.Identity.PhonePool, TwilioAuthToken: twilio, SMSWebhookURL: strings.TrimRight(cfg.PublicURL, "/") + "/hooks/sms",
 		Logger: logger})
 	if err != nil {

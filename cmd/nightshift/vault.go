@@ -31,7 +31,9 @@ commands:
   rotate-key [--root]                    new key-encryption key (or new root key)
   audit [--verify] [--name NAME] [--limit N]  show or verify the audit log
 
-common flags: --data-dir DIR (default ./.nightshift, env NIGHTSHIFT_DATA_DIR), --json
+common flags: --data-dir DIR (default ./.nightshift, env NIGHTSHIFT_DATA_DIR), --json,
+  --nats URL (env NIGHTSHIFT_NATS_URL): the vault of a NATS cluster (serve with nats.url) instead of
+  the data dir's; this host's root key opens it (every host is given the same key)
 root key: NIGHTSHIFT_VAULT_KEY (hex/base64 of 32 bytes), else NIGHTSHIFT_VAULT_PASSPHRASE,
 else the key file DIR/vault.key (created on first use).
 scopes:
@@ -59,6 +61,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	limit := fl.Int("limit", 100, "audit entries to show (newest)")
 	root := fl.Bool("root", false, "rotate the root key instead of the key-encryption key")
 	raw := fl.Bool("raw", false, "set: keep a trailing newline; get: print the value without adding one")
+	natsURL := fl.String("nats", "", "the vault of the NATS cluster at URL (env NIGHTSHIFT_NATS_URL; default: the data dir's)")
 	pos, err := parseFlags(a, fl, "vault "+sub, args, nil)
 	if err != nil {
 		return err
@@ -68,6 +71,9 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	}
 	if *dataDir == "" {
 		*dataDir = ".nightshift"
+	}
+	if *natsURL == "" {
+		*natsURL = a.getenv("NIGHTSHIFT_NATS_URL")
 	}
 	wantArgs := map[string]int{"set": 1, "get": 1, "rm": 1, "ls": 0, "rotate-key": 0, "audit": 0}
 	n, ok := wantArgs[sub]
@@ -109,7 +115,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 	}
 
 	dbPath := filepath.Join(*dataDir, "nightshift.db")
-	if sub != "set" {
+	if sub != "set" && *natsURL == "" {
 		if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no vault in %s (set a secret or run nightshift init first)", *dataDir)
 		}
@@ -126,7 +132,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer db.Close()
-	v, err := vault.Open(ctx, db, keys, vault.Config{Logger: logger})
+	v, closeVault, err := openCLIVault(ctx, a, db, *natsURL, keys, logger)
 	if err != nil {
 		next := filepath.Join(*dataDir, "vault.key.new")
 		if _, serr := os.Stat(next); errors.Is(err, vault.ErrWrongKey) && choice == vault.KeyFromFile && serr == nil {
@@ -134,6 +140,7 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		}
 		return err
 	}
+	defer closeVault()
 	actor := vault.Actor{Kind: vault.ActorOperator, ID: vaultOperator(a)}
 
 	switch sub {
@@ -298,7 +305,7 @@ func rotateRoot(ctx context.Context, a *app, v *vault.Vault, actor vault.Actor, 
 		if err := os.Rename(path+".new", path); err != nil {
 			return fmt.Errorf("root key rotated but %s.new could not replace %s: %w (rename it by hand)", path, path, err)
 		}
-		fmt.Fprintf(a.stdout, "root key rotated; %s replaced (back it up again) and servers must restart\n", path)
+		fmt.Fprintf(a.stdout, "root key rotated; %s replaced (back it up again, give it to every host that opens the vault) and servers must restart\n", path)
 	}
 	return nil
 }

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/local"
 	"github.com/nightshift/nightshift/vault"
 	"github.com/nightshift/nightshift/vault/natsstore"
 )
@@ -76,4 +80,59 @@ func (s *server) clusterJS(bus interface{ JetStream() jetstream.JetStream }) jet
 		return nil
 	}
 	return bus.JetStream()
+}
+
+// openIdentities returns the identity service: over the cluster's
+// replicated records when nats.url is set (an identity a worker creates is
+// listed by the ingress on another host, a token revoked anywhere is
+// refused everywhere), over the data dir's SQLite otherwise.
+func (s *server) openIdentities(ctx context.Context, p identity.Provider, cfg identity.Config) (*identity.Service, error) {
+	if s.shared == nil {
+		return identity.NewService(ctx, s.db, p, cfg)
+	}
+	return identity.NewKVService(ctx, s.shared, p, identity.KVConfig{Replicas: s.replicas}, cfg)
+}
+
+// openLocalProvider returns the built-in identity provider over the same
+// store as openIdentities: mail taken by the SMTP listener or an SMS posted
+// to any ingress is read by a worker on any host.
+func (s *server) openLocalProvider(cfg local.Config) (*local.Provider, error) {
+	if s.shared == nil {
+		return local.New(s.db, cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return local.NewKV(ctx, s.shared, local.KVConfig{Replicas: s.replicas}, cfg)
+}
+
+// openCLIVault opens the vault the vault commands work on: the data dir's
+// SQLite, or with natsURL the cluster's (moving the data dir's vault there
+// first, as serve does). Buckets it has to create get NIGHTSHIFT_NATS_REPLICAS
+// replicas (default 1); serve raises nothing it finds.
+func openCLIVault(ctx context.Context, a *app, db *sql.DB, natsURL string, keys vault.KeySource, logger *slog.Logger) (*vault.Vault, func(), error) {
+	if natsURL == "" {
+		v, err := vault.Open(ctx, db, keys, vault.Config{Logger: logger})
+		return v, func() {}, err
+	}
+	replicas := 1
+	if r := a.getenv("NIGHTSHIFT_NATS_REPLICAS"); r != "" {
+		n, err := strconv.Atoi(r)
+		if err != nil || n < 1 {
+			return nil, nil, fmt.Errorf("NIGHTSHIFT_NATS_REPLICAS=%q is not a positive number", r)
+		}
+		replicas = n
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("nightshift-vault"), nats.Timeout(10*time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats %s: %w", natsURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err == nil {
+		var v *vault.Vault
+		if v, err = openVault(ctx, db, js, replicas, keys, vault.Config{Logger: logger}, logger); err == nil {
+			return v, nc.Close, nil
+		}
+	}
+	nc.Close()
+	return nil, nil, err
 }
