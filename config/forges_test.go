@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -128,5 +129,34 @@ func TestRepoMatchAcrossForges(t *testing.T) {
 		if got := MatchRepo(c.match, c.repo); got != c.want {
 			t.Errorf("MatchRepo(%q, %q) = %v, want %v", c.match, c.repo, got, c.want)
 		}
+	}
+}
+
+// TestREADMEForgeExamplesLoad: every nightshift.yaml example of the
+// README's Forges section loads as written.
+func TestREADMEForgeExamplesLoad(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "\n## Forges\n")
+	if start < 0 {
+		t.Fatal("README has no Forges section")
+	}
+	section := s[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	n := 0
+	for _, part := range strings.Split(section, "```yaml\n")[1:] {
+		block, _, _ := strings.Cut(part, "```")
+		n++
+		if _, err := Load(writeFile(t, block), nil); err != nil {
+			t.Errorf("README example %d does not load: %v\n%s", n, err, block)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("%d yaml examples in the Forges section", n)
 	}
 }
