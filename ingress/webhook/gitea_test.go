@@ -329,3 +329,36 @@ func FuzzNormalizeGitea(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkNormalizeGitea(b *testing.B) {
+	var f giteaFixture
+	for _, fx := range giteaManifest(b) {
+		if fx.File == "gitea/issue_comment.created.trigger.json" {
+			f = fx
+		}
+	}
+	h, opt := f.header(), giteaFixtureOpts(f.GitURL)
+	b.SetBytes(int64(len(f.body)))
+	for b.Loop() {
+		res, err := GiteaSource{}.Normalize(h, f.body, opt)
+		if err != nil || res.Event == nil {
+			b.Fatal(err, res.Ignore)
+		}
+	}
+}
+
+func BenchmarkVerifyGitea(b *testing.B) {
+	var f giteaFixture
+	for _, fx := range giteaManifest(b) {
+		if fx.File == "gitea/issue_comment.created.trigger.json" {
+			f = fx
+		}
+	}
+	h, secrets := f.header(), []string{"old-rotated-secret", giteaFixtureSecret}
+	b.SetBytes(int64(len(f.body)))
+	for b.Loop() {
+		if err := (GiteaSource{}).Verify(h, f.body, secrets); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
