@@ -54,6 +54,9 @@ automations:
 
 	nav("/automations")
 	waitJS(t, ctx, "rows", `document.querySelectorAll("#automations tbody tr").length === 2`)
+	if got := evalJS[string](t, ctx, `NS.trigger({"source":"automation","automation":"triage","target":{}}).label`); got != "Automation triage" {
+		t.Errorf("an automation task's trigger reads %q", got)
+	}
 	if got := evalJS[string](t, ctx, `document.querySelector('tr[data-name="nightly"] td:nth-child(5)').textContent`); got == "—" || got == "" {
 		t.Errorf("nightly shows no next fire time: %q", got)
 	}

@@ -91,7 +91,7 @@ const NS = (() => {
         break;
       case "linear": label = "Linear" + num; break;
       case "slack": label = "Slack"; break;
-      case "automation": label = "Automation"; break;
+      case "automation": label = "Automation" + (t.automation ? " " + t.automation : ""); break;
       case "api": label = (t.actor && t.actor.login && t.actor.login !== "api") ? "API (" + t.actor.login + ")" : "API"; break;
       default: label = t.source || "unknown";
     }
