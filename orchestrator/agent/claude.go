@@ -28,6 +28,14 @@ const claudeMCPFile = ".nightshift/claude-mcp.json"
 // sandbox. Telemetry, error reporting and auto-update are disabled through
 // their environment variables so the CLI only talks to the model gateway
 // and the task's MCP server.
+//
+// A read-only run (Request.ReadOnly: a plan or an answer) uses
+// --permission-mode plan instead: Claude Code refuses Write, Edit and any
+// Bash command that would change a file, except the plan file it has the
+// model keep under $HOME/.claude/plans. Headless it also refuses
+// ExitPlanMode ("disabled for this session"), so the parser takes the plan
+// from that file's writes (Outcome.Plan), or from a plan passed to
+// ExitPlanMode anyway; the worktree is mounted read-only besides.
 type Claude struct {
 	argv []string
 }
@@ -159,12 +167,14 @@ type claudeEvent struct {
 		Name   string `json:"name"`
 		Status string `json:"status"`
 	} `json:"mcp_servers"`
-	Message *struct {
-		Model   string          `json:"model"`
-		Content json.RawMessage `json:"content"`
-	} `json:"message"`
-	TerminalReason  string  `json:"terminal_reason"`
-	ParentToolUseID *string `json:"parent_tool_use_id"`
+	// Message is the message of an assistant or user event; a system
+	// event (permission_denied) has a string here instead.
+	Message json.RawMessage `json:"message"`
+	// ToolUseResult is the structured result of the tool a user event
+	// answers (for Write and Edit: the file and its new content).
+	ToolUseResult   json.RawMessage `json:"tool_use_result"`
+	TerminalReason  string          `json:"terminal_reason"`
+	ParentToolUseID *string         `json:"parent_tool_use_id"`
 	// result
 	IsError      bool     `json:"is_error"`
 	Result       string   `json:"result"`
@@ -188,6 +198,7 @@ func (p *claudeParser) line(s string) {
 		p.emit(Line{Kind: KindText, Text: s})
 		return
 	}
+	msg := ev.message()
 	if ev.SessionID != "" {
 		p.session = ev.SessionID
 	}
@@ -210,8 +221,8 @@ func (p *claudeParser) line(s string) {
 		p.emit(Line{Kind: KindSystem, Text: txt})
 	case "assistant":
 		// Claude Code reports API failures as a synthetic assistant message.
-		synthetic := ev.Message != nil && ev.Message.Model == "<synthetic>"
-		for _, b := range ev.blocks() {
+		synthetic := msg != nil && msg.Model == "<synthetic>"
+		for _, b := range msg.blocks() {
 			switch b.Type {
 			case "text":
 				if strings.TrimSpace(b.Text) == "" {
@@ -237,6 +248,9 @@ func (p *claudeParser) line(s string) {
 						p.question = askUserQuestionText(b.Input)
 					}
 					if b.Name == "ExitPlanMode" {
+						// Headless, Claude Code refuses the call ("disabled
+						// for this session"), but a plan passed to it is the
+						// plan the agent wants reviewed.
 						var in struct {
 							Plan string `json:"plan"`
 						}
@@ -248,9 +262,14 @@ func (p *claudeParser) line(s string) {
 			}
 		}
 	case "user":
-		for _, b := range ev.blocks() {
+		for _, b := range msg.blocks() {
 			if b.Type != "tool_result" {
 				continue
+			}
+			if !b.IsError && ev.ParentToolUseID == nil {
+				if plan, ok := planFileContent(ev.ToolUseResult); ok {
+					p.plan = plan
+				}
 			}
 			txt := truncate(contentText(b.Content), maxToolResult)
 			if b.IsError {
@@ -296,18 +315,71 @@ func (p *claudeParser) line(s string) {
 	}
 }
 
-func (ev *claudeEvent) blocks() []claudeBlock {
-	if ev.Message == nil {
+type claudeMessage struct {
+	Model   string          `json:"model"`
+	Content json.RawMessage `json:"content"`
+}
+
+// message returns the event's message, or nil when it has none (or a
+// system event's string).
+func (ev *claudeEvent) message() *claudeMessage {
+	if !strings.HasPrefix(strings.TrimSpace(string(ev.Message)), "{") {
+		return nil
+	}
+	var m claudeMessage
+	if json.Unmarshal(ev.Message, &m) != nil {
+		return nil
+	}
+	return &m
+}
+
+func (m *claudeMessage) blocks() []claudeBlock {
+	if m == nil {
 		return nil
 	}
 	var bs []claudeBlock
-	if json.Unmarshal(ev.Message.Content, &bs) != nil {
+	if json.Unmarshal(m.Content, &bs) != nil {
 		var s string
-		if json.Unmarshal(ev.Message.Content, &s) == nil {
+		if json.Unmarshal(m.Content, &s) == nil {
 			return []claudeBlock{{Type: "text", Text: s}}
 		}
 	}
 	return bs
+}
+
+// planFileContent returns the content of Claude Code's plan file after a
+// Write or Edit to it succeeded, from the tool's structured result. In its
+// plan permission mode Claude Code has the model keep the plan in
+// $HOME/.claude/plans/<name>.md, the one file it may write, and then call
+// ExitPlanMode, which headless Claude Code refuses; so the plan file is
+// where the plan is. A Write's result carries the whole content; an Edit's
+// carries the file before the edit and the replacement.
+func planFileContent(raw json.RawMessage) (string, bool) {
+	if !strings.HasPrefix(strings.TrimSpace(string(raw)), "{") {
+		return "", false
+	}
+	var r struct {
+		FilePath     string  `json:"filePath"`
+		Content      *string `json:"content"`
+		OriginalFile *string `json:"originalFile"`
+		OldString    *string `json:"oldString"`
+		NewString    *string `json:"newString"`
+		ReplaceAll   bool    `json:"replaceAll"`
+	}
+	if json.Unmarshal(raw, &r) != nil || !strings.Contains(r.FilePath, "/.claude/plans/") || !strings.HasSuffix(r.FilePath, ".md") {
+		return "", false
+	}
+	switch {
+	case r.Content != nil:
+		return *r.Content, true
+	case r.OriginalFile != nil && r.OldString != nil && r.NewString != nil && *r.OldString != "":
+		n := 1
+		if r.ReplaceAll {
+			n = -1
+		}
+		return strings.Replace(*r.OriginalFile, *r.OldString, *r.NewString, n), true
+	}
+	return "", false
 }
 
 func (p *claudeParser) Outcome(exitCode int) Outcome {

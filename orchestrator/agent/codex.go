@@ -17,7 +17,7 @@ const GatewayOpenAIPath = "/openai"
 //	      -c KEY=VALUE... [-m MODEL] [SESSION] -
 //
 // with the prompt on stdin ("-"). Codex's own sandbox is bypassed because
-// ours wraps it. The -c overrides (the same on resume) select a
+// ours wraps it, read-only runs included (see Prepare). The -c overrides (the same on resume) select a
 // "nightshift" model provider whose base URL is the gateway and whose key
 // is read from OPENAI_API_KEY (the gateway token); register the task's MCP
 // server as a streamable-HTTP server whose bearer token is read from
@@ -59,13 +59,15 @@ func (c *Codex) Prepare(req Request) (Invocation, error) {
 	if req.SessionID != "" {
 		argv = append(argv, "resume")
 	}
-	if req.ReadOnly {
-		// Codex's own read-only sandbox, inside ours (whose worktree is
-		// mounted read-only too); it never asks for approval headless.
-		argv = append(argv, "--json", "--skip-git-repo-check", "-c", `sandbox_mode="read-only"`, "-c", `approval_policy="never"`)
-	} else {
-		argv = append(argv, "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
-	}
+	// Codex's own sandbox stays off even for a read-only run (a plan or
+	// an answer): on Linux it is bubblewrap, which cannot create its
+	// namespaces inside ours ("bwrap: No permissions to create new
+	// namespace"), so with sandbox_mode="read-only" every shell command,
+	// reads included, fails; its legacy Landlock backend refuses to start
+	// without bubblewrap. Ours enforces read-only instead: the worktree is
+	// mounted read-only (sandbox.Spec.DirReadOnly) and the prompt says not
+	// to change anything.
+	argv = append(argv, "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
 	for _, kv := range codexConfig(req) {
 		argv = append(argv, "-c", kv)
 	}

@@ -222,14 +222,32 @@ func (l *lockedBuf) String() string {
 // private HOME and runs it in the sandbox, streaming stdout into the parser
 // the way the orchestrator's worker does.
 func (w *world) runSandboxed(ctx context.Context, a agent.Adapter, req agent.Request, fw []sandbox.Forward) *sandboxRun {
+	return w.runLayout(ctx, a, req, fw, false)
+}
+
+// runReadOnly runs req the way the orchestrator runs a plan or an answer:
+// the worktree is the sandbox's Dir bound read-only, the private HOME is
+// bound read-write at bwrap.Home, and the adapter is asked for its
+// read-only mode. It needs bubblewrap (the process driver cannot make a
+// directory read-only).
+func (w *world) runReadOnly(ctx context.Context, a agent.Adapter, req agent.Request, fw []sandbox.Forward) *sandboxRun {
+	req.ReadOnly = true
+	return w.runLayout(ctx, a, req, fw, true)
+}
+
+func (w *world) runLayout(ctx context.Context, a agent.Adapter, req agent.Request, fw []sandbox.Forward, readOnly bool) *sandboxRun {
 	t := w.t
 	t.Helper()
+	hostHome := req.Home
+	if readOnly {
+		req.Home = bwrap.Home
+	}
 	inv, err := a.Prepare(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rel, content := range inv.Files {
-		p := filepath.Join(req.Home, rel)
+		p := filepath.Join(hostHome, rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -249,12 +267,16 @@ func (w *world) runSandboxed(ctx context.Context, a agent.Adapter, req agent.Req
 	for k, v := range inv.Env {
 		env[k] = v
 	}
-	res, err := w.mgr.Run(ctx, sandbox.Spec{
+	spec := sandbox.Spec{
 		ID: strings.ReplaceAll(t.Name(), "/", "_"), Dir: w.root,
 		Command: append([]string{"/bin/sh", "-c", `cd "$0" && exec "$@"`, req.Dir}, inv.Argv...), Env: env,
 		Stdin: strings.NewReader(inv.Stdin), Stdout: io2(&stdout, p), Stderr: &stderr,
 		Timeout: 60 * time.Second, Forwards: fw,
-	})
+	}
+	if readOnly {
+		spec.Dir, spec.DirReadOnly, spec.Home, spec.Command = w.dir, true, hostHome, inv.Argv
+	}
+	res, err := w.mgr.Run(ctx, spec)
 	if err != nil {
 		t.Fatalf("sandbox run: %v", err)
 	}

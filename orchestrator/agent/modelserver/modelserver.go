@@ -38,6 +38,10 @@ type Step struct {
 	// ToolCalls are tool invocations; when non-empty the turn ends with
 	// stop_reason "tool_use" (Anthropic) or function calls (OpenAI).
 	ToolCalls []ToolCall
+	// ToolCallsFunc, if set, computes the tool calls from the request this
+	// step answers (e.g. to use a path the CLI named in its prompt); it
+	// replaces ToolCalls.
+	ToolCallsFunc func(r *Request) []ToolCall
 	// InputTokens and OutputTokens are the usage reported (defaults 100, 20).
 	InputTokens, OutputTokens int64
 	// Hold, if non-nil, is waited on (or the request's context) before the
@@ -244,6 +248,9 @@ func (s *Server) take(req *Request) (Step, int) {
 		if err := st.Check(req); err != nil {
 			s.fail(fmt.Errorf("step %d %q: %w", n, st.Name, err))
 		}
+	}
+	if st.ToolCallsFunc != nil {
+		st.ToolCalls = st.ToolCallsFunc(req)
 	}
 	return st, n
 }
