@@ -117,6 +117,17 @@ automations:
 	if len(byAutomation) != 3 || len(list.Tasks) != 8 {
 		t.Fatalf("%d tasks (%d from the automation), want 8 (5 dispatched, 3 from the automation): the paused automation started work", len(list.Tasks), len(byAutomation))
 	}
+	// tasks ls --source automation lists exactly the automation's tasks.
+	out, err = s.cli(t, "tasks", "ls", "--source", "automation", "--json")
+	var listed []orchestrator.Task
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 3 {
+		t.Fatalf("tasks ls --source automation: %v\n%s", err, out)
+	}
+	for _, task := range listed {
+		if task.Source != orchestrator.SourceAutomation {
+			t.Errorf("tasks ls --source automation listed %s from %s", task.ID, task.Source)
+		}
+	}
 	for _, task := range byAutomation {
 		if task.State != orchestrator.StateFailed || !strings.HasPrefix(task.Prompt, "Automation triage of: triage bug") {
 			t.Errorf("automation task %s: %s %q", task.ID, task.State, task.Prompt)

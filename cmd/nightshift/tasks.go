@@ -436,7 +436,7 @@ flags:
   --state S    only tasks in these states (comma-separated): queued, provisioning,
                running, testing, pushing, review, done, needs_input, failed, cancelled
   --repo R     only tasks on this repository
-  --source S   only tasks from github, linear, slack or api
+  --source S   only tasks from github, gitlab, gitea, linear, slack, api or automation
   --limit N    how many tasks (default 50)
   --before ID  page cursor: tasks older than this one (printed as "more:")
 
@@ -482,7 +482,7 @@ func runTasks(ctx context.Context, a *app, args []string) error {
 	case "ls", "list":
 		state = fs.String("state", "", "only tasks in these states (comma-separated)")
 		repo = fs.String("repo", "", "only tasks on this repository")
-		source = fs.String("source", "", "only tasks from this source: github, linear, slack or api")
+		source = fs.String("source", "", "only tasks from this source: github, gitlab, gitea, linear, slack, api or automation")
 		before = fs.String("before", "", "page cursor: list tasks older than this task id")
 		limit = fs.Int("limit", 50, "how many tasks")
 	case "logs":

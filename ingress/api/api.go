@@ -34,11 +34,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // Config configures the API. Zero values mean the documented defaults.
@@ -459,6 +461,11 @@ func (s *Server) waitTask(ctx context.Context, id string, d time.Duration) (orch
 	}
 }
 
+// sources are the sources a task can have: the ?source= filter takes
+// them and the OpenAPI document's Source enum lists them (a test checks).
+var sources = []orchestrator.Source{orchestrator.SourceGitHub, orchestrator.Source(forge.KindGitLab), orchestrator.Source(forge.KindGitea),
+	orchestrator.SourceLinear, orchestrator.SourceSlack, orchestrator.SourceAPI, orchestrator.SourceAutomation}
+
 // parseFilter reads the state, repo, source, before and limit parameters.
 func parseFilter(q url.Values) (orchestrator.Filter, error) {
 	f := orchestrator.Filter{Repo: q.Get("repo"), Before: q.Get("before")}
@@ -474,11 +481,11 @@ func parseFilter(q url.Values) (orchestrator.Filter, error) {
 			f.States = append(f.States, state)
 		}
 	}
-	switch src := orchestrator.Source(q.Get("source")); src {
-	case "", orchestrator.SourceGitHub, orchestrator.SourceLinear, orchestrator.SourceSlack, orchestrator.SourceAPI:
+	switch src := orchestrator.Source(q.Get("source")); {
+	case src == "" || slices.Contains(sources, src):
 		f.Source = src
 	default:
-		return f, fmt.Errorf("unknown source %q (want github, linear, slack or api)", src)
+		return f, fmt.Errorf("unknown source %q (want github, gitlab, gitea, linear, slack, api or automation)", src)
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
