@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +29,7 @@ var (
 // the forge replier to refused triggers (for the webhooks). Each
 // integration is on only when its credentials are configured; with no
 // forge, prs and replier are nil and the worker pushes branches as before.
-func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve func(config.Secret) (string, error),
+func newRoundTrip(ctx context.Context, cfg *config.Config, store *notify.Store, resolve func(config.Secret) (string, error),
 	logger *slog.Logger) (prs orchestrator.PullRequests, notifiers []orchestrator.Notifier, replier webhook.Replier, drivers *forge.Registry, err error) {
 	secrets := map[string]string{}
 	githubLater := false                // github.token names a vault secret not stored yet
@@ -112,10 +111,6 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, db *sql.DB, resolve f
 		}
 	}
 
-	store, err := notify.NewStore(ctx, db, nil)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
 	var ds []forge.Driver
 	// A github.token whose vault secret is not stored yet turns GitHub on
 	// too: it is resolved at each use.

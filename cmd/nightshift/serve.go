@@ -237,7 +237,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, fmt.Errorf("identity service: %w", err)
 	}
 
-	prs, notifiers, replier, drivers, err := newRoundTrip(life, cfg, s.db, resolve, logger)
+	reports, err := s.openReports(ctx, bus.JetStream(), logger)
+	if err != nil {
+		return nil, err
+	}
+	prs, notifiers, replier, drivers, err := newRoundTrip(life, cfg, reports, resolve, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/identity/local"
+	"github.com/nightshift/nightshift/orchestrator/notify"
 	"github.com/nightshift/nightshift/vault"
 	"github.com/nightshift/nightshift/vault/natsstore"
 )
@@ -135,4 +136,24 @@ func openCLIVault(ctx context.Context, a *app, db *sql.DB, natsURL string, keys 
 	}
 	nc.Close()
 	return nil, nil, err
+}
+
+// openReports returns the reporters' memory (which comment or message to
+// edit for each task): the replicated bucket every scheduler shares, so a
+// scheduler taking over from a dead one edits the comment instead of
+// posting a second. What a single-process server kept in its SQLite is
+// carried over once.
+func (s *server) openReports(ctx context.Context, js jetstream.JetStream, logger *slog.Logger) (*notify.Store, error) {
+	st, err := notify.NewKVStore(ctx, js, notify.KVConfig{Replicas: s.replicas})
+	if err != nil {
+		return nil, err
+	}
+	n, err := st.ImportSQL(ctx, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("carry the report state over to NATS: %w", err)
+	}
+	if n > 0 {
+		logger.Info("report state carried over to NATS", "records", n)
+	}
+	return st, nil
 }
