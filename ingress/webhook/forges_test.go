@@ -55,7 +55,7 @@ func gitlabRequest(body []byte, token, delivery string) *http.Request {
 // forgeHarness is a handler with two GitLab hosts: the fake GitLab (with a
 // driver, so permissions are checked for real) and a second host without
 // credentials.
-func forgeHarness(t *testing.T, mutate func(*Config)) (*harness, *gitlabtest.Server) {
+func forgeHarness(t testing.TB, mutate func(*Config)) (*harness, *gitlabtest.Server) {
 	t.Helper()
 	gl := gitlabtest.New(t, gitlabtest.Options{})
 	gl.CreateProject("acme/app", map[string]string{"README.md": "hi\n"})
@@ -238,4 +238,45 @@ func TestSecondGitHubHost(t *testing.T) {
 	if n != 2 || ev.Repo != ghe.GitURL+"Codertocat/Hello-World.git" || ev.Source != orchestrator.SourceGitHub || ev.Actor.Login != "boss" {
 		t.Fatalf("%d events, last from %s on %s by %s", n, ev.Source, ev.Repo, ev.Actor.Login)
 	}
+}
+
+// FuzzForgeRoutes drives verified arbitrary bodies through /hooks/gitlab
+// and /hooks/gitea on an embedded JetStream, with the fake GitLab
+// answering permission checks: no panic and no 5xx while both are up.
+func FuzzForgeRoutes(f *testing.F) {
+	for _, c := range []struct{ route, event, path string }{
+		{"gitlab", "Note Hook", "testdata/gitlab/client-go/note_issue.json"},
+		{"gitlab", "Note Hook", "testdata/gitlab/client-go/note_merge_request.json"},
+		{"gitlab", "Issue Hook", "testdata/gitlab/client-go/issue.json"},
+		{"gitlab", "Pipeline Hook", "testdata/gitlab/client-go/pipeline.json"},
+		{"gitlab", "Job Hook", "testdata/gitlab/client-go/job.json"},
+		{"gitlab", "Merge Request Hook", "testdata/gitlab/client-go/merge_request.json"},
+		{"gitea", "issue_comment", "testdata/gitea/issue_comment.created.trigger.json"},
+		{"gitea", "pull_request", "testdata/gitea/pull_request.closed.merged.json"},
+		{"gitea", "status", "testdata/gitea/status.failure.json"},
+	} {
+		if b, err := os.ReadFile(c.path); err == nil {
+			f.Add(c.route == "gitea", c.event, b)
+		}
+	}
+	f.Add(false, "Note Hook", []byte(`{"object_kind":"note"}`))
+	f.Add(true, "issue_comment", []byte(`{}`))
+	hs, _ := forgeHarness(f, func(c *Config) {
+		c.Forges = append(c.Forges, ForgeConfig{Kind: forge.KindGitea, Secrets: []string{"gitea-secret"}, GitURL: "https://gitea.example.test/"})
+		c.Sources = append(c.Sources, GiteaSource{})
+	})
+	f.Fuzz(func(t *testing.T, gitea bool, event string, body []byte) {
+		req := gitlabRequest(body, "gl-new", "")
+		req.Header.Set("X-Gitlab-Event", event)
+		if gitea {
+			req = httptest.NewRequest(http.MethodPost, "/hooks/gitea", strings.NewReader(string(body)))
+			req.Header.Set("X-Gitea-Event", event)
+			req.Header.Set("X-Gitea-Signature", hexHMAC("gitea-secret", body))
+		}
+		rec := httptest.NewRecorder()
+		hs.h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("gitea=%v %q: status %d: %s", gitea, event, rec.Code, rec.Body.String())
+		}
+	})
 }
