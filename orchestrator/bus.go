@@ -116,11 +116,19 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 		var kv jetstream.KeyValue
 		err := errBusNotConnected
 		if nc.IsConnected() { // else the connection retries on its own
-			// A loaded cluster may take long to create replicated
-			// streams: each attempt waits longer than the last.
-			actx, cancel := context.WithTimeout(ctx, min(time.Duration(attempt)*busAttemptTimeout, 6*busAttemptTimeout))
-			kv, err = ensureBus(actx, js, cfg)
+			// A quick question first: a cluster without a meta leader yet
+			// leaves requests unanswered, and stream creation would wait
+			// out its whole timeout.
+			actx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err = js.AccountInfo(actx)
 			cancel()
+			if err == nil {
+				// A loaded cluster may take long to create replicated
+				// streams: each attempt waits longer than the last.
+				actx, cancel := context.WithTimeout(ctx, min(time.Duration(attempt)*busAttemptTimeout, 6*busAttemptTimeout))
+				kv, err = ensureBus(actx, js, cfg)
+				cancel()
+			}
 		}
 		if err == nil {
 			if attempt > 1 {
@@ -290,6 +298,10 @@ type WorkItem struct {
 	Mode string `json:"mode,omitempty"`
 	// Plan is the approved plan a change run carries out.
 	Plan string `json:"plan,omitempty"`
+	// BudgetTokens and BudgetCostUSD bound the run's model usage on top
+	// of the repository's budget (an automation's per-run budget).
+	BudgetTokens  int64   `json:"budget_tokens,omitempty"`
+	BudgetCostUSD float64 `json:"budget_cost_usd,omitempty"`
 }
 
 func (b *Bus) publishWork(ctx context.Context, w WorkItem) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -585,5 +586,41 @@ func TestReactorRepairsAWriterThatDied(t *testing.T) {
 	rec2, _, _ := recs.Get(ctx, tk.ID)
 	if rec2.Outbox != nil {
 		t.Fatalf("outbox still owed: %+v", rec2.Outbox)
+	}
+}
+
+// TestAutomationLimitsReachTheRun: an automation's per-run budget and
+// secret scopes ride from its event onto the task and its work items; the
+// run's budget is the tighter of the repo's and the automation's.
+func TestAutomationLimitsReachTheRun(t *testing.T) {
+	t.Parallel()
+	recs := newBus(t).records
+	ev := event("auto")
+	ev.Target = Target{}
+	ev.Automation = &AutomationRun{Name: "nightly", Mode: ModeAnswer, BudgetTokens: 500, BudgetCostUSD: 0.5, SecretScopes: []string{"agents"}}
+	res, err := recs.CreateFromEvent(t.Context(), ev, "claude")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := res.Task
+	if tk.Automation != "nightly" || tk.Mode != ModeAnswer || tk.BudgetTokens != 500 {
+		t.Fatalf("task %+v", tk)
+	}
+	w := workItemOf(tk, false, nil)
+	if w.BudgetTokens != 500 || w.BudgetCostUSD != 0.5 || w.Mode != ModeAnswer {
+		t.Fatalf("work item %+v", w)
+	}
+	if got := tk.NarrowScopes([]string{"task:" + tk.ID, "agent:claude", "repo:x", "agents"}); len(got) != 1 || got[0] != "agents" {
+		t.Fatalf("narrowed scopes %v", got)
+	}
+	if got := (Task{}).NarrowScopes([]string{"repo:x"}); len(got) != 1 {
+		t.Fatalf("an unlimited task lost scopes: %v", got)
+	}
+	b := tighter(gateway.Budget{Tokens: 1000, CostUSD: 0}, gateway.Budget{Tokens: 500, CostUSD: 0.5})
+	if b.Tokens != 500 || b.CostUSD != 0.5 {
+		t.Fatalf("tighter %+v", b)
+	}
+	if b := tighter(gateway.Budget{Tokens: 100}, gateway.Budget{Tokens: 500}); b.Tokens != 100 {
+		t.Fatalf("tighter kept the looser: %+v", b)
 	}
 }

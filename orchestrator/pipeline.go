@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"strings"
 
 	"github.com/nightshift/nightshift/identity"
@@ -35,6 +36,7 @@ type run struct {
 // execute drives one run: provision, setup, agent, tests, then publish.
 func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item WorkItem, rep *reporter) error {
 	r := &run{item: item, rep: rep, repo: w.cfg.Repo(item.Repo)}
+	r.repo.Budget = tighter(r.repo.Budget, gateway.Budget{Tokens: item.BudgetTokens, CostUSD: item.BudgetCostUSD})
 	// Nothing runs that could not be redacted.
 	if err := w.redactRun(ctx, r); err != nil {
 		return err
@@ -127,4 +129,16 @@ func reasonOf(res sandbox.Result, fallback string) string {
 		return res.Reason
 	}
 	return fallback
+}
+
+// tighter returns the tighter of two budgets, limit by limit (zero is
+// unlimited).
+func tighter(a, b gateway.Budget) gateway.Budget {
+	if b.Tokens > 0 && (a.Tokens == 0 || b.Tokens < a.Tokens) {
+		a.Tokens = b.Tokens
+	}
+	if b.CostUSD > 0 && (a.CostUSD == 0 || b.CostUSD < a.CostUSD) {
+		a.CostUSD = b.CostUSD
+	}
+	return a
 }

@@ -402,6 +402,7 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 		Run: 1, CreatedAt: now, UpdatedAt: now, IdempotencyKey: ev.IdempotencyKey, Mode: ev.Mode}
 	if a := ev.Automation; a != nil {
 		t.Automation, t.Respond = a.Name, a.Respond
+		t.SecretScopes, t.BudgetTokens, t.BudgetCostUSD = a.SecretScopes, a.BudgetTokens, a.BudgetCostUSD
 		if t.Mode == "" {
 			t.Mode = a.Mode
 		}
@@ -533,7 +534,8 @@ func (r *Records) requeueLocked(rec *Record, reason string, followUp bool, opt f
 func workItemOf(t Task, followUp bool, msgs []Message) WorkItem {
 	w := WorkItem{TaskID: t.ID, Run: t.Run, Repo: t.Repo, Base: t.Base, Branch: t.Branch, Agent: t.Agent,
 		Prompt: t.Prompt, SessionID: t.SessionID, FollowUp: followUp, Messages: msgs, Source: t.Source, Kind: t.Kind,
-		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit, Mode: t.RunMode()}
+		Target: t.Target, Actor: t.Actor, PRURL: t.PRURL, Commit: t.Commit, Mode: t.RunMode(),
+		BudgetTokens: t.BudgetTokens, BudgetCostUSD: t.BudgetCostUSD}
 	if t.Mode == ModePlan && t.PlanApproved {
 		// The change run starts afresh from the prompt and the approved
 		// plan (not the planning conversation).

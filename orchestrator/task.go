@@ -55,6 +55,31 @@ type Task struct {
 	Respond string `json:"respond,omitempty"`
 	// Automation names the automation that started the task, if one did.
 	Automation string `json:"automation,omitempty"`
+	// SecretScopes, when set (by an automation), are the only vault
+	// scopes the task's runs may be granted.
+	SecretScopes []string `json:"secret_scopes,omitempty"`
+	// BudgetTokens and BudgetCostUSD, when set (by an automation), bound
+	// each run's model usage (the tighter of these and the repo's budget).
+	BudgetTokens  int64   `json:"budget_tokens,omitempty"`
+	BudgetCostUSD float64 `json:"budget_cost_usd,omitempty"`
+}
+
+// NarrowScopes keeps, of scopes, those t may be granted.
+func (t Task) NarrowScopes(scopes []string) []string {
+	if len(t.SecretScopes) == 0 {
+		return scopes
+	}
+	allowed := map[string]bool{}
+	for _, s := range t.SecretScopes {
+		allowed[s] = true
+	}
+	var out []string
+	for _, s := range scopes {
+		if allowed[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Task modes.

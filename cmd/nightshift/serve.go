@@ -248,7 +248,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 
 	routes := ingress.Routes{Registry: reg, Logger: logger}
 	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
-		Ask: bus.Ask}).Handler()
+		Ask: bus.Ask, NarrowScopes: narrowScopes(bus.Records(), logger)}).Handler()
 	adminTokens, aerr := resolveAll(cfg.API.Tokens)
 	roTokens, rerr := resolveAll(cfg.API.ReadOnlyTokens)
 	tokenErr := errors.Join(aerr, rerr)
@@ -379,7 +379,8 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			// ${vault:NAME} in agents.<name>.env resolves from the scopes
 			// granted to the task, never the server's.
 			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				scopes := narrowScopes(bus.Records(), logger)(ctx, taskID, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, scopes)
 				return cfg.AgentEnv(ctx, agentName, a.env, grants)
 			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
@@ -652,4 +653,18 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 		Logger:     logger.With("component", "webhook"),
 		Metrics:    reg,
 	})
+}
+
+// narrowScopes takes away the vault scopes a task may not be granted (an
+// automation's secret_scopes). When the task cannot be read, it grants
+// nothing: a limit that cannot be checked is not lifted.
+func narrowScopes(recs *orchestrator.Records, logger *slog.Logger) func(ctx context.Context, taskID string, scopes []string) []string {
+	return func(ctx context.Context, taskID string, scopes []string) []string {
+		t, err := recs.Task(ctx, taskID)
+		if err != nil {
+			logger.Warn("read the task's secret scopes; granting none", "task_id", taskID, "err", err)
+			return nil
+		}
+		return t.NarrowScopes(scopes)
+	}
 }

@@ -84,6 +84,9 @@ type Config struct {
 	// repo:github.com/acme/* reaches a task on https://github.com/acme/x.git.
 	// Nil: the repository is matched only as given.
 	RepoKey func(repo string) string
+	// NarrowScopes, when set, may take away vault scopes a task's token
+	// would be granted (an automation that limits its runs' secrets).
+	NarrowScopes func(ctx context.Context, taskID string, scopes []string) []string
 	// Ask records a question of task taskID's agent for a human (the
 	// ask_human tool). Nil: ask_human reports that nobody can be asked.
 	Ask func(ctx context.Context, taskID, question string) error
@@ -335,7 +338,11 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 	if c.scope.TaskID == "" {
 		actor = vault.Actor{Kind: vault.ActorIdentity, ID: c.id.ID}
 	}
-	val, scope, err := s.secrets.Lookup(ctx, actor, name, s.secretScopes(c.scope))
+	scopes := s.secretScopes(c.scope)
+	if s.cfg.NarrowScopes != nil && c.scope.TaskID != "" {
+		scopes = s.cfg.NarrowScopes(ctx, c.scope.TaskID, scopes)
+	}
+	val, scope, err := s.secrets.Lookup(ctx, actor, name, scopes)
 	if errors.Is(err, vault.ErrNotFound) {
 		return notFound(fmt.Sprintf("secret %s not found in the scopes this task may read", name)), nil
 	}
