@@ -27,21 +27,21 @@ type Config struct {
 	// DataDir holds SQLite, the JetStream store, worktrees and the vault key. Default ./.nightshift.
 	DataDir string `yaml:"data_dir"`
 	// PublicURL is how people reach the board; used for links in PRs and chat. Default http://<listen>.
-	PublicURL string   `yaml:"public_url"`
-	NATS      NATS     `yaml:"nats"`
-	API       API      `yaml:"api"`
-	GitHub    GitHub   `yaml:"github"`
+	PublicURL string `yaml:"public_url"`
+	NATS      NATS   `yaml:"nats"`
+	API       API    `yaml:"api"`
+	GitHub    GitHub `yaml:"github"`
 	// Forges lists forge hosts (GitHub, GitLab, Gitea/Forgejo), one entry
 	// per host. Load puts the github: block first, as shorthand for one
 	// GitHub entry (see Forge).
-	Forges []Forge `yaml:"forges"`
-	Linear    Linear   `yaml:"linear"`
-	Slack     Slack    `yaml:"slack"`
-	Models    Models   `yaml:"models"`
-	Identity  Identity `yaml:"identity"`
-	Sandbox   Sandbox  `yaml:"sandbox"`
-	Worker    Worker   `yaml:"worker"`
-	Vault     Vault    `yaml:"vault"`
+	Forges   []Forge  `yaml:"forges"`
+	Linear   Linear   `yaml:"linear"`
+	Slack    Slack    `yaml:"slack"`
+	Models   Models   `yaml:"models"`
+	Identity Identity `yaml:"identity"`
+	Sandbox  Sandbox  `yaml:"sandbox"`
+	Worker   Worker   `yaml:"worker"`
+	Vault    Vault    `yaml:"vault"`
 	// Agents maps an agent name to how it runs. The names claude and codex
 	// are built in; any other name is a plain command.
 	Agents map[string]Agent `yaml:"agents"`

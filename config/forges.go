@@ -89,7 +89,7 @@ func (f Forge) Host() string {
 	return strings.ToLower(u.Host)
 }
 
-// Key returns the dotted config key of the entry ("github" for the
+// key returns the dotted config key of entry i ("github" for the
 // shorthand, "forges[2]" otherwise) for messages.
 func (f Forge) key(i int) string {
 	if f.Shorthand {
@@ -98,8 +98,8 @@ func (f Forge) key(i int) string {
 	return fmt.Sprintf("forges[%d]", i)
 }
 
-// githubBlockSet reports whether the github: block says anything that makes
-// it a forge entry (before defaults).
+// set reports whether the github: block says anything that makes it a
+// forge entry (before defaults).
 func (g GitHub) set() bool {
 	return len(g.WebhookSecrets) > 0 || g.Token.IsSet() || g.AppID != 0 || g.PrivateKey.IsSet() ||
 		g.APIURL != "" || g.GitURL != ""

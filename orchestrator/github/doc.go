@@ -1,8 +1,11 @@
-// Package github publishes Nightshift's work on GitHub: it authenticates as
-// a GitHub App (or with a plain token), plans where a run's branch goes,
-// opens or updates the pull request after the push, reports a task's life
-// back on the issue or pull request it came from, and answers refused
-// triggers.
+// Package github is the GitHub forge.Driver: it authenticates as a GitHub
+// App (or with a plain token) and answers the port's calls (pull requests,
+// reactions, comments, CI failures, collaborator permission, push
+// credentials) on one GitHub host. What Nightshift does with them (where a
+// run's branch goes, find-before-create, the progress comment) is
+// forge.Publisher's and forge.Reporter's; Client.Plan/Open and Reporter
+// are those over this one host. It passes forgetest on githubtest, a fake
+// GitHub speaking the REST wire format.
 //
 // Guarantees:
 //   - Least privilege: with an App, every step mints an installation token
