@@ -176,6 +176,26 @@ func TestGiteaLiveDeliveries(t *testing.T) {
 			return s.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/pulls/%d/reviews", owner, name, pr), "alice",
 				map[string]any{"event": "REQUEST_CHANGES", "body": "Use a heading, not bold."}, nil)
 		}, check: wantEvent(orchestrator.KindPRFeedback, AuthComment, "pull_request", "Review (changes requested) from @alice:\n\nUse a heading, not bold.")},
+		{name: "workflow_run.completed.failure", typ: "workflow_run", do: func(ctx context.Context) error {
+			// A workflow on the pull request's branch; the stand-in runner
+			// fails its jobs (the push run and the pull request run).
+			runner, err := s.Runner(ctx)
+			if err != nil {
+				return err
+			}
+			path, wf := giteatest.Workflow("CI", "unit-tests")
+			if _, err := s.CommitFiles(ctx, owner, name, "fix-typo", "", map[string]string{path: wf}); err != nil {
+				return err
+			}
+			for range 2 {
+				if _, err := runner.Finish(ctx, "failure", "--- FAIL: TestReadme (0.00s)\nFAIL"); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, match: func(d delivery) bool {
+			return strings.Contains(string(d.Body), `"conclusion": "failure"`) && strings.Contains(string(d.Body), `"event": "pull_request"`)
+		}, check: wantEvent(orchestrator.KindCIFailed, AuthNone, "pull_request", `Workflow "CI" failed (failure, attempt 1)`)},
 		{name: "pull_request.closed.merged", typ: "pull_request", do: func(ctx context.Context) error {
 			return s.Merge(ctx, owner, name, pr)
 		}, match: func(d delivery) bool { return strings.Contains(string(d.Body), `"action": "closed"`) },

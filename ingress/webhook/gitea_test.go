@@ -64,8 +64,8 @@ type giteaGolden struct {
 	Ignore     string              `json:"ignore,omitempty"`
 }
 
-// giteaDerived are captured fixtures edited to reach paths Gitea cannot be
-// driven to here (an Actions run needs a runner) or to pin edge cases.
+// giteaDerived are captured fixtures edited to pin edge cases the live
+// scenario does not produce.
 func giteaDerived(t *testing.T, fs []giteaFixture) map[string]giteaFixture {
 	t.Helper()
 	by := map[string]giteaFixture{}
@@ -108,31 +108,11 @@ func giteaDerived(t *testing.T, fs []giteaFixture) map[string]giteaFixture {
 			obj(m, "repository")["full_name"] = "../../tmp/planted"
 			obj(m, "repository")["clone_url"] = "file:///tmp/planted.git"
 		}),
-		// Gitea Actions: a failed run on a pull request, shaped as Gitea's
-		// modules/structs.WorkflowRunPayload, built from the captured
-		// pull request delivery.
-		"derived.workflow_run.completed.failure": derive("pull_request.opened", "workflow_run", func(m map[string]any) {
-			pr := obj(m, "pull_request")
-			head, base := obj(pr, "head"), obj(pr, "base")
-			m["action"] = "completed"
-			m["workflow"] = map[string]any{"id": ".gitea/workflows/ci.yml", "name": "CI", "path": ".gitea/workflows/ci.yml"}
-			m["workflow_run"] = map[string]any{"id": 7, "display_title": "Fix the typo", "path": "ci.yml@refs/pull/3/head",
-				"event": "pull_request", "run_attempt": 2, "run_number": 4, "head_sha": head["sha"], "head_branch": head["ref"],
-				"status": "completed", "conclusion": "failure", "html_url": obj(m, "repository")["html_url"].(string) + "/actions/runs/7",
-				"pull_requests": []any{map[string]any{"id": pr["id"], "number": pr["number"], "url": pr["url"],
-					"head": map[string]any{"ref": head["ref"], "sha": head["sha"], "repo": map[string]any{"id": 1, "url": "", "name": "hello-gitea"}},
-					"base": map[string]any{"ref": base["ref"], "sha": base["sha"], "repo": map[string]any{"id": 1, "url": "", "name": "hello-gitea"}}}}}
-			delete(m, "pull_request")
-			delete(m, "number")
-		}),
 	}
-	wr := out["derived.workflow_run.completed.failure"]
-	out["derived.workflow_run.completed.success"] = func() giteaFixture {
-		f := wr
-		f.body = editJSON(t, f.body, func(m map[string]any) { obj(m, "workflow_run")["conclusion"] = "success" })
-		f.Signature = SignGitea(giteaFixtureSecret, f.body)
-		return f
-	}()
+	// A run that passed starts nothing.
+	out["derived.workflow_run.completed.success"] = derive("workflow_run.completed.failure", "", func(m map[string]any) {
+		obj(m, "workflow_run")["conclusion"] = "success"
+	})
 	// Forgejo's header spellings.
 	fj := by["issue_comment.created.trigger"]
 	fj.forgejo = true

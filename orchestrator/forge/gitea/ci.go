@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/nightshift/nightshift/orchestrator/forge"
 )
@@ -77,7 +78,7 @@ func (d *Driver) commitOf(ctx context.Context, r forge.Repo, ref string) (string
 }
 
 // statusFailures returns the failing (failure, error) latest statuses of
-// sha, leaving out those whose link is one of jobURLs.
+// sha, leaving out those whose link is one of jobURLs (paths).
 func (d *Driver) statusFailures(ctx context.Context, r forge.Repo, sha string, jobURLs map[string]bool) ([]forge.CIFailure, error) {
 	var combined struct {
 		Statuses []struct {
@@ -97,7 +98,7 @@ func (d *Driver) statusFailures(ctx context.Context, r forge.Repo, sha string, j
 	}
 	var out []forge.CIFailure
 	for _, s := range combined.Statuses {
-		if (s.Status != "failure" && s.Status != "error") || jobURLs[s.TargetURL] {
+		if (s.Status != "failure" && s.Status != "error") || jobURLs[urlPath(s.TargetURL)] {
 			continue
 		}
 		out = append(out, forge.CIFailure{Kind: forge.CIStatus, Name: s.Context, Conclusion: s.Status, URL: s.TargetURL, Description: s.Description})
@@ -148,7 +149,7 @@ func (d *Driver) actionFailures(ctx context.Context, r forge.Repo, sha string, q
 			return nil, nil, err
 		}
 		for _, j := range jobs.Jobs {
-			jobURLs[j.HTMLURL] = true
+			jobURLs[urlPath(j.HTMLURL)] = true
 			c := firstNonEmpty(j.Conclusion, j.Status)
 			if c != "failure" && c != "timed_out" {
 				continue
@@ -168,6 +169,16 @@ func (d *Driver) actionFailures(ctx context.Context, r forge.Repo, sha string, q
 		}
 	}
 	return out, jobURLs, nil
+}
+
+// urlPath is the path of a link: Gitea gives Actions jobs absolute links
+// and their commit statuses relative ones.
+func urlPath(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Path == "" {
+		return s
+	}
+	return strings.TrimSuffix(u.Path, "/")
 }
 
 // tsRe matches the timestamp Gitea Actions puts before each log line.

@@ -56,6 +56,9 @@ type Server struct {
 	waitMu sync.Mutex
 	out    *bytes.Buffer // the process's stdout and stderr
 	closed bool
+
+	runnerMu sync.Mutex
+	runner   *Runner
 }
 
 // Start starts a Gitea in a new temporary work path and returns once its
