@@ -258,6 +258,10 @@ func TestRoundTripGitLab(t *testing.T) {
 	if work := w.gl.Git(glProject, "show", branch+":WORK.md"); !strings.Contains(work, fmt.Sprintf("Pipeline %d failed on %s", plID, branch)) {
 		t.Fatalf("the fix run was not told about the failed pipeline:\n%s", work)
 	}
+	waitFor(t, 20*time.Second, "the progress note of run 2, edited in place", func() bool {
+		ns := w.progressNotes(false, w.issue)
+		return len(ns) == 1 && strings.Contains(ns[0], "(run 2)")
+	}, func() string { return strings.Join(w.progressNotes(false, w.issue), "\n---\n") })
 
 	// A person's merge request fails its pipeline: a new task reads the
 	// failed job's trace (cleaned) and pushes the fix onto that branch.
