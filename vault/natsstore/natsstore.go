@@ -102,9 +102,12 @@ func LeaderBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 	}
-	if info := st.CachedInfo(); info.Config.AllowDirect {
+	// A bucket created with fewer replicas (by a vault command before the
+	// servers started, say) is raised to the configured number.
+	if info := st.CachedInfo(); info.Config.AllowDirect || info.Config.Replicas < cfg.Replicas {
 		sc := info.Config
 		sc.AllowDirect = false
+		sc.Replicas = max(sc.Replicas, cfg.Replicas)
 		if _, err := js.UpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("bucket %s: read from the leader: %w", cfg.Bucket, err)
 		}
