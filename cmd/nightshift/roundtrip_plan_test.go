@@ -27,7 +27,7 @@ func (w *rtWorld) planYAML(t *testing.T) string {
 	path := w.agent(t, "")
 	y := w.yaml(path)
 	for old, new := range map[string]string{
-		"sandbox: {driver: process}": "sandbox: {driver: bwrap}",
+		"sandbox: {driver: process}":                         "sandbox: {driver: bwrap}",
 		fmt.Sprintf("script: {command: [\"sh\", %q]}", path): fmt.Sprintf("script: {command: [\"sh\", \"-c\", %q]}", rtPlanAgent),
 	} {
 		if !strings.Contains(y, old) {
