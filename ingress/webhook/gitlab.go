@@ -80,13 +80,12 @@ type (
 		URL          string `json:"url"`
 	}
 	glPipeline struct {
-		ID         int64  `json:"id"`
-		Ref        string `json:"ref"`
-		Tag        bool   `json:"tag"`
-		SHA        string `json:"sha"`
-		Status     string `json:"status"`
-		FinishedAt string `json:"finished_at"`
-		URL        string `json:"url"`
+		ID     int64  `json:"id"`
+		Ref    string `json:"ref"`
+		Tag    bool   `json:"tag"`
+		SHA    string `json:"sha"`
+		Status string `json:"status"`
+		URL    string `json:"url"`
 	}
 	glPayload struct {
 		ObjectKind       string         `json:"object_kind"`
