@@ -20,15 +20,16 @@ import (
 // worker resumes and its (stale) run finishes too. The task must rest in
 // review, its branch must hold exactly one Nightshift commit, the recorded
 // one, made by the second run's agent, and the stale run must never have
-// moved the branch (the forge logs every accepted ref update).
+// moved the branch (the forge logs every accepted ref update). Then the
+// fresh worker dies and a follow-up runs on the once-stale worker: it must
+// build on the recorded commit, and nothing of the stale run may reach the
+// branch.
 func TestStaleWorkerCannotFailOrMoveATask(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stale worker: about 65 s of real processes (a 25 s agent, a 30 s freeze)")
-	}
 	dir := t.TempDir()
 	forge := cluster.NewForge(t, dir)
 	nats := cluster.StartNATS(t, filepath.Join(dir, "nats"), 1)
-	agent := cluster.NewAgent(t, dir, "25")
+	// The first run sleeps 25 s; a follow-up (the worktree has WORK.md) does not.
+	agent := cluster.NewAgent(t, dir, "$([ -f WORK.md ] && echo 0 || echo 25)")
 	cfg := forge.Config(cluster.ConfigOptions{Agent: agent.Script, Replicas: 1})
 	start := func(name, role string) *cluster.Role {
 		return cluster.StartRole(t, filepath.Join(dir, name), cluster.RoleOptions{Name: name, Role: role, NATS: nats.URL,
@@ -138,4 +139,32 @@ func TestStaleWorkerCannotFailOrMoveATask(t *testing.T) {
 	if n := forge.PRsFor(tk.Branch); n != 1 {
 		t.Fatalf("%d pull requests for %s, want 1", n, tk.Branch)
 	}
+
+	t.Run("follow-up on the once-stale worker", func(t *testing.T) {
+		fresh.Kill()
+		if code, err := ingress.API.Message(ctx, id, "stale-worker follow-up"); err != nil {
+			t.Fatalf("follow-up: %d %v", code, err)
+		}
+		var tk2 cluster.Task
+		cluster.Eventually(t, 90*time.Second, "the follow-up run to rest", func() (bool, string) {
+			tk2, err = ingress.API.Task(ctx, id)
+			return err == nil && tk2.Run == 2 && cluster.Final[tk2.State], fmt.Sprintf("task %+v err %v\n%s", tk2, err, logs())
+		})
+		if tk2.State != "review" {
+			t.Fatalf("the follow-up ended %s (reason %q, error %q)\n%s", tk2.State, tk2.Reason, tk2.Error, logs())
+		}
+		bad := forge.CheckBranch(tk2, 2)
+		work, _ := forge.GitTry("show", tk2.Commit+":WORK.md")
+		if !strings.Contains(work, "agent pid "+strconv.Itoa(second.PID)) || !strings.Contains(work, "stale-worker follow-up") {
+			bad = append(bad, "the follow-up's commit does not build on the recorded run-1 commit")
+		}
+		if strings.Contains(work, "agent pid "+strconv.Itoa(first.PID)+"\n") {
+			bad = append(bad, fmt.Sprintf("the stale run's output (agent %d) reached the branch", first.PID))
+		}
+		if len(bad) > 0 {
+			out, _ := forge.GitTry("log", "--format=%H parent %P", "main.."+branch)
+			t.Fatalf("%s\nrun-1 commit %s; branch log:\n%s\npushes: %+v\nWORK.md at %s:\n%s", strings.Join(bad, "\n"), tk.Commit, out,
+				forge.Pushes(branch), tk2.Commit, work)
+		}
+	})
 }
