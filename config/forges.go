@@ -71,6 +71,9 @@ type Forge struct {
 
 	// Shorthand marks the entry Load made from the github: block.
 	Shorthand bool `yaml:"-"`
+	// Index is the entry's position in the forges: list as written (the
+	// github: block, put first, does not shift it); Key names it.
+	Index int `yaml:"-"`
 }
 
 // Forge kinds (Forge.Kind after Load).
@@ -89,13 +92,13 @@ func (f Forge) Host() string {
 	return strings.ToLower(u.Host)
 }
 
-// key returns the dotted config key of entry i ("github" for the
-// shorthand, "forges[2]" otherwise) for messages.
-func (f Forge) key(i int) string {
+// Key returns the dotted config key of the entry as written: "github"
+// for the github: block, "forges[2]" for the third entry of forges:.
+func (f Forge) Key() string {
 	if f.Shorthand {
 		return "github"
 	}
-	return fmt.Sprintf("forges[%d]", i)
+	return fmt.Sprintf("forges[%d]", f.Index)
 }
 
 // set reports whether the github: block says anything that makes it a
@@ -108,6 +111,9 @@ func (g GitHub) set() bool {
 // mergeForges puts the github: block first in Forges and applies the
 // entries' defaults. It runs before the github: block's own defaults.
 func (c *Config) mergeForges() {
+	for i := range c.Forges {
+		c.Forges[i].Index = i
+	}
 	if c.GitHub.set() {
 		g := c.GitHub
 		c.Forges = append([]Forge{{Kind: ForgeGitHub, APIURL: g.APIURL, GitURL: g.GitURL, WebhookSecrets: g.WebhookSecrets,
@@ -171,7 +177,7 @@ func apiRoot(api, suffix string) string {
 func (c *Config) validateForges() error {
 	hosts := map[string]int{}
 	for i, f := range c.Forges {
-		key := f.key(i)
+		key := f.Key()
 		switch f.Kind {
 		case ForgeGitHub, ForgeGitLab, ForgeGitea:
 		case "":
@@ -215,7 +221,7 @@ func (c *Config) validateForges() error {
 			if other.Shorthand {
 				return &Error{Key: key + ".git_url", Msg: fmt.Sprintf("host %s is also configured by the github: block; configure it in one place", h)}
 			}
-			return &Error{Key: key + ".git_url", Msg: fmt.Sprintf("host %s is already configured by %s", h, other.key(j))}
+			return &Error{Key: key + ".git_url", Msg: fmt.Sprintf("host %s is already configured by %s", h, other.Key())}
 		}
 		hosts[h] = i
 	}
@@ -241,11 +247,11 @@ func checkHTTPURL(s string) string {
 // are listed under github.*).
 func (c *Config) forgeSecrets() []namedSecret {
 	var out []namedSecret
-	for i, f := range c.Forges {
+	for _, f := range c.Forges {
 		if f.Shorthand {
 			continue
 		}
-		key := f.key(i)
+		key := f.Key()
 		for j, s := range f.WebhookSecrets {
 			out = append(out, namedSecret{fmt.Sprintf("%s.webhook_secrets[%d]", key, j), s})
 		}

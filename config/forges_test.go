@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -59,6 +60,14 @@ forges:
 	if c.Forges[0].Token != "${vault:GITHUB_TOKEN}" || c.Forges[0].WebhookSecrets[0] != "gh1" {
 		t.Errorf("the github: block's credentials did not carry over: %+v", c.Forges[0])
 	}
+	for i, f := range c.Forges[1:] {
+		if f.Key() != fmt.Sprintf("forges[%d]", i) {
+			t.Errorf("entry %d is named %s", i, f.Key())
+		}
+	}
+	if c.Forges[0].Key() != "github" {
+		t.Errorf("the github: block is named %s", c.Forges[0].Key())
+	}
 	if c.Forges[2].TriggerLevel != 40 || c.Forges[2].BotLogin != "nightshift-bot" || c.Forges[4].AppID != 7 {
 		t.Errorf("driver keys lost: %+v %+v", c.Forges[2], c.Forges[4])
 	}
@@ -99,7 +108,7 @@ func TestForgesErrorsNameTheKey(t *testing.T) {
 		{"forges:\n  - kind: gitlab\n    trigger: \"@\"\n", "forges[0].trigger", "has no name"},
 		{"forges:\n  - kind: gitlab\n    tokne: x\n", "forges[0].tokne", "unknown key"},
 		{"forges:\n  - kind: gitlab\n    token: \"${vault:}\"\n", "forges[0].token", ""},
-		{"github:\n  token: x\nforges:\n  - kind: github\n    git_url: https://github.com/\n", "forges[1].git_url", "also configured by the github: block"},
+		{"github:\n  token: x\nforges:\n  - kind: github\n    git_url: https://github.com/\n", "forges[0].git_url", "also configured by the github: block"},
 		{"forges:\n  - kind: gitea\n    api_url: https://g.example/api/v1/\n  - kind: gitlab\n    api_url: https://G.example/api/v4/\n", "forges[1].git_url", "already configured by forges[0]"},
 	} {
 		_, err := Load(writeFile(t, c.yaml), nil)

@@ -35,23 +35,20 @@ func secretAtUse(resolve func(config.Secret) (string, error), key string, s conf
 	}
 }
 
-// forgeKey is the config key of forges entry i.
-func forgeKey(i int) string { return fmt.Sprintf("forges[%d]", i) }
-
 // forgeSecretKeys lists the credentials of the forges: entries (not the
 // github: block) as key → secret, for newRoundTrip to resolve into its
 // redactor: forges[i].token, forges[i].private_key.
 func forgeSecretKeys(cfg *config.Config) map[string]config.Secret {
 	out := map[string]config.Secret{}
-	for i, f := range cfg.Forges {
+	for _, f := range cfg.Forges {
 		if f.Shorthand {
 			continue
 		}
 		if f.Token.IsSet() {
-			out[forgeKey(i)+".token"] = f.Token
+			out[f.Key()+".token"] = f.Token
 		}
 		if f.PrivateKey.IsSet() {
-			out[forgeKey(i)+".private_key"] = f.PrivateKey
+			out[f.Key()+".private_key"] = f.PrivateKey
 		}
 	}
 	return out
@@ -67,11 +64,11 @@ func forgeSecretKeys(cfg *config.Config) map[string]config.Secret {
 func newForgeDrivers(cfg *config.Config, resolve func(config.Secret) (string, error), redact func(string) string,
 	logger *slog.Logger) ([]forge.Driver, error) {
 	var out []forge.Driver
-	for i, f := range cfg.Forges {
+	for _, f := range cfg.Forges {
 		if f.Shorthand {
 			continue
 		}
-		key := forgeKey(i)
+		key := f.Key()
 		log := logger.With("forge", key, "kind", f.Kind, "git_url", f.GitURL)
 		var tokenFunc func(context.Context) (string, error)
 		if f.Token.IsSet() {
@@ -141,7 +138,7 @@ func forgeOptions(cfg *config.Config, redact func(string) string, logger *slog.L
 // the sources speaking the GitLab and Gitea dialects.
 func forgeWebhooks(cfg *config.Config, resolveAll func([]config.Secret) ([]string, error), logger *slog.Logger) ([]webhook.ForgeConfig, []webhook.Source, error) {
 	var out []webhook.ForgeConfig
-	for i, f := range cfg.Forges {
+	for _, f := range cfg.Forges {
 		if f.Shorthand {
 			continue
 		}
@@ -154,11 +151,11 @@ func forgeWebhooks(cfg *config.Config, resolveAll func([]config.Secret) ([]strin
 		case config.ForgeGitHub:
 			kind = forge.KindGitHub
 		default:
-			return nil, nil, fmt.Errorf("%s.kind: unknown forge kind %q", forgeKey(i), f.Kind)
+			return nil, nil, fmt.Errorf("%s.kind: unknown forge kind %q", f.Key(), f.Kind)
 		}
 		secrets, err := resolveAll(f.WebhookSecrets)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s.webhook_secrets: %w", forgeKey(i), err)
+			return nil, nil, fmt.Errorf("%s.webhook_secrets: %w", f.Key(), err)
 		}
 		out = append(out, webhook.ForgeConfig{Kind: kind, Secrets: secrets, GitURL: f.GitURL, Trigger: f.Trigger, Label: f.Label,
 			BotLogin: f.BotLogin, ReplyRefused: f.ReplyOnRefusal})
