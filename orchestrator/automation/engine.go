@@ -57,6 +57,10 @@ type Engine struct {
 	defs map[string]*entry
 	// fired counts the events this engine published (tests).
 	fired atomic.Int64
+	// afterClaim, when set (tests), runs right after this engine claimed
+	// a tick; returning true abandons the tick there, as an engine that
+	// stopped between the claim and the publish would.
+	afterClaim func(name string, tick time.Time) bool
 }
 
 type entry struct {

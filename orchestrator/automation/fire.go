@@ -36,12 +36,16 @@ var errBusy = errors.New("automation: concurrency limit reached")
 // fired once (catch_up: once).
 func (e *Engine) runSchedules(ctx context.Context) {
 	cursor := map[string]time.Time{}
-	var swept time.Time
+	var swept, claimSwept time.Time
 	for {
 		now := e.cfg.Clock()
 		if now.Sub(swept) >= sweepEvery {
 			e.sweep(ctx, now)
 			swept = now
+		}
+		if now.Sub(claimSwept) >= claimSweepEvery {
+			e.recoverTicks(ctx, now)
+			claimSwept = now
 		}
 		wake := now.Add(e.cfg.Poll)
 		seen := map[string]bool{}
@@ -98,14 +102,47 @@ func (e *Engine) catchUp(ctx context.Context, d *entry, now time.Time) {
 	}
 }
 
+// tickClaim is the value of a tick's claim (tick.<name>.<unix>): pending
+// from the claim until the tick's run is decided (its event published, or
+// its run recorded as skipped or failed), then fired. A claim left pending
+// by an engine that stopped in between is taken over by another engine's
+// sweep (recoverTicks). Claims written before claims had a status (a bare
+// timestamp) count as fired.
+type tickClaim struct {
+	Status    string    `json:"status"` // pending, fired
+	ClaimedAt time.Time `json:"claimed_at"`
+}
+
+const (
+	claimPending = "pending"
+	claimFired   = "fired"
+)
+
+func (e *Engine) claimValue(status string) []byte {
+	b, _ := json.Marshal(tickClaim{Status: status, ClaimedAt: e.cfg.Clock().UTC()})
+	return b
+}
+
 // fireTick claims tick t of d and, when this engine won the claim, fires it.
 func (e *Engine) fireTick(ctx context.Context, d *entry, t time.Time) {
 	name := d.rec.Definition.Name
-	if _, err := e.kv.ticks.Create(ctx, tickKey(name, t.Unix()), []byte(e.cfg.Clock().UTC().Format(time.RFC3339Nano))); err != nil {
+	rev, err := e.kv.ticks.Create(ctx, tickKey(name, t.Unix()), e.claimValue(claimPending))
+	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			e.log.Warn("claim tick", "automation", name, "tick", t, "err", err)
 		}
 		return
+	}
+	e.runTick(ctx, d, t, rev)
+}
+
+// runTick fires tick t of d, whose pending claim this engine holds at
+// revision rev, and marks the claim fired once the run is decided. On an
+// error the claim stays pending: a sweep tries again.
+func (e *Engine) runTick(ctx context.Context, d *entry, t time.Time, rev uint64) {
+	name := d.rec.Definition.Name
+	if e.afterClaim != nil && e.afterClaim(name, t) {
+		return // tests: the engine "dies" holding the claim
 	}
 	if _, err := update(ctx, e.kv.state, stateKey(name), func(s *State) error {
 		if s.LastTick >= t.Unix() {
@@ -118,7 +155,67 @@ func (e *Engine) fireTick(ctx context.Context, d *entry, t time.Time) {
 	}
 	trig := trigger{kind: "schedule", key: fmt.Sprint(t.Unix()), at: t, tick: t}
 	if err := e.fire(ctx, d, trig); err != nil && !errors.Is(err, errBusy) {
-		e.log.Error("scheduled run", "automation", name, "tick", t, "err", err)
+		e.log.Error("scheduled run; a sweep tries again", "automation", name, "tick", t, "err", err)
+		return
+	}
+	if _, err := e.kv.ticks.Update(ctx, tickKey(name, t.Unix()), e.claimValue(claimFired), rev); err != nil {
+		// Taken over by a sweep meanwhile: its publish is deduplicated.
+		e.log.Debug("mark tick fired", "automation", name, "tick", t, "err", err)
+	}
+}
+
+const (
+	// pendingClaimAge is how long a tick's claim may stay pending before
+	// another engine takes it over: far longer than a claim-to-publish
+	// takes, short enough that a run starts within seconds of its tick.
+	pendingClaimAge = 5 * time.Second
+	// claimSweepEvery is how often an engine looks for pending claims.
+	claimSweepEvery = 2 * time.Second
+	// claimScan bounds the claims looked at per automation and sweep:
+	// the ticks of the last minute (at most 64 of them) and the last
+	// tick the automation's state records.
+	claimScan    = time.Minute
+	claimScanMax = 64
+)
+
+// recoverTicks fires the ticks whose claim an engine left pending (it
+// stopped between the claim and the publish): a revision-checked update
+// takes the claim over, so one engine re-fires each, and the run's
+// delivery id is the same as the first attempt's, so the events stream
+// drops a second publish of an event that did go out.
+func (e *Engine) recoverTicks(ctx context.Context, now time.Time) {
+	for _, d := range e.snapshot() {
+		if !d.c.Scheduled() || !d.rec.Enabled {
+			continue
+		}
+		name := d.rec.Definition.Name
+		var ticks []time.Time
+		for t := d.c.Next(now.Add(-claimScan)); !t.After(now); t = d.c.Next(t) {
+			ticks = append(ticks, t)
+		}
+		if len(ticks) > claimScanMax {
+			ticks = ticks[len(ticks)-claimScanMax:]
+		}
+		if st, err := e.State(ctx, name); err == nil && st.LastTick > 0 && (len(ticks) == 0 || st.LastTick < ticks[0].Unix()) {
+			ticks = append(ticks, time.Unix(st.LastTick, 0).UTC())
+		}
+		for _, t := range ticks {
+			key := tickKey(name, t.Unix())
+			ent, err := e.kv.ticks.Get(ctx, key)
+			if err != nil {
+				continue // unclaimed, or unreadable now
+			}
+			var c tickClaim
+			if json.Unmarshal(ent.Value(), &c) != nil || c.Status != claimPending || now.Sub(c.ClaimedAt) < pendingClaimAge {
+				continue
+			}
+			rev, err := e.kv.ticks.Update(ctx, key, e.claimValue(claimPending), ent.Revision())
+			if err != nil {
+				continue // another engine took it over
+			}
+			e.log.Warn("firing a tick whose claim was left pending", "automation", name, "tick", t, "claimed_at", c.ClaimedAt)
+			e.runTick(ctx, d, t, rev)
+		}
 	}
 }
 
@@ -452,7 +549,8 @@ const stalePending = 2 * time.Minute
 
 // sweep frees run slots that no run holds any more: a run record that is
 // gone or final, or one left pending by an engine that stopped while it
-// started it (a tick's run is then lost: the timeline says so).
+// started it and that no sweep of pending tick claims (recoverTicks)
+// started since (the timeline says so).
 func (e *Engine) sweep(ctx context.Context, now time.Time) {
 	for _, d := range e.snapshot() {
 		name := d.rec.Definition.Name

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,10 +25,20 @@ type runner struct {
 
 func startRunner(t *testing.T, ns *server.Server, name string, seed []config.Automation) *runner {
 	t.Helper()
+	return startRunnerWith(t, ns, name, seed, nil)
+}
+
+// startRunnerWith is startRunner with a hook that sees the engine before
+// it runs.
+func startRunnerWith(t *testing.T, ns *server.Server, name string, seed []config.Automation, setup func(*Engine)) *runner {
+	t.Helper()
 	nc := connect(t, ns, name)
 	e, err := New(context.Background(), jsOf(t, nc), Config{Poll: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(e)
 	}
 	if err := e.Seed(context.Background(), seed); err != nil {
 		t.Fatal(err)
@@ -160,5 +171,68 @@ func TestScheduleOncePerTickAcrossSchedulers(t *testing.T) {
 	}
 	if int64(total) != fired {
 		t.Errorf("engines published %d run events, the stream holds %d: a tick was published twice", fired, total)
+	}
+}
+
+// TestPendingTickClaimIsFiredByAnotherEngine: an engine claims ticks and
+// stops before it publishes their events (a test hook abandons each tick
+// right after the claim); two other engines started afterwards fire each
+// abandoned tick exactly once between them, although neither was running
+// when it fell due, and fire their own ticks once each.
+func TestPendingTickClaimIsFiredByAnotherEngine(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	seed := []config.Automation{{Name: "lost", Schedule: "@every 2s", Repo: "github.com/acme/api", Prompt: "tick", Concurrency: 100}}
+	var mu sync.Mutex
+	var abandoned []int64
+	a := startRunnerWith(t, ns, "dies", seed, func(e *Engine) {
+		e.afterClaim = func(_ string, tick time.Time) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			abandoned = append(abandoned, tick.Unix())
+			return true
+		}
+	})
+	for {
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		n := len(abandoned)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	a.stop()
+	if got := ticksFired(t, ns)["lost"]; len(got) != 0 {
+		t.Fatalf("abandoned ticks were published before any other engine ran: %v", got)
+	}
+	b := startRunner(t, ns, "b", seed)
+	c := startRunner(t, ns, "c", seed)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := ticksFired(t, ns)["lost"]
+		if got[abandoned[len(abandoned)-1]] > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * claimSweepEvery) // further sweeps of both find nothing more
+	b.stop()
+	c.stop()
+	got := ticksFired(t, ns)["lost"]
+	total := 0
+	for tick, n := range got {
+		if n != 1 {
+			t.Errorf("tick %d fired %d times", tick, n)
+		}
+		total += n
+	}
+	for _, tick := range abandoned {
+		if got[tick] != 1 {
+			t.Errorf("abandoned tick %d fired %d times, want 1 (events per tick %v)", tick, got[tick], got)
+		}
+	}
+	if n := b.e.Fired() + c.e.Fired(); n != int64(total) {
+		t.Errorf("the engines published %d events, the stream holds %d", n, total)
 	}
 }
