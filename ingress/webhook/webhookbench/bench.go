@@ -1,9 +1,11 @@
 // Package webhookbench measures the webhook ingress against a bare
-// baseline in the same run: the real Handler (HMAC verify, normalize,
-// transport dedupe in JetStream KV, durable JetStream publish with PubAck)
-// and a minimal handler that only verifies the HMAC and publishes with
+// baseline in the same run: the real Handler (verify, normalize, transport
+// dedupe in JetStream KV, durable JetStream publish with PubAck) and a
+// minimal handler that only verifies the delivery and publishes with
 // PubAck, both on one embedded nats-server with the same sync settings,
-// driven by concurrent keep-alive HTTP clients over loopback.
+// driven by concurrent keep-alive HTTP clients over loopback. Each forge
+// route is measured on its own: GitLab note deliveries (token check), then
+// GitHub issue_comment deliveries (HMAC), whose ratio is the last line.
 package webhookbench
 
 import (
@@ -32,6 +34,7 @@ import (
 
 	"github.com/nightshift/nightshift/ingress/webhook"
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // Options bound a run. Zero values mean the defaults noted.
@@ -134,7 +137,12 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 		}
 	}
 	h, err := webhook.New(js, webhook.NewJetStreamPublisher(js), webhook.Config{
-		GitHub: webhook.GitHubConfig{Secrets: []string{secret}, BotLogin: "nightshift-bot"},
+		GitHub: webhook.GitHubConfig{Secrets: []string{secret}, BotLogin: "nightshift-bot",
+			// The GitLab note's author is allowed by name: no permission
+			// lookup (a forge API call) is measured.
+			Allow: map[string][]string{gitlabHost + "/acme/app": {"ann"}}},
+		Forges:  []webhook.ForgeConfig{{Kind: forge.KindGitLab, Secrets: []string{secret}, GitURL: "https://" + gitlabHost + "/", BotLogin: "nightshift-bot"}},
+		Sources: []webhook.Source{webhook.GitLabSource()},
 	})
 	if err != nil {
 		return err
@@ -144,41 +152,50 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 	base := httptest.NewServer(baseline(js))
 	defer base.Close()
 
-	fmt.Fprintf(w, "webhook ingress benchmark: %d keep-alive clients, up to %d requests or %s per side, %d rounds, payload %d bytes\n",
-		o.Clients, o.Requests, o.Duration, o.Rounds, len(payload(0)))
+	fmt.Fprintf(w, "webhook ingress benchmark: %d keep-alive clients, up to %d requests or %s per side, %d rounds, payloads %d (github) and %d (gitlab) bytes\n",
+		o.Clients, o.Requests, o.Duration, o.Rounds, len(payload(0)), len(gitlabPayload(0)))
 	var seq atomic.Int64
-	for _, srv := range []*httptest.Server{base, ours} {
-		if _, err := drive(ctx, srv.URL+"/hooks/github", o.Clients, o.Warmup, o.Duration, &seq); err != nil {
-			return err
-		}
-	}
-	// Alternate short rounds so load from elsewhere on the machine falls
-	// on both sides alike; totals are summed over the rounds.
-	var sum [2]Stats
-	for round := range o.Rounds {
-		for i, srv := range []*httptest.Server{base, ours} {
-			cpu0 := processCPU()
-			s, err := drive(ctx, srv.URL+"/hooks/github", o.Clients, o.Requests, o.Duration, &seq)
-			if err != nil {
-				return err
+	// GitLab first; GitHub's figures end the output (the last line is
+	// GitHub's ratio, as before).
+	for _, dl := range []dialect{gitlabDialect, githubDialect} {
+		for _, srv := range []*httptest.Server{base, ours} {
+			if _, err := drive(ctx, srv.URL+dl.route, dl, o.Clients, o.Warmup, o.Duration, &seq); err != nil {
+				return fmt.Errorf("%s warm-up: %w", dl.name, err)
 			}
-			s.CPU = processCPU() - cpu0
-			if s.Errors > 0 {
-				return fmt.Errorf("round %d: %d requests failed", round, s.Errors)
-			}
-			sum[i].add(s)
 		}
+		// Alternate short rounds so load from elsewhere on the machine
+		// falls on both sides alike; totals are summed over the rounds.
+		var sum [2]Stats
+		for round := range o.Rounds {
+			for i, srv := range []*httptest.Server{base, ours} {
+				cpu0 := processCPU()
+				s, err := drive(ctx, srv.URL+dl.route, dl, o.Clients, o.Requests, o.Duration, &seq)
+				if err != nil {
+					return fmt.Errorf("%s: %w", dl.name, err)
+				}
+				s.CPU = processCPU() - cpu0
+				if s.Errors > 0 {
+					return fmt.Errorf("%s round %d: %d requests failed", dl.name, round, s.Errors)
+				}
+				sum[i].add(s)
+			}
+		}
+		prefix := ""
+		if dl.name != "github" {
+			prefix = dl.name + "_"
+			fmt.Fprintf(w, "%s:\n", dl.name)
+		}
+		fmt.Fprintf(w, "baseline (%-6s + publish/puback):             %s\n", dl.check, sum[0])
+		fmt.Fprintf(w, "ingress  (%-6s + normalize + dedupe + puback): %s\n", dl.check, sum[1])
+		fmt.Fprintf(w, "%scpu_ratio=%.2f (baseline/ingress CPU per request)\n", prefix,
+			float64(sum[0].CPU)/float64(sum[0].Requests)/(float64(sum[1].CPU)/float64(sum[1].Requests)))
+		fmt.Fprintf(w, "%sratio=%.2f\n", prefix, sum[1].Throughput()/sum[0].Throughput())
 	}
-	fmt.Fprintf(w, "baseline (hmac + publish/puback):               %s\n", sum[0])
-	fmt.Fprintf(w, "ingress  (hmac + normalize + dedupe + puback):  %s\n", sum[1])
-	fmt.Fprintf(w, "cpu_ratio=%.2f (baseline/ingress CPU per request)\n",
-		float64(sum[0].CPU)/float64(sum[0].Requests)/(float64(sum[1].CPU)/float64(sum[1].Requests)))
-	fmt.Fprintf(w, "ratio=%.2f\n", sum[1].Throughput()/sum[0].Throughput())
 	return nil
 }
 
-// baseline is the minimal handler: read the body, verify the HMAC, publish
-// with PubAck, answer 202.
+// baseline is the minimal handler of each route: read the body, verify it
+// (GitHub's HMAC, GitLab's token), publish with PubAck, answer 202.
 func baseline(js jetstream.JetStream) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -186,11 +203,18 @@ func baseline(js jetstream.JetStream) http.Handler {
 			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		if webhook.VerifyGitHub([]string{secret}, r.Header.Get("X-Hub-Signature-256"), body) != nil {
+		subject, id := "bench.baseline.github", r.Header.Get("X-GitHub-Delivery")
+		if r.URL.Path == gitlabDialect.route {
+			subject, id = "bench.baseline.gitlab", r.Header.Get("Idempotency-Key")
+			err = webhook.VerifyGitLab([]string{secret}, r.Header.Get("X-Gitlab-Token"))
+		} else {
+			err = webhook.VerifyGitHub([]string{secret}, r.Header.Get("X-Hub-Signature-256"), body)
+		}
+		if err != nil {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
-		if _, err := js.Publish(r.Context(), "bench.baseline.github", body, jetstream.WithMsgID(r.Header.Get("X-GitHub-Delivery"))); err != nil {
+		if _, err := js.Publish(r.Context(), subject, body, jetstream.WithMsgID(id)); err != nil {
 			http.Error(w, "not stored", http.StatusServiceUnavailable)
 			return
 		}
@@ -198,9 +222,40 @@ func baseline(js jetstream.JetStream) http.Handler {
 	})
 }
 
+// dialect is one forge's webhook requests.
+type dialect struct {
+	name, route string
+	check       string // what the baseline verifies
+	request     func(ctx context.Context, url string, id int64) *http.Request
+}
+
+var githubDialect = dialect{name: "github", route: "/hooks/github", check: "hmac", request: func(ctx context.Context, url string, id int64) *http.Request {
+	body := payload(id)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "issue_comment")
+	req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.FormatInt(id, 10))
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	return req
+}}
+
+// gitlabHost is the GitLab host of the GitLab deliveries.
+const gitlabHost = "gitlab.example.com"
+
+var gitlabDialect = dialect{name: "gitlab", route: "/hooks/gitlab", check: "token", request: func(ctx context.Context, url string, id int64) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(gitlabPayload(id)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Gitlab-Event", "Note Hook")
+	req.Header.Set("X-Gitlab-Token", secret)
+	req.Header.Set("Idempotency-Key", "bench-"+strconv.FormatInt(id, 10))
+	return req
+}}
+
 // drive sends up to n requests (or for at most d) from clients concurrent
 // keep-alive clients and measures them.
-func drive(ctx context.Context, url string, clients, n int, d time.Duration, seq *atomic.Int64) (Stats, error) {
+func drive(ctx context.Context, url string, dl dialect, clients, n int, d time.Duration, seq *atomic.Int64) (Stats, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -223,15 +278,7 @@ func drive(ctx context.Context, url string, clients, n int, d time.Duration, seq
 			local := make([]time.Duration, 0, n/clients+1)
 			defer func() { mu.Lock(); lat = append(lat, local...); mu.Unlock() }()
 			for ctx.Err() == nil && left.Add(-1) >= 0 {
-				id := seq.Add(1)
-				body := payload(id)
-				mac := hmac.New(sha256.New, []byte(secret))
-				mac.Write(body)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("X-GitHub-Event", "issue_comment")
-				req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.FormatInt(id, 10))
-				req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+				req := dl.request(ctx, url, seq.Add(1))
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -276,6 +323,14 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// gitlabPayload is a Note Hook delivery shaped like GitLab's (the fields
+// of client-go's note_issue.json test payload), with a unique note id.
+func gitlabPayload(id int64) []byte {
+	return []byte(strings.ReplaceAll(gitlabTemplate, "NOTE_ID", strconv.FormatInt(1_000_000+id, 10)))
+}
+
+const gitlabTemplate = `{"object_kind":"note","event_type":"note","user":{"id":42,"name":"Ann","username":"ann","avatar_url":"https://secure.gravatar.com/avatar/e64c7d89f26bd1972efa854d13d7dd61?s=80&d=identicon","email":"[REDACTED]"},"project_id":5,"project":{"id":5,"name":"app","description":"The app","web_url":"https://gitlab.example.com/acme/app","avatar_url":null,"git_ssh_url":"git@gitlab.example.com:acme/app.git","git_http_url":"https://gitlab.example.com/acme/app.git","namespace":"acme","visibility_level":0,"path_with_namespace":"acme/app","default_branch":"main","ci_config_path":null,"homepage":"https://gitlab.example.com/acme/app","url":"git@gitlab.example.com:acme/app.git","ssh_url":"git@gitlab.example.com:acme/app.git","http_url":"https://gitlab.example.com/acme/app.git"},"object_attributes":{"attachment":null,"author_id":42,"change_position":null,"commit_id":null,"created_at":"2026-01-02 15:20:21 UTC","discussion_id":"e1c5835f5f99414806f6fe45b28s48cfebb89ee1","id":NOTE_ID,"line_code":null,"note":"Thanks for the report.\n\n@nightshift make the login test deterministic; ` + "`" + `go test ./auth -run TestLogin -count=50` + "`" + ` must pass","noteable_id":92,"noteable_type":"Issue","original_position":null,"position":null,"project_id":5,"resolved_at":null,"resolved_by_id":null,"resolved_by_push":null,"st_diff":null,"system":false,"type":null,"updated_at":"2026-01-02 15:20:21 UTC","updated_by_id":null,"description":"@nightshift make the login test deterministic","url":"https://gitlab.example.com/acme/app/-/issues/7#note_NOTE_ID","action":"create","internal":false},"repository":{"name":"app","url":"git@gitlab.example.com:acme/app.git","description":"The app","homepage":"https://gitlab.example.com/acme/app"},"issue":{"author_id":42,"closed_at":null,"confidential":false,"created_at":"2026-01-02 15:18:00 UTC","description":"The login test fails about one run in ten on CI.","discussion_locked":null,"due_date":null,"id":92,"iid":7,"last_edited_at":null,"last_edited_by_id":null,"milestone_id":null,"moved_to_id":null,"duplicated_to_id":null,"project_id":5,"relative_position":0,"state_id":1,"time_estimate":0,"title":"Login test is flaky","updated_at":"2026-01-02 15:20:21 UTC","updated_by_id":null,"weight":null,"health_status":null,"url":"https://gitlab.example.com/acme/app/-/issues/7","total_time_spent":0,"time_change":0,"human_total_time_spent":null,"human_time_change":null,"human_time_estimate":null,"assignee_ids":[],"assignee_id":null,"labels":[{"id":206,"title":"bug","color":"#d73a4a","project_id":5,"created_at":"2026-01-02 15:18:00 UTC","updated_at":"2026-01-02 15:18:00 UTC","template":false,"description":null,"type":"ProjectLabel","group_id":null}],"state":"opened","severity":"unknown"}}`
 
 // payload is an issue_comment delivery shaped like GitHub's (trimmed to the
 // fields people's payloads always carry), with a unique comment id.
