@@ -16,7 +16,7 @@ var (
 	// being read (503 with Retry-After).
 	ErrBusy = errors.New("webhook: too many deliveries being read")
 	// ErrPermissionCheck is a trigger whose author's permission could not
-	// be looked up (the GitHub API failed or timed out): 503, the event is
+	// be looked up (the forge API failed or timed out): 503, the event is
 	// not stored and the delivery not remembered, so a redelivery decides
 	// again.
 	ErrPermissionCheck = errors.New("webhook: permission check failed")
@@ -44,7 +44,7 @@ func statusOf(err error) (int, string) {
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable, "too many deliveries in progress, retry later"
 	case errors.Is(err, ErrPermissionCheck):
-		return http.StatusServiceUnavailable, "could not check the author's permission with the GitHub API; the event was not stored, redeliver it later"
+		return http.StatusServiceUnavailable, "could not check the author's permission with the forge's API; the event was not stored, redeliver it later"
 	case errors.Is(err, ErrNoSecret), errors.Is(err, ErrMissingSignature),
 		errors.Is(err, ErrBadSignature), errors.Is(err, ErrStaleTimestamp):
 		return http.StatusUnauthorized, "signature verification failed"
