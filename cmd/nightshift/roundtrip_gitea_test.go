@@ -110,8 +110,9 @@ func (rl *gtRelay) String() string {
 // repository's template is opened from it, the comment gets one 👀 and the
 // issue one progress comment. Redelivering Gitea's request and the second
 // hook add nothing. A failing commit status on the pull request's head
-// becomes one fix commit on its branch; merging the pull request in Gitea
-// ends the task done.
+// becomes one fix commit on its branch, and so does a failed Gitea Actions
+// run (a stand-in runner speaking Gitea's runner protocol); merging the
+// pull request in Gitea ends the task done.
 func TestRoundTripGitea(t *testing.T) {
 	requireRoundTrip(t)
 	t.Parallel()
@@ -127,7 +128,11 @@ func TestRoundTripGitea(t *testing.T) {
 	owner := g.Admin
 	_, err := g.CreateRepo(ctx, owner, gtRepo)
 	must(err)
-	_, err = g.CommitFiles(ctx, owner, gtRepo, "main", "", map[string]string{".gitea/pull_request_template.md": "## Checklist\n- [ ] Tests pass\n"})
+	// A pull request template, and a workflow Gitea Actions runs on every
+	// push and pull request (its jobs wait for the stand-in runner).
+	wfPath, wf := giteatest.Workflow("CI", "unit-tests")
+	_, err = g.CommitFiles(ctx, owner, gtRepo, "main", "", map[string]string{".gitea/pull_request_template.md": "## Checklist\n- [ ] Tests pass\n",
+		wfPath: wf})
 	must(err)
 	for login, perm := range map[string]string{"nightshift": "admin", "alice": "write", "mallory": ""} {
 		must(g.EnsureUser(ctx, login))
@@ -296,6 +301,54 @@ repos:
 	}
 	if n := len(s.tasks(t)); n != 1 {
 		t.Fatalf("%d tasks", n)
+	}
+
+	// Gitea Actions fails on the pull request's head (the stand-in runner
+	// passes every queued job but the pull request run of the head): one
+	// more fix commit. Gitea also sets a failing status for the job: it
+	// adds nothing.
+	runner, err := g.Runner(ctx)
+	must(err)
+	wfSHA := task.Commit
+	for failed := false; !failed; {
+		_, err := runner.FinishFunc(ctx, func(j giteatest.Job) (string, string) {
+			if j.Event == "pull_request" && j.SHA == wfSHA {
+				failed = true
+				return "failure", "Run go test ./...\n--- FAIL: TestGreeting (0.00s)\n    greet_test.go:9: want a friendlier greeting\nFAIL"
+			}
+			return "success", "ok"
+		})
+		must(err)
+	}
+	waitFor(t, 30*time.Second, "the failed run delivered by both hooks", func() bool {
+		n := 0
+		for _, d := range relay.deliveries("workflow_run") {
+			if bytes.Contains(d.body, []byte(`"conclusion": "failure"`)) {
+				n++
+				if d.status != http.StatusAccepted {
+					t.Fatalf("failed workflow run: %d %s", d.status, d.answer)
+				}
+			}
+		}
+		return n == 2
+	}, relay.String)
+	task = s.waitRunReview(t, id, 3, 120*time.Second)
+	fixed2, err := g.BranchHead(ctx, owner, gtRepo, branch)
+	must(err)
+	parents, err = g.Parents(ctx, owner, gtRepo, fixed2)
+	must(err)
+	if fixed2 != task.Commit || len(parents) != 1 || parents[0] != wfSHA {
+		t.Fatalf("%s is at %s (parents %v, task commit %s), want one commit on top of %s", branch, fixed2, parents, task.Commit, wfSHA)
+	}
+	work, err = g.File(ctx, owner, gtRepo, "WORK.md", branch)
+	must(err)
+	if !strings.Contains(work, `Workflow "CI" failed (failure, attempt 1)`) {
+		t.Fatalf("the Actions fix run's prompt lacks the failed run:\n%s", work)
+	}
+	for _, d := range relay.deliveries("status") {
+		if bytes.Contains(d.body, []byte("/actions/runs/")) && (d.status != http.StatusOK || !strings.Contains(d.answer, "ignored")) {
+			t.Fatalf("the Actions job's status: %d %s", d.status, d.answer)
+		}
 	}
 
 	// Marked ready and merged in Gitea: the task is done.

@@ -133,9 +133,9 @@ type (
 //   - issues label_updated (or opened) while the issue carries the label:
 //     issue.labeled, once per issue and label (Gitea's hook does not say
 //     which label was added, so later label changes do not start it again);
-//   - status with state failure or error, and workflow_run completed with
-//     conclusion failure or timed_out: ci.failed, capped per pull request
-//     (or branch, or commit);
+//   - status with state failure or error (not those Gitea Actions sets for
+//     its jobs), and workflow_run completed with conclusion failure or
+//     timed_out: ci.failed, capped per pull request (or branch, or commit);
 //   - pull_request closed: pr.merged or pr.closed, which end the task that
 //     owns the pull request; pull_request_rejected (changes requested with
 //     a text) is pr.feedback.
@@ -530,6 +530,11 @@ func (g giteaNorm) status() (SourceResult, error) {
 	}
 	if p.State != "failure" && p.State != "error" {
 		return gtIgnored("status %s", orNone(p.State)), nil
+	}
+	if strings.Contains(p.TargetURL, "/"+p.Repository.FullName+"/actions/runs/") {
+		// Gitea Actions sets a status per job too; the run's own
+		// workflow_run delivery starts the fix, once.
+		return gtIgnored("status of a Gitea Actions job; its workflow_run delivery starts the fix"), nil
 	}
 	ev := g.newEvent(orchestrator.KindCIFailed, p.Sender)
 	ev.Target = orchestrator.Target{Type: "commit", HeadSHA: p.SHA, Check: p.Context, URL: p.TargetURL}

@@ -87,6 +87,12 @@ func giteaDerived(t *testing.T, fs []giteaFixture) map[string]giteaFixture {
 	out := map[string]giteaFixture{
 		// A commit status "error" (Gitea sends error for CI that broke).
 		"derived.status.error": derive("status.failure", "", func(m map[string]any) { m["state"] = "error" }),
+		// The status Gitea Actions sets for a job: its workflow_run
+		// delivery starts the fix, not this.
+		"derived.status.failure.actions-job": derive("status.failure", "", func(m map[string]any) {
+			m["context"] = "CI / unit-tests (pull_request)"
+			m["target_url"] = obj(m, "repository")["html_url"].(string) + "/actions/runs/2/jobs/2"
+		}),
 		// A comment by Nightshift's own account never triggers.
 		"derived.issue_comment.by-nightshift": derive("issue_comment.created.trigger", "", func(m map[string]any) {
 			obj(m, "comment", "user")["login"] = "nightshift"

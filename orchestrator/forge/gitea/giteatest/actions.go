@@ -99,14 +99,21 @@ func (r *Runner) rpc(ctx context.Context, method string, in, out any) error {
 // Job is a job the runner finished.
 type Job struct {
 	TaskID int64
-	// Name is the job's name (from the workflow), SHA its commit.
-	Name, SHA string
+	// Name is the job's name (from the workflow), SHA its commit, Event
+	// what started its run (push, pull_request).
+	Name, SHA, Event string
 }
 
 // Finish waits for the next job Gitea hands the runner (up to a minute),
 // uploads log (one row per line) and ends it with result: "failure",
 // "success" or "cancelled".
 func (r *Runner) Finish(ctx context.Context, result, log string) (Job, error) {
+	return r.FinishFunc(ctx, func(Job) (string, string) { return result, log })
+}
+
+// FinishFunc is Finish with the result and log chosen by decide, once it
+// knows the job.
+func (r *Runner) FinishFunc(ctx context.Context, decide func(Job) (result, log string)) (Job, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	deadline := time.Now().Add(time.Minute)
@@ -139,6 +146,11 @@ func (r *Runner) Finish(ctx context.Context, result, log string) (Job, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	j := Job{TaskID: task.ID}
+	j.SHA, _ = task.Context["sha"].(string)
+	j.Name, _ = task.Context["job"].(string)
+	j.Event, _ = task.Context["event_name"].(string)
+	result, log := decide(j)
 	now := time.Now().UTC()
 	var rows []map[string]any
 	for _, l := range strings.Split(strings.TrimRight(log, "\n"), "\n") {
@@ -155,9 +167,6 @@ func (r *Runner) Finish(ctx context.Context, result, log string) (Job, error) {
 	if err := r.rpc(ctx, "UpdateTask", map[string]any{"state": state}, nil); err != nil {
 		return Job{}, err
 	}
-	j := Job{TaskID: task.ID}
-	j.SHA, _ = task.Context["sha"].(string)
-	j.Name, _ = task.Context["job"].(string)
 	return j, nil
 }
 
