@@ -374,6 +374,7 @@ func (c *chaos) submit(s *submission) {
 	body := c.forge.CommentPayload(c.t, 100+s.n, 880000000+int64(s.n), "@nightshift "+prompt)
 	delivery := fmt.Sprintf("chaos-delivery-%03d", s.n)
 	accepted := false
+	firstAccepted := false
 	// The repository hook delivers (and GitHub redelivers) under one id to
 	// both ingresses; an organization hook delivers the same comment under
 	// its own id.
@@ -385,6 +386,12 @@ func (c *chaos) submit(s *submission) {
 			continue
 		}
 		code, out, err := d.in.API.PostGitHub(c.ctx, c.forge.WebhookSecret, "issue_comment", d.delivery, body)
+		if d.delivery == delivery && err == nil && code == 202 {
+			if firstAccepted {
+				c.problem("delivery %s was accepted (202) by both ingresses, not answered duplicate", delivery)
+			}
+			firstAccepted = true
+		}
 		switch {
 		case err != nil && code >= 400 && code < 500:
 			c.problem("webhook %s to %s: %v", d.delivery, d.in.Name, err)
