@@ -15,7 +15,10 @@ package forgetest
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -88,8 +91,16 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		if b, err := d.DefaultBranch(ctx(t), r); err != nil || b != "main" {
 			t.Fatalf("DefaultBranch = %q, %v; want main", b, err)
 		}
-		if _, err := d.PushAuth(ctx(t), r); err != nil {
+		auth, err := d.PushAuth(ctx(t), r)
+		if err != nil {
 			t.Fatalf("PushAuth: %v", err)
+		}
+		// The credentials fetch over the clone URL, as the worker's git does.
+		cmd := exec.CommandContext(ctx(t), "git", "-c", "http.extraHeader=Authorization: Basic "+
+			base64.StdEncoding.EncodeToString([]byte(auth.Username+":"+auth.Password)), "ls-remote", "--heads", u)
+		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "refs/heads/main") {
+			t.Fatalf("git ls-remote %s with PushAuth: %v\n%s", u, err, out)
 		}
 	})
 
