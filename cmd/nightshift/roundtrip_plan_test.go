@@ -184,3 +184,60 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 		t.Fatalf("%d tasks: the feedback and the approval must not start tasks", n)
 	}
 }
+
+// TestRoundTripPlanApprovedInSlack: the task's Slack message and the plan
+// in its thread carry an "Approve plan" button; clicking it (a signed
+// block_actions interaction) approves the plan and the change run pushes;
+// afterwards the message has no such button.
+func TestRoundTripPlanApprovedInSlack(t *testing.T) {
+	requireRoundTrip(t)
+	t.Parallel()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bubblewrap not installed (scripts/test installs it)")
+	}
+	w := newRTWorld(t)
+	w.gh.Commit(rtOwner, rtName, "changes", map[string]string{"greet.go": "package main\n"}, "wip")
+	w.gh.AddPR(rtOwner, rtName, 1, "", "changes", "main")
+	s := startTestServer(t, w.planYAML(t))
+	id := planRequested(t, w, s)
+	if tk := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateFailed); tk.State != orchestrator.StateNeedsInput {
+		t.Fatalf("plan task: %s (%s)", tk.State, tk.Error)
+	}
+	button := `"text":"Approve plan","emoji":false},"action_id":"approve","value":"` + id + `","style":"primary"`
+	var parent string
+	waitFor(t, 20*time.Second, "the Approve plan button on the task message and on the plan in its thread", func() bool {
+		var inThread bool
+		parent = ""
+		for _, m := range w.slack.Messages() {
+			switch {
+			case m.ThreadTS == "" && strings.Contains(m.Metadata, id) && strings.Contains(m.Blocks, button):
+				parent = m.TS
+			case m.ThreadTS != "" && strings.Contains(m.Text, "Proposed plan") && strings.Contains(m.Blocks, button):
+				inThread = true
+			}
+		}
+		return parent != "" && inThread
+	}, func() string { return fmt.Sprint(w.slack.Messages()) })
+
+	if code, out := postSlackAction(t, s, "approve", id); code != http.StatusOK || out["status"] != "accepted" {
+		t.Fatalf("approve: %d %v", code, out)
+	}
+	waitFor(t, 90*time.Second, "the change run in review", func() bool {
+		tk := s.task(t, id)
+		return tk.Run == 2 && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed)
+	}, s.stderr.String)
+	if tk := s.task(t, id); tk.State != orchestrator.StateReview || !tk.PlanApproved {
+		t.Fatalf("approved task: %s approved %v (%s %s)", tk.State, tk.PlanApproved, tk.Reason, tk.Error)
+	}
+	if work := w.gh.Git(rtOwner, rtName, "show", "changes:WORK.md"); !strings.Contains(work, "Plan: add a greeting to README.md.") {
+		t.Fatalf("the change run did not get the approved plan:\n%s", work)
+	}
+	waitFor(t, 20*time.Second, "the task message without the button", func() bool {
+		for _, m := range w.slack.Messages() {
+			if m.TS == parent {
+				return strings.Contains(m.Text, "review") && !strings.Contains(m.Blocks, `"action_id":"approve"`)
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprint(w.slack.Messages()) })
+}

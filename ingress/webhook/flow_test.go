@@ -131,10 +131,19 @@ func TestLinearDeliveryHeaderAndSlackRetry(t *testing.T) {
 	if ev.Kind != orchestrator.KindSlackAction || ev.Instruction != "retry" || ev.Target.ID != "T42" || ev.DeliveryID != "tr-9" {
 		t.Fatalf("slack event %+v", ev)
 	}
+	approve := form(`{"type":"block_actions","trigger_id":"tr-14","user":{"id":"U1","name":"ann"},"actions":[{"action_id":"approve","value":"T42","action_ts":"1.3"}]}`)
+	got = hs.do(slackRequest("/hooks/slack/interactions", approve, secret, hs.clock.now))
+	if got.Status != http.StatusOK || got.Body["status"] != "accepted" {
+		t.Fatalf("slack approve: %+v", got)
+	}
+	if ev, _ = hs.lastEvent(); ev.Kind != orchestrator.KindSlackAction || ev.Instruction != "approve" || ev.Target.ID != "T42" {
+		t.Fatalf("slack approve event %+v", ev)
+	}
 	for payload, reason := range map[string]string{
 		`{"type":"view_submission","trigger_id":"tr-10"}`:                                   "view_submission",
-		`{"type":"block_actions","trigger_id":"tr-11","actions":[{"action_id":"approve"}]}`: "not cancel or retry",
+		`{"type":"block_actions","trigger_id":"tr-11","actions":[{"action_id":"delete"}]}`:  "not cancel, retry or approve",
 		`{"type":"block_actions","trigger_id":"tr-12","actions":[{"action_id":"cancel"}]}`:  "no task id",
+		`{"type":"block_actions","trigger_id":"tr-13","actions":[{"action_id":"approve"}]}`: "no task id",
 	} {
 		got := hs.do(slackRequest("/hooks/slack/interactions", form(payload), secret, hs.clock.now))
 		if got.Status != http.StatusOK || got.Body["status"] != "ignored" || !strings.Contains(got.Body["reason"], reason) {

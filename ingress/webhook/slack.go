@@ -77,8 +77,9 @@ type slackInteraction struct {
 }
 
 // normalizeSlackInteraction turns a block_actions payload whose first
-// action is a cancel or retry button (value = task id) into a slack.action
-// event. action_id is "cancel" or "retry", optionally prefixed "nightshift_".
+// action is a cancel, retry or approve (a plan) button (value = task id)
+// into a slack.action event. action_id is "cancel", "retry" or "approve",
+// optionally prefixed "nightshift_".
 func normalizeSlackInteraction(payload []byte) (normalized, string, error) {
 	var p slackInteraction
 	if err := json.Unmarshal(payload, &p); err != nil {
@@ -95,8 +96,8 @@ func normalizeSlackInteraction(payload []byte) (normalized, string, error) {
 	}
 	a := p.Actions[0]
 	action := strings.TrimPrefix(a.ActionID, "nightshift_")
-	if action != "cancel" && action != "retry" {
-		return ignored("slack action %q is not cancel or retry", a.ActionID), p.TriggerID, nil
+	if action != "cancel" && action != "retry" && action != "approve" {
+		return ignored("slack action %q is not cancel, retry or approve", a.ActionID), p.TriggerID, nil
 	}
 	if strings.TrimSpace(a.Value) == "" {
 		return ignored("slack %s button carries no task id", action), p.TriggerID, nil

@@ -43,7 +43,8 @@ func (c SlackConfig) LogValue() slog.Value {
 
 // Slack posts one message per task in a channel and updates it through the
 // task's life, with Cancel and Retry buttons (action ids "cancel" and
-// "retry", value the task id) that the interactions endpoint acts on.
+// "retry", value the task id) and, on a plan waiting for review, Approve
+// plan ("approve"), that the interactions endpoint acts on.
 type Slack struct {
 	store *Store
 	cfg   SlackConfig
@@ -182,6 +183,9 @@ func (s *Slack) ask(ctx context.Context, client *slack.Client, t orchestrator.Ta
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "❓ *The agent asks*\n"+escape(q), false, false), nil, nil),
 		input,
 	}
+	if b := approveButton(t); b != nil {
+		blocks = append(blocks, slack.NewActionBlock("nightshift_plan", b))
+	}
 	_, err = s.store.Sync(ctx, Message{TaskID: t.ID, Channel: fmt.Sprintf("slack.question.%d", t.Run), State: string(t.State), Text: text, At: t.UpdatedAt}, Remote{
 		Create: func(ctx context.Context) (string, error) {
 			_, qts, err := client.PostMessageContext(ctx, ch, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...), slack.MsgOptionTS(ts))
@@ -255,6 +259,9 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 			red("*The agent asks*\n"+escape(ClipText(t.Question, 2800))), false, false), nil, nil))
 	}
 	var buttons []slack.BlockElement
+	if b := approveButton(t); b != nil {
+		buttons = append(buttons, b)
+	}
 	if !t.State.Terminal() && t.State != orchestrator.StateCancelled {
 		b := slack.NewButtonBlockElement("cancel", t.ID, slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false))
 		b.Style = slack.StyleDanger
@@ -267,6 +274,19 @@ func (s *Slack) render(t orchestrator.Task) (string, []slack.Block) {
 		blocks = append(blocks, slack.NewActionBlock("nightshift_task", buttons...))
 	}
 	return text, blocks
+}
+
+// approveButton is the "Approve plan" button (action id "approve", value
+// the task id) of a plan waiting for review, or nil. The interactions
+// endpoint turns a click into an approving answer: the change run starts.
+// Typing in the reply box instead plans again with what was typed.
+func approveButton(t orchestrator.Task) *slack.ButtonBlockElement {
+	if t.State != orchestrator.StateNeedsInput || t.Mode != orchestrator.ModePlan || t.PlanApproved || t.Plan == "" {
+		return nil
+	}
+	b := slack.NewButtonBlockElement("approve", t.ID, slack.NewTextBlockObject(slack.PlainTextType, "Approve plan", false, false))
+	b.Style = slack.StylePrimary
+	return b
 }
 
 // escape keeps user text from being read as Slack markup.
