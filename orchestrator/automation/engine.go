@@ -36,6 +36,9 @@ type Config struct {
 	// QueueDelay is how long a matched event waits before it is tried
 	// again when the automation's runs are all busy. Default 10s.
 	QueueDelay time.Duration
+	// RunRetention is how long a run stays on the timeline (and in the
+	// inbox) after its last change. Default DefaultRunRetention (90 days).
+	RunRetention time.Duration
 	// Poll bounds how long the schedule loop sleeps. Default 1s.
 	Poll    time.Duration
 	Clock   func() time.Time
@@ -87,7 +90,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Engine, erro
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
-	k, err := openBuckets(ctx, js, cfg.Replicas)
+	if cfg.RunRetention <= 0 {
+		cfg.RunRetention = DefaultRunRetention
+	}
+	k, err := openBuckets(ctx, js, cfg.Replicas, cfg.RunRetention)
 	if err != nil {
 		return nil, err
 	}
@@ -299,18 +305,18 @@ func (e *Engine) Runs(ctx context.Context, name string, limit int) ([]Run, error
 	if _, err := e.Get(ctx, name); err != nil {
 		return nil, err
 	}
-	return listRuns(ctx, e.kv.state, "run."+name+".*", limit)
+	return listRuns(ctx, e.kv.runs, "run."+name+".*", limit)
 }
 
 // Inbox returns the runs of automations with inbox: true that started a
 // task, newest first, each marked Read for principal subject.
 func (e *Engine) Inbox(ctx context.Context, subject string, limit int) ([]Run, error) {
-	runs, err := listRuns(ctx, e.kv.state, "run.*.*", 0)
+	runs, err := listRuns(ctx, e.kv.runs, "run.*.*", 0)
 	if err != nil {
 		return nil, err
 	}
 	read := map[string]bool{}
-	if lister, err := e.kv.state.ListKeysFiltered(ctx, "read."+digest(subject)+".*"); err == nil {
+	if lister, err := e.kv.runs.ListKeysFiltered(ctx, "read."+digest(subject)+".*"); err == nil {
 		for k := range lister.Keys() {
 			read[lastToken(k)] = true
 		}
@@ -333,13 +339,13 @@ func (e *Engine) Inbox(ctx context.Context, subject string, limit int) ([]Run, e
 func (e *Engine) MarkRead(ctx context.Context, subject, id string, read bool) error {
 	key := "read." + digest(subject) + "." + id
 	if !read {
-		err := e.kv.state.Delete(ctx, key)
+		err := e.kv.runs.Delete(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
 		}
 		return err
 	}
-	_, err := e.kv.state.Put(ctx, key, []byte(e.cfg.Clock().UTC().Format(time.RFC3339)))
+	_, err := e.kv.runs.Put(ctx, key, []byte(e.cfg.Clock().UTC().Format(time.RFC3339)))
 	return err
 }
 

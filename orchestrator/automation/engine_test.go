@@ -296,7 +296,7 @@ func TestSweepFreesLostSlots(t *testing.T) {
 	now := time.Now()
 	put := func(id string, at time.Time) {
 		b, _ := json.Marshal(Run{ID: id, Automation: "n", Status: RunPending, At: at, UpdatedAt: at})
-		if _, err := h.e.kv.state.Put(ctx, runKey("n", id), b); err != nil {
+		if _, err := h.e.kv.runs.Put(ctx, runKey("n", id), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,7 +313,7 @@ func TestSweepFreesLostSlots(t *testing.T) {
 	if len(st.Active) != 1 || st.Active[0] != "fresh" {
 		t.Fatalf("active after the sweep: %v", st.Active)
 	}
-	run, _, _ := getJSON[Run](ctx, h.e.kv.state, runKey("n", "old"))
+	run, _, _ := getJSON[Run](ctx, h.e.kv.runs, runKey("n", "old"))
 	if run.Status != RunFailed || !strings.Contains(run.Reason, "stopped while starting") {
 		t.Fatalf("lost run: %+v", run)
 	}

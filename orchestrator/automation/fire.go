@@ -277,7 +277,7 @@ func (e *Engine) RunNow(ctx context.Context, name, who string) ([]Run, error) {
 	if err != nil && !errors.Is(err, errBusy) {
 		return nil, err
 	}
-	runs, lerr := listRuns(ctx, e.kv.state, "run."+name+".*", 0)
+	runs, lerr := listRuns(ctx, e.kv.runs, "run."+name+".*", 0)
 	if lerr != nil {
 		return nil, lerr
 	}
@@ -340,12 +340,12 @@ func (e *Engine) fireOne(ctx context.Context, d *entry, trig trigger, repo strin
 		run.EventID = trig.key
 	}
 	b, _ := json.Marshal(run)
-	if _, err := e.kv.state.Create(ctx, runKey(name, runID), b); err != nil {
+	if _, err := e.kv.runs.Create(ctx, runKey(name, runID), b); err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("record run: %w", err)
 		}
 		// A redelivery: go on from what the first attempt stored.
-		stored, _, err := getJSON[Run](ctx, e.kv.state, runKey(name, runID))
+		stored, _, err := getJSON[Run](ctx, e.kv.runs, runKey(name, runID))
 		if err != nil {
 			return err
 		}
@@ -362,7 +362,7 @@ func (e *Engine) fireOne(ctx context.Context, d *entry, trig trigger, repo strin
 		switch {
 		case errors.Is(err, errBusy) && trig.kind == "event":
 			// Queued: forget this attempt; the redelivered event tries again.
-			e.kv.state.Delete(ctx, runKey(name, runID))
+			e.kv.runs.Delete(ctx, runKey(name, runID))
 			return errBusy
 		case errors.Is(err, errBusy):
 			return e.finish(ctx, name, runID, RunSkipped, reason)
@@ -371,7 +371,7 @@ func (e *Engine) fireOne(ctx context.Context, d *entry, trig trigger, repo strin
 		case reason != "":
 			return e.finish(ctx, name, runID, RunSkipped, reason)
 		}
-		if _, err := e.kv.state.Put(ctx, taskKey(run.TaskID), []byte(name+"."+runID)); err != nil {
+		if _, err := e.kv.runs.Put(ctx, taskKey(run.TaskID), []byte(name+"."+runID)); err != nil {
 			return err
 		}
 	}
@@ -386,7 +386,7 @@ func (e *Engine) fireOne(ctx context.Context, d *entry, trig trigger, repo strin
 	case !errors.Is(err, orchestrator.ErrDuplicate):
 		return err // the slot stays reserved: a retry publishes the same event
 	}
-	if _, err := update(ctx, e.kv.state, runKey(name, runID), func(r *Run) error {
+	if _, err := update(ctx, e.kv.runs, runKey(name, runID), func(r *Run) error {
 		if r.Status != RunPending {
 			return errSkip
 		}
@@ -499,7 +499,7 @@ func (e *Engine) release(ctx context.Context, name, runID string) {
 
 // finish records a run that did not start (refused, skipped, failed).
 func (e *Engine) finish(ctx context.Context, name, runID, status, reason string) error {
-	_, err := update(ctx, e.kv.state, runKey(name, runID), func(r *Run) error {
+	_, err := update(ctx, e.kv.runs, runKey(name, runID), func(r *Run) error {
 		r.Status, r.Reason, r.UpdatedAt = status, reason, e.cfg.Clock().UTC()
 		return nil
 	})
@@ -559,7 +559,7 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) {
 			continue
 		}
 		for _, id := range st.Active {
-			run, _, err := getJSON[Run](ctx, e.kv.state, runKey(name, id))
+			run, _, err := getJSON[Run](ctx, e.kv.runs, runKey(name, id))
 			switch {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:

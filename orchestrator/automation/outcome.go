@@ -51,7 +51,7 @@ func (e *Engine) handleState(ctx context.Context, msg jetstream.Msg) {
 }
 
 func (e *Engine) outcome(ctx context.Context, r stateReport) error {
-	ent, err := e.kv.state.Get(ctx, taskKey(r.TaskID))
+	ent, err := e.kv.runs.Get(ctx, taskKey(r.TaskID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil // not an automation's task
 	}
@@ -80,7 +80,7 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 	}
 	var first bool
 	var delta float64
-	run, err := update(ctx, e.kv.state, runKey(name, runID), func(run *Run) error {
+	run, err := update(ctx, e.kv.runs, runKey(name, runID), func(run *Run) error {
 		first, delta = false, 0
 		if run.ID == "" {
 			return errSkip // the run record is gone
@@ -160,7 +160,7 @@ func (e *Engine) paused(ctx context.Context, name, reason string) {
 	id := fmt.Sprintf("%013d-paused", now.UnixMilli())
 	b, _ := json.Marshal(Run{ID: id, Automation: name, Trigger: "guard", Status: RunPaused,
 		Reason: "paused after " + reason + "; enable it to resume", At: now, UpdatedAt: now})
-	if _, err := e.kv.state.Put(ctx, runKey(name, id), b); err != nil {
+	if _, err := e.kv.runs.Put(ctx, runKey(name, id), b); err != nil {
 		e.log.Error("record pause", "automation", name, "err", err)
 	}
 	e.m.pauses.Inc()

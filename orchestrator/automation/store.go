@@ -20,9 +20,13 @@ const (
 	// history is the automation's versions.
 	DefinitionsBucket = "NIGHTSHIFT_AUTOMATIONS"
 	// StateBucket holds each automation's guard-rail state (state.<name>),
-	// its runs (run.<name>.<run id>), the task index (task.<task id>) and
-	// inbox read marks (read.<principal digest>.<run id>).
+	// kept as long as the automation exists.
 	StateBucket = "NIGHTSHIFT_AUTOSTATE"
+	// RunsBucket holds the timeline: runs (run.<name>.<run id>), the task
+	// index (task.<task id>) and inbox read marks (read.<principal
+	// digest>.<run id>). Each key expires Config.RunRetention (90 days)
+	// after its last write.
+	RunsBucket = "NIGHTSHIFT_AUTORUNS"
 	// TicksBucket holds the claims of schedule ticks (tick.<name>.<unix>).
 	TicksBucket = "NIGHTSHIFT_AUTOTICKS"
 
@@ -119,12 +123,16 @@ func (r Run) Final() bool {
 	return true
 }
 
+// DefaultRunRetention is how long a run stays on the timeline and in the
+// inbox after its last change.
+const DefaultRunRetention = 90 * 24 * time.Hour
+
 // kvs are the buckets.
 type kvs struct {
-	defs, state, ticks jetstream.KeyValue
+	defs, state, runs, ticks jetstream.KeyValue
 }
 
-func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (kvs, error) {
+func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int, retention time.Duration) (kvs, error) {
 	if replicas < 1 {
 		replicas = 1
 	}
@@ -137,7 +145,9 @@ func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (kvs
 		{&k.defs, jetstream.KeyValueConfig{Bucket: DefinitionsBucket, History: versions, Replicas: replicas,
 			Description: "Nightshift automations, one key per automation; history = versions"}},
 		{&k.state, jetstream.KeyValueConfig{Bucket: StateBucket, Replicas: replicas,
-			Description: "Nightshift automation guard rails, runs and inbox marks"}},
+			Description: "Nightshift automation guard rails"}},
+		{&k.runs, jetstream.KeyValueConfig{Bucket: RunsBucket, Replicas: replicas, TTL: retention,
+			Description: "Nightshift automation runs, their task index and inbox marks"}},
 		{&k.ticks, jetstream.KeyValueConfig{Bucket: TicksBucket, Replicas: replicas, TTL: 7 * 24 * time.Hour,
 			Description: "Nightshift schedule tick claims"}},
 	} {
@@ -145,7 +155,41 @@ func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (kvs
 			return kvs{}, fmt.Errorf("create bucket %s: %w", b.cfg.Bucket, err)
 		}
 	}
+	if err := moveRuns(ctx, k); err != nil {
+		return kvs{}, err
+	}
 	return k, nil
+}
+
+// moveRuns moves the runs, task index and read marks that engines before
+// the runs bucket kept in the state bucket (where nothing expired them)
+// into the runs bucket, once: a key the runs bucket already holds is not
+// overwritten, and each moved key is purged from the state bucket.
+func moveRuns(ctx context.Context, k kvs) error {
+	lister, err := k.state.ListKeysFiltered(ctx, "run.>", "task.>", "read.>")
+	if err != nil {
+		return fmt.Errorf("list runs to move: %w", err)
+	}
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	for _, key := range keys {
+		v, err := k.state.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("move %s: %w", key, err)
+		}
+		if _, err := k.runs.Create(ctx, key, v.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("move %s: %w", key, err)
+		}
+		if err := k.state.Purge(ctx, key, jetstream.LastRevision(v.Revision())); err != nil && !isWrongSequence(err) {
+			return fmt.Errorf("move %s: %w", key, err)
+		}
+	}
+	return nil
 }
 
 func defKey(name string) string           { return "a." + name }
