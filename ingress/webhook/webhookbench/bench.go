@@ -4,8 +4,9 @@
 // minimal handler that only verifies the delivery and publishes with
 // PubAck, both on one embedded nats-server with the same sync settings,
 // driven by concurrent keep-alive HTTP clients over loopback. Each forge
-// route is measured on its own: GitLab note deliveries (token check), then
-// GitHub issue_comment deliveries (HMAC), whose ratio is the last line.
+// route is measured on its own: GitLab note deliveries (token check), Gitea
+// issue_comment deliveries (HMAC), then GitHub issue_comment deliveries
+// (HMAC), whose ratio is the last line.
 package webhookbench
 
 import (
@@ -140,9 +141,10 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 		GitHub: webhook.GitHubConfig{Secrets: []string{secret}, BotLogin: "nightshift-bot",
 			// The GitLab note's author is allowed by name: no permission
 			// lookup (a forge API call) is measured.
-			Allow: map[string][]string{gitlabHost + "/acme/app": {"ann"}}},
-		Forges:  []webhook.ForgeConfig{{Kind: forge.KindGitLab, Secrets: []string{secret}, GitURL: "https://" + gitlabHost + "/", BotLogin: "nightshift-bot"}},
-		Sources: []webhook.Source{webhook.GitLabSource()},
+			Allow: map[string][]string{gitlabHost + "/acme/app": {"ann"}, giteaHost + "/acme/app": {"alice"}}},
+		Forges: []webhook.ForgeConfig{{Kind: forge.KindGitLab, Secrets: []string{secret}, GitURL: "https://" + gitlabHost + "/", BotLogin: "nightshift-bot"},
+			{Kind: forge.KindGitea, Secrets: []string{secret}, GitURL: "https://" + giteaHost + "/", BotLogin: "nightshift-bot"}},
+		Sources: []webhook.Source{webhook.GitLabSource(), webhook.GiteaSource{}},
 	})
 	if err != nil {
 		return err
@@ -152,12 +154,12 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 	base := httptest.NewServer(baseline(js))
 	defer base.Close()
 
-	fmt.Fprintf(w, "webhook ingress benchmark: %d keep-alive clients, up to %d requests or %s per side, %d rounds, payloads %d (github) and %d (gitlab) bytes\n",
-		o.Clients, o.Requests, o.Duration, o.Rounds, len(payload(0)), len(gitlabPayload(0)))
+	fmt.Fprintf(w, "webhook ingress benchmark: %d keep-alive clients, up to %d requests or %s per side, %d rounds, payloads %d (github), %d (gitlab) and %d (gitea) bytes\n",
+		o.Clients, o.Requests, o.Duration, o.Rounds, len(payload(0)), len(gitlabPayload(0)), len(giteaPayload(0)))
 	var seq atomic.Int64
-	// GitLab first; GitHub's figures end the output (the last line is
-	// GitHub's ratio, as before).
-	for _, dl := range []dialect{gitlabDialect, githubDialect} {
+	// GitLab and Gitea first; GitHub's figures end the output (the last
+	// line is GitHub's ratio, as before).
+	for _, dl := range []dialect{gitlabDialect, giteaDialect, githubDialect} {
 		for _, srv := range []*httptest.Server{base, ours} {
 			if _, err := drive(ctx, srv.URL+dl.route, dl, o.Clients, o.Warmup, o.Duration, &seq); err != nil {
 				return fmt.Errorf("%s warm-up: %w", dl.name, err)
@@ -195,7 +197,8 @@ func RunWith(ctx context.Context, w io.Writer, o Options) error {
 }
 
 // baseline is the minimal handler of each route: read the body, verify it
-// (GitHub's HMAC, GitLab's token), publish with PubAck, answer 202.
+// (GitHub's and Gitea's HMAC, GitLab's token), publish with PubAck, answer
+// 202.
 func baseline(js jetstream.JetStream) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -204,10 +207,14 @@ func baseline(js jetstream.JetStream) http.Handler {
 			return
 		}
 		subject, id := "bench.baseline.github", r.Header.Get("X-GitHub-Delivery")
-		if r.URL.Path == gitlabDialect.route {
+		switch r.URL.Path {
+		case gitlabDialect.route:
 			subject, id = "bench.baseline.gitlab", r.Header.Get("Idempotency-Key")
 			err = webhook.VerifyGitLab([]string{secret}, r.Header.Get("X-Gitlab-Token"))
-		} else {
+		case giteaDialect.route:
+			subject, id = "bench.baseline.gitea", r.Header.Get("X-Gitea-Delivery")
+			err = webhook.VerifyGitea([]string{secret}, r.Header.Get("X-Gitea-Signature"), body)
+		default:
 			err = webhook.VerifyGitHub([]string{secret}, r.Header.Get("X-Hub-Signature-256"), body)
 		}
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 func TestPayloadIsJSON(t *testing.T) {
-	if !json.Valid(payload(1)) || !json.Valid(gitlabPayload(1)) {
+	if !json.Valid(payload(1)) || !json.Valid(gitlabPayload(1)) || !json.Valid(giteaPayload(1)) {
 		t.Fatal("payload is not JSON")
 	}
 }
@@ -28,5 +28,8 @@ func TestRunSmall(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^gitlab_ratio=\d+\.\d\d$`).Match(out.Bytes()) {
 		t.Fatalf("output has no GitLab ratio line:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^gitea_ratio=\d+\.\d\d$`).Match(out.Bytes()) {
+		t.Fatalf("output has no Gitea ratio line:\n%s", out.String())
 	}
 }
