@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/identity/local"
+	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/vault"
 	"github.com/nightshift/nightshift/vault/natsstore"
 )
@@ -135,7 +137,7 @@ func TestSharedStateSurvivesTheLossOfANATSNode(t *testing.T) {
 
 // untilOK calls fn until it succeeds or timeout passes (a leader election
 // after a node is lost takes a few seconds).
-func untilOK(t *testing.T, timeout time.Duration, fn func() error) {
+func untilOK(t testing.TB, timeout time.Duration, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -148,4 +150,61 @@ func untilOK(t *testing.T, timeout time.Duration, fn func() error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// BenchmarkVaultGetOnACluster measures one audited vault read (a leader
+// read of the record, an audit append with expected-last-sequence) on a
+// 3-node cluster with replicas 3, against the same read on the data dir's
+// SQLite in the same run: ratio=<cluster / sqlite>.
+func BenchmarkVaultGetOnACluster(b *testing.B) {
+	ctx := context.Background()
+	key := vault.EnvKey(strings.Repeat("6d", 32))
+	op := vault.Actor{Kind: vault.ActorOperator, ID: "bench"}
+	measure := func(v *vault.Vault, n int) time.Duration {
+		if _, err := v.Set(ctx, op, "BENCH", "agents", []byte("benchmark-value-0123456789")); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if _, err := v.Get(ctx, op, "BENCH", "agents"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start) / time.Duration(n)
+	}
+	db := openTestDB(b)
+	single, err := vault.Open(ctx, db, key, vault.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := cluster.StartNATS(b, filepath.Join(b.TempDir(), "nats"), 3)
+	nc, err := nats.Connect(c.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	var shared *vault.Vault
+	untilOK(b, 60*time.Second, func() error {
+		st, err := natsstore.New(ctx, js, natsstore.Config{Replicas: 3})
+		if err == nil {
+			shared, err = vault.OpenStore(ctx, st, key, vault.Config{})
+		}
+		return err
+	})
+	b.ResetTimer()
+	sq := measure(single, b.N)
+	cl := measure(shared, b.N)
+	b.ReportMetric(float64(sq.Microseconds()), "µs/get-sqlite")
+	b.ReportMetric(float64(cl.Microseconds()), "µs/get-cluster")
+	b.ReportMetric(float64(cl)/float64(sq), "ratio")
+}
+
+func openTestDB(b *testing.B) *sql.DB {
+	db, err := orchestrator.OpenDB(filepath.Join(b.TempDir(), "nightshift.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
 }
