@@ -14,6 +14,18 @@ import (
 // stateReport is the part of a task state report (nightshift.tasks.*.state)
 // an automation needs; decoded on its own so it does not depend on the
 // orchestrator's report type.
+//
+// The authority for a task's state is its record in NIGHTSHIFT_TASKRECS
+// (orchestrator.Records); the reports are its projection: the writer of
+// each transition publishes one report (recorded: true, the whole task in
+// task, patch empty), with a message id per transition, and the
+// schedulers' reactor republishes one a writer died before publishing.
+// Reading the stream with a durable consumer is therefore correct and is
+// what an automation needs: a lagging or restarted engine still receives
+// every transition in order, so it sees each run's first final state
+// (failed, then a retry that ends done, counts as a failure) where reading
+// the records would show only the latest state. Cost and error come from
+// task (patch still counts, for reports of older schedulers).
 type stateReport struct {
 	TaskID string `json:"task_id"`
 	State  string `json:"state"`
