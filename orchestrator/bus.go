@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,6 +157,7 @@ func NewBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, busRetryMax)
+		wait += time.Duration(rand.Int64N(int64(wait / 4))) // apart from processes started together
 	}
 }
 
@@ -164,6 +166,7 @@ var (
 	busRetryMin       = 250 * time.Millisecond
 	busRetryMax       = 5 * time.Second
 	busAttemptTimeout = 5 * time.Second
+	busCallTimeout    = 2 * time.Second
 )
 
 var errBusNotConnected = errors.New("not connected")
@@ -180,19 +183,50 @@ func ensureBus(ctx context.Context, js jetstream.JetStream, cfg BusConfig) (jets
 	for _, sc := range streams {
 		sc.Storage = jetstream.FileStorage
 		sc.Replicas = cfg.Replicas
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := answered(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateStream(ctx, sc); return err })
+		if err != nil {
 			return nil, fmt.Errorf("create stream %s: %w", sc.Name, err)
 		}
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: CancelBucket, TTL: 30 * 24 * time.Hour,
-		Storage: jetstream.FileStorage, Replicas: cfg.Replicas})
+	var kv jetstream.KeyValue
+	err := answered(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: CancelBucket, TTL: 30 * 24 * time.Hour,
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", CancelBucket, err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, recordsConfig(cfg)); err != nil {
+	err = answered(ctx, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, recordsConfig(cfg))
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", RecordsBucket, err)
 	}
 	return kv, nil
+}
+
+// answered runs one create-or-update of a stream or bucket, asking again
+// when no answer comes within busCallTimeout: on a cluster, processes that
+// create the same stream at the same moment each propose it and JetStream
+// answers only one of them; asked again, once the stream exists, it
+// answers at once. The pause between asks is jittered, so processes that
+// started together drift apart.
+func answered(ctx context.Context, f func(context.Context) error) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, busCallTimeout)
+		err := f(cctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(rand.Int64N(int64(300 * time.Millisecond)))):
+		}
+	}
 }
 
 // openRecords opens the task-state authority over the records bucket

@@ -88,7 +88,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		cfg.NATS.URL = o.natsURL
 	}
 	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("NIGHTSHIFT_LOG_LEVEL"))}))
-	s, err := startServer(ctx, a, cfg, o, logger)
+	s, err := startServerWaiting(ctx, a, cfg, o, logger)
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -254,4 +256,33 @@ func registerBusMetrics(reg prometheus.Registerer, bus *orchestrator.Bus) {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "nightshift_log_lines_lost_total",
 		Help: "Task log lines NATS did not store (refused or not acknowledged in time)."},
 		func() float64 { return float64(bus.LogLinesLost()) }))
+}
+
+// startServerWaiting starts the server, starting over while NATS does not
+// answer in time: on a cluster that is still forming, or when several
+// processes create the same streams and buckets at the same moment (and
+// JetStream answers only one of them), a start can time out in any
+// component that keeps state in JetStream. Each try is closed whole before
+// the next; other errors end the start at once.
+func startServerWaiting(ctx context.Context, a *app, cfg *config.Config, o serveOptions, logger *slog.Logger) (*server, error) {
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		s, err := startServer(ctx, a, cfg, o, logger)
+		if err == nil || ctx.Err() != nil || !natsTimedOut(err) {
+			return s, err
+		}
+		logger.Warn("NATS did not answer while starting; starting over", "err", err, "attempt", attempt, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// natsTimedOut reports whether err is NATS not answering in time.
+func natsTimedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
