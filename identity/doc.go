@@ -2,7 +2,10 @@
 // also its git author, an email address and, when the provider has one, a
 // phone number for one-time codes. Identities come from a Provider (the
 // built-in local provider in identity/local, or Ravi in identity/ravi);
-// the Service records them in SQLite (tables prefixed identity_), issues
+// the Service records them — in one process's SQLite (tables prefixed
+// identity_; NewService), or in the replicated JetStream bucket every host
+// shares (NewKVService), where a revision-checked write decides each race
+// and token checks read the stream leader — issues
 // task-scoped bearer tokens stored only as SHA-256 hashes (every token
 // expires, and can be revoked on its own), and extracts
 // one-time codes from the messages an identity receives.

@@ -323,40 +323,29 @@ func (p *Provider) kvMessages(ctx context.Context, acct identity.Account, q iden
 	if want == 0 {
 		return out, nil
 	}
-	cons, err := p.kv.msgs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		return nil, fmt.Errorf("local: messages: %w", err)
-	}
 	type seqMsg struct {
 		seq uint64
 		m   identity.Message
 	}
 	var all []seqMsg
-	// Read the messages stored when we looked (later ones wake a watcher).
+	// Walk the identity's subject from the leader, one message at a time
+	// (no consumer to set up or to time out), up to what was stored when we
+	// looked; later arrivals wake a watcher.
+	next := info.State.FirstSeq
 	for uint64(len(all)) < want {
-		batch, err := cons.Fetch(int(min(want-uint64(len(all)), 256)), jetstream.FetchMaxWait(5*time.Second))
+		m, err := p.kv.msgs.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break // aged out meanwhile
+		}
 		if err != nil {
 			return nil, fmt.Errorf("local: messages: %w", err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			var km kvMessage
-			if err := json.Unmarshal(m.Data(), &km); err != nil {
-				return nil, fmt.Errorf("local: decode message: %w", err)
-			}
-			all = append(all, seqMsg{md.Sequence.Stream, km.Message})
+		var km kvMessage
+		if err := json.Unmarshal(m.Data, &km); err != nil {
+			return nil, fmt.Errorf("local: decode message: %w", err)
 		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("local: messages: %w", err)
-		}
-		if got == 0 {
-			break // aged out meanwhile
-		}
+		all = append(all, seqMsg{m.Sequence, km.Message})
+		next = m.Sequence + 1
 	}
 	sort.Slice(all, func(i, j int) bool {
 		if !all[i].m.ReceivedAt.Equal(all[j].m.ReceivedAt) {

@@ -2,8 +2,10 @@
 // <name>@<domain> served by its own SMTP listener, and phone numbers from a
 // configured pool whose inbound SMS arrive as Twilio webhooks on
 // POST /hooks/sms. Each pool number is leased to at most one live identity.
-// Mail and SMS are stored in SQLite (tables identity_local_*) and every
-// arrival wakes the identity's watchers at once.
+// Mail and SMS are stored in SQLite (tables identity_local_*; New) or, on a
+// cluster, in a replicated JetStream bucket and stream (NewKV), and every
+// arrival wakes the identity's watchers at once — on any host, through the
+// identity's message subject.
 //
 // The SMTP listener accepts mail only for live identities: RCPT for any
 // other address is refused with 550, and messages over MaxMessageBytes
