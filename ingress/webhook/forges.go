@@ -77,6 +77,12 @@ func newForgeRoutes(c Config) (*forgeRoutes, error) {
 		fr.sources[s.Kind()] = s
 	}
 	seen := map[string]bool{}
+	// A delivery belongs to the host whose secret verifies it: two hosts
+	// of one route sharing a secret could not be told apart.
+	owner := map[string]string{} // kind + secret → the host using it
+	for _, sec := range c.GitHub.Secrets {
+		owner[string(forge.KindGitHub)+"\x00"+sec] = "the github: block"
+	}
 	for i, f := range c.Forges {
 		switch f.Kind {
 		case forge.KindGitLab, forge.KindGitea, forge.KindGitHub:
@@ -107,6 +113,13 @@ func newForgeRoutes(c Config) (*forgeRoutes, error) {
 			return nil, fmt.Errorf("webhook: config forges[%d] host %s is configured twice", i, h)
 		}
 		seen[h] = true
+		for _, sec := range f.Secrets {
+			k := string(f.Kind) + "\x00" + sec
+			if o, dup := owner[k]; dup && sec != "" && o != h {
+				return nil, fmt.Errorf("webhook: config forges[%d] (%s) shares a webhook secret with %s; each host needs its own, deliveries are told apart by it", i, h, o)
+			}
+			owner[k] = h
+		}
 		u, _ = url.Parse(f.GitURL)
 		fr.hosts[f.Kind] = append(fr.hosts[f.Kind], &forgeHost{ForgeConfig: f, host: h, opt: forgeOptions{gitURL: u}})
 	}

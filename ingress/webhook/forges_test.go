@@ -183,6 +183,8 @@ func TestForgeConfigErrors(t *testing.T) {
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "git.example"}}, "not an absolute http(s) URL"},
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/"}, {Kind: forge.KindGitLab, GitURL: "https://G.example/"}}, "configured twice"},
 		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://g.example/", Trigger: "@"}}, "has no name"},
+		{[]ForgeConfig{{Kind: forge.KindGitea, GitURL: "https://a.example/", Secrets: []string{"s1", "same"}},
+			{Kind: forge.KindGitea, GitURL: "https://b.example/", Secrets: []string{"same"}}}, "forges[1] (b.example) shares a webhook secret with a.example"},
 	} {
 		_, err := newForgeRoutes(Config{Forges: c.forges}.withDefaults())
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -191,6 +193,16 @@ func TestForgeConfigErrors(t *testing.T) {
 	}
 	if _, err := newForgeRoutes(Config{Sources: []Source{GitLabSource(), GitLabSource()}}.withDefaults()); err == nil {
 		t.Error("two sources of one kind accepted")
+	}
+	// The github: block's secret on a second GitHub host is refused; on
+	// another kind's route it is only unwise.
+	gh := Config{GitHub: GitHubConfig{Secrets: []string{"shared"}}, Forges: []ForgeConfig{{Kind: forge.KindGitHub, GitURL: "https://ghe.example/", Secrets: []string{"shared"}}}}
+	if _, err := newForgeRoutes(gh.withDefaults()); err == nil || !strings.Contains(err.Error(), "the github: block") || strings.Contains(err.Error(), "shared") {
+		t.Errorf("shared github secret: %v", err)
+	}
+	gh.Forges[0].Kind = forge.KindGitLab
+	if _, err := newForgeRoutes(gh.withDefaults()); err != nil {
+		t.Errorf("a secret shared across routes: %v", err)
 	}
 }
 
