@@ -47,7 +47,9 @@ func parseHead(b string) (AuditHead, error) {
 	return AuditHead{Seq: seq, Hash: hash}, nil
 }
 
-func formatHead(h AuditHead) string { return strconv.FormatInt(h.Seq, 10) + ":" + hex.EncodeToString(h.Hash) }
+func formatHead(h AuditHead) string {
+	return strconv.FormatInt(h.Seq, 10) + ":" + hex.EncodeToString(h.Hash)
+}
 
 func chainHash(key, prev []byte, seq int64, at, actorKind, actorID, action, name, scope string, version int, outcome, detail string) []byte {
 	return macChain(key, prev, strconv.FormatInt(seq, 10), at, actorKind, actorID, action, name, scope, strconv.Itoa(version), outcome, detail)
