@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -65,40 +64,35 @@ repos:
 	start := func(name, role string) *cluster.Role {
 		return cluster.StartRole(t, filepath.Join(dir, name), cluster.RoleOptions{Name: name, Role: role, NATS: nats.URL, Config: cfg})
 	}
-	procs := []*cluster.Role{start("ingress", "ingress"), start("scheduler", "scheduler"), start("worker-1", "worker"), start("worker-2", "worker")}
-	ingress, workers := procs[0], procs[2:]
-	fmt.Fprintf(w, "dispatch: %d tasks, %d-file repository, external nats-server (1 node), 1 ingress, 1 scheduler, 2 workers (concurrency %d each)\n",
-		n, files, concurrency)
-
-	// Warm both workers' mirrors: pairs of tasks until each worker has
-	// started an agent (its mirror is warm once the worktree is provisioned).
-	warmed := map[string]bool{}
-	var warmIDs []string
-	for i := 0; len(warmed) < len(workers); i += 2 {
-		if i >= 40 || ctx.Err() != nil {
-			t.Fatalf("could not warm both workers' mirrors (warmed: %v)", warmed)
+	// Warm each worker's mirror with one task while it is the only worker
+	// (JetStream may hand every early task to one puller): worker-1 alone,
+	// then worker-2 alone, then both.
+	ingress, sched := start("ingress", "ingress"), start("scheduler", "scheduler")
+	w1 := start("worker-1", "worker")
+	warm := func(wk *cluster.Role, k int) {
+		id, _, err := ingress.API.CreateTask(ctx, origin, "warm up", "script", fmt.Sprintf("warm-%d", k))
+		if err != nil {
+			t.Fatalf("warm-up task: %v\n%s", err, ingress.Tail(3000))
 		}
-		var pair []string
-		for k := range 2 {
-			id, _, err := ingress.API.CreateTask(ctx, origin, "warm up", "script", fmt.Sprintf("warm-%d", i+k))
-			if err != nil {
-				t.Fatalf("warm-up task: %v\n%s", err, ingress.Tail(3000))
-			}
-			pair = append(pair, id)
-		}
-		warmIDs = append(warmIDs, pair...)
-		for _, id := range pair {
-			waitAgent(ctx, t, agent, id)
-		}
+		waitAgent(ctx, t, agent, id)
 		for _, s := range agent.Started() {
-			for _, wk := range workers {
-				if slices.Contains(pair, s.TaskID) && wk.Ran(s) {
-					warmed[wk.Name] = true
-				}
+			if s.TaskID == id && !wk.Ran(s) {
+				t.Fatalf("warm-up task %s ran outside %s (in %s)", id, wk.Name, s.Dir)
 			}
 		}
+		waitRest(ctx, t, ingress, []string{id}, 10*time.Second)
 	}
-	waitRest(ctx, t, ingress, warmIDs, 10*time.Second)
+	warm(w1, 1)
+	if err := w1.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w2 := start("worker-2", "worker")
+	warm(w2, 2)
+	w1.Start(t)
+	procs := []*cluster.Role{ingress, sched, w1, w2}
+	workers := procs[2:]
+	fmt.Fprintf(w, "dispatch: %d tasks, %d-file repository, external nats-server (1 node), 1 ingress, 1 scheduler, 2 workers (concurrency %d each), mirrors warm\n",
+		n, files, concurrency)
 
 	cpu0 := map[string]time.Duration{}
 	for _, p := range procs {
@@ -182,6 +176,13 @@ repos:
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p50, p95 := lat[len(lat)/2], lat[len(lat)*95/100]
 	fmt.Fprintf(w, "all %d agents started %s after the first post; outcomes: %s\n", n, allStarted.Round(time.Millisecond), states)
+	shown := 0
+	for _, id := range ids {
+		if tk, err := ingress.API.Task(ctx, id); err == nil && tk.State == "failed" && shown < 3 {
+			fmt.Fprintf(w, "failed: %s reason %q error %q\n", id, tk.Reason, tk.Error)
+			shown++
+		}
+	}
 	if fallback > 0 {
 		fmt.Fprintf(w, "(%d tasks unknown to the ingress API: their 202 time stands in for created_at)\n", fallback)
 	}
