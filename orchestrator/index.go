@@ -37,7 +37,9 @@ type follower struct {
 // A second call while the first runs does nothing.
 func (s *Store) Follow(ctx context.Context, recs *Records) {
 	s.follow.once.Do(func() {
+		s.follow.mu.Lock()
 		s.follow.changed = make(chan struct{})
+		s.follow.mu.Unlock()
 		go s.runFollow(ctx, recs)
 	})
 }
@@ -115,7 +117,10 @@ func (s *Store) advance(seq uint64) {
 // CatchUp waits (up to d) until the index holds every record revision
 // written before the call, so that a list right after a write sees it.
 func (s *Store) CatchUp(ctx context.Context, recs *Records, d time.Duration) error {
-	if s.follow.changed == nil {
+	s.follow.mu.Lock()
+	following := s.follow.changed != nil
+	s.follow.mu.Unlock()
+	if !following {
 		return nil // not following: nothing to wait for
 	}
 	info, err := recs.stream.Info(ctx)

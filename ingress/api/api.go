@@ -310,6 +310,10 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// The queue's length comes from the index, caught up first.
+	if err := s.store.CatchUp(r.Context(), s.bus.Records(), 2*time.Second); err != nil {
+		s.cfg.Logger.Warn("queue length from a lagging index", "err", err)
+	}
 	counts, err := s.store.CountByState(r.Context())
 	if err != nil {
 		s.fail(w, err)
@@ -540,6 +544,11 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 func (s *Server) task(ctx context.Context, id string) (orchestrator.Task, error) {
 	t, err := s.bus.Records().Task(ctx, id)
 	if err == nil && t.State == orchestrator.StateQueued {
+		// The queue position comes from the index: let it catch up with
+		// the authority first (a task created a moment ago is in it).
+		if err := s.store.CatchUp(ctx, s.bus.Records(), 2*time.Second); err != nil {
+			s.cfg.Logger.Warn("queue position from a lagging index", "err", err)
+		}
 		t.Position, _ = s.store.Position(ctx, t)
 	}
 	return t, err
