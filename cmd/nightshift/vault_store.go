@@ -29,7 +29,11 @@ func openVault(ctx context.Context, db *sql.DB, js jetstream.JetStream, replicas
 	if js == nil {
 		return vault.Open(ctx, db, keys, cfg)
 	}
-	st, err := natsstore.New(ctx, js, natsstore.Config{Replicas: replicas})
+	var st *natsstore.Store
+	err := whenJetStreamReady(ctx, logger, "the vault's bucket", func() (err error) {
+		st, err = natsstore.New(ctx, js, natsstore.Config{Replicas: replicas})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +95,12 @@ func (s *server) openIdentities(ctx context.Context, p identity.Provider, cfg id
 	if s.shared == nil {
 		return identity.NewService(ctx, s.db, p, cfg)
 	}
-	return identity.NewKVService(ctx, s.shared, p, identity.KVConfig{Replicas: s.replicas}, cfg)
+	var ids *identity.Service
+	err := whenJetStreamReady(ctx, s.log, "the identities' bucket", func() (err error) {
+		ids, err = identity.NewKVService(ctx, s.shared, p, identity.KVConfig{Replicas: s.replicas}, cfg)
+		return err
+	})
+	return ids, err
 }
 
 // openLocalProvider returns the built-in identity provider over the same
@@ -101,9 +110,15 @@ func (s *server) openLocalProvider(cfg local.Config) (*local.Provider, error) {
 	if s.shared == nil {
 		return local.New(s.db, cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return local.NewKV(ctx, s.shared, local.KVConfig{Replicas: s.replicas}, cfg)
+	var p *local.Provider
+	err := whenJetStreamReady(context.Background(), s.log, "the local identity provider's bucket", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var err error
+		p, err = local.NewKV(ctx, s.shared, local.KVConfig{Replicas: s.replicas}, cfg)
+		return err
+	})
+	return p, err
 }
 
 // openCLIVault opens the vault the vault commands work on: the data dir's
@@ -144,7 +159,11 @@ func openCLIVault(ctx context.Context, a *app, db *sql.DB, natsURL string, keys 
 // posting a second. What a single-process server kept in its SQLite is
 // carried over once.
 func (s *server) openReports(ctx context.Context, js jetstream.JetStream, logger *slog.Logger) (*notify.Store, error) {
-	st, err := notify.NewKVStore(ctx, js, notify.KVConfig{Replicas: s.replicas})
+	var st *notify.Store
+	err := whenJetStreamReady(ctx, logger, "the reporters' bucket", func() (err error) {
+		st, err = notify.NewKVStore(ctx, js, notify.KVConfig{Replicas: s.replicas})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -156,4 +175,39 @@ func (s *server) openReports(ctx context.Context, js jetstream.JetStream, logger
 		logger.Info("report state carried over to NATS", "records", n)
 	}
 	return st, nil
+}
+
+// whenJetStreamReady runs fn (creating a bucket or stream) until it
+// succeeds, retrying for up to two minutes while JetStream answers that it
+// cannot place it yet (a cluster still electing leaders or with a peer
+// offline) or does not answer in time. Other errors return at once.
+func whenJetStreamReady(ctx context.Context, logger *slog.Logger, what string, fn func() error) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !transientJetStream(err) || time.Now().After(deadline) {
+			return err
+		}
+		logger.Warn("waiting for NATS JetStream", "for", what, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+func transientJetStream(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case 10005, // no suitable peers for placement
+			10008, // JetStream cluster not available
+			10023: // insufficient resources (a peer catching up)
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
