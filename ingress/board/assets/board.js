@@ -43,7 +43,41 @@
         meta,
         el("div", { class: "foot" },
           el("span", { class: "badge s-" + t.state }, NS.stateLabel(t.state)),
+          approveButton(t),
           el("code", { class: "muted", title: t.id }, t.id.slice(0, 8)))));
+  }
+
+  // fillPlans fetches the tasks waiting for input that the snapshot lists
+  // without their mode (the task index does not keep it), so that a plan
+  // waiting for review gets its Approve button.
+  async function fillPlans() {
+    for (const t of [...tasks.values()]) {
+      if (t.state !== "needs_input" || t.mode !== undefined) continue;
+      try {
+        const full = await NS.api("/api/v1/tasks/" + encodeURIComponent(t.id));
+        const now = tasks.get(t.id);
+        if (now && now.updated_at === t.updated_at) { tasks.set(t.id, Object.assign({}, now, full)); render(); }
+      } catch (_) { /* the card stays without a button */ }
+    }
+  }
+
+  // approveButton is the Approve button of a plan card waiting for review,
+  // or null: a click posts /approve as the task's message.
+  function approveButton(t) {
+    if (!NS.planForReview(t)) return null;
+    const label = "Approve plan of task " + t.id.slice(0, 8);
+    return el("button", { type: "button", class: "approve", "aria-label": label, title: label, onclick: async e => {
+      const b = e.currentTarget;
+      b.disabled = true;
+      try {
+        await NS.approvePlan(t.id);
+        b.textContent = "Approved";
+      } catch (err) {
+        b.disabled = false;
+        b.title = "Approval failed: " + err.message;
+        announce.textContent = "Approval failed: " + err.message;
+      }
+    } }, "Approve");
   }
 
   function visible(t) {
@@ -90,6 +124,7 @@
       ready = true;
       document.body.dataset.ready = "true";
       render();
+      fillPlans();
     });
     es.addEventListener("task", ev => {
       const e = JSON.parse(ev.data);

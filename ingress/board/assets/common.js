@@ -164,5 +164,17 @@ const NS = (() => {
 
   document.addEventListener("DOMContentLoaded", showWho);
 
-  return { api, getSession, el, column, active, trigger, safeURL, repoName, duration, elapsed, tokens, compact, prLabel, stateLabel };
+  // planForReview reports whether t is a proposed plan waiting for a
+  // person's approval (mode plan, needs input, a plan, not approved yet).
+  function planForReview(t) { return !!t && t.mode === "plan" && t.state === "needs_input" && !t.plan_approved && !!t.plan; }
+
+  // approvePlan approves t's plan the way an /approve comment does: it
+  // posts "/approve" as the task's message; the change run starts with the
+  // plan in its prompt.
+  function approvePlan(id) {
+    return api("/api/v1/tasks/" + encodeURIComponent(id) + "/messages", { method: "POST", body: { text: "/approve" } });
+  }
+
+  return { api, getSession, el, column, active, trigger, safeURL, repoName, duration, elapsed, tokens, compact, prLabel, stateLabel,
+    planForReview, approvePlan };
 })();

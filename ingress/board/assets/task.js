@@ -21,7 +21,7 @@
     task.state = r.state;
     task.updated_at = r.at || task.updated_at;
     const p = r.patch || {};
-    for (const k of ["identity", "usage", "commit", "pr_url", "review", "error", "reason", "diff", "answer"]) if (p[k] !== undefined) task[k] = p[k];
+    for (const k of ["identity", "usage", "commit", "pr_url", "review", "error", "reason", "diff", "answer", "plan"]) if (p[k] !== undefined) task[k] = p[k];
     if (r.run) task.run = r.run;
     task.question = r.state === "needs_input" ? (p.question || task.question) : "";
   }
@@ -63,7 +63,15 @@
     $("question-box").hidden = !asking;
     $("question").textContent = asking ? t.question : "";
     $("btn-answer").disabled = !canAct;
+    renderApprove(t);
     if (ident.id && ident.id !== inboxFor) loadInbox();
+  }
+
+  // renderApprove shows the Approve plan button while the task's plan
+  // waits for review.
+  function renderApprove(t) {
+    $("approve-box").hidden = !NS.planForReview(t);
+    $("btn-approve").disabled = !canAct;
   }
 
   function logLine(cls, stream, at, text) {
@@ -152,6 +160,7 @@
   btnCancel.addEventListener("click", () => act("/cancel", null, "Cancel"));
   btnRetry.addEventListener("click", () => act("/retry", null, "Retry"));
   $("btn-inbox").addEventListener("click", loadInbox);
+  $("btn-approve").addEventListener("click", () => act("/messages", { text: "/approve" }, "Approval"));
   $("followup").addEventListener("submit", async e => {
     e.preventDefault();
     const ta = $("followup-text");
