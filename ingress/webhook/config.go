@@ -60,6 +60,10 @@ type Config struct {
 	// pull request) that waits for an answer to its agent's question, or
 	// orchestrator.ErrNotFound. Nil: comments never answer questions.
 	Waiting func(ctx context.Context, repo string, target orchestrator.Target) (string, error)
+	// Observer takes the deliveries that start no built-in work but that
+	// an enabled automation matches (see observe.go). Nil: New follows the
+	// automations bucket itself (automation.NewObserver).
+	Observer Observer
 
 	// Clock returns the current time (default time.Now).
 	Clock func() time.Time

@@ -20,6 +20,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/nightshift/nightshift/orchestrator"
+	"github.com/nightshift/nightshift/orchestrator/automation"
 	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
@@ -121,6 +122,14 @@ func New(js jetstream.JetStream, pub Publisher, cfg Config) (*Handler, error) {
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: register metrics: %w", err)
+	}
+	if cfg.Observer == nil {
+		// Follows the automations for the life of the connection.
+		obs, err := automation.NewObserver(context.WithoutCancel(ctx), js, st.CachedInfo().Config.Replicas, cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+		cfg.Observer = obs
 	}
 	return &Handler{
 		cfg:        cfg,
@@ -324,7 +333,11 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if delivery == "" {
 		delivery = bodyHashID(body)
 	}
-	return h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+	if err == nil && res.outcome == outcomeIgnored {
+		return h.observe(ctx, delivery, body, observeGitHub(event, body, h.forge), res)
+	}
+	return res, err
 }
 
 // serveGitLab handles POST /hooks/gitlab.

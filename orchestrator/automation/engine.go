@@ -97,6 +97,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := ensureObservedStream(ctx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
 	e := &Engine{js: js, kv: k, cfg: cfg, log: cfg.Logger.With("component", "automation"), defs: map[string]*entry{}}
 	e.m = &metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nightshift_automation_runs_total",
@@ -374,11 +377,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create automation outcomes consumer: %w", err)
 	}
+	// Events no built-in trigger took that an automation matched when
+	// the webhook received them (see Observer).
+	observed, err := e.js.CreateOrUpdateConsumer(ctx, ObservedStream, jetstream.ConsumerConfig{
+		Durable: "automations", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubject: observedPrefix + ">", MaxAckPending: 64,
+	})
+	if err != nil {
+		return fmt.Errorf("create automation observed-events consumer: %w", err)
+	}
 	var wg sync.WaitGroup
 	for _, c := range []struct {
 		cons jetstream.Consumer
 		fn   func(context.Context, jetstream.Msg)
-	}{{events, e.handleEvent}, {states, e.handleState}} {
+	}{{events, e.handleEvent}, {observed, e.handleEvent}, {states, e.handleState}} {
 		cc, err := c.cons.Consume(func(m jetstream.Msg) { c.fn(context.WithoutCancel(ctx), m) })
 		if err != nil {
 			return fmt.Errorf("consume: %w", err)

@@ -142,8 +142,7 @@ func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int, rete
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&k.defs, jetstream.KeyValueConfig{Bucket: DefinitionsBucket, History: versions, Replicas: replicas,
-			Description: "Nightshift automations, one key per automation; history = versions"}},
+		{&k.defs, defsConfig(replicas)},
 		{&k.state, jetstream.KeyValueConfig{Bucket: StateBucket, Replicas: replicas,
 			Description: "Nightshift automation guard rails"}},
 		{&k.runs, jetstream.KeyValueConfig{Bucket: RunsBucket, Replicas: replicas, TTL: retention,
@@ -159,6 +158,11 @@ func openBuckets(ctx context.Context, js jetstream.JetStream, replicas int, rete
 		return kvs{}, err
 	}
 	return k, nil
+}
+
+func defsConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: DefinitionsBucket, History: versions, Replicas: max(replicas, 1),
+		Description: "Nightshift automations, one key per automation; history = versions"}
 }
 
 // moveRuns moves the runs, task index and read marks that engines before

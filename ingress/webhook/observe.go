@@ -1,0 +1,128 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/nightshift/nightshift/orchestrator"
+)
+
+// Observer takes the verified deliveries that start no built-in work but
+// that an enabled automation may want (a bug label, a pull request
+// opened). automation.Observer is the implementation: it stores the event
+// on a stream only the automation engines read, so an observed event never
+// starts built-in work; who may trigger the automation is its own allow
+// rule.
+type Observer interface {
+	// Observes reports whether an enabled automation's on + where match ev.
+	Observes(ev *orchestrator.Event) bool
+	// Publish stores ev (Nats-Msg-Id = ev.DeliveryID) and returns after
+	// the PubAck; orchestrator.ErrDuplicate for a delivery already stored.
+	Publish(ctx context.Context, ev *orchestrator.Event) error
+}
+
+// observed is an event normalized for automations, with what the webhook
+// checks before it passes it on.
+type observed struct {
+	ev *orchestrator.Event
+	// repo is the repository as the deny lists name it (github.com/o/n).
+	repo string
+}
+
+// observe passes an ignored delivery's event (nil: none) to the Observer
+// when an automation matches it: the answer is then the contract's 202
+// (200 duplicate for a redelivery). Bots, Nightshift itself and denied
+// logins are dropped first, as for the built-in triggers; otherwise the
+// automation's allow rule decides. Any other case keeps the ignored answer.
+func (h *Handler) observe(reqCtx context.Context, delivery string, raw []byte, o *observed, ignoredRes result) (result, error) {
+	if o == nil || h.cfg.Observer == nil {
+		return ignoredRes, nil
+	}
+	ev := o.ev
+	if ev.Actor.IsBot || remoteOnly(ev.Repo, ev.Target.HeadRepo) != "" {
+		return ignoredRes, nil
+	}
+	if ref := h.authz.basic(o.repo, ev.Actor); ref != nil && ref.code != refuseNoAuthor {
+		return ignoredRes, nil
+	}
+	now := h.cfg.Clock().UTC()
+	ev.DeliveryID = delivery
+	ev.ID = eventID(now, ev.Source, delivery)
+	ev.ReceivedAt = now
+	ev.IdempotencyKey = string(ev.Source) + ":observed:" + delivery
+	if len(raw) <= h.cfg.MaxRaw {
+		ev.Raw = json.RawMessage(raw)
+	}
+	if !h.cfg.Observer.Observes(ev) {
+		return ignoredRes, nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), storeTimeout)
+	defer cancel()
+	switch err := h.cfg.Observer.Publish(ctx, ev); {
+	case errors.Is(err, orchestrator.ErrDuplicate):
+		return result{outcome: outcomeDuplicate, ev: ev}, nil
+	case err != nil:
+		return result{}, errors.Join(ErrUnavailable, err)
+	}
+	h.log.Debug("delivery observed for automations", slog.String("source", string(ev.Source)), slog.String("kind", ev.Kind),
+		slog.String("delivery_id", delivery), slog.String("ignored", ignoredRes.reason))
+	return result{outcome: outcomeAccepted, ev: ev}, nil
+}
+
+// observeGitHub normalizes any GitHub delivery with a repository for
+// automations, or returns nil. Its kind is issue.<action> for issues
+// (issue.labeled, issue.opened), pr.<action> for pull_request (pr.opened),
+// and <event>.<action> otherwise (issue_comment.created, push,
+// release.published); target, actor and instruction are filled where the
+// payload has them, and raw keeps the whole payload.
+func observeGitHub(event string, body []byte, opt forgeOptions) *observed {
+	var p ghPayload
+	if jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Repository == nil {
+		return nil
+	}
+	owner, name, repo, ok := githubRepo(opt, p.Repository.FullName)
+	if !ok {
+		return nil
+	}
+	kind := event
+	switch event {
+	case "issues":
+		kind = "issue"
+	case "pull_request":
+		kind = "pr"
+	}
+	if p.Action != "" {
+		kind += "." + p.Action
+	}
+	ev := &orchestrator.Event{Source: orchestrator.SourceGitHub, Kind: kind, Repo: repo, RawEvent: event, Actor: ghActor(p.Sender, "")}
+	switch {
+	case p.Comment != nil:
+		ev.Actor = ghActor(p.Comment.User, p.Comment.AuthorAssociation)
+		ev.Instruction = strings.TrimSpace(p.Comment.Body)
+		ev.Target.CommentID = p.Comment.ID
+	case p.Review != nil:
+		ev.Actor = ghActor(p.Review.User, p.Review.AuthorAssociation)
+		ev.Instruction = strings.TrimSpace(p.Review.Body)
+	case p.Issue != nil:
+		ev.Instruction = strings.TrimSpace(p.Issue.Title + "\n\n" + p.Issue.Body)
+	}
+	switch {
+	case p.PullRequest != nil && p.PullRequest.Number != 0:
+		setPR(&ev.Target, p.PullRequest, opt)
+	case p.Issue != nil && p.Issue.Number != 0:
+		ev.Target.Type, ev.Target.Number, ev.Target.URL = "issue", p.Issue.Number, p.Issue.HTMLURL
+		if p.Issue.PullRequest != nil {
+			ev.Target.Type = "pull_request"
+		}
+	}
+	if p.Comment != nil && p.Comment.HTMLURL != "" {
+		ev.Target.URL = p.Comment.HTMLURL
+	}
+	return &observed{ev: ev, repo: "github.com/" + owner + "/" + name}
+}
