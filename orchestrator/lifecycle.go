@@ -51,7 +51,7 @@ func (s *Scheduler) routeToOwner(ctx context.Context, ev *Event) (handled bool, 
 }
 
 func (s *Scheduler) followUpOwner(ctx context.Context, t Task, ev *Event) error {
-	added, _, err := s.recs.AddFollowUp(ctx, t.ID, ev.IdempotencyKey, ev.Instruction, ev.Actor.Login)
+	added, _, err := s.recs.AddFollowUpEvent(ctx, t.ID, ev)
 	if err != nil {
 		return fmt.Errorf("store follow-up of task %s: %w", t.ID, err)
 	}

@@ -364,7 +364,7 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 			if owner != "" && owner != id {
 				t, err := r.Task(ctx, owner)
 				if err == nil && !closedForFollowUps(t.State) {
-					added, t, err := r.AddFollowUp(ctx, owner, ev.IdempotencyKey, ev.Instruction, ev.Actor.Login)
+					added, t, err := r.AddFollowUpEvent(ctx, owner, ev)
 					if err != nil {
 						return CreateResult{}, err
 					}
@@ -473,6 +473,16 @@ func (r *Records) read(ctx context.Context, key string) ([]byte, uint64, error) 
 // redelivered event adds nothing); when the task rests, the same write
 // queues the run that takes it. added is false for a known key.
 func (r *Records) AddFollowUp(ctx context.Context, id, key, text, actor string) (bool, Task, error) {
+	return r.addFollowUp(ctx, id, key, Message{Text: text, Actor: actor, Kind: KindTaskMessage})
+}
+
+// AddFollowUpEvent is AddFollowUp for an event (its kind kept on the
+// message, so the run knows a CI failure from a review comment).
+func (r *Records) AddFollowUpEvent(ctx context.Context, id string, ev *Event) (bool, Task, error) {
+	return r.addFollowUp(ctx, id, ev.IdempotencyKey, Message{Text: ev.Instruction, Actor: ev.Actor.Login, Kind: ev.Kind})
+}
+
+func (r *Records) addFollowUp(ctx context.Context, id, key string, m Message) (bool, Task, error) {
 	added := false
 	rec, _, err := r.update(ctx, id, func(rec *Record) error {
 		added = false
@@ -483,7 +493,8 @@ func (r *Records) AddFollowUp(ctx context.Context, id, key, text, actor string) 
 			rec.addKey(key)
 		}
 		rec.NextMsg++
-		rec.Messages = append(rec.Messages, Message{ID: rec.NextMsg, Text: text, Actor: actor, CreatedAt: r.now().UTC()})
+		m.ID, m.CreatedAt = rec.NextMsg, r.now().UTC()
+		rec.Messages = append(rec.Messages, m)
 		added = true
 		return r.wakeLocked(rec)
 	})
