@@ -137,8 +137,9 @@ type (
 //     its jobs), and workflow_run completed with conclusion failure or
 //     timed_out: ci.failed, capped per pull request (or branch, or commit);
 //   - pull_request closed: pr.merged or pr.closed, which end the task that
-//     owns the pull request; pull_request_rejected (changes requested with
-//     a text) is pr.feedback.
+//     owns the pull request; a review requesting changes
+//     (pull_request_rejected) or commenting with a text
+//     (pull_request_comment) is pr.feedback.
 type GiteaSource struct{}
 
 var _ Source = GiteaSource{}
@@ -256,7 +257,7 @@ func (GiteaSource) resolveCommit(ctx context.Context, d forge.Driver, r forge.Re
 // giteaEvents are the X-Gitea-Event values Nightshift decodes.
 var giteaEvents = map[string]bool{
 	"issue_comment": true, "issues": true, "pull_request": true, "status": true,
-	"workflow_run": true, "pull_request_rejected": true,
+	"workflow_run": true, "pull_request_rejected": true, "pull_request_comment": true,
 }
 
 // normalizeGitea turns one Gitea delivery (event is X-Gitea-Event,
@@ -288,7 +289,7 @@ func normalizeGitea(event, eventType string, body []byte, opt SourceOptions) (So
 		return g.labeled(eventType)
 	case "pull_request":
 		return g.pullRequest()
-	case "pull_request_rejected":
+	case "pull_request_rejected", "pull_request_comment":
 		return g.review()
 	case "status":
 		return g.status()
@@ -487,9 +488,11 @@ func (g giteaNorm) pullRequest() (SourceResult, error) {
 	return SourceResult{Event: ev}, nil
 }
 
-// review is a review requesting changes: feedback for the task that owns
-// the pull request. Gitea's review hook carries no review id, so its key
-// is the pull request, its head and a digest of the text.
+// review is a submitted review: requesting changes (X-Gitea-Event
+// pull_request_rejected), or commenting with a text (pull_request_comment,
+// Gitea's name for a review comment): feedback for the task that owns the
+// pull request. Gitea's review hook carries no review id, so its key is
+// the pull request, its head, the reviewer and a digest of the text.
 func (g giteaNorm) review() (SourceResult, error) {
 	p := g.p
 	pr := p.PullRequest
@@ -506,13 +509,23 @@ func (g giteaNorm) review() (SourceResult, error) {
 	if p.Review != nil {
 		text = strings.TrimSpace(p.Review.Content)
 	}
+	what := "changes requested"
+	if g.event == "pull_request_comment" {
+		if text == "" {
+			return gtIgnored("review comment without a text"), nil
+		}
+		what = "comment"
+	}
+	if strings.Contains(text, nightshiftMark) {
+		return gtIgnored("review by nightshift itself"), nil
+	}
 	ev := g.newEvent(orchestrator.KindPRFeedback, p.Sender)
 	g.setPR(&ev.Target, pr)
 	login := ""
 	if p.Sender != nil {
 		login = p.Sender.Login
 	}
-	ev.Instruction = fmt.Sprintf("Review (changes requested) from @%s:\n\n%s", login,
+	ev.Instruction = fmt.Sprintf("Review (%s) from @%s:\n\n%s", what, login,
 		firstNonEmpty(text, "Changes were requested; address the review's comments."))
 	sum := sha256.Sum256([]byte(text))
 	ev.IdempotencyKey = fmt.Sprintf("gitea:review:%s#%d:%s:%s:%s", p.Repository.FullName, pr.Number, ev.Target.HeadSHA,

@@ -176,6 +176,10 @@ func TestGiteaLiveDeliveries(t *testing.T) {
 			return s.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/pulls/%d/reviews", owner, name, pr), "alice",
 				map[string]any{"event": "REQUEST_CHANGES", "body": "Use a heading, not bold."}, nil)
 		}, check: wantEvent(orchestrator.KindPRFeedback, AuthComment, "pull_request", "Review (changes requested) from @alice:\n\nUse a heading, not bold.")},
+		{name: "pull_request_comment.reviewed", typ: "pull_request_review_comment", do: func(ctx context.Context) error {
+			return s.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/pulls/%d/reviews", owner, name, pr), "alice",
+				map[string]any{"event": "COMMENT", "body": "Nit: end the file with a newline."}, nil)
+		}, check: wantEvent(orchestrator.KindPRFeedback, AuthComment, "pull_request", "Review (comment) from @alice:\n\nNit: end the file with a newline.")},
 		{name: "workflow_run.completed.failure", typ: "workflow_run", do: func(ctx context.Context) error {
 			// A workflow on the pull request's branch; the stand-in runner
 			// fails its jobs (the push run and the pull request run).
