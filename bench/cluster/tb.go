@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -23,6 +24,9 @@ func Main(log io.Writer, keep bool, f func(t testing.TB)) (err error) {
 	defer func() {
 		r := recover()
 		tb.runCleanups()
+		if binPath != "" {
+			os.RemoveAll(filepath.Dir(binPath)) // the nightshift binary Main's run built
+		}
 		if keep {
 			fmt.Fprintf(log, "kept %s\n", dir)
 		} else {
