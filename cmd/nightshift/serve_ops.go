@@ -263,8 +263,12 @@ func registerBusMetrics(reg prometheus.Registerer, bus *orchestrator.Bus) {
 // processes create the same streams and buckets at the same moment (and
 // JetStream answers only one of them), a start can time out in any
 // component that keeps state in JetStream. Each try is closed whole before
-// the next; other errors end the start at once.
+// the next; other errors end the start at once, and so does any error with
+// the embedded server, which has no cluster to wait for.
 func startServerWaiting(ctx context.Context, a *app, cfg *config.Config, o serveOptions, logger *slog.Logger) (*server, error) {
+	if cfg.NATS.URL == "" {
+		return startServer(ctx, a, cfg, o, logger)
+	}
 	wait := time.Second
 	for attempt := 1; ; attempt++ {
 		s, err := startServer(ctx, a, cfg, o, logger)
