@@ -242,5 +242,9 @@ func (h *Handler) serveLinear(ctx context.Context, r *http.Request, body []byte)
 	if d := r.Header.Get("Linear-Delivery"); d != "" {
 		delivery = strings.TrimPrefix(p.WebhookID+":"+d, ":")
 	}
-	return h.accept(ctx, orchestrator.SourceLinear, delivery, body, n)
+	res, err := h.accept(ctx, orchestrator.SourceLinear, delivery, body, n)
+	if err == nil && res.outcome == outcomeIgnored {
+		return h.observe(ctx, delivery, body, observeLinear(p, opt), res)
+	}
+	return res, err
 }

@@ -126,3 +126,38 @@ func observeGitHub(event string, body []byte, opt forgeOptions) *observed {
 	}
 	return &observed{ev: ev, repo: "github.com/" + owner + "/" + name}
 }
+
+// observeLinear normalizes a Linear delivery for automations, or returns
+// nil. Its kind is ticket.<action> for an issue (ticket.create,
+// ticket.update), comment.<action> for a comment, and <type>.<action>
+// (lower case) otherwise; comments by an integration or by the agent user
+// are dropped.
+func observeLinear(p *linPayload, opt linearOptions) *observed {
+	d := p.Data
+	if d == nil || p.Type == "" || p.Action == "" {
+		return nil
+	}
+	var ev *orchestrator.Event
+	switch p.Type {
+	case "Issue":
+		ident := firstNonEmpty(d.Identifier, identifierFromURL(firstNonEmpty(d.URL, p.URL)))
+		ev = &orchestrator.Event{Kind: "ticket." + p.Action, Repo: linearRepo(opt, d.Team, ident),
+			Target:      orchestrator.Target{Type: "ticket", ID: firstNonEmpty(ident, d.ID), URL: firstNonEmpty(d.URL, p.URL)},
+			Instruction: strings.TrimSpace(d.Title + "\n\n" + d.Description)}
+	case "Comment":
+		if d.BotActor != nil {
+			return nil
+		}
+		ident := identifierFromURL(p.URL)
+		ev = &orchestrator.Event{Kind: "comment." + p.Action, Repo: linearRepo(opt, nil, ident),
+			Target:      orchestrator.Target{Type: "ticket", ID: firstNonEmpty(ident, d.IssueID), URL: p.URL},
+			Instruction: strings.TrimSpace(d.Body)}
+	default:
+		ev = &orchestrator.Event{Kind: strings.ToLower(p.Type) + "." + p.Action, Repo: opt.Repo}
+	}
+	ev.Source, ev.RawEvent, ev.Actor = orchestrator.SourceLinear, p.Type+"."+p.Action, linActor(p.Actor, d.User)
+	if a := ev.Actor; opt.AgentUser != "" && (a.Login == opt.AgentUser || strings.EqualFold(a.Name, opt.AgentUser) || d.UserID == opt.AgentUser) {
+		return nil // the agent itself
+	}
+	return &observed{ev: ev, repo: ev.Repo}
+}
