@@ -112,7 +112,9 @@ func (rl *gtRelay) String() string {
 // hook add nothing. A failing commit status on the pull request's head
 // becomes one fix commit on its branch, and so does a failed Gitea Actions
 // run (a stand-in runner speaking Gitea's runner protocol); merging the
-// pull request in Gitea ends the task done.
+// pull request in Gitea ends the task done. A failed Actions run on a
+// person's pull request starts a task whose prompt has the job's log and
+// whose fix lands on that pull request's branch.
 func TestRoundTripGitea(t *testing.T) {
 	requireRoundTrip(t)
 	t.Parallel()
@@ -356,6 +358,57 @@ repos:
 	must(g.Merge(ctx, owner, gtRepo, pr.Number))
 	s.waitState(t, id, 60*time.Second, orchestrator.StateDone)
 	if n := len(s.tasks(t)); n != 1 {
+		t.Fatalf("%d tasks after the merge", n)
+	}
+
+	// A person's pull request fails Gitea Actions: a new task reads the
+	// failed job's log through the Actions API and pushes the fix onto
+	// that pull request's branch.
+	human, err := g.CommitFiles(ctx, owner, gtRepo, "feature/greet", "main", map[string]string{"greet.go": "package main // wip\n"})
+	must(err)
+	var humanPR struct {
+		Number  int    `json:"number"`
+		HTMLURL string `json:"html_url"`
+	}
+	must(g.Do(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/pulls", owner, gtRepo), "alice",
+		map[string]string{"head": "feature/greet", "base": "main", "title": "Greet people", "body": "wip"}, &humanPR))
+	for failed := false; !failed; {
+		_, err := runner.FinishFunc(ctx, func(j giteatest.Job) (string, string) {
+			if j.Event == "pull_request" && j.SHA == human {
+				failed = true
+				return "failure", "Run go test ./...\n--- FAIL: TestGreeting (0.00s)\n    greet_test.go:9: want a friendly greeting\nFAIL"
+			}
+			return "success", "ok"
+		})
+		must(err)
+	}
+	var id2 string
+	waitFor(t, 120*time.Second, "the CI fix task of the person's pull request to rest", func() bool {
+		for _, tk := range s.tasks(t) {
+			if tk.ID != id && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed) {
+				id2 = tk.ID
+				return true
+			}
+		}
+		return false
+	}, func() string { return relay.String() + s.stderr.String() })
+	task2 := s.task(t, id2)
+	if task2.State != orchestrator.StateReview || task2.PRURL != humanPR.HTMLURL {
+		t.Fatalf("CI fix task: %s %s %s, pr_url %s want %s", task2.State, task2.Reason, task2.Error, task2.PRURL, humanPR.HTMLURL)
+	}
+	fixedHuman, err := g.BranchHead(ctx, owner, gtRepo, "feature/greet")
+	must(err)
+	parents, err = g.Parents(ctx, owner, gtRepo, fixedHuman)
+	must(err)
+	if fixedHuman != task2.Commit || len(parents) != 1 || parents[0] != human {
+		t.Fatalf("feature/greet is at %s (parents %v, task commit %s), want one commit on top of %s", fixedHuman, parents, task2.Commit, human)
+	}
+	work, err = g.File(ctx, owner, gtRepo, "WORK.md", "feature/greet")
+	must(err)
+	if !strings.Contains(work, "--- FAIL: TestGreeting") || !strings.Contains(work, `Check "unit-tests": failure`) {
+		t.Fatalf("the CI fix prompt lacks the failed job's log:\n%s", work)
+	}
+	if n := len(s.tasks(t)); n != 2 {
 		t.Fatalf("%d tasks at the end", n)
 	}
 	if cs := progress(); len(cs) != 1 {
