@@ -137,6 +137,8 @@ type haServe struct {
 	data string
 	log  string
 	done chan error
+	// listen is the base URL when the test chose the port (--listen).
+	listen string
 }
 
 // haSpawn starts `nightshift serve` on dir (its nightshift.yaml, data

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +31,10 @@ func haRoles(t *testing.T, bin, natsURL, extraYAML string) (ingress, scheduler, 
 		if err := os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte(withTempRepos(t, haRoleYAML+extraYAML)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return haSpawn(t, bin, dir, "--role", role, "--nats", natsURL)
+		listen := fmt.Sprintf("127.0.0.1:%d", haFreePort(t))
+		s := haSpawn(t, bin, dir, "--role", role, "--nats", natsURL, "--listen", listen)
+		s.listen = "http://" + listen
+		return s
 	}
 	return spawn("ingress"), spawn("scheduler"), spawn("worker")
 }
@@ -80,6 +84,13 @@ func TestRolesWaitForNATS(t *testing.T) {
 		}
 		if log := r.logText(); !strings.Contains(log, "waiting for a NATS server at "+natsURL) {
 			t.Fatalf("a role waiting for NATS does not say so:\n%s", log)
+		}
+		// Waiting, it answers liveness and says it is not ready.
+		if resp, err := http.Get(r.listen + "/healthz"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/healthz of a role waiting for NATS: %v %v", resp, err)
+		}
+		if code, checks := haReadyz(t, r.listen); code != 503 || !strings.Contains(checks["startup"], "starting") {
+			t.Fatalf("/readyz of a role waiting for NATS: %d %v", code, checks)
 		}
 	}
 

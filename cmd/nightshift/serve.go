@@ -136,6 +136,7 @@ type server struct {
 	// work and drain first, while everything they use stays up.
 	workers []func(context.Context) error
 	gate    drainGate
+	front   frontHandler
 	errc    chan error
 	wg      sync.WaitGroup
 	closers []func()
@@ -172,6 +173,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
+	s.serveEarly(logger)
 	all := o.role == "all"
 
 	// NATS: embedded in-process unless a URL is given.
@@ -406,8 +408,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 
 	routes.Ready = s.readyChecks(o.role, cfg.DataDir, bus, store).run
-	s.http = &http.Server{Handler: s.gate.wrap(ingress.NewHandler(routes)), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	s.front.set(s.gate.wrap(ingress.NewHandler(routes)))
 	addr := "http://" + s.ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(addr+"\n"), 0o600); err != nil {
 		return nil, err
@@ -427,11 +428,6 @@ func (s *server) wait(ctx context.Context) error {
 	defer cancel()
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	go func() {
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("http: %w", err)
-		}
-	}()
 	start := func(wg *sync.WaitGroup, ctx context.Context, r func(context.Context) error) {
 		wg.Add(1)
 		go func() {

@@ -290,3 +290,46 @@ func natsTimedOut(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
+
+// frontHandler is what the listener serves: while the server starts (it
+// may wait long for NATS), liveness answers and everything else says it is
+// starting; then the real routes.
+type frontHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (f *frontHandler) set(h http.Handler) { f.h.Store(&h) }
+
+func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := f.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	switch r.URL.Path {
+	case "/healthz":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	case "/readyz":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"checks":{"startup":"starting (see the log for what it waits for)"},"status":"not ready"}` + "\n"))
+	default:
+		w.Header().Set("Retry-After", "5")
+		writeJSONError(w, http.StatusServiceUnavailable, "starting: try again in a moment")
+	}
+}
+
+// serveEarly serves the listener from the start, through s.front, so a
+// server waiting for NATS answers liveness probes and says it is not ready.
+func (s *server) serveEarly(logger *slog.Logger) {
+	s.http = &http.Server{Handler: &s.front, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	srv, ln, errc := s.http, s.ln, s.errc
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case errc <- fmt.Errorf("http: %w", err):
+			default:
+			}
+		}
+	}()
+	s.closers = append(s.closers, func() { srv.Close() })
+}
