@@ -114,7 +114,8 @@ func (rl *gtRelay) String() string {
 // run (a stand-in runner speaking Gitea's runner protocol); merging the
 // pull request in Gitea ends the task done. A failed Actions run on a
 // person's pull request starts a task whose prompt has the job's log and
-// whose fix lands on that pull request's branch.
+// whose fix lands on that pull request's branch; the nightshift label on
+// an issue starts one task on it.
 func TestRoundTripGitea(t *testing.T) {
 	requireRoundTrip(t)
 	t.Parallel()
@@ -408,7 +409,40 @@ repos:
 	if !strings.Contains(work, "--- FAIL: TestGreeting") || !strings.Contains(work, `Check "unit-tests": failure`) {
 		t.Fatalf("the CI fix prompt lacks the failed job's log:\n%s", work)
 	}
-	if n := len(s.tasks(t)); n != 2 {
+
+	// The nightshift label on a new issue starts one task on it, whichever
+	// of the two hooks delivers it.
+	issue2, err := g.CreateIssue(ctx, "alice", owner, gtRepo, "Add a changelog", "Start CHANGELOG.md with this release.")
+	must(err)
+	must(g.AddLabel(ctx, "alice", owner, gtRepo, issue2, "nightshift"))
+	var id3 string
+	waitFor(t, 120*time.Second, "the labelled issue's task to rest", func() bool {
+		for _, tk := range s.tasks(t) {
+			if tk.ID != id && tk.ID != id2 && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed) {
+				id3 = tk.ID
+				return true
+			}
+		}
+		return false
+	}, func() string { return relay.String() + s.stderr.String() })
+	task3 := s.task(t, id3)
+	if task3.State != orchestrator.StateReview || task3.Kind != orchestrator.KindIssueLabeled || task3.Target.Number != issue2 {
+		t.Fatalf("label task: %s %s %s kind %s target %+v", task3.State, task3.Reason, task3.Error, task3.Kind, task3.Target)
+	}
+	work, err = g.File(ctx, owner, gtRepo, "WORK.md", "nightshift/"+id3)
+	must(err)
+	if !strings.Contains(work, "Start CHANGELOG.md with this release.") {
+		t.Fatalf("the label task's prompt lacks the issue:\n%s", work)
+	}
+	for _, d := range relay.deliveries("issue_label") {
+		if d.status != http.StatusAccepted {
+			t.Fatalf("label delivery: %d %s", d.status, d.answer)
+		}
+	}
+	if n := len(relay.deliveries("issue_label")); n != 2 {
+		t.Fatalf("%d label deliveries, want one per hook", n)
+	}
+	if n := len(s.tasks(t)); n != 3 {
 		t.Fatalf("%d tasks at the end", n)
 	}
 	if cs := progress(); len(cs) != 1 {
