@@ -20,8 +20,8 @@ if [ "$NIGHTSHIFT_MODE" = change ]; then cp "$NIGHTSHIFT_PROMPT_FILE" WORK.md; e
 if grep -q 'mention the tests' "$NIGHTSHIFT_PROMPT_FILE"; then echo 'Plan: add a greeting to README.md and mention the tests.'; else echo 'Plan: add a greeting to README.md.'; fi`
 
 // planYAML is the round trip's config with bubblewrap (a plan run needs
-// the worktree mounted read-only), the plan agent, and an automation that
-// plans when a pull request comment asks for it (/plan) and replies there.
+// the worktree mounted read-only), the plan agent, and the README's kind
+// of automation: an issue labeled "plan" gets a plan, posted on the issue.
 func (w *rtWorld) planYAML(t *testing.T) string {
 	t.Helper()
 	path := w.agent(t, "")
@@ -37,22 +37,13 @@ func (w *rtWorld) planYAML(t *testing.T) string {
 	}
 	return y + `
 automations:
-  - name: plan-on-request
-    on: {source: github, kind: pr.feedback}
-    where: [{field: instruction, op: contains, value: "/plan"}]
+  - name: plan-on-label
+    on: {source: github, kind: issue.labeled}
+    where: [{field: label, op: eq, value: plan}]
     agent: script
-    prompt: "{{.Instruction}}"
+    prompt: "Add a greeting to the README ({{.Target.URL}})."
     mode: plan
 `
-}
-
-// prComment is a comment on pull request #1 (issue_comment on an issue
-// that is a pull request) with its own id, author and association.
-func (w *rtWorld) prComment(t *testing.T, id int64, login, association, body string) map[string]any {
-	p := w.answerComment(t, id, login, association, body)
-	issue := p["issue"].(map[string]any)
-	issue["pull_request"] = map[string]any{"url": w.gh.APIURL + "/repos/" + rtOwner + "/" + rtName + "/pulls/1"}
-	return p
 }
 
 // planComments returns the bodies of Nightshift's question comments on #1
@@ -67,15 +58,16 @@ func (w *rtWorld) planComments() []string {
 	return out
 }
 
-// planRequested asks for a plan on pull request #1 and returns the task
-// it starts. The automation engine may still be creating its events
-// consumer (new events only) when the server answers: a request it missed
-// is asked again, as a person would.
+// planRequested labels issue #1 "plan" and returns the task it starts.
+// The automation engine may still be creating its consumer (new events
+// only) when the server answers: a label it missed is added again, as a
+// person would.
 func planRequested(t *testing.T, w *rtWorld, s *testServer) string {
 	t.Helper()
 	for i := range 5 {
-		p := w.prComment(t, 880100+int64(i), rtOwner, "OWNER", "/plan add a greeting to the README")
-		if code, out := postGitHub(t, s, "issue_comment", fmt.Sprintf("d-plan-%d", i), p); code != http.StatusAccepted {
+		p := w.fixture(t, "octokit-webhooks/issues.labeled.json")
+		p["label"].(map[string]any)["name"] = "plan"
+		if code, out := postGitHub(t, s, "issues", fmt.Sprintf("d-plan-%d", i), p); code != http.StatusAccepted {
 			t.Fatalf("plan request: %d %v", code, out)
 		}
 		deadline := time.Now().Add(5 * time.Second)
@@ -90,16 +82,13 @@ func planRequested(t *testing.T, w *rtWorld, s *testServer) string {
 	return ""
 }
 
-// TestRoundTripPlanApprovedOnGitHub: a comment asking for a plan on a pull
-// request starts a plan run (an automation replying where it was asked;
-// a plan on an issue would need a trigger the built-in one does not
-// answer first: see the report);
-// the run cannot write, and its plan is posted on the pull request with
-// how to approve it; the task waits in needs_input. A /approve from
-// someone without write access is not an answer; a plain comment from a
-// collaborator plans again with it; a /approve from a collaborator starts
-// the change run in the same task with the approved plan in its prompt,
-// which pushes onto the pull request.
+// TestRoundTripPlanApprovedOnGitHub: labeling an issue "plan" starts a
+// plan run (an automation replying where it was triggered); the run cannot
+// write, and its plan is posted on the issue with how to approve it; the
+// task waits in needs_input. A /approve from someone without write access
+// is not an answer; a plain comment from a collaborator plans again with
+// it; a /approve from a collaborator starts the change run in the same task
+// with the approved plan in its prompt, which opens a pull request.
 func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 	requireRoundTrip(t)
 	t.Parallel()
@@ -107,8 +96,6 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 		t.Skip("bubblewrap not installed (scripts/test installs it)")
 	}
 	w := newRTWorld(t)
-	head := w.gh.Commit(rtOwner, rtName, "changes", map[string]string{"greet.go": "package main\n"}, "wip")
-	w.gh.AddPR(rtOwner, rtName, 1, "", "changes", "main")
 	s := startTestServer(t, w.planYAML(t))
 	id := planRequested(t, w, s)
 	task := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateFailed, orchestrator.StateReview, orchestrator.StateDone)
@@ -119,16 +106,17 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 	if !strings.Contains(logs, "could not write") || strings.Contains(logs, "WROTE") {
 		t.Fatalf("the plan run could write its worktree:\n%s", logs)
 	}
-	if got := w.gh.RevParse(rtOwner, rtName, "refs/heads/changes"); got != head {
-		t.Fatalf("a plan run pushed to the pull request (%s, was %s)", got, head)
+	branch := "refs/heads/nightshift/" + id
+	if got := w.gh.RevParse(rtOwner, rtName, branch); got != "" {
+		t.Fatalf("a plan run pushed its branch (%s)", got)
 	}
-	waitFor(t, 20*time.Second, "the plan on the pull request", func() bool {
+	waitFor(t, 20*time.Second, "the plan on the issue", func() bool {
 		cs := w.planComments()
 		return len(cs) == 1 && strings.Contains(cs[0], "Plan: add a greeting to README.md.") && strings.Contains(cs[0], "/approve")
 	}, func() string { return fmt.Sprint(w.gh.Comments(rtOwner, rtName, 1)) + "\n" + s.stderr.String() })
 
 	// /approve from someone without write access: not an answer.
-	code, out := postGitHub(t, s, "issue_comment", "d-approve-mallory", w.prComment(t, 880002, "mallory", "NONE", "/approve"))
+	code, out := postGitHub(t, s, "issue_comment", "d-approve-mallory", w.answerComment(t, 880002, "mallory", "NONE", "/approve"))
 	if code != http.StatusOK || out["status"] != "ignored" || !strings.Contains(out["reason"], "not an answer") {
 		t.Fatalf("unauthorized approval: %d %v", code, out)
 	}
@@ -137,7 +125,7 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 	}
 
 	// Feedback from a collaborator: a new plan, posted again.
-	if code, out := postGitHub(t, s, "issue_comment", "d-feedback", w.prComment(t, 880003, rtOwner, "OWNER", "please also mention the tests")); code != http.StatusAccepted {
+	if code, out := postGitHub(t, s, "issue_comment", "d-feedback", w.answerComment(t, 880003, rtOwner, "OWNER", "please also mention the tests")); code != http.StatusAccepted {
 		t.Fatalf("feedback: %d %v", code, out)
 	}
 	waitFor(t, 90*time.Second, "the second plan", func() bool {
@@ -147,7 +135,7 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 	if tk := s.task(t, id); tk.State != orchestrator.StateNeedsInput || tk.PlanApproved || !strings.Contains(tk.Plan, "mention the tests") {
 		t.Fatalf("re-plan: %s approved %v plan %q (%s)", tk.State, tk.PlanApproved, tk.Plan, tk.Error)
 	}
-	waitFor(t, 20*time.Second, "the second plan on the pull request", func() bool {
+	waitFor(t, 20*time.Second, "the second plan on the issue", func() bool {
 		for _, c := range w.planComments() {
 			if strings.Contains(c, "mention the tests") {
 				return true
@@ -155,13 +143,12 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 		}
 		return false
 	}, func() string { return strings.Join(w.planComments(), "\n---\n") })
-	if got := w.gh.RevParse(rtOwner, rtName, "refs/heads/changes"); got != head {
-		t.Fatalf("a re-plan pushed to the pull request (%s, was %s)", got, head)
+	if got := w.gh.RevParse(rtOwner, rtName, branch); got != "" {
+		t.Fatalf("a re-plan pushed its branch (%s)", got)
 	}
 
-	// The approval: the change run of the same task pushes onto the pull
-	// request.
-	if code, out := postGitHub(t, s, "issue_comment", "d-approve", w.prComment(t, 880004, rtOwner, "OWNER", "/approve")); code != http.StatusAccepted {
+	// The approval: the change run of the same task opens a pull request.
+	if code, out := postGitHub(t, s, "issue_comment", "d-approve", w.answerComment(t, 880004, rtOwner, "OWNER", "/approve")); code != http.StatusAccepted {
 		t.Fatalf("approval: %d %v", code, out)
 	}
 	waitFor(t, 90*time.Second, "the change run in review", func() bool {
@@ -169,16 +156,23 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 		return tk.Run == 3 && (tk.State == orchestrator.StateReview || tk.State == orchestrator.StateFailed)
 	}, s.stderr.String)
 	task = s.task(t, id)
-	if task.State != orchestrator.StateReview || !task.PlanApproved || !strings.HasSuffix(task.PRURL, "/pull/1") {
+	if task.State != orchestrator.StateReview || !task.PlanApproved || task.PRURL == "" {
 		logs, _ := s.cli(t, "tasks", "logs", id)
 		t.Fatalf("approved task: %s approved %v pr %q (%s %s)\n%s", task.State, task.PlanApproved, task.PRURL, task.Reason, task.Error, logs)
 	}
-	work := w.gh.Git(rtOwner, rtName, "show", "changes:WORK.md")
+	work := w.gh.Git(rtOwner, rtName, "show", "nightshift/"+id+":WORK.md")
 	if !strings.Contains(work, "Plan: add a greeting to README.md and mention the tests.") {
 		t.Fatalf("the change run did not get the approved plan:\n%s", work)
 	}
-	if readme := w.gh.Git(rtOwner, rtName, "show", "changes:README.md"); !strings.Contains(readme, "tampered") {
+	if readme := w.gh.Git(rtOwner, rtName, "show", "nightshift/"+id+":README.md"); !strings.Contains(readme, "tampered") {
 		t.Fatalf("the change run could not write: README.md = %q", readme)
+	}
+	var opened bool
+	for _, pr := range w.gh.PullRequests(rtOwner, rtName) {
+		opened = opened || pr.GetHead().GetRef() == "nightshift/"+id
+	}
+	if !opened {
+		t.Fatalf("no pull request from nightshift/%s", id)
 	}
 	if n := len(s.tasks(t)); n != 1 {
 		t.Fatalf("%d tasks: the feedback and the approval must not start tasks", n)
@@ -187,7 +181,8 @@ func TestRoundTripPlanApprovedOnGitHub(t *testing.T) {
 
 // TestRoundTripPlanApprovedInSlack: the task's Slack message and the plan
 // in its thread carry an "Approve plan" button; clicking it (a signed
-// block_actions interaction) approves the plan and the change run pushes;
+// block_actions interaction) approves the plan and the change run opens a
+// pull request;
 // afterwards the message has no such button.
 func TestRoundTripPlanApprovedInSlack(t *testing.T) {
 	requireRoundTrip(t)
@@ -196,8 +191,6 @@ func TestRoundTripPlanApprovedInSlack(t *testing.T) {
 		t.Skip("bubblewrap not installed (scripts/test installs it)")
 	}
 	w := newRTWorld(t)
-	w.gh.Commit(rtOwner, rtName, "changes", map[string]string{"greet.go": "package main\n"}, "wip")
-	w.gh.AddPR(rtOwner, rtName, 1, "", "changes", "main")
 	s := startTestServer(t, w.planYAML(t))
 	id := planRequested(t, w, s)
 	if tk := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateFailed); tk.State != orchestrator.StateNeedsInput {
@@ -229,7 +222,7 @@ func TestRoundTripPlanApprovedInSlack(t *testing.T) {
 	if tk := s.task(t, id); tk.State != orchestrator.StateReview || !tk.PlanApproved {
 		t.Fatalf("approved task: %s approved %v (%s %s)", tk.State, tk.PlanApproved, tk.Reason, tk.Error)
 	}
-	if work := w.gh.Git(rtOwner, rtName, "show", "changes:WORK.md"); !strings.Contains(work, "Plan: add a greeting to README.md.") {
+	if work := w.gh.Git(rtOwner, rtName, "show", "nightshift/"+id+":WORK.md"); !strings.Contains(work, "Plan: add a greeting to README.md.") {
 		t.Fatalf("the change run did not get the approved plan:\n%s", work)
 	}
 	waitFor(t, 20*time.Second, "the task message without the button", func() bool {
