@@ -70,7 +70,7 @@ func planRequested(t *testing.T, w *rtWorld, s *testServer) string {
 		if code, out := postGitHub(t, s, "issues", fmt.Sprintf("d-plan-%d", i), p); code != http.StatusAccepted {
 			t.Fatalf("plan request: %d %v", code, out)
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			if ts := s.tasks(t); len(ts) > 0 {
 				return s.onlyTask(t)
