@@ -194,4 +194,3 @@ func firstNonEmpty(s ...string) string {
 	}
 	return ""
 }
-

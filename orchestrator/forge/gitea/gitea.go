@@ -640,4 +640,3 @@ func (d *Driver) Permission(ctx context.Context, r forge.Repo, login string) (fo
 	}
 	return forge.AccessNone, nil
 }
-
