@@ -407,12 +407,11 @@ func (b *Bus) publishLog(ctx context.Context, l LogLine) error {
 		}
 		b.logsMu.Unlock()
 		t.mu.Lock()
-		if t.retired { // FlushLogs let it go meanwhile: take a fresh one
-			t.mu.Unlock()
-			continue
-		}
 		err := t.lineLocked(ctx, l)
 		t.mu.Unlock()
+		if errors.Is(err, errRetired) { // FlushLogs let it go meanwhile: take a fresh one
+			continue
+		}
 		return err
 	}
 }

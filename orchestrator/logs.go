@@ -115,8 +115,13 @@ type TaskLogger struct {
 	bus    *Bus
 	taskID string
 
-	mu      sync.Mutex
-	pending []jetstream.PubAckFuture // in send order
+	// waitMu is held by whoever waits for acknowledgements (Flush, a Line
+	// with too many lines in flight): only its holder takes futures off
+	// pending, so sending (under mu) never waits behind a flush.
+	waitMu sync.Mutex
+	mu     sync.Mutex
+	// pending are the lines in flight, in send order.
+	pending []jetstream.PubAckFuture
 	lost    int
 	first   error // the first loss
 	retired bool  // publishLog's map let it go
@@ -126,6 +131,9 @@ type TaskLogger struct {
 // Line waits for the oldest, so one chatty task cannot fill the
 // connection's window (4096 lines) for all the others.
 const maxTaskLogInFlight = 1024
+
+// errRetired is a line sent to a TaskLogger publishLog let go.
+var errRetired = errors.New("orchestrator: task logger retired")
 
 // TaskLogs returns a log publisher for task id's lines.
 func (b *Bus) TaskLogs(taskID string) *TaskLogger {
@@ -144,19 +152,27 @@ func (t *TaskLogger) Line(ctx context.Context, l LogLine) error {
 	return t.lineLocked(ctx, l)
 }
 
+// lineLocked sends l with mu held; it lets mu go while it waits for room.
 func (t *TaskLogger) lineLocked(ctx context.Context, l LogLine) error {
 	l.TaskID = t.taskID
 	data, err := json.Marshal(l)
 	if err != nil {
 		return err
 	}
-	t.reapLocked()
-	for len(t.pending) >= maxTaskLogInFlight {
-		if err := t.waitOldestLocked(ctx); err != nil {
-			return err
-		}
+	if t.waitMu.TryLock() { // nobody is waiting: drop what is settled
+		t.reapLocked()
+		t.waitMu.Unlock()
 	}
 	for {
+		if t.retired {
+			return errRetired
+		}
+		if len(t.pending) >= maxTaskLogInFlight {
+			if err := t.waitOldestUnlocked(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		f, err := t.bus.js.PublishAsync(LogSubject(t.taskID), data)
 		if err == nil {
 			t.pending = append(t.pending, f)
@@ -169,58 +185,93 @@ func (t *TaskLogger) lineLocked(ctx context.Context, l LogLine) error {
 		// Other tasks' lines fill the connection's window: wait for one
 		// of ours, or a moment, rather than drop this one.
 		if len(t.pending) > 0 {
-			if err := t.waitOldestLocked(ctx); err != nil {
+			if err := t.waitOldestUnlocked(ctx); err != nil {
 				return err
 			}
 			continue
 		}
+		t.mu.Unlock()
 		select {
 		case <-ctx.Done():
+			t.mu.Lock()
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
+		t.mu.Lock()
 	}
 }
 
-// Flush waits until every line sent so far is stored or counted lost, or
-// ctx ends; without a deadline on ctx it waits at most LogAckTimeout plus
-// a margin. It returns an error when ctx ended first or when lines were
-// lost.
+// waitOldestUnlocked lets mu go, waits for the oldest line in flight, and
+// takes mu again.
+func (t *TaskLogger) waitOldestUnlocked(ctx context.Context) error {
+	t.mu.Unlock()
+	defer t.mu.Lock()
+	t.waitMu.Lock()
+	defer t.waitMu.Unlock()
+	_, err := t.settleOldest(ctx)
+	return err
+}
+
+// Flush waits until every line sent before it is stored or counted lost,
+// or ctx ends; without a deadline on ctx it waits at most LogAckTimeout
+// plus a margin. It returns an error when ctx ended first or when lines
+// were lost.
 func (t *TaskLogger) Flush(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.bus.logAckTimeout+5*time.Second)
 		defer cancel()
 	}
+	t.waitMu.Lock()
+	defer t.waitMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	for len(t.pending) > 0 {
-		if err := t.waitOldestLocked(ctx); err != nil {
-			return fmt.Errorf("log lines of task %s not all stored (%d waiting): %w", t.taskID, len(t.pending), err)
+	n := len(t.pending)
+	t.mu.Unlock()
+	for ; n > 0; n-- {
+		if _, err := t.settleOldest(ctx); err != nil {
+			t.mu.Lock()
+			waiting := len(t.pending)
+			t.mu.Unlock()
+			return fmt.Errorf("log lines of task %s not all stored (%d waiting): %w", t.taskID, waiting, err)
 		}
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.lost > 0 {
 		return fmt.Errorf("%d log lines of task %s were not stored: %w", t.lost, t.taskID, t.first)
 	}
 	return nil
 }
 
-// waitOldestLocked waits for the oldest line in flight.
-func (t *TaskLogger) waitOldestLocked(ctx context.Context) error {
+// settleOldest waits for the oldest line in flight and takes it off
+// pending; the caller holds waitMu (so the head stays put) but not mu.
+func (t *TaskLogger) settleOldest(ctx context.Context) (bool, error) {
+	t.mu.Lock()
+	if len(t.pending) == 0 {
+		t.mu.Unlock()
+		return false, nil
+	}
 	f := t.pending[0]
+	t.mu.Unlock()
+	var lost error
 	select {
 	case <-f.Ok():
-	case err := <-f.Err():
-		t.lossLocked(err)
+	case lost = <-f.Err():
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
+	}
+	t.mu.Lock()
+	if lost != nil {
+		t.lossLocked(lost)
 	}
 	t.pending[0] = nil
 	t.pending = t.pending[1:]
-	return nil
+	t.mu.Unlock()
+	return true, nil
 }
 
-// reapLocked drops the lines at the head that are already settled.
+// reapLocked drops the lines at the head that are already settled; the
+// caller holds waitMu and mu.
 func (t *TaskLogger) reapLocked() {
 	for len(t.pending) > 0 {
 		f := t.pending[0]

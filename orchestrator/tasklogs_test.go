@@ -183,3 +183,48 @@ func TestTaskLogLossIsCountedAndReported(t *testing.T) {
 		t.Fatalf("LogLinesLost = %d, want 3", lost)
 	}
 }
+
+// TestTaskLogLineDoesNotWaitBehindAFlush flushes a task whose lines are
+// never acknowledged (FlushLogs, as the worker calls it at the end of a
+// run): while that flush waits, the same task's next line is still sent at
+// once, and a flush of the stuck task gives up when its context ends.
+func TestTaskLogLineDoesNotWaitBehindAFlush(t *testing.T) {
+	bus := newBus(t)
+	ctx := context.Background()
+	info, err := bus.js.Stream(ctx, TasksStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := info.CachedInfo().Config
+	sc.Subjects = []string{"nightshift.tasks.quiet.>"}
+	if _, err := bus.js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := bus.nc.SubscribeSync("nightshift.tasks.stuck.>") // receives, never acknowledges
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for i := range 10 {
+		if err := bus.publishLog(ctx, LogLine{TaskID: "stuck", Text: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := make(chan error, 1)
+	go func() {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		flushed <- bus.FlushLogs(fctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // the flush is waiting now
+	start := time.Now()
+	if err := bus.publishLog(ctx, LogLine{TaskID: "stuck", Text: "during the flush"}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("a line waited %s behind the flush of its task", took)
+	}
+	if err := <-flushed; err == nil || !strings.Contains(err.Error(), "not all stored") {
+		t.Fatalf("FlushLogs over unacknowledged lines: %v", err)
+	}
+}
