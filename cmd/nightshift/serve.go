@@ -61,7 +61,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./.nightshift)")
 	fs.StringVar(&o.listen, "listen", "", "HTTP listen address (default 127.0.0.1:8080)")
 	fs.StringVar(&o.role, "role", "all", "what this process runs: all, ingress, scheduler or worker")
-	fs.StringVar(&o.natsURL, "nats", "", "external NATS server URL (default: embedded)")
+	fs.StringVar(&o.natsURL, "nats", "", "external NATS server URL, or several comma-separated (default: embedded)")
 	fs.DurationVar(&o.ackWait, "ack-wait", 0, "how long a crashed worker's task waits before redelivery (default 60s)")
 	if err := fs.Parse(args); err != nil {
 		return usageErrorf("%v", err)
