@@ -197,7 +197,16 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 	if delivery == "" {
 		delivery = bodyHashID(body)
 	}
-	return h.accept(ctx, orchestrator.Source(kind), delivery, body, n)
+	out, err := h.accept(ctx, orchestrator.Source(kind), delivery, body, n)
+	if fo, ok := src.(forgeObserver); ok && err == nil && out.outcome == outcomeIgnored {
+		var o *observed
+		if ev := fo.observe(r.Header, body, SourceOptions{Host: fh.host, GitURL: fh.GitURL, BotLogin: fh.BotLogin}); ev != nil {
+			ev.Source = orchestrator.Source(kind)
+			o = &observed{ev: ev, via: fh}
+		}
+		return h.observe(ctx, delivery, body, o, out)
+	}
+	return out, err
 }
 
 // forgeAnswer turns a comment that starts no work into the answer of a
@@ -270,7 +279,15 @@ func (h *Handler) acceptGitHubHost(ctx context.Context, r *http.Request, body []
 	if delivery == "" {
 		delivery = bodyHashID(body)
 	}
-	return h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
+	if err == nil && res.outcome == outcomeIgnored {
+		o := observeGitHub(event, body, fh.opt)
+		if o != nil {
+			o.via = fh
+		}
+		return h.observe(ctx, delivery, body, o, res)
+	}
+	return res, err
 }
 
 // forgeBasic is authorizer.basic for a forge host: no author, Nightshift

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -33,6 +34,15 @@ type observed struct {
 	ev *orchestrator.Event
 	// repo is the repository as the deny lists name it (github.com/o/n).
 	repo string
+	// via is the forge host (GitLab, Gitea, GitHub Enterprise) the
+	// delivery came from: its bot login and the deny lists apply.
+	via *forgeHost
+}
+
+// forgeObserver is implemented by a Source that normalizes, for
+// automations, the deliveries its Normalize ignores.
+type forgeObserver interface {
+	observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event
 }
 
 // observe passes an ignored delivery's event (nil: none) to the Observer
@@ -48,7 +58,11 @@ func (h *Handler) observe(reqCtx context.Context, delivery string, raw []byte, o
 	if ev.Actor.IsBot || remoteOnly(ev.Repo, ev.Target.HeadRepo) != "" {
 		return ignoredRes, nil
 	}
-	if ref := h.authz.basic(o.repo, ev.Actor); ref != nil && ref.code != refuseNoAuthor {
+	ref := h.authz.basic(o.repo, ev.Actor)
+	if o.via != nil {
+		ref = h.forgeBasic(o.via, ev.Repo, ev.Actor)
+	}
+	if ref != nil && ref.code != refuseNoAuthor {
 		return ignoredRes, nil
 	}
 	now := h.cfg.Clock().UTC()
@@ -78,9 +92,10 @@ func (h *Handler) observe(reqCtx context.Context, delivery string, raw []byte, o
 // observeGitHub normalizes any GitHub delivery with a repository for
 // automations, or returns nil. Its kind is issue.<action> for issues
 // (issue.labeled, issue.opened), pr.<action> for pull_request (pr.opened),
-// and <event>.<action> otherwise (issue_comment.created, push,
-// release.published); target, actor and instruction are filled where the
-// payload has them, and raw keeps the whole payload.
+// comment.<action> for issue and review comments (comment.created), and
+// <event>.<action> otherwise (push, release.published,
+// check_run.completed); target, actor and instruction are filled where
+// the payload has them, and raw keeps the whole payload.
 func observeGitHub(event string, body []byte, opt forgeOptions) *observed {
 	var p ghPayload
 	if jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Repository == nil {
@@ -96,6 +111,8 @@ func observeGitHub(event string, body []byte, opt forgeOptions) *observed {
 		kind = "issue"
 	case "pull_request":
 		kind = "pr"
+	case "issue_comment", "pull_request_review_comment":
+		kind = "comment"
 	}
 	if p.Action != "" {
 		kind += "." + p.Action
@@ -160,4 +177,158 @@ func observeLinear(p *linPayload, opt linearOptions) *observed {
 		return nil // the agent itself
 	}
 	return &observed{ev: ev, repo: ev.Repo}
+}
+
+// observe implements forgeObserver for Gitea and Forgejo: kinds as on
+// GitHub (issue.<action>, pr.<action>, comment.<action>,
+// <event>.<action>), with Gitea's label_updated as issue.labeled (or
+// pr.labeled). Comments Nightshift wrote are dropped.
+func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event {
+	event := giteaHeader(h, "Event")
+	var p gtPayload
+	if event == "" || jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Repository == nil {
+		return nil
+	}
+	repo, ok := giteaRepo(opt.GitURL, p.Repository.FullName)
+	if !ok {
+		return nil
+	}
+	kind := event
+	switch event {
+	case "issues":
+		kind = "issue"
+	case "pull_request":
+		kind = "pr"
+	case "issue_comment", "pull_request_comment":
+		kind = "comment"
+	}
+	switch action := p.Action; {
+	case action == "label_updated":
+		kind += ".labeled"
+	case action != "":
+		kind += "." + action
+	}
+	ev := &orchestrator.Event{Kind: kind, Repo: repo, RawEvent: event, Actor: gtObservedActor(p.Sender)}
+	if c := p.Comment; c != nil {
+		if strings.Contains(c.Body, nightshiftMark) {
+			return nil
+		}
+		ev.Actor = gtObservedActor(c.User)
+		ev.Instruction = strings.TrimSpace(c.Body)
+		ev.Target.CommentID, ev.Target.URL = c.ID, c.HTMLURL
+	}
+	switch {
+	case p.PullRequest != nil && p.PullRequest.Number != 0:
+		ev.Target.Type, ev.Target.Number = "pull_request", p.PullRequest.Number
+		ev.Target.URL = firstNonEmpty(ev.Target.URL, p.PullRequest.HTMLURL)
+		if p.PullRequest.Head != nil {
+			ev.Target.Branch, ev.Target.HeadSHA = p.PullRequest.Head.Ref, p.PullRequest.Head.SHA
+		}
+	case p.Issue != nil && p.Issue.Number != 0:
+		ev.Target.Type, ev.Target.Number = "issue", p.Issue.Number
+		if p.Issue.PullRequest != nil || p.IsPull {
+			ev.Target.Type = "pull_request"
+		}
+		ev.Target.URL = firstNonEmpty(ev.Target.URL, p.Issue.HTMLURL)
+		if ev.Instruction == "" {
+			ev.Instruction = strings.TrimSpace(p.Issue.Title + "\n\n" + p.Issue.Body)
+		}
+	}
+	return ev
+}
+
+func gtObservedActor(u *gtUser) orchestrator.Actor {
+	if u == nil {
+		return orchestrator.Actor{}
+	}
+	return orchestrator.Actor{Login: u.Login, Name: u.FullName, Email: u.Email}
+}
+
+// observe implements forgeObserver for GitLab: issue.<action>
+// (issue.open, issue.update, issue.close; an update that adds labels is
+// issue.labeled), pr.<action> for merge requests, comment.create for
+// notes, <object_kind>[.<action>] otherwise. Confidential issues and
+// notes, internal notes and system notes are never observed.
+func (gitlabSource) observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event {
+	switch h.Get("X-Gitlab-Event") {
+	case glConfidentialNote, glConfidentialIss:
+		return nil
+	}
+	var p glPayload
+	if jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Project == nil || p.ObjectKind == "" {
+		return nil
+	}
+	repo, ok := gitlabRepo(opt.GitURL, p.Project.PathWithNamespace)
+	if !ok {
+		return nil
+	}
+	ev := &orchestrator.Event{Kind: p.ObjectKind, Repo: repo, RawEvent: h.Get("X-Gitlab-Event")}
+	if p.User != nil {
+		ev.Actor = orchestrator.Actor{Login: p.User.Username, Name: p.User.Name, Email: p.User.Email}
+	}
+	switch p.ObjectKind {
+	case "issue", "work_item":
+		var a glIssue
+		if json.Unmarshal(p.ObjectAttributes, &a) != nil || a.Confidential {
+			return nil
+		}
+		ev.Kind = "issue." + orNone(a.Action)
+		if a.Action == "update" && len(glAddedLabels(&p)) > 0 {
+			ev.Kind = "issue.labeled"
+		}
+		ev.Target = orchestrator.Target{Type: "issue", Number: a.IID, URL: a.URL}
+		ev.Instruction = strings.TrimSpace(a.Title + "\n\n" + a.Description)
+	case "merge_request":
+		var a glMR
+		if json.Unmarshal(p.ObjectAttributes, &a) != nil {
+			return nil
+		}
+		ev.Kind = "pr." + orNone(a.Action)
+		if a.Action == "update" && len(glAddedLabels(&p)) > 0 {
+			ev.Kind = "pr.labeled"
+		}
+		ev.Target = orchestrator.Target{Type: "pull_request", Number: a.IID, URL: a.URL, Branch: a.SourceBranch, BaseBranch: a.TargetBranch}
+		ev.Instruction = a.Title
+	case "note":
+		var a glNote
+		if json.Unmarshal(p.ObjectAttributes, &a) != nil || a.System || a.Internal || strings.Contains(a.Note, nightshiftMark) ||
+			p.Issue != nil && p.Issue.Confidential {
+			return nil
+		}
+		ev.Kind = "comment." + firstNonEmpty(a.Action, "create")
+		ev.Instruction = strings.TrimSpace(a.Note)
+		ev.Target = orchestrator.Target{CommentID: a.ID, URL: a.URL}
+		switch {
+		case p.MergeRequest != nil:
+			ev.Target.Type, ev.Target.Number = "pull_request", p.MergeRequest.IID
+		case p.Issue != nil:
+			ev.Target.Type, ev.Target.Number = "issue", p.Issue.IID
+		}
+	default:
+		var a struct {
+			Action string `json:"action"`
+		}
+		if json.Unmarshal(p.ObjectAttributes, &a) == nil && a.Action != "" {
+			ev.Kind += "." + a.Action
+		}
+	}
+	return ev
+}
+
+// glAddedLabels returns the titles of the labels an update added.
+func glAddedLabels(p *glPayload) []string {
+	if p.Changes.Labels == nil {
+		return nil
+	}
+	had := map[int64]bool{}
+	for _, l := range p.Changes.Labels.Previous {
+		had[l.ID] = true
+	}
+	var out []string
+	for _, l := range p.Changes.Labels.Current {
+		if !had[l.ID] {
+			out = append(out, l.Title)
+		}
+	}
+	return out
 }

@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/nightshift/nightshift/config"
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/automation"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // TestObservedDeliveries: deliveries no built-in trigger takes reach the
@@ -103,5 +106,96 @@ func TestObservedDeliveries(t *testing.T) {
 	var ev orchestrator.Event
 	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Target.ID != "WEB-44" || ev.DeliveryID != "lin-1" || m.Header.Get(jetstream.MsgIDHeader) != "lin-1" {
 		t.Fatalf("observed linear event %+v (msg id %q): %v", ev, m.Header.Get(jetstream.MsgIDHeader), err)
+	}
+}
+
+// TestObservedForgeDeliveries: a real Gitea label_updated delivery whose
+// label is bug (not the built-in label) and GitLab's issue hook adding the
+// Platform label reach the observed stream as issue.labeled when an
+// automation wants them; a confidential GitLab issue never does, and
+// Nightshift's own login on the forge is dropped.
+func TestObservedForgeDeliveries(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t, func(c *Config) {
+		c.Forges = []ForgeConfig{
+			{Kind: forge.KindGitea, Secrets: []string{"gitea-fixture-secret"}, GitURL: "http://127.0.0.1:35589/", BotLogin: "nsbot"},
+			{Kind: forge.KindGitLab, Secrets: []string{"gl-secret"}, GitURL: "https://gitlab.example.com/"},
+		}
+		c.Sources = []Source{GiteaSource{}, GitLabSource()}
+	})
+	ctx := context.Background()
+	eng, err := automation.New(ctx, hs.js, automation.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Seed(ctx, []config.Automation{
+		{Name: "gitea-bugs", On: &config.On{Source: "gitea", Kind: "issue.labeled"}, Where: []config.Filter{{Field: "label", Op: "eq", Value: config.Values{"bug"}}}, Prompt: "p"},
+		{Name: "gitlab-platform", On: &config.On{Source: "gitlab", Kind: "issue.labeled"}, Where: []config.Filter{{Field: "label", Op: "eq", Value: config.Values{"Platform"}}}, Prompt: "p"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !hs.h.cfg.Observer.Observes(&orchestrator.Event{Source: "gitlab", Kind: "issue.labeled",
+		Raw: json.RawMessage(`{"labels":[{"title":"Platform"}]}`)}); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the observer did not see the automations")
+		}
+	}
+	giteaReq := func(delivery, label, sender string) *http.Request {
+		body := editJSON(t, readFixture(t, "../gitea/issues.label_updated.nightshift.json"), func(m map[string]any) {
+			m["issue"].(map[string]any)["labels"].([]any)[0].(map[string]any)["name"] = label
+			m["sender"].(map[string]any)["login"] = sender
+		})
+		req := httptest.NewRequest(http.MethodPost, "/hooks/gitea", bytes.NewReader(body))
+		req.Header.Set("X-Gitea-Event", "issues")
+		req.Header.Set("X-Gitea-Event-Type", "issue_label")
+		req.Header.Set("X-Gitea-Delivery", delivery)
+		req.Header.Set("X-Gitea-Signature", SignGitea("gitea-fixture-secret", body))
+		return req
+	}
+	gitlabReq := func(delivery string, confidential bool) *http.Request {
+		body := editJSON(t, readFixture(t, "../gitlab/client-go/issue.json"), func(m map[string]any) {
+			m["object_attributes"].(map[string]any)["action"] = "update"
+			m["object_attributes"].(map[string]any)["confidential"] = confidential
+		})
+		req := gitlabRequest(body, "gl-secret", delivery)
+		req.Header.Set("X-Gitlab-Event", "Issue Hook")
+		return req
+	}
+	stored := func() uint64 {
+		st, err := hs.js.Stream(ctx, automation.ObservedStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := st.Info(ctx)
+		return info.State.Msgs
+	}
+	for _, tc := range []struct {
+		name   string
+		req    *http.Request
+		status string
+		stored uint64
+	}{
+		{"gitea bug", giteaReq("g-1", "bug", "alice"), "accepted", 1},
+		{"gitea redelivery", giteaReq("g-1", "bug", "alice"), "duplicate", 1},
+		{"gitea other label", giteaReq("g-2", "question", "alice"), "ignored", 1},
+		{"gitea by nightshift", giteaReq("g-3", "bug", "nsbot"), "ignored", 1},
+		{"gitlab label added", gitlabReq("l-1", false), "accepted", 2},
+		{"gitlab confidential", gitlabReq("l-2", true), "ignored", 2},
+	} {
+		if got := hs.do(tc.req); got.Body["status"] != tc.status {
+			t.Errorf("%s: %d %v, want %s", tc.name, got.Status, got.Body, tc.status)
+		}
+		if n := stored(); n != tc.stored {
+			t.Errorf("%s: %d observed events stored, want %d", tc.name, n, tc.stored)
+		}
+	}
+	st, _ := hs.js.Stream(ctx, automation.ObservedStream)
+	m, err := st.GetLastMsgForSubject(ctx, automation.ObservedSubject("gitea", "issue.labeled"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev orchestrator.Event
+	if json.Unmarshal(m.Data, &ev) != nil || ev.Repo != "http://127.0.0.1:35589/nsadmin/hello-gitea.git" || ev.Target.Number != 1 || ev.Actor.Login != "alice" {
+		t.Fatalf("observed gitea event %+v", ev)
 	}
 }

@@ -252,28 +252,63 @@ func leaves(v any) []string {
 	}
 }
 
-// labels returns the label names an event's payload carries: GitHub's
-// label (labeled/unlabeled) and Linear's data.labels[].name.
+// labels returns the label names an event's payload carries: the label
+// a GitHub labeled/unlabeled payload names (only that one); otherwise
+// Linear's data.labels[].name, the issue's or pull request's labels
+// (GitHub, Gitea: issue.labels[].name, pull_request.labels[].name), and
+// GitLab's labels an update added (changes.labels current minus previous)
+// or else its labels[].title.
 func labels(ev *orchestrator.Event) []string {
+	type named struct {
+		ID    json.RawMessage `json:"id"`
+		Name  string          `json:"name"`
+		Title string          `json:"title"`
+	}
 	var p struct {
-		Label *struct {
-			Name string `json:"name"`
-		} `json:"label"`
-		Data struct {
-			Labels []struct {
-				Name string `json:"name"`
-			} `json:"labels"`
+		Label *named `json:"label"`
+		Data  struct {
+			Labels []named `json:"labels"`
 		} `json:"data"`
+		Issue struct {
+			Labels []named `json:"labels"`
+		} `json:"issue"`
+		PullRequest struct {
+			Labels []named `json:"labels"`
+		} `json:"pull_request"`
+		Labels  []named `json:"labels"`
+		Changes struct {
+			Labels *struct {
+				Previous []named `json:"previous"`
+				Current  []named `json:"current"`
+			} `json:"labels"`
+		} `json:"changes"`
 	}
 	if len(ev.Raw) == 0 || json.Unmarshal(ev.Raw, &p) != nil {
 		return nil
 	}
-	var out []string
 	if p.Label != nil && p.Label.Name != "" {
-		out = append(out, p.Label.Name)
+		return []string{p.Label.Name} // the label just added or removed
 	}
-	for _, l := range p.Data.Labels {
-		out = append(out, l.Name)
+	var out []string
+	for _, list := range [][]named{p.Data.Labels, p.Issue.Labels, p.PullRequest.Labels} {
+		for _, l := range list {
+			out = append(out, l.Name)
+		}
+	}
+	if c := p.Changes.Labels; c != nil {
+		had := map[string]bool{}
+		for _, l := range c.Previous {
+			had[string(l.ID)+"\x00"+l.Title] = true
+		}
+		for _, l := range c.Current {
+			if !had[string(l.ID)+"\x00"+l.Title] {
+				out = append(out, l.Title)
+			}
+		}
+		return out
+	}
+	for _, l := range p.Labels {
+		out = append(out, l.Title)
 	}
 	return out
 }

@@ -318,3 +318,35 @@ func TestREADMEExampleCompiles(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterLabelOfForges: label reads Gitea's issue labels (a real
+// Gitea's label_updated delivery) and the labels a GitLab update added
+// (GitLab's issue hook: API replaced by Platform), not those it removed;
+// a GitHub labeled payload answers only the label it names, not the
+// issue's other labels.
+func TestFilterLabelOfForges(t *testing.T) {
+	t.Parallel()
+	read := func(name string) json.RawMessage {
+		b, err := os.ReadFile(filepath.Join(goldenDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	label := func(v string) *Filter {
+		return mustFilter(t, config.On{}, config.Filter{Field: "label", Op: "eq", Value: config.Values{v}})
+	}
+	gitea := &orchestrator.Event{Source: "gitea", Kind: "issue.labeled", Raw: read("gitea/issues.label_updated.nightshift.json")}
+	if !label("nightshift").Match(gitea) || label("bug").Match(gitea) {
+		t.Error("Gitea issue labels are not read")
+	}
+	gitlab := &orchestrator.Event{Source: "gitlab", Kind: "issue.labeled", Raw: read("gitlab/client-go/issue.json")}
+	if !label("Platform").Match(gitlab) || label("API").Match(gitlab) {
+		t.Error("GitLab: label is not the label the update added")
+	}
+	gh := &orchestrator.Event{Source: "github", Kind: "issue.labeled", Raw: json.RawMessage(
+		`{"label":{"name":"documentation"},"issue":{"labels":[{"name":"bug"},{"name":"documentation"}]}}`)}
+	if label("bug").Match(gh) || !label("documentation").Match(gh) {
+		t.Error("GitHub labeled: label is not only the label added")
+	}
+}
