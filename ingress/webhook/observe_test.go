@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,4 +201,48 @@ func TestObservedForgeDeliveries(t *testing.T) {
 	if json.Unmarshal(m.Data, &ev) != nil || ev.Repo != "http://127.0.0.1:35589/nsadmin/hello-gitea.git" || ev.Target.Number != 1 || ev.Actor.Login != "alice" {
 		t.Fatalf("observed gitea event %+v", ev)
 	}
+}
+
+// FuzzObserve: the observers of every source take any verified body
+// without panicking; an event they make has a kind, and a repository that
+// is empty or remote (and on the configured forge).
+func FuzzObserve(f *testing.F) {
+	seedBodies(f, func(_ string, b []byte) { f.Add("issues", b) })
+	for _, dir := range []string{"testdata/gitea", "testdata/gitlab/client-go"} {
+		files, _ := filepath.Glob(dir + "/*.json")
+		for _, p := range files {
+			if b, err := os.ReadFile(p); err == nil {
+				f.Add("issue_comment", b)
+			}
+		}
+	}
+	gh := testForge()
+	opt := SourceOptions{Host: "git.example.com", GitURL: "https://git.example.com/"}
+	f.Fuzz(func(t *testing.T, event string, body []byte) {
+		check := func(ev *orchestrator.Event, prefix string) {
+			if ev == nil {
+				return
+			}
+			if ev.Kind == "" {
+				t.Fatalf("observed event without a kind: %+v", ev)
+			}
+			checkRemote(t, ev.Repo, ev.Target.HeadRepo)
+			if ev.Repo != "" && !strings.HasPrefix(ev.Repo, prefix) {
+				t.Fatalf("repo %q is not on %s", ev.Repo, prefix)
+			}
+		}
+		if o := observeGitHub(event, body, gh); o != nil {
+			check(o.ev, "https://github.com/")
+		}
+		if p, err := parseLinear(body); err == nil {
+			if o := observeLinear(p, linearOptions{Repo: "https://github.com/acme/app.git"}); o != nil {
+				check(o.ev, "https://github.com/")
+			}
+		}
+		h := http.Header{}
+		h.Set("X-Gitea-Event", event)
+		h.Set("X-Gitlab-Event", "Issue Hook")
+		check(GiteaSource{}.observe(h, body, opt), opt.GitURL)
+		check(gitlabSource{}.observe(h, body, opt), opt.GitURL)
+	})
 }
