@@ -212,7 +212,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	// as the process serves (and rebuilt from the records when missing).
 	store.Follow(ctx, bus.Records())
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
-	s.shared, s.replicas = s.clusterJS(bus), cfg.NATS.Replicas
+	s.shared, s.replicas = s.clusterJS(bus, cfg.NATS.Listen), cfg.NATS.Replicas
 	vlt, err := openVault(ctx, s.db, s.shared, s.replicas, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open vault (%s): %w", choice, err)

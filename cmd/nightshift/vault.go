@@ -138,6 +138,9 @@ func runVault(ctx context.Context, a *app, args []string) error {
 		if _, serr := os.Stat(next); errors.Is(err, vault.ErrWrongKey) && choice == vault.KeyFromFile && serr == nil {
 			return fmt.Errorf("%w (an interrupted root key rotation left %s: if it opens the vault, rename it to vault.key)", err, next)
 		}
+		if errors.Is(err, vault.ErrMoved) {
+			return fmt.Errorf("%w: pass --nats URL (or set NIGHTSHIFT_NATS_URL)", err)
+		}
 		return err
 	}
 	defer closeVault()

@@ -63,25 +63,28 @@ func migrateVaultToCluster(ctx context.Context, db *sql.DB, to vault.Store, logg
 	if err != nil {
 		return fmt.Errorf("move the data dir's vault to the NATS cluster: %w", err)
 	}
-	if res.Skipped == "no vault to migrate" {
-		return nil
-	}
 	if res.AuditSkipped != "" {
 		logger.Warn("vault audit rows not carried over to the cluster", "reason", res.AuditSkipped)
 	}
 	if err := src.MarkMoved(ctx, "to the NATS cluster at "+time.Now().UTC().Format(time.RFC3339)); err != nil {
 		return err
 	}
-	logger.Info("vault moved to the NATS cluster", "secrets", res.Secrets, "audit_rows", res.AuditRows, "skipped", res.Skipped)
+	// Marked even when there was nothing to move: a vault command run on
+	// this data dir without --nats must not start a second, local vault.
+	if res.Skipped != "no vault to migrate" {
+		logger.Info("vault moved to the NATS cluster", "secrets", res.Secrets, "audit_rows", res.AuditRows, "skipped", res.Skipped)
+	}
 	return nil
 }
 
 // clusterJS returns the JetStream that holds state every host shares (the
-// vault, identities, the reporters' memory) when the process runs against
-// an external NATS (nats.url), and nil on embedded NATS, where that state
-// stays in the data dir's SQLite.
-func (s *server) clusterJS(bus interface{ JetStream() jetstream.JetStream }) jetstream.JetStream {
-	if s.ns != nil {
+// vault, identities) when other processes can reach this NATS: an external
+// one (nats.url), or the embedded one opened on a port (nats.listen) for
+// roles on other hosts. It is nil for the embedded, in-process-only NATS of
+// a single process, where that state stays in the data dir's SQLite (the
+// vault CLI opens the same file).
+func (s *server) clusterJS(bus interface{ JetStream() jetstream.JetStream }, natsListen string) jetstream.JetStream {
+	if s.ns != nil && natsListen == "" {
 		return nil
 	}
 	return bus.JetStream()
