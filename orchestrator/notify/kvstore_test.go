@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,18 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/natsserver"
 	"github.com/nightshift/nightshift/orchestrator/notify"
 )
+
+// kvBackend is set for the second run of the suite: every reporter test
+// then runs over the shared bucket (NewKVStore) instead of SQLite.
+var kvBackend bool
+
+func TestMain(m *testing.M) {
+	if code := m.Run(); code != 0 {
+		os.Exit(code)
+	}
+	kvBackend = true
+	os.Exit(m.Run())
+}
 
 func startNATS(t *testing.T) *server.Server {
 	t.Helper()
@@ -147,7 +160,10 @@ func TestImportSQLReportState(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
-	old := newStore(t, db)
+	old, err := notify.NewStore(ctx, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := old.Put(ctx, notify.Record{TaskID: "t3", Channel: "linear", RemoteID: "c-9", State: "running", Digest: "d", ReportedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}

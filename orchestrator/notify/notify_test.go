@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/notify"
@@ -24,8 +27,19 @@ func openDB(t *testing.T) *sql.DB {
 	return db
 }
 
+var kvServers sync.Map // *sql.DB → *server.Server
+
 func newStore(t *testing.T, db *sql.DB) *notify.Store {
 	t.Helper()
+	if kvBackend {
+		// One NATS per database: a second store on the same db is another
+		// process on the same cluster.
+		ns, ok := kvServers.Load(db)
+		if !ok {
+			ns, _ = kvServers.LoadOrStore(db, startNATS(t))
+		}
+		return kvStore(t, ns.(*server.Server), notify.KVConfig{})
+	}
 	s, err := notify.NewStore(context.Background(), db, nil)
 	if err != nil {
 		t.Fatal(err)
