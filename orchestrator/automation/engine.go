@@ -60,6 +60,9 @@ type Engine struct {
 	defs map[string]*entry
 	// fired counts the events this engine published (tests).
 	fired atomic.Int64
+	// loopStart is when the schedule loop first looked at the clock, in
+	// Unix nanoseconds (tests: the catch-up horizon).
+	loopStart atomic.Int64
 	// afterClaim, when set (tests), runs right after this engine claimed
 	// a tick; returning true abandons the tick there, as an engine that
 	// stopped between the claim and the publish would.

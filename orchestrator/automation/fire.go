@@ -39,6 +39,7 @@ func (e *Engine) runSchedules(ctx context.Context) {
 	var swept, claimSwept time.Time
 	for {
 		now := e.cfg.Clock()
+		e.loopStart.CompareAndSwap(0, now.UnixNano())
 		if now.Sub(swept) >= sweepEvery {
 			e.sweep(ctx, now)
 			swept = now
