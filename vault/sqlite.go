@@ -409,11 +409,16 @@ func (s *SQLiteStore) AuditLog(ctx context.Context, fn func(AuditRow) error) (Au
 // MarkMoved records that this vault's records now live in another store
 // (described by to, e.g. "nats://host:4222 at <time>") and erases them
 // here, zeroing their bytes: a secret destroyed later in the other store
-// must not live on in this file. Opening the vault here then fails with
-// ErrMoved.
-func (s *SQLiteStore) MarkMoved(ctx context.Context, to string) error {
+// must not live on in this file. With keepAudit the audit rows stay (their
+// copy was skipped; they hold no secret material). Opening the vault here
+// then fails with ErrMoved.
+func (s *SQLiteStore) MarkMoved(ctx context.Context, to string, keepAudit bool) error {
 	return s.writeTx(ctx, func(c *sql.Conn) error {
-		for _, q := range []string{`DELETE FROM vault_secrets`, `DELETE FROM vault_keks`, `DELETE FROM vault_audit`, `DELETE FROM vault_meta`} {
+		qs := []string{`DELETE FROM vault_secrets`, `DELETE FROM vault_keks`, `DELETE FROM vault_meta`}
+		if !keepAudit {
+			qs = append(qs, `DELETE FROM vault_audit`)
+		}
+		for _, q := range qs {
 			if _, err := c.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("vault: erase moved vault: %w", err)
 			}

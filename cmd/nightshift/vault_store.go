@@ -66,7 +66,7 @@ func migrateVaultToCluster(ctx context.Context, db *sql.DB, to vault.Store, logg
 	if res.AuditSkipped != "" {
 		logger.Warn("vault audit rows not carried over to the cluster", "reason", res.AuditSkipped)
 	}
-	if err := src.MarkMoved(ctx, "to the NATS cluster at "+time.Now().UTC().Format(time.RFC3339)); err != nil {
+	if err := src.MarkMoved(ctx, "to the NATS cluster at "+time.Now().UTC().Format(time.RFC3339), res.AuditSkipped != ""); err != nil {
 		return err
 	}
 	// Marked even when there was nothing to move: a vault command run on

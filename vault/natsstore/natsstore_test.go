@@ -327,7 +327,7 @@ func TestMigrateSQLiteVault(t *testing.T) {
 	if err != nil || again.AuditRows != 0 {
 		t.Fatalf("second migrate = %+v %v", again, err)
 	}
-	if err := src.MarkMoved(ctx, "nats at test"); err != nil {
+	if err := src.MarkMoved(ctx, "nats at test", false); err != nil {
 		t.Fatal(err)
 	}
 
