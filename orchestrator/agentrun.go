@@ -168,8 +168,10 @@ func (r *run) readOnly() bool { return r.item.Mode == ModePlan || r.item.Mode ==
 // (needs_input, until approved or re-planned), an answer ends the task.
 func (w *Worker) finishReadOnly(ctx context.Context, r *run, out agent.Outcome) error {
 	rep := r.rep
+	// A plan run's result is its plan (Claude Code writes it to its plan
+	// file), an answer run's its final message.
 	text := strings.TrimSpace(out.Plan)
-	if text == "" {
+	if text == "" || r.item.Mode == ModeAnswer {
 		text = strings.TrimSpace(out.Summary)
 	}
 	text = rep.redact.String(text)

@@ -163,6 +163,8 @@ func (s *Store) index(ctx context.Context, rec Record, seq uint64) error {
 		return nil
 	}
 	evJSON, _ := json.Marshal(Event{Target: t.Target, Actor: t.Actor})
+	t.Position = 0
+	full, _ := json.Marshal(t)
 	key := t.IdempotencyKey
 	if key == "" {
 		key = "task:" + t.ID
@@ -178,8 +180,8 @@ func (s *Store) index(ctx context.Context, rec Record, seq uint64) error {
 	_, err = tx.ExecContext(ctx, `INSERT INTO tasks(id, idempotency_key, state, run, repo, base, base_commit, branch, agent, prompt,
 		source, kind, target_key, event_json, identity_id, identity_name, identity_email, identity_phone, commit_sha, pr_url, review,
 		error, reason, session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at,
-		answer, question, pr_key, rev)
-		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+		answer, question, pr_key, rev, task_json)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(id) DO UPDATE SET state=excluded.state, run=excluded.run, base_commit=excluded.base_commit,
 		agent=excluded.agent, identity_id=excluded.identity_id, identity_name=excluded.identity_name,
 		identity_email=excluded.identity_email, identity_phone=excluded.identity_phone, commit_sha=excluded.commit_sha,
@@ -187,11 +189,11 @@ func (s *Store) index(ctx context.Context, rec Record, seq uint64) error {
 		session_id=excluded.session_id, input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens,
 		cost_usd=excluded.cost_usd, diff_files=excluded.diff_files, diff_added=excluded.diff_added,
 		diff_deleted=excluded.diff_deleted, updated_at=excluded.updated_at, answer=excluded.answer,
-		question=excluded.question, pr_key=excluded.pr_key, rev=excluded.rev`,
+		question=excluded.question, pr_key=excluded.pr_key, rev=excluded.rev, task_json=excluded.task_json`,
 		t.ID, key, t.State, t.Run, t.Repo, t.Base, t.BaseCommit, t.Branch, t.Agent, t.Prompt,
 		t.Source, t.Kind, t.TargetKey, string(evJSON), t.Identity.ID, t.Identity.Name, t.Identity.Email, t.Identity.Phone,
 		t.Commit, t.PRURL, t.Review, t.Error, t.Reason, t.SessionID, t.Usage.InputTokens, t.Usage.OutputTokens, t.Usage.CostUSD,
-		t.Diff.Files, t.Diff.Added, t.Diff.Deleted, ts(t.CreatedAt), ts(t.UpdatedAt), t.Answer, t.Question, prKey, int64(seq))
+		t.Diff.Files, t.Diff.Added, t.Diff.Deleted, ts(t.CreatedAt), ts(t.UpdatedAt), t.Answer, t.Question, prKey, int64(seq), string(full))
 	if err != nil {
 		return fmt.Errorf("index task %s: %w", t.ID, err)
 	}

@@ -72,6 +72,10 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 		notifyQ: make(chan Task, 1024), notifyStop: make(chan struct{})}
 }
 
+// reactorAckWait is how long the reactor's one revision in flight may go
+// unacknowledged before another scheduler gets it.
+const reactorAckWait = 5 * time.Second
+
 // seenRecord is what the reactor last saw of a task.
 type seenRecord struct {
 	updated     time.Time
@@ -96,7 +100,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// The reactor sees every revision of every task record, one at a
 	// time across all schedulers (a record's revisions in order).
 	reports, err := s.bus.js.CreateOrUpdateConsumer(ctx, "KV_"+RecordsBucket, jetstream.ConsumerConfig{
-		Durable: "reactor", AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.cfg.AckWait, MaxDeliver: -1,
+		// A short AckWait: handling a revision takes milliseconds, and a
+		// scheduler that died holding one must not hold up the reactor
+		// (one revision at a time) for long.
+		Durable: "reactor", AckPolicy: jetstream.AckExplicitPolicy, AckWait: reactorAckWait, MaxDeliver: -1,
 		FilterSubject: "$KV." + RecordsBucket + ".t.>", MaxAckPending: 1, DeliverPolicy: jetstream.DeliverNewPolicy,
 	})
 	if err != nil {

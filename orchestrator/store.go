@@ -288,19 +288,25 @@ type querier interface {
 
 const taskColumns = `id, idempotency_key, state, run, repo, base, base_commit, branch, agent, prompt, source, kind, target_key,
 	event_json, identity_id, identity_name, identity_email, identity_phone, commit_sha, pr_url, review, error, reason,
-	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at, answer, question`
+	session_id, input_tokens, output_tokens, cost_usd, diff_files, diff_added, diff_deleted, created_at, updated_at, answer, question, task_json`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanTask(r scanner) (Task, error) {
 	var t Task
-	var evJSON, created, updated string
+	var evJSON, created, updated, taskJSON string
 	err := r.Scan(&t.ID, &t.IdempotencyKey, &t.State, &t.Run, &t.Repo, &t.Base, &t.BaseCommit, &t.Branch, &t.Agent, &t.Prompt,
 		&t.Source, &t.Kind, &t.TargetKey, &evJSON, &t.Identity.ID, &t.Identity.Name, &t.Identity.Email, &t.Identity.Phone,
 		&t.Commit, &t.PRURL, &t.Review, &t.Error, &t.Reason, &t.SessionID, &t.Usage.InputTokens, &t.Usage.OutputTokens,
-		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated, &t.Answer, &t.Question)
+		&t.Usage.CostUSD, &t.Diff.Files, &t.Diff.Added, &t.Diff.Deleted, &created, &updated, &t.Answer, &t.Question, &taskJSON)
 	if err != nil {
 		return t, err
+	}
+	if taskJSON != "" {
+		var full Task
+		if json.Unmarshal([]byte(taskJSON), &full) == nil && full.ID == t.ID {
+			return full, nil
+		}
 	}
 	var ev Event
 	if json.Unmarshal([]byte(evJSON), &ev) == nil {

@@ -325,7 +325,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With("epoch", fence.Epoch)
-	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, stop: cancel, item: item, attempt: attempt, clock: w.cfg.Clock, log: log}
+	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, stop: cancel, item: item, attempt: attempt, clock: w.cfg.Clock, log: log,
+		logs: w.bus.TaskLogs(item.TaskID)}
 	// The tokens the run hands its agent are redacted from the moment each
 	// is issued; execute adds the task's secrets (redactRun) before
 	// anything runs, and fails closed when they cannot be loaded.
@@ -374,7 +375,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	w.cfg.Metrics.observeRun(w.cfg.Clock().Sub(started))
 	fctx, cancelFlush := context.WithTimeout(final, 10*time.Second)
-	if err := w.bus.FlushLogs(fctx); err != nil {
+	if err := rep.logs.Flush(fctx); err != nil {
 		log.Warn("log lines not all stored", "err", err)
 	}
 	cancelFlush()

@@ -210,7 +210,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	}
 	// This node's index of the task records, kept up to date for as long
 	// as the process serves (and rebuilt from the records when missing).
-	store.Follow(ctx, bus.Records())
+	// It outlives the signal (lists stay fresh through the drain) and
+	// stops with the rest at the end.
+	followCtx, stopFollow := context.WithCancel(context.WithoutCancel(ctx))
+	s.closers = append(s.closers, stopFollow)
+	store.Follow(followCtx, bus.Records())
 	keys, choice := vault.SelectKeySource(cfg.DataDir, cfg.Vault.KeyFile, a.getenv("NIGHTSHIFT_VAULT_KEY"), a.getenv("NIGHTSHIFT_VAULT_PASSPHRASE"), logger)
 	s.shared, s.replicas = s.clusterJS(bus, cfg.NATS.Listen), cfg.NATS.Replicas
 	vlt, err := openVault(ctx, s.db, s.shared, s.replicas, keys, vault.Config{Logger: logger, MatchRepo: config.MatchRepo}, logger)

@@ -57,10 +57,37 @@ func (p *Publisher) Plan(ctx context.Context, item orchestrator.WorkItem) (orche
 	case item.Kind == orchestrator.KindCIFailed && item.Target.Branch != "":
 		plan.Base = item.Target.Branch
 	}
-	if item.Kind == orchestrator.KindCIFailed {
+	switch {
+	case item.Kind == orchestrator.KindCIFailed:
 		plan.PromptContext = p.ciContext(ctx, d, r, item, cr)
+	case lastMessageKind(item) == orchestrator.KindCIFailed:
+		// A CI failure on the change request a task owns is a follow-up
+		// of that task: the run reads the failure of the branch it pushes.
+		ci := item
+		ci.Kind = orchestrator.KindCIFailed
+		branch := plan.PushBranch
+		if branch == "" {
+			branch = item.Branch
+		}
+		ci.Target = orchestrator.Target{Type: "branch", Branch: branch}
+		ciCR := cr
+		if ciCR == nil {
+			if found, err := p.target(ctx, d, r, ci); err == nil {
+				ciCR = found
+			}
+		}
+		plan.PromptContext = p.ciContext(ctx, d, r, ci, ciCR)
 	}
 	return plan, nil
+}
+
+// lastMessageKind is the kind of the event behind a follow-up run's newest
+// message ("" for a first run).
+func lastMessageKind(item orchestrator.WorkItem) string {
+	if !item.FollowUp || len(item.Messages) == 0 {
+		return ""
+	}
+	return item.Messages[len(item.Messages)-1].Kind
 }
 
 // target returns the open change request a task works on: its target when
