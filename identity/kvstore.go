@@ -313,22 +313,30 @@ func (s *Service) kvMarkReleased(ctx context.Context, id Identity, at time.Time)
 }
 
 func (s *Service) kvList(ctx context.Context, opt ListOptions) ([]Identity, error) {
-	l, err := s.kv.ListKeysFiltered(ctx, "id.>")
+	// One watcher delivers every identity's current record, then nil: a
+	// single consumer instead of one read per identity.
+	w, err := s.kv.WatchFiltered(ctx, []string{"id.>"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("identity: list: %w", err)
 	}
-	var keys []string
-	for k := range l.Keys() {
-		keys = append(keys, k)
-	}
-	l.Stop()
+	defer w.Stop()
 	var out []Identity
-	for _, k := range keys {
-		rec, ok, err := s.kvIdentity(ctx, strings.TrimPrefix(k, "id."))
-		if err != nil {
-			return nil, err
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("identity: list: %w", ctx.Err())
 		}
-		if ok && (opt.IncludeReleased || rec.Live()) {
+		if e == nil {
+			break
+		}
+		var rec kvIdentity
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			return nil, fmt.Errorf("identity: list: decode %s: %w", e.Key(), err)
+		}
+		rec.Identity.ref = rec.ProviderRef
+		if opt.IncludeReleased || rec.Live() {
 			out = append(out, rec.Identity)
 		}
 	}
