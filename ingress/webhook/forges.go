@@ -198,7 +198,7 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 		delivery = bodyHashID(body)
 	}
 	out, err := h.accept(ctx, orchestrator.Source(kind), delivery, body, n)
-	if fo, ok := src.(forgeObserver); ok && err == nil && out.outcome == outcomeIgnored {
+	if fo, ok := src.(forgeObserver); ok && err == nil && out.outcome == outcomeIgnored && h.watches(orchestrator.Source(kind)) {
 		var o *observed
 		if ev := fo.observe(r.Header, body, SourceOptions{Host: fh.host, GitURL: fh.GitURL, BotLogin: fh.BotLogin}); ev != nil {
 			ev.Source = orchestrator.Source(kind)
@@ -280,7 +280,7 @@ func (h *Handler) acceptGitHubHost(ctx context.Context, r *http.Request, body []
 		delivery = bodyHashID(body)
 	}
 	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
-	if err == nil && res.outcome == outcomeIgnored {
+	if err == nil && res.outcome == outcomeIgnored && h.watches(orchestrator.SourceGitHub) {
 		o := observeGitHub(event, body, fh.opt)
 		if o != nil {
 			o.via = fh

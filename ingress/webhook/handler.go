@@ -334,7 +334,7 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 		delivery = bodyHashID(body)
 	}
 	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
-	if err == nil && res.outcome == outcomeIgnored {
+	if err == nil && res.outcome == outcomeIgnored && h.watches(orchestrator.SourceGitHub) {
 		return h.observe(ctx, delivery, body, observeGitHub(event, body, h.forge), res)
 	}
 	return res, err

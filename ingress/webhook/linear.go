@@ -243,7 +243,7 @@ func (h *Handler) serveLinear(ctx context.Context, r *http.Request, body []byte)
 		delivery = strings.TrimPrefix(p.WebhookID+":"+d, ":")
 	}
 	res, err := h.accept(ctx, orchestrator.SourceLinear, delivery, body, n)
-	if err == nil && res.outcome == outcomeIgnored {
+	if err == nil && res.outcome == outcomeIgnored && h.watches(orchestrator.SourceLinear) {
 		return h.observe(ctx, delivery, body, observeLinear(p, opt), res)
 	}
 	return res, err

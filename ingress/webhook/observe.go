@@ -28,6 +28,19 @@ type Observer interface {
 	Publish(ctx context.Context, ev *orchestrator.Event) error
 }
 
+// watches reports whether deliveries of src are worth normalizing for
+// the Observer: false without one, or when it says (Watches) that no
+// automation takes events of src.
+func (h *Handler) watches(src orchestrator.Source) bool {
+	if h.cfg.Observer == nil {
+		return false
+	}
+	if w, ok := h.cfg.Observer.(interface{ Watches(orchestrator.Source) bool }); ok {
+		return w.Watches(src)
+	}
+	return true
+}
+
 // observed is an event normalized for automations, with what the webhook
 // checks before it passes it on.
 type observed struct {

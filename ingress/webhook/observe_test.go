@@ -28,6 +28,9 @@ func TestObservedDeliveries(t *testing.T) {
 	t.Parallel()
 	hs := newHarness(t, nil)
 	ctx := context.Background()
+	if hs.h.watches(orchestrator.SourceGitHub) {
+		t.Error("deliveries are normalized for automations while there is none")
+	}
 	eng, err := automation.New(ctx, hs.js, automation.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +50,9 @@ func TestObservedDeliveries(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the observer did not see the automations")
 		}
+	}
+	if hs.h.watches("gitea") || !hs.h.watches(orchestrator.SourceLinear) {
+		t.Error("Watches does not follow the automations' on.source")
 	}
 	count := func(stream string) uint64 {
 		st, err := hs.js.Stream(ctx, stream)

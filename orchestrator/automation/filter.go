@@ -128,6 +128,11 @@ func (f *Filter) Match(ev *orchestrator.Event) bool {
 	return true
 }
 
+func (f *Filter) matchesSource(src orchestrator.Source) bool {
+	ok, _ := path.Match(orStar(f.source), string(src))
+	return ok
+}
+
 func orStar(g string) string {
 	if g == "" {
 		return "*"

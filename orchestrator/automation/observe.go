@@ -90,6 +90,18 @@ func (o *Observer) Observes(ev *orchestrator.Event) bool {
 	return false
 }
 
+// Watches reports whether an enabled automation takes events of source
+// (its on.source glob matches): a webhook skips normalizing what none can
+// want.
+func (o *Observer) Watches(source orchestrator.Source) bool {
+	for _, d := range o.e.snapshot() {
+		if d.rec.Enabled && d.c.filter != nil && d.c.filter.matchesSource(source) {
+			return true
+		}
+	}
+	return false
+}
+
 // Publish stores ev on ObservedSubject with Nats-Msg-Id ev.DeliveryID,
 // after the PubAck; a delivery the stream already holds returns
 // orchestrator.ErrDuplicate.
