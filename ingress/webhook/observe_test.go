@@ -252,3 +252,17 @@ func FuzzObserve(f *testing.F) {
 		check(gitlabSource{}.observe(h, body, opt), opt.GitURL)
 	})
 }
+
+// BenchmarkObserveGitHub is what an ignored GitHub delivery costs once an
+// automation takes GitHub events: normalizing it again for automations.
+func BenchmarkObserveGitHub(b *testing.B) {
+	body := readFixture(b, "octokit-webhooks/issues.labeled.json")
+	opt := testForge()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if observeGitHub("issues", body, opt) == nil {
+			b.Fatal("not observed")
+		}
+	}
+}
