@@ -35,10 +35,16 @@ func (h *Handler) watches(src orchestrator.Source) bool {
 	if h.cfg.Observer == nil {
 		return false
 	}
-	if w, ok := h.cfg.Observer.(interface{ Watches(orchestrator.Source) bool }); ok {
+	if w, ok := h.cfg.Observer.(sourceWatcher); ok {
 		return w.Watches(src)
 	}
 	return true
+}
+
+// sourceWatcher is an Observer that says which sources automations take
+// (automation.Observer does).
+type sourceWatcher interface {
+	Watches(src orchestrator.Source) bool
 }
 
 // observed is an event normalized for automations, with what the webhook
