@@ -46,6 +46,11 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	}
 	progress := rep.writer(ctx, "system")
 	ref := worktree.Ref{TaskID: item.TaskID, Repo: item.Repo, Base: base, Branch: item.Branch, Reuse: item.FollowUp, Auth: r.auth}
+	if item.FollowUp && r.plan.PushBranch == "" {
+		// Keep the worktree only while the branch is where the task left
+		// it: a person's commit pushed meanwhile is built on, not pushed over.
+		ref.ReuseAt = item.Commit
+	}
 	r.wt, err = w.worktrees.Provision(ctx, ref, progress)
 	if err != nil && (item.FollowUp || fromBranch) && r.plan.Base == "" && errors.Is(err, worktree.ErrBaseNotFound) {
 		// The earlier run never pushed and its worktree is gone: start

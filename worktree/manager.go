@@ -104,6 +104,11 @@ type Ref struct {
 	// Reuse returns an existing worktree for TaskID as-is (follow-up
 	// messages); without it any leftover is replaced.
 	Reuse bool
+	// ReuseAt, with Reuse, keeps the existing worktree only while the
+	// remote Branch is still at this commit (or gone): when someone else
+	// pushed to it, the worktree is provisioned afresh from Base, so the
+	// run builds on their commits instead of pushing over them.
+	ReuseAt string
 	// Auth is used to fetch.
 	Auth Auth
 }
@@ -226,8 +231,15 @@ func (m *Manager) Provision(ctx context.Context, ref Ref, progress io.Writer) (*
 
 	if ref.Reuse {
 		if wt, err := m.open(ref.TaskID); err == nil {
-			m.touch(ref.TaskID)
-			return wt, nil
+			moved, err := m.branchMoved(ctx, ref, progress)
+			if err != nil {
+				return nil, err
+			}
+			if !moved {
+				m.touch(ref.TaskID)
+				return wt, nil
+			}
+			fmt.Fprintf(progress, "%s moved since the last run (someone pushed to it): starting from it\n", ref.Branch)
 		}
 	}
 	start := time.Now()
@@ -455,4 +467,29 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// branchMoved reports whether ref.Branch on the remote is at a commit other
+// than ref.ReuseAt (false when ReuseAt is unset or the branch is gone).
+func (m *Manager) branchMoved(ctx context.Context, ref Ref, progress io.Writer) (bool, error) {
+	if ref.ReuseAt == "" {
+		return false, nil
+	}
+	mir, err := m.mirrorFor(ref.Repo)
+	if err != nil {
+		return false, err
+	}
+	unlock := m.useMirror(mir)
+	defer unlock()
+	if err := m.sync(ctx, mir, ref.Auth, progress, nil); err != nil {
+		return false, fmt.Errorf("worktree: fetch %s: %w", redactURL(ref.Repo), err)
+	}
+	_, h, err := mir.resolve(ref.Branch)
+	if errors.Is(err, ErrBaseNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return h.String() != ref.ReuseAt, nil
 }
