@@ -76,7 +76,7 @@ type reporter struct {
 	fenced atomic.Bool
 	// logs publishes the run's log lines (its own flush; nil: the bus's).
 	logs *TaskLogger
-	item   WorkItem
+	item WorkItem
 	// usage is the run's model usage once the agent has run.
 	usage *Usage
 	// attempt is the delivery attempt of the run: a redelivered run's

@@ -72,6 +72,11 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 		notifyQ: make(chan Task, 1024), notifyStop: make(chan struct{})}
 }
 
+// dedupeSafe is how recent a revision must be for its state report to be
+// republished blindly: well inside the tasks stream's 2-minute
+// deduplication window.
+const dedupeSafe = 90 * time.Second
+
 // reactorAckWait is how long the reactor's one revision in flight may go
 // unacknowledged before another scheduler gets it.
 const reactorAckWait = 5 * time.Second
@@ -357,7 +362,12 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 	// The writer published this revision's state report right after
 	// writing it, unless it died in between: republish only what is
 	// missing (an old report published again would look like news).
-	if last, err := s.bus.lastStateSeq(ctx, rec.Task.ID); err != nil || last < len(rec.Transitions) {
+	// Within the stream's deduplication window a second publish of the
+	// same report is dropped, so a recent revision is always republished
+	// (a later transition's report may already be out while this one's
+	// is missing); an old one only when nothing as new was published.
+	recent := s.cfg.Clock().Sub(rec.Task.UpdatedAt) < dedupeSafe
+	if last, err := s.bus.lastStateSeq(ctx, rec.Task.ID); recent || err != nil || last < len(rec.Transitions) {
 		if err := s.recs.project(ctx, rec); err != nil {
 			s.log.Warn("republish state report; will retry", "task_id", rec.Task.ID, "err", err)
 			msg.NakWithDelay(time.Second)

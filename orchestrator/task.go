@@ -134,12 +134,12 @@ type Transition struct {
 
 // Message is a follow-up instruction for a task.
 type Message struct {
-	ID        int64     `json:"id"`
-	Text      string    `json:"text"`
-	Actor     string    `json:"actor,omitempty"`
+	ID    int64  `json:"id"`
+	Text  string `json:"text"`
+	Actor string `json:"actor,omitempty"`
 	// Kind is the kind of the event the message came from (ci.failed,
 	// pr.feedback, comment.command, task.message, ...).
-	Kind string `json:"kind,omitempty"`
+	Kind      string    `json:"kind,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

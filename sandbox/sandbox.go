@@ -60,13 +60,13 @@ type Limits struct {
 
 // Spec describes one sandboxed command.
 type Spec struct {
-	ID       string   // unique per run, e.g. task id + step; used in names and logs
-	Dir      string   // absolute host dir bound read-write and used as working directory (same path inside)
+	ID  string // unique per run, e.g. task id + step; used in names and logs
+	Dir string // absolute host dir bound read-write and used as working directory (same path inside)
 	// DirReadOnly binds Dir read-only instead (a plan run looks, it does
 	// not touch). A driver that cannot enforce it refuses the spec with
 	// ErrReadOnlyUnsupported.
 	DirReadOnly bool
-	ReadOnly []string // extra absolute host paths bound read-only at the same path
+	ReadOnly    []string // extra absolute host paths bound read-only at the same path
 	// ReadOnlyInDir lists paths relative to Dir re-bound read-only (e.g.
 	// ".git/hooks", ".git/config"). They must not lead out of Dir through a
 	// symlink. The directories between Dir and each path are pinned (bound

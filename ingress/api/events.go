@@ -13,7 +13,6 @@ import (
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
-
 // TaskEvent is the data of an "task" event on GET /api/v1/events: a task
 // changed state. Task is the task as stored, with the reported state and
 // changes applied when the report is not stored yet.
