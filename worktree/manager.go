@@ -104,10 +104,12 @@ type Ref struct {
 	// Reuse returns an existing worktree for TaskID as-is (follow-up
 	// messages); without it any leftover is replaced.
 	Reuse bool
-	// ReuseAt, with Reuse, keeps the existing worktree only while the
-	// remote Branch is still at this commit (or gone): when someone else
-	// pushed to it, the worktree is provisioned afresh from Base, so the
-	// run builds on their commits instead of pushing over them.
+	// ReuseAt, with Reuse, keeps the existing worktree only when its own
+	// last push delivered this commit and the remote Branch is still there
+	// (or gone): when someone else pushed to the branch, or the worktree
+	// holds work that never reached it (a run that lost its task), it is
+	// provisioned afresh from Base, so the run builds on the branch as the
+	// task recorded it instead of pushing over it.
 	ReuseAt string
 	// Auth is used to fetch.
 	Auth Auth
@@ -231,15 +233,14 @@ func (m *Manager) Provision(ctx context.Context, ref Ref, progress io.Writer) (*
 
 	if ref.Reuse {
 		if wt, err := m.open(ref.TaskID); err == nil {
-			moved, err := m.branchMoved(ctx, ref, progress)
+			ok, err := m.reusable(ctx, ref, wt, progress)
 			if err != nil {
 				return nil, err
 			}
-			if !moved {
+			if ok {
 				m.touch(ref.TaskID)
 				return wt, nil
 			}
-			fmt.Fprintf(progress, "%s moved since the last run (someone pushed to it): starting from it\n", ref.Branch)
 		}
 	}
 	start := time.Now()
@@ -467,6 +468,28 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// reusable reports whether wt, the task's worktree left by an earlier run,
+// may serve ref (see Ref.ReuseAt), saying why not on progress.
+func (m *Manager) reusable(ctx context.Context, ref Ref, wt *Worktree, progress io.Writer) (bool, error) {
+	if ref.ReuseAt == "" {
+		return true, nil
+	}
+	tip := wt.BaseCommit
+	if meta, err := readMeta(m.taskRoot(ref.TaskID)); err == nil && meta.PushedCommit != "" {
+		tip = meta.PushedCommit
+	}
+	if tip != ref.ReuseAt {
+		fmt.Fprintf(progress, "the worktree left here is not where the task's branch is: starting from the branch\n")
+		return false, nil
+	}
+	moved, err := m.branchMoved(ctx, ref, progress)
+	if err != nil || !moved {
+		return !moved, err
+	}
+	fmt.Fprintf(progress, "%s moved since the last run (someone pushed to it): starting from it\n", ref.Branch)
+	return false, nil
 }
 
 // branchMoved reports whether ref.Branch on the remote is at a commit other
