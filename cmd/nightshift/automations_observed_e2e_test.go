@@ -28,6 +28,8 @@ automations:
     prompt: "Reproduce {{.Target.URL}} and propose a fix."
     respond: silent
 `)
+	// Without allow:, only people with write access may trigger it.
+	w.gh.SetPermission("Codertocat", "Hello-World", "Codertocat", "write")
 	labeled := func(label, sender, senderType string) map[string]any {
 		p := w.fixture(t, "octokit-webhooks/issues.labeled.json")
 		p["label"].(map[string]any)["name"] = label

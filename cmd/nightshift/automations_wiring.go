@@ -18,15 +18,16 @@ import (
 	"github.com/nightshift/nightshift/ingress/api"
 	"github.com/nightshift/nightshift/orchestrator"
 	"github.com/nightshift/nightshift/orchestrator/automation"
+	"github.com/nightshift/nightshift/orchestrator/forge"
 )
 
 // newAutomations opens the automation buckets and seeds them with the
 // automations of nightshift.yaml (an invalid entry fails the start and
 // names its key). reg is nil for an engine that only serves the API.
 func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
-	reg prometheus.Registerer, onPause func(ctx context.Context, name, reason string), logger *slog.Logger) (*automation.Engine, error) {
+	reg prometheus.Registerer, onPause func(ctx context.Context, name, reason string), drivers *forge.Registry, logger *slog.Logger) (*automation.Engine, error) {
 	e, err := automation.New(ctx, bus.JetStream(), automation.Config{Replicas: cfg.NATS.Replicas, Logger: logger, Metrics: reg, OnPause: onPause,
-		TeamMember: githubTeamMember(cfg, resolve, nil)})
+		TeamMember: githubTeamMember(cfg, resolve, nil), CanWrite: forgeCanWrite(drivers)})
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +39,7 @@ func newAutomations(ctx context.Context, bus *orchestrator.Bus, cfg *config.Conf
 
 // mountAutomations serves /api/v1/automations and /api/v1/inbox (ingress).
 func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator.Bus, cfg *config.Config, logger *slog.Logger) error {
-	e, err := newAutomations(ctx, bus, cfg, nil, nil, nil, logger)
+	e, err := newAutomations(ctx, bus, cfg, nil, nil, nil, nil, logger)
 	if err != nil {
 		return err
 	}
@@ -51,8 +52,8 @@ func mountAutomations(ctx context.Context, apiSrv *api.Server, bus *orchestrator
 // An automation that pauses itself is announced in Slack when slack.bot_token
 // and slack.channel are set.
 func automationRunner(ctx context.Context, bus *orchestrator.Bus, cfg *config.Config, resolve func(config.Secret) (string, error),
-	reg prometheus.Registerer, logger *slog.Logger) (func(context.Context) error, error) {
-	e, err := newAutomations(ctx, bus, cfg, resolve, reg, slackPauseNotice(cfg, resolve, logger), logger)
+	reg prometheus.Registerer, drivers *forge.Registry, logger *slog.Logger) (func(context.Context) error, error) {
+	e, err := newAutomations(ctx, bus, cfg, resolve, reg, slackPauseNotice(cfg, resolve, logger), drivers, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -134,5 +135,28 @@ func githubTeamMember(cfg *config.Config, resolve func(config.Secret) (string, e
 			return false, nil
 		}
 		return false, fmt.Errorf("GitHub answered %s to the team membership check of %s/%s", resp.Status, org, team)
+	}
+}
+
+// forgeCanWrite answers whether a forge event's actor has write access to
+// its repository, through the forge driver of the repository's host (nil
+// without drivers: such events then need allow:).
+func forgeCanWrite(drivers *forge.Registry) func(context.Context, orchestrator.Event) (bool, error) {
+	if drivers == nil {
+		return nil
+	}
+	return func(ctx context.Context, ev orchestrator.Event) (bool, error) {
+		d, r, ok := drivers.ForRepo(ev.Repo)
+		if !ok {
+			return false, fmt.Errorf("no forge with credentials is configured for %s", ev.Repo)
+		}
+		if ev.Actor.Login == "" {
+			return false, nil
+		}
+		a, err := d.Permission(ctx, r, ev.Actor.Login)
+		if err != nil {
+			return false, err
+		}
+		return a.CanTrigger(), nil
 	}
 }

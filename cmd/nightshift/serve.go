@@ -320,7 +320,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			AnswerTimeout: cfg.Worker.AnswerTimeout.Std(),
 		})
 		s.runners = append(s.runners, sched.Run)
-		autoRun, err := automationRunner(ctx, bus, cfg, resolve, reg, logger)
+		autoRun, err := automationRunner(ctx, bus, cfg, resolve, reg, drivers, logger)
 		if err != nil {
 			return nil, err
 		}

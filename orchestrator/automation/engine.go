@@ -29,6 +29,11 @@ type Config struct {
 	// (allow.teams; asked only for GitHub events). Nil: team rules cannot
 	// be checked and let nobody through.
 	TeamMember func(ctx context.Context, org, team, login string) (bool, error)
+	// CanWrite reports whether the actor of a forge event (GitHub, GitLab,
+	// Gitea) has write access to the event's repository: an event
+	// automation without allow: takes only such actors. Nil: such events
+	// are refused unless allow: names their actor.
+	CanWrite func(ctx context.Context, ev orchestrator.Event) (bool, error)
 	// OnPause hears that an automation paused itself and why (a chat
 	// notification). The pause is also a timeline entry, a log line and
 	// the nightshift_automation_pauses_total metric.

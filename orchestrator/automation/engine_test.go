@@ -24,7 +24,9 @@ type harness struct {
 func newHarness(t *testing.T, defs ...config.Automation) *harness {
 	t.Helper()
 	ns := startNATS(t)
-	e, err := New(context.Background(), jsOf(t, connect(t, ns, "engine")), Config{Poll: 100 * time.Millisecond, QueueDelay: 200 * time.Millisecond})
+	e, err := New(context.Background(), jsOf(t, connect(t, ns, "engine")), Config{Poll: 100 * time.Millisecond, QueueDelay: 200 * time.Millisecond,
+		// On the "forge", mallory has no write access.
+		CanWrite: func(_ context.Context, ev orchestrator.Event) (bool, error) { return ev.Actor.Login != "mallory", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,4 +354,19 @@ func TestTeamsAreAskedForGitHubEvents(t *testing.T) {
 	if strings.Join(asked, ",") != "acme/core:carol,acme/core:dave" {
 		t.Errorf("asked %v", asked)
 	}
+}
+
+// TestForgeEventsWithoutAllowNeedWriteAccess: an event automation without
+// allow: takes a forge event only from someone with write access to the
+// repository (anyone may open an issue on a public one), and says why not.
+func TestForgeEventsWithoutAllowNeedWriteAccess(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.Automation{Name: "open", On: &config.On{Source: "github", Kind: "issue.labeled"}, Prompt: "look at {{.Target.URL}}"})
+	h.event("issue.labeled", "mallory", "NONE", "x")
+	r := h.waitRuns("open", "the refusal", func(r []Run) bool { return len(r) == 1 && r[0].Status != RunPending })
+	if r[0].Status != RunRefused || !strings.Contains(r[0].Reason, "write access") {
+		t.Fatalf("mallory's event: %+v", r[0])
+	}
+	h.event("issue.labeled", "alice", "MEMBER", "y")
+	h.waitRuns("open", "alice's run", func(r []Run) bool { return len(withStatus(r, RunStarted)) == 1 })
 }

@@ -403,10 +403,33 @@ func (e *Engine) fireOne(ctx context.Context, d *entry, trig trigger, repo strin
 
 // refusal says why the trigger may not start d, or "".
 func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigger) string {
-	if trig.kind != "event" || def.Allow.Empty() {
+	if trig.kind != "event" {
 		return ""
 	}
 	a := trig.event.Actor
+	if def.Allow.Empty() {
+		// No allow: on a forge, where anyone with an account can open an
+		// issue or comment on a public repository, only people with write
+		// access to it may start the automation (its prompt carries their
+		// text). Events from the API, Linear or Slack come from people the
+		// server already admits.
+		switch trig.event.Source {
+		case orchestrator.SourceGitHub, orchestrator.Source("gitlab"), orchestrator.Source("gitea"):
+		default:
+			return ""
+		}
+		if e.cfg.CanWrite == nil {
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access may, and it cannot be checked here", whoOf(a.Login), def.Name)
+		}
+		ok, err := e.cfg.CanWrite(ctx, *trig.event)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("%s may not trigger %s: write access could not be checked: %v", whoOf(a.Login), def.Name, err)
+		case !ok:
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access to the repository may", whoOf(a.Login), def.Name)
+		}
+		return ""
+	}
 	if a.Login != "" && slices.ContainsFunc(def.Allow.Logins, func(l string) bool { return strings.EqualFold(l, a.Login) }) {
 		return ""
 	}
@@ -573,4 +596,11 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) {
 			e.release(ctx, name, id)
 		}
 	}
+}
+
+func whoOf(login string) string {
+	if login == "" {
+		return "an unknown actor"
+	}
+	return login
 }

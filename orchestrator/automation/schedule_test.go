@@ -34,7 +34,8 @@ func startRunner(t *testing.T, ns *server.Server, name string, seed []config.Aut
 func startRunnerWith(t *testing.T, ns *server.Server, name string, seed []config.Automation, setup func(*Engine)) *runner {
 	t.Helper()
 	nc := connect(t, ns, name)
-	e, err := New(context.Background(), jsOf(t, nc), Config{Poll: 200 * time.Millisecond})
+	e, err := New(context.Background(), jsOf(t, nc), Config{Poll: 200 * time.Millisecond,
+		CanWrite: func(_ context.Context, ev orchestrator.Event) (bool, error) { return ev.Actor.Login != "mallory", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -606,6 +606,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, p []string) {
 			s.mu.Unlock()
 			if !ok {
 				perm = "read"
+				if owner, _, _ := strings.Cut(repo, "/"); strings.EqualFold(owner, rest[1]) {
+					perm = "admin" // the owner of a user's repository
+				}
 			}
 			writeJSON(w, 200, &gh.RepositoryPermissionLevel{Permission: gh.String(perm), User: &gh.User{Login: gh.String(rest[1])}})
 		}
