@@ -95,7 +95,7 @@ type ChaosReport struct {
 	Outcomes map[string]int
 	// Problems are the failed assertions, one sentence each.
 	Problems []string
-	// Evidence holds, for each task whose branch failed a check, its
+	// Evidence holds, for each task that failed or whose branch failed a check, its
 	// record, transitions, the agent runs (worker, time) and every
 	// accepted update of its branch with the commit's WORK.md.
 	Evidence []string
@@ -650,6 +650,7 @@ func (c *chaos) check(tasks []Task, rep *ChaosReport) {
 		}
 		if tk.State != "review" && tk.State != "done" {
 			c.problem("task %s (%s) ended %s: reason %q error %q", tk.ID, s.token, tk.State, tk.Reason, tk.Error)
+			rep.Evidence = append(rep.Evidence, c.evidence(tk))
 			continue
 		}
 		if bad := c.forge.CheckBranch(tk, tk.Run); len(bad) > 0 {
