@@ -41,7 +41,7 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		if errors.As(err, &le) {
 			return &StepError{Reason: le.Reason, Err: err}
 		}
-		return stepErr("commit", "commit: %w", err)
+		return remoteErr("commit", "commit: %w", err) // a full disk passes
 	}
 	// Nothing new since the base or the task's last pushed commit, and an
 	// answer: a question. The answer is the result; a task that owns a
@@ -65,7 +65,7 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 	// value of a secret the task could read is never pushed.
 	d, err := w.worktrees.Diff(ctx, r.wt)
 	if err != nil {
-		return stepErr("diff", "diff against the base: %w", err)
+		return remoteErr("diff", "diff against the base: %w", err)
 	}
 	result.Diff = DiffStat{Files: len(d.Files), Added: d.Added, Deleted: d.Deleted}
 	patch := rep.redact.String(d.Patch)

@@ -192,6 +192,9 @@ func transient(err error) (ok bool, after time.Duration) {
 		return true, 0
 	case errors.Is(err, worktree.ErrConcurrentUpdate):
 		return true, 0
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// A full disk: space is freed, or another worker takes the run.
+		return true, 30 * time.Second
 	}
 	// modernc.org/sqlite names the result code in its text; a vault or
 	// identity store another process holds is busy, not broken.

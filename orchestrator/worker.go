@@ -60,6 +60,9 @@ type WorkerConfig struct {
 	// Holder names this worker in the leases it takes (host and pid by
 	// default).
 	Holder string
+	// Ready, when set, is asked before each run is taken (serve: the data
+	// dir takes writes); an error leaves the run to other workers.
+	Ready func(ctx context.Context) error
 	// Repo returns the settings for a repository. Required.
 	Repo func(repo string) RepoSettings
 	// Env returns extra environment for a task's agent (its configured env,
@@ -234,6 +237,19 @@ func (w *Worker) Run(ctx context.Context) error {
 
 func (w *Worker) loop(ctx, taskCtx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
+		if w.cfg.Ready != nil {
+			// A worker that cannot write its disk takes no run: another
+			// worker does, or this one once the disk is back.
+			if err := w.cfg.Ready(ctx); err != nil {
+				w.log.Warn("not taking work", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(2 * time.Second):
+				}
+				continue
+			}
+		}
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {

@@ -393,6 +393,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			// What a run needs is checked before it is provisioned: a task
 			// that cannot run fails at once and says why.
 			Preflight: preflight(cfg, a.env, resolve, tools),
+			Ready:     newDiskProbe(cfg.DataDir).Check,
 		})
 		if err != nil {
 			return nil, err
