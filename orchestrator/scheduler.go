@@ -136,7 +136,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// crashing on it) would otherwise stay "running" forever: JetStream's
 	// advisory names it, and the task fails with a reason.
 	adv, err := s.bus.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+WorkStream+".>", func(m *nats.Msg) {
-		s.handleMaxDeliveries(context.WithoutCancel(ctx), m.Data)
+		go s.handleMaxDeliveries(context.WithoutCancel(ctx), m.Data)
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to delivery advisories: %w", err)
@@ -440,8 +440,21 @@ func (s *Scheduler) handleMaxDeliveries(ctx context.Context, data []byte) {
 	}
 	msg := fmt.Sprintf("the run was delivered %d times without finishing (its workers crashed or were killed)", adv.Deliveries)
 	reason := "worker_lost"
-	if _, _, err := s.recs.Fail(ctx, item.TaskID, item.Run, reason, msg); err != nil {
-		s.log.Warn("max deliveries: fail task", "task_id", item.TaskID, "err", err)
+	// The run leaves the queue only once its task says it failed: a task
+	// whose record cannot be written now (a full disk, no quorum) keeps
+	// its work item, and is failed on a later try, so it can always be
+	// retried or cancelled.
+	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+		_, _, err := s.recs.Fail(ctx, item.TaskID, item.Run, reason, msg)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			break
+		}
+		s.log.Warn("max deliveries: fail task; will retry", "task_id", item.TaskID, "err", err)
+		select {
+		case <-s.notifyStop:
+			return
+		case <-time.After(delay):
+		}
 	}
 	if err := st.DeleteMsg(ctx, adv.StreamSeq); err != nil {
 		s.log.Warn("max deliveries: remove run", "seq", adv.StreamSeq, "err", err)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"slices"
 	"strings"
 	"time"
 )
@@ -64,22 +65,32 @@ type Task struct {
 	BudgetCostUSD float64 `json:"budget_cost_usd,omitempty"`
 }
 
-// NarrowScopes keeps, of scopes, those t may be granted.
+// NarrowScopes keeps, of the scopes a task's lookups ask for, those t may
+// be granted: the ones its SecretScopes name, and the repository's when
+// they name a repo: pattern (the stored scope a secret is then found in is
+// checked with ScopeAllowed).
 func (t Task) NarrowScopes(scopes []string) []string {
 	if len(t.SecretScopes) == 0 {
 		return scopes
 	}
-	allowed := map[string]bool{}
+	allowed, repo := map[string]bool{}, false
 	for _, s := range t.SecretScopes {
 		allowed[s] = true
+		repo = repo || strings.HasPrefix(s, "repo:")
 	}
 	var out []string
 	for _, s := range scopes {
-		if allowed[s] {
+		if allowed[s] || repo && strings.HasPrefix(s, "repo:") {
 			out = append(out, s)
 		}
 	}
 	return out
+}
+
+// ScopeAllowed reports whether t may be given a secret stored in scope
+// (e.g. "repo:github.com/acme/*", exactly as its SecretScopes name it).
+func (t Task) ScopeAllowed(scope string) bool {
+	return len(t.SecretScopes) == 0 || slices.Contains(t.SecretScopes, scope)
 }
 
 // Task modes.

@@ -330,6 +330,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	// The run's lease: from here on, only this delivery may write the
 	// task's state; a stale one (a frozen worker resumed) is refused.
 	fence, _, err := w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
+	// The authority unreachable or unwritable (a full disk under NATS, no
+	// quorum): keep the item (heartbeats) and try again for a while rather
+	// than spend its deliveries in seconds.
+	for delay := time.Second; err != nil && !errors.Is(err, ErrStale) && !errors.Is(err, ErrNotFound) && delay <= 32*time.Second; delay *= 2 {
+		log.Warn("claim run; trying again", "err", err, "in", delay)
+		msg.InProgress()
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		fence, _, err = w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
+	}
 	switch {
 	case errors.Is(err, ErrStale), errors.Is(err, ErrNotFound):
 		log.Info("work item dropped: its run ended or another delivery holds it", "err", err)

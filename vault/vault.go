@@ -1054,6 +1054,14 @@ type TaskResolver struct {
 	v      *Vault
 	actor  Actor
 	scopes []string
+	allow  func(scope string) bool
+}
+
+// OnlyScopes makes r refuse, as not granted, a secret found in a stored
+// scope allow rejects (an automation's secret_scopes).
+func (r *TaskResolver) OnlyScopes(allow func(scope string) bool) *TaskResolver {
+	r.allow = allow
+	return r
 }
 
 // TaskResolver returns a resolver reading through scopes (see Lookup and
@@ -1085,8 +1093,8 @@ func (r *TaskResolver) Resolve(ctx context.Context, kind, name string) (string, 
 	default:
 		return "", fmt.Errorf("%w: %q", ErrUnknownKind, kind)
 	}
-	b, _, err := r.v.Lookup(ctx, r.actor, name, r.scopes)
-	if errors.Is(err, ErrNotFound) {
+	b, scope, err := r.v.Lookup(ctx, r.actor, name, r.scopes)
+	if errors.Is(err, ErrNotFound) || err == nil && r.allow != nil && !r.allow(scope) {
 		return "", &NotGrantedError{Name: name, Scopes: r.scopes}
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,8 +36,21 @@ automations:
     agent: envprobe
     prompt: "probe"
     secret_scopes: [agents]
+  - name: glob
+    schedule: "@every 1000h"
+    repo: "`+origin+`"
+    agent: envprobe
+    prompt: "probe"
+    secret_scopes: ["repo:`+filepath.Dir(origin)+`/*"]
+  - name: elsewhere
+    schedule: "@every 1000h"
+    repo: "`+origin+`"
+    agent: envprobe
+    prompt: "probe"
+    secret_scopes: ["repo:github.com/other/*"]
 `)
-	s.vaultSet(t, "REPO_TOKEN", "repo:"+origin, "repo-secret-value")
+	// Stored under a repository pattern, as vault set --scope repo:<glob> does.
+	s.vaultSet(t, "REPO_TOKEN", "repo:"+filepath.Dir(origin)+"/*", "repo-secret-value")
 	final := func(name string) orchestrator.Task {
 		t.Helper()
 		if out, err := s.cli(t, "automations", "run", name); err != nil {
@@ -62,8 +76,14 @@ automations:
 	if tk := final("wide"); tk.State != orchestrator.StateReview {
 		t.Fatalf("unlimited automation: %s (%s: %s)", tk.State, tk.Reason, tk.Error)
 	}
-	tk := final("narrow")
-	if tk.State != orchestrator.StateFailed || tk.Reason != "agent_env" || len(tk.SecretScopes) != 1 {
-		t.Fatalf("limited automation: %s (%s: %s) scopes %v", tk.State, tk.Reason, tk.Error, tk.SecretScopes)
+	for _, name := range []string{"narrow", "elsewhere"} {
+		tk := final(name)
+		if tk.State != orchestrator.StateFailed || tk.Reason != "agent_env" || len(tk.SecretScopes) != 1 {
+			t.Fatalf("automation %s: %s (%s: %s) scopes %v", name, tk.State, tk.Reason, tk.Error, tk.SecretScopes)
+		}
+	}
+	// The secret's own repo: pattern, named as stored, is granted.
+	if tk := final("glob"); tk.State != orchestrator.StateReview {
+		t.Fatalf("automation limited to the secret's pattern: %s (%s: %s)", tk.State, tk.Reason, tk.Error)
 	}
 }

@@ -254,7 +254,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 
 	routes := ingress.Routes{Registry: reg, Logger: logger}
 	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
-		Ask: bus.Ask, NarrowScopes: narrowScopes(bus.Records(), logger)}).Handler()
+		Ask: bus.Ask, NarrowScopes: narrowScopes(bus.Records(), logger), ScopeAllowed: scopeAllowed(bus.Records())}).Handler()
 	adminTokens, aerr := resolveAll(cfg.API.Tokens)
 	roTokens, rerr := resolveAll(cfg.API.ReadOnlyTokens)
 	tokenErr := errors.Join(aerr, rerr)
@@ -386,7 +386,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			// granted to the task, never the server's.
 			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
 				scopes := narrowScopes(bus.Records(), logger)(ctx, taskID, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
-				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, scopes)
+				allowed := scopeAllowed(bus.Records())
+				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, scopes).
+					OnlyScopes(func(scope string) bool { return allowed(ctx, taskID, scope) })
 				return cfg.AgentEnv(ctx, agentName, a.env, grants)
 			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
@@ -667,5 +669,14 @@ func narrowScopes(recs *orchestrator.Records, logger *slog.Logger) func(ctx cont
 			return nil
 		}
 		return t.NarrowScopes(scopes)
+	}
+}
+
+// scopeAllowed says whether a task may be given a secret found in a stored
+// vault scope (an automation's secret_scopes; unreadable task: no).
+func scopeAllowed(recs *orchestrator.Records) func(ctx context.Context, taskID, scope string) bool {
+	return func(ctx context.Context, taskID, scope string) bool {
+		t, err := recs.Task(ctx, taskID)
+		return err == nil && t.ScopeAllowed(scope)
 	}
 }

@@ -85,8 +85,11 @@ type Config struct {
 	// Nil: the repository is matched only as given.
 	RepoKey func(repo string) string
 	// NarrowScopes, when set, may take away vault scopes a task's token
-	// would be granted (an automation that limits its runs' secrets).
+	// would be granted (an automation that limits its runs' secrets), and
+	// ScopeAllowed then says whether a secret found in a stored scope may
+	// be handed out.
 	NarrowScopes func(ctx context.Context, taskID string, scopes []string) []string
+	ScopeAllowed func(ctx context.Context, taskID, scope string) bool
 	// Ask records a question of task taskID's agent for a human (the
 	// ask_human tool). Nil: ask_human reports that nobody can be asked.
 	Ask func(ctx context.Context, taskID, question string) error
@@ -343,6 +346,9 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 		scopes = s.cfg.NarrowScopes(ctx, c.scope.TaskID, scopes)
 	}
 	val, scope, err := s.secrets.Lookup(ctx, actor, name, scopes)
+	if err == nil && s.cfg.ScopeAllowed != nil && c.scope.TaskID != "" && !s.cfg.ScopeAllowed(ctx, c.scope.TaskID, scope) {
+		err = vault.ErrNotFound
+	}
 	if errors.Is(err, vault.ErrNotFound) {
 		return notFound(fmt.Sprintf("secret %s not found in the scopes this task may read", name)), nil
 	}
