@@ -177,13 +177,12 @@ func (w *Worker) push(ctx context.Context, r *run, branch, sha string) (leaked, 
 			}
 			return "", "", fmt.Errorf("record push intent: %w", err)
 		}
-		if r.plan.Force {
-			// Where the record says the branch is, where an older delivery
-			// said it would put it, or where this run found it (a person
-			// may push to the task's branch between runs: the run builds
-			// on their commit).
-			expect = append(olds, r.wt.BaseCommit)
-		}
+		// Where the record says the branch is, where an older delivery
+		// said it would put it, or where this run found it (a person may
+		// push to the task's branch between runs: the run builds on their
+		// commit; on a pull request's own head branch, the head the run
+		// started from). A fast-forward push is fenced the same way.
+		expect = append(olds, r.wt.BaseCommit)
 	}
 	req := worktree.PushRequest{Remote: r.plan.PushRemote, Branch: branch, Auth: r.auth, Force: r.plan.Force, Expect: expect,
 		Scan: func(what string, data []byte) error {
