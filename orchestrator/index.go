@@ -208,3 +208,68 @@ func (s *Store) index(ctx context.Context, rec Record, seq uint64) error {
 	}
 	return tx.Commit()
 }
+
+// MigrateToRecords carries the tasks this node's database stored before
+// the records bucket existed (rows never written from a record) into the
+// bucket, once: each becomes a record with its transitions and pending
+// follow-ups, found again by its pull request and target. A task the
+// bucket already holds is left alone, so every node may run it.
+func (s *Store) MigrateToRecords(ctx context.Context, recs *Records) (int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE rev=0`)
+	if err != nil {
+		return 0, err
+	}
+	var old []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			rows.Close()
+			return 0, err
+		}
+		old = append(old, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range old {
+		if _, _, err := recs.Get(ctx, t.ID); err == nil {
+			continue
+		} else if !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		trs, err := s.Transitions(ctx, t.ID)
+		if err != nil {
+			return n, err
+		}
+		rec := Record{Task: t, Transitions: trs}
+		mrows, err := s.db.QueryContext(ctx, `SELECT id, text, actor, created_at FROM task_messages WHERE task_id=? AND consumed=0 ORDER BY id`, t.ID)
+		if err == nil {
+			for mrows.Next() {
+				var m Message
+				var at string
+				if mrows.Scan(&m.ID, &m.Text, &m.Actor, &at) == nil {
+					m.CreatedAt = parseTS(at)
+					rec.Messages = append(rec.Messages, m)
+					rec.NextMsg = max(rec.NextMsg, m.ID)
+				}
+			}
+			mrows.Close()
+		}
+		rec.Dispatched = t.Run // its runs were published before
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return n, err
+		}
+		if _, err := recs.kv.Create(ctx, taskKey(t.ID), data); err != nil && !isWrongRevision(err) {
+			return n, fmt.Errorf("migrate task %s: %w", t.ID, err)
+		}
+		recs.indexPR(ctx, t)
+		if t.TargetKey != "" && !closedForFollowUps(t.State) {
+			_, _ = recs.kv.Create(ctx, targetKey(t.Repo, t.TargetKey), []byte(t.ID))
+		}
+		n++
+	}
+	return n, nil
+}

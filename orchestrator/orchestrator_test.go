@@ -624,3 +624,46 @@ func TestAutomationLimitsReachTheRun(t *testing.T) {
 		t.Fatalf("tighter kept the looser: %+v", b)
 	}
 }
+
+// TestTasksStoredBeforeTheRecordsAreCarriedOver: tasks a database stored
+// before the records bucket existed become records (transitions, pending
+// follow-ups, pull request owner) once; a second pass carries nothing.
+func TestTasksStoredBeforeTheRecordsAreCarriedOver(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	st, bus := newStore(t), newBus(t)
+	now := ts(time.Now())
+	// Rows as the SQLite store wrote them before: rev 0.
+	if _, err := st.db.ExecContext(ctx, `INSERT INTO tasks(id, idempotency_key, state, run, repo, branch, agent, prompt, source, kind,
+		target_key, event_json, pr_url, pr_key, created_at, updated_at) VALUES('oldtask1', 'k-old', 'review', 1, 'https://github.com/o/r.git',
+		'nightshift/oldtask1', 'claude', 'fix it', 'github', 'comment.command', 'issue:3', '{}', 'https://github.com/o/r/pull/9',
+		'https://github.com/o/r#9', ?, ?)`, now, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO task_transitions(task_id, run, from_state, to_state, reason, at) VALUES('oldtask1', 1, '', 'queued', 'created', '` + now + `')`,
+		`INSERT INTO task_transitions(task_id, run, from_state, to_state, reason, at) VALUES('oldtask1', 1, 'pushing', 'review', 'pushed', '` + now + `')`,
+		`INSERT INTO task_messages(task_id, text, actor, consumed, created_at) VALUES('oldtask1', 'and the docs', 'ada', 0, '` + now + `')`,
+	} {
+		if _, err := st.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.MigrateToRecords(ctx, bus.records)
+	if err != nil || n != 1 {
+		t.Fatalf("migrate: %d %v", n, err)
+	}
+	rec, _, err := bus.records.Get(ctx, "oldtask1")
+	if err != nil || rec.Task.State != StateReview || len(rec.Transitions) != 2 || len(rec.Messages) != 1 {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+	if tk, err := bus.records.TaskByPR(ctx, "https://github.com/o/r", 9); err != nil || tk.ID != "oldtask1" {
+		t.Fatalf("pull request owner: %v %v", tk.ID, err)
+	}
+	if n, err := st.MigrateToRecords(ctx, bus.records); err != nil || n != 0 {
+		t.Fatalf("second pass carried %d tasks (%v), want 0", n, err)
+	}
+	if rec2, _, _ := bus.records.Get(ctx, "oldtask1"); len(rec2.Messages) != 1 {
+		t.Fatal("a second pass changed the record")
+	}
+}

@@ -212,6 +212,11 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 	// as the process serves (and rebuilt from the records when missing).
 	// It outlives the signal (lists stay fresh through the drain) and
 	// stops with the rest at the end.
+	if n, err := store.MigrateToRecords(ctx, bus.Records()); err != nil {
+		return nil, fmt.Errorf("carry tasks into the records bucket: %w", err)
+	} else if n > 0 {
+		logger.Info("tasks carried from SQLite into the records bucket", "tasks", n)
+	}
 	followCtx, stopFollow := context.WithCancel(context.WithoutCancel(ctx))
 	s.closers = append(s.closers, stopFollow)
 	store.Follow(followCtx, bus.Records())
