@@ -77,13 +77,42 @@ func (c *client) send(ctx context.Context, method, path string, body any, accept
 }
 
 func (c *client) sendHeader(ctx context.Context, method, path string, body any, accept string, h http.Header) (*http.Response, error) {
-	var rd io.Reader
+	var data []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(b)
+		data = b
+	}
+	// A server still starting did nothing with the request: send it again
+	// until it is up (a minute at most).
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := c.sendOnce(ctx, method, path, body != nil, data, accept, h)
+		if !errors.Is(err, errStarting) {
+			return resp, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the nightshift server at %s is still starting after a minute (see its log for what it waits for)", c.base)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// errStarting is a request a starting server did not look at.
+var errStarting = errors.New("the server is starting")
+
+func (c *client) sendOnce(ctx context.Context, method, path string, hasBody bool, data []byte, accept string, h http.Header) (*http.Response, error) {
+	var rd io.Reader
+	body := any(nil)
+	if hasBody {
+		rd = bytes.NewReader(data)
+		body = data
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
@@ -110,6 +139,11 @@ func (c *client) sendHeader(ctx context.Context, method, path string, body any, 
 			return nil, fmt.Errorf("cannot reach the nightshift server at %s (is `nightshift serve` running? set --server or NIGHTSHIFT_SERVER)", c.base)
 		}
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(startingHeader) != "" {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, errStarting
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()

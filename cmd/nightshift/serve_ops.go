@@ -312,7 +312,9 @@ func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte(`{"checks":{"startup":"starting (see the log for what it waits for)"},"status":"not ready"}` + "\n"))
 	default:
+		// The request was not looked at: a client may send it again.
 		w.Header().Set("Retry-After", "5")
+		w.Header().Set(startingHeader, "1")
 		writeJSONError(w, http.StatusServiceUnavailable, "starting: try again in a moment")
 	}
 }
@@ -333,3 +335,7 @@ func (s *server) serveEarly(logger *slog.Logger) {
 	}()
 	s.closers = append(s.closers, func() { srv.Close() })
 }
+
+// startingHeader marks the 503 of a server still starting: nothing was
+// done with the request, so the CLI sends it again (for up to a minute).
+const startingHeader = "Nightshift-Starting"
