@@ -116,7 +116,7 @@ func (m *Manager) openLocal(path string) (*localRepo, error) {
 		r.top = top
 		r.git = newRootFS(sub, filepath.Join(real, ".git"))
 	}
-	r.store = filesystem.NewStorageWithOptions(r.git, cache.NewObjectLRUDefault(),
+	r.store = filesystem.NewStorageWithOptions(bufferedIdx(r.git), cache.NewObjectLRUDefault(),
 		filesystem.Options{AlternatesFS: memfs.New()})
 	return r, nil
 }

@@ -158,7 +158,7 @@ func (m *Manager) fetch(ctx context.Context, mir *mirror, auth Auth, progress io
 			return fmt.Errorf("init mirror: %w", err)
 		}
 	}
-	st := filesystem.NewStorageWithOptions(osfs.New(mir.dir), cache.NewObjectLRUDefault(), filesystem.Options{})
+	st := filesystem.NewStorageWithOptions(bufferedIdx(osfs.New(mir.dir)), cache.NewObjectLRUDefault(), filesystem.Options{})
 	defer st.Close()
 
 	ep, err := transport.NewEndpoint(mir.url)
@@ -335,7 +335,7 @@ var hexSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // resolve finds the base commit in the mirror.
 func (mir *mirror) resolve(base string) (string, plumbing.Hash, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(mir.dir), cache.NewObjectLRU(8<<20), filesystem.Options{})
+	st := filesystem.NewStorageWithOptions(bufferedIdx(osfs.New(mir.dir)), cache.NewObjectLRU(8<<20), filesystem.Options{})
 	defer st.Close()
 	peel := func(h plumbing.Hash) (plumbing.Hash, error) {
 		for range 10 {
@@ -406,7 +406,7 @@ func (mir *mirror) resolve(base string) (string, plumbing.Hash, error) {
 
 // mirrorStorage opens a mirror's object store for reading.
 func mirrorStorage(dir string) *filesystem.Storage {
-	return filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(32<<20), filesystem.Options{KeepDescriptors: true})
+	return filesystem.NewStorageWithOptions(bufferedIdx(osfs.New(dir)), cache.NewObjectLRU(32<<20), filesystem.Options{KeepDescriptors: true})
 }
 
 // lockFile takes an exclusive flock on path, polling until ctx ends.

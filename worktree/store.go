@@ -55,7 +55,7 @@ func openTaskStore(wt *Worktree) (*taskStore, error) {
 	// used, never held whole.
 	local := filesystem.NewStorageWithOptions(gfs, cache.NewObjectLRU(16<<20),
 		filesystem.Options{AlternatesFS: memfs.New(), LargeObjectThreshold: largeObject})
-	mir := filesystem.NewStorageWithOptions(osfs.New(wt.mirrorDir), cache.NewObjectLRU(32<<20),
+	mir := filesystem.NewStorageWithOptions(bufferedIdx(osfs.New(wt.mirrorDir)), cache.NewObjectLRU(32<<20),
 		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: largeObject})
 	return &taskStore{Storage: local, mirror: mir, work: work, git: gfs}, nil
 }

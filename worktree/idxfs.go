@@ -1,0 +1,78 @@
+package worktree
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/go-git/go-billy/v5"
+)
+
+// go-git decodes a pack index four bytes per read call: on a plain file
+// that is a system call each, and every store opened over a mirror (a
+// commit, a diff, a push) loads the mirror's indexes again. idxFS reads an
+// index file whole, in one call, and hands go-git an in-memory copy.
+
+// idxFS wraps fs so that pack index files (*.idx) opened for reading are
+// read whole into memory. It is used only over host-owned repositories
+// (mirrors, local origins), never over a clone an agent wrote: go-git
+// holds a decoded index in memory anyway, but a file the agent planted is
+// read through the clone's own checked filesystem.
+type idxFS struct{ billy.Filesystem }
+
+func bufferedIdx(fs billy.Filesystem) billy.Filesystem { return idxFS{fs} }
+
+func (f idxFS) Open(name string) (billy.File, error) {
+	return f.OpenFile(name, os.O_RDONLY, 0)
+}
+
+func (f idxFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, error) {
+	file, err := f.Filesystem.OpenFile(name, flag, perm)
+	if err != nil || flag&(os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_TRUNC) != 0 || !strings.HasSuffix(name, ".idx") {
+		return file, err
+	}
+	defer file.Close()
+	var data []byte
+	if fi, serr := f.Filesystem.Stat(name); serr == nil && fi.Mode().IsRegular() && fi.Size() < 1<<30 {
+		// One read of the size the file has (ReadAll would grow a buffer
+		// from 512 bytes, a read per doubling).
+		data = make([]byte, fi.Size())
+		n, err := io.ReadFull(file, data)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, err
+		}
+		data = data[:n]
+		if rest, err := io.ReadAll(file); err != nil {
+			return nil, err
+		} else {
+			data = append(data, rest...)
+		}
+	} else if data, err = io.ReadAll(file); err != nil {
+		return nil, err
+	}
+	return &memFile{name: file.Name(), Reader: bytes.NewReader(data)}, nil
+}
+
+// Chroot keeps the wrapping for the sub-filesystem go-git asks for.
+func (f idxFS) Chroot(path string) (billy.Filesystem, error) {
+	sub, err := f.Filesystem.Chroot(path)
+	if err != nil {
+		return nil, err
+	}
+	return idxFS{sub}, nil
+}
+
+// memFile is a read-only in-memory billy.File.
+type memFile struct {
+	name string
+	*bytes.Reader
+}
+
+func (m *memFile) Name() string              { return m.name }
+func (m *memFile) Write([]byte) (int, error) { return 0, os.ErrPermission }
+func (m *memFile) Close() error              { return nil }
+func (m *memFile) Lock() error               { return nil }
+func (m *memFile) Unlock() error             { return nil }
+func (m *memFile) Truncate(int64) error      { return os.ErrPermission }
