@@ -192,6 +192,9 @@ func transient(err error) (ok bool, after time.Duration) {
 		return true, 0
 	case errors.Is(err, worktree.ErrConcurrentUpdate):
 		return true, 0
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// Out of file descriptors for a moment (many runs at once).
+		return true, 5 * time.Second
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// A full disk: space is freed, or another worker takes the run.
 		return true, 30 * time.Second

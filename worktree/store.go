@@ -168,17 +168,34 @@ func (s *taskStore) Close() error {
 	return err
 }
 
+// go-git loads a store's pack indexes on first use and keeps what it
+// loaded even when one of them failed to load (too many open files, a
+// read error): every object of the packs after it is then "not found" for
+// the life of the store. mirrorFailed drops such a partial index, so the
+// next lookup loads them all again, and the error is reported as itself.
+func (s *taskStore) mirrorFailed(err error) error {
+	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) {
+		s.mirror.Reindex()
+		return fmt.Errorf("worktree: read the mirror: %w", err)
+	}
+	return err
+}
+
 func (s *taskStore) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
 	o, err := s.mirror.EncodedObject(t, h)
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
 		return s.Storage.EncodedObject(t, h)
 	}
-	return o, err
+	return o, s.mirrorFailed(err)
 }
 
 func (s *taskStore) HasEncodedObject(h plumbing.Hash) error {
-	if err := s.mirror.HasEncodedObject(h); err == nil {
+	err := s.mirror.HasEncodedObject(h)
+	if err == nil {
 		return nil
+	}
+	if err := s.mirrorFailed(err); !errors.Is(err, plumbing.ErrObjectNotFound) {
+		return err
 	}
 	return s.Storage.HasEncodedObject(h)
 }
@@ -188,7 +205,7 @@ func (s *taskStore) EncodedObjectSize(h plumbing.Hash) (int64, error) {
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
 		return s.Storage.EncodedObjectSize(h)
 	}
-	return n, err
+	return n, s.mirrorFailed(err)
 }
 
 // overlay keeps new objects in memory on top of another store; Diff uses
