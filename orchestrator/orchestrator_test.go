@@ -253,7 +253,7 @@ func TestPushIntentsGiveExpectedBranchValues(t *testing.T) {
 	id, branch := res.Task.ID, res.Task.Branch
 	f1, _, _ := recs.Claim(ctx, id, 1, "w1", 1, 1)
 	olds, err := recs.Intend(ctx, id, f1, branch, "aaa")
-	if err != nil || fmt.Sprint(olds) != "[]" && fmt.Sprint(olds) != "[ ]" {
+	if err != nil || len(olds) != 1 || olds[0] != "" { // the branch must not exist yet
 		t.Fatalf("first intent: %q %v", olds, err)
 	}
 	f2, _, _ := recs.Claim(ctx, id, 1, "w2", 2, 1)

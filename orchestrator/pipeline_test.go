@@ -314,9 +314,6 @@ func (p *pipeline) submit(t *testing.T, prompt string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.bus.Records().Dispatch(ctx, res.Task.ID); err != nil {
-		t.Fatal(err)
-	}
 	return res.Task.ID
 }
 

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	for k, v := range extra {
 		r.env[k] = v
 	}
-	r.env["NIGHTSHIFT_MODE"] = orDefault2(item.Mode, ModeChange)
+	r.env["NIGHTSHIFT_MODE"] = cmp.Or(item.Mode, ModeChange)
 	r.spec = sandbox.Spec{Dir: r.wt.Dir, DirReadOnly: r.readOnly(), ReadOnly: r.wt.ReadOnlyPaths, ReadOnlyInDir: r.wt.ProtectedGitPaths,
 		Timeout: r.repo.Timeout, AllowHosts: r.repo.AllowHosts, Tools: w.cfg.Tools,
 		Log: func(msg string, attrs ...any) { rep.line(ctx, "sandbox", fmtAttrs(msg, attrs)) }}

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -523,7 +524,7 @@ func (r *Records) requeueLocked(rec *Record, reason string, followUp bool, opt f
 	if t := &rec.Task; t.Mode == ModePlan && !t.PlanApproved && t.Plan != "" && t.State == StateNeedsInput && len(rec.Messages) > 0 &&
 		IsApproval(rec.Messages[len(rec.Messages)-1].Text) {
 		t.PlanApproved = true
-		reason = "plan approved by " + orDefault2(rec.Messages[len(rec.Messages)-1].Actor, "a reviewer")
+		reason = "plan approved by " + cmp.Or(rec.Messages[len(rec.Messages)-1].Actor, "a reviewer")
 		rec.Messages = nil
 	}
 	if err := r.transition(rec, StateQueued, reason); err != nil {
@@ -555,13 +556,6 @@ func workItemOf(t Task, followUp bool, msgs []Message) WorkItem {
 	return w
 }
 
-func orDefault2(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 // IsApproval reports whether a reply approves a proposed plan.
 func IsApproval(text string) bool {
 	switch strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(text), "@nightshift"))) {
@@ -569,19 +563,6 @@ func IsApproval(text string) bool {
 		return true
 	}
 	return false
-}
-
-// Dispatch puts run t.Run of a queued task in its outbox (once).
-func (r *Records) Dispatch(ctx context.Context, id string) (Task, error) {
-	rec, _, err := r.update(ctx, id, func(rec *Record) error {
-		if rec.Task.State != StateQueued || rec.Outbox != nil || rec.Lease.Run == rec.Task.Run || rec.Dispatched >= rec.Task.Run {
-			return errUnchanged
-		}
-		w := workItemOf(rec.Task, false, nil)
-		rec.Outbox = &w
-		return nil
-	})
-	return rec.Task, err
 }
 
 // Requeue starts a new run of task id when allowed decides the task's

@@ -262,10 +262,10 @@ func (s *Scheduler) apply(ctx context.Context, ev *Event) error {
 		_, _, err := s.recs.Fail(ctx, t.ID, t.Run, "no_repo", msg)
 		return err
 	}
-	// The first run's work item went into the task's outbox when it was
-	// created (here or by the API); make sure it is owed or published.
-	_, err = s.recs.Dispatch(ctx, t.ID)
-	return err
+	// The first run's work item went into the task's outbox in the
+	// creating write (here or by the API); the writer or the reactor
+	// publishes it.
+	return nil
 }
 
 // notify hands t to the reporters without holding up recording: a slow

@@ -138,15 +138,13 @@ func (s *Store) Get(ctx context.Context, id string) (Task, error) {
 		return t, err
 	}
 	if t.State == StateQueued {
-		t.Position, _ = s.position(ctx, t)
+		t.Position, _ = s.Position(ctx, t)
 	}
 	return t, nil
 }
 
 // Position returns a queued task's place in the queue (1 = next).
-func (s *Store) Position(ctx context.Context, t Task) (int, error) { return s.position(ctx, t) }
-
-func (s *Store) position(ctx context.Context, t Task) (int, error) {
+func (s *Store) Position(ctx context.Context, t Task) (int, error) {
 	var n int
 	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE state='queued' AND (updated_at < ? OR (updated_at = ? AND id <= ?))`,
 		ts(t.UpdatedAt), ts(t.UpdatedAt), t.ID).Scan(&n)

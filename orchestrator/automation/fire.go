@@ -1,6 +1,7 @@
 package automation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -419,14 +420,14 @@ func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigge
 			return ""
 		}
 		if e.cfg.CanWrite == nil {
-			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access may, and it cannot be checked here", whoOf(a.Login), def.Name)
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access may, and it cannot be checked here", cmp.Or(a.Login, "an unknown actor"), def.Name)
 		}
 		ok, err := e.cfg.CanWrite(ctx, *trig.event)
 		switch {
 		case err != nil:
-			return fmt.Sprintf("%s may not trigger %s: write access could not be checked: %v", whoOf(a.Login), def.Name, err)
+			return fmt.Sprintf("%s may not trigger %s: write access could not be checked: %v", cmp.Or(a.Login, "an unknown actor"), def.Name, err)
 		case !ok:
-			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access to the repository may", whoOf(a.Login), def.Name)
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access to the repository may", cmp.Or(a.Login, "an unknown actor"), def.Name)
 		}
 		return ""
 	}
@@ -596,11 +597,4 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) {
 			e.release(ctx, name, id)
 		}
 	}
-}
-
-func whoOf(login string) string {
-	if login == "" {
-		return "an unknown actor"
-	}
-	return login
 }

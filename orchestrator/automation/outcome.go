@@ -1,6 +1,7 @@
 package automation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -143,7 +144,7 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 			s.Failures++
 			if pauseAfter > 0 && s.Failures >= pauseAfter && !s.Paused {
 				s.Paused = true
-				s.PausedReason = fmt.Sprintf("%d consecutive failed runs (last: task %s: %s)", s.Failures, run.TaskID, orDash(run.Reason))
+				s.PausedReason = fmt.Sprintf("%d consecutive failed runs (last: task %s: %s)", s.Failures, run.TaskID, cmp.Or(run.Reason, "no reason given"))
 				paused = s.PausedReason
 			}
 		}
@@ -156,13 +157,6 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 		e.paused(ctx, name, paused)
 	}
 	return nil
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "no reason given"
-	}
-	return s
 }
 
 // paused records an automation pausing itself: a timeline entry, a log
