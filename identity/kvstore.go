@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nightshift/nightshift/vault/natsstore"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -71,43 +72,12 @@ func NewKVService(ctx context.Context, js jetstream.JetStream, p Provider, kc KV
 	if js == nil || p == nil {
 		return nil, errors.New("identity: NewKVService needs a JetStream and a provider")
 	}
-	kv, err := LeaderBucket(ctx, js, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, Storage: jetstream.FileStorage,
+	kv, err := natsstore.LeaderBucket(ctx, js, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, Storage: jetstream.FileStorage,
 		Replicas: max(kc.Replicas, 1), Description: "nightshift identities and agent tokens"})
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	return &Service{kv: kv, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name())}, nil
-}
-
-// LeaderBucket creates (or opens) a key-value bucket whose reads go to the
-// stream leader: direct gets, which any replica may answer from a copy
-// that lags, are turned off.
-func LeaderBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	_, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			err = nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-	}
-	st, err := js.Stream(ctx, "KV_"+cfg.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-	}
-	// A bucket created with fewer replicas (by a vault command before the
-	// servers started, say) is raised to the configured number.
-	if info := st.CachedInfo(); info.Config.AllowDirect || info.Config.Replicas < cfg.Replicas {
-		sc := info.Config
-		sc.AllowDirect = false
-		sc.Replicas = max(sc.Replicas, cfg.Replicas)
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("bucket %s: read from the leader: %w", cfg.Bucket, err)
-		}
-	}
-	return js.KeyValue(ctx, cfg.Bucket)
 }
 
 func hashKey(prefix, s string) string {

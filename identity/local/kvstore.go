@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nightshift/nightshift/vault/natsstore"
 	"sort"
 	"strings"
 	"sync"
@@ -77,7 +78,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, kc KVConfig, cfg Config)
 	if kc.MaxAge <= 0 {
 		kc.MaxAge = 90 * 24 * time.Hour
 	}
-	kv, err := identity.LeaderBucket(ctx, js, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, Storage: jetstream.FileStorage,
+	kv, err := natsstore.LeaderBucket(ctx, js, jetstream.KeyValueConfig{Bucket: Bucket, History: 1, Storage: jetstream.FileStorage,
 		Replicas: replicas, Description: "nightshift local identities: addresses and phone leases"})
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", err)
