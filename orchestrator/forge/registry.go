@@ -104,3 +104,19 @@ func (g *Registry) OfKind(kind Kind) []Driver {
 	}
 	return out
 }
+
+// PathSegment reports whether s may be one element of a repository path on
+// a forge (an owner, group or repository name) of at most max bytes: ASCII
+// letters, digits, '.', '_' and '-', not "." or "..", not starting with '-'.
+func PathSegment(s string, max int) bool {
+	if s == "" || s == "." || s == ".." || len(s) > max || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -173,18 +173,7 @@ func (d *Driver) RepoOf(cloneURL string) (forge.Repo, bool) {
 }
 
 // segment reports whether s may be an owner or repository name.
-func segment(s string) bool {
-	if s == "" || s == "." || s == ".." || len(s) > 100 || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func segment(s string) bool { return forge.PathSegment(s, 100) }
 
 // CloneURL implements forge.Driver.
 func (d *Driver) CloneURL(r forge.Repo) string {
