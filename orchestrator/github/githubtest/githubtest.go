@@ -20,13 +20,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -113,12 +113,7 @@ func New(t testing.TB, opts Options) *Server {
 		s.key = key
 		s.PrivateKeyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	}
-	execPath := strings.TrimSpace(s.git("", "--exec-path"))
-	s.backend = &cgi.Handler{
-		Path:   filepath.Join(execPath, "git-http-backend"),
-		Env:    []string{"GIT_PROJECT_ROOT=" + s.root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + s.root},
-		Stderr: io.Discard,
-	}
+	s.backend = forgetest.GitBackend(t, s.root)
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.APIURL = s.URL + "/api/v3/"
 	s.GitURL = s.URL + "/"
@@ -128,23 +123,11 @@ func New(t testing.TB, opts Options) *Server {
 
 func (s *Server) git(dir string, args ...string) string {
 	s.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_AUTHOR_NAME=Seed", "GIT_AUTHOR_EMAIL=seed@example.test", "GIT_COMMITTER_NAME=Seed", "GIT_COMMITTER_EMAIL=seed@example.test")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		s.t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return string(out)
+	return forgetest.Git(s.t, dir, args...)
 }
 
 func (s *Server) gitTry(dir string, args ...string) (string, error) {
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.Output()
-	return string(out), err
+	return forgetest.GitTry(dir, args...)
 }
 
 // BareDir is the path of a repository's bare git directory.

@@ -21,13 +21,13 @@ package gitlabtest
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -136,12 +136,7 @@ func New(t testing.TB, opts Options) *Server {
 	s := &Server{t: t, root: t.TempDir(), BotUser: opts.BotUser, BotToken: opts.BotToken, nextID: 100,
 		users: map[string]*user{}, projects: map[string]*project{}, byID: map[int64]*project{}, traces: map[int64]string{}}
 	s.addUser(opts.BotUser, opts.BotToken)
-	execPath := strings.TrimSpace(s.git("", "--exec-path"))
-	s.backend = &cgi.Handler{
-		Path:   filepath.Join(execPath, "git-http-backend"),
-		Env:    []string{"GIT_PROJECT_ROOT=" + s.root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + s.root},
-		Stderr: io.Discard,
-	}
+	s.backend = forgetest.GitBackend(t, s.root)
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.APIURL = s.URL + "/api/v4/"
 	s.GitURL = s.URL + "/"
@@ -174,23 +169,11 @@ func (s *Server) User(name string) (id int64, token string) {
 
 func (s *Server) git(dir string, args ...string) string {
 	s.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_AUTHOR_NAME=Seed", "GIT_AUTHOR_EMAIL=seed@example.test", "GIT_COMMITTER_NAME=Seed", "GIT_COMMITTER_EMAIL=seed@example.test")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		s.t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return string(out)
+	return forgetest.Git(s.t, dir, args...)
 }
 
 func (s *Server) gitTry(dir string, args ...string) (string, error) {
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.Output()
-	return string(out), err
+	return forgetest.GitTry(dir, args...)
 }
 
 // BareDir is the path of a project's bare git directory.
