@@ -72,6 +72,13 @@ func NewScheduler(bus *Bus, store *Store, cfg SchedulerConfig) *Scheduler {
 		notifyQ: make(chan Task, 1024), notifyStop: make(chan struct{})}
 }
 
+// reportMissing reports whether rec's newest state report is not on the
+// task stream (or that could not be read).
+func (s *Scheduler) reportMissing(ctx context.Context, rec Record) bool {
+	last, err := s.bus.lastStateSeq(ctx, rec.Task.ID)
+	return err != nil || last < len(rec.Transitions)
+}
+
 // dedupeSafe is how recent a revision must be for its state report to be
 // republished blindly: well inside the tasks stream's 2-minute
 // deduplication window.
@@ -366,8 +373,7 @@ func (s *Scheduler) handleRecord(ctx context.Context, msg jetstream.Msg) {
 	// same report is dropped, so a recent revision is always republished
 	// (a later transition's report may already be out while this one's
 	// is missing); an old one only when nothing as new was published.
-	recent := s.cfg.Clock().Sub(rec.Task.UpdatedAt) < dedupeSafe
-	if last, err := s.bus.lastStateSeq(ctx, rec.Task.ID); recent || err != nil || last < len(rec.Transitions) {
+	if s.cfg.Clock().Sub(rec.Task.UpdatedAt) < dedupeSafe || s.reportMissing(ctx, rec) {
 		if err := s.recs.project(ctx, rec); err != nil {
 			s.log.Warn("republish state report; will retry", "task_id", rec.Task.ID, "err", err)
 			msg.NakWithDelay(time.Second)
