@@ -667,3 +667,86 @@ func TestTasksStoredBeforeTheRecordsAreCarriedOver(t *testing.T) {
 		t.Fatal("a second pass changed the record")
 	}
 }
+
+// TestLostRunWaitsForItsTaskToBeFailed: a run that exhausted its deliveries
+// while the records bucket takes no writes (a full disk under NATS: here
+// the bucket's byte limit) stays in the work queue; once writes pass again
+// the task is failed with worker_lost and only then is the run removed, so
+// the task can always be retried.
+func TestLostRunWaitsForItsTaskToBeFailed(t *testing.T) {
+	t.Parallel()
+	bus, st := newBus(t), newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cons, err := bus.js.CreateOrUpdateConsumer(ctx, WorkStream, jetstream.ConsumerConfig{Durable: "workers",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 300 * time.Millisecond, MaxDeliver: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := NewScheduler(bus, st, SchedulerConfig{DefaultAgent: "script"})
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	ev := event("full-disk")
+	ev.Source, ev.Kind, ev.Target = SourceAPI, KindTaskRequested, Target{}
+	if err := bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item WorkItem
+	var seq uint64
+	for m := range batch.Messages() {
+		json.Unmarshal(m.Data(), &item)
+		md, _ := m.Metadata()
+		seq = md.Sequence.Stream
+	}
+	if item.TaskID == "" {
+		t.Fatal("no run delivered")
+	}
+	// The records bucket refuses writes from now on.
+	rs, err := bus.js.Stream(ctx, "KV_"+RecordsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := rs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxBytes, full.Discard = int64(info.State.Bytes), jetstream.DiscardNew
+	if _, err := bus.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	work, err := bus.js.Stream(ctx, WorkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the advisory came; failing the task is refused
+	if _, err := work.GetMsg(ctx, seq); err != nil {
+		t.Fatalf("the run left the queue while its task could not be failed: %v", err)
+	}
+	if tk, _ := bus.records.Task(ctx, item.TaskID); tk.State.Resting() {
+		t.Fatalf("task %s while its bucket took no writes", tk.State)
+	}
+	// Writes pass again.
+	full.MaxBytes = -1
+	if _, err := bus.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tk, err := bus.records.Task(ctx, item.TaskID)
+		_, gone := work.GetMsg(ctx, seq)
+		if err == nil && tk.State == StateFailed && tk.Reason == "worker_lost" && gone != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after writes passed again: task %s (%s), run still queued: %v", tk.State, tk.Reason, gone == nil)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
