@@ -119,6 +119,7 @@ func (w *Worker) runAgent(ctx context.Context, stop context.CancelCauseFunc, r *
 		// answer, which resumes this session; nothing is published.
 		q := rep.redact.String(out.Question)
 		rep.line(ctx, "system", "the agent asks: "+q)
+		w.endAccess(ctx, r)
 		rep.state(ctx, StateNeedsInput, "question", Patch{SessionID: &out.SessionID, Usage: &usage, Question: &q})
 		return out, errAsked
 	}

@@ -210,7 +210,7 @@ func TestRecordsTransitionsAreValidatedAndFenced(t *testing.T) {
 	if _, err := recs.Report(ctx, id, f1, StateTesting, "stale", Patch{}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("stale report: %v", err)
 	}
-	if _, err := recs.Intend(ctx, id, f1, "nightshift/"+id, "c1"); !errors.Is(err, ErrFenced) {
+	if _, err := recs.Intend(ctx, id, f1, PushIntent{Branch: "nightshift/" + id, Commit: "c1"}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("stale push intent: %v", err)
 	}
 	if _, err := recs.Report(ctx, id, f2, StateRunning, "", Patch{}); err != nil {
@@ -252,12 +252,12 @@ func TestPushIntentsGiveExpectedBranchValues(t *testing.T) {
 	res, _ := recs.CreateFromEvent(ctx, event("intent"), "claude")
 	id, branch := res.Task.ID, res.Task.Branch
 	f1, _, _ := recs.Claim(ctx, id, 1, "w1", 1, 1)
-	olds, err := recs.Intend(ctx, id, f1, branch, "aaa")
+	olds, err := recs.Intend(ctx, id, f1, PushIntent{Branch: branch, Commit: "aaa"})
 	if err != nil || len(olds) != 1 || olds[0] != "" { // the branch must not exist yet
 		t.Fatalf("first intent: %q %v", olds, err)
 	}
 	f2, _, _ := recs.Claim(ctx, id, 1, "w2", 2, 1)
-	olds, err = recs.Intend(ctx, id, f2, branch, "bbb")
+	olds, err = recs.Intend(ctx, id, f2, PushIntent{Branch: branch, Commit: "bbb"})
 	if err != nil || len(olds) != 2 || olds[0] != "" || olds[1] != "aaa" {
 		t.Fatalf("intent after a takeover: %q %v", olds, err)
 	}

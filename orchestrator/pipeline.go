@@ -31,6 +31,11 @@ type run struct {
 	services runServices
 	// redacted is set once rep.redact covers the task's secrets.
 	redacted bool
+	// landed is the push an earlier delivery of the run made before it
+	// was lost; the run is finished from it.
+	landed *PushIntent
+	// accessEnded is set once the run's services and tokens are gone.
+	accessEnded bool
 }
 
 // execute drives one run: provision, setup, agent, tests, then publish.
@@ -45,11 +50,9 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		return err
 	}
 	// Whatever the outcome, the run's services stop and its tokens die
-	// with it (the gateway token in runAgent).
-	defer func() {
-		r.services.close()
-		w.revokeRunTokens(ctx, r)
-	}()
+	// with it (the gateway token in runAgent), before the run's last
+	// state is reported.
+	defer w.endAccess(ctx, r)
 	if w.cfg.Preflight != nil {
 		if err := w.cfg.Preflight(ctx, item); err != nil {
 			return &StepError{Reason: "preflight", Err: err}
@@ -57,6 +60,9 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 	}
 	if err := w.provision(ctx, r); err != nil {
 		return err
+	}
+	if r.landed != nil {
+		return w.finishLanded(ctx, r, *r.landed)
 	}
 	if !r.readOnly() {
 		// A read-only run (plan, answer) looks at the code as it is:
@@ -73,6 +79,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 		return err
 	}
 	if r.readOnly() {
+		w.endAccess(ctx, r)
 		return w.finishReadOnly(ctx, r, out)
 	}
 	if r.repo.Test != "" {
@@ -84,7 +91,21 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, item
 			return err
 		}
 	}
+	// Nothing the agent could start runs any more: its services and
+	// tokens go before anything is published.
+	w.endAccess(ctx, r)
 	return w.publish(ctx, r, out)
+}
+
+// endAccess stops the run's services (MCP, gateway listeners) and revokes
+// its MCP token; it is done once, before the run's last state is reported.
+func (w *Worker) endAccess(ctx context.Context, r *run) {
+	if r.accessEnded {
+		return
+	}
+	r.accessEnded = true
+	r.services.close()
+	w.revokeRunTokens(ctx, r)
 }
 
 // merge returns a new map with base's entries, then extra's.

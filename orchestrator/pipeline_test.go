@@ -103,7 +103,12 @@ type ports struct {
 	pushed []worktree.PushRequest
 	// opened are the pull requests opened.
 	opened []RunResult
+	// heads are the remote branches the pushes left, branch → commit.
+	heads map[string]string
 }
+
+// fakeCommit is the commit every fake run makes.
+const fakeCommit = "c0ffee0000000000000000000000000000000000"
 
 func newPorts(t *testing.T) *ports {
 	return &ports{j: &journal{}, faults: &faults{}, root: t.TempDir(), agentOut: "working\nfixed the bug\n",
@@ -159,7 +164,7 @@ func (w worktrees) Commit(ctx context.Context, wt *worktree.Worktree, req worktr
 	if err := w.call("worktree.commit"); err != nil {
 		return worktree.Commit{}, err
 	}
-	return worktree.Commit{SHA: "c0ffee0000000000000000000000000000000000", Created: true, Changed: true, Files: []string{"main.go"}}, nil
+	return worktree.Commit{SHA: fakeCommit, Created: true, Changed: true, Files: []string{"main.go"}}, nil
 }
 
 func (w worktrees) Diff(ctx context.Context, wt *worktree.Worktree) (worktree.Diff, error) {
@@ -186,11 +191,25 @@ func (w worktrees) Push(ctx context.Context, wt *worktree.Worktree, req worktree
 	}
 	w.mu.Lock()
 	w.pushed = append(w.pushed, req)
+	if w.heads == nil {
+		w.heads = map[string]string{}
+	}
+	w.heads[req.Branch] = fakeCommit
 	w.mu.Unlock()
 	return worktree.PushResult{}, nil
 }
 
 func (w worktrees) Remove(ctx context.Context, taskID string) error { return nil }
+
+// BranchHead says where the pushes that went through left branch.
+func (w worktrees) BranchHead(ctx context.Context, remote, branch string, auth worktree.Auth) (string, error) {
+	if err := w.call("worktree.branch_head"); err != nil {
+		return "", err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.heads[branch], nil
+}
 
 // identities fakes Identities: one identity per task.
 type identities struct{ *ports }
@@ -513,25 +532,60 @@ func forgeError(status int) error {
 }
 
 // TestPipelineTransientOpenIsRetried: a forge answering 502 to the pull
-// request hands the run back (Nak with a delay) and a later delivery opens
-// it; the task never shows failed.
+// request hands the run back (Nak with a delay) after its push landed; the
+// next delivery finds the branch at the commit the first one announced and
+// finishes the run from there: the agent does not run again, nothing is
+// pushed twice, the pull request gets the first delivery's summary, and
+// the task never shows failed.
 func TestPipelineTransientOpenIsRetried(t *testing.T) {
 	t.Parallel()
 	p := startPipeline(t, nil)
 	p.faults.inject("pr.open", fmt.Errorf("github: create pull request on acme/app: %w", forgeError(http.StatusBadGateway)))
 	id := p.submit(t, "fix the bug")
 	r := p.waitRest(t, id)
-	if r.Task.State != StateReview || r.Task.PRURL == "" {
-		t.Fatalf("task %s %q (%s)", r.Task.State, r.Task.Reason, r.Task.Error)
+	if r.Task.State != StateReview || r.Task.PRURL == "" || r.Task.Commit != fakeCommit {
+		t.Fatalf("task %s %q (%s) commit %q", r.Task.State, r.Task.Reason, r.Task.Error, r.Task.Commit)
 	}
 	if n := p.j.count("pr.open"); n != 2 {
 		t.Fatalf("pull request opened %d times, want 2", n)
 	}
+	for _, c := range []string{"sandbox.agent", "worktree.commit", "worktree.push", "worktree.provision"} {
+		if n := p.j.count(c); n != 1 {
+			t.Errorf("%s called %d times, want once: the second delivery ran the run again (%v)", c, n, p.j.list())
+		}
+	}
+	p.mu.Lock()
+	opened := slices.Clone(p.opened)
+	p.mu.Unlock()
+	if len(opened) != 1 || opened[0].Summary != "fixed the bug" || opened[0].Commit != fakeCommit || opened[0].Diff.Files != 1 ||
+		!slices.Equal(opened[0].Files, []string{"main.go"}) {
+		t.Fatalf("pull request %+v", opened)
+	}
 	// The first delivery rests in queued (retrying) until the next one.
 	attempt := []State{StateProvisioning, StateRunning, StateTesting, StatePushing}
-	want := slices.Concat([]State{StateQueued}, attempt, []State{StateQueued}, attempt, []State{StateReview})
+	want := slices.Concat([]State{StateQueued}, attempt, []State{StateQueued, StateProvisioning, StateReview})
 	if !slices.Equal(r.States, want) {
 		t.Fatalf("states %v, want %v", r.States, want)
+	}
+}
+
+// TestPipelineUnlandedPushRunsAgain: a delivery that announced its push
+// but whose push never reached the branch leaves nothing to finish from:
+// the next delivery runs the agent again and pushes.
+func TestPipelineUnlandedPushRunsAgain(t *testing.T) {
+	t.Parallel()
+	p := startPipeline(t, nil)
+	p.faults.inject("worktree.push", fmt.Errorf("push: %w", syscall.ECONNRESET))
+	id := p.submit(t, "fix the bug")
+	r := p.waitRest(t, id)
+	if r.Task.State != StateReview || r.Task.Commit != fakeCommit {
+		t.Fatalf("task %s %q (%s)", r.Task.State, r.Task.Reason, r.Task.Error)
+	}
+	p.mu.Lock()
+	pushes := len(p.pushed)
+	p.mu.Unlock()
+	if a := p.j.count("sandbox.agent"); a != 2 || pushes != 1 {
+		t.Fatalf("agent ran %d times and %d pushes went through, want 2 and 1 (%v)", a, pushes, p.j.list())
 	}
 }
 

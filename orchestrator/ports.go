@@ -29,6 +29,8 @@ type Worktrees interface {
 	Push(ctx context.Context, wt *worktree.Worktree, req worktree.PushRequest) (worktree.PushResult, error)
 	Diff(ctx context.Context, wt *worktree.Worktree) (worktree.Diff, error)
 	Remove(ctx context.Context, taskID string) error
+	// BranchHead says where branch is on remote ("" when it is not there).
+	BranchHead(ctx context.Context, remote, branch string, auth worktree.Auth) (string, error)
 }
 
 // Identities gives each task its own agent identity and the short-lived

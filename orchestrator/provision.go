@@ -30,6 +30,13 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	if r.plan.Auth != nil {
 		r.auth = *r.plan.Auth
 	}
+	if item.Mode != ModePlan && item.Mode != ModeAnswer {
+		// A run whose earlier delivery pushed before it was lost is
+		// finished, not run again (execute): no worktree is needed.
+		if r.landed, err = w.landed(ctx, r); err != nil || r.landed != nil {
+			return err
+		}
+	}
 	base := item.Base
 	// A retry starts afresh from the task's pushed branch, so commits
 	// earlier runs and follow-ups pushed are kept (unless FromBase).

@@ -83,7 +83,8 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 
 	rep.state(ctx, StatePushing, "commit "+short(commit.SHA), Patch{Diff: &result.Diff})
 	result.Branch = r.pushBranch()
-	if leaked, where, err := w.push(ctx, r, result.Branch, commit.SHA); leaked != "" {
+	in := PushIntent{Branch: result.Branch, Commit: commit.SHA, Summary: summary, Diff: result.Diff, Files: result.Files}
+	if leaked, where, err := w.push(ctx, r, in); leaked != "" {
 		rep.line(ctx, "system", "the change contains the value of "+leaked+" (in "+where+"); not pushing it")
 		return stepErr("secret_in_diff", "the change contains the value of %s; nothing was pushed", leaked)
 	} else if err != nil {
@@ -91,8 +92,15 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 		return remoteErr("push_rejected", "push %s: %w", result.Branch, err)
 	}
 	rep.line(ctx, "system", fmt.Sprintf("pushed %s to %s", short(commit.SHA), result.Branch))
+	return w.review(ctx, r, result, "pushed")
+}
+
+// review opens (or finds) the pull request of a pushed run and rests the
+// task in review with its commit.
+func (w *Worker) review(ctx context.Context, r *run, result RunResult, reason string) error {
+	item, rep := r.item, r.rep
 	review := item.Repo + "#" + result.Branch
-	p := Patch{Review: &review, Commit: &commit.SHA}
+	p := Patch{Review: &review, Commit: &result.Commit}
 	if w.cfg.PullRequests != nil {
 		url, err := w.cfg.PullRequests.Open(ctx, item, r.plan, result)
 		if err != nil {
@@ -104,8 +112,55 @@ func (w *Worker) publish(ctx context.Context, r *run, out agent.Outcome) error {
 			rep.line(ctx, "system", "pull request: "+url)
 		}
 	}
-	rep.state(ctx, StateReview, "pushed", p)
+	rep.state(ctx, StateReview, reason, p)
 	return nil
+}
+
+// landed returns the push an earlier delivery of this run made before it
+// was lost (its worker killed, or the run handed back after pushing): an
+// announced push whose commit the branch now points at. Such a run is
+// finished from there (finishLanded), not run again: running the agent a
+// second time would stack a second commit for the same work.
+func (w *Worker) landed(ctx context.Context, r *run) (*PushIntent, error) {
+	if r.rep.recs == nil {
+		return nil, nil
+	}
+	ins, err := r.rep.recs.Landing(ctx, r.item.TaskID, r.rep.fence)
+	if err != nil {
+		return nil, remoteErr("records", "read the run's announced pushes: %w", err)
+	}
+	branch := r.pushBranch()
+	remote := r.plan.PushRemote
+	if remote == "" {
+		remote = r.item.Repo
+	}
+	head := ""
+	for _, in := range ins {
+		if in.Branch != branch {
+			continue
+		}
+		if head == "" {
+			if head, err = w.worktrees.BranchHead(ctx, remote, branch, r.auth); err != nil {
+				return nil, remoteErr("provision", "read where %s is: %w", branch, err)
+			}
+			if head == "" {
+				return nil, nil // nothing landed: the branch is not there
+			}
+		}
+		if in.Commit == head {
+			return &in, nil
+		}
+	}
+	return nil, nil
+}
+
+// finishLanded ends a run whose push an earlier delivery made: the pull
+// request is opened or found and the task rests in review with that
+// commit, as that delivery would have done.
+func (w *Worker) finishLanded(ctx context.Context, r *run, in PushIntent) error {
+	r.rep.line(ctx, "system", fmt.Sprintf("an earlier delivery of run %d pushed %s to %s before it stopped: finishing the run from there",
+		r.item.Run, short(in.Commit), in.Branch))
+	return w.review(ctx, r, RunResult{Commit: in.Commit, Branch: in.Branch, Summary: in.Summary, Diff: in.Diff, Files: in.Files}, "pushed")
 }
 
 // pushBranch is the remote branch the run's work goes to.
@@ -139,7 +194,7 @@ func (w *Worker) checkpoint(ctx context.Context, r *run) {
 	}
 	rep.line(ctx, "system", "checkpoint commit "+short(c.SHA))
 	branch := r.pushBranch()
-	if leaked, where, err := w.push(ctx, r, branch, c.SHA); leaked != "" {
+	if leaked, where, err := w.push(ctx, r, PushIntent{Branch: branch, Commit: c.SHA, Checkpoint: true}); leaked != "" {
 		rep.line(ctx, "system", "checkpoint: the change contains the value of "+leaked+" (in "+where+"); not pushing it")
 		return
 	} else if err != nil {
@@ -162,14 +217,15 @@ func (w *Worker) checkpoint(ctx context.Context, r *run) {
 // task's own branch goes ahead only while the branch is where the task's
 // record says (or where an older delivery announced it would put it), as a
 // compare-and-swap: a stale run cannot move a branch a newer one pushed.
-func (w *Worker) push(ctx context.Context, r *run, branch, sha string) (leaked, where string, err error) {
+func (w *Worker) push(ctx context.Context, r *run, in PushIntent) (leaked, where string, err error) {
+	branch := in.Branch
 	red := r.rep.redact
 	if red == nil {
 		return "", "", errors.New("no redactor for the run: not pushing")
 	}
 	var expect []string
 	if r.rep.recs != nil {
-		olds, err := r.rep.recs.Intend(ctx, r.item.TaskID, r.rep.fence, branch, sha)
+		olds, err := r.rep.recs.Intend(ctx, r.item.TaskID, r.rep.fence, in)
 		if err != nil {
 			if errors.Is(err, ErrFenced) {
 				r.rep.fenced.Store(true)

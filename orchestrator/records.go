@@ -74,13 +74,28 @@ type Fence struct {
 
 // PushIntent is a push a run announced before making it: Old is where the
 // branch must be for the push to land (compare-and-swap on the forge).
+//
+// An intent also carries what a later delivery of the same run needs to
+// finish it without running the agent again when the push landed before
+// the run's worker was lost: the run, the (redacted) summary and the diff.
 type PushIntent struct {
+	Run    int       `json:"run,omitempty"`
 	Epoch  int       `json:"epoch"`
 	Branch string    `json:"branch"`
 	Commit string    `json:"commit"`
 	Old    string    `json:"old,omitempty"`
 	At     time.Time `json:"at"`
+	// Checkpoint marks the push of a run stopped by its budget: its work
+	// is kept, but it does not finish the run.
+	Checkpoint bool     `json:"checkpoint,omitempty"`
+	Summary    string   `json:"summary,omitempty"`
+	Diff       DiffStat `json:"diff,omitempty"`
+	Files      []string `json:"files,omitempty"`
 }
+
+// maxIntentFiles bounds the changed paths an intent keeps (the record is
+// one KV value).
+const maxIntentFiles = 100
 
 // Record is a task as the authority holds it.
 type Record struct {
@@ -635,6 +650,24 @@ func (r *Records) Claim(ctx context.Context, id string, run int, holder string, 
 	return f, rec.Task, err
 }
 
+// Landing returns the pushes earlier deliveries of f's run announced and
+// never confirmed (their worker was lost, or the run was handed back after
+// pushing), newest first, checkpoints left out. Whether one landed is for
+// the caller to check on the forge: the branch at its commit.
+func (r *Records) Landing(ctx context.Context, id string, f Fence) ([]PushIntent, error) {
+	rec, _, err := r.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []PushIntent
+	for i := len(rec.Intents) - 1; i >= 0; i-- {
+		if in := rec.Intents[i]; in.Run == f.Run && in.Epoch < f.Epoch && !in.Checkpoint {
+			out = append(out, in)
+		}
+	}
+	return out, nil
+}
+
 func (f Fence) holds(rec *Record) bool {
 	return rec.Task.Run == f.Run && rec.Lease.Run == f.Run && rec.Lease.Epoch == f.Epoch
 }
@@ -675,19 +708,26 @@ func (r *Records) Report(ctx context.Context, id string, f Fence, to State, reas
 // make and returns where the branch is expected to be for it to land (the
 // task's recorded commit, or an older fenced run's announced push that may
 // have landed). It is refused with ErrFenced after the lease moved on.
-func (r *Records) Intend(ctx context.Context, id string, f Fence, branch, commit string) (olds []string, err error) {
+//
+// in names the branch and commit (and, for the run's own push, its summary
+// and diff); its run, epoch, old commit and time are set here.
+func (r *Records) Intend(ctx context.Context, id string, f Fence, in PushIntent) (olds []string, err error) {
+	if len(in.Files) > maxIntentFiles {
+		in.Files = in.Files[:maxIntentFiles]
+	}
 	_, _, err = r.update(ctx, id, func(rec *Record) error {
 		if !f.holds(rec) || rec.Task.State == StateCancelled {
 			return ErrFenced
 		}
 		olds = olds[:0]
 		olds = append(olds, rec.Task.Commit)
-		for _, in := range rec.Intents {
-			if in.Epoch != f.Epoch && in.Branch == branch {
-				olds = append(olds, in.Commit)
+		for _, old := range rec.Intents {
+			if old.Epoch != f.Epoch && old.Branch == in.Branch {
+				olds = append(olds, old.Commit)
 			}
 		}
-		rec.Intents = append(rec.Intents, PushIntent{Epoch: f.Epoch, Branch: branch, Commit: commit, Old: rec.Task.Commit, At: r.now().UTC()})
+		in.Run, in.Epoch, in.Old, in.At = f.Run, f.Epoch, rec.Task.Commit, r.now().UTC()
+		rec.Intents = append(rec.Intents, in)
 		if len(rec.Intents) > 8 {
 			rec.Intents = rec.Intents[len(rec.Intents)-8:]
 		}
