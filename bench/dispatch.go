@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,6 +205,7 @@ repos:
 		t.Fatal(err)
 	}
 	var prov []time.Duration
+	cpuProv0 := selfCPU()
 	for i := range 5 {
 		t1 := time.Now()
 		if _, err := m.Provision(ctx, worktree.Ref{TaskID: fmt.Sprintf("p%d", i), Repo: origin}, nil); err != nil {
@@ -213,7 +216,24 @@ repos:
 	}
 	sort.Slice(prov, func(i, j int) bool { return prov[i] < prov[j] })
 	fmt.Fprintf(w, "one worktree provisioning (warm mirror, fetch + default branch, median of 5): %s\n", prov[2].Round(100*time.Microsecond))
+	provCPU := (selfCPU() - cpuProv0) / 5
+	// The floor no scheduler can beat: every task needs at least its own
+	// provisioning's CPU before its agent starts, so the median task
+	// starts no sooner than n/2 provisionings spread over the cores.
+	cores := runtime.NumCPU()
+	floor := time.Duration(int64(n/2) * int64(provCPU) / int64(cores))
+	fmt.Fprintf(w, "floor: the median task waits for %d provisionings (%s CPU each) over %d cores: p50 >= %s, ratio >= %.2f; measured p50 is %.2fx the floor\n",
+		n/2, provCPU.Round(100*time.Microsecond), cores, floor.Round(time.Millisecond), float64(floor)/float64(prov[2]), float64(p50)/float64(floor))
 	fmt.Fprintf(w, "ratio=%.2f\n", float64(p50)/float64(prov[2]))
+}
+
+// selfCPU is the user and system CPU this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func waitAgent(ctx context.Context, t testing.TB, a *cluster.Agent, id string) {
