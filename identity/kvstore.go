@@ -22,7 +22,9 @@ const Bucket = "NIGHTSHIFT_IDENTITIES"
 
 // Keys in Bucket:
 //
-//	id.<identity id>   the identity (kvIdentity)
+//	id.<identity id>   the identity (kvIdentity), or a tombstone: an id
+//	                   whose address was taken over because it had no
+//	                   record; it can never be stored
 //	task.<hash>        the live identity of a task (created once: of two
 //	                   hosts creating a task's identity, one wins)
 //	name.<name>        the identity last given a name
@@ -34,6 +36,9 @@ type kvIdentity struct {
 	ProviderRef string `json:"provider_ref,omitempty"`
 	// TokenGen is bumped to revoke every token issued to the identity.
 	TokenGen int `json:"token_gen,omitempty"`
+	// DisplacedAt marks a tombstone (see Service.create): the record holds
+	// nothing else.
+	DisplacedAt *time.Time `json:"displaced_at,omitempty"`
 }
 
 type kvToken struct {
@@ -77,7 +82,7 @@ func NewKVService(ctx context.Context, js jetstream.JetStream, p Provider, kc KV
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	return &Service{kv: kv, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name())}, nil
+	return &Service{kv: kv, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name()), claimWait: defaultClaimWait}, nil
 }
 
 func hashKey(prefix, s string) string {
@@ -164,7 +169,34 @@ func (s *Service) kvIdentity(ctx context.Context, id string) (kvIdentity, bool, 
 		return rec, false, fmt.Errorf("identity: get %s: %w", id, err)
 	}
 	rec.Identity.ref = rec.ProviderRef
-	return rec, rev != 0, nil
+	return rec, rev != 0 && rec.DisplacedAt == nil, nil
+}
+
+func (s *Service) kvOwnerState(ctx context.Context, id string) (idState, Identity, error) {
+	if id == "" || strings.ContainsAny(id, ".*> \t") {
+		return stateLive, Identity{}, nil // not a key we can tombstone: never displace it
+	}
+	var rec kvIdentity
+	rev, err := kvGet(ctx, s.kv, "id."+id, &rec)
+	switch {
+	case err != nil:
+		return 0, Identity{}, fmt.Errorf("identity: get %s: %w", id, err)
+	case rev == 0:
+		return stateAbsent, Identity{}, nil
+	case rec.DisplacedAt != nil || !rec.Live():
+		return stateDead, Identity{}, nil
+	}
+	rec.Identity.ref = rec.ProviderRef
+	return stateLive, rec.Identity, nil
+}
+
+// kvTombstone creates id's tombstone unless a record (or tombstone) of it
+// exists: kvStore's create of the record then fails.
+func (s *Service) kvTombstone(ctx context.Context, id string, at time.Time) error {
+	if _, err := kvWrite(ctx, s.kv, "id."+id, kvIdentity{DisplacedAt: &at}, 0); err != nil {
+		return fmt.Errorf("identity: tombstone %s: %w", id, err)
+	}
+	return nil
 }
 
 func (s *Service) kvLiveForTask(ctx context.Context, taskID string) (Identity, error) {
@@ -186,36 +218,68 @@ func (s *Service) kvLiveForTask(ctx context.Context, taskID string) (Identity, e
 	return rec.Identity, nil
 }
 
-func (s *Service) kvNameTaken(ctx context.Context, name string) (bool, error) {
+// kvNameTaken reports whether a live identity (returned) has name.
+func (s *Service) kvNameTaken(ctx context.Context, name string) (Identity, bool, error) {
 	var owner string
 	rev, err := kvGet(ctx, s.kv, "name."+name, &owner)
 	if err != nil || rev == 0 {
-		return false, err
+		return Identity{}, false, err
 	}
 	rec, ok, err := s.kvIdentity(ctx, owner)
-	return ok && rec.Live(), err
+	if err != nil || !ok || !rec.Live() {
+		return Identity{}, false, err
+	}
+	return rec.Identity, true, nil
 }
 
 // kvStore records a provisioned identity and, for a task, claims the task
 // for it; when another host claimed the task first it returns that
 // identity and ok=false.
 func (s *Service) kvStore(ctx context.Context, ident Identity) (Identity, bool, error) {
-	rec := kvIdentity{Identity: ident, ProviderRef: ident.ref}
-	if ok, err := kvWrite(ctx, s.kv, "id."+ident.ID, rec, 0); err != nil || !ok {
-		return Identity{}, false, fmt.Errorf("identity: store %s: %v", ident.Name, errOr(err, "id taken"))
-	}
-	if _, err := s.kv.Put(ctx, "name."+ident.Name, mustJSON(ident.ID)); err != nil {
-		return Identity{}, false, fmt.Errorf("identity: store %s: %w", ident.Name, err)
+	if err := s.kvStoreRecord(ctx, ident); err != nil {
+		return Identity{}, false, err
 	}
 	if ident.TaskID == "" {
 		return ident, true, nil
 	}
+	return s.kvClaimTask(ctx, ident)
+}
+
+// kvStoreRecord stores ident's record and points its name at it.
+func (s *Service) kvStoreRecord(ctx context.Context, ident Identity) error {
+	rec := kvIdentity{Identity: ident, ProviderRef: ident.ref}
+	if ok, err := kvWrite(ctx, s.kv, "id."+ident.ID, rec, 0); err != nil {
+		return fmt.Errorf("identity: store %s: %w", ident.Name, err)
+	} else if !ok {
+		// Ids are random: the record there is ours (written by an
+		// earlier attempt) or the tombstone another host wrote when it
+		// judged this identity dead.
+		var have kvIdentity
+		if _, err := kvGet(ctx, s.kv, "id."+ident.ID, &have); err != nil {
+			return fmt.Errorf("identity: store %s: %w", ident.Name, err)
+		}
+		if have.DisplacedAt != nil {
+			return errDisplaced
+		}
+	}
+	if _, err := s.kv.Put(ctx, "name."+ident.Name, mustJSON(ident.ID)); err != nil {
+		return fmt.Errorf("identity: store %s: %w", ident.Name, err)
+	}
+	return nil
+}
+
+// kvClaimTask makes ident (stored) its task's identity unless another
+// live identity is; then it returns that one and ok=false.
+func (s *Service) kvClaimTask(ctx context.Context, ident Identity) (Identity, bool, error) {
 	key := hashKey("task", ident.TaskID)
 	for {
 		var owner string
 		rev, err := kvGet(ctx, s.kv, key, &owner)
 		if err != nil {
 			return Identity{}, false, err
+		}
+		if rev != 0 && owner == ident.ID {
+			return ident, true, nil
 		}
 		if rev != 0 && owner != "" {
 			other, ok, err := s.kvIdentity(ctx, owner)
@@ -236,13 +300,6 @@ func (s *Service) kvStore(ctx context.Context, ident Identity) (Identity, bool, 
 	}
 }
 
-func errOr(err error, s string) any {
-	if err != nil {
-		return err
-	}
-	return s
-}
-
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
@@ -252,7 +309,7 @@ func mustJSON(v any) []byte {
 // issued to it so far is refused from now on.
 func (s *Service) kvRevokeIdentity(ctx context.Context, id string) error {
 	return kvUpdate(ctx, s.kv, "id."+id, func(rec *kvIdentity, exists bool) error {
-		if !exists {
+		if !exists || rec.DisplacedAt != nil {
 			return errUnchanged
 		}
 		rec.TokenGen++
@@ -262,7 +319,7 @@ func (s *Service) kvRevokeIdentity(ctx context.Context, id string) error {
 
 func (s *Service) kvMarkReleased(ctx context.Context, id Identity, at time.Time) error {
 	err := kvUpdate(ctx, s.kv, "id."+id.ID, func(rec *kvIdentity, exists bool) error {
-		if !exists || rec.ReleasedAt != nil {
+		if !exists || rec.ReleasedAt != nil || rec.DisplacedAt != nil {
 			return errUnchanged
 		}
 		rec.ReleasedAt = &at
@@ -306,6 +363,9 @@ func (s *Service) kvList(ctx context.Context, opt ListOptions) ([]Identity, erro
 			return nil, fmt.Errorf("identity: list: decode %s: %w", e.Key(), err)
 		}
 		rec.Identity.ref = rec.ProviderRef
+		if rec.DisplacedAt != nil {
+			continue
+		}
 		if opt.IncludeReleased || rec.Live() {
 			out = append(out, rec.Identity)
 		}

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -32,7 +33,32 @@ type Provider interface {
 type ProvisionRequest struct {
 	IdentityID string
 	Name       string // local part of the address and display name
+	// Displace names a dead identity whose hold on the name's address
+	// may be taken over: the Service sets it only for an owner it found
+	// without a record and tombstoned, so that no record of it can ever be
+	// stored (a creator killed between Provision and storing the
+	// identity). A provider gives the address to IdentityID only while
+	// exactly that identity holds it, and returns the dead identity's
+	// other resources (phone lease); a hold by anyone else is refused as
+	// without Displace.
+	Displace string
 }
+
+// AddressTakenError is what Provision returns when the name's address is
+// held by another identity: Owner is that identity's id, so the Service can
+// tell a live owner from a dead one. errors.Is(err, Err) holds (Err is the
+// provider's sentinel, e.g. local.ErrAddressTaken).
+type AddressTakenError struct {
+	Address string
+	Owner   string
+	Err     error
+}
+
+func (e *AddressTakenError) Error() string {
+	return fmt.Sprintf("%v: %s (held by identity %s)", e.Err, e.Address, e.Owner)
+}
+
+func (e *AddressTakenError) Unwrap() error { return e.Err }
 
 // Account is a provider's view of one identity.
 type Account struct {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -123,7 +124,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	createMu sync.Mutex
+	createMu  sync.Mutex
+	claimWait time.Duration // see judgeOwner
 }
 
 // NewService applies the identity migrations to db and returns a Service
@@ -143,7 +145,7 @@ func NewService(ctx context.Context, db *sql.DB, p Provider, cfg Config) (*Servi
 	if err := sqlmigrate.Apply(ctx, db, "identity", sub); err != nil {
 		return nil, err
 	}
-	return &Service{db: db, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name())}, nil
+	return &Service{db: db, p: p, cfg: cfg, log: cfg.Logger.With("component", "identity", "provider", p.Name()), claimWait: defaultClaimWait}, nil
 }
 
 // Provider returns the provider identities come from.
@@ -205,24 +207,93 @@ func (s *Service) newID() (string, error) {
 	return u.String(), nil
 }
 
-func (s *Service) create(ctx context.Context, taskID, name string) (Identity, error) {
-	id, err := s.newID()
-	if err != nil {
-		return Identity{}, err
-	}
-	name, err = s.freeName(ctx, name)
-	if err != nil {
-		return Identity{}, err
-	}
-	acct, err := s.p.Provision(ctx, ProvisionRequest{IdentityID: id, Name: name})
-	if err != nil {
-		if taskID != "" {
-			if other, lerr := s.awaitTask(ctx, taskID); lerr == nil {
-				return other, nil
+// maxCreateAttempts bounds create's retries after a lost race for an
+// address (taken meanwhile, or our own half-made identity displaced).
+const maxCreateAttempts = 5
+
+// defaultClaimWait is how long create waits for the unknown owner of a
+// taken address to store its identity before it judges the owner dead.
+const defaultClaimWait = 5 * time.Second
+
+// create provisions and stores a new identity named base (or base with a
+// suffix when a live identity holds that name's address).
+//
+// A creator killed between Provision and storing the identity leaves an
+// address held by an identity id that has no record. create waits
+// claimWait for that record; when none appears it tombstones the id in
+// the identity store (afterwards no record with that id can be stored, so
+// the owner can never come alive) and provisions with Displace naming it.
+// A creator that was only stalled finds its id tombstoned when it resumes,
+// gives back what it provisioned (the provider frees only what that id
+// still holds) and starts over. An owner with a live record is never
+// displaced.
+func (s *Service) create(ctx context.Context, taskID, base string) (Identity, error) {
+	var skip []string // names whose address a live identity holds
+	for attempt := 1; ; attempt++ {
+		if taskID != "" && attempt > 1 {
+			if id, err := s.liveForTask(ctx, taskID); err == nil || !errors.Is(err, ErrNotFound) {
+				return id, err
 			}
 		}
-		return Identity{}, fmt.Errorf("identity: provision %s: %w", name, err)
+		id, err := s.newID()
+		if err != nil {
+			return Identity{}, err
+		}
+		name, half, err := s.freeName(ctx, base, taskID, skip)
+		if err != nil {
+			return Identity{}, err
+		}
+		if half != nil {
+			// The task's identity is stored but its task claim is not:
+			// its creator stopped in between (or is about to claim it).
+			// Claim the task for it.
+			other, _, err := s.kvClaimTask(ctx, *half)
+			return other, err
+		}
+		acct, err := s.p.Provision(ctx, ProvisionRequest{IdentityID: id, Name: name})
+		var taken *AddressTakenError
+		if errors.As(err, &taken) && taken.Owner != "" && taken.Owner != id && attempt < maxCreateAttempts {
+			other, verdict, jerr := s.judgeOwner(ctx, taskID, taken.Owner)
+			switch {
+			case jerr != nil:
+				return Identity{}, fmt.Errorf("identity: provision %s: %w", name, errors.Join(err, jerr))
+			case verdict == ownerMadeTask:
+				return other, nil
+			case verdict == ownerLive:
+				skip = append(skip, name)
+				continue
+			}
+			s.log.WarnContext(ctx, "taking over an address whose identity was never stored", "name", name,
+				"identity_id", id, "displaced_identity_id", taken.Owner, "task_id", taskID)
+			acct, err = s.p.Provision(ctx, ProvisionRequest{IdentityID: id, Name: name, Displace: taken.Owner})
+			if errors.As(err, &taken) {
+				continue // someone else holds it now: judge again
+			}
+		}
+		if err != nil {
+			if taskID != "" {
+				if other, lerr := s.awaitTask(ctx, taskID); lerr == nil {
+					return other, nil
+				}
+			}
+			return Identity{}, fmt.Errorf("identity: provision %s: %w", name, err)
+		}
+		ident, err := s.store(ctx, taskID, id, name, acct)
+		if errors.Is(err, errDisplaced) && attempt < maxCreateAttempts {
+			s.log.WarnContext(ctx, "identity was displaced before it was stored; creating another", "identity_id", id, "task_id", taskID)
+			continue
+		}
+		return ident, err
 	}
+}
+
+// errDisplaced: the identity id was tombstoned (judged dead) before its
+// record was stored; store gave back what was provisioned for it.
+var errDisplaced = errors.New("identity: displaced before it was stored")
+
+// store records a provisioned identity. When another caller made the
+// task's identity first it gives back acct and returns theirs.
+func (s *Service) store(ctx context.Context, taskID, id, name string, acct Account) (Identity, error) {
 	now := s.cfg.Clock().UTC()
 	ident := Identity{ID: id, Name: name, Email: acct.Email, Phone: acct.Phone, Provider: s.p.Name(),
 		TaskID: taskID, CreatedAt: now.Truncate(time.Millisecond), ref: acct.Ref}
@@ -240,13 +311,24 @@ func (s *Service) create(ctx context.Context, taskID, name string) (Identity, er
 		s.log.InfoContext(ctx, "identity created", "identity_id", ident.ID, "task_id", taskID, "name", name)
 		return ident, nil
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO identity_identities
-		(id, name, email, phone, provider, provider_ref, task_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, now.UnixMilli())
+	// Stored only if the id was not judged dead meanwhile (atomic in
+	// SQLite: one statement).
+	res, err := s.db.ExecContext(ctx, `INSERT INTO identity_identities
+		(id, name, email, phone, provider, provider_ref, task_id, created_at)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM identity_displaced WHERE id = ?)`,
+		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, now.UnixMilli(), ident.ID)
+	if err == nil {
+		if n, _ := res.RowsAffected(); n == 0 {
+			err = errDisplaced
+		}
+	}
 	if err != nil {
 		// Another caller may have created the task's identity concurrently:
 		// give back what we provisioned and return theirs.
 		rerr := s.p.Release(context.WithoutCancel(ctx), acct)
+		if errors.Is(err, errDisplaced) {
+			return Identity{}, errors.Join(err, rerr)
+		}
 		if taskID != "" {
 			if other, lerr := s.liveForTask(ctx, taskID); lerr == nil {
 				return other, nil
@@ -258,12 +340,125 @@ func (s *Service) create(ctx context.Context, taskID, name string) (Identity, er
 	return ident, nil
 }
 
+// ownerVerdict is judgeOwner's answer about the holder of a taken address.
+type ownerVerdict int
+
+const (
+	ownerMadeTask ownerVerdict = iota // the task's identity exists now: use it
+	ownerLive                         // a live identity holds the address: pick another name
+	ownerDead                         // no record can ever exist for the holder: displace it
+)
+
+// judgeOwner decides about owner, the identity holding the address create
+// wanted for taskID. An owner without a record may be mid-creation on
+// another host (possibly creating this very task's identity), so this
+// waits claimWait for its record or the task's identity before it
+// tombstones the owner.
+func (s *Service) judgeOwner(ctx context.Context, taskID, owner string) (Identity, ownerVerdict, error) {
+	deadline := time.Now().Add(s.claimWait)
+	tombstoned := false
+	for {
+		if taskID != "" {
+			id, err := s.liveForTask(ctx, taskID)
+			if err == nil {
+				return id, ownerMadeTask, nil
+			}
+			if !errors.Is(err, ErrNotFound) {
+				return Identity{}, 0, err
+			}
+		}
+		st, rec, err := s.ownerState(ctx, owner)
+		if err != nil {
+			return Identity{}, 0, err
+		}
+		switch {
+		case st == stateDead:
+			return Identity{}, ownerDead, nil
+		case st == stateLive && (taskID == "" || rec.TaskID != taskID):
+			return Identity{}, ownerLive, nil
+		}
+		if time.Now().After(deadline) {
+			if st == stateLive {
+				// The task's identity is stored but its claim on the task
+				// is not (its creator stopped in between): claim the task
+				// for it.
+				if s.kv == nil {
+					return Identity{}, ownerLive, nil
+				}
+				id, _, err := s.kvClaimTask(ctx, rec)
+				return id, ownerMadeTask, err
+			}
+			if tombstoned {
+				return Identity{}, 0, fmt.Errorf("identity: owner %s of the address neither stored nor tombstoned", owner)
+			}
+			if err := s.tombstone(ctx, owner); err != nil {
+				return Identity{}, 0, err
+			}
+			tombstoned = true
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return Identity{}, 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type idState int
+
+const (
+	stateAbsent idState = iota // no record (yet)
+	stateLive
+	stateDead // released, or tombstoned: never live again
+)
+
+// ownerState reads what the identity store holds for identity id.
+func (s *Service) ownerState(ctx context.Context, id string) (idState, Identity, error) {
+	if s.kv != nil {
+		return s.kvOwnerState(ctx, id)
+	}
+	ident, err := s.Get(ctx, id)
+	if err == nil {
+		if ident.Live() {
+			return stateLive, ident, nil
+		}
+		return stateDead, ident, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return 0, Identity{}, err
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_displaced WHERE id = ?`, id).Scan(&n); err != nil {
+		return 0, Identity{}, fmt.Errorf("identity: look up %s: %w", id, err)
+	}
+	if n > 0 {
+		return stateDead, Identity{}, nil
+	}
+	return stateAbsent, Identity{}, nil
+}
+
+// tombstone makes sure no record of identity id can be stored from now
+// on, unless one already is.
+func (s *Service) tombstone(ctx context.Context, id string) error {
+	now := s.cfg.Clock().UTC()
+	if s.kv != nil {
+		return s.kvTombstone(ctx, id, now)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO identity_displaced (id, displaced_at)
+		SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM identity_identities WHERE id = ?)`, id, now.UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("identity: tombstone %s: %w", id, err)
+	}
+	return nil
+}
+
 // awaitTask returns the task's live identity after our provisioning
-// failed: another process may be creating it (its address is taken and
-// its record not stored yet). On a cluster that process may be on another
-// host, so this waits a little for its record.
+// failed: another process may be creating it (its account is provisioned
+// and its record not stored yet). On a cluster that process may be on
+// another host, so this waits a little for its record.
 func (s *Service) awaitTask(ctx context.Context, taskID string) (Identity, error) {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(s.claimWait)
 	for {
 		id, err := s.liveForTask(ctx, taskID)
 		if s.kv == nil || !errors.Is(err, ErrNotFound) || time.Now().After(deadline) {
@@ -278,29 +473,37 @@ func (s *Service) awaitTask(ctx context.Context, taskID string) (Identity, error
 }
 
 // freeName returns name, or name with a numeric suffix when a live
-// identity already uses it (two task ids sharing their first 8 characters).
-func (s *Service) freeName(ctx context.Context, name string) (string, error) {
+// identity already uses it (two task ids sharing their first 8 characters)
+// or its address is held (skip). On the shared records, a live identity of
+// taskID already using the name is returned as half instead.
+func (s *Service) freeName(ctx context.Context, name, taskID string, skip []string) (string, *Identity, error) {
 	for i := 1; ; i++ {
 		cand := name
 		if i > 1 {
 			cand = fmt.Sprintf("%s-%d", name, i)
 		}
+		if slices.Contains(skip, cand) {
+			continue
+		}
 		var n int
 		if s.kv != nil {
-			taken, err := s.kvNameTaken(ctx, cand)
+			owner, taken, err := s.kvNameTaken(ctx, cand)
 			if err != nil {
-				return "", fmt.Errorf("identity: check name: %w", err)
+				return "", nil, fmt.Errorf("identity: check name: %w", err)
 			}
 			if !taken {
-				return cand, nil
+				return cand, nil, nil
+			}
+			if taskID != "" && owner.TaskID == taskID {
+				return cand, &owner, nil
 			}
 			continue
 		}
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_identities WHERE name = ? AND released_at IS NULL`, cand).Scan(&n); err != nil {
-			return "", fmt.Errorf("identity: check name: %w", err)
+			return "", nil, fmt.Errorf("identity: check name: %w", err)
 		}
 		if n == 0 {
-			return cand, nil
+			return cand, nil, nil
 		}
 	}
 }

@@ -184,9 +184,12 @@ func (p *Provider) kvProvision(ctx context.Context, req identity.ProvisionReques
 		if err != nil {
 			return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
 		}
-		if rev != 0 && a.Live && a.IdentityID != req.IdentityID {
-			return identity.Account{}, fmt.Errorf("%w: %s", ErrAddressTaken, addr)
+		if rev != 0 && a.Live && a.IdentityID != req.IdentityID && (req.Displace == "" || a.IdentityID != req.Displace) {
+			return identity.Account{}, &identity.AddressTakenError{Address: addr, Owner: a.IdentityID, Err: ErrAddressTaken}
 		}
+		// Written at the revision read: a claim that changed meanwhile
+		// (another identity took it, the displaced one came back) is read
+		// and judged again.
 		ok, err := k.write(ctx, addrKey(addr), kvAddress{Address: addr, IdentityID: req.IdentityID, Live: true}, rev)
 		if err != nil {
 			return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
@@ -194,6 +197,17 @@ func (p *Provider) kvProvision(ctx context.Context, req identity.ProvisionReques
 		if ok {
 			break
 		}
+	}
+	if req.Displace != "" && req.Displace != req.IdentityID {
+		// The dead identity will never be released: give its number back
+		// now so the pool does not shrink by one per killed creator.
+		// It may have died before recording its lease: look at the pool.
+		if err := p.kvReturnPhones(ctx, req.Displace, p.pool...); err != nil {
+			p.kvFreeAddress(context.WithoutCancel(ctx), addr, req.IdentityID)
+			return identity.Account{}, err
+		}
+		p.log.InfoContext(ctx, "address taken over from an identity that was never stored", "address", addr,
+			"identity_id", req.IdentityID, "displaced_identity_id", req.Displace)
 	}
 	phone, err := p.kvLeasePhone(ctx, req.IdentityID)
 	if err != nil {
@@ -261,17 +275,24 @@ func (p *Provider) kvFreeAddress(ctx context.Context, addr, identityID string) e
 }
 
 func (p *Provider) kvRelease(ctx context.Context, acct identity.Account) error {
-	k := p.kv
 	if acct.Email != "" {
 		if err := p.kvFreeAddress(ctx, strings.ToLower(acct.Email), acct.IdentityID); err != nil {
 			return err
 		}
 	}
+	return p.kvReturnPhones(ctx, acct.IdentityID, acct.Phone)
+}
+
+// kvReturnPhones returns the pool numbers leased to identityID (the one its
+// lease record names, and any of numbers it holds) and drops its lease
+// record.
+func (p *Provider) kvReturnPhones(ctx context.Context, identityID string, numbers ...string) error {
+	k := p.kv
 	var n string
-	if _, err := k.get(ctx, leaseKey(acct.IdentityID), &n); err != nil {
+	if _, err := k.get(ctx, leaseKey(identityID), &n); err != nil {
 		return fmt.Errorf("local: return phone: %w", err)
 	}
-	for _, num := range []string{n, acct.Phone} {
+	for _, num := range append([]string{n}, numbers...) {
 		if num == "" {
 			continue
 		}
@@ -281,7 +302,7 @@ func (p *Provider) kvRelease(ctx context.Context, acct identity.Account) error {
 			if err != nil {
 				return fmt.Errorf("local: return phone: %w", err)
 			}
-			if rev == 0 || ph.IdentityID != acct.IdentityID {
+			if rev == 0 || ph.IdentityID != identityID {
 				break
 			}
 			ok, err := k.write(ctx, phoneKey(num), kvPhone{Number: num}, rev)
@@ -293,7 +314,7 @@ func (p *Provider) kvRelease(ctx context.Context, acct identity.Account) error {
 			}
 		}
 	}
-	if err := k.kv.Delete(ctx, leaseKey(acct.IdentityID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := k.kv.Delete(ctx, leaseKey(identityID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("local: return phone: %w", err)
 	}
 	return nil

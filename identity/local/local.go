@@ -191,6 +191,10 @@ func (p *Provider) Domain() string { return p.cfg.Domain }
 
 // Provision makes name@domain live for the identity and leases it a free
 // pool number, if any (an exhausted pool gives an identity without phone).
+// An address live for another identity is refused with an
+// *identity.AddressTakenError naming it, unless that identity is
+// req.Displace: then the address is taken over and the displaced
+// identity's number returned to the pool.
 func (p *Provider) Provision(ctx context.Context, req identity.ProvisionRequest) (identity.Account, error) {
 	if req.IdentityID == "" || req.Name == "" || strings.ContainsAny(req.Name, "@ \t\r\n<>") {
 		return identity.Account{}, fmt.Errorf("local: bad provision request %q", req.Name)
@@ -205,13 +209,27 @@ func (p *Provider) Provision(ctx context.Context, req identity.ProvisionRequest)
 	}
 	defer tx.Rollback()
 	// Take the write lock first so concurrent provisions serialize.
+	// A live claim is taken over only from the identity req.Displace names.
 	res, err := tx.ExecContext(ctx, `INSERT INTO identity_local_addresses (address, identity_id, live) VALUES (?, ?, 1)
-		ON CONFLICT (address) DO UPDATE SET identity_id = excluded.identity_id, live = 1 WHERE live = 0 OR identity_id = excluded.identity_id`, addr, req.IdentityID)
+		ON CONFLICT (address) DO UPDATE SET identity_id = excluded.identity_id, live = 1
+		WHERE live = 0 OR identity_id = excluded.identity_id OR (? <> '' AND identity_id = ?)`,
+		addr, req.IdentityID, req.Displace, req.Displace)
 	if err != nil {
 		return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return identity.Account{}, fmt.Errorf("%w: %s", ErrAddressTaken, addr)
+		var owner string
+		if err := tx.QueryRowContext(ctx, `SELECT identity_id FROM identity_local_addresses WHERE address = ?`, addr).Scan(&owner); err != nil {
+			return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
+		}
+		return identity.Account{}, &identity.AddressTakenError{Address: addr, Owner: owner, Err: ErrAddressTaken}
+	}
+	displace := req.Displace != "" && req.Displace != req.IdentityID
+	if displace {
+		// The dead identity will never be released: give its number back.
+		if _, err := tx.ExecContext(ctx, `UPDATE identity_local_phones SET identity_id = NULL, leased_at = NULL WHERE identity_id = ?`, req.Displace); err != nil {
+			return identity.Account{}, fmt.Errorf("local: return phone: %w", err)
+		}
 	}
 	phone, err := p.leasePhone(ctx, tx, req.IdentityID)
 	if err != nil {
@@ -219,6 +237,10 @@ func (p *Provider) Provision(ctx context.Context, req identity.ProvisionRequest)
 	}
 	if err := tx.Commit(); err != nil {
 		return identity.Account{}, fmt.Errorf("local: provision %s: %w", addr, err)
+	}
+	if displace {
+		p.log.InfoContext(ctx, "address taken over from an identity that was never stored", "address", addr,
+			"identity_id", req.IdentityID, "displaced_identity_id", req.Displace)
 	}
 	if phone == "" && len(p.pool) > 0 {
 		p.log.WarnContext(ctx, "phone pool exhausted; identity has no phone", "identity_id", req.IdentityID)
