@@ -8,7 +8,9 @@ import (
 )
 
 // Provider is the driver interface an identity backend implements. The
-// Service calls Provision once per identity and Release once when it ends;
+// Service calls Provision once per identity (once more, with Displace set,
+// after an *AddressTakenError named a holder found dead) and Release once
+// when it ends;
 // a provider keeps whatever it needs to find the account again in
 // Account.Ref. Every provider runs the conformance suite in
 // identity/identitytest.
