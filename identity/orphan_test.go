@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,5 +193,53 @@ func TestForTaskAdoptsStoredIdentityWithoutTaskClaim(t *testing.T) {
 	var taken *identity.AddressTakenError
 	if !errors.As(err, &taken) || taken.Owner != acct.IdentityID {
 		t.Fatalf("address: %v, want held by %s", err, acct.IdentityID)
+	}
+}
+
+// Two hosts redelivered the same task find its orphaned claim at once:
+// both end up with the one identity that took the claim over.
+func TestOrphanedClaimTakenOverOnceAcrossHosts(t *testing.T) {
+	if kvBackend {
+		t.Skip("runs once")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	ns := clusterNATS(t)
+	s1, p1 := hostOn(t, ns, "+15550000001")
+	s2, _ := hostOn(t, ns, "+15550000001")
+	shortClaimWait(s1)
+	shortClaimWait(s2)
+	const task = "01JQTWOHOSTS0000000000000A"
+	orphan, err := p1.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQORPHANIDENTITY00000002", Name: identity.NameForTask(task)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [2]identity.Identity
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, s := range []*identity.Service{s1, s2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i], errs[i] = s.ForTask(ctx, task) }()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("ForTask: %v / %v", errs[0], errs[1])
+	}
+	if got[0].ID != got[1].ID || got[0].Email != orphan.Email || got[0].Phone != "+15550000001" {
+		t.Fatalf("hosts got %+v and %+v; want one identity with %s", got[0], got[1], orphan.Email)
+	}
+	_, err = p1.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000005", Name: got[0].Name})
+	var taken *identity.AddressTakenError
+	if !errors.As(err, &taken) || taken.Owner != got[0].ID {
+		t.Fatalf("address: %v, want held by %s", err, got[0].ID)
+	}
+	live, err := s2.List(ctx, identity.ListOptions{IncludeReleased: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range live {
+		if id.ID != got[0].ID && id.Live() {
+			t.Fatalf("a second live identity was left: %+v", id)
+		}
 	}
 }
