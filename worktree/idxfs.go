@@ -3,7 +3,9 @@ package worktree
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -16,10 +18,11 @@ import (
 // index file whole, in one call, and hands go-git an in-memory copy.
 
 // idxFS wraps fs so that pack index files (*.idx) opened for reading are
-// read whole into memory. It is used only over host-owned repositories
-// (mirrors, local origins), never over a clone an agent wrote: go-git
-// holds a decoded index in memory anyway, but a file the agent planted is
-// read through the clone's own checked filesystem.
+// read whole into memory, and so that listing a directory survives an
+// entry renamed or removed meanwhile (see ReadDir). It is used only over
+// host-owned repositories (mirrors, local origins), never over a clone an
+// agent wrote: go-git holds a decoded index in memory anyway, but a file
+// the agent planted is read through the clone's own checked filesystem.
 type idxFS struct{ billy.Filesystem }
 
 func bufferedIdx(fs billy.Filesystem) billy.Filesystem { return idxFS{fs} }
@@ -54,6 +57,34 @@ func (f idxFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, er
 	}
 	return &memFile{name: file.Name(), Reader: bytes.NewReader(data)}, nil
 }
+
+// ReadDir lists the directory name again when an entry vanished while it
+// was listed. osfs reads a directory's names and then stats each one, and
+// fails the whole listing with "no such file" when one is gone by then,
+// which go-git takes for a missing directory: listing objects/pack of a
+// mirror while a fetch renamed its tmp_pack_* file into place left the
+// store with no packs, so every packed object, the base commit included,
+// was "object not found" for as long as the store was open. A listing
+// that keeps failing is reported as an error of its own, never as a
+// missing directory.
+func (f idxFS) ReadDir(name string) ([]os.FileInfo, error) {
+	var err error
+	for range readDirAttempts {
+		var infos []os.FileInfo
+		if infos, err = f.Filesystem.ReadDir(name); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return infos, err
+		}
+		if _, serr := f.Filesystem.Lstat(name); errors.Is(serr, fs.ErrNotExist) {
+			return nil, err // the directory itself is missing
+		}
+	}
+	return nil, fmt.Errorf("worktree: list %s: entries kept vanishing while it was read: %v", name, err)
+}
+
+// readDirAttempts bounds how often ReadDir lists a directory whose entries
+// keep vanishing: each attempt loses only to a rename or removal within
+// the moment between reading the names and stating them.
+const readDirAttempts = 100
 
 // Chroot keeps the wrapping for the sub-filesystem go-git asks for.
 func (f idxFS) Chroot(path string) (billy.Filesystem, error) {

@@ -273,7 +273,7 @@ func (m *Manager) fetch(ctx context.Context, mir *mirror, auth Auth, progress io
 		}
 	}
 	for name, h := range updates {
-		if err := st.SetReference(plumbing.NewHashReference(name, h)); err != nil {
+		if err := setMirrorRef(mir.dir, st, plumbing.NewHashReference(name, h)); err != nil {
 			return fmt.Errorf("update %s: %w", name, err)
 		}
 	}
@@ -300,7 +300,7 @@ func (m *Manager) fetch(ctx context.Context, mir *mirror, auth Auth, progress io
 				target = guessHead(remote, head.Hash())
 			}
 			if target != "" && !updates[target].IsZero() {
-				_ = st.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, target))
+				_ = setMirrorRef(mir.dir, st, plumbing.NewSymbolicReference(plumbing.HEAD, target))
 			}
 		}
 		b, _ := json.Marshal(mirrorState{Repo: mir.key, FetchedAt: m.cfg.Now()})
@@ -309,6 +309,55 @@ func (m *Manager) fetch(ctx context.Context, mir *mirror, auth Auth, progress io
 	m.log.LogAttrs(ctx, slog.LevelDebug, "mirror fetched", slog.String("repo", redactURL(mir.key)),
 		slog.Int("wants", len(wants)), slog.Duration("took", time.Since(start)))
 	return nil
+}
+
+// setMirrorRef points ref's name in the mirror at dir where ref says,
+// leaving a ref that already says so alone. Tasks read the mirror's refs
+// while it is fetched (each provisioning resolves its base), so the file
+// is replaced whole, by a rename: go-git's SetReference truncates the file
+// and then writes it, and a reader in between found HEAD or the branch
+// empty ("base not found"). The temporary file is written at the top of
+// the mirror, where no listing of refs sees it.
+func setMirrorRef(dir string, st storer.ReferenceStorer, ref *plumbing.Reference) error {
+	name := ref.Name()
+	if err := name.Validate(); err != nil {
+		return fmt.Errorf("%w: %q", err, name)
+	}
+	if cur, err := st.Reference(name); err == nil && cur.Type() == ref.Type() &&
+		cur.Hash() == ref.Hash() && cur.Target() == ref.Target() {
+		return nil
+	}
+	var content string
+	switch ref.Type() {
+	case plumbing.HashReference:
+		content = ref.Hash().String() + "\n"
+	case plumbing.SymbolicReference:
+		content = "ref: " + ref.Target().String() + "\n"
+	default:
+		return fmt.Errorf("invalid reference %q", name)
+	}
+	path := filepath.Join(dir, filepath.FromSlash(name.String()))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "ref-*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.WriteString(content)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
 }
 
 // guessHead picks the branch HEAD points at when the server did not say.

@@ -1,0 +1,215 @@
+package worktree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-billy/v5"
+	"github.com/go-git/go-billy/v5/memfs"
+	"github.com/go-git/go-billy/v5/util"
+)
+
+// churnPackDir does to a mirror's objects/pack what fetches into it do:
+// go-git writes each fetched pack as a tmp_pack_* file there and renames
+// it into place (or removes it when the pack is already there), so
+// entries keep appearing and vanishing while other tasks read the mirror.
+// It runs until stop is closed and reports how many files it cycled.
+func churnPackDir(t *testing.T, dir string, stop <-chan struct{}) <-chan int {
+	t.Helper()
+	done := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { done <- n }()
+		for {
+			var names []string
+			for range 32 {
+				f, err := os.CreateTemp(dir, "tmp_pack_")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				f.Close()
+				names = append(names, f.Name())
+			}
+			for _, name := range names {
+				if err := os.Remove(name); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			n += len(names)
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	return done
+}
+
+// Tasks committing, diffing and pushing while fetches write packs into
+// their shared mirror: every store must see every pack of the mirror. A
+// store whose listing of objects/pack raced a pack file being renamed
+// used to take the mirror for one without packs, and the base commit (or
+// the parent of the commit to push) was "object not found".
+func TestCommitPushWhileMirrorFetches(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{}
+	for i := range 200 {
+		files[fmt.Sprintf("d%d/f%d.txt", i%8, i)] = fmt.Sprintf("file %d\n", i)
+	}
+	origin := newOrigin(t, files)
+	m := newManager(t)
+	ctx := context.Background()
+	const tasks, rounds = 6, 15
+	wts := make([]*Worktree, tasks)
+	for i := range wts {
+		wts[i] = provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin})
+	}
+	stop := make(chan struct{})
+	churned := churnPackDir(t, filepath.Join(wts[0].mirrorDir, "objects", "pack"), stop)
+	deadline := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, tasks)
+	for i, wt := range wts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds && time.Now().Before(deadline); r++ {
+				if err := os.WriteFile(filepath.Join(wt.Dir, "WORK.md"), []byte(fmt.Sprintf("task %d round %d\n", i, r)), 0o644); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := m.Commit(ctx, wt, CommitRequest{Author: agent}); err != nil {
+					errs <- fmt.Errorf("task %d round %d: commit: %w", i, r, err)
+					return
+				}
+				if _, err := m.Diff(ctx, wt); err != nil {
+					errs <- fmt.Errorf("task %d round %d: diff: %w", i, r, err)
+					return
+				}
+				if _, err := m.Push(ctx, wt, PushRequest{}); err != nil {
+					errs <- fmt.Errorf("task %d round %d: push: %w", i, r, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	n := <-churned
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d pack files came and went meanwhile", n)
+}
+
+// Fetches keep the mirror's refs readable: a provisioning resolving its
+// base (the default branch, or a branch by name) while another task's
+// fetch updates the mirror must never find HEAD or the branch empty. The
+// fetch used to rewrite every ref and HEAD in place (truncate, then
+// write), and a base was "not found" in between.
+func TestResolveWhileMirrorFetches(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n"})
+	head := git(t, origin, "rev-parse", "main")
+	side := git(t, origin, "commit-tree", "-p", head, "-m", "side", head+"^{tree}")
+	for i := range 60 {
+		git(t, origin, "update-ref", fmt.Sprintf("refs/heads/topic/%d", i), head)
+	}
+	git(t, origin, "update-ref", "refs/heads/moving", head)
+	m := newManager(t)
+	ctx := context.Background()
+	provision(t, m, Ref{TaskID: "t1", Repo: origin})
+	mir, err := m.mirrorFor(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	fetched := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { fetched <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// A branch that moves, so every fetch has a ref to update.
+			git(t, origin, "update-ref", "refs/heads/moving", map[bool]string{true: head, false: side}[n%2 == 0])
+			if err := m.sync(ctx, mir, Auth{}, nil, nil); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	var failures []string
+	reads := 0
+	for time.Now().Before(deadline) && len(failures) < 5 {
+		for _, base := range []string{"", "main", "topic/7", "moving"} {
+			if _, h, err := mir.resolve(base); err != nil {
+				failures = append(failures, fmt.Sprintf("resolve %q: %v", base, err))
+			} else if h.String() != head && (base != "moving" || h.String() != side) {
+				failures = append(failures, fmt.Sprintf("resolve %q: %s, want %s", base, h, head))
+			}
+			reads++
+		}
+	}
+	close(stop)
+	n := <-fetched
+	t.Logf("%d resolves during %d fetches", reads, n)
+	for _, f := range failures {
+		t.Error(f)
+	}
+}
+
+// vanishingFS fails its first ReadDir calls the way osfs does when an
+// entry is removed between reading the names and stating them.
+type vanishingFS struct {
+	billy.Filesystem
+	fails int
+}
+
+func (v *vanishingFS) ReadDir(name string) ([]os.FileInfo, error) {
+	if v.fails > 0 {
+		v.fails--
+		return nil, &fs.PathError{Op: "lstat", Path: name + "/tmp_pack_x", Err: fs.ErrNotExist}
+	}
+	return v.Filesystem.ReadDir(name)
+}
+
+func TestIdxFSReadDirSurvivesVanishingEntries(t *testing.T) {
+	t.Parallel()
+	mem := memfs.New()
+	if err := util.WriteFile(mem, "objects/pack/pack-1.pack", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A listing that raced a rename is read again, not taken for a
+	// missing directory.
+	infos, err := bufferedIdx(&vanishingFS{Filesystem: mem, fails: 3}).ReadDir("objects/pack")
+	if err != nil || len(infos) != 1 || infos[0].Name() != "pack-1.pack" {
+		t.Fatalf("ReadDir = %v, %v; want pack-1.pack", infos, err)
+	}
+	// One that never settles is an error of its own: go-git would take a
+	// "not exist" for a repository without packs.
+	_, err = bufferedIdx(&vanishingFS{Filesystem: mem, fails: readDirAttempts}).ReadDir("objects/pack")
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadDir of a directory that keeps changing = %v; want an error that is not ErrNotExist", err)
+	}
+	// A directory that is really missing is still reported as missing.
+	if _, err := bufferedIdx(mem).ReadDir("objects/none"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadDir of a missing directory = %v; want ErrNotExist", err)
+	}
+}
