@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,5 +212,34 @@ func TestIdxFSReadDirSurvivesVanishingEntries(t *testing.T) {
 	// A directory that is really missing is still reported as missing.
 	if _, err := bufferedIdx(mem).ReadDir("objects/none"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("ReadDir of a missing directory = %v; want ErrNotExist", err)
+	}
+}
+
+// A provisioning checks out while a fetch into the mirror is half done:
+// go-git has written the new pack's index (in place, so it may be cut
+// short) and not yet renamed the pack next to it. The checkout must skip
+// that pack, not fail on its index.
+func TestProvisionWhileFetchWritesIndex(t *testing.T) {
+	t.Parallel()
+	origin := newOrigin(t, map[string]string{"a.txt": "a\n", "d/b.txt": "b\n"})
+	m := newManager(t)
+	wt := provision(t, m, Ref{TaskID: "t1", Repo: origin})
+	packDir := filepath.Join(wt.mirrorDir, "objects", "pack")
+	half := filepath.Join(packDir, "pack-"+strings.Repeat("ab", 20)+".idx")
+	if err := os.WriteFile(half, []byte{0xff, 't', 'O', 'c', 0, 0, 0, 2, 0, 0}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(packDir, "tmp_pack_123456")
+	if err := os.WriteFile(tmp, []byte("PACK"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{wt.BaseCommit, ""} { // without and with a fetch
+		wt2, err := m.Provision(context.Background(), Ref{TaskID: "t2", Repo: origin, Base: base}, nil)
+		if err != nil {
+			t.Fatalf("provision (base %q) during a fetch: %v", base, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(wt2.Dir, "d", "b.txt")); err != nil || string(b) != "b\n" {
+			t.Fatalf("d/b.txt = %q, %v", b, err)
+		}
 	}
 }

@@ -57,7 +57,17 @@ func openPackSet(objectsDir string) (*packSet, error) {
 	return ps, nil
 }
 
+// mapPack maps the pack at packPath with its index at idxPath. The pack is
+// opened first: go-git's fetch writes the index in place and only then
+// renames the finished pack next to it (git renames the pack first and
+// the index last), so an index read once its pack is there is whole, and
+// one without its pack may still be half written.
 func mapPack(idxPath, packPath string) (*mappedPack, error) {
+	f, err := os.Open(packPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
 	idx, err := os.ReadFile(idxPath)
 	if err != nil {
 		return nil, err
@@ -80,11 +90,6 @@ func mapPack(idxPath, packPath string) (*mappedPack, error) {
 	p.offsets = idx[pos : pos+n*4]
 	pos += n * 4
 	p.offsets64 = idx[pos : len(idx)-40]
-	f, err := os.Open(packPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
