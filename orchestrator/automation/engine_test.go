@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,13 +56,14 @@ func newHarness(t *testing.T, defs ...config.Automation) *harness {
 	return &harness{t: t, e: e, js: js}
 }
 
-var seq int
+// seq numbers the targets of harness events (tests run in parallel).
+var seq atomic.Int64
 
 func (h *harness) event(kind, login, assoc, instruction string) {
 	h.t.Helper()
-	seq++
+	n := int(seq.Add(1))
 	ev := &orchestrator.Event{ID: orchestrator.NewID(), Source: orchestrator.SourceGitHub, Kind: kind, Repo: "https://github.com/acme/api.git",
-		Target: orchestrator.Target{Type: "issue", Number: seq, URL: "https://github.com/acme/api/issues/1"},
+		Target: orchestrator.Target{Type: "issue", Number: n, URL: "https://github.com/acme/api/issues/1"},
 		Actor:  orchestrator.Actor{Login: login, Association: assoc}, Instruction: instruction,
 		DeliveryID: "d-" + orchestrator.NewID(), ReceivedAt: time.Now()}
 	if err := orchestrator.PublishEvent(context.Background(), h.js, ev); err != nil {
@@ -92,6 +94,26 @@ func (h *harness) waitRuns(name string, what string, ok func([]Run) bool) []Run 
 		}
 		if time.Now().After(deadline) {
 			h.t.Fatalf("%s: timed out waiting for %s; runs %+v", name, what, runs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitState waits until the automation's state satisfies ok: a run's
+// outcome is recorded on the run first, then counted in the state.
+func (h *harness) waitState(name, what string, ok func(State) bool) State {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := h.e.State(context.Background(), name)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: timed out waiting for %s; state %+v", name, what, st)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -149,16 +171,13 @@ func TestGuardRails(t *testing.T) {
 	if f := withStatus(r, RunFailed)[0]; f.CostUSD != 1 || f.Reason != "exit status 1" {
 		t.Errorf("failed run = %+v", f)
 	}
-	st, _ := h.e.State(ctx, "triage")
-	if st.Failures != 1 || st.DayCostUSD != 1 {
-		t.Fatalf("state after a failure: %+v", st)
-	}
+	h.waitState("triage", "a failure counted", func(st State) bool { return st.Failures == 1 && st.DayCostUSD == 1 })
 	second := withStatus(r, RunStarted)[0]
 	h.report(second.TaskID, "review", 1)
 	h.waitRuns("triage", "success", func(r []Run) bool { return len(withStatus(r, RunSucceeded)) == 1 })
-	if st, _ = h.e.State(ctx, "triage"); st.Failures != 0 || st.DayCostUSD != 2 || len(st.Active) != 0 {
-		t.Fatalf("a success did not clear the failures: %+v", st)
-	}
+	h.waitState("triage", "a success clearing the failures", func(st State) bool {
+		return st.Failures == 0 && st.DayCostUSD == 2 && len(st.Active) == 0
+	})
 
 	// Two failures in a row pause it (pause_after: 2).
 	for i := range 2 {
@@ -167,9 +186,9 @@ func TestGuardRails(t *testing.T) {
 		h.report(withStatus(r, RunStarted)[0].TaskID, "failed", 0)
 		h.waitRuns("triage", "failure", func(r []Run) bool { return len(withStatus(r, RunFailed)) == 2+i })
 	}
-	st, _ = h.e.State(ctx, "triage")
-	if !st.Paused || !strings.HasPrefix(st.PausedReason, "2 consecutive failed runs (last: task ") {
-		t.Fatalf("not paused after two failures: %+v", st)
+	st := h.waitState("triage", "the pause", func(st State) bool { return st.Paused && len(st.Active) == 0 })
+	if !strings.HasPrefix(st.PausedReason, "2 consecutive failed runs (last: task ") {
+		t.Fatalf("paused after two failures with reason %q", st.PausedReason)
 	}
 	h.event("issue.labeled", "alice", "", "w")
 	h.waitRuns("triage", "skip while paused", func(r []Run) bool { return len(withStatus(r, RunSkipped)) == 1 })
@@ -189,10 +208,46 @@ func TestGuardRails(t *testing.T) {
 	r = h.waitRuns("triage", "run after resume", func(r []Run) bool { return len(withStatus(r, RunStarted)) == 1 })
 	h.report(withStatus(r, RunStarted)[0].TaskID, "done", 1.5)
 	h.waitRuns("triage", "done", func(r []Run) bool { return len(withStatus(r, RunSucceeded)) == 2 })
+	h.waitState("triage", "the day's cost", func(st State) bool { return st.DayCostUSD == 3.5 && len(st.Active) == 0 })
 	h.event("issue.labeled", "alice", "", "u")
 	r = h.waitRuns("triage", "budget skip", func(r []Run) bool { return len(withStatus(r, RunSkipped)) == 2 })
 	if !strings.HasPrefix(r[0].Reason, "daily budget spent: $3.50 of $3.00") {
 		t.Errorf("budget skip reason %q", r[0].Reason)
+	}
+}
+
+// TestOutcomeCountedAfterACrashBetweenWrites: a scheduler that recorded a
+// run's failure on the run and died before counting it in the
+// automation's state leaves the run final but still active; the
+// redelivered report counts it then (the pause after it included), and a
+// third copy of the report counts nothing more.
+func TestOutcomeCountedAfterACrashBetweenWrites(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.Automation{Name: "crash", On: &config.On{Source: "github", Kind: "issue.labeled"},
+		Prompt: "p", Allow: config.Triggerers{Logins: []string{"alice"}}, PauseAfter: 1})
+	ctx := context.Background()
+	h.event("issue.labeled", "alice", "", "x")
+	r := h.waitRuns("crash", "a run", func(r []Run) bool { return len(withStatus(r, RunStarted)) == 1 })
+	run := withStatus(r, RunStarted)[0]
+	// The first of the two writes, as the dead scheduler made it.
+	if _, err := update(ctx, h.e.kv.runs, runKey("crash", run.ID), func(r *Run) error {
+		r.Status, r.Reason, r.TaskState = RunFailed, "exit status 1", "failed"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := h.e.State(ctx, "crash"); len(st.Active) != 1 || st.Failures != 0 {
+		t.Fatalf("state before the redelivery: %+v", st)
+	}
+	h.report(run.TaskID, "failed", 0)
+	st := h.waitState("crash", "the failure counted", func(st State) bool { return st.Failures == 1 && len(st.Active) == 0 })
+	if !st.Paused {
+		t.Fatalf("not paused after the one failure it allows: %+v", st)
+	}
+	h.report(run.TaskID, "failed", 0)
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := h.e.State(ctx, "crash"); st.Failures != 1 {
+		t.Fatalf("a third copy of the report counted again: %+v", st)
 	}
 }
 

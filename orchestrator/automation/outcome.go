@@ -119,11 +119,19 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 	if err != nil {
 		return err
 	}
-	if !first && delta == 0 {
+	// The run's outcome is counted in the automation's state in a second
+	// write. A process that dies between the two leaves the run final but
+	// still active: the redelivered report counts it then (the run is
+	// still in Active), and only then.
+	final := status != "" && run.Final()
+	if !first && delta == 0 && !final {
 		return nil
 	}
 	if first {
 		e.m.runs.WithLabelValues(name, status).Inc()
+	}
+	if final {
+		status = run.Status // as first recorded, on a redelivered report too
 	}
 	pauseAfter := 3
 	if d := e.lookup(name); d != nil {
@@ -132,8 +140,12 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 	var paused string
 	_, err = update(ctx, e.kv.state, stateKey(name), func(s *State) error {
 		paused = ""
+		active := slices.Contains(s.Active, runID)
+		if delta == 0 && !active {
+			return errSkip // nothing to add: counted already
+		}
 		s.DayCostUSD += delta
-		if !first {
+		if !final || !first && !active {
 			return nil
 		}
 		s.Active = slices.DeleteFunc(s.Active, func(id string) bool { return id == runID })
@@ -150,7 +162,7 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errSkip) {
 		return err
 	}
 	if paused != "" {
