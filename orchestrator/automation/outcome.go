@@ -91,61 +91,63 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 	case "cancelled":
 		status = RunCancelled
 	}
-	var first bool
+	// Three writes, in an order that survives a crash between any two and
+	// never counts twice: the run's cost (whose growth is added to the
+	// day's), then the automation's state (the day's cost; for a final
+	// report, the outcome counted while the run is still in Active, and
+	// the pause), then the run's final status. Whoever sees a run final
+	// sees its outcome counted; a report redelivered after a crash finds
+	// the run still active in the state and counts it then, and only then.
+	// (A crash between the first two writes loses that report's cost
+	// growth from the day's total: it is never added twice.)
 	var delta float64
 	run, err := update(ctx, e.kv.runs, runKey(name, runID), func(run *Run) error {
-		first, delta = false, 0
+		delta = 0
 		if run.ID == "" {
 			return errSkip // the run record is gone
 		}
-		run.TaskState = r.State
+		// The task's state is written here unless this report makes the
+		// run final (then with its status, last).
+		state := status == "" || run.Final()
+		if cost <= run.CostUSD && (!state || run.TaskState == r.State) {
+			return errSkip // nothing to write before the state
+		}
 		if cost > run.CostUSD {
 			delta, run.CostUSD = cost-run.CostUSD, cost
 		}
-		if status != "" && !run.Final() {
-			first = true
-			run.Status = status
-			run.Reason = r.Reason
-			if status == RunFailed && errText != "" {
-				run.Reason = errText
-			}
+		if state {
+			run.TaskState = r.State
 		}
 		run.UpdatedAt = e.cfg.Clock().UTC()
 		return nil
 	})
 	if errors.Is(err, errSkip) {
-		return nil
-	}
-	if err != nil {
+		if run.ID == "" {
+			return nil
+		}
+	} else if err != nil {
 		return err
 	}
-	// The run's outcome is counted in the automation's state in a second
-	// write. A process that dies between the two leaves the run final but
-	// still active: the redelivered report counts it then (the run is
-	// still in Active), and only then.
-	final := status != "" && run.Final()
-	if !first && delta == 0 && !final {
+	if delta == 0 && status == "" {
 		return nil
-	}
-	if first {
-		e.m.runs.WithLabelValues(name, status).Inc()
-	}
-	if final {
-		status = run.Status // as first recorded, on a redelivered report too
 	}
 	pauseAfter := 3
 	if d := e.lookup(name); d != nil {
 		pauseAfter = d.c.Def.PauseAfter
 	}
+	reason := r.Reason
+	if status == RunFailed && errText != "" {
+		reason = errText
+	}
 	var paused string
 	_, err = update(ctx, e.kv.state, stateKey(name), func(s *State) error {
 		paused = ""
-		active := slices.Contains(s.Active, runID)
+		active := status != "" && slices.Contains(s.Active, runID)
 		if delta == 0 && !active {
-			return errSkip // nothing to add: counted already
+			return errSkip // counted already
 		}
 		s.DayCostUSD += delta
-		if !final || !first && !active {
+		if !active {
 			return nil
 		}
 		s.Active = slices.DeleteFunc(s.Active, func(id string) bool { return id == runID })
@@ -156,7 +158,7 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 			s.Failures++
 			if pauseAfter > 0 && s.Failures >= pauseAfter && !s.Paused {
 				s.Paused = true
-				s.PausedReason = fmt.Sprintf("%d consecutive failed runs (last: task %s: %s)", s.Failures, run.TaskID, cmp.Or(run.Reason, "no reason given"))
+				s.PausedReason = fmt.Sprintf("%d consecutive failed runs (last: task %s: %s)", s.Failures, run.TaskID, cmp.Or(reason, "no reason given"))
 				paused = s.PausedReason
 			}
 		}
@@ -164,6 +166,25 @@ func (e *Engine) outcome(ctx context.Context, r stateReport) error {
 	})
 	if err != nil && !errors.Is(err, errSkip) {
 		return err
+	}
+	if status != "" {
+		first := false
+		_, err = update(ctx, e.kv.runs, runKey(name, runID), func(run *Run) error {
+			first = false
+			if run.ID == "" || run.Final() {
+				return errSkip
+			}
+			first = true
+			run.Status, run.Reason, run.TaskState = status, reason, r.State
+			run.UpdatedAt = e.cfg.Clock().UTC()
+			return nil
+		})
+		if err != nil && !errors.Is(err, errSkip) {
+			return err
+		}
+		if first {
+			e.m.runs.WithLabelValues(name, status).Inc()
+		}
 	}
 	if paused != "" {
 		e.paused(ctx, name, paused)
