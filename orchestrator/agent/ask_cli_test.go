@@ -7,7 +7,6 @@ import (
 
 	"github.com/nightshift/nightshift/orchestrator/agent"
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
-	"github.com/nightshift/nightshift/orchestrator/gateway"
 )
 
 // TestClaudeAskUserQuestionBecomesQuestion: headless Claude Code cannot
@@ -29,16 +28,9 @@ func TestClaudeAskUserQuestionBecomesQuestion(t *testing.T) {
 			return err
 		}, Text: "I need to know the color first."},
 	)
-	a, err := agent.New("claude", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, fw := w.request("claude-ask", "make the button nicer", gateway.Budget{}, gateway.Hooks{})
-	req.Model = claudeModel
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := w.runSandboxed(ctx, a, req, fw)
-	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
+	r := w.runCLI(ctx, "claude", "claude-ask", "make the button nicer", "", false)
 	if errs := w.ms.Errors(); len(errs) > 0 {
 		t.Fatalf("model server: %v", errs)
 	}

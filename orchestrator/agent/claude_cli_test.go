@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nightshift/nightshift/orchestrator/agent"
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
-	"github.com/nightshift/nightshift/orchestrator/gateway"
 )
 
 const claudeModel = "claude-sonnet-4-5"
@@ -48,16 +46,9 @@ func TestClaudeEditsTestsAndCallsMCP(t *testing.T) {
 			return err
 		}, Text: "Done: tests pass."},
 	)
-	a, err := agent.New("claude", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, fw := w.request("claude-1", "write hello.txt and run the tests", gateway.Budget{}, gateway.Hooks{})
-	req.Model = claudeModel
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := w.runSandboxed(ctx, a, req, fw)
-	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
+	r := w.runCLI(ctx, "claude", "claude-1", "write hello.txt and run the tests", "", false)
 	w.checkScript()
 	if r.outcome.Err != nil || r.res.Reason != "exit 0" {
 		t.Fatalf("outcome err: %v (%s)", r.outcome.Err, r.res.Reason)

@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nightshift/nightshift/orchestrator/agent"
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
-	"github.com/nightshift/nightshift/orchestrator/gateway"
 )
 
 // codexModel is a model name the pinned Codex has no metadata for: its
@@ -50,16 +48,9 @@ func TestCodexEditsTestsAndCallsMCP(t *testing.T) {
 			return err
 		}, Text: "Done: tests pass."},
 	)
-	a, err := agent.New("codex", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, fw := w.request("codex-1", "write hello.txt and run the tests", gateway.Budget{}, gateway.Hooks{})
-	req.Model = codexModel
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := w.runSandboxed(ctx, a, req, fw)
-	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
+	r := w.runCLI(ctx, "codex", "codex-1", "write hello.txt and run the tests", "", false)
 	w.checkScript()
 	if r.outcome.Err != nil || r.res.Reason != "exit 0" {
 		t.Fatalf("outcome err: %v (%s)", r.outcome.Err, r.res.Reason)

@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nightshift/nightshift/orchestrator/agent"
 	"github.com/nightshift/nightshift/orchestrator/agent/modelserver"
-	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/sandbox/bwrap"
 )
 
@@ -109,16 +107,9 @@ func TestClaudePlanModeRefusesEditsAndKeepsThePlan(t *testing.T) {
 		modelserver.Step{Name: "exit plan mode", ToolCalls: []modelserver.ToolCall{{ID: "toolu_exit", Name: "ExitPlanMode", Input: map[string]any{}}}},
 		modelserver.Step{Name: "end", Check: refused("toolu_exit", "ExitPlanMode"), Text: "The plan is ready for review."},
 	)
-	a, err := agent.New("claude", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, fw := w.request("claude-plan", "Plan a better README.", gateway.Budget{}, gateway.Hooks{})
-	req.Model = claudeModel
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	r := w.runReadOnly(ctx, a, req, fw)
-	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
+	r := w.runCLI(ctx, "claude", "claude-plan", "Plan a better README.", "", true)
 	w.checkScript()
 	if !strings.Contains(strings.Join(r.inv.Argv, " "), "--permission-mode plan") {
 		t.Errorf("argv %v: not in plan mode", r.inv.Argv)
@@ -150,10 +141,7 @@ func TestClaudePlanModeRefusesEditsAndKeepsThePlan(t *testing.T) {
 		}},
 		modelserver.Step{Name: "end again", Text: "Revised."},
 	)
-	req2, fw2 := w.request("claude-replan", "also update the changelog", gateway.Budget{}, gateway.Hooks{})
-	req2.Model, req2.SessionID = claudeModel, r.outcome.SessionID
-	r2 := w.runReadOnly(ctx, a, req2, fw2)
-	t.Logf("re-plan log:\n%s\nstderr:\n%s", r2.log(), r2.stderr)
+	r2 := w.runCLI(ctx, "claude", "claude-replan", "also update the changelog", r.outcome.SessionID, true)
 	w.checkScript()
 	if want := "# Plan\n\n1. Reword README.md.\n2. Update CHANGELOG.md.\n3. Run test.sh.\n"; r2.outcome.Err != nil || r2.outcome.Plan != want {
 		t.Fatalf("re-plan: err %v plan %q, want %q", r2.outcome.Err, r2.outcome.Plan, want)
@@ -188,16 +176,9 @@ func TestCodexReadOnlyRunCannotWrite(t *testing.T) {
 		}, ToolCalls: []modelserver.ToolCall{{ID: "call_write", Name: "exec_command", Input: map[string]any{"cmd": "echo tampered > README.md; touch NEW.txt"}}}},
 		modelserver.Step{Name: "plan", Check: refused("call_write", "Read-only file system"), Text: thePlan},
 	)
-	a, err := agent.New("codex", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, fw := w.request("codex-plan", "Plan a better README.", gateway.Budget{}, gateway.Hooks{})
-	req.Model = codexModel
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	r := w.runReadOnly(ctx, a, req, fw)
-	t.Logf("log:\n%s\nstderr:\n%s", r.log(), r.stderr)
+	r := w.runCLI(ctx, "codex", "codex-plan", "Plan a better README.", "", true)
 	w.checkScript()
 	if r.outcome.Err != nil || r.res.Reason != "exit 0" {
 		t.Fatalf("outcome err: %v (%s)", r.outcome.Err, r.res.Reason)
@@ -221,10 +202,7 @@ func TestCodexReadOnlyRunCannotWrite(t *testing.T) {
 		}, ToolCalls: []modelserver.ToolCall{{ID: "call_again", Name: "exec_command", Input: map[string]any{"cmd": "echo tampered >> README.md"}}}},
 		modelserver.Step{Name: "revised", Check: refused("call_again", "Read-only file system"), Text: thePlan + "\n3. Update CHANGELOG.md."},
 	)
-	req2, fw2 := w.request("codex-replan", "also update the changelog", gateway.Budget{}, gateway.Hooks{})
-	req2.Model, req2.SessionID = codexModel, r.outcome.SessionID
-	r2 := w.runReadOnly(ctx, a, req2, fw2)
-	t.Logf("re-plan log:\n%s\nstderr:\n%s", r2.log(), r2.stderr)
+	r2 := w.runCLI(ctx, "codex", "codex-replan", "also update the changelog", r.outcome.SessionID, true)
 	w.checkScript()
 	if r2.outcome.Err != nil || !strings.HasSuffix(r2.outcome.Summary, "3. Update CHANGELOG.md.") {
 		t.Fatalf("re-plan: err %v summary %q", r2.outcome.Err, r2.outcome.Summary)

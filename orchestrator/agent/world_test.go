@@ -218,6 +218,29 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
+// runCLI runs the real CLI of kind ("claude" or "codex") as task taskID
+// on prompt against the scripted model server, resuming session when set,
+// read-only the way plan and answer runs are or read-write, and logs what
+// it printed.
+func (w *world) runCLI(ctx context.Context, kind, taskID, prompt, session string, readOnly bool) *sandboxRun {
+	t := w.t
+	t.Helper()
+	a, err := agent.New(kind, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, fw := w.request(taskID, prompt, gateway.Budget{}, gateway.Hooks{})
+	req.Model, req.SessionID = map[string]string{"claude": claudeModel, "codex": codexModel}[kind], session
+	var r *sandboxRun
+	if readOnly {
+		r = w.runReadOnly(ctx, a, req, fw)
+	} else {
+		r = w.runSandboxed(ctx, a, req, fw)
+	}
+	t.Logf("%s log:\n%s\nstderr:\n%s", taskID, r.log(), r.stderr)
+	return r
+}
+
 // runSandboxed prepares req with a, writes the invocation's files into the
 // private HOME and runs it in the sandbox, streaming stdout into the parser
 // the way the orchestrator's worker does.
