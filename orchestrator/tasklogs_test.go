@@ -13,10 +13,11 @@ import (
 	"github.com/nightshift/nightshift/orchestrator/natsserver"
 )
 
-// TestTaskLogFlushWaitsOnlyForItsOwnLines holds one task's lines in flight
-// (their subject is answered by a subscriber that never acknowledges) while
-// another task flushes: the flush returns once its own lines are stored.
-func TestTaskLogFlushWaitsOnlyForItsOwnLines(t *testing.T) {
+// stuckTaskBus is a bus whose task "stuck" never has its lines stored:
+// the tasks stream keeps only task "quiet"'s subjects, and a subscriber
+// that never acknowledges answers the publishes of task "stuck".
+func stuckTaskBus(t *testing.T) *Bus {
+	t.Helper()
 	bus := newBus(t)
 	ctx := context.Background()
 	info, err := bus.js.Stream(ctx, TasksStream)
@@ -32,7 +33,16 @@ func TestTaskLogFlushWaitsOnlyForItsOwnLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	t.Cleanup(func() { sub.Unsubscribe() })
+	return bus
+}
+
+// TestTaskLogFlushWaitsOnlyForItsOwnLines holds one task's lines in flight
+// (their subject is answered by a subscriber that never acknowledges) while
+// another task flushes: the flush returns once its own lines are stored.
+func TestTaskLogFlushWaitsOnlyForItsOwnLines(t *testing.T) {
+	bus := stuckTaskBus(t)
+	ctx := context.Background()
 	stuck := bus.TaskLogs("stuck")
 	for i := range 100 {
 		if err := stuck.Line(ctx, LogLine{Text: strconv.Itoa(i)}); err != nil {
@@ -189,22 +199,8 @@ func TestTaskLogLossIsCountedAndReported(t *testing.T) {
 // run): while that flush waits, the same task's next line is still sent at
 // once, and a flush of the stuck task gives up when its context ends.
 func TestTaskLogLineDoesNotWaitBehindAFlush(t *testing.T) {
-	bus := newBus(t)
+	bus := stuckTaskBus(t)
 	ctx := context.Background()
-	info, err := bus.js.Stream(ctx, TasksStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := info.CachedInfo().Config
-	sc.Subjects = []string{"nightshift.tasks.quiet.>"}
-	if _, err := bus.js.UpdateStream(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := bus.nc.SubscribeSync("nightshift.tasks.stuck.>") // receives, never acknowledges
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	for i := range 10 {
 		if err := bus.publishLog(ctx, LogLine{TaskID: "stuck", Text: strconv.Itoa(i)}); err != nil {
 			t.Fatal(err)
