@@ -7,13 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nightshift/nightshift/vault/natsstore"
 	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // Bucket is the key-value bucket that holds identities and token records
@@ -90,14 +91,6 @@ func hashKey(prefix, s string) string {
 	return prefix + "." + hex.EncodeToString(sum[:16])
 }
 
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
-}
-
 // kvGet reads key into v; rev 0 means absent.
 func kvGet(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
 	e, err := kv.Get(ctx, key)
@@ -127,7 +120,7 @@ func kvWrite(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev 
 	if err == nil {
 		return true, nil
 	}
-	if isConflict(err) {
+	if natsstore.IsConflict(err) {
 		return false, nil
 	}
 	return false, err

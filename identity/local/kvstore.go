@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nightshift/nightshift/vault/natsstore"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // Where NewKV keeps the provider's state on a cluster.
@@ -137,14 +137,6 @@ func kvToken(s string) string {
 	return fmt.Sprintf("x%x", s)
 }
 
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
-}
-
 func (k *kvState) get(ctx context.Context, key string, v any) (uint64, error) {
 	e, err := k.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -170,7 +162,7 @@ func (k *kvState) write(ctx context.Context, key string, v any, rev uint64) (boo
 	if err == nil {
 		return true, nil
 	}
-	if isConflict(err) {
+	if natsstore.IsConflict(err) {
 		return false, nil
 	}
 	return false, err
