@@ -169,18 +169,16 @@ func (s *Service) kvOwnerState(ctx context.Context, id string) (idState, Identit
 	if id == "" || strings.ContainsAny(id, ".*> \t") {
 		return stateLive, Identity{}, nil // not a key we can tombstone: never displace it
 	}
-	var rec kvIdentity
-	rev, err := kvGet(ctx, s.kv, "id."+id, &rec)
+	rec, ok, err := s.kvIdentity(ctx, id)
 	switch {
 	case err != nil:
-		return 0, Identity{}, fmt.Errorf("identity: get %s: %w", id, err)
-	case rev == 0:
-		return stateAbsent, Identity{}, nil
-	case rec.DisplacedAt != nil || !rec.Live():
+		return 0, Identity{}, err
+	case ok && rec.Live():
+		return stateLive, rec.Identity, nil
+	case ok || rec.DisplacedAt != nil: // released, or tombstoned
 		return stateDead, Identity{}, nil
 	}
-	rec.Identity.ref = rec.ProviderRef
-	return stateLive, rec.Identity, nil
+	return stateAbsent, Identity{}, nil
 }
 
 // kvTombstone creates id's tombstone unless a record (or tombstone) of it
