@@ -127,8 +127,8 @@ func move(ctx context.Context, recs *Records, id string, to State, reason string
 		return Task{}, err
 	}
 	if to == StateProvisioning && rec.Task.State == StateQueued {
-		_, t, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
-		return t, err
+		_, claimed, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
+		return claimed.Task, err
 	}
 	return recs.Report(ctx, id, Fence{Run: rec.Lease.Run, Epoch: rec.Lease.Epoch}, to, reason, p)
 }

@@ -1,9 +1,11 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nightshift/nightshift/orchestrator/agent"
@@ -122,32 +124,18 @@ func (w *Worker) review(ctx context.Context, r *run, result RunResult, reason st
 // finished from there (finishLanded), not run again: running the agent a
 // second time would stack a second commit for the same work.
 func (w *Worker) landed(ctx context.Context, r *run) (*PushIntent, error) {
-	if r.rep.recs == nil {
-		return nil, nil
-	}
-	ins, err := r.rep.recs.Landing(ctx, r.item.TaskID, r.rep.fence)
-	if err != nil {
-		return nil, remoteErr("records", "read the run's announced pushes: %w", err)
-	}
 	branch := r.pushBranch()
-	remote := r.plan.PushRemote
-	if remote == "" {
-		remote = r.item.Repo
+	i := slices.IndexFunc(r.rep.landing, func(in PushIntent) bool { return in.Branch == branch })
+	if i < 0 {
+		return nil, nil // no delivery of this run announced a push there
 	}
-	head := ""
-	for _, in := range ins {
-		if in.Branch != branch {
-			continue
-		}
-		if head == "" {
-			if head, err = w.worktrees.BranchHead(ctx, remote, branch, r.auth); err != nil {
-				return nil, remoteErr("provision", "read where %s is: %w", branch, err)
-			}
-			if head == "" {
-				return nil, nil // nothing landed: the branch is not there
-			}
-		}
-		if in.Commit == head {
+	remote := cmp.Or(r.plan.PushRemote, r.item.Repo)
+	head, err := w.worktrees.BranchHead(ctx, remote, branch, r.auth)
+	if err != nil {
+		return nil, remoteErr("provision", "read where %s is: %w", branch, err)
+	}
+	for _, in := range r.rep.landing[i:] {
+		if in.Branch == branch && in.Commit == head {
 			return &in, nil
 		}
 	}

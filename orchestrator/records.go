@@ -617,8 +617,8 @@ func (r *Records) Cancel(ctx context.Context, id, reason string, p Patch) (Task,
 // seq is the work item's stream sequence: a redelivery of the item (same
 // seq) takes the run over from a delivery that went silent, while a second
 // copy of the item (another seq, published twice) is stale while the run
-// is held.
-func (r *Records) Claim(ctx context.Context, id string, run int, holder string, attempt int, seq uint64) (Fence, Task, error) {
+// is held. It returns the record as claimed.
+func (r *Records) Claim(ctx context.Context, id string, run int, holder string, attempt int, seq uint64) (Fence, Record, error) {
 	var f Fence
 	rec, _, err := r.update(ctx, id, func(rec *Record) error {
 		t := rec.Task
@@ -647,25 +647,21 @@ func (r *Records) Claim(ctx context.Context, id string, run int, holder string, 
 		}
 		return r.transition(rec, StateProvisioning, reason)
 	})
-	return f, rec.Task, err
+	return f, rec, err
 }
 
-// Landing returns the pushes earlier deliveries of f's run announced and
+// landing returns the pushes earlier deliveries of f's run announced and
 // never confirmed (their worker was lost, or the run was handed back after
 // pushing), newest first, checkpoints left out. Whether one landed is for
 // the caller to check on the forge: the branch at its commit.
-func (r *Records) Landing(ctx context.Context, id string, f Fence) ([]PushIntent, error) {
-	rec, _, err := r.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
+func (rec Record) landing(f Fence) []PushIntent {
 	var out []PushIntent
 	for i := len(rec.Intents) - 1; i >= 0; i-- {
 		if in := rec.Intents[i]; in.Run == f.Run && in.Epoch < f.Epoch && !in.Checkpoint {
 			out = append(out, in)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func (f Fence) holds(rec *Record) bool {

@@ -70,6 +70,9 @@ type reporter struct {
 	recs *Records
 	// fence is the run's lease on its task: every state it writes carries it.
 	fence Fence
+	// landing are the pushes earlier deliveries of the run announced and
+	// never confirmed, as the claim found them (Record.landing).
+	landing []PushIntent
 	// stop ends the run (with the cause) when its state cannot be written.
 	stop context.CancelCauseFunc
 	// fenced is set once the authority refused a write of the run.

@@ -329,7 +329,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	// The run's lease: from here on, only this delivery may write the
 	// task's state; a stale one (a frozen worker resumed) is refused.
-	fence, _, err := w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
+	fence, claimed, err := w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
 	// The authority unreachable or unwritable (a full disk under NATS, no
 	// quorum): keep the item (heartbeats) and try again for a while rather
 	// than spend its deliveries in seconds.
@@ -343,7 +343,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if ctx.Err() != nil {
 			break
 		}
-		fence, _, err = w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
+		fence, claimed, err = w.bus.records.Claim(ctx, item.TaskID, item.Run, w.cfg.Holder, attempt, seq)
 	}
 	switch {
 	case errors.Is(err, ErrStale), errors.Is(err, ErrNotFound):
@@ -356,8 +356,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With("epoch", fence.Epoch)
-	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, stop: cancel, item: item, attempt: attempt, clock: w.cfg.Clock, log: log,
-		logs: w.bus.TaskLogs(item.TaskID)}
+	rep := &reporter{bus: w.bus, recs: w.bus.records, fence: fence, landing: claimed.landing(fence), stop: cancel, item: item, attempt: attempt,
+		clock: w.cfg.Clock, log: log, logs: w.bus.TaskLogs(item.TaskID)}
 	// The tokens the run hands its agent are redacted from the moment each
 	// is issued; execute adds the task's secrets (redactRun) before
 	// anything runs, and fails closed when they cannot be loaded.

@@ -64,11 +64,11 @@ func (w *world) move(t *testing.T, id string, to orchestrator.State, p orchestra
 		t.Fatal(err)
 	}
 	if to == orchestrator.StateProvisioning && rec.Task.State == orchestrator.StateQueued {
-		_, tk, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
+		_, claimed, err := recs.Claim(ctx, id, rec.Task.Run, "test", 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tk
+		return claimed.Task
 	}
 	tk, err := recs.Report(ctx, id, orchestrator.Fence{Run: rec.Lease.Run, Epoch: rec.Lease.Epoch}, to, "", p)
 	if err != nil {
