@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,37 +24,87 @@ import (
 // entries keep appearing and vanishing while other tasks read the mirror.
 // It runs until stop is closed and reports how many files it cycled.
 func churnPackDir(t *testing.T, dir string, stop <-chan struct{}) <-chan int {
-	t.Helper()
+	const batch = 32
+	cycled := make(chan int, 1)
+	batches := untilStopped(t, stop, func(int) error {
+		var names []string
+		for range batch {
+			f, err := os.CreateTemp(dir, "tmp_pack_")
+			if err != nil {
+				return err
+			}
+			f.Close()
+			names = append(names, f.Name())
+		}
+		for _, name := range names {
+			if err := os.Remove(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	go func() { cycled <- batch * <-batches }()
+	return cycled
+}
+
+// untilStopped calls step (with how many steps ran before) over and over
+// on a goroutine of its own until stop is closed or step fails, which it
+// reports with t.Error; then it sends how many steps ran.
+func untilStopped(t *testing.T, stop <-chan struct{}, step func(n int) error) <-chan int {
 	done := make(chan int, 1)
 	go func() {
 		n := 0
 		defer func() { done <- n }()
 		for {
-			var names []string
-			for range 32 {
-				f, err := os.CreateTemp(dir, "tmp_pack_")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				f.Close()
-				names = append(names, f.Name())
-			}
-			for _, name := range names {
-				if err := os.Remove(name); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-			n += len(names)
 			select {
 			case <-stop:
 				return
 			default:
 			}
+			if err := step(n); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
 		}
 	}()
 	return done
+}
+
+// commitDiffPushAll has each task commit, diff and push, round after
+// round, until it did rounds of them or deadline passed, and returns the
+// first failure of each task.
+func commitDiffPushAll(ctx context.Context, m *Manager, wts []*Worktree, rounds int, deadline time.Time) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(wts))
+	for i, wt := range wts {
+		wg.Go(func() {
+			for r := 0; r < rounds && time.Now().Before(deadline); r++ {
+				if err := commitDiffPush(ctx, m, wt, fmt.Sprintf("task %d round %d\n", i, r)); err != nil {
+					errs[i] = fmt.Errorf("task %d round %d: %w", i, r, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// provisionTasks provisions n tasks from one origin of 200 files in 8
+// directories, so that they share a mirror.
+func provisionTasks(t *testing.T, n int) (origin string, m *Manager, wts []*Worktree) {
+	t.Helper()
+	files := map[string]string{}
+	for i := range 200 {
+		files[fmt.Sprintf("d%d/f%d.txt", i%8, i)] = fmt.Sprintf("file %d\n", i)
+	}
+	origin = newOrigin(t, files)
+	m = newManager(t)
+	for i := range n {
+		wts = append(wts, provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin}))
+	}
+	return origin, m, wts
 }
 
 // Tasks committing, diffing and pushing while fetches write packs into
@@ -63,40 +114,13 @@ func churnPackDir(t *testing.T, dir string, stop <-chan struct{}) <-chan int {
 // the parent of the commit to push) was "object not found".
 func TestCommitPushWhileMirrorFetches(t *testing.T) {
 	t.Parallel()
-	files := map[string]string{}
-	for i := range 200 {
-		files[fmt.Sprintf("d%d/f%d.txt", i%8, i)] = fmt.Sprintf("file %d\n", i)
-	}
-	origin := newOrigin(t, files)
-	m := newManager(t)
-	ctx := context.Background()
-	const tasks, rounds = 6, 15
-	wts := make([]*Worktree, tasks)
-	for i := range wts {
-		wts[i] = provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin})
-	}
+	_, m, wts := provisionTasks(t, 6)
 	stop := make(chan struct{})
 	churned := churnPackDir(t, filepath.Join(wts[0].mirrorDir, "objects", "pack"), stop)
-	deadline := time.Now().Add(20 * time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, tasks)
-	for i, wt := range wts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := 0; r < rounds && time.Now().Before(deadline); r++ {
-				if err := commitDiffPush(ctx, m, wt, fmt.Sprintf("task %d round %d\n", i, r)); err != nil {
-					errs <- fmt.Errorf("task %d round %d: %w", i, r, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	err := commitDiffPushAll(context.Background(), m, wts, 15, time.Now().Add(20*time.Second))
 	close(stop)
 	n := <-churned
-	close(errs)
-	for err := range errs {
+	if err != nil {
 		t.Error(err)
 	}
 	t.Logf("%d pack files came and went meanwhile", n)
@@ -109,65 +133,30 @@ func TestCommitPushWhileMirrorFetches(t *testing.T) {
 // store that can miss packs.
 func TestCommitPushDuringRealFetches(t *testing.T) {
 	t.Parallel()
-	files := map[string]string{}
-	for i := range 200 {
-		files[fmt.Sprintf("d%d/f%d.txt", i%8, i)] = fmt.Sprintf("file %d\n", i)
-	}
-	origin := newOrigin(t, files)
-	m := newManager(t)
+	origin, m, wts := provisionTasks(t, 6)
 	ctx := context.Background()
-	const tasks = 6
-	wts := make([]*Worktree, tasks)
-	for i := range wts {
-		wts[i] = provision(t, m, Ref{TaskID: fmt.Sprintf("t%d", i), Repo: origin})
-	}
 	mir, err := m.mirrorFor(origin)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tree := git(t, origin, "rev-parse", "main^{tree}")
+	parent := git(t, origin, "rev-parse", "main")
 	stop := make(chan struct{})
-	fetched := make(chan int, 1)
-	go func() {
-		n := 0
-		defer func() { fetched <- n }()
-		tree := git(t, origin, "rev-parse", "main^{tree}")
-		parent := git(t, origin, "rev-parse", "main")
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			// Another worker's push: a new branch with a new commit.
-			c := git(t, origin, "commit-tree", "-p", parent, "-m", fmt.Sprint("other ", n), tree)
-			git(t, origin, "update-ref", fmt.Sprintf("refs/heads/other/%d", n), c)
-			if err := m.sync(ctx, mir, Auth{}, nil, nil); err != nil {
-				t.Error(err)
-				return
-			}
-			n++
+	fetched := untilStopped(t, stop, func(n int) error {
+		// Another worker's push: a new branch with a new commit.
+		c, err := runGit(origin, "commit-tree", "-p", parent, "-m", fmt.Sprint("other ", n), tree)
+		if err == nil {
+			_, err = runGit(origin, "update-ref", fmt.Sprintf("refs/heads/other/%d", n), c)
 		}
-	}()
-	deadline := time.Now().Add(4 * time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, tasks)
-	for i, wt := range wts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := 0; time.Now().Before(deadline); r++ {
-				if err := commitDiffPush(ctx, m, wt, fmt.Sprintf("task %d round %d\n", i, r)); err != nil {
-					errs <- fmt.Errorf("task %d round %d: %w", i, r, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+		if err != nil {
+			return err
+		}
+		return m.sync(ctx, mir, Auth{}, nil, nil)
+	})
+	err = commitDiffPushAll(ctx, m, wts, math.MaxInt, time.Now().Add(4*time.Second))
 	close(stop)
 	n := <-fetched
-	close(errs)
-	for err := range errs {
+	if err != nil {
 		t.Error(err)
 	}
 	t.Logf("%d fetches meanwhile", n)
@@ -213,25 +202,13 @@ func TestResolveWhileMirrorFetches(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	fetched := make(chan int, 1)
-	go func() {
-		n := 0
-		defer func() { fetched <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			// A branch that moves, so every fetch has a ref to update.
-			git(t, origin, "update-ref", "refs/heads/moving", map[bool]string{true: head, false: side}[n%2 == 0])
-			if err := m.sync(ctx, mir, Auth{}, nil, nil); err != nil {
-				t.Error(err)
-				return
-			}
-			n++
+	fetched := untilStopped(t, stop, func(n int) error {
+		// A branch that moves, so every fetch has a ref to update.
+		if _, err := runGit(origin, "update-ref", "refs/heads/moving", map[bool]string{true: head, false: side}[n%2 == 0]); err != nil {
+			return err
 		}
-	}()
+		return m.sync(ctx, mir, Auth{}, nil, nil)
+	})
 	deadline := time.Now().Add(3 * time.Second)
 	var failures []string
 	reads := 0

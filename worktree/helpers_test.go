@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,17 @@ import (
 // on a task clone).
 func git(t testing.TB, dir string, args ...string) string {
 	t.Helper()
+	out, err := runGit(dir, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runGit is git for goroutines other than the test's own, which must
+// report a failure rather than end the test (t.Fatal may not be called
+// there).
+func runGit(dir string, args ...string) (string, error) {
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -27,9 +39,9 @@ func git(t testing.TB, dir string, args ...string) string {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		return "", fmt.Errorf("git %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
-	return strings.TrimSpace(out.String())
+	return strings.TrimSpace(out.String()), nil
 }
 
 // newOrigin makes a bare repository with a main branch holding files.
