@@ -12,11 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/identitytest"
 	"github.com/nightshift/nightshift/identity/local"
-	"github.com/nightshift/nightshift/orchestrator/natsserver"
 )
 
 // hostOn is one host of a cluster: its own NATS connection, its own
@@ -24,12 +23,7 @@ import (
 func hostOn(t *testing.T, ns *server.Server, pool ...string) (*identity.Service, *local.Provider) {
 	t.Helper()
 	ctx := context.Background()
-	nc, err := natsserver.Connect(ns, "host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js := identitytest.JetStream(t, ns)
 	p, err := local.NewKV(ctx, js, local.KVConfig{}, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0", PhonePool: pool, AllowUnsignedSMS: true})
 	if err != nil {
 		t.Fatal(err)
@@ -41,26 +35,24 @@ func hostOn(t *testing.T, ns *server.Server, pool ...string) (*identity.Service,
 	return s, p
 }
 
-func clusterNATS(t *testing.T) *server.Server {
+// crossHostCluster starts the NATS server the hosts of a cross-host test
+// share. The test runs once, in parallel: its hosts use the shared records
+// whichever backend the suite runs over.
+func crossHostCluster(t *testing.T) *server.Server {
 	t.Helper()
-	ns, err := natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
+	if kvBackend {
+		t.Skip("runs once")
 	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
+	t.Parallel()
+	return identitytest.NATS(t)
 }
 
 // An identity a worker creates on host A is listed by the ingress on host
 // B; a token A issued is refused on A the moment B revokes it (by token,
 // by task, by releasing the identity).
 func TestIdentityAndTokensAcrossHosts(t *testing.T) {
-	if kvBackend {
-		t.Skip("runs once")
-	}
-	t.Parallel()
+	ns := crossHostCluster(t)
 	ctx := context.Background()
-	ns := clusterNATS(t)
 	worker, _ := hostOn(t, ns, "+15550000001")
 	ingress, _ := hostOn(t, ns, "+15550000001")
 	id, err := worker.ForTask(ctx, "TASKX001")
@@ -116,12 +108,8 @@ func TestIdentityAndTokensAcrossHosts(t *testing.T) {
 // Two hosts creating the same task's identity at once end with one; a
 // one-number pool is leased to one identity across hosts.
 func TestOneIdentityPerTaskAcrossHosts(t *testing.T) {
-	if kvBackend {
-		t.Skip("runs once")
-	}
-	t.Parallel()
+	ns := crossHostCluster(t)
 	ctx := context.Background()
-	ns := clusterNATS(t)
 	a, _ := hostOn(t, ns, "+15550000009")
 	b, pb := hostOn(t, ns, "+15550000009")
 	var wg sync.WaitGroup
@@ -155,12 +143,8 @@ func TestOneIdentityPerTaskAcrossHosts(t *testing.T) {
 // An SMS posted to the ingress on host B wakes the worker on host A that
 // waits for a code.
 func TestSMSOnIngressWakesWorkerOnAnotherHost(t *testing.T) {
-	if kvBackend {
-		t.Skip("runs once")
-	}
-	t.Parallel()
+	ns := crossHostCluster(t)
 	ctx := context.Background()
-	ns := clusterNATS(t)
 	worker, _ := hostOn(t, ns, "+15550000002")
 	ingress, ip := hostOn(t, ns, "+15550000002")
 	srv := httptest.NewServer(ip.SMSHandler())

@@ -199,12 +199,8 @@ func TestForTaskAdoptsStoredIdentityWithoutTaskClaim(t *testing.T) {
 // Two hosts redelivered the same task find its orphaned claim at once:
 // both end up with the one identity that took the claim over.
 func TestOrphanedClaimTakenOverOnceAcrossHosts(t *testing.T) {
-	if kvBackend {
-		t.Skip("runs once")
-	}
-	t.Parallel()
+	ns := crossHostCluster(t)
 	ctx := context.Background()
-	ns := clusterNATS(t)
 	s1, p1 := hostOn(t, ns, "+15550000001")
 	s2, _ := hostOn(t, ns, "+15550000001")
 	shortClaimWait(s1)
