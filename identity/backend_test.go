@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/nightshift/nightshift/identity"
 	"github.com/nightshift/nightshift/identity/identitytest"
 	"github.com/nightshift/nightshift/identity/local"
@@ -23,16 +25,7 @@ func newBackend(t testing.TB, pcfg local.Config, scfg identity.Config) (*identit
 	t.Helper()
 	ctx := context.Background()
 	if kvBackend {
-		js := identitytest.JetStream(t, identitytest.NATS(t))
-		p, err := local.NewKV(ctx, js, local.KVConfig{}, pcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := identity.NewKVService(ctx, js, p, identity.KVConfig{}, scfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, p
+		return kvHost(t, identitytest.NATS(t), pcfg, scfg)
 	}
 	db := openDB(t)
 	p, err := local.New(db, pcfg)
@@ -40,6 +33,23 @@ func newBackend(t testing.TB, pcfg local.Config, scfg identity.Config) (*identit
 		t.Fatal(err)
 	}
 	s, err := identity.NewService(ctx, db, p, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
+// kvHost is one host over the records shared on ns: its own NATS
+// connection, its own provider and service.
+func kvHost(t testing.TB, ns *server.Server, pcfg local.Config, scfg identity.Config) (*identity.Service, *local.Provider) {
+	t.Helper()
+	ctx := context.Background()
+	js := identitytest.JetStream(t, ns)
+	p, err := local.NewKV(ctx, js, local.KVConfig{}, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := identity.NewKVService(ctx, js, p, identity.KVConfig{}, scfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,21 +18,10 @@ import (
 	"github.com/nightshift/nightshift/identity/local"
 )
 
-// hostOn is one host of a cluster: its own NATS connection, its own
-// provider and service over the shared records.
+// hostOn is one host of a cluster over ns.
 func hostOn(t *testing.T, ns *server.Server, pool ...string) (*identity.Service, *local.Provider) {
 	t.Helper()
-	ctx := context.Background()
-	js := identitytest.JetStream(t, ns)
-	p, err := local.NewKV(ctx, js, local.KVConfig{}, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0", PhonePool: pool, AllowUnsignedSMS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := identity.NewKVService(ctx, js, p, identity.KVConfig{}, identity.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, p
+	return kvHost(t, ns, local.Config{Domain: "agents.test", SMTPListen: "127.0.0.1:0", PhonePool: pool, AllowUnsignedSMS: true}, identity.Config{})
 }
 
 // crossHostCluster starts the NATS server the hosts of a cross-host test
