@@ -257,7 +257,6 @@ func (s *Store) MigrateToRecords(ctx context.Context, recs *Records) (int, error
 			}
 			mrows.Close()
 		}
-		rec.Dispatched = t.Run // its runs were published before
 		data, err := json.Marshal(rec)
 		if err != nil {
 			return n, err

@@ -110,8 +110,6 @@ type Record struct {
 	// Outbox is the work item owed to the work queue for Task.Run; nil
 	// once published.
 	Outbox *WorkItem `json:"outbox,omitempty"`
-	// Dispatched is the newest run whose work item was published.
-	Dispatched int `json:"dispatched,omitempty"`
 	// Intents are the pushes runs announced, newest last (a few kept).
 	Intents []PushIntent `json:"intents,omitempty"`
 	// Event is the event that created the task (for re-normalization).
@@ -303,7 +301,6 @@ func (r *Records) flushOutbox(ctx context.Context, rec Record) error {
 			return errUnchanged
 		}
 		cur.Outbox = nil
-		cur.Dispatched = max(cur.Dispatched, w.Run)
 		return nil
 	})
 	return err
