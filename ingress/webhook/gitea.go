@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -159,15 +158,7 @@ func VerifyGitea(secrets []string, header string, body []byte) error {
 	if header == "" {
 		return ErrMissingSignature
 	}
-	return matchAny(secrets, strings.TrimPrefix(header, "sha256="), func(secret string) []byte {
-		return hmacSHA256(secret, body)
-	})
-}
-
-func hmacSHA256(secret string, body []byte) []byte {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return m.Sum(nil)
+	return matchAny(secrets, strings.TrimPrefix(header, "sha256="), func(secret string) []byte { return hmacSHA256(secret, body) })
 }
 
 // Verify implements Source.

@@ -30,16 +30,24 @@ func SignLinear(secret string, body []byte) string { return hexHMAC(secret, body
 // SignSlack returns the X-Slack-Signature header value for a request sent
 // at timestamp ts (unix seconds, as in X-Slack-Request-Timestamp).
 func SignSlack(secret, ts string, body []byte) string {
+	return "v0=" + hex.EncodeToString(slackMAC(secret, ts, body))
+}
+
+// slackMAC is Slack's v0 signature: the HMAC-SHA256 of "v0:<ts>:<body>".
+func slackMAC(secret, ts string, body []byte) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte("v0:" + ts + ":"))
 	m.Write(body)
-	return "v0=" + hex.EncodeToString(m.Sum(nil))
+	return m.Sum(nil)
 }
 
-func hexHMAC(secret string, body []byte) string {
+func hexHMAC(secret string, body []byte) string { return hex.EncodeToString(hmacSHA256(secret, body)) }
+
+// hmacSHA256 is the HMAC-SHA256 of body under secret.
+func hmacSHA256(secret string, body []byte) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
+	return m.Sum(nil)
 }
 
 // VerifyGitHub checks header (the X-Hub-Signature-256 value) against body
@@ -55,11 +63,7 @@ func VerifyGitHub(secrets []string, header string, body []byte) error {
 	if !ok {
 		return ErrBadSignature
 	}
-	return matchAny(secrets, hexSig, func(secret string) []byte {
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write(body)
-		return m.Sum(nil)
-	})
+	return matchAny(secrets, hexSig, func(secret string) []byte { return hmacSHA256(secret, body) })
 }
 
 // VerifyLinear checks header (the Linear-Signature value, hex HMAC-SHA256 of
@@ -72,11 +76,7 @@ func VerifyLinear(secrets []string, header string, body []byte) error {
 	if header == "" {
 		return ErrMissingSignature
 	}
-	return matchAny(secrets, header, func(secret string) []byte {
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write(body)
-		return m.Sum(nil)
-	})
+	return matchAny(secrets, header, func(secret string) []byte { return hmacSHA256(secret, body) })
 }
 
 // CheckLinearTimestamp reports whether webhookTimestamp (unix milliseconds)
@@ -114,12 +114,7 @@ func VerifySlack(secrets []string, ts, header string, body []byte, now time.Time
 	if !ok {
 		return ErrBadSignature
 	}
-	return matchAny(secrets, hexSig, func(secret string) []byte {
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write([]byte("v0:" + ts + ":"))
-		m.Write(body)
-		return m.Sum(nil)
-	})
+	return matchAny(secrets, hexSig, func(secret string) []byte { return slackMAC(secret, ts, body) })
 }
 
 // matchAny decodes hexSig and compares it in constant time with the MAC of
