@@ -22,6 +22,5 @@ func StoreProvisioned(ctx context.Context, s *Service, taskID string, acct Accou
 // without claiming its task, as a creator killed in between leaves it
 // (shared-records backend only).
 func StoreRecordOnly(ctx context.Context, s *Service, taskID string, acct Account) error {
-	return s.kvStoreRecord(ctx, Identity{ID: acct.IdentityID, Name: acct.Name, Email: acct.Email, Phone: acct.Phone,
-		Provider: s.p.Name(), TaskID: taskID, CreatedAt: time.Now().UTC().Truncate(time.Millisecond), ref: acct.Ref})
+	return s.kvStoreRecord(ctx, s.newIdentity(taskID, acct.IdentityID, acct.Name, acct))
 }

@@ -294,9 +294,7 @@ var errDisplaced = errors.New("identity: displaced before it was stored")
 // store records a provisioned identity. When another caller made the
 // task's identity first it gives back acct and returns theirs.
 func (s *Service) store(ctx context.Context, taskID, id, name string, acct Account) (Identity, error) {
-	now := s.cfg.Clock().UTC()
-	ident := Identity{ID: id, Name: name, Email: acct.Email, Phone: acct.Phone, Provider: s.p.Name(),
-		TaskID: taskID, CreatedAt: now.Truncate(time.Millisecond), ref: acct.Ref}
+	ident := s.newIdentity(taskID, id, name, acct)
 	if s.kv != nil {
 		stored, ours, err := s.kvStore(ctx, ident)
 		if err == nil && !ours {
@@ -316,7 +314,7 @@ func (s *Service) store(ctx context.Context, taskID, id, name string, acct Accou
 	res, err := s.db.ExecContext(ctx, `INSERT INTO identity_identities
 		(id, name, email, phone, provider, provider_ref, task_id, created_at)
 		SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM identity_displaced WHERE id = ?)`,
-		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, now.UnixMilli(), ident.ID)
+		ident.ID, ident.Name, ident.Email, ident.Phone, ident.Provider, ident.ref, taskID, ident.CreatedAt.UnixMilli(), ident.ID)
 	if err == nil {
 		if n, _ := res.RowsAffected(); n == 0 {
 			err = errDisplaced
@@ -338,6 +336,13 @@ func (s *Service) store(ctx context.Context, taskID, id, name string, acct Accou
 	}
 	s.log.InfoContext(ctx, "identity created", "identity_id", ident.ID, "task_id", taskID, "name", name)
 	return ident, nil
+}
+
+// newIdentity is the record, created now, of acct provisioned as identity
+// id named name for taskID.
+func (s *Service) newIdentity(taskID, id, name string, acct Account) Identity {
+	return Identity{ID: id, Name: name, Email: acct.Email, Phone: acct.Phone, Provider: s.p.Name(),
+		TaskID: taskID, CreatedAt: s.cfg.Clock().UTC().Truncate(time.Millisecond), ref: acct.Ref}
 }
 
 // ownerVerdict is judgeOwner's answer about the holder of a taken address.
