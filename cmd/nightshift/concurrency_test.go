@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -22,9 +23,7 @@ import (
 func TestWorkerConcurrencyIsNotCapped(t *testing.T) {
 	t.Parallel()
 	bin := nightshiftBinary(t)
-	port := haFreePort(t)
-	haStartNATSD(t, haNATSConf(t, t.TempDir(), "n1", port, 0, nil))
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	natsURL := cluster.StartNATS(t, t.TempDir(), 1).URL
 	nc, err := nats.Connect(natsURL, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)

@@ -1,76 +1,23 @@
 package main
 
 // Helpers for the tests of serve's operations (data-dir lock, waiting for
-// NATS, readiness, drain): an external nats-server built from the module,
-// and serve processes started without waiting for them to be ready.
+// NATS, readiness, drain): nats-server processes (bench/cluster's binary)
+// and serve processes, both started without waiting for them to be ready.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nightshift/nightshift/bench/cluster"
 )
-
-var (
-	haNATSDOnce sync.Once
-	haNATSDPath string
-	haNATSDErr  error
-)
-
-// haNATSDBinary returns a nats-server built from the version go.sum pins,
-// cached in os.TempDir() under the hash of go.sum so runs share it.
-func haNATSDBinary(t *testing.T) string {
-	t.Helper()
-	haNATSDOnce.Do(func() {
-		sum, err := os.ReadFile("../../go.sum")
-		if err != nil {
-			haNATSDErr = err
-			return
-		}
-		h := sha256.Sum256(sum)
-		dir := filepath.Join(os.TempDir(), "nightshift-natsd")
-		haNATSDPath = filepath.Join(dir, "nats-server-"+hex.EncodeToString(h[:])[:12])
-		if _, err := os.Stat(haNATSDPath); err == nil {
-			return
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			haNATSDErr = err
-			return
-		}
-		tmp := fmt.Sprintf("%s.%d", haNATSDPath, os.Getpid())
-		out, err := exec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			haNATSDErr = fmt.Errorf("build nats-server: %v\n%s", err, out)
-			return
-		}
-		haNATSDErr = os.Rename(tmp, haNATSDPath)
-	})
-	if haNATSDErr != nil {
-		t.Fatal(haNATSDErr)
-	}
-	return haNATSDPath
-}
-
-// haFreePort returns a loopback port nothing listens on (for a moment).
-func haFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // haNATSD is a nats-server process.
 type haNATSD struct {
@@ -90,7 +37,7 @@ func haStartNATSD(t *testing.T, conf string) *haNATSD {
 
 func (n *haNATSD) start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(haNATSDBinary(t), "-c", n.conf)
+	cmd := exec.Command(cluster.NATSServer(t), "-c", n.conf)
 	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)

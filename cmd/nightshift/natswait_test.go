@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -31,7 +32,7 @@ func haRoles(t *testing.T, bin, natsURL, extraYAML string) (ingress, scheduler, 
 		if err := os.WriteFile(filepath.Join(dir, "nightshift.yaml"), []byte(withTempRepos(t, haRoleYAML+extraYAML)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		listen := fmt.Sprintf("127.0.0.1:%d", haFreePort(t))
+		listen := fmt.Sprintf("127.0.0.1:%d", cluster.FreePort(t))
 		s := haSpawn(t, bin, dir, "--role", role, "--nats", natsURL, "--listen", listen)
 		s.listen = "http://" + listen
 		return s
@@ -73,8 +74,8 @@ func haDispatchPushed(t *testing.T, url string, timeout time.Duration, roles ...
 func TestRolesWaitForNATS(t *testing.T) {
 	t.Parallel()
 	bin := nightshiftBinary(t)
-	haNATSDBinary(t)
-	port := haFreePort(t)
+	cluster.NATSServer(t) // built before the clock starts
+	port := cluster.FreePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	ingress, scheduler, worker := haRoles(t, bin, natsURL, "")
 	time.Sleep(3 * time.Second)
@@ -121,13 +122,13 @@ func TestRolesStartWithFreshCluster(t *testing.T) {
 	}
 	t.Parallel()
 	bin := nightshiftBinary(t)
-	haNATSDBinary(t)
+	cluster.NATSServer(t) // built before the clock starts
 	dir := t.TempDir()
 	if d := os.Getenv("HA_KEEP"); d != "" {
 		dir = d
 	}
-	ports := []int{haFreePort(t), haFreePort(t), haFreePort(t)}
-	cports := []int{haFreePort(t), haFreePort(t), haFreePort(t)}
+	ports := []int{cluster.FreePort(t), cluster.FreePort(t), cluster.FreePort(t)}
+	cports := []int{cluster.FreePort(t), cluster.FreePort(t), cluster.FreePort(t)}
 	var confs, urls []string
 	for i := range 3 {
 		var routes []int
