@@ -484,7 +484,7 @@ func (m *Manager) reusable(ctx context.Context, ref Ref, wt *Worktree, progress 
 		fmt.Fprintf(progress, "the worktree left here is not where the task's branch is: starting from the branch\n")
 		return false, nil
 	}
-	moved, err := m.branchMoved(ctx, ref, progress)
+	moved, err := m.branchMoved(ctx, ref)
 	if err != nil || !moved {
 		return !moved, err
 	}
@@ -493,26 +493,13 @@ func (m *Manager) reusable(ctx context.Context, ref Ref, wt *Worktree, progress 
 }
 
 // branchMoved reports whether ref.Branch on the remote is at a commit other
-// than ref.ReuseAt (false when ReuseAt is unset or the branch is gone).
-func (m *Manager) branchMoved(ctx context.Context, ref Ref, progress io.Writer) (bool, error) {
-	if ref.ReuseAt == "" {
-		return false, nil
-	}
-	mir, err := m.mirrorFor(ref.Repo)
+// than ref.ReuseAt (false when the branch is gone). It reads the remote's
+// refs and fetches nothing: a worktree kept needs no fetch, and one
+// provisioned afresh fetches anyway.
+func (m *Manager) branchMoved(ctx context.Context, ref Ref) (bool, error) {
+	head, err := m.BranchHead(ctx, ref.Repo, ref.Branch, ref.Auth)
 	if err != nil {
 		return false, err
 	}
-	unlock := m.useMirror(mir)
-	defer unlock()
-	if err := m.sync(ctx, mir, ref.Auth, progress, nil); err != nil {
-		return false, fmt.Errorf("worktree: fetch %s: %w", redactURL(ref.Repo), err)
-	}
-	_, h, err := mir.resolve(ref.Branch)
-	if errors.Is(err, ErrBaseNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return h.String() != ref.ReuseAt, nil
+	return head != "" && head != ref.ReuseAt, nil
 }
