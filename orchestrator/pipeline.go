@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"strings"
 
 	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/orchestrator/gateway"
 	"github.com/nightshift/nightshift/sandbox"
 	"github.com/nightshift/nightshift/worktree"
 )

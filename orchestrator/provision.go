@@ -30,7 +30,7 @@ func (w *Worker) provision(ctx context.Context, r *run) error {
 	if r.plan.Auth != nil {
 		r.auth = *r.plan.Auth
 	}
-	if item.Mode != ModePlan && item.Mode != ModeAnswer {
+	if !r.readOnly() {
 		// A run whose earlier delivery pushed before it was lost is
 		// finished, not run again (execute): no worktree is needed.
 		if r.landed, err = w.landed(ctx, r); err != nil || r.landed != nil {
