@@ -402,10 +402,8 @@ func (s *Service) judgeOwner(ctx context.Context, taskID, owner string) (Identit
 			tombstoned = true
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return Identity{}, 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := pollPause(ctx); err != nil {
+			return Identity{}, 0, err
 		}
 	}
 }
@@ -469,11 +467,20 @@ func (s *Service) awaitTask(ctx context.Context, taskID string) (Identity, error
 		if s.kv == nil || !errors.Is(err, ErrNotFound) || time.Now().After(deadline) {
 			return id, err
 		}
-		select {
-		case <-ctx.Done():
-			return Identity{}, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := pollPause(ctx); err != nil {
+			return Identity{}, err
 		}
+	}
+}
+
+// pollPause waits between two reads of the identity store for another
+// creator's record.
+func pollPause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(20 * time.Millisecond):
+		return nil
 	}
 }
 
