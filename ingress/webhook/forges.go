@@ -244,50 +244,30 @@ func (h *Handler) forgeAnswer(ctx context.Context, kind forge.Kind, fh *forgeHos
 	return normalized{ev: ev, rawIsJSON: true, via: fh}, true, nil
 }
 
-// acceptGitHubHost finishes a delivery to /hooks/github from a GitHub host
-// of Config.Forges: authorization through the host's driver, and a comment
-// that starts no work may answer a waiting task.
-func (h *Handler) acceptGitHubHost(ctx context.Context, r *http.Request, body []byte, fh *forgeHost, event string, n normalized, p *ghPayload) (result, error) {
-	if n.ev != nil {
-		n.via = fh
+// gitHubHostAnswer is githubAnswer for a GitHub host of Config.Forges: a
+// new comment that starts no work may answer a task waiting on its issue
+// or pull request, its author authorized through the host's driver.
+func (h *Handler) gitHubHostAnswer(ctx context.Context, fh *forgeHost, event string, p *ghPayload) (normalized, bool, error) {
+	if p == nil || p.Comment == nil || p.Repository == nil || p.Action != "created" ||
+		(event != "issue_comment" && event != "pull_request_review_comment") {
+		return normalized{}, false, nil
 	}
-	if (n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback) && p != nil && p.Comment != nil && p.Repository != nil &&
-		p.Action == "created" && (event == "issue_comment" || event == "pull_request_review_comment") {
-		_, _, repo, ok := githubRepo(fh.opt, p.Repository.FullName)
-		c := &SourceComment{Repo: repo, ID: p.Comment.ID, URL: p.Comment.HTMLURL, Body: p.Comment.Body, RawEvent: event,
-			Actor: ghActor(p.Comment.User, p.Comment.AuthorAssociation)}
-		switch {
-		case event == "pull_request_review_comment" && p.PullRequest != nil:
-			c.Target = orchestrator.Target{Type: "pull_request", Number: p.PullRequest.Number}
-		case p.Issue != nil:
-			c.Target = orchestrator.Target{Type: "issue", Number: p.Issue.Number}
-			if p.Issue.PullRequest != nil {
-				c.Target.Type = "pull_request"
-			}
-		}
-		if ok {
-			a, isAnswer, err := h.forgeAnswer(ctx, forge.KindGitHub, fh, c)
-			if err != nil {
-				return result{}, err
-			}
-			if isAnswer {
-				n = a
-			}
+	_, _, repo, ok := githubRepo(fh.opt, p.Repository.FullName)
+	if !ok {
+		return normalized{}, false, nil
+	}
+	c := &SourceComment{Repo: repo, ID: p.Comment.ID, URL: p.Comment.HTMLURL, Body: p.Comment.Body, RawEvent: event,
+		Actor: ghActor(p.Comment.User, p.Comment.AuthorAssociation)}
+	switch {
+	case event == "pull_request_review_comment" && p.PullRequest != nil:
+		c.Target = orchestrator.Target{Type: "pull_request", Number: p.PullRequest.Number}
+	case p.Issue != nil:
+		c.Target = orchestrator.Target{Type: "issue", Number: p.Issue.Number}
+		if p.Issue.PullRequest != nil {
+			c.Target.Type = "pull_request"
 		}
 	}
-	delivery := r.Header.Get("X-GitHub-Delivery")
-	if delivery == "" {
-		delivery = bodyHashID(body)
-	}
-	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
-	if err == nil && res.outcome == outcomeIgnored && h.watches(orchestrator.SourceGitHub) {
-		o := observeGitHub(event, body, fh.opt)
-		if o != nil {
-			o.via = fh
-		}
-		return h.observe(ctx, delivery, body, o, res)
-	}
-	return res, err
+	return h.forgeAnswer(ctx, forge.KindGitHub, fh, c)
 }
 
 // forgeBasic is authorizer.basic for a forge host: no author, Nightshift

@@ -317,15 +317,23 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	if err != nil {
 		return result{}, err
 	}
-	if fh != nil {
-		return h.acceptGitHubHost(ctx, r, body, fh, event, n, p)
+	if fh != nil && n.ev != nil {
+		n.via = fh
 	}
 	if n.ev == nil || n.ev.Kind == orchestrator.KindPRFeedback {
 		// Not a trigger: perhaps the answer to a waiting agent's question
 		// (before feedback for the task owning a pull request).
-		if a, ok, err := h.githubAnswer(ctx, event, p); err != nil {
+		var a normalized
+		var ok bool
+		if fh != nil {
+			a, ok, err = h.gitHubHostAnswer(ctx, fh, event, p)
+		} else {
+			a, ok, err = h.githubAnswer(ctx, event, p)
+		}
+		if err != nil {
 			return result{}, err
-		} else if ok {
+		}
+		if ok {
 			n = a
 		}
 	}
@@ -335,7 +343,11 @@ func (h *Handler) serveGitHub(ctx context.Context, r *http.Request, body []byte)
 	}
 	res, err := h.accept(ctx, orchestrator.SourceGitHub, delivery, body, n)
 	if err == nil && res.outcome == outcomeIgnored && h.watches(orchestrator.SourceGitHub) {
-		return h.observe(ctx, delivery, body, observeGitHub(event, body, h.forge), res)
+		o := observeGitHub(event, p, body, opt.Forge)
+		if o != nil {
+			o.via = fh
+		}
+		return h.observe(ctx, delivery, body, o, res)
 	}
 	return res, err
 }

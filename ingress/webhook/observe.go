@@ -109,15 +109,21 @@ func (h *Handler) observe(reqCtx context.Context, delivery string, raw []byte, o
 }
 
 // observeGitHub normalizes any GitHub delivery with a repository for
-// automations, or returns nil. Its kind is issue.<action> for issues
+// automations, or returns nil. p is the payload as decodeGitHub decoded it;
+// nil (an event it does not decode): body is decoded here. Its kind is issue.<action> for issues
 // (issue.labeled, issue.opened), pr.<action> for pull_request (pr.opened),
 // comment.<action> for issue and review comments (comment.created), and
 // <event>.<action> otherwise (push, release.published,
 // check_run.completed); target, actor and instruction are filled where
 // the payload has them, and raw keeps the whole payload.
-func observeGitHub(event string, body []byte, opt forgeOptions) *observed {
-	var p ghPayload
-	if jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Repository == nil {
+func observeGitHub(event string, p *ghPayload, body []byte, opt forgeOptions) *observed {
+	if p == nil {
+		p = new(ghPayload)
+		if jsonv2.Unmarshal(body, p, jsontext.AllowDuplicateNames(true)) != nil {
+			return nil
+		}
+	}
+	if p.Repository == nil {
 		return nil
 	}
 	owner, name, repo, ok := githubRepo(opt, p.Repository.FullName)

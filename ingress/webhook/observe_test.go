@@ -237,7 +237,7 @@ func FuzzObserve(f *testing.F) {
 				t.Fatalf("repo %q is not on %s", ev.Repo, prefix)
 			}
 		}
-		if o := observeGitHub(event, body, gh); o != nil {
+		if o := observeGitHub(event, nil, body, gh); o != nil {
 			check(o.ev, "https://github.com/")
 		}
 		if p, err := parseLinear(body); err == nil {
@@ -261,7 +261,7 @@ func BenchmarkObserveGitHub(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if observeGitHub("issues", body, opt) == nil {
+		if observeGitHub("issues", nil, body, opt) == nil {
 			b.Fatal("not observed")
 		}
 	}
