@@ -24,10 +24,7 @@ func TestForTaskTakesOverOrphanedClaim(t *testing.T) {
 	const task = "01JQORPHAN00000000000000AA"
 	name := identity.NameForTask(task)
 	// The killed worker's half-made identity.
-	orphan, err := p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQORPHANIDENTITY00000001", Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	orphan := claimOnly(t, p, "01JQORPHANIDENTITY00000001", name)
 	id, err := s.ForTask(ctx, task)
 	if err != nil {
 		t.Fatalf("ForTask after an orphaned claim: %v", err)
@@ -63,6 +60,28 @@ func TestForTaskTakesOverOrphanedClaim(t *testing.T) {
 
 func shortClaimWait(s *identity.Service) { identity.SetClaimWait(s, 200*time.Millisecond) }
 
+// claimOnly provisions name's address for identityID and stores nothing,
+// as a creator killed (or stalled) right after Provision leaves it.
+func claimOnly(t *testing.T, p *local.Provider, identityID, name string) identity.Account {
+	t.Helper()
+	acct, err := p.Provision(context.Background(), identity.ProvisionRequest{IdentityID: identityID, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acct
+}
+
+// addressHeldBy fails t unless name's address is held by identity owner:
+// provisioning it for another identity is refused, naming owner.
+func addressHeldBy(t *testing.T, p *local.Provider, name, owner, what string) {
+	t.Helper()
+	_, err := p.Provision(context.Background(), identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000001", Name: name})
+	var taken *identity.AddressTakenError
+	if !errors.As(err, &taken) || taken.Owner != owner {
+		t.Fatalf("%s: %v, want held by %s", what, err, owner)
+	}
+}
+
 // An address held by a live identity is never taken over: not by a
 // provision naming another identity to displace, not by a task whose name
 // collides while the holder is still being stored, and not by this task
@@ -88,10 +107,7 @@ func TestLiveClaimIsNeverDisplaced(t *testing.T) {
 	// itself ask for theirs.
 	const taskB, taskC = "01JQBBBB00000000000000000B", "01JQBBBB00000000000000000C"
 	name := identity.NameForTask(taskB)
-	inflight, err := p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINFLIGHT00000000000001", Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inflight := claimOnly(t, p, "01JQINFLIGHT00000000000001", name)
 	type result struct {
 		id  identity.Identity
 		err error
@@ -111,10 +127,7 @@ func TestLiveClaimIsNeverDisplaced(t *testing.T) {
 	if c.err != nil || c.id.Name != name+"-2" || c.id.Email == inflight.Email {
 		t.Fatalf("task C got %+v, %v; want name %s-2", c.id, c.err, name)
 	}
-	_, err = p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000002", Name: name})
-	if !errors.As(err, &taken) || taken.Owner != stored.ID {
-		t.Fatalf("address of task B: %v, want held by %s", err, stored.ID)
-	}
+	addressHeldBy(t, p, name, stored.ID, "address of task B")
 }
 
 // A worker that stalled between provisioning and storing resumes after its
@@ -127,10 +140,7 @@ func TestStalledCreatorResumesAfterTakeover(t *testing.T) {
 	s, p := newService(t, "+15550000001")
 	shortClaimWait(s)
 	const task = "01JQSTALL000000000000000AA"
-	stalled, err := p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQSTALLED000000000000001", Name: identity.NameForTask(task)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stalled := claimOnly(t, p, "01JQSTALLED000000000000001", identity.NameForTask(task))
 	id, err := s.ForTask(ctx, task)
 	if err != nil {
 		t.Fatal(err)
@@ -148,11 +158,7 @@ func TestStalledCreatorResumesAfterTakeover(t *testing.T) {
 	if got, err := s.ForTask(ctx, task); err != nil || got.ID != id.ID {
 		t.Fatalf("ForTask = %+v, %v; want %s", got, err, id.ID)
 	}
-	_, err = p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000003", Name: id.Name})
-	var taken *identity.AddressTakenError
-	if !errors.As(err, &taken) || taken.Owner != id.ID {
-		t.Fatalf("address after the stalled worker gave back: %v, want held by %s", err, id.ID)
-	}
+	addressHeldBy(t, p, id.Name, id.ID, "address after the stalled worker gave back")
 	leases, err := p.PhoneLeases(ctx)
 	if err != nil || leases["+15550000001"] != id.ID {
 		t.Fatalf("leases %v, %v; want the number leased to %s", leases, err, id.ID)
@@ -171,10 +177,7 @@ func TestForTaskAdoptsStoredIdentityWithoutTaskClaim(t *testing.T) {
 	s, p := newService(t, "+15550000001")
 	shortClaimWait(s)
 	const task = "01JQADOPT000000000000000AA"
-	acct, err := p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQHALFSTORED000000000001", Name: identity.NameForTask(task)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	acct := claimOnly(t, p, "01JQHALFSTORED000000000001", identity.NameForTask(task))
 	if err := identity.StoreRecordOnly(ctx, s, task, acct); err != nil {
 		t.Fatal(err)
 	}
@@ -189,11 +192,7 @@ func TestForTaskAdoptsStoredIdentityWithoutTaskClaim(t *testing.T) {
 	if got, err := s.ForTask(ctx, task); err != nil || got.ID != acct.IdentityID {
 		t.Fatalf("ForTask again = %+v, %v", got, err)
 	}
-	_, err = p.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000004", Name: acct.Name})
-	var taken *identity.AddressTakenError
-	if !errors.As(err, &taken) || taken.Owner != acct.IdentityID {
-		t.Fatalf("address: %v, want held by %s", err, acct.IdentityID)
-	}
+	addressHeldBy(t, p, acct.Name, acct.IdentityID, "address")
 }
 
 // Two hosts redelivered the same task find its orphaned claim at once:
@@ -206,10 +205,7 @@ func TestOrphanedClaimTakenOverOnceAcrossHosts(t *testing.T) {
 	shortClaimWait(s1)
 	shortClaimWait(s2)
 	const task = "01JQTWOHOSTS0000000000000A"
-	orphan, err := p1.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQORPHANIDENTITY00000002", Name: identity.NameForTask(task)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	orphan := claimOnly(t, p1, "01JQORPHANIDENTITY00000002", identity.NameForTask(task))
 	var got [2]identity.Identity
 	var errs [2]error
 	var wg sync.WaitGroup
@@ -224,11 +220,7 @@ func TestOrphanedClaimTakenOverOnceAcrossHosts(t *testing.T) {
 	if got[0].ID != got[1].ID || got[0].Email != orphan.Email || got[0].Phone != "+15550000001" {
 		t.Fatalf("hosts got %+v and %+v; want one identity with %s", got[0], got[1], orphan.Email)
 	}
-	_, err = p1.Provision(ctx, identity.ProvisionRequest{IdentityID: "01JQINTRUDER00000000000005", Name: got[0].Name})
-	var taken *identity.AddressTakenError
-	if !errors.As(err, &taken) || taken.Owner != got[0].ID {
-		t.Fatalf("address: %v, want held by %s", err, got[0].ID)
-	}
+	addressHeldBy(t, p1, got[0].Name, got[0].ID, "address")
 	live, err := s2.List(ctx, identity.ListOptions{IncludeReleased: true})
 	if err != nil {
 		t.Fatal(err)
