@@ -390,10 +390,10 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			// ${vault:NAME} in agents.<name>.env resolves from the scopes
 			// granted to the task, never the server's.
 			Env: func(ctx context.Context, taskID, agentName, repo string) (map[string]string, error) {
-				scopes := narrowScopes(bus.Records(), logger)(ctx, taskID, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
-				allowed := scopeAllowed(bus.Records())
-				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, scopes).
-					OnlyScopes(func(scope string) bool { return allowed(ctx, taskID, scope) })
+				// The task is read once: its automation's secret_scopes
+				// narrow the scopes and limit the stored scopes read.
+				scopes, allowed := taskGrants(ctx, bus.Records(), logger, taskID, vault.ScopesFor(taskID, agentName, repo, config.RepoKey(repo)))
+				grants := vlt.TaskResolver(vault.Actor{Kind: vault.ActorTask, ID: taskID}, scopes).OnlyScopes(allowed)
 				return cfg.AgentEnv(ctx, agentName, a.env, grants)
 			},
 			Model: func(name string) string { ag, _ := cfg.AgentFor(name); return ag.Model },
@@ -668,13 +668,21 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 // nothing: a limit that cannot be checked is not lifted.
 func narrowScopes(recs *orchestrator.Records, logger *slog.Logger) func(ctx context.Context, taskID string, scopes []string) []string {
 	return func(ctx context.Context, taskID string, scopes []string) []string {
-		t, err := recs.Task(ctx, taskID)
-		if err != nil {
-			logger.Warn("read the task's secret scopes; granting none", "task_id", taskID, "err", err)
-			return nil
-		}
-		return t.NarrowScopes(scopes)
+		scopes, _ = taskGrants(ctx, recs, logger, taskID, scopes)
+		return scopes
 	}
+}
+
+// taskGrants reads the task once for both limits of its automation's
+// secret_scopes: the scopes it may be granted, and which stored scope it
+// may take a secret from. When the task cannot be read, none of either.
+func taskGrants(ctx context.Context, recs *orchestrator.Records, logger *slog.Logger, taskID string, scopes []string) ([]string, func(scope string) bool) {
+	t, err := recs.Task(ctx, taskID)
+	if err != nil {
+		logger.Warn("read the task's secret scopes; granting none", "task_id", taskID, "err", err)
+		return nil, func(string) bool { return false }
+	}
+	return t.NarrowScopes(scopes), t.ScopeAllowed
 }
 
 // scopeAllowed says whether a task may be given a secret found in a stored
