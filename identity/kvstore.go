@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nightshift/nightshift/identity/internal/kvrec"
 	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
@@ -91,48 +92,13 @@ func hashKey(prefix, s string) string {
 	return prefix + "." + hex.EncodeToString(sum[:16])
 }
 
-// kvGet reads key into v; rev 0 means absent.
-func kvGet(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return e.Revision(), nil
-}
-
-// kvWrite stores v at rev (0: create); ok false means another writer won.
-func kvWrite(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (bool, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return false, err
-	}
-	if rev == 0 {
-		_, err = kv.Create(ctx, key, data)
-	} else {
-		_, err = kv.Update(ctx, key, data, rev)
-	}
-	if err == nil {
-		return true, nil
-	}
-	if natsstore.IsConflict(err) {
-		return false, nil
-	}
-	return false, err
-}
-
 var errUnchanged = errors.New("unchanged")
 
 // kvUpdate is the revision-checked read-decide-write loop of one key.
 func kvUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(v *T, exists bool) error) error {
 	for attempt := 0; ; attempt++ {
 		var v T
-		rev, err := kvGet(ctx, kv, key, &v)
+		rev, err := kvrec.Get(ctx, kv, key, &v)
 		if err != nil {
 			return err
 		}
@@ -141,7 +107,7 @@ func kvUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn 
 		} else if err != nil {
 			return err
 		}
-		ok, err := kvWrite(ctx, kv, key, v, rev)
+		ok, err := kvrec.Write(ctx, kv, key, v, rev)
 		if ok || err != nil {
 			return err
 		}
@@ -157,7 +123,7 @@ func (s *Service) kvIdentity(ctx context.Context, id string) (kvIdentity, bool, 
 		return kvIdentity{}, false, nil
 	}
 	var rec kvIdentity
-	rev, err := kvGet(ctx, s.kv, "id."+id, &rec)
+	rev, err := kvrec.Get(ctx, s.kv, "id."+id, &rec)
 	if err != nil {
 		return rec, false, fmt.Errorf("identity: get %s: %w", id, err)
 	}
@@ -184,7 +150,7 @@ func (s *Service) kvOwnerState(ctx context.Context, id string) (idState, Identit
 // kvTombstone creates id's tombstone unless a record (or tombstone) of it
 // exists: kvStore's create of the record then fails.
 func (s *Service) kvTombstone(ctx context.Context, id string, at time.Time) error {
-	if _, err := kvWrite(ctx, s.kv, "id."+id, kvIdentity{DisplacedAt: &at}, 0); err != nil {
+	if _, err := kvrec.Write(ctx, s.kv, "id."+id, kvIdentity{DisplacedAt: &at}, 0); err != nil {
 		return fmt.Errorf("identity: tombstone %s: %w", id, err)
 	}
 	return nil
@@ -192,7 +158,7 @@ func (s *Service) kvTombstone(ctx context.Context, id string, at time.Time) erro
 
 func (s *Service) kvLiveForTask(ctx context.Context, taskID string) (Identity, error) {
 	var owner string
-	rev, err := kvGet(ctx, s.kv, hashKey("task", taskID), &owner)
+	rev, err := kvrec.Get(ctx, s.kv, hashKey("task", taskID), &owner)
 	if err != nil {
 		return Identity{}, fmt.Errorf("identity: look up task %s: %w", taskID, err)
 	}
@@ -212,7 +178,7 @@ func (s *Service) kvLiveForTask(ctx context.Context, taskID string) (Identity, e
 // kvNameTaken reports whether a live identity (returned) has name.
 func (s *Service) kvNameTaken(ctx context.Context, name string) (Identity, bool, error) {
 	var owner string
-	rev, err := kvGet(ctx, s.kv, "name."+name, &owner)
+	rev, err := kvrec.Get(ctx, s.kv, "name."+name, &owner)
 	if err != nil || rev == 0 {
 		return Identity{}, false, err
 	}
@@ -239,14 +205,14 @@ func (s *Service) kvStore(ctx context.Context, ident Identity) (Identity, bool, 
 // kvStoreRecord stores ident's record and points its name at it.
 func (s *Service) kvStoreRecord(ctx context.Context, ident Identity) error {
 	rec := kvIdentity{Identity: ident, ProviderRef: ident.ref}
-	if ok, err := kvWrite(ctx, s.kv, "id."+ident.ID, rec, 0); err != nil {
+	if ok, err := kvrec.Write(ctx, s.kv, "id."+ident.ID, rec, 0); err != nil {
 		return fmt.Errorf("identity: store %s: %w", ident.Name, err)
 	} else if !ok {
 		// Ids are random: the record there is ours (written by an
 		// earlier attempt) or the tombstone another host wrote when it
 		// judged this identity dead.
 		var have kvIdentity
-		if _, err := kvGet(ctx, s.kv, "id."+ident.ID, &have); err != nil {
+		if _, err := kvrec.Get(ctx, s.kv, "id."+ident.ID, &have); err != nil {
 			return fmt.Errorf("identity: store %s: %w", ident.Name, err)
 		}
 		if have.DisplacedAt != nil {
@@ -265,7 +231,7 @@ func (s *Service) kvClaimTask(ctx context.Context, ident Identity) (Identity, bo
 	key := hashKey("task", ident.TaskID)
 	for {
 		var owner string
-		rev, err := kvGet(ctx, s.kv, key, &owner)
+		rev, err := kvrec.Get(ctx, s.kv, key, &owner)
 		if err != nil {
 			return Identity{}, false, err
 		}
@@ -281,7 +247,7 @@ func (s *Service) kvClaimTask(ctx context.Context, ident Identity) (Identity, bo
 				return other.Identity, false, nil
 			}
 		}
-		ok, err := kvWrite(ctx, s.kv, key, ident.ID, rev)
+		ok, err := kvrec.Write(ctx, s.kv, key, ident.ID, rev)
 		if err != nil {
 			return Identity{}, false, err
 		}
@@ -378,7 +344,7 @@ func (s *Service) kvTaskGen(ctx context.Context, taskID string) (int, error) {
 		return 0, nil
 	}
 	var g kvGen
-	if _, err := kvGet(ctx, s.kv, hashKey("gen", taskID), &g); err != nil {
+	if _, err := kvrec.Get(ctx, s.kv, hashKey("gen", taskID), &g); err != nil {
 		return 0, err
 	}
 	return g.Gen, nil
@@ -398,7 +364,7 @@ func (s *Service) kvIssue(ctx context.Context, hash string, id Identity, scope S
 	}
 	tok := kvToken{IdentityID: id.ID, IdentityGen: rec.TokenGen, TaskID: scope.TaskID, TaskGen: gen, Repo: scope.Repo, Agent: scope.Agent,
 		CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	ok, err = kvWrite(ctx, s.kv, "tok."+hash, tok, 0)
+	ok, err = kvrec.Write(ctx, s.kv, "tok."+hash, tok, 0)
 	if err == nil && !ok {
 		err = errors.New("token collision")
 	}
@@ -439,7 +405,7 @@ func (s *Service) kvRevokeTask(ctx context.Context, taskID string) error {
 // generation and its task's generation, all read from the leader.
 func (s *Service) kvAuthenticate(ctx context.Context, hash string, now time.Time) (Identity, Scope, error) {
 	var t kvToken
-	rev, err := kvGet(ctx, s.kv, "tok."+hash, &t)
+	rev, err := kvrec.Get(ctx, s.kv, "tok."+hash, &t)
 	if err != nil {
 		return Identity{}, Scope{}, fmt.Errorf("identity: authenticate: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nightshift/nightshift/identity"
+	"github.com/nightshift/nightshift/identity/internal/kvrec"
 	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
@@ -137,42 +138,11 @@ func kvToken(s string) string {
 	return fmt.Sprintf("x%x", s)
 }
 
-func (k *kvState) get(ctx context.Context, key string, v any) (uint64, error) {
-	e, err := k.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return e.Revision(), nil
-}
-
-// write stores v at rev (0: create); ok false means another writer won.
-func (k *kvState) write(ctx context.Context, key string, v any, rev uint64) (bool, error) {
-	var err error
-	if rev == 0 {
-		_, err = k.kv.Create(ctx, key, mustJSON(v))
-	} else {
-		_, err = k.kv.Update(ctx, key, mustJSON(v), rev)
-	}
-	if err == nil {
-		return true, nil
-	}
-	if natsstore.IsConflict(err) {
-		return false, nil
-	}
-	return false, err
-}
-
 func (p *Provider) kvProvision(ctx context.Context, req identity.ProvisionRequest, addr string) (identity.Account, error) {
 	k := p.kv
 	for {
 		var a kvAddress
-		rev, err := k.get(ctx, addrKey(addr), &a)
+		rev, err := kvrec.Get(ctx, k.kv, addrKey(addr), &a)
 		if err != nil {
 			return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
 		}
@@ -182,7 +152,7 @@ func (p *Provider) kvProvision(ctx context.Context, req identity.ProvisionReques
 		// Written at the revision read: a claim that changed meanwhile
 		// (another identity took it, the displaced one came back) is read
 		// and judged again.
-		ok, err := k.write(ctx, addrKey(addr), kvAddress{Address: addr, IdentityID: req.IdentityID, Live: true}, rev)
+		ok, err := kvrec.Write(ctx, k.kv, addrKey(addr), kvAddress{Address: addr, IdentityID: req.IdentityID, Live: true}, rev)
 		if err != nil {
 			return identity.Account{}, fmt.Errorf("local: claim %s: %w", addr, err)
 		}
@@ -216,25 +186,25 @@ func (p *Provider) kvProvision(ctx context.Context, req identity.ProvisionReques
 func (p *Provider) kvLeasePhone(ctx context.Context, identityID string) (string, error) {
 	k := p.kv
 	var have string
-	if rev, err := k.get(ctx, leaseKey(identityID), &have); err != nil {
+	if rev, err := kvrec.Get(ctx, k.kv, leaseKey(identityID), &have); err != nil {
 		return "", fmt.Errorf("local: lease phone: %w", err)
 	} else if rev != 0 && have != "" {
 		var ph kvPhone
-		if _, err := k.get(ctx, phoneKey(have), &ph); err == nil && ph.IdentityID == identityID {
+		if _, err := kvrec.Get(ctx, k.kv, phoneKey(have), &ph); err == nil && ph.IdentityID == identityID {
 			return have, nil
 		}
 	}
 	for _, n := range p.pool {
 		for {
 			var ph kvPhone
-			rev, err := k.get(ctx, phoneKey(n), &ph)
+			rev, err := kvrec.Get(ctx, k.kv, phoneKey(n), &ph)
 			if err != nil {
 				return "", fmt.Errorf("local: lease phone: %w", err)
 			}
 			if ph.IdentityID != "" && ph.IdentityID != identityID {
 				break
 			}
-			ok, err := k.write(ctx, phoneKey(n), kvPhone{Number: n, IdentityID: identityID, LeasedAt: p.cfg.Clock().UnixMilli()}, rev)
+			ok, err := kvrec.Write(ctx, k.kv, phoneKey(n), kvPhone{Number: n, IdentityID: identityID, LeasedAt: p.cfg.Clock().UnixMilli()}, rev)
 			if err != nil {
 				return "", fmt.Errorf("local: lease phone: %w", err)
 			}
@@ -252,7 +222,7 @@ func (p *Provider) kvLeasePhone(ctx context.Context, identityID string) (string,
 func (p *Provider) kvFreeAddress(ctx context.Context, addr, identityID string) error {
 	for {
 		var a kvAddress
-		rev, err := p.kv.get(ctx, addrKey(addr), &a)
+		rev, err := kvrec.Get(ctx, p.kv.kv, addrKey(addr), &a)
 		if err != nil {
 			return fmt.Errorf("local: release address: %w", err)
 		}
@@ -260,7 +230,7 @@ func (p *Provider) kvFreeAddress(ctx context.Context, addr, identityID string) e
 			return nil
 		}
 		a.Live = false
-		if ok, err := p.kv.write(ctx, addrKey(addr), a, rev); ok || err != nil {
+		if ok, err := kvrec.Write(ctx, p.kv.kv, addrKey(addr), a, rev); ok || err != nil {
 			return err
 		}
 	}
@@ -281,7 +251,7 @@ func (p *Provider) kvRelease(ctx context.Context, acct identity.Account) error {
 func (p *Provider) kvReturnPhones(ctx context.Context, identityID string, numbers ...string) error {
 	k := p.kv
 	var n string
-	if _, err := k.get(ctx, leaseKey(identityID), &n); err != nil {
+	if _, err := kvrec.Get(ctx, k.kv, leaseKey(identityID), &n); err != nil {
 		return fmt.Errorf("local: return phone: %w", err)
 	}
 	for _, num := range append([]string{n}, numbers...) {
@@ -290,14 +260,14 @@ func (p *Provider) kvReturnPhones(ctx context.Context, identityID string, number
 		}
 		for {
 			var ph kvPhone
-			rev, err := k.get(ctx, phoneKey(num), &ph)
+			rev, err := kvrec.Get(ctx, k.kv, phoneKey(num), &ph)
 			if err != nil {
 				return fmt.Errorf("local: return phone: %w", err)
 			}
 			if rev == 0 || ph.IdentityID != identityID {
 				break
 			}
-			ok, err := k.write(ctx, phoneKey(num), kvPhone{Number: num}, rev)
+			ok, err := kvrec.Write(ctx, k.kv, phoneKey(num), kvPhone{Number: num}, rev)
 			if err != nil {
 				return fmt.Errorf("local: return phone: %w", err)
 			}
@@ -316,7 +286,7 @@ func (p *Provider) kvPhoneLeases(ctx context.Context) (map[string]string, error)
 	out := map[string]string{}
 	for _, n := range p.pool {
 		var ph kvPhone
-		if _, err := p.kv.get(ctx, phoneKey(n), &ph); err != nil {
+		if _, err := kvrec.Get(ctx, p.kv.kv, phoneKey(n), &ph); err != nil {
 			return nil, err
 		}
 		if ph.IdentityID != "" {
@@ -384,7 +354,7 @@ func (p *Provider) kvStore(ctx context.Context, identityID string, m identity.Me
 
 func (p *Provider) kvLiveAddress(ctx context.Context, addr string) (string, error) {
 	var a kvAddress
-	rev, err := p.kv.get(ctx, addrKey(strings.ToLower(addr)), &a)
+	rev, err := kvrec.Get(ctx, p.kv.kv, addrKey(strings.ToLower(addr)), &a)
 	if err != nil || rev == 0 || !a.Live {
 		return "", err
 	}
@@ -396,7 +366,7 @@ func (p *Provider) kvLeasedNumber(ctx context.Context, number string) (string, e
 		return "", nil
 	}
 	var ph kvPhone
-	if _, err := p.kv.get(ctx, phoneKey(number), &ph); err != nil {
+	if _, err := kvrec.Get(ctx, p.kv.kv, phoneKey(number), &ph); err != nil {
 		return "", err
 	}
 	return ph.IdentityID, nil
