@@ -233,12 +233,12 @@ func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orche
 	case action != "":
 		kind += "." + action
 	}
-	ev := &orchestrator.Event{Kind: kind, Repo: repo, RawEvent: event, Actor: gtObservedActor(p.Sender)}
+	ev := &orchestrator.Event{Kind: kind, Repo: repo, RawEvent: event, Actor: giteaNorm{}.actor(p.Sender)}
 	if c := p.Comment; c != nil {
 		if strings.Contains(c.Body, nightshiftMark) {
 			return nil
 		}
-		ev.Actor = gtObservedActor(c.User)
+		ev.Actor = giteaNorm{}.actor(c.User)
 		ev.Instruction = strings.TrimSpace(c.Body)
 		ev.Target.CommentID, ev.Target.URL = c.ID, c.HTMLURL
 	}
@@ -262,13 +262,6 @@ func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orche
 	return ev
 }
 
-func gtObservedActor(u *gtUser) orchestrator.Actor {
-	if u == nil {
-		return orchestrator.Actor{}
-	}
-	return orchestrator.Actor{Login: u.Login, Name: u.FullName, Email: u.Email}
-}
-
 // observe implements forgeObserver for GitLab: issue.<action>
 // (issue.open, issue.update, issue.close; an update that adds labels is
 // issue.labeled), pr.<action> for merge requests, comment.create for
@@ -289,7 +282,7 @@ func (gitlabSource) observe(h http.Header, body []byte, opt SourceOptions) *orch
 	}
 	ev := &orchestrator.Event{Kind: p.ObjectKind, Repo: repo, RawEvent: h.Get("X-Gitlab-Event")}
 	if p.User != nil {
-		ev.Actor = orchestrator.Actor{Login: p.User.Username, Name: p.User.Name, Email: p.User.Email}
+		ev.Actor = glActor(*p.User, opt.BotLogin)
 	}
 	switch p.ObjectKind {
 	case "issue", "work_item":

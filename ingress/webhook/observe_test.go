@@ -161,10 +161,13 @@ func TestObservedForgeDeliveries(t *testing.T) {
 		req.Header.Set("X-Gitea-Signature", SignGitea("gitea-fixture-secret", body))
 		return req
 	}
-	gitlabReq := func(delivery string, confidential bool) *http.Request {
+	gitlabReq := func(delivery string, confidential bool, user string) *http.Request {
 		body := editJSON(t, readFixture(t, "../gitlab/client-go/issue.json"), func(m map[string]any) {
 			m["object_attributes"].(map[string]any)["action"] = "update"
 			m["object_attributes"].(map[string]any)["confidential"] = confidential
+			if user != "" {
+				m["user"].(map[string]any)["username"] = user
+			}
 		})
 		req := gitlabRequest(body, "gl-secret", delivery)
 		req.Header.Set("X-Gitlab-Event", "Issue Hook")
@@ -188,8 +191,10 @@ func TestObservedForgeDeliveries(t *testing.T) {
 		{"gitea redelivery", giteaReq("g-1", "bug", "alice"), "duplicate", 1},
 		{"gitea other label", giteaReq("g-2", "question", "alice"), "ignored", 1},
 		{"gitea by nightshift", giteaReq("g-3", "bug", "nsbot"), "ignored", 1},
-		{"gitlab label added", gitlabReq("l-1", false), "accepted", 2},
-		{"gitlab confidential", gitlabReq("l-2", true), "ignored", 2},
+		{"gitea bot", giteaReq("g-4", "bug", "gitea-actions"), "ignored", 1},
+		{"gitlab label added", gitlabReq("l-1", false, ""), "accepted", 2},
+		{"gitlab confidential", gitlabReq("l-2", true, ""), "ignored", 2},
+		{"gitlab bot", gitlabReq("l-3", false, "project_42_bot_0123abcd"), "ignored", 2},
 	} {
 		if got := hs.do(tc.req); got.Body["status"] != tc.status {
 			t.Errorf("%s: %d %v, want %s", tc.name, got.Status, got.Body, tc.status)
