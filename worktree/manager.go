@@ -428,7 +428,14 @@ func writeMeta(root string, meta *taskMeta) error {
 }
 
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp-" + randHex(4)
+	return replaceFile(filepath.Dir(path), path, data, perm)
+}
+
+// replaceFile replaces path with data by a rename, so a reader finds the
+// old file or the new one, never one half written. The temporary file is
+// written in tmpDir, which must be on path's filesystem.
+func replaceFile(tmpDir, path string, data []byte, perm os.FileMode) error {
+	tmp := filepath.Join(tmpDir, filepath.Base(path)+".tmp-"+randHex(4))
 	if err := os.WriteFile(tmp, data, perm); err != nil {
 		return err
 	}

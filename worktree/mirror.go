@@ -340,24 +340,7 @@ func setMirrorRef(dir string, st storer.ReferenceStorer, ref *plumbing.Reference
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "ref-*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.WriteString(content)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-	}
-	return err
+	return replaceFile(dir, path, []byte(content), 0o644)
 }
 
 // guessHead picks the branch HEAD points at when the server did not say.
