@@ -1,11 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -45,24 +40,9 @@ func TestRoundTripSecondGitHubHost(t *testing.T) {
 	s := startTestServer(t, yaml)
 
 	p := w.commentPayload(t, "@nightshift add a greeting on the enterprise host")
-	body, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	post := func(delivery, key string) int {
-		mac := hmac.New(sha256.New, []byte(key))
-		mac.Write(body)
-		req, _ := http.NewRequest(http.MethodPost, s.URL+"/hooks/github", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", "issue_comment")
-		req.Header.Set("X-GitHub-Delivery", delivery)
-		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := postGitHubSigned(t, s, key, "issue_comment", delivery, p)
+		return code
 	}
 	if code := post("d-ghe", "not-a-secret"); code != http.StatusUnauthorized {
 		t.Fatalf("unsigned delivery: %d", code)

@@ -135,11 +135,17 @@ func (w *rtWorld) commentPayload(t *testing.T, body string) map[string]any {
 // postGitHub signs payload like GitHub and posts it to /hooks/github.
 func postGitHub(t *testing.T, s *testServer, event, delivery string, payload any) (int, map[string]string) {
 	t.Helper()
+	return postGitHubSigned(t, s, rtWebhookSecret, event, delivery, payload)
+}
+
+// postGitHubSigned is postGitHub with the webhook secret secret.
+func postGitHubSigned(t *testing.T, s *testServer, secret, event, delivery string, payload any) (int, map[string]string) {
+	t.Helper()
 	body, err := json.Marshal(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac := hmac.New(sha256.New, []byte(rtWebhookSecret))
+	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
 	req, _ := http.NewRequest(http.MethodPost, s.URL+"/hooks/github", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
