@@ -549,27 +549,25 @@ func (s *Service) ReleaseIdentity(ctx context.Context, identityID string) error 
 }
 
 func (s *Service) release(ctx context.Context, id Identity) error {
+	now := s.cfg.Clock().UTC().Truncate(time.Millisecond)
+	var err error
 	if s.kv != nil {
-		if err := s.kvRevokeIdentity(ctx, id.ID); err != nil {
-			return fmt.Errorf("identity: revoke tokens of %s: %w", id.ID, err)
-		}
-		if err := s.p.Release(ctx, id.account()); err != nil {
-			return fmt.Errorf("identity: release %s: %w", id.Name, err)
-		}
-		if err := s.kvMarkReleased(ctx, id, s.cfg.Clock().UTC().Truncate(time.Millisecond)); err != nil {
-			return fmt.Errorf("identity: mark %s released: %w", id.ID, err)
-		}
-		s.log.InfoContext(ctx, "identity released", "identity_id", id.ID, "task_id", id.TaskID)
-		return nil
+		err = s.kvRevokeIdentity(ctx, id.ID)
+	} else {
+		_, err = s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL`, now.UnixMilli(), id.ID)
 	}
-	now := s.cfg.Clock().UTC().UnixMilli()
-	if _, err := s.db.ExecContext(ctx, `UPDATE identity_tokens SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL`, now, id.ID); err != nil {
+	if err != nil {
 		return fmt.Errorf("identity: revoke tokens of %s: %w", id.ID, err)
 	}
 	if err := s.p.Release(ctx, id.account()); err != nil {
 		return fmt.Errorf("identity: release %s: %w", id.Name, err)
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE identity_identities SET released_at = ? WHERE id = ? AND released_at IS NULL`, now, id.ID); err != nil {
+	if s.kv != nil {
+		err = s.kvMarkReleased(ctx, id, now)
+	} else {
+		_, err = s.db.ExecContext(ctx, `UPDATE identity_identities SET released_at = ? WHERE id = ? AND released_at IS NULL`, now.UnixMilli(), id.ID)
+	}
+	if err != nil {
 		return fmt.Errorf("identity: mark %s released: %w", id.ID, err)
 	}
 	s.log.InfoContext(ctx, "identity released", "identity_id", id.ID, "task_id", id.TaskID)
