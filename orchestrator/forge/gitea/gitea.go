@@ -458,6 +458,23 @@ func (d *Driver) FindChangeRequests(ctx context.Context, r forge.Repo, head forg
 	if headRepo.IsZero() {
 		headRepo = r
 	}
+	return d.pullsWhere(ctx, r, state, func(cr forge.ChangeRequest) bool {
+		return cr.Head.Name == head.Name && (cr.Head.Repo.IsZero() || cr.Head.Repo.Same(headRepo))
+	})
+}
+
+// OpenChangeRequestsAt returns r's open pull requests whose head is
+// commit sha, newest first. Gitea's status hook names only a commit; this
+// finds the pull request it is about.
+func (d *Driver) OpenChangeRequestsAt(ctx context.Context, r forge.Repo, sha string) ([]forge.ChangeRequest, error) {
+	return d.pullsWhere(ctx, r, "open", func(cr forge.ChangeRequest) bool {
+		return sha != "" && strings.EqualFold(cr.HeadSHA, sha)
+	})
+}
+
+// pullsWhere walks r's pull requests in state (open, all) and returns those
+// keep takes, newest first.
+func (d *Driver) pullsWhere(ctx context.Context, r forge.Repo, state string, keep func(forge.ChangeRequest) bool) ([]forge.ChangeRequest, error) {
 	var out []forge.ChangeRequest
 	for page := 1; page <= maxPages; page++ {
 		var ps []apiPR
@@ -466,33 +483,8 @@ func (d *Driver) FindChangeRequests(ctx context.Context, r forge.Repo, head forg
 			return nil, err
 		}
 		for _, p := range ps {
-			cr := d.changeRequest(p)
-			if cr.Head.Name == head.Name && (cr.Head.Repo.IsZero() || cr.Head.Repo.Same(headRepo)) {
+			if cr := d.changeRequest(p); keep(cr) {
 				out = append(out, cr)
-			}
-		}
-		if len(ps) < 50 {
-			break
-		}
-	}
-	slices.SortFunc(out, func(a, b forge.ChangeRequest) int { return b.Number - a.Number })
-	return out, nil
-}
-
-// OpenChangeRequestsAt returns r's open pull requests whose head is
-// commit sha, newest first. Gitea's status hook names only a commit; this
-// finds the pull request it is about.
-func (d *Driver) OpenChangeRequestsAt(ctx context.Context, r forge.Repo, sha string) ([]forge.ChangeRequest, error) {
-	var out []forge.ChangeRequest
-	for page := 1; page <= maxPages; page++ {
-		var ps []apiPR
-		if _, err := d.call(ctx, "list pull requests of "+r.FullName(), http.MethodGet,
-			fmt.Sprintf("%s/pulls?state=open&limit=50&page=%d", repoPath(r), page), nil, &ps); err != nil {
-			return nil, err
-		}
-		for _, p := range ps {
-			if p.Head != nil && strings.EqualFold(p.Head.SHA, sha) {
-				out = append(out, d.changeRequest(p))
 			}
 		}
 		if len(ps) < 50 {
