@@ -175,8 +175,8 @@ func (s *Service) kvLiveForTask(ctx context.Context, taskID string) (Identity, e
 	return rec.Identity, nil
 }
 
-// kvNameTaken reports whether a live identity (returned) has name.
-func (s *Service) kvNameTaken(ctx context.Context, name string) (Identity, bool, error) {
+// kvNameHolder returns the live identity named name, if any.
+func (s *Service) kvNameHolder(ctx context.Context, name string) (Identity, bool, error) {
 	var owner string
 	rev, err := kvrec.Get(ctx, s.kv, "name."+name, &owner)
 	if err != nil || rev == 0 {

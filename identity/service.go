@@ -497,27 +497,30 @@ func (s *Service) freeName(ctx context.Context, name, taskID string, skip []stri
 		if slices.Contains(skip, cand) {
 			continue
 		}
-		var n int
-		if s.kv != nil {
-			owner, taken, err := s.kvNameTaken(ctx, cand)
-			if err != nil {
-				return "", nil, fmt.Errorf("identity: check name: %w", err)
-			}
-			if !taken {
-				return cand, nil, nil
-			}
-			if taskID != "" && owner.TaskID == taskID {
-				return cand, &owner, nil
-			}
-			continue
-		}
-		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_identities WHERE name = ? AND released_at IS NULL`, cand).Scan(&n); err != nil {
+		holder, taken, err := s.nameHolder(ctx, cand)
+		if err != nil {
 			return "", nil, fmt.Errorf("identity: check name: %w", err)
 		}
-		if n == 0 {
+		if !taken {
 			return cand, nil, nil
 		}
+		if s.kv != nil && taskID != "" && holder.TaskID == taskID {
+			return cand, &holder, nil
+		}
 	}
+}
+
+// nameHolder returns the live identity named name, if any.
+func (s *Service) nameHolder(ctx context.Context, name string) (Identity, bool, error) {
+	if s.kv != nil {
+		return s.kvNameHolder(ctx, name)
+	}
+	row := s.db.QueryRowContext(ctx, `SELECT `+identityCols+` FROM identity_identities WHERE name = ? AND released_at IS NULL LIMIT 1`, name)
+	id, err := scanIdentity(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Identity{}, false, nil
+	}
+	return id, err == nil, err
 }
 
 // Release ends taskID's identity: its tokens are revoked and the provider
