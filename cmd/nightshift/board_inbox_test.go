@@ -1,7 +1,7 @@
 package main
 
 import (
-	"net"
+	"fmt"
 	"net/smtp"
 	"strings"
 	"testing"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -51,12 +52,7 @@ func TestBoardShowsIdentityInbox(t *testing.T) {
 // withSMTP gives the identity provider's mail intake a known free port.
 func withSMTP(t *testing.T, yaml string) (string, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", cluster.FreePort(t))
 	return strings.Replace(yaml, `smtp_listen: "127.0.0.1:0"`, `smtp_listen: "`+addr+`"`, 1), addr
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -92,12 +92,7 @@ func TestDispatchLocalRepoPolicy(t *testing.T) {
 // host) fails at provisioning, and the hook never runs.
 func TestWorkerRefusesARepositoryInTheDataDir(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := ln.Addr().String()
-	ln.Close()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", cluster.FreePort(t))
 	s := startTestServer(t, fmt.Sprintf("nats: {listen: %q}\n", natsAddr)+yamlWith("true", "2m"))
 
 	// Repositories planted where an agent could have written them (its

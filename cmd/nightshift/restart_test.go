@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator"
 )
 
@@ -165,12 +165,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 func TestRolesInSeparateProcesses(t *testing.T) {
 	t.Parallel()
 	bin := nightshiftBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := ln.Addr().String()
-	ln.Close()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", cluster.FreePort(t))
 	yaml := fmt.Sprintf(`
 sandbox: {driver: process}
 identity: {smtp_listen: "127.0.0.1:0"}

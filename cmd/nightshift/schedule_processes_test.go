@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nightshift/nightshift/bench/cluster"
 	"github.com/nightshift/nightshift/orchestrator/automation"
 )
 
@@ -23,12 +23,7 @@ func TestScheduleFiresOncePerTickAcrossSchedulerProcesses(t *testing.T) {
 		t.Skip("runs real processes for ~25 s")
 	}
 	bin := nightshiftBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := ln.Addr().String()
-	ln.Close()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", cluster.FreePort(t))
 	origin := newOrigin(t)
 	yaml := fmt.Sprintf(`
 sandbox: {driver: process}
