@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -37,25 +36,18 @@ func (f idxFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, er
 		return file, err
 	}
 	defer file.Close()
-	var data []byte
-	if fi, serr := f.Filesystem.Stat(name); serr == nil && fi.Mode().IsRegular() && fi.Size() < 1<<30 {
-		// One read of the size the file has (ReadAll would grow a buffer
-		// from 512 bytes, a read per doubling).
-		data = make([]byte, fi.Size())
-		n, err := io.ReadFull(file, data)
-		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, err
-		}
-		data = data[:n]
-		if rest, err := io.ReadAll(file); err != nil {
-			return nil, err
-		} else {
-			data = append(data, rest...)
-		}
-	} else if data, err = io.ReadAll(file); err != nil {
+	var size int64
+	if fi, err := f.Filesystem.Stat(name); err == nil && fi.Mode().IsRegular() && fi.Size() < 1<<30 {
+		size = fi.Size()
+	}
+	// Room for the size the file has and then some: one read takes the
+	// file, a second sees its end (ReadAll would grow a buffer from 512
+	// bytes, a read per doubling).
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(file); err != nil {
 		return nil, err
 	}
-	return &memFile{name: file.Name(), Reader: bytes.NewReader(data)}, nil
+	return &memFile{name: file.Name(), Reader: bytes.NewReader(buf.Bytes())}, nil
 }
 
 // ReadDir lists the directory name again when an entry vanished while it
