@@ -130,19 +130,7 @@ func observeGitHub(event string, p *ghPayload, body []byte, opt forgeOptions) *o
 	if !ok {
 		return nil
 	}
-	kind := event
-	switch event {
-	case "issues":
-		kind = "issue"
-	case "pull_request":
-		kind = "pr"
-	case "issue_comment", "pull_request_review_comment":
-		kind = "comment"
-	}
-	if p.Action != "" {
-		kind += "." + p.Action
-	}
-	ev := &orchestrator.Event{Source: orchestrator.SourceGitHub, Kind: kind, Repo: repo, RawEvent: event, Actor: ghActor(p.Sender, "")}
+	ev := &orchestrator.Event{Source: orchestrator.SourceGitHub, Kind: observedKind(event, p.Action), Repo: repo, RawEvent: event, Actor: ghActor(p.Sender, "")}
 	switch {
 	case p.Comment != nil:
 		ev.Actor = ghActor(p.Comment.User, p.Comment.AuthorAssociation)
@@ -167,6 +155,29 @@ func observeGitHub(event string, p *ghPayload, body []byte, opt forgeOptions) *o
 		ev.Target.URL = p.Comment.HTMLURL
 	}
 	return &observed{ev: ev, repo: "github.com/" + owner + "/" + name}
+}
+
+// observedKind is the kind of an observed GitHub or Gitea delivery:
+// issue.<action> for issues, pr.<action> for pull requests,
+// comment.<action> for issue and review comments, <event>.<action>
+// otherwise (<event> without an action); Gitea's label_updated is labeled.
+func observedKind(event, action string) string {
+	kind := event
+	switch event {
+	case "issues":
+		kind = "issue"
+	case "pull_request":
+		kind = "pr"
+	case "issue_comment", "pull_request_review_comment", "pull_request_comment":
+		kind = "comment"
+	}
+	switch action {
+	case "":
+		return kind
+	case "label_updated":
+		return kind + ".labeled"
+	}
+	return kind + "." + action
 }
 
 // observeLinear normalizes a Linear delivery for automations, or returns
@@ -218,22 +229,7 @@ func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orche
 	if !ok {
 		return nil
 	}
-	kind := event
-	switch event {
-	case "issues":
-		kind = "issue"
-	case "pull_request":
-		kind = "pr"
-	case "issue_comment", "pull_request_comment":
-		kind = "comment"
-	}
-	switch action := p.Action; {
-	case action == "label_updated":
-		kind += ".labeled"
-	case action != "":
-		kind += "." + action
-	}
-	ev := &orchestrator.Event{Kind: kind, Repo: repo, RawEvent: event, Actor: giteaNorm{}.actor(p.Sender)}
+	ev := &orchestrator.Event{Kind: observedKind(event, p.Action), Repo: repo, RawEvent: event, Actor: giteaNorm{}.actor(p.Sender)}
 	if c := p.Comment; c != nil {
 		if strings.Contains(c.Body, nightshiftMark) {
 			return nil
