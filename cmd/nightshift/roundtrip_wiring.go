@@ -125,7 +125,7 @@ func newRoundTrip(ctx context.Context, cfg *config.Config, store *notify.Store, 
 		}
 		gh, err := github.New(github.Config{APIURL: cfg.GitHub.APIURL, GitURL: cfg.GitHub.GitURL, AppID: appID, PrivateKey: key, Token: token, TokenFunc: tokenFunc,
 			PublicURL: cfg.PublicURL, Redact: redact, Logger: logger,
-			Draft: func(repo string) bool { d := cfg.RepoFor(repo).Draft; return d == nil || *d }})
+			Draft: draftFor(cfg)})
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
