@@ -408,6 +408,7 @@ func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigge
 		return ""
 	}
 	a := trig.event.Actor
+	who := cmp.Or(a.Login, "an unknown actor")
 	if def.Allow.Empty() {
 		// No allow: on a forge, where anyone with an account can open an
 		// issue or comment on a public repository, only people with write
@@ -420,14 +421,14 @@ func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigge
 			return ""
 		}
 		if e.cfg.CanWrite == nil {
-			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access may, and it cannot be checked here", cmp.Or(a.Login, "an unknown actor"), def.Name)
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access may, and it cannot be checked here", who, def.Name)
 		}
 		ok, err := e.cfg.CanWrite(ctx, *trig.event)
 		switch {
 		case err != nil:
-			return fmt.Sprintf("%s may not trigger %s: write access could not be checked: %v", cmp.Or(a.Login, "an unknown actor"), def.Name, err)
+			return fmt.Sprintf("%s may not trigger %s: write access could not be checked: %v", who, def.Name, err)
 		case !ok:
-			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access to the repository may", cmp.Or(a.Login, "an unknown actor"), def.Name)
+			return fmt.Sprintf("%s may not trigger %s: without allow:, only people with write access to the repository may", who, def.Name)
 		}
 		return ""
 	}
@@ -456,10 +457,6 @@ func (e *Engine) refusal(ctx context.Context, def config.Automation, trig trigge
 		if ok {
 			return ""
 		}
-	}
-	who := a.Login
-	if who == "" {
-		who = "an unknown actor"
 	}
 	return fmt.Sprintf("%s may not trigger %s (allowed: %s)%s", who, def.Name, describeAllow(def.Allow), teamErr)
 }
