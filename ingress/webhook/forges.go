@@ -150,7 +150,8 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 	if fh == nil {
 		return result{}, verr
 	}
-	res, err := src.Normalize(r.Header, body, SourceOptions{Host: fh.host, GitURL: fh.GitURL, Trigger: fh.Trigger, Label: fh.Label, BotLogin: fh.BotLogin})
+	opt := SourceOptions{Host: fh.host, GitURL: fh.GitURL, Trigger: fh.Trigger, Label: fh.Label, BotLogin: fh.BotLogin}
+	res, err := src.Normalize(r.Header, body, opt)
 	if err != nil {
 		var mal *MalformedError
 		if !errors.As(err, &mal) {
@@ -200,7 +201,7 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 	out, err := h.accept(ctx, orchestrator.Source(kind), delivery, body, n)
 	if fo, ok := src.(forgeObserver); ok && err == nil && out.outcome == outcomeIgnored && h.watches(orchestrator.Source(kind)) {
 		var o *observed
-		if ev := fo.observe(r.Header, body, SourceOptions{Host: fh.host, GitURL: fh.GitURL, BotLogin: fh.BotLogin}); ev != nil {
+		if ev := fo.observe(r.Header, body, opt); ev != nil {
 			ev.Source = orchestrator.Source(kind)
 			o = &observed{ev: ev, via: fh}
 		}
