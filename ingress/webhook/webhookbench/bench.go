@@ -12,9 +12,6 @@ package webhookbench
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -238,13 +235,11 @@ type dialect struct {
 
 var githubDialect = dialect{name: "github", route: "/hooks/github", check: "hmac", request: func(ctx context.Context, url string, id int64) *http.Request {
 	body := payload(id)
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-GitHub-Event", "issue_comment")
 	req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.FormatInt(id, 10))
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Hub-Signature-256", webhook.SignGitHub(secret, body))
 	return req
 }}
 
