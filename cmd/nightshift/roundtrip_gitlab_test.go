@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -360,21 +359,12 @@ func TestRoundTripGitLab(t *testing.T) {
 // kind over every outcome, from GET /metrics.
 func (s *testServer) schedulerEvents(t *testing.T, source, kind string) float64 {
 	t.Helper()
-	resp, err := http.Get(s.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var sum float64
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "nightshift_scheduler_events_total{") || !strings.Contains(line, `source="`+source+`"`) ||
-			!strings.Contains(line, `kind="`+kind+`"`) {
-			continue
+	for series, v := range scrape(t, s.URL+"/metrics") {
+		if strings.HasPrefix(series, "nightshift_scheduler_events_total{") && strings.Contains(series, `source="`+source+`"`) &&
+			strings.Contains(series, `kind="`+kind+`"`) {
+			sum += v
 		}
-		var v float64
-		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-		sum += v
 	}
 	return sum
 }
