@@ -164,7 +164,7 @@ func Chaos(t testing.TB, dir string, o ChaosOptions) *ChaosReport {
 	w1data := ""
 	fillNote := ""
 	if slices.Contains(o.Faults, FaultFillDisk) {
-		w1data, fillNote = mountSmall(t, filepath.Join(dir, "worker-1", "disk"), 256)
+		w1data, fillNote = MountSmall(t, filepath.Join(dir, "worker-1", "disk"), 256)
 	}
 	start := func(name, role, data string) *Role {
 		return StartRole(t, filepath.Join(dir, name), RoleOptions{Name: name, Role: role, NATS: c.nats.URL, Config: cfg,
@@ -276,7 +276,7 @@ func Chaos(t testing.TB, dir string, o ChaosOptions) *ChaosReport {
 				c.logf("fill-disk %s", rec.Note)
 				break
 			}
-			filled, err := fillDisk(filepath.Join(w1data, "chaos-fill"))
+			filled, err := FillDisk(filepath.Join(w1data, "chaos-fill"))
 			c.logf("filled %s's disk (%d MiB, %v)", w.Name, filled>>20, err)
 			during()
 			readyWhileFull := w.API.Ready(c.ctx)
@@ -745,9 +745,9 @@ func (c *chaos) evidence(tk Task) string {
 	return b.String()
 }
 
-// mountSmall mounts a tmpfs of mib MiB at dir (root only) and returns it,
+// MountSmall mounts a tmpfs of mib MiB at dir (root only) and returns it,
 // or "" and why not. It is unmounted when the test ends.
-func mountSmall(t testing.TB, dir string, mib int) (string, string) {
+func MountSmall(t testing.TB, dir string, mib int) (string, string) {
 	if os.Geteuid() != 0 {
 		return "", "not root: cannot mount a size-capped tmpfs"
 	}
@@ -761,8 +761,8 @@ func mountSmall(t testing.TB, dir string, mib int) (string, string) {
 	return dir, ""
 }
 
-// fillDisk writes zeros to path until the filesystem is full.
-func fillDisk(path string) (int64, error) {
+// FillDisk writes zeros to path until the filesystem is full.
+func FillDisk(path string) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return 0, err

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nightshift/nightshift/bench/cluster"
 )
 
 // haFreezeDir makes dir refuse new entries, for root too: chattr +i as
@@ -57,33 +59,19 @@ func TestReadyzSaysWhenTheDataDirTakesNoWrites(t *testing.T) {
 // then ready again once the space is freed. Root only (it mounts).
 func TestReadyzSaysWhenTheDiskIsFull(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a size-capped tmpfs needs root; TestReadyzSaysWhenTheDataDirTakesNoWrites covers the probe")
-	}
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		t.Fatal(err)
+	// Unmounted when the test ends, after the server stops.
+	data, why := cluster.MountSmall(t, filepath.Join(dir, "data"), 48)
+	if data == "" {
+		t.Skip(why + "; TestReadyzSaysWhenTheDataDirTakesNoWrites covers the probe")
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", data).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", data).Run() }) // after the server stops
 	s := startTestServerIn(t, dir, processConfig)
 	haWaitReady(t, s.URL, 200, 10*time.Second, "fresh server on tmpfs")
 
 	filler := filepath.Join(data, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
+	if _, err := cluster.FillDisk(filler); err != nil {
 		t.Fatal(err)
 	}
-	chunk := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			break // full
-		}
-	}
-	f.Close()
 	checks := haWaitReady(t, s.URL, 503, 10*time.Second, "full data dir")
 	if !strings.Contains(checks["disk"], "no space left on device") {
 		t.Fatalf("checks with the data dir full: %v", checks)
