@@ -201,7 +201,7 @@ func (h *Handler) serveForge(ctx context.Context, r *http.Request, body []byte, 
 	out, err := h.accept(ctx, orchestrator.Source(kind), delivery, body, n)
 	if fo, ok := src.(forgeObserver); ok && err == nil && out.outcome == outcomeIgnored && h.watches(orchestrator.Source(kind)) {
 		var o *observed
-		if ev := fo.observe(r.Header, body, opt); ev != nil {
+		if ev := fo.observe(r.Header, res.payload, body, opt); ev != nil {
 			ev.Source = orchestrator.Source(kind)
 			o = &observed{ev: ev, via: fh}
 		}

@@ -273,7 +273,14 @@ func normalizeGitea(event, eventType string, body []byte, opt SourceOptions) (So
 		return SourceResult{}, malformedf("repository full_name %q is not owner/name", p.Repository.FullName)
 	}
 	g := giteaNorm{opt: opt, p: &p, repo: repo, event: event}
-	switch event {
+	res, err := g.normalize(eventType)
+	res.payload = &p
+	return res, err
+}
+
+// normalize dispatches on the delivery's event.
+func (g giteaNorm) normalize(eventType string) (SourceResult, error) {
+	switch g.event {
 	case "issue_comment":
 		return g.comment()
 	case "issues":

@@ -230,7 +230,9 @@ func normalizeGitLab(event string, body []byte, opt SourceOptions) (SourceResult
 	if err != nil {
 		return SourceResult{}, err
 	}
-	return normalizeGitLabPayload(event, p, opt)
+	res, err := normalizeGitLabPayload(event, p, opt)
+	res.payload = p
+	return res, err
 }
 
 func glIgnored(format string, args ...any) SourceResult {

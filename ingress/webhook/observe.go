@@ -59,9 +59,11 @@ type observed struct {
 }
 
 // forgeObserver is implemented by a Source that normalizes, for
-// automations, the deliveries its Normalize ignores.
+// automations, the deliveries its Normalize ignores. payload is
+// SourceResult.payload: the body as Normalize decoded it, or nil (then
+// observe decodes body).
 type forgeObserver interface {
-	observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event
+	observe(h http.Header, payload any, body []byte, opt SourceOptions) *orchestrator.Event
 }
 
 // observe passes an ignored delivery's event (nil: none) to the Observer
@@ -219,10 +221,19 @@ func observeLinear(p *linPayload, opt linearOptions) *observed {
 // GitHub (issue.<action>, pr.<action>, comment.<action>,
 // <event>.<action>), with Gitea's label_updated as issue.labeled (or
 // pr.labeled). Comments Nightshift wrote are dropped.
-func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event {
+func (GiteaSource) observe(h http.Header, payload any, body []byte, opt SourceOptions) *orchestrator.Event {
 	event := giteaHeader(h, "Event")
-	var p gtPayload
-	if event == "" || jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Repository == nil {
+	if event == "" {
+		return nil
+	}
+	p, _ := payload.(*gtPayload)
+	if p == nil {
+		p = new(gtPayload)
+		if jsonv2.Unmarshal(body, p, jsontext.AllowDuplicateNames(true)) != nil {
+			return nil
+		}
+	}
+	if p.Repository == nil {
 		return nil
 	}
 	repo, ok := giteaRepo(opt.GitURL, p.Repository.FullName)
@@ -263,13 +274,19 @@ func (GiteaSource) observe(h http.Header, body []byte, opt SourceOptions) *orche
 // issue.labeled), pr.<action> for merge requests, comment.create for
 // notes, <object_kind>[.<action>] otherwise. Confidential issues and
 // notes, internal notes and system notes are never observed.
-func (gitlabSource) observe(h http.Header, body []byte, opt SourceOptions) *orchestrator.Event {
+func (gitlabSource) observe(h http.Header, payload any, body []byte, opt SourceOptions) *orchestrator.Event {
 	switch h.Get("X-Gitlab-Event") {
 	case glConfidentialNote, glConfidentialIss:
 		return nil
 	}
-	var p glPayload
-	if jsonv2.Unmarshal(body, &p, jsontext.AllowDuplicateNames(true)) != nil || p.Project == nil || p.ObjectKind == "" {
+	p, _ := payload.(*glPayload)
+	if p == nil {
+		p = new(glPayload)
+		if jsonv2.Unmarshal(body, p, jsontext.AllowDuplicateNames(true)) != nil {
+			return nil
+		}
+	}
+	if p.Project == nil || p.ObjectKind == "" {
 		return nil
 	}
 	repo, ok := gitlabRepo(opt.GitURL, p.Project.PathWithNamespace)
@@ -287,7 +304,7 @@ func (gitlabSource) observe(h http.Header, body []byte, opt SourceOptions) *orch
 			return nil
 		}
 		ev.Kind = "issue." + orNone(a.Action)
-		if a.Action == "update" && len(glAddedLabels(&p)) > 0 {
+		if a.Action == "update" && len(glAddedLabels(p)) > 0 {
 			ev.Kind = "issue.labeled"
 		}
 		ev.Target = orchestrator.Target{Type: "issue", Number: a.IID, URL: a.URL}
@@ -298,7 +315,7 @@ func (gitlabSource) observe(h http.Header, body []byte, opt SourceOptions) *orch
 			return nil
 		}
 		ev.Kind = "pr." + orNone(a.Action)
-		if a.Action == "update" && len(glAddedLabels(&p)) > 0 {
+		if a.Action == "update" && len(glAddedLabels(p)) > 0 {
 			ev.Kind = "pr.labeled"
 		}
 		ev.Target = orchestrator.Target{Type: "pull_request", Number: a.IID, URL: a.URL, Branch: a.SourceBranch, BaseBranch: a.TargetBranch}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -253,8 +254,17 @@ func FuzzObserve(f *testing.F) {
 		h := http.Header{}
 		h.Set("X-Gitea-Event", event)
 		h.Set("X-Gitlab-Event", "Issue Hook")
-		check(GiteaSource{}.observe(h, body, opt), opt.GitURL)
-		check(gitlabSource{}.observe(h, body, opt), opt.GitURL)
+		check(GiteaSource{}.observe(h, nil, body, opt), opt.GitURL)
+		check(gitlabSource{}.observe(h, nil, body, opt), opt.GitURL)
+		// The payload Normalize decoded observes as the body does.
+		for _, src := range []Source{GiteaSource{}, gitlabSource{}} {
+			if res, err := src.Normalize(h, body, opt); err == nil && res.payload != nil {
+				fo := src.(forgeObserver)
+				if got, want := fo.observe(h, res.payload, body, opt), fo.observe(h, nil, body, opt); !reflect.DeepEqual(got, want) {
+					t.Fatalf("%s: observed from the decoded payload %+v, from the body %+v", src.Kind(), got, want)
+				}
+			}
+		}
 	})
 }
 

@@ -89,6 +89,10 @@ type SourceResult struct {
 	Answer *SourceComment
 	// Ignore says why the delivery starts nothing.
 	Ignore string
+
+	// payload is the body as Normalize decoded it (nil: not decoded), for
+	// the source's observe: an ignored delivery is not decoded twice.
+	payload any
 }
 
 // SourceComment is a comment that may answer a waiting task's question.
