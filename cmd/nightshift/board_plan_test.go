@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os/exec"
 	"testing"
 	"time"
@@ -26,26 +25,13 @@ func TestBoardPlanApprovalInBrowser(t *testing.T) {
 	board := boardURL(t, s)
 	ctx := browser(t)
 
-	out, err := s.cli(t, "dispatch", "--repo", origin, "--agent", "planner", "--mode", "plan", "--json", "document the plan")
-	if err != nil {
-		t.Fatalf("dispatch: %v %s", err, out)
-	}
-	var resp struct{ ID string }
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		t.Fatalf("dispatch output %q: %v", out, err)
-	}
-	id := resp.ID
+	id := s.dispatch(t, origin, "planner", "document the plan", "--mode", "plan")
 	if task := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateFailed); task.State != orchestrator.StateNeedsInput {
 		t.Fatalf("plan run: %s (%s)", task.State, task.Error)
 	}
 	// An answer task in the same board: done, no button.
-	out, err = s.cli(t, "dispatch", "--repo", origin, "--agent", "planner", "--mode", "answer", "--json", "what would you do?")
-	if err != nil {
-		t.Fatalf("dispatch: %v %s", err, out)
-	}
-	var other struct{ ID string }
-	json.Unmarshal([]byte(out), &other)
-	s.waitState(t, other.ID, 90*time.Second, orchestrator.StateDone, orchestrator.StateFailed)
+	other := s.dispatch(t, origin, "planner", "what would you do?", "--mode", "answer")
+	s.waitState(t, other, 90*time.Second, orchestrator.StateDone, orchestrator.StateFailed)
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(board+"/tasks/"+id)); err != nil {
 		t.Fatal(err)
@@ -59,7 +45,7 @@ func TestBoardPlanApprovalInBrowser(t *testing.T) {
 	}
 	waitJS(t, ctx, "board ready", `document.body.dataset.ready === "true"`)
 	waitJS(t, ctx, "the plan card's Approve button", cardIn("needs_input", id)+`.querySelector("button.approve") !== null`)
-	waitJS(t, ctx, "no button on the answered card", cardIn("done", other.ID)+` !== null && `+cardIn("done", other.ID)+`.querySelector("button.approve") === null`)
+	waitJS(t, ctx, "no button on the answered card", cardIn("done", other)+` !== null && `+cardIn("done", other)+`.querySelector("button.approve") === null`)
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#col-needs_input li.card[data-task-id="`+id+`"] button.approve`))); err != nil {
 		t.Fatal(err)
 	}

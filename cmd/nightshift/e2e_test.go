@@ -175,9 +175,10 @@ func (s *testServer) waitRunReview(t *testing.T, id string, run int, timeout tim
 	}
 }
 
-func (s *testServer) dispatch(t *testing.T, repo, agent, prompt string) string {
+func (s *testServer) dispatch(t *testing.T, repo, agent, prompt string, flags ...string) string {
 	t.Helper()
-	out, err := s.cli(t, "dispatch", "--repo", repo, "--agent", agent, "--json", prompt)
+	args := append([]string{"dispatch", "--repo", repo, "--agent", agent, "--json"}, flags...)
+	out, err := s.cli(t, append(args, prompt)...)
 	if err != nil {
 		t.Fatalf("dispatch: %v: %s", err, out)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os/exec"
 	"strings"
 	"testing"
@@ -30,13 +29,7 @@ func TestPlanModeThenApproval(t *testing.T) {
 	}
 	s := startTestServer(t, `identity: {smtp_listen: "127.0.0.1:0"}`+modeAgent)
 	origin := newOrigin(t)
-	out, err := s.cli(t, "dispatch", "--repo", origin, "--agent", "planner", "--mode", "plan", "--json", "document the plan")
-	if err != nil {
-		t.Fatalf("dispatch: %v %s", err, out)
-	}
-	var resp struct{ ID string }
-	json.Unmarshal([]byte(out), &resp)
-	id := resp.ID
+	id := s.dispatch(t, origin, "planner", "document the plan", "--mode", "plan")
 	task := s.waitState(t, id, 90*time.Second, orchestrator.StateNeedsInput, orchestrator.StateFailed)
 	logs, _ := s.cli(t, "tasks", "logs", id)
 	if task.State != orchestrator.StateNeedsInput {
@@ -92,18 +85,13 @@ func TestAnswerModeEndsDone(t *testing.T) {
 	}
 	s := startTestServer(t, `identity: {smtp_listen: "127.0.0.1:0"}`+modeAgent)
 	origin := newOrigin(t)
-	out, err := s.cli(t, "dispatch", "--repo", origin, "--agent", "planner", "--mode", "answer", "--json", "what would you do?")
-	if err != nil {
-		t.Fatalf("dispatch: %v %s", err, out)
-	}
-	var resp struct{ ID string }
-	json.Unmarshal([]byte(out), &resp)
-	task := s.waitState(t, resp.ID, 90*time.Second, orchestrator.StateDone, orchestrator.StateFailed)
+	id := s.dispatch(t, origin, "planner", "what would you do?", "--mode", "answer")
+	task := s.waitState(t, id, 90*time.Second, orchestrator.StateDone, orchestrator.StateFailed)
 	if task.State != orchestrator.StateDone || !strings.Contains(task.Answer, "Add PLAN.md") {
-		logs, _ := s.cli(t, "tasks", "logs", resp.ID)
+		logs, _ := s.cli(t, "tasks", "logs", id)
 		t.Fatalf("answer run: %s %q (%s)\n%s", task.State, task.Answer, task.Error, logs)
 	}
-	assertNotPushed(t, origin, resp.ID, "an answer run pushed")
+	assertNotPushed(t, origin, id, "an answer run pushed")
 	if out, err := s.cli(t, "dispatch", "--repo", origin, "--mode", "nope", "x"); err == nil {
 		t.Fatalf("a bad mode was accepted: %s", out)
 	}
