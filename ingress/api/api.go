@@ -376,7 +376,8 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		if agent == "" {
 			agent = s.cfg.AgentFor(req.Repo)
 		}
-		if res, err := s.bus.Records().CreateFromEvent(r.Context(), ev, agent); err == nil {
+		res, err := s.bus.Records().CreateFromEvent(r.Context(), ev, agent)
+		if err == nil {
 			resp.State = res.Task.State
 			if res.Task.State == orchestrator.StateQueued {
 				resp.Position, _ = s.store.Position(r.Context(), res.Task)
@@ -384,9 +385,8 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 			}
 			writeJSON(w, http.StatusAccepted, resp)
 			return
-		} else {
-			s.log.Warn("create task; the scheduler will from the event", "task_id", id, "err", err)
 		}
+		s.log.Warn("create task; the scheduler will from the event", "task_id", id, "err", err)
 	}
 	// Usually the scheduler has the task stored within milliseconds; answer
 	// with its real state and position then. The event is durable either way.
