@@ -332,6 +332,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		s.runners = append(s.runners, autoRun)
 	}
 
+	// One probe of the data dir's disk, for /readyz and for the worker,
+	// which takes no run while the disk takes no writes.
+	disk := newDiskProbe(cfg.DataDir)
 	if all || o.role == "worker" {
 		sb, err := s.newSandboxes(ctx, cfg, logger)
 		if err != nil {
@@ -400,7 +403,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 			// What a run needs is checked before it is provisioned: a task
 			// that cannot run fails at once and says why.
 			Preflight: preflight(cfg, a.env, resolve, tools),
-			Ready:     newDiskProbe(cfg.DataDir).Check,
+			Ready:     disk.Check,
 		})
 		if err != nil {
 			return nil, err
@@ -419,7 +422,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		}
 	}
 
-	routes.Ready = s.readyChecks(o.role, cfg.DataDir, bus, store).run
+	routes.Ready = s.readyChecks(o.role, disk, bus, store).run
 	s.front.set(s.gate.wrap(ingress.NewHandler(routes)))
 	addr := "http://" + s.ln.Addr().String()
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(addr+"\n"), 0o600); err != nil {

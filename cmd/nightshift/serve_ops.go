@@ -240,13 +240,13 @@ func (s *server) lockDataDir(dir string) error {
 // readyChecks are what /readyz checks for role: NATS everywhere, the
 // SQLite file where it is read, and the data dir's disk where tasks run;
 // and, once stopping, that the server is shutting down.
-func (s *server) readyChecks(role, dataDir string, bus *orchestrator.Bus, store *orchestrator.Store) readyChecks {
+func (s *server) readyChecks(role string, disk *diskProbe, bus *orchestrator.Bus, store *orchestrator.Store) readyChecks {
 	checks := readyChecks{"nats": bus.Ping, "shutdown": s.gate.check}
 	if role == "all" || role == "ingress" || role == "scheduler" {
 		checks["sqlite"] = store.Ping
 	}
 	if role == "all" || role == "worker" {
-		checks["disk"] = newDiskProbe(dataDir).Check
+		checks["disk"] = disk.Check
 	}
 	return checks
 }
