@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 	"io"
 	"net/http"
 	"net/http/cgi"
@@ -37,6 +36,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	gh "github.com/google/go-github/v60/github"
+
+	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 )
 
 // Options configure a Server.

@@ -21,7 +21,6 @@ package gitlabtest
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 	"io"
 	"net/http"
 	"net/http/cgi"
@@ -37,6 +36,8 @@ import (
 	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go/v2"
+
+	"github.com/nightshift/nightshift/orchestrator/forge/forgetest"
 )
 
 // Options configure a Server.
