@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -287,15 +288,7 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 		apiSrv := api.New(bus, store, api.Config{AdminTokens: adminTokens, ReadOnlyTokens: roTokens, MaxQueued: cfg.API.MaxQueued, MaxPromptBytes: cfg.API.MaxPromptBytes,
 			Sessions: sessions, SessionKey: sessionKey,
 			KnownAgent: func(n string) bool { _, ok := cfg.AgentFor(n); return ok }, Logger: logger,
-			AgentFor: func(repo string) string {
-				if a := cfg.RepoFor(repo).Agent; a != "" {
-					return a
-				}
-				if cfg.DefaultAgent != "" {
-					return cfg.DefaultAgent
-				}
-				return "claude"
-			},
+			AgentFor:         func(repo string) string { return cmp.Or(cfg.RepoFor(repo).Agent, cfg.DefaultAgent, "claude") },
 			LocalRepoAllowed: cfg.NamesLocalRepo, DataDir: cfg.DataDir,
 			Metrics: api.NewMetrics(reg)})
 		reg.MustRegister(api.NewCollector(store))
