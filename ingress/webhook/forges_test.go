@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,24 +18,12 @@ import (
 // gitlabNote is a real GitLab note hook payload (client-go's fixture) on
 // issue 17 of project path, by username, saying body.
 func gitlabNote(t *testing.T, path, username, body string, noteID int) []byte {
-	t.Helper()
-	raw, err := os.ReadFile("testdata/gitlab/client-go/note_issue.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(raw, &p); err != nil {
-		t.Fatal(err)
-	}
-	p["project"].(map[string]any)["path_with_namespace"] = path
-	p["user"].(map[string]any)["username"] = username
-	a := p["object_attributes"].(map[string]any)
-	a["note"], a["id"] = body, noteID
-	out, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return editJSON(t, readGitLabFixture(t, "client-go/note_issue.json"), func(m map[string]any) {
+		obj(m, "project")["path_with_namespace"] = path
+		obj(m, "user")["username"] = username
+		obj(m, "object_attributes")["note"] = body
+		obj(m, "object_attributes")["id"] = noteID
+	})
 }
 
 func gitlabRequest(body []byte, token, delivery string) *http.Request {

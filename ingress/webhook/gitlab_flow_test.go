@@ -62,15 +62,6 @@ func glFlowRequest(event, token, idem string, body []byte) *http.Request {
 	return req
 }
 
-// noteBy is client-go's note_issue.json written by login with text.
-func noteBy(t *testing.T, login string, id int, text string) []byte {
-	return editJSON(t, readGitLabFixture(t, "client-go/note_issue.json"), func(m map[string]any) {
-		obj(m, "user")["username"] = login
-		obj(m, "object_attributes")["note"] = text
-		obj(m, "object_attributes")["id"] = id
-	})
-}
-
 // TestGitLabRoute: /hooks/gitlab follows the /hooks/github contract:
 // 401 without or with a wrong token, 202 once stored, 200 duplicate for
 // a redelivery (same Idempotency-Key), 200 ignored for a Reporter's
@@ -78,7 +69,7 @@ func noteBy(t *testing.T, login string, id int, text string) []byte {
 func TestGitLabRoute(t *testing.T) {
 	t.Parallel()
 	f := newGLFlow(t)
-	trigger := noteBy(t, "user1", 1241, "@nightshift fix the login redirect")
+	trigger := gitlabNote(t, glFlowProject, "user1", "@nightshift fix the login redirect", 1241)
 	for _, tok := range []string{"", "wrong", glFlowSecret + " "} {
 		if got := f.do(glFlowRequest(glNoteHook, tok, "k1", trigger)); got.Status != http.StatusUnauthorized {
 			t.Fatalf("token %q: %d %v", tok, got.Status, got.Body)
@@ -101,9 +92,9 @@ func TestGitLabRoute(t *testing.T) {
 		body        []byte
 		reason      string
 	}{
-		{"reporter", glNoteHook, noteBy(t, "rita", 1300, "@nightshift delete everything"), "rita has read permission on"},
-		{"stranger", glNoteHook, noteBy(t, "mallory", 1301, "@nightshift delete everything"), "mallory has none permission"},
-		{"self", glNoteHook, noteBy(t, f.srv.BotUser, 1302, "@nightshift loop"), "nightshift itself"},
+		{"reporter", glNoteHook, gitlabNote(t, glFlowProject, "rita", "@nightshift delete everything", 1300), "rita has read permission on"},
+		{"stranger", glNoteHook, gitlabNote(t, glFlowProject, "mallory", "@nightshift delete everything", 1301), "mallory has none permission"},
+		{"self", glNoteHook, gitlabNote(t, glFlowProject, f.srv.BotUser, "@nightshift loop", 1302), "nightshift itself"},
 		{"push", "Push Hook", readGitLabFixture(t, "client-go/push.json"), `event "Push Hook" starts no work`},
 	} {
 		got := f.do(glFlowRequest(c.event, glFlowSecret, "k-"+c.name, c.body))
@@ -124,7 +115,7 @@ func TestGitLabRoute(t *testing.T) {
 func TestGitLabRouteWithoutSecret(t *testing.T) {
 	t.Parallel()
 	f := newGLFlow(t, []string{}...)
-	body := noteBy(t, "user1", 1, "@nightshift x")
+	body := gitlabNote(t, glFlowProject, "user1", "@nightshift x", 1)
 	if got := f.do(glFlowRequest(glNoteHook, "anything", "k", body)); got.Status != http.StatusUnauthorized {
 		t.Fatalf("%d %v", got.Status, got.Body)
 	}
