@@ -316,13 +316,19 @@ func FuzzNormalizeGitea(f *testing.F) {
 	})
 }
 
-func BenchmarkNormalizeGitea(b *testing.B) {
-	var f giteaFixture
+// giteaTrigger is the captured issue_comment delivery with the trigger.
+func giteaTrigger(b *testing.B) giteaFixture {
 	for _, fx := range giteaManifest(b) {
 		if fx.File == "gitea/issue_comment.created.trigger.json" {
-			f = fx
+			return fx
 		}
 	}
+	b.Fatal("no gitea/issue_comment.created.trigger.json in the manifest")
+	return giteaFixture{}
+}
+
+func BenchmarkNormalizeGitea(b *testing.B) {
+	f := giteaTrigger(b)
 	h, opt := f.header(), giteaFixtureOpts(f.GitURL)
 	b.SetBytes(int64(len(f.body)))
 	for b.Loop() {
@@ -334,12 +340,7 @@ func BenchmarkNormalizeGitea(b *testing.B) {
 }
 
 func BenchmarkVerifyGitea(b *testing.B) {
-	var f giteaFixture
-	for _, fx := range giteaManifest(b) {
-		if fx.File == "gitea/issue_comment.created.trigger.json" {
-			f = fx
-		}
-	}
+	f := giteaTrigger(b)
 	h, secrets := f.header(), []string{"old-rotated-secret", giteaFixtureSecret}
 	b.SetBytes(int64(len(f.body)))
 	for b.Loop() {
