@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,11 +84,9 @@ type Bus struct {
 	cancel jetstream.KeyValue
 	// records is the task-state authority (records.go).
 	records *Records
-	// The log publishers' (logs.go): publishLog's loggers by task, the
-	// count of lines NATS did not store, and where losses are reported.
+	// The log publishers' (logs.go): the count of lines NATS did not
+	// store, and where losses are reported.
 	logAckTimeout time.Duration
-	logsMu        sync.Mutex
-	logs          map[string]*TaskLogger
 	logLost       atomic.Uint64
 	log           *slog.Logger
 }
@@ -387,60 +384,6 @@ type LogLine struct {
 	// Stream is agent, tool, test, setup or system.
 	Stream string `json:"stream"`
 	Text   string `json:"text"`
-}
-
-// publishLog sends a log line without waiting for its PubAck: an agent's
-// output must not wait on a disk sync per line. It goes through the task's
-// own TaskLogger, so lines keep their order (and their order relative to the
-// synchronous state reports that follow them on the same connection).
-// FlushLogs waits for the acknowledgements. Prefer Bus.TaskLogs per run.
-func (b *Bus) publishLog(ctx context.Context, l LogLine) error {
-	for {
-		b.logsMu.Lock()
-		if b.logs == nil {
-			b.logs = map[string]*TaskLogger{}
-		}
-		t := b.logs[l.TaskID]
-		if t == nil {
-			t = b.TaskLogs(l.TaskID)
-			b.logs[l.TaskID] = t
-		}
-		b.logsMu.Unlock()
-		t.mu.Lock()
-		err := t.lineLocked(ctx, l)
-		t.mu.Unlock()
-		if errors.Is(err, errRetired) { // FlushLogs let it go meanwhile: take a fresh one
-			continue
-		}
-		return err
-	}
-}
-
-// FlushLogs waits until every log line publishLog sent so far is stored
-// (or counted lost), or ctx ends. Each task's TaskLogger.Flush waits only
-// for its own lines.
-func (b *Bus) FlushLogs(ctx context.Context) error {
-	b.logsMu.Lock()
-	loggers := make([]*TaskLogger, 0, len(b.logs))
-	for _, t := range b.logs {
-		loggers = append(loggers, t)
-	}
-	b.logsMu.Unlock()
-	var errs []error
-	for _, t := range loggers {
-		if err := t.Flush(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		b.logsMu.Lock()
-		t.mu.Lock()
-		if len(t.pending) == 0 && b.logs[t.taskID] == t {
-			t.retired = true
-			delete(b.logs, t.taskID)
-		}
-		t.mu.Unlock()
-		b.logsMu.Unlock()
-	}
-	return errors.Join(errs...)
 }
 
 // DiffReport carries a task's diff against its base.

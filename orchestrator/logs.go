@@ -124,16 +124,12 @@ type TaskLogger struct {
 	pending []jetstream.PubAckFuture
 	lost    int
 	first   error // the first loss
-	retired bool  // publishLog's map let it go
 }
 
 // maxTaskLogInFlight bounds one task's lines awaiting their PubAck; past it
 // Line waits for the oldest, so one chatty task cannot fill the
 // connection's window (4096 lines) for all the others.
 const maxTaskLogInFlight = 1024
-
-// errRetired is a line sent to a TaskLogger publishLog let go.
-var errRetired = errors.New("orchestrator: task logger retired")
 
 // TaskLogs returns a log publisher for task id's lines.
 func (b *Bus) TaskLogs(taskID string) *TaskLogger {
@@ -164,9 +160,6 @@ func (t *TaskLogger) lineLocked(ctx context.Context, l LogLine) error {
 		t.waitMu.Unlock()
 	}
 	for {
-		if t.retired {
-			return errRetired
-		}
 		if len(t.pending) >= maxTaskLogInFlight {
 			if err := t.waitOldestUnlocked(ctx); err != nil {
 				return err

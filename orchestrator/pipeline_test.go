@@ -509,7 +509,7 @@ func TestPipelineNoPushWithoutRedactor(t *testing.T) {
 	p := startPipeline(t, nil)
 	ctx := context.Background()
 	item := WorkItem{TaskID: "t-unredacted", Run: 1, Repo: "https://forge.test/acme/app.git", Branch: "nightshift/t-unredacted"}
-	rep := &reporter{bus: p.bus, item: item, attempt: 1, clock: time.Now, log: p.w.log,
+	rep := &reporter{bus: p.bus, item: item, attempt: 1, clock: time.Now, log: p.w.log, logs: p.bus.TaskLogs(item.TaskID),
 		tokens: &tokenRedactor{}, redact: chainRedactors(&tokenRedactor{})}
 	r := &run{item: item, rep: rep, plan: Plan{Force: true}, wt: &worktree.Worktree{Dir: t.TempDir(), Branch: item.Branch}}
 	err := p.w.publish(ctx, r, agent.Outcome{Summary: "done"})
@@ -647,7 +647,7 @@ func TestFinishRetryableNaksWithDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := &reporter{bus: p.bus, item: WorkItem{TaskID: "t-retry", Run: 1}, attempt: 1, clock: time.Now, log: p.w.log,
-		redact: chainRedactors(&tokenRedactor{})}
+		logs: p.bus.TaskLogs("t-retry"), redact: chainRedactors(&tokenRedactor{})}
 	fail := func() error {
 		return remoteErr("pull_request", "open pull request: %w", forgeError(http.StatusServiceUnavailable))
 	}

@@ -77,7 +77,7 @@ type reporter struct {
 	stop context.CancelCauseFunc
 	// fenced is set once the authority refused a write of the run.
 	fenced atomic.Bool
-	// logs publishes the run's log lines (its own flush; nil: the bus's).
+	// logs publishes the run's log lines (flushed at the run's end).
 	logs *TaskLogger
 	item WorkItem
 	// usage is the run's model usage once the agent has run.
@@ -152,13 +152,7 @@ func (r *reporter) write(ctx context.Context, s State, reason string, p Patch) e
 func (r *reporter) line(ctx context.Context, stream, text string) {
 	text = r.redact.String(text)
 	l := LogLine{TaskID: r.item.TaskID, Run: r.item.Run, At: r.clock(), Stream: stream, Text: text}
-	if r.logs != nil {
-		if err := r.logs.Line(ctx, l); err != nil {
-			r.log.Warn("publish log", "err", err)
-		}
-		return
-	}
-	if err := r.bus.publishLog(ctx, l); err != nil {
+	if err := r.logs.Line(ctx, l); err != nil {
 		r.log.Warn("publish log", "err", err)
 	}
 }

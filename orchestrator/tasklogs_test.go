@@ -195,14 +195,15 @@ func TestTaskLogLossIsCountedAndReported(t *testing.T) {
 }
 
 // TestTaskLogLineDoesNotWaitBehindAFlush flushes a task whose lines are
-// never acknowledged (FlushLogs, as the worker calls it at the end of a
-// run): while that flush waits, the same task's next line is still sent at
-// once, and a flush of the stuck task gives up when its context ends.
+// never acknowledged (as the worker flushes its run's logger at the end of
+// a run): while that flush waits, the same task's next line is still sent
+// at once, and a flush of the stuck task gives up when its context ends.
 func TestTaskLogLineDoesNotWaitBehindAFlush(t *testing.T) {
 	bus := stuckTaskBus(t)
+	stuck := bus.TaskLogs("stuck")
 	ctx := context.Background()
 	for i := range 10 {
-		if err := bus.publishLog(ctx, LogLine{TaskID: "stuck", Text: strconv.Itoa(i)}); err != nil {
+		if err := stuck.Line(ctx, LogLine{Text: strconv.Itoa(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,17 +211,17 @@ func TestTaskLogLineDoesNotWaitBehindAFlush(t *testing.T) {
 	go func() {
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		flushed <- bus.FlushLogs(fctx)
+		flushed <- stuck.Flush(fctx)
 	}()
 	time.Sleep(200 * time.Millisecond) // the flush is waiting now
 	start := time.Now()
-	if err := bus.publishLog(ctx, LogLine{TaskID: "stuck", Text: "during the flush"}); err != nil {
+	if err := stuck.Line(ctx, LogLine{Text: "during the flush"}); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Fatalf("a line waited %s behind the flush of its task", took)
 	}
 	if err := <-flushed; err == nil || !strings.Contains(err.Error(), "not all stored") {
-		t.Fatalf("FlushLogs over unacknowledged lines: %v", err)
+		t.Fatalf("Flush over unacknowledged lines: %v", err)
 	}
 }
