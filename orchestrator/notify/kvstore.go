@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // ReportsBucket is the key-value bucket that holds the reporters' memory
@@ -136,18 +138,10 @@ func (s *Store) kvWrite(ctx context.Context, taskID, channel string, e kvEntry, 
 	if err == nil {
 		return true, nil
 	}
-	if isConflict(err) {
+	if natsstore.IsConflict(err) {
 		return false, nil
 	}
 	return false, fmt.Errorf("notify: store report state: %w", err)
-}
-
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
 }
 
 func (s *Store) kvPut(ctx context.Context, r Record) error {
