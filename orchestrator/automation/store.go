@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nightshift/nightshift/config"
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // Bucket names.
@@ -189,7 +190,7 @@ func moveRuns(ctx context.Context, k kvs) error {
 		if _, err := k.runs.Create(ctx, key, v.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
-		if err := k.state.Purge(ctx, key, jetstream.LastRevision(v.Revision())); err != nil && !isWrongSequence(err) {
+		if err := k.state.Purge(ctx, key, jetstream.LastRevision(v.Revision())); err != nil && !natsstore.IsConflict(err) {
 			return fmt.Errorf("move %s: %w", key, err)
 		}
 	}
@@ -241,7 +242,7 @@ func update[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn fu
 		if err == nil {
 			return v, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if !natsstore.IsConflict(err) {
 			return v, err
 		}
 	}
@@ -250,12 +251,6 @@ func update[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn fu
 }
 
 var errSkip = errors.New("automation: nothing to write")
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
 
 // listRuns returns the runs stored under prefix (run.<name>. or run.),
 // newest first, at most limit.
