@@ -244,18 +244,13 @@ func (s *Store) MigrateToRecords(ctx context.Context, recs *Records) (int, error
 			return n, err
 		}
 		rec := Record{Task: t, Transitions: trs}
-		mrows, err := s.db.QueryContext(ctx, `SELECT id, text, actor, created_at FROM task_messages WHERE task_id=? AND consumed=0 ORDER BY id`, t.ID)
-		if err == nil {
-			for mrows.Next() {
-				var m Message
-				var at string
-				if mrows.Scan(&m.ID, &m.Text, &m.Actor, &at) == nil {
-					m.CreatedAt = parseTS(at)
-					rec.Messages = append(rec.Messages, m)
-					rec.NextMsg = max(rec.NextMsg, m.ID)
-				}
-			}
-			mrows.Close()
+		// The record is created once: pending follow-ups that could not be
+		// read now would be lost for good, so the migration stops instead.
+		if rec.Messages, err = s.pendingMessages(ctx, t.ID); err != nil {
+			return n, fmt.Errorf("migrate task %s: %w", t.ID, err)
+		}
+		for _, m := range rec.Messages {
+			rec.NextMsg = max(rec.NextMsg, m.ID)
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
@@ -271,4 +266,25 @@ func (s *Store) MigrateToRecords(ctx context.Context, recs *Records) (int, error
 		n++
 	}
 	return n, nil
+}
+
+// pendingMessages returns the follow-ups of task id the SQLite store holds
+// unconsumed (tasks stored before the records bucket), oldest first.
+func (s *Store) pendingMessages(ctx context.Context, id string) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, text, actor, created_at FROM task_messages WHERE task_id=? AND consumed=0 ORDER BY id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		var m Message
+		var at string
+		if err := rows.Scan(&m.ID, &m.Text, &m.Actor, &at); err != nil {
+			return nil, err
+		}
+		m.CreatedAt = parseTS(at)
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
