@@ -260,7 +260,9 @@ func startServer(ctx context.Context, a *app, cfg *config.Config, o serveOptions
 
 	routes := ingress.Routes{Registry: reg, Logger: logger}
 	routes.MCP = mcpserver.NewServer(ids, vlt, mcpserver.Config{Logger: logger.With("component", "mcp"), Version: version, RepoKey: config.RepoKey,
-		Ask: bus.Ask, NarrowScopes: narrowScopes(bus.Records(), logger), ScopeAllowed: scopeAllowed(bus.Records())}).Handler()
+		Ask: bus.Ask, Grants: func(ctx context.Context, taskID string, scopes []string) ([]string, func(string) bool) {
+			return taskGrants(ctx, bus.Records(), logger, taskID, scopes)
+		}}).Handler()
 	adminTokens, aerr := resolveAll(cfg.API.Tokens)
 	roTokens, rerr := resolveAll(cfg.API.ReadOnlyTokens)
 	tokenErr := errors.Join(aerr, rerr)
@@ -659,19 +661,10 @@ func newWebhooks(bus *orchestrator.Bus, store *orchestrator.Store, cfg *config.C
 	})
 }
 
-// narrowScopes takes away the vault scopes a task may not be granted (an
-// automation's secret_scopes). When the task cannot be read, it grants
-// nothing: a limit that cannot be checked is not lifted.
-func narrowScopes(recs *orchestrator.Records, logger *slog.Logger) func(ctx context.Context, taskID string, scopes []string) []string {
-	return func(ctx context.Context, taskID string, scopes []string) []string {
-		scopes, _ = taskGrants(ctx, recs, logger, taskID, scopes)
-		return scopes
-	}
-}
-
 // taskGrants reads the task once for both limits of its automation's
 // secret_scopes: the scopes it may be granted, and which stored scope it
-// may take a secret from. When the task cannot be read, none of either.
+// may take a secret from. When the task cannot be read, none of either: a
+// limit that cannot be checked is not lifted.
 func taskGrants(ctx context.Context, recs *orchestrator.Records, logger *slog.Logger, taskID string, scopes []string) ([]string, func(scope string) bool) {
 	t, err := recs.Task(ctx, taskID)
 	if err != nil {
@@ -679,13 +672,4 @@ func taskGrants(ctx context.Context, recs *orchestrator.Records, logger *slog.Lo
 		return nil, func(string) bool { return false }
 	}
 	return t.NarrowScopes(scopes), t.ScopeAllowed
-}
-
-// scopeAllowed says whether a task may be given a secret found in a stored
-// vault scope (an automation's secret_scopes; unreadable task: no).
-func scopeAllowed(recs *orchestrator.Records) func(ctx context.Context, taskID, scope string) bool {
-	return func(ctx context.Context, taskID, scope string) bool {
-		t, err := recs.Task(ctx, taskID)
-		return err == nil && t.ScopeAllowed(scope)
-	}
 }

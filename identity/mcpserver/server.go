@@ -84,12 +84,11 @@ type Config struct {
 	// repo:github.com/acme/* reaches a task on https://github.com/acme/x.git.
 	// Nil: the repository is matched only as given.
 	RepoKey func(repo string) string
-	// NarrowScopes, when set, may take away vault scopes a task's token
-	// would be granted (an automation that limits its runs' secrets), and
-	// ScopeAllowed then says whether a secret found in a stored scope may
-	// be handed out.
-	NarrowScopes func(ctx context.Context, taskID string, scopes []string) []string
-	ScopeAllowed func(ctx context.Context, taskID, scope string) bool
+	// Grants, when set, may take away vault scopes a task's token would be
+	// granted (an automation that limits its runs' secrets) and says
+	// whether a secret found in a stored scope may be handed out: one read
+	// of the task answers both.
+	Grants func(ctx context.Context, taskID string, scopes []string) (granted []string, allowed func(scope string) bool)
 	// Ask records a question of task taskID's agent for a human (the
 	// ask_human tool). Nil: ask_human reports that nobody can be asked.
 	Ask func(ctx context.Context, taskID, question string) error
@@ -342,11 +341,12 @@ func (s *Server) getSecret(ctx context.Context, c caller, req mcp.CallToolReques
 		actor = vault.Actor{Kind: vault.ActorIdentity, ID: c.id.ID}
 	}
 	scopes := s.secretScopes(c.scope)
-	if s.cfg.NarrowScopes != nil && c.scope.TaskID != "" {
-		scopes = s.cfg.NarrowScopes(ctx, c.scope.TaskID, scopes)
+	allowed := func(string) bool { return true }
+	if s.cfg.Grants != nil && c.scope.TaskID != "" {
+		scopes, allowed = s.cfg.Grants(ctx, c.scope.TaskID, scopes)
 	}
 	val, scope, err := s.secrets.Lookup(ctx, actor, name, scopes)
-	if err == nil && s.cfg.ScopeAllowed != nil && c.scope.TaskID != "" && !s.cfg.ScopeAllowed(ctx, c.scope.TaskID, scope) {
+	if err == nil && !allowed(scope) {
 		err = vault.ErrNotFound
 	}
 	if errors.Is(err, vault.ErrNotFound) {
