@@ -300,7 +300,7 @@ func (gitlabSource) observe(h http.Header, payload any, body []byte, opt SourceO
 	switch p.ObjectKind {
 	case "issue", "work_item":
 		var a glIssue
-		if json.Unmarshal(p.ObjectAttributes, &a) != nil || a.Confidential {
+		if objectAttributes(ev.RawEvent, p, &a) != nil || a.Confidential {
 			return nil
 		}
 		ev.Kind = "issue." + orNone(a.Action)
@@ -311,7 +311,7 @@ func (gitlabSource) observe(h http.Header, payload any, body []byte, opt SourceO
 		ev.Instruction = strings.TrimSpace(a.Title + "\n\n" + a.Description)
 	case "merge_request":
 		var a glMR
-		if json.Unmarshal(p.ObjectAttributes, &a) != nil {
+		if objectAttributes(ev.RawEvent, p, &a) != nil {
 			return nil
 		}
 		ev.Kind = "pr." + orNone(a.Action)
@@ -322,7 +322,7 @@ func (gitlabSource) observe(h http.Header, payload any, body []byte, opt SourceO
 		ev.Instruction = a.Title
 	case "note":
 		var a glNote
-		if json.Unmarshal(p.ObjectAttributes, &a) != nil || a.System || a.Internal || strings.Contains(a.Note, nightshiftMark) ||
+		if objectAttributes(ev.RawEvent, p, &a) != nil || a.System || a.Internal || strings.Contains(a.Note, nightshiftMark) ||
 			p.Issue != nil && p.Issue.Confidential {
 			return nil
 		}
@@ -339,7 +339,7 @@ func (gitlabSource) observe(h http.Header, payload any, body []byte, opt SourceO
 		var a struct {
 			Action string `json:"action"`
 		}
-		if json.Unmarshal(p.ObjectAttributes, &a) == nil && a.Action != "" {
+		if objectAttributes(ev.RawEvent, p, &a) == nil && a.Action != "" {
 			ev.Kind += "." + a.Action
 		}
 	}
