@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // CreateResult says what CreateFromEvent did.
@@ -256,7 +258,7 @@ func (s *Store) MigrateToRecords(ctx context.Context, recs *Records) (int, error
 		if err != nil {
 			return n, err
 		}
-		if _, err := recs.kv.Create(ctx, taskKey(t.ID), data); err != nil && !isWrongRevision(err) {
+		if _, err := recs.kv.Create(ctx, taskKey(t.ID), data); err != nil && !natsstore.IsConflict(err) {
 			return n, fmt.Errorf("migrate task %s: %w", t.ID, err)
 		}
 		recs.indexPR(ctx, t)

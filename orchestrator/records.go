@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nightshift/nightshift/vault/natsstore"
 )
 
 // The authority for task state is one replicated JetStream key-value bucket,
@@ -234,7 +236,7 @@ func (r *Records) update(ctx context.Context, id string, fn func(*Record) error)
 			r.afterWrite(ctx, rec, prev, before)
 			return rec, true, nil
 		}
-		if !isWrongRevision(err) || attempt >= 50 {
+		if !natsstore.IsConflict(err) || attempt >= 50 {
 			return rec, false, fmt.Errorf("write task %s: %w", id, err)
 		}
 		// Another writer won: decide again on what it wrote.
@@ -246,14 +248,6 @@ func sameTask(a, b Task) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
-}
-
-func isWrongRevision(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // afterWrite does, right after a write, what the reactor would otherwise do
@@ -400,7 +394,7 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 			if err == nil {
 				break
 			}
-			if !isWrongRevision(err) {
+			if !natsstore.IsConflict(err) {
 				return CreateResult{}, fmt.Errorf("claim target: %w", err)
 			}
 		}
@@ -435,7 +429,7 @@ func (r *Records) CreateFromEvent(ctx context.Context, ev *Event, agent string) 
 		return CreateResult{}, err
 	}
 	if _, err := r.kv.Create(ctx, taskKey(id), data); err != nil {
-		if isWrongRevision(err) {
+		if natsstore.IsConflict(err) {
 			// Created meanwhile by a redelivery of the same event.
 			t, err := r.Task(ctx, id)
 			return CreateResult{Task: t}, err
