@@ -3,11 +3,11 @@ package identitytest
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/nightshift/nightshift/orchestrator/natsserver"
 )
 
 // MainOverBothBackends runs a package's tests twice, the second time with
@@ -23,13 +23,20 @@ func MainOverBothBackends(m *testing.M, pkg string, kv *bool) int {
 	return m.Run()
 }
 
-// NATS starts an embedded NATS server with JetStream for t, shut down when
-// t ends.
+// NATS starts an in-process NATS server with JetStream for t (no TCP
+// port), shut down when t ends. It is the nats-server module itself, not
+// the orchestrator's embedded server: a leaf's tests do not import the
+// orchestrator.
 func NATS(t testing.TB) *server.Server {
 	t.Helper()
-	ns, err := natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), NoSync: true})
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("nats-server not ready after 30s")
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	return ns
@@ -39,7 +46,7 @@ func NATS(t testing.TB) *server.Server {
 // host's connection, when several share ns).
 func JetStream(t testing.TB, ns *server.Server) jetstream.JetStream {
 	t.Helper()
-	nc, err := natsserver.Connect(ns, "test")
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("test"), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
